@@ -1,0 +1,624 @@
+//! The effective configuration, built from the kernel command line (`../shared/spec/cmdline.md`).
+//!
+//! Parsing is a pure function of the command-line string so that every rule (last wins,
+//! accumulating mirrors, aliases and their precedence, typed values) is unit-tested without a
+//! booted system. Facts that need the running system (is there a default secrets file, are
+//! signing keys installed) are decided later by the stage that uses them.
+
+use crate::cmdline::{self, Param};
+use crate::log::redact_url_str;
+use crate::values::{self, Schemes, Sha256Hex, Size};
+use reqwest::Url;
+use serde::{Serialize, Serializer};
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// Default secrets bundle inside the initramfs, used when it exists and no source is given.
+pub const DEFAULT_SECRETS_FILE: &str = "/rustlive/secrets.json";
+
+/// A value on the command line that rustlive cannot use.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("invalid value {value:?} for {option}: {reason}")]
+pub struct ConfigError {
+    /// The option as written on the command line (`rd.rustlive.overlay.size`).
+    pub option: String,
+    /// The offending value, with URL credentials and query strings removed.
+    pub value: String,
+    pub reason: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Config {
+    /// Where the root image comes from; `None` means rustlive has nothing to do.
+    pub image: Option<ImageSource>,
+    pub verify: Verify,
+    pub transfer: Transfer,
+    pub root: Root,
+    pub secrets: Secrets,
+    pub failure: Failure,
+    pub debug: bool,
+    /// Which command-line option set each field that is not at its default.
+    pub sources: BTreeMap<&'static str, String>,
+    /// Problems that do not stop the boot (unknown `rd.rustlive.*` keys, ignored aliases).
+    pub warnings: Vec<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ImageSource {
+    /// Mirrors in the order they are tried; never empty.
+    #[serde(serialize_with = "ser_urls")]
+    pub urls: Vec<Url>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Verify {
+    pub sha256: Option<Sha256Hex>,
+    #[serde(serialize_with = "ser_opt_url")]
+    pub sha256sums: Option<Url>,
+    /// Explicit signature URL; when keys are installed and this is `None`, `IMAGEURL.minisig`.
+    #[serde(serialize_with = "ser_opt_url")]
+    pub sig: Option<Url>,
+    /// Refuse an image that no hash or signature covers.
+    pub required: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Transfer {
+    /// Overall deadline for a verified image; `None` waits forever (the default).
+    #[serde(serialize_with = "ser_opt_secs")]
+    pub timeout: Option<Duration>,
+    /// Retries after the first attempt; `None` retries until the deadline.
+    pub retries: Option<u32>,
+    #[serde(serialize_with = "ser_secs")]
+    pub stall: Duration,
+    /// PEM bundle for https; `None` uses the bundle the dracut module installed.
+    pub ca: Option<PathBuf>,
+    /// Skip TLS verification for the image only.
+    pub insecure_tls: bool,
+    #[serde(serialize_with = "ser_opt_url")]
+    pub proxy: Option<Url>,
+    /// Bytes of RAM that must remain free once the image is in memory.
+    pub minmem: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Root {
+    pub overlay_size: Size,
+    /// Directory of the nested image inside a squashfs (`LiveOS`).
+    pub live_dir: String,
+    /// Name of the squashfs inside a LiveOS ISO-style tree (`squashfs.img`).
+    pub squash_img: String,
+    pub init: PathBuf,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Secrets {
+    /// Explicit source template (`{mac}`, `{uuid}`, `{hostname}` not yet substituted).
+    pub source: Option<String>,
+    pub sha256: Option<Sha256Hex>,
+    pub cert: Option<PathBuf>,
+    pub key: Option<PathBuf>,
+    /// Explicit `rd.rustlive.secrets.required`; see [`Secrets::required`].
+    #[serde(rename = "required_option")]
+    pub required_opt: Option<bool>,
+}
+
+impl Secrets {
+    /// Whether a failure to apply secrets stops the boot, given whether a source (explicit or the
+    /// default file) is in use.
+    pub fn required(&self, have_source: bool) -> bool {
+        have_source && self.required_opt.unwrap_or(true)
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum OnFail {
+    Shell,
+    Reboot,
+    Poweroff,
+    Halt,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Failure {
+    pub onfail: OnFail,
+    #[serde(serialize_with = "ser_secs")]
+    pub delay: Duration,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            image: None,
+            verify: Verify {
+                sha256: None,
+                sha256sums: None,
+                sig: None,
+                required: false,
+            },
+            transfer: Transfer {
+                timeout: None,
+                retries: None,
+                stall: Duration::from_secs(30),
+                ca: None,
+                insecure_tls: false,
+                proxy: None,
+                minmem: 512 << 20,
+            },
+            root: Root {
+                overlay_size: Size::Percent(50),
+                live_dir: "LiveOS".into(),
+                squash_img: "squashfs.img".into(),
+                init: "/sbin/init".into(),
+            },
+            secrets: Secrets {
+                source: None,
+                sha256: None,
+                cert: None,
+                key: None,
+                required_opt: None,
+            },
+            failure: Failure {
+                onfail: OnFail::Shell,
+                delay: Duration::from_secs(30),
+            },
+            debug: false,
+            sources: BTreeMap::new(),
+            warnings: Vec::new(),
+        }
+    }
+}
+
+/// Every `rd.rustlive.*` key rustlive understands (used for typo suggestions).
+pub const RUSTLIVE_KEYS: &[&str] = &[
+    "rd.rustlive.url",
+    "rd.rustlive.sha256",
+    "rd.rustlive.sha256sums",
+    "rd.rustlive.sig",
+    "rd.rustlive.verify",
+    "rd.rustlive.timeout",
+    "rd.rustlive.retries",
+    "rd.rustlive.stall",
+    "rd.rustlive.ca",
+    "rd.rustlive.minmem",
+    "rd.rustlive.overlay.size",
+    "rd.rustlive.init",
+    "rd.rustlive.secrets",
+    "rd.rustlive.secrets.sha256",
+    "rd.rustlive.secrets.cert",
+    "rd.rustlive.secrets.key",
+    "rd.rustlive.secrets.required",
+    "rd.rustlive.onfail",
+    "rd.rustlive.onfail.delay",
+    "rd.rustlive.debug",
+];
+
+impl Config {
+    /// Reads `/proc/cmdline` and parses it.
+    pub fn from_proc() -> std::io::Result<Result<Config, ConfigError>> {
+        let s = std::fs::read_to_string("/proc/cmdline")?;
+        Ok(Config::from_cmdline(&s))
+    }
+
+    /// Parses a kernel command line. The first invalid value is an error; unknown
+    /// `rd.rustlive.*` keys are warnings.
+    pub fn from_cmdline(cmdline: &str) -> Result<Config, ConfigError> {
+        let mut b = Builder::default();
+        for p in cmdline::parse(cmdline) {
+            b.apply(&p)?;
+        }
+        b.finish()
+    }
+
+    /// The image URLs, or an empty slice when no source is configured.
+    pub fn image_urls(&self) -> &[Url] {
+        self.image.as_ref().map_or(&[], |i| &i.urls)
+    }
+}
+
+/// Option values as seen so far, before precedence between aliases is resolved.
+#[derive(Default)]
+struct Builder {
+    cfg: Config,
+    mirrors: Vec<Url>,
+    root_url: Option<Url>,
+    overlay_size: Option<(Size, String)>,
+    overlay_size_alias: Option<(Size, String)>,
+    minmem: Option<u64>,
+    minmem_alias: Option<u64>,
+    init: Option<PathBuf>,
+    init_alias: Option<PathBuf>,
+}
+
+fn err(p: &Param, reason: impl Into<String>) -> ConfigError {
+    ConfigError {
+        option: p.key.clone(),
+        value: redact_url_str(p.value.as_deref().unwrap_or("")),
+        reason: reason.into(),
+    }
+}
+
+impl Builder {
+    fn apply(&mut self, p: &Param) -> Result<(), ConfigError> {
+        let key = p.key.as_str();
+        // Typed getters: each maps a reason to an error that names this option and value.
+        let val = || -> Result<&str, ConfigError> {
+            match p.value.as_deref() {
+                Some(v) if !v.is_empty() => Ok(v),
+                _ => Err(err(p, "a value is required")),
+            }
+        };
+        let flag = || -> Result<bool, ConfigError> {
+            match p.value.as_deref() {
+                None => Ok(true),
+                Some(v) => values::parse_bool(v).map_err(|r| err(p, r)),
+            }
+        };
+        let url = |s: Schemes| -> Result<Url, ConfigError> {
+            values::parse_url(val()?, s).map_err(|r| err(p, r))
+        };
+        let hash = || values::parse_sha256(val()?).map_err(|r| err(p, r));
+        let secs = || values::parse_duration(val()?).map_err(|r| err(p, r));
+        let path = || values::parse_abs_path(val()?).map_err(|r| err(p, r));
+        let mib = || values::parse_bytes(val()?, 1 << 20).map_err(|r| err(p, r));
+        let c = &mut self.cfg;
+
+        let field: &'static str = match key {
+            "root" => {
+                let v = p.value.as_deref().unwrap_or("");
+                let candidate = v.strip_prefix("live:").unwrap_or(v);
+                if candidate.contains("://") {
+                    self.root_url = Some(
+                        values::parse_url(candidate, Schemes::Fetchable).map_err(|r| err(p, r))?,
+                    );
+                } else {
+                    // root=/dev/sda1, root=live:CDLABEL=…: a disk root, not ours. Last wins,
+                    // so an earlier root=live:URL is cancelled.
+                    self.root_url = None;
+                }
+                return Ok(());
+            }
+            "rd.rustlive.url" => {
+                let v = val()?;
+                for part in v.split(',').filter(|s| !s.is_empty()) {
+                    let u = values::parse_url(part, Schemes::Fetchable).map_err(|r| err(p, r))?;
+                    self.mirrors.push(u);
+                }
+                if self.mirrors.is_empty() {
+                    return Err(err(p, "no URL given"));
+                }
+                return Ok(());
+            }
+            "rd.rustlive.sha256" => {
+                c.verify.sha256 = Some(hash()?);
+                "verify.sha256"
+            }
+            "rd.rustlive.sha256sums" => {
+                c.verify.sha256sums = Some(url(Schemes::Fetchable)?);
+                "verify.sha256sums"
+            }
+            "rd.rustlive.sig" => {
+                c.verify.sig = Some(url(Schemes::Fetchable)?);
+                "verify.sig"
+            }
+            "rd.rustlive.verify" => {
+                c.verify.required = match val()? {
+                    "required" => true,
+                    "optional" => false,
+                    _ => return Err(err(p, "expected required or optional")),
+                };
+                "verify.required"
+            }
+            "rd.rustlive.timeout" => {
+                let d = secs()?;
+                c.transfer.timeout = (!d.is_zero()).then_some(d);
+                "transfer.timeout"
+            }
+            "rd.rustlive.retries" => {
+                c.transfer.retries = Some(
+                    val()?
+                        .parse()
+                        .map_err(|_| err(p, "expected a whole number of retries"))?,
+                );
+                "transfer.retries"
+            }
+            "rd.rustlive.stall" => {
+                let d = secs()?;
+                if d.is_zero() {
+                    return Err(err(p, "the stall timeout must be at least 1 second"));
+                }
+                c.transfer.stall = d;
+                "transfer.stall"
+            }
+            "rd.rustlive.ca" => {
+                c.transfer.ca = Some(path()?);
+                "transfer.ca"
+            }
+            "rd.noverifyssl" => {
+                c.transfer.insecure_tls = flag()?;
+                "transfer.insecure_tls"
+            }
+            "proxy" => {
+                let v = val()?;
+                // dracut's url-lib takes `[protocol://][user[:pass]@]host[:port]`.
+                let full = if v.contains("://") {
+                    v.to_string()
+                } else {
+                    format!("http://{v}")
+                };
+                c.transfer.proxy =
+                    Some(values::parse_url(&full, Schemes::Http).map_err(|r| err(p, r))?);
+                "transfer.proxy"
+            }
+            "rd.rustlive.minmem" => {
+                self.minmem = Some(mib()?);
+                self.note("transfer.minmem", key);
+                return Ok(());
+            }
+            "rd.minmem" => {
+                self.minmem_alias = Some(mib()?);
+                self.note_alias("transfer.minmem", key);
+                return Ok(());
+            }
+            "rd.rustlive.overlay.size" => {
+                let s = values::parse_size(val()?).map_err(|r| err(p, r))?;
+                self.overlay_size = Some((s, key.into()));
+                return Ok(());
+            }
+            "rd.live.overlay.size" => {
+                let s = Size::Bytes(mib()?);
+                self.overlay_size_alias = Some((s, key.into()));
+                return Ok(());
+            }
+            "rd.overlay" => {
+                match p.value.as_deref() {
+                    None => {}
+                    Some(v) if values::parse_bool(v).is_ok() => {}
+                    Some("tmpfs") => {}
+                    Some(v) if v.starts_with("tmpfs:") => {
+                        for opt in v["tmpfs:".len()..].split(',') {
+                            match opt.split_once('=') {
+                                Some(("size", s)) => {
+                                    let s = values::parse_size(s).map_err(|r| err(p, r))?;
+                                    self.overlay_size_alias = Some((s, key.into()));
+                                }
+                                _ => return Err(err(
+                                    p,
+                                    format!(
+                                        "unknown tmpfs option {opt:?} (only size= is supported)"
+                                    ),
+                                )),
+                            }
+                        }
+                    }
+                    Some(_) => {
+                        self.cfg.warnings.push(format!(
+                            "rd.overlay={}: persistent overlays are not supported, using a tmpfs overlay",
+                            redact_url_str(p.value.as_deref().unwrap_or(""))
+                        ));
+                    }
+                }
+                return Ok(());
+            }
+            "rd.live.image" | "rd.live.overlay.overlayfs" | "rd.live.ram" => {
+                // Accepted for livenet compatibility: rustlive always copies to RAM and uses
+                // overlayfs. A malformed value is still an error, it is a typo.
+                flag()?;
+                return Ok(());
+            }
+            "rd.live.dir" => {
+                c.root.live_dir = values::parse_rel_path(val()?).map_err(|r| err(p, r))?;
+                "root.live_dir"
+            }
+            "rd.live.squashimg" => {
+                let v = values::parse_rel_path(val()?).map_err(|r| err(p, r))?;
+                if v.contains('/') {
+                    return Err(err(p, "expected a file name, not a path"));
+                }
+                c.root.squash_img = v;
+                "root.squash_img"
+            }
+            "rd.rustlive.init" => {
+                self.init = Some(path()?);
+                self.note("root.init", key);
+                return Ok(());
+            }
+            "init" => {
+                self.init_alias = Some(path()?);
+                self.note_alias("root.init", key);
+                return Ok(());
+            }
+            "rd.rustlive.secrets" => {
+                c.secrets.source = Some(parse_secrets_source(val()?).map_err(|r| err(p, r))?);
+                "secrets.source"
+            }
+            "rd.rustlive.secrets.sha256" => {
+                c.secrets.sha256 = Some(hash()?);
+                "secrets.sha256"
+            }
+            "rd.rustlive.secrets.cert" => {
+                c.secrets.cert = Some(path()?);
+                "secrets.cert"
+            }
+            "rd.rustlive.secrets.key" => {
+                c.secrets.key = Some(path()?);
+                "secrets.key"
+            }
+            "rd.rustlive.secrets.required" => {
+                c.secrets.required_opt = Some(flag()?);
+                "secrets.required"
+            }
+            "rd.rustlive.onfail" => {
+                c.failure.onfail = match val()? {
+                    "shell" => OnFail::Shell,
+                    "reboot" => OnFail::Reboot,
+                    "poweroff" => OnFail::Poweroff,
+                    "halt" => OnFail::Halt,
+                    _ => return Err(err(p, "expected shell, reboot, poweroff or halt")),
+                };
+                "failure.onfail"
+            }
+            "rd.rustlive.onfail.delay" => {
+                c.failure.delay = secs()?;
+                "failure.delay"
+            }
+            "rd.rustlive.debug" => {
+                c.debug = flag()?;
+                "debug"
+            }
+            k if k.starts_with("rd.rustlive.") => {
+                let hint = suggest(k)
+                    .map(|s| format!(" (did you mean {s}?)"))
+                    .unwrap_or_default();
+                c.warnings.push(format!("unknown option {k} ignored{hint}"));
+                return Ok(());
+            }
+            _ => return Ok(()),
+        };
+        self.note(field, key);
+        Ok(())
+    }
+
+    fn note(&mut self, field: &'static str, key: &str) {
+        self.cfg.sources.insert(field, key.to_string());
+    }
+
+    /// Records an alias as the source only when the primary option has not set the field.
+    fn note_alias(&mut self, field: &'static str, key: &str) {
+        self.cfg
+            .sources
+            .entry(field)
+            .or_insert_with(|| key.to_string());
+    }
+
+    fn finish(mut self) -> Result<Config, ConfigError> {
+        let c = &mut self.cfg;
+        if !self.mirrors.is_empty() {
+            c.image = Some(ImageSource { urls: self.mirrors });
+            c.sources.insert("image.urls", "rd.rustlive.url".into());
+        } else if let Some(u) = self.root_url {
+            c.image = Some(ImageSource { urls: vec![u] });
+            c.sources.insert("image.urls", "root".into());
+        }
+        if let Some((s, key)) = self.overlay_size.or(self.overlay_size_alias) {
+            c.root.overlay_size = s;
+            c.sources.insert("root.overlay_size", key);
+        }
+        if let Some(m) = self.minmem.or(self.minmem_alias) {
+            c.transfer.minmem = m;
+        }
+        if let Some(i) = self.init.or(self.init_alias) {
+            c.root.init = i;
+        }
+        // Cross-option rules, checked once every value is known.
+        let s = &c.secrets;
+        if let Some(src) = &s.source {
+            if src.starts_with("http://") && s.sha256.is_none() {
+                return Err(ConfigError {
+                    option: "rd.rustlive.secrets".into(),
+                    value: redact_url_str(src),
+                    reason: "plain http exposes the secrets; use https, or pin the bundle with rd.rustlive.secrets.sha256".into(),
+                });
+            }
+        }
+        match (&s.cert, &s.key) {
+            (Some(_), None) => {
+                return Err(ConfigError {
+                    option: "rd.rustlive.secrets.cert".into(),
+                    value: s.cert.as_ref().unwrap().display().to_string(),
+                    reason: "a client certificate needs rd.rustlive.secrets.key as well".into(),
+                })
+            }
+            (None, Some(_)) => {
+                return Err(ConfigError {
+                    option: "rd.rustlive.secrets.key".into(),
+                    value: s.key.as_ref().unwrap().display().to_string(),
+                    reason: "a client key needs rd.rustlive.secrets.cert as well".into(),
+                })
+            }
+            _ => {}
+        }
+        Ok(self.cfg)
+    }
+}
+
+/// Placeholders allowed in `rd.rustlive.secrets`.
+pub const SECRETS_PLACEHOLDERS: &[&str] = &["mac", "uuid", "hostname"];
+
+/// Checks a secrets source template: scheme, placeholders, and that it is a URL once filled in.
+fn parse_secrets_source(v: &str) -> Result<String, String> {
+    let mut probe = String::new();
+    let mut rest = v;
+    while let Some(open) = rest.find('{') {
+        probe.push_str(&rest[..open]);
+        let close = rest[open..]
+            .find('}')
+            .ok_or_else(|| "unclosed '{' in the URL template".to_string())?;
+        let name = &rest[open + 1..open + close];
+        if !SECRETS_PLACEHOLDERS.contains(&name) {
+            return Err(format!(
+                "unknown placeholder {{{name}}} (use {{mac}}, {{uuid}} or {{hostname}})"
+            ));
+        }
+        probe.push('x');
+        rest = &rest[open + close + 1..];
+    }
+    probe.push_str(rest);
+    let url = Url::parse(&probe).map_err(|e| format!("not a URL: {e}"))?;
+    match url.scheme() {
+        "https" | "file" | "http" => {}
+        s => return Err(format!("unsupported scheme {s:?} (use https or file)")),
+    }
+    if url.scheme() != "file" && url.host_str().is_none_or(str::is_empty) {
+        return Err("the URL has no host".into());
+    }
+    Ok(v.to_string())
+}
+
+/// The known key closest to `key`, when it is close enough to be a typo.
+fn suggest(key: &str) -> Option<&'static str> {
+    RUSTLIVE_KEYS
+        .iter()
+        .map(|k| (edit_distance(key, k), *k))
+        .filter(|(d, _)| *d <= 3)
+        .min_by_key(|(d, _)| *d)
+        .map(|(_, k)| k)
+}
+
+fn edit_distance(a: &str, b: &str) -> usize {
+    let b: Vec<char> = b.chars().collect();
+    let mut prev: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.chars().enumerate() {
+        let mut cur = vec![i + 1];
+        for (j, cb) in b.iter().enumerate() {
+            let sub = prev[j] + usize::from(ca != *cb);
+            cur.push(sub.min(prev[j + 1] + 1).min(cur[j] + 1));
+        }
+        prev = cur;
+    }
+    prev[b.len()]
+}
+
+fn ser_urls<S: Serializer>(urls: &[Url], s: S) -> Result<S::Ok, S::Error> {
+    s.collect_seq(urls.iter().map(crate::log::redact_url))
+}
+
+fn ser_opt_url<S: Serializer>(u: &Option<Url>, s: S) -> Result<S::Ok, S::Error> {
+    match u {
+        Some(u) => s.serialize_str(&crate::log::redact_url(u)),
+        None => s.serialize_none(),
+    }
+}
+
+fn ser_secs<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_u64(d.as_secs())
+}
+
+fn ser_opt_secs<S: Serializer>(d: &Option<Duration>, s: S) -> Result<S::Ok, S::Error> {
+    match d {
+        Some(d) => s.serialize_u64(d.as_secs()),
+        None => s.serialize_none(),
+    }
+}

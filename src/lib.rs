@@ -1,0 +1,16 @@
+//! rustlive: the initramfs agent that netboots a diskless node.
+//!
+//! The stages of `rustlive boot`, each in its own module: [`config`] (the kernel command line),
+//! fetch and verify (the image into RAM), mount and image (the overlay root), secrets, and
+//! switchroot. [`cli`] maps subcommands onto them; `main.rs` only calls [`cli::main`].
+
+pub mod boot;
+pub mod cli;
+pub mod cmdline;
+pub mod config;
+pub mod error;
+pub mod log;
+pub mod values;
+
+pub use config::Config;
+pub use error::{Error, Exit};

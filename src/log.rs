@@ -1,0 +1,164 @@
+//! Logging: `log` records go to `/dev/kmsg` (so they interleave with the kernel's and reach the
+//! console and the journal) or to stderr when kmsg is not writable (tests, a shell).
+//!
+//! Lines carry the `rustlive` prefix. Nothing here knows about secrets: callers never pass secret
+//! values to a log macro, and URLs go through [`redact_url`] first.
+
+use log::{Level, LevelFilter, Log, Metadata, Record};
+use std::io::Write;
+use std::sync::OnceLock;
+
+enum Sink {
+    Kmsg(kernlog::KernelLog),
+    Stderr,
+}
+
+struct Logger {
+    sink: Sink,
+    level: LevelFilter,
+}
+
+impl Log for Logger {
+    fn enabled(&self, m: &Metadata) -> bool {
+        m.level() <= self.level
+    }
+
+    fn log(&self, r: &Record) {
+        if !self.enabled(r.metadata()) {
+            return;
+        }
+        match &self.sink {
+            // kernlog prints `<prio>TARGET[pid]: msg`; a fixed target keeps module paths out
+            // of the console and lets journald file the lines under `rustlive`.
+            Sink::Kmsg(k) => k.log(
+                &Record::builder()
+                    .args(*r.args())
+                    .level(r.level())
+                    .target("rustlive")
+                    .build(),
+            ),
+            Sink::Stderr => {
+                let tag = match r.level() {
+                    Level::Error => "error: ",
+                    Level::Warn => "warning: ",
+                    _ => "",
+                };
+                let _ = writeln!(std::io::stderr().lock(), "rustlive: {tag}{}", r.args());
+            }
+        }
+    }
+
+    fn flush(&self) {}
+}
+
+static LOGGER: OnceLock<Logger> = OnceLock::new();
+
+/// Where log lines should go.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Target {
+    /// `/dev/kmsg` when writable, else stderr.
+    Auto,
+    Stderr,
+}
+
+/// Installs the logger once; later calls only adjust the level.
+pub fn init(target: Target, debug: bool) {
+    let level = if debug {
+        LevelFilter::Debug
+    } else {
+        LevelFilter::Info
+    };
+    let logger = LOGGER.get_or_init(|| {
+        let sink = match target {
+            Target::Auto => match kernlog::KernelLog::with_level(LevelFilter::Trace) {
+                Ok(k) => Sink::Kmsg(k),
+                Err(_) => Sink::Stderr,
+            },
+            Target::Stderr => Sink::Stderr,
+        };
+        Logger {
+            sink,
+            level: LevelFilter::Trace,
+        }
+    });
+    if log::set_logger(logger).is_ok() || log::max_level() != level {
+        log::set_max_level(level);
+    }
+}
+
+/// A URL fit for a log line: no user, password, query or fragment.
+pub fn redact_url(url: &reqwest::Url) -> String {
+    let mut u = url.clone();
+    let had_query = u.query().is_some();
+    let _ = u.set_username("");
+    let _ = u.set_password(None);
+    u.set_query(None);
+    u.set_fragment(None);
+    let mut s = u.to_string();
+    if had_query {
+        s.push_str("?…");
+    }
+    s
+}
+
+/// [`redact_url`] for text that may not parse as a URL (a bad command-line value): drops
+/// anything between `://` and `@` and everything from `?` or `#` on.
+pub fn redact_url_str(s: &str) -> String {
+    if let Ok(u) = reqwest::Url::parse(s) {
+        if u.has_host() {
+            return redact_url(&u);
+        }
+    }
+    let mut out = s.to_string();
+    if let Some(q) = out.find(['?', '#']) {
+        out.truncate(q);
+        out.push_str("?…");
+    }
+    if let Some(scheme_end) = out.find("://") {
+        let auth_start = scheme_end + 3;
+        let auth_end = out[auth_start..]
+            .find('/')
+            .map_or(out.len(), |i| auth_start + i);
+        if let Some(at) = out[auth_start..auth_end].rfind('@') {
+            out.replace_range(auth_start..auth_start + at + 1, "");
+        }
+    }
+    out
+}
+
+/// Human-readable byte count in MiB with one decimal, as used in progress lines.
+pub fn mib(bytes: u64) -> String {
+    format!("{:.1} MiB", bytes as f64 / (1u64 << 20) as f64)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn redacts_userinfo_and_query() {
+        let u = reqwest::Url::parse("https://bob:hunter2@h.example/x/img?token=abc#f").unwrap();
+        let r = redact_url(&u);
+        assert_eq!(r, "https://h.example/x/img?…");
+        assert!(!r.contains("hunter2") && !r.contains("bob") && !r.contains("abc"));
+    }
+
+    #[test]
+    fn plain_url_is_unchanged() {
+        let u = reqwest::Url::parse("http://10.0.0.1/img.squashfs").unwrap();
+        assert_eq!(redact_url(&u), "http://10.0.0.1/img.squashfs");
+    }
+
+    #[test]
+    fn redacts_unparsable_strings() {
+        for (input, want) in [
+            ("htp://u:pw@host/p?t=1", "htp://host/p?…"),
+            ("https://u:pw@[bad/x", "https://[bad/x"),
+            ("ftp://host/p", "ftp://host/p"),
+            ("no url at all", "no url at all"),
+            ("x?secret", "x?…"),
+        ] {
+            assert_eq!(redact_url_str(input), want, "{input}");
+        }
+    }
+}
