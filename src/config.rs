@@ -384,12 +384,14 @@ impl Builder {
                                     let s = values::parse_size(s).map_err(|r| err(p, r))?;
                                     self.overlay_size_alias = Some((s, key.into()));
                                 }
-                                _ => return Err(err(
-                                    p,
-                                    format!(
+                                _ => {
+                                    return Err(err(
+                                        p,
+                                        format!(
                                         "unknown tmpfs option {opt:?} (only size= is supported)"
                                     ),
-                                )),
+                                    ))
+                                }
                             }
                         }
                     }

@@ -69,10 +69,7 @@ mod tests {
 
     #[test]
     fn report_joins_the_cause_chain() {
-        let e = Outer(std::io::Error::new(
-            std::io::ErrorKind::Other,
-            "no such device",
-        ));
+        let e = Outer(std::io::Error::other("no such device"));
         assert_eq!(
             report(&e),
             "mounting /run/rustlive/lower failed: no such device"
