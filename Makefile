@@ -1,0 +1,55 @@
+# rustlive — build, test, install. Every target installs what it needs first (scripts/install-deps.sh).
+TARGET   := x86_64-unknown-linux-musl
+BIN      := target/$(TARGET)/release/rustlive
+PREFIX   ?= /usr
+DESTDIR  ?=
+MODDIR   := $(DESTDIR)$(PREFIX)/lib/dracut/modules.d/90rustlive
+MAX_SIZE := 6291456
+
+.PHONY: all build deps test unit-test qemu-test lint demo install bench clean
+
+all: build
+
+deps:
+	@scripts/install-deps.sh
+
+build: deps
+	cargo build --release --target $(TARGET)
+	@file $(BIN) | grep -q 'static' || { echo "$(BIN) is not statically linked"; file $(BIN); exit 1; }
+	@size=$$(stat -c %s $(BIN)); [ $$size -le $(MAX_SIZE) ] || { echo "$(BIN) is $$size bytes, over 6 MiB"; exit 1; }
+	@echo "built $(BIN): $$(stat -c %s $(BIN)) bytes, $$(file -b $(BIN) | cut -d, -f1-2)"
+
+lint: deps
+	cargo fmt --all -- --check
+	cargo clippy --all-targets -- -D warnings
+	shellcheck -x scripts/*.sh .ci/run $$(find dracut-module qemu bench tests -name '*.sh' 2>/dev/null)
+
+# Integration tests mount loop devices, squashfs and overlays: as root they run in a private
+# mount namespace so nothing leaks onto the host; as a normal user they skip with a reason.
+unit-test: deps
+	cargo build --release --target $(TARGET)
+	if [ "$$(id -u)" -eq 0 ]; then unshare -m --propagation private cargo test --all-targets; \
+	else cargo test --all-targets; fi
+
+qemu-test: build
+	qemu/suite.sh
+
+test: lint unit-test qemu-test
+
+demo: build
+	qemu/demo.sh
+
+install: build
+	install -d $(MODDIR)
+	install -m 0755 dracut-module/90rustlive/*.sh $(MODDIR)/
+	install -m 0644 $$(find dracut-module/90rustlive -maxdepth 1 -type f ! -name '*.sh') $(MODDIR)/
+	install -m 0755 $(BIN) $(MODDIR)/rustlive
+
+bench: build
+	bench/fetch-vs-curl.sh
+	bench/herd.sh
+	bench/boot-vs-livenet.sh
+
+clean:
+	cargo clean
+	rm -rf build
