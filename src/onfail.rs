@@ -58,9 +58,8 @@ pub fn execute(action: Action) {
         }
     };
     nix::unistd::sync();
-    if let Err(e) = reboot(mode) {
-        log::error!("cannot {mode:?}: {e}");
-    }
+    let Err(e) = reboot(mode);
+    log::error!("cannot {mode:?}: {e}");
 }
 
 #[cfg(test)]
