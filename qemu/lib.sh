@@ -208,6 +208,9 @@ nginx_stop_all() {
 
 # --- initramfs -----------------------------------------------------------------------------------
 
+# Storage stacks a diskless node never uses are left out of every image, rustlive's and livenet's.
+COMMON_DRACUT=(--omit "lvm mdraid dmraid crypt multipath btrfs iscsi nfs cifs fcoe fcoe-uefi nbd plymouth nvmf lunmask resume")
+
 # A private copy of dracut's module tree with rustlive installed into it by `make install`, so the
 # suite never writes to the host's /usr/lib/dracut.
 DRACUT_BASE="$B/dracut-root/usr/lib/dracut"
@@ -236,6 +239,8 @@ build_initramfs() {
 		tail -20 "$IMG/$name.log" >&2
 		die "dracut failed for $name"
 	}
+	# Served to PXE clients by nginx workers; an initramfs holds no secret.
+	chmod 0644 "$out"
 }
 
 # --- QEMU ----------------------------------------------------------------------------------------

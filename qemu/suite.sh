@@ -18,12 +18,10 @@ prepare() {
 	mkdir -p "$WWW/nodes"
 	write_secrets_bundle "$WWW/nodes/$GUEST_MAC.json"
 	install_module
-	# Storage stacks a diskless node never uses are left out of every image, ours and livenet's.
-	COMMON=(--omit "lvm mdraid dmraid crypt multipath btrfs iscsi nfs cifs fcoe fcoe-uefi nbd plymouth nvmf lunmask resume")
-	build_initramfs nm --add "rustlive network-manager" "${COMMON[@]}" \
+	build_initramfs nm --add "rustlive network-manager" "${COMMON_DRACUT[@]}" \
 		--include "$B/tls/ca.pem" /etc/rustlive/test-ca.pem
-	build_initramfs networkd --add "rustlive systemd-networkd" "${COMMON[@]}"
-	build_initramfs nm-keys --add "rustlive network-manager" "${COMMON[@]}" \
+	build_initramfs networkd --add "rustlive systemd-networkd" "${COMMON_DRACUT[@]}"
+	build_initramfs nm-keys --add "rustlive network-manager" "${COMMON_DRACUT[@]}" \
 		--include "$B/keys/test.pub" /etc/rustlive/keys/test.pub
 	cat "$IMG/nm.img" "$WWW/node-secrets.cpio" >"$IMG/nm+secrets.img"
 }
