@@ -25,6 +25,17 @@ pub enum Command {
     Boot(BootArgs),
     /// Print the effective configuration parsed from the kernel command line as JSON.
     Config(ConfigArgs),
+    /// Install the node's secrets bundle into an assembled root (`boot` runs this step after
+    /// assembling the root, before switch-root).
+    ///
+    /// The bundle (format: secrets.md) comes from --source, else rd.rustlive.secrets, else
+    /// /rustlive/secrets.json when it exists. It is validated as a whole before anything is
+    /// written; files are created with their final mode and owner, never through a symlink.
+    /// A file:// source and /rustlive/secrets.json are overwritten and removed afterwards.
+    /// Exit code 6 when the bundle cannot be fetched or applied (unless
+    /// rd.rustlive.secrets.required=0).
+    #[command(name = "inject-secrets")]
+    InjectSecrets(InjectSecretsArgs),
 }
 
 #[derive(Debug, Args)]
@@ -59,6 +70,22 @@ pub struct ConfigArgs {
     pub cmdline: CmdlineArg,
 }
 
+#[derive(Debug, Args)]
+pub struct InjectSecretsArgs {
+    #[command(flatten)]
+    pub cmdline: CmdlineArg,
+    /// The assembled root to write into (e.g. /sysroot).
+    #[arg(long, value_name = "DIR")]
+    pub root: std::path::PathBuf,
+    /// Bundle source, overriding rd.rustlive.secrets: https://…, file:///…, or http://… when
+    /// rd.rustlive.secrets.sha256 pins it. {mac}, {uuid} and {hostname} are substituted.
+    #[arg(long, value_name = "URL")]
+    pub source: Option<String>,
+    /// MAC address substituted for {mac} (xx:xx:xx:xx:xx:xx).
+    #[arg(long, value_name = "MAC")]
+    pub mac: Option<String>,
+}
+
 /// Parses the process arguments, runs the subcommand and maps the outcome to an exit code.
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -79,6 +106,7 @@ pub fn main() -> ExitCode {
 fn run(cmd: Command) -> Result<(), Error> {
     match cmd {
         Command::Boot(a) => crate::boot::run(&a),
+        Command::InjectSecrets(a) => crate::secrets::run_cli(&a),
         Command::Config(a) => {
             let cfg = a.cmdline.load()?;
             for w in &cfg.warnings {
