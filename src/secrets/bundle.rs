@@ -415,7 +415,9 @@ fn decode_base64(s: &str) -> Result<Zeroizing<Vec<u8>>, Rule> {
 /// Refuses a path equal to an earlier entry's, or one that needs an earlier file to be a
 /// directory (or the reverse).
 fn check_overlap(earlier: &[Entry], path: &str) -> Result<(), Rule> {
-    let below = |dir: &str, p: &str| p.len() > dir.len() && p.starts_with(dir) && p.as_bytes()[dir.len()] == b'/';
+    let below = |dir: &str, p: &str| {
+        p.len() > dir.len() && p.starts_with(dir) && p.as_bytes()[dir.len()] == b'/'
+    };
     for (i, e) in earlier.iter().enumerate() {
         if e.path == path {
             return Err(Rule::DuplicatePath(i));
@@ -458,7 +460,10 @@ mod tests {
 
     #[test]
     fn valid_entry_with_defaults() {
-        let e = one(&format!(r#"{{"path": "/etc/x", "content_base64": "{B64_HELLO}"}}"#)).unwrap();
+        let e = one(&format!(
+            r#"{{"path": "/etc/x", "content_base64": "{B64_HELLO}"}}"#
+        ))
+        .unwrap();
         assert_eq!(e.len(), 1);
         assert_eq!(e[0].path, "/etc/x");
         assert_eq!(e[0].mode, 0o600);
@@ -489,7 +494,10 @@ mod tests {
     fn top_level_rules() {
         let a = accounts();
         let p = |s: &str| parse(s.as_bytes(), &a).unwrap_err();
-        assert_eq!(p(r#"{"version": 2, "files": []}"#), BundleError::Version("2".into()));
+        assert_eq!(
+            p(r#"{"version": 2, "files": []}"#),
+            BundleError::Version("2".into())
+        );
         assert_eq!(
             p(r#"{"version": "1", "files": []}"#),
             BundleError::Version("(a string)".into())
@@ -506,7 +514,10 @@ mod tests {
             p(r#"{"version": 1, "version": 1, "files": []}"#),
             BundleError::DuplicateField(FieldName(Some("version".into())))
         );
-        assert!(matches!(p(r#"{"version": 1,"#), BundleError::Json { line: 1, .. }));
+        assert!(matches!(
+            p(r#"{"version": 1,"#),
+            BundleError::Json { line: 1, .. }
+        ));
         assert!(matches!(p("\u{feff}{}"), BundleError::Json { .. }));
         let big = vec![b' '; MAX_BUNDLE_SIZE + 1];
         assert_eq!(parse(&big, &a).unwrap_err(), BundleError::TooLarge);
@@ -536,7 +547,10 @@ mod tests {
     #[test]
     fn missing_fields() {
         assert_eq!(rule(r#"{"content_base64": ""}"#), Rule::Missing("path"));
-        assert_eq!(rule(r#"{"path": "/etc/x"}"#), Rule::Missing("content_base64"));
+        assert_eq!(
+            rule(r#"{"path": "/etc/x"}"#),
+            Rule::Missing("content_base64")
+        );
     }
 
     #[test]
@@ -576,7 +590,14 @@ mod tests {
         assert_eq!(check_path(""), Err(Rule::PathNotAbsolute));
         assert_eq!(check_path("/"), Err(Rule::PathIsRoot));
         assert_eq!(check_path("/etc/\0x"), Err(Rule::PathNul));
-        for p in ["/etc/../x", "/../x", "/etc/./x", "/etc//x", "/etc/x/", "/.."] {
+        for p in [
+            "/etc/../x",
+            "/../x",
+            "/etc/./x",
+            "/etc//x",
+            "/etc/x/",
+            "/..",
+        ] {
             assert_eq!(check_path(p), Err(Rule::PathNotNormalized), "{p}");
         }
         for (p, top) in [
@@ -587,12 +608,18 @@ mod tests {
         ] {
             assert_eq!(check_path(p), Err(Rule::PathForbidden(top)), "{p}");
         }
-        assert_eq!(check_path(&format!("/{}", "a".repeat(256))), Err(Rule::PathTooLong));
         assert_eq!(
-            check_path(&"/abc".repeat(1100)),
+            check_path(&format!("/{}", "a".repeat(256))),
             Err(Rule::PathTooLong)
         );
-        for p in ["/etc/x", "/running/x", "/etc/ssh/ssh_host_ed25519_key", "/x..y", "/.k"] {
+        assert_eq!(check_path(&"/abc".repeat(1100)), Err(Rule::PathTooLong));
+        for p in [
+            "/etc/x",
+            "/running/x",
+            "/etc/ssh/ssh_host_ed25519_key",
+            "/x..y",
+            "/.k",
+        ] {
             assert_eq!(check_path(p), Ok(()), "{p}");
         }
         assert_eq!(
@@ -608,7 +635,18 @@ mod tests {
         assert_eq!(parse_mode("0400"), Ok(0o400));
         assert_eq!(parse_mode("0777"), Ok(0o777));
         assert_eq!(parse_mode("000"), Ok(0));
-        for bad in ["", "6", "60", "06000", "0800", "rw-------", "0x600", " 600", "+600", "0o60"] {
+        for bad in [
+            "",
+            "6",
+            "60",
+            "06000",
+            "0800",
+            "rw-------",
+            "0x600",
+            " 600",
+            "+600",
+            "0o60",
+        ] {
             assert_eq!(parse_mode(bad), Err(Rule::ModeSyntax), "{bad:?}");
         }
         for special in ["4755", "2755", "1777", "7000", "4000"] {
@@ -623,7 +661,9 @@ mod tests {
     #[test]
     fn base64_rule() {
         for bad in ["aGVsbG8", "aGVs bG8=", "aGVsbG8=\\n", "a-_b", "!!!!"] {
-            let r = rule(&format!(r#"{{"path": "/etc/x", "content_base64": "{bad}"}}"#));
+            let r = rule(&format!(
+                r#"{{"path": "/etc/x", "content_base64": "{bad}"}}"#
+            ));
             assert_eq!(r, Rule::Base64, "{bad:?}");
         }
     }
@@ -703,7 +743,10 @@ mod tests {
 
     #[test]
     fn debug_of_an_entry_hides_the_content() {
-        let e = one(&format!(r#"{{"path": "/etc/x", "content_base64": "{B64_HELLO}"}}"#)).unwrap();
+        let e = one(&format!(
+            r#"{{"path": "/etc/x", "content_base64": "{B64_HELLO}"}}"#
+        ))
+        .unwrap();
         let d = format!("{e:?}");
         assert!(d.contains("/etc/x") && d.contains("<5 bytes>"), "{d}");
         assert!(!d.contains("hello") && !d.contains("104"), "{d}");

@@ -77,7 +77,8 @@ impl NodeFacts {
         let h = self.hostname.as_deref()?;
         let ok = !h.is_empty()
             && h.len() <= 253
-            && h.bytes().all(|c| c.is_ascii_alphanumeric() || c == b'-' || c == b'.')
+            && h.bytes()
+                .all(|c| c.is_ascii_alphanumeric() || c == b'-' || c == b'.')
             && !h.starts_with(['-', '.'])
             && !matches!(h, "localhost" | "localhost.localdomain");
         ok.then(|| h.to_string())
@@ -186,9 +187,10 @@ pub fn apply_with(
 
 /// The configured source, else the default file as a `file://` URL when it exists.
 fn source_template(cfg: &Config, default_file: &Path, have_default: bool) -> Option<String> {
-    cfg.secrets.source.clone().or_else(|| {
-        have_default.then(|| format!("file://{}", default_file.display()))
-    })
+    cfg.secrets
+        .source
+        .clone()
+        .or_else(|| have_default.then(|| format!("file://{}", default_file.display())))
 }
 
 /// Gets, validates, checks and writes the bundle; returns the number of files written.
@@ -352,7 +354,10 @@ mod tests {
         .unwrap();
         std::fs::write(t.path().join("proc/sys/kernel/hostname"), "n7\n").unwrap();
         let f = NodeFacts::gather(t.path(), Some("52:54:00:00:00:07".into()));
-        assert_eq!(f.uuid().as_deref(), Some("4c4c4544-0042-3510-8050-b4c04f4a4b33"));
+        assert_eq!(
+            f.uuid().as_deref(),
+            Some("4c4c4544-0042-3510-8050-b4c04f4a4b33")
+        );
         assert_eq!(f.hostname().as_deref(), Some("n7"));
         assert_eq!(f.mac().as_deref(), Some("52:54:00:00:00:07"));
         let empty = NodeFacts::gather(&t.path().join("nothing"), None);
@@ -397,11 +402,14 @@ mod tests {
         let bad = br#"{"version": 2, "files": []}"#;
 
         std::fs::write(&default, bad).unwrap();
-        let err = apply_with(&Config::default(), &root, &NodeFacts::default(), &default)
-            .unwrap_err();
+        let err =
+            apply_with(&Config::default(), &root, &NodeFacts::default(), &default).unwrap_err();
         assert_eq!(err.exit_code(), Exit::Secrets);
         assert!(matches!(err, SecretsError::Bundle { .. }));
-        assert!(!default.exists(), "the initramfs copy is wiped on failure too");
+        assert!(
+            !default.exists(),
+            "the initramfs copy is wiped on failure too"
+        );
 
         std::fs::write(&default, bad).unwrap();
         let cfg = Config::from_cmdline("rd.rustlive.secrets.required=0").unwrap();
@@ -422,10 +430,16 @@ mod tests {
             "0".repeat(64)
         );
         let cfg = Config::from_cmdline(&cmdline).unwrap();
-        let err = apply_with(&cfg, &root, &NodeFacts::default(), &t.path().join("none"))
-            .unwrap_err();
+        let err =
+            apply_with(&cfg, &root, &NodeFacts::default(), &t.path().join("none")).unwrap_err();
         assert!(
-            matches!(&err, SecretsError::Fetch { source: SourceError::PinMismatch, .. }),
+            matches!(
+                &err,
+                SecretsError::Fetch {
+                    source: SourceError::PinMismatch,
+                    ..
+                }
+            ),
             "{err:?}"
         );
     }

@@ -76,10 +76,7 @@ impl Accounts {
 fn lookup(table: &HashMap<String, u32>, id: &Id) -> Option<u32> {
     match id {
         Id::Num(n) => Some(*n),
-        Id::Name(n) => table
-            .get(n)
-            .copied()
-            .or_else(|| (n == "root").then_some(0)),
+        Id::Name(n) => table.get(n).copied().or_else(|| (n == "root").then_some(0)),
     }
 }
 

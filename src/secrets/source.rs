@@ -47,7 +47,9 @@ impl Source {
 pub enum SourceError {
     #[error("the source URL uses {{{0}}} but this node's {1} is unknown")]
     MissingFact(&'static str, &'static str),
-    #[error("unknown placeholder {{{0}}} in the source URL (use {{mac}}, {{uuid}} or {{hostname}})")]
+    #[error(
+        "unknown placeholder {{{0}}} in the source URL (use {{mac}}, {{uuid}} or {{hostname}})"
+    )]
     UnknownPlaceholder(String),
     #[error("unclosed '{{' in the source URL")]
     Unclosed,
@@ -122,8 +124,9 @@ pub fn fill_template(template: &str, facts: &NodeFacts) -> Result<String, Source
 /// Fills a template and checks its scheme: `file`, `https`, or `http` when `pinned`.
 pub fn resolve(template: &str, facts: &NodeFacts, pinned: bool) -> Result<Source, SourceError> {
     let filled = fill_template(template, facts)?;
-    let url = Url::parse(&filled)
-        .map_err(|e| SourceError::BadUrl(format!("{e}: {}", crate::log::redact_url_str(&filled))))?;
+    let url = Url::parse(&filled).map_err(|e| {
+        SourceError::BadUrl(format!("{e}: {}", crate::log::redact_url_str(&filled)))
+    })?;
     match url.scheme() {
         "file" => url
             .to_file_path()
@@ -430,7 +433,11 @@ mod tests {
             uuid: Some("x?token=1".into()),
             hostname: Some("evil.example/@x".into()),
         };
-        for t in ["https://s/{mac}", "https://s/{uuid}", "https://s/{hostname}"] {
+        for t in [
+            "https://s/{mac}",
+            "https://s/{uuid}",
+            "https://s/{hostname}",
+        ] {
             assert!(matches!(
                 fill_template(t, &hostile),
                 Err(SourceError::MissingFact(..))
@@ -465,7 +472,10 @@ mod tests {
             resolve("http://s/x", &f, false),
             Err(SourceError::UnpinnedHttp)
         ));
-        assert!(matches!(resolve("http://s/x", &f, true), Ok(Source::Url(_))));
+        assert!(matches!(
+            resolve("http://s/x", &f, true),
+            Ok(Source::Url(_))
+        ));
         assert!(matches!(
             resolve("ftp://s/x", &f, true),
             Err(SourceError::Scheme(s)) if s == "ftp"
@@ -490,7 +500,14 @@ mod tests {
             max_delay: Duration::from_secs(30),
             deadline: None,
         };
-        for (n, base) in [(1, 1000), (2, 2000), (3, 4000), (5, 16000), (6, 30000), (40, 30000)] {
+        for (n, base) in [
+            (1, 1000),
+            (2, 2000),
+            (3, 4000),
+            (5, 16000),
+            (6, 30000),
+            (40, 30000),
+        ] {
             let lo = r.delay(n, 0).as_millis();
             let hi = r.delay(n, u64::MAX).as_millis();
             assert!(lo >= base * 3 / 4 && hi <= base * 5 / 4, "{n}: {lo}..{hi}");
@@ -504,7 +521,10 @@ mod tests {
     #[test]
     fn retry_policy_from_config() {
         let mut cfg = Config::default();
-        assert_eq!(Retry::from_config(&cfg).attempts, Retry::DEFAULT_RETRIES + 1);
+        assert_eq!(
+            Retry::from_config(&cfg).attempts,
+            Retry::DEFAULT_RETRIES + 1
+        );
         cfg.transfer.retries = Some(0);
         assert_eq!(Retry::from_config(&cfg).attempts, 1);
     }
@@ -521,7 +541,7 @@ mod tests {
 
     #[test]
     fn reads_up_to_the_cap_and_no_further() {
-        let data = vec![7u8; 100];
+        let data = [7u8; 100];
         assert_eq!(
             read_capped(&mut &data[..], 100).ok().unwrap().as_slice(),
             &data[..]

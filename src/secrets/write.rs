@@ -250,7 +250,9 @@ fn fill(dir: BorrowedFd, name: &str, fd: OwnedFd, e: &Entry) -> Result<(), Write
             )
             .map_err(io_err("chown", shown))
         })
-        .and_then(|()| rfs::fchmod(&f, Mode::from_raw_mode(e.mode)).map_err(io_err("chmod", shown)));
+        .and_then(|()| {
+            rfs::fchmod(&f, Mode::from_raw_mode(e.mode)).map_err(io_err("chmod", shown))
+        });
     if res.is_err() {
         let _ = rfs::unlinkat(dir, name, AtFlags::empty());
     }
@@ -360,7 +362,11 @@ mod tests {
         std::os::unix::fs::symlink(outside.path().join("victim"), t.path().join("var/key"))
             .unwrap();
         let root = RootDir::open(t.path()).unwrap();
-        for (p, at) in [("/etc/x", "/etc"), ("/etc/a/b", "/etc"), ("/var/key", "/var/key")] {
+        for (p, at) in [
+            ("/etc/x", "/etc"),
+            ("/etc/a/b", "/etc"),
+            ("/var/key", "/var/key"),
+        ] {
             match root.check(p) {
                 Err(WriteError::Symlink(s)) => assert_eq!(s, at),
                 other => panic!("{p}: {other:?}"),
