@@ -290,7 +290,7 @@ fn valid_bundle_gives_exact_bytes_modes_and_owners() {
             CANARY.as_bytes(),
         ),
         entry("/var/lib/app/token", "640", "1234", "\"munge\"", b"t0ken\n"),
-        format!(r#"{{"path": "/etc/empty", "content_base64": ""}}"#),
+        r#"{"path": "/etc/empty", "content_base64": ""}"#.to_string(),
     ]));
     let got = secrets::apply_with(
         &cfg_for(&src),
