@@ -34,7 +34,10 @@ pub enum Command {
     /// A file:// source and /rustlive/secrets.json are overwritten and removed afterwards.
     /// Exit code 6 when the bundle cannot be fetched or applied (unless
     /// rd.rustlive.secrets.required=0).
-    #[command(name = "inject-secrets")]
+    #[command(
+        name = "inject-secrets",
+        after_long_help = "Example, by hand on a node:\n  rustlive inject-secrets --root /sysroot \\\n    --source 'https://boot.example/secrets/{uuid}.json' \\\n    --cmdline 'rd.rustlive.ca=/etc/rustlive/ca.pem rd.rustlive.secrets.cert=/etc/rustlive/node.crt rd.rustlive.secrets.key=/etc/rustlive/node.key'"
+    )]
     InjectSecrets(InjectSecretsArgs),
 }
 

@@ -361,10 +361,17 @@ fn hostile_bundles_write_nothing_at_all() {
     }
 }
 
-/// Runs the built binary with logs on stderr and debug on, returning (exit code, everything
-/// it printed).
+/// Runs the built binary with logs on stderr, returning (exit code, everything it printed).
 fn run_rustlive(args: &[&str]) -> (i32, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_rustlive"))
+    run_rustlive_umask(args, "022")
+}
+
+/// [`run_rustlive`] under the given umask (which must not change any mode rustlive sets).
+fn run_rustlive_umask(args: &[&str], umask: &str) -> (i32, String) {
+    let out = Command::new("sh")
+        .arg("-c")
+        .arg(format!("umask {umask} && exec \"$0\" \"$@\""))
+        .arg(env!("CARGO_BIN_EXE_rustlive"))
         .args(args)
         .env("RUSTLIVE_LOG", "stderr")
         .output()
@@ -416,23 +423,29 @@ fn the_binary_never_logs_a_secret() {
         let src = f.write_bundle(&text);
         let before = f.snapshot();
         let root = f.root();
-        let (code, output) = run_rustlive(&[
-            "inject-secrets",
-            "--root",
-            root.to_str().unwrap(),
-            "--source",
-            &src,
-            "--cmdline",
-            "rd.rustlive.debug",
-        ]);
+        // A umask that would strip every bit: the modes of the bundle must come out anyway.
+        let (code, output) = run_rustlive_umask(
+            &[
+                "inject-secrets",
+                "--root",
+                root.to_str().unwrap(),
+                "--source",
+                &src,
+                "--cmdline",
+                "rd.rustlive.debug",
+            ],
+            "0777",
+        );
         assert_no_canary(name, &output);
         if want.is_empty() {
             assert_eq!(code, 0, "{name}: {output}");
             assert!(output.contains("installed 2 files"), "{output}");
-            assert_eq!(
-                std::fs::read(root.join("etc/munge/munge.key")).unwrap(),
-                CANARY.as_bytes()
-            );
+            let key = root.join("etc/munge/munge.key");
+            assert_eq!(std::fs::read(&key).unwrap(), CANARY.as_bytes());
+            let md = key.metadata().unwrap();
+            assert_eq!((md.mode() & 0o7777, md.uid(), md.gid()), (0o400, 998, 997));
+            let md = root.join("etc/munge").metadata().unwrap();
+            assert_eq!((md.mode() & 0o7777, md.uid(), md.gid()), (0o755, 0, 0));
         } else {
             assert_eq!(code, 6, "{name}: {output}");
             assert!(output.contains(want), "{name}: {output}");

@@ -135,7 +135,7 @@ pub enum SecretsError {
         #[source]
         source: EntryError,
     },
-    #[error("cannot open the new root")]
+    #[error("cannot install the node secrets")]
     Root(#[source] WriteError),
 }
 

@@ -325,7 +325,9 @@ fn client(url: &Url, opts: &HttpsOptions) -> Result<reqwest::blocking::Client, S
         b = b.identity(id);
     }
     b = match &opts.proxy {
-        Some(p) => b.proxy(reqwest::Proxy::all(p.clone()).map_err(SourceError::Client)?),
+        Some(p) => b.proxy(
+            reqwest::Proxy::all(p.clone()).map_err(|e| SourceError::Client(e.without_url()))?,
+        ),
         None => b.no_proxy(),
     };
     b.build().map_err(|e| SourceError::Client(e.without_url()))
