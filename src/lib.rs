@@ -10,6 +10,7 @@ pub mod cmdline;
 pub mod config;
 pub mod error;
 pub mod log;
+pub mod onfail;
 pub mod secrets;
 pub mod values;
 
