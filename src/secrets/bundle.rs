@@ -11,6 +11,7 @@
 use super::owners::{Accounts, Id};
 use base64::Engine;
 use serde::de::{Deserialize, Deserializer, MapAccess, SeqAccess, Visitor};
+use std::collections::BTreeMap;
 use std::fmt;
 use zeroize::Zeroizing;
 
@@ -285,13 +286,15 @@ pub fn parse(text: &[u8], accounts: &Accounts) -> Result<Vec<Entry>, BundleError
         return Err(BundleError::NoFiles);
     };
     let mut entries: Vec<Entry> = Vec::with_capacity(files.len());
+    let mut seen = BTreeMap::new();
     for (index, node) in files.iter().enumerate() {
         let entry = parse_entry(node, accounts, index)?;
-        check_overlap(&entries, &entry.path).map_err(|rule| BundleError::Entry {
+        check_overlap(&seen, &entry.path).map_err(|rule| BundleError::Entry {
             index,
             path: Some(entry.path.clone()),
             rule,
         })?;
+        seen.insert(entry.path.clone(), index);
         entries.push(entry);
     }
     Ok(entries)
@@ -413,20 +416,24 @@ fn decode_base64(s: &str) -> Result<Zeroizing<Vec<u8>>, Rule> {
 }
 
 /// Refuses a path equal to an earlier entry's, or one that needs an earlier file to be a
-/// directory (or the reverse).
-fn check_overlap(earlier: &[Entry], path: &str) -> Result<(), Rule> {
-    let below = |dir: &str, p: &str| {
-        p.len() > dir.len() && p.starts_with(dir) && p.as_bytes()[dir.len()] == b'/'
-    };
-    for (i, e) in earlier.iter().enumerate() {
-        if e.path == path {
-            return Err(Rule::DuplicatePath(i));
-        }
-        if below(&e.path, path) || below(path, &e.path) {
-            return Err(Rule::NestedPath(i));
+/// directory (or the reverse). `earlier` maps paths to entry indexes; lookups are by prefix so a
+/// bundle of many small entries stays linear-logarithmic.
+fn check_overlap(earlier: &BTreeMap<String, usize>, path: &str) -> Result<(), Rule> {
+    if let Some(i) = earlier.get(path) {
+        return Err(Rule::DuplicatePath(*i));
+    }
+    // An earlier file at one of this path's ancestors.
+    for (end, _) in path.match_indices('/').skip(1) {
+        if let Some(i) = earlier.get(&path[..end]) {
+            return Err(Rule::NestedPath(*i));
         }
     }
-    Ok(())
+    // An earlier file below this path: the first key after "path/" starts with it if any does.
+    let dir = format!("{path}/");
+    match earlier.range(dir.clone()..).next() {
+        Some((p, i)) if p.starts_with(&dir) => Err(Rule::NestedPath(*i)),
+        _ => Ok(()),
+    }
 }
 
 #[cfg(test)]
@@ -738,6 +745,40 @@ mod tests {
             let e = one(&entry).unwrap_err();
             let shown = format!("{e} {e:?}");
             assert!(!shown.contains("Q0FOQVJZ"), "{shown}");
+        }
+    }
+
+    #[test]
+    fn many_small_entries_validate_quickly() {
+        let entries: Vec<String> = (0..20_000)
+            .map(|i| format!(r#"{{"path":"/d{}/f{i}","content_base64":""}}"#, i % 100))
+            .collect();
+        let text = bundle(&entries.join(","));
+        let started = std::time::Instant::now();
+        assert_eq!(parse(text.as_bytes(), &accounts()).unwrap().len(), 20_000);
+        assert!(started.elapsed() < std::time::Duration::from_secs(5));
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(300))]
+        /// Any corruption of a valid bundle is refused or accepted, never a panic; a refusal
+        /// never quotes the content.
+        #[test]
+        fn corrupted_bundles_never_panic(pos in 0usize..400, byte in proptest::prelude::any::<u8>()) {
+            let canary = "Q0FOQVJZLXNlY3JldC12YWx1ZQ==";
+            let mut text = format!(
+                r#"{{"version": 1, "files": [{{"path": "/etc/k", "mode": "0400", "owner": "munge", "group": 997, "content_base64": "{canary}"}}]}}"#
+            ).into_bytes();
+            let at = pos % text.len();
+            text[at] = byte;
+            if let Err(e) = parse(&text, &accounts()) {
+                let shown = format!("{e} {e:?}");
+                // A corrupted quote can merge the content into the path, which errors do
+                // show; everything else must not carry it.
+                if !matches!(&e, BundleError::Entry { path: Some(p), .. } if p.contains("Q0FO")) {
+                    proptest::prop_assert!(!shown.contains("Q0FOQVJZ"), "{}", shown);
+                }
+            }
         }
     }
 
