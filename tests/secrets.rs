@@ -658,6 +658,14 @@ fn respond(s: &mut impl Write, status: u16, body: &[u8]) {
     let _ = s.write_all(body);
 }
 
+/// An empty new root with `/etc`, so that any user can apply [`own_bundle`] (missing parents
+/// would be created root-owned).
+fn scratch_root() -> tempfile::TempDir {
+    let t = tempfile::tempdir().unwrap();
+    std::fs::create_dir(t.path().join("etc")).unwrap();
+    t
+}
+
 /// A bundle any user can apply: the file is owned by the current user.
 fn own_bundle(path: &str) -> Vec<u8> {
     let uid = nix::unistd::geteuid().as_raw().to_string();
@@ -682,7 +690,7 @@ fn apply_in(cfg: &Config, root: &Path) -> Result<Applied, SecretsError> {
 fn https_source_without_client_certificate() {
     let pki = Pki::new();
     let (port, seen) = serve(Some(pki.server_config(false)), 200, own_bundle("/etc/k"), 1);
-    let root = tempfile::tempdir().unwrap();
+    let root = scratch_root();
     let got = apply_in(&https_cfg(port, &pki, ""), root.path()).unwrap();
     assert_eq!(got, Applied::Installed { files: 1 });
     assert_eq!(
@@ -705,12 +713,15 @@ fn https_source_with_a_required_client_certificate() {
 
     // Without a client certificate the handshake fails: nothing written, exit 6.
     let (port, seen) = serve(Some(pki.server_config(true)), 200, own_bundle("/etc/k"), 1);
-    let root = tempfile::tempdir().unwrap();
+    let root = scratch_root();
     let err = apply_in(&https_cfg(port, &pki, ""), root.path()).unwrap_err();
     assert_eq!(err.exit_code(), Exit::Secrets);
     assert!(matches!(err, SecretsError::Fetch { .. }), "{err:?}");
     assert!(seen.lock().unwrap().is_empty());
-    assert_eq!(std::fs::read_dir(root.path()).unwrap().count(), 0);
+    assert_eq!(
+        std::fs::read_dir(root.path().join("etc")).unwrap().count(),
+        0
+    );
 
     // With one signed by a CA the server does not trust: refused as well.
     let other = Pki::new();
@@ -752,17 +763,20 @@ fn https_server_outside_the_ca_is_refused_even_with_noverifyssl() {
         own_bundle("/etc/k"),
         1,
     );
-    let root = tempfile::tempdir().unwrap();
+    let root = scratch_root();
     let err = apply_in(&https_cfg(port, &pki, "rd.noverifyssl"), root.path()).unwrap_err();
     assert!(matches!(err, SecretsError::Fetch { .. }), "{err:?}");
-    assert_eq!(std::fs::read_dir(root.path()).unwrap().count(), 0);
+    assert_eq!(
+        std::fs::read_dir(root.path().join("etc")).unwrap().count(),
+        0
+    );
 }
 
 #[test]
 fn https_errors_do_not_retry_a_404_and_give_up_on_a_500() {
     let pki = Pki::new();
     let (port, seen) = serve(Some(pki.server_config(false)), 404, Vec::new(), 2);
-    let root = tempfile::tempdir().unwrap();
+    let root = scratch_root();
     let cfg = https_cfg(port, &pki, "rd.rustlive.retries=1");
     let err = rustlive::error::report(&apply_in(&cfg, root.path()).unwrap_err());
     assert!(err.contains("HTTP 404"), "{err}");
@@ -789,7 +803,7 @@ fn plain_http_only_with_a_matching_pin() {
         .iter()
         .map(|b| format!("{b:02x}"))
         .collect();
-    let root = tempfile::tempdir().unwrap();
+    let root = scratch_root();
     let cmdline = |port: u16, pin: &str| {
         format!("rd.rustlive.secrets=http://127.0.0.1:{port}/b.json rd.rustlive.secrets.sha256={pin} rd.rustlive.retries=0")
     };
@@ -803,7 +817,10 @@ fn plain_http_only_with_a_matching_pin() {
         err.contains("does not match rd.rustlive.secrets.sha256"),
         "{err}"
     );
-    assert_eq!(std::fs::read_dir(root.path()).unwrap().count(), 0);
+    assert_eq!(
+        std::fs::read_dir(root.path().join("etc")).unwrap().count(),
+        0
+    );
 
     let (port, _) = serve(None, 200, body, 1);
     let cfg = Config::from_cmdline(&cmdline(port, &pin)).unwrap();
@@ -817,7 +834,7 @@ fn plain_http_only_with_a_matching_pin() {
 fn oversized_https_response_is_refused() {
     let pki = Pki::new();
     let (port, _) = serve(Some(pki.server_config(false)), 200, vec![b' '; 2 << 20], 1);
-    let root = tempfile::tempdir().unwrap();
+    let root = scratch_root();
     let err =
         rustlive::error::report(&apply_in(&https_cfg(port, &pki, ""), root.path()).unwrap_err());
     assert!(err.contains("over the 1 MiB limit"), "{err}");
@@ -828,7 +845,7 @@ fn the_binary_over_https_logs_neither_secret_nor_token() {
     let pki = Pki::new();
     let (cert, key) = pki.client_cert("node001", &pki);
     let (port, seen) = serve(Some(pki.server_config(true)), 200, own_bundle("/etc/k"), 1);
-    let root = tempfile::tempdir().unwrap();
+    let root = scratch_root();
     let cmdline = format!(
         "rd.rustlive.ca={} rd.rustlive.secrets.cert={} rd.rustlive.secrets.key={} rd.rustlive.debug",
         pki.ca_path().display(),
