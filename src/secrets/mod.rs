@@ -129,9 +129,10 @@ pub enum SecretsError {
         #[source]
         source: EntryError,
     },
-    #[error("writing the node secrets into {} failed", root.display())]
+    #[error("writing the node secrets into {} failed after {} of {total} files", root.display(), source.index)]
     Write {
         root: PathBuf,
+        total: usize,
         #[source]
         source: EntryError,
     },
@@ -229,6 +230,7 @@ fn install(cfg: &Config, newroot: &Path, src: &Source) -> Result<usize, SecretsE
     for (index, e) in entries.iter().enumerate() {
         root.install(e).map_err(|source| SecretsError::Write {
             root: newroot.to_path_buf(),
+            total: entries.len(),
             source: EntryError {
                 index,
                 path: e.path.clone(),

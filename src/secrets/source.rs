@@ -45,7 +45,7 @@ impl Source {
 
 #[derive(Debug, thiserror::Error)]
 pub enum SourceError {
-    #[error("the source URL uses {{{0}}} but this node's {1} is unknown")]
+    #[error("the source URL uses {{{0}}} but this node's {1} is unknown or malformed")]
     MissingFact(&'static str, &'static str),
     #[error(
         "unknown placeholder {{{0}}} in the source URL (use {{mac}}, {{uuid}} or {{hostname}})"
