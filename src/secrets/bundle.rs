@@ -100,8 +100,8 @@ pub enum Rule {
     },
     #[error("path must be absolute")]
     PathNotAbsolute,
-    #[error("path must not contain a NUL byte")]
-    PathNul,
+    #[error("path must not contain NUL or other control characters")]
+    PathControl,
     #[error("path must be normalized (no empty, \".\" or \"..\" component, no trailing slash)")]
     PathNotNormalized,
     #[error("path must name a file, not /")]
@@ -366,8 +366,9 @@ fn id_field(node: Option<&Node>, field: &'static str) -> Result<Id, Rule> {
 
 /// Checks that `path` is absolute, normalized and outside the kernel filesystems and /run.
 pub fn check_path(path: &str) -> Result<(), Rule> {
-    if path.contains('\0') {
-        return Err(Rule::PathNul);
+    // NUL cannot be in a file name; other control characters would let a path forge log lines.
+    if path.chars().any(char::is_control) {
+        return Err(Rule::PathControl);
     }
     let Some(rel) = path.strip_prefix('/') else {
         return Err(Rule::PathNotAbsolute);
@@ -596,7 +597,15 @@ mod tests {
         assert_eq!(check_path("etc/x"), Err(Rule::PathNotAbsolute));
         assert_eq!(check_path(""), Err(Rule::PathNotAbsolute));
         assert_eq!(check_path("/"), Err(Rule::PathIsRoot));
-        assert_eq!(check_path("/etc/\0x"), Err(Rule::PathNul));
+        for p in [
+            "/etc/\0x",
+            "/etc/x\nrustlive: forged",
+            "/etc/\u{1b}[2J",
+            "/etc/\u{85}",
+        ] {
+            assert_eq!(check_path(p), Err(Rule::PathControl), "{p:?}");
+        }
+        assert_eq!(check_path("/etc/clé"), Ok(()));
         for p in [
             "/etc/../x",
             "/../x",
