@@ -54,13 +54,6 @@ pub struct RootDir {
     path: PathBuf,
 }
 
-/// What a walk found at the destination's parent.
-enum Parent {
-    Dir(OwnedFd),
-    /// A component is missing (and the walk was not allowed to create it).
-    Missing,
-}
-
 impl RootDir {
     pub fn open(path: &Path) -> Result<RootDir, WriteError> {
         let fd = rfs::open(
@@ -83,7 +76,7 @@ impl RootDir {
     /// is a symlink or a non-directory, and the destination is absent or a regular file.
     pub fn check(&self, path: &str) -> Result<(), WriteError> {
         let (parents, leaf) = split(path);
-        let Parent::Dir(dir) = self.walk(&parents, false)? else {
+        let Some(dir) = self.walk(&parents, false)? else {
             return Ok(());
         };
         match leaf_type(dir.as_fd(), leaf, path)? {
@@ -97,9 +90,11 @@ impl RootDir {
     /// permission at all, filled, chowned, then given its final mode.
     pub fn install(&self, e: &Entry) -> Result<(), WriteError> {
         let (parents, leaf) = split(&e.path);
-        let Parent::Dir(dir) = self.walk(&parents, true)? else {
-            unreachable!("a creating walk never reports a missing component")
-        };
+        let dir = self.walk(&parents, true)?.ok_or_else(|| WriteError::Io {
+            what: "create the parents of",
+            path: e.path.clone(),
+            source: io::ErrorKind::NotFound.into(),
+        })?;
         match leaf_type(dir.as_fd(), leaf, &e.path)? {
             None => create_file(dir.as_fd(), leaf, e),
             Some(FileType::RegularFile) => replace_file(dir.as_fd(), leaf, e),
@@ -112,7 +107,7 @@ impl RootDir {
     /// `Ok(None)` when it does not exist.
     pub fn read_file(&self, path: &str, max: u64) -> Result<Option<Vec<u8>>, WriteError> {
         let (parents, leaf) = split(path);
-        let Parent::Dir(dir) = self.walk(&parents, false)? else {
+        let Some(dir) = self.walk(&parents, false)? else {
             return Ok(None);
         };
         let fd = match rfs::openat(
@@ -143,8 +138,8 @@ impl RootDir {
     }
 
     /// Opens each parent in turn without following symlinks; with `create`, makes the missing
-    /// ones `0755 root:root`.
-    fn walk(&self, parents: &[&str], create: bool) -> Result<Parent, WriteError> {
+    /// ones `0755 root:root`, else returns `None` at the first missing one.
+    fn walk(&self, parents: &[&str], create: bool) -> Result<Option<OwnedFd>, WriteError> {
         let mut cur = self.fd.try_clone().map_err(|e| WriteError::Io {
             what: "open",
             path: "/".into(),
@@ -156,11 +151,11 @@ impl RootDir {
             shown.push_str(name);
             cur = match open_dir(cur.as_fd(), name, &shown)? {
                 Some(fd) => fd,
-                None if !create => return Ok(Parent::Missing),
+                None if !create => return Ok(None),
                 None => make_dir(cur.as_fd(), name, &shown)?,
             };
         }
-        Ok(Parent::Dir(cur))
+        Ok(Some(cur))
     }
 }
 
