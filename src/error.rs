@@ -33,12 +33,18 @@ pub enum Error {
     ReadCmdline(#[source] std::io::Error),
     #[error("{0}")]
     Usage(String),
+    #[error("cannot assemble the root")]
+    Assemble(#[from] crate::mount::AssembleError),
+    #[error("cannot switch root")]
+    SwitchRoot(#[from] crate::switchroot::SwitchRootError),
 }
 
 impl Error {
     pub fn exit_code(&self) -> Exit {
         match self {
             Error::Config(_) | Error::ReadCmdline(_) | Error::Usage(_) => Exit::Usage,
+            Error::Assemble(_) => Exit::Assemble,
+            Error::SwitchRoot(_) => Exit::SwitchRoot,
         }
     }
 }
