@@ -106,15 +106,23 @@ pub struct ConfigArgs {
 pub fn main() -> ExitCode {
     // As the initramfs's /init, nothing has mounted /proc or /dev or loaded drivers yet.
     let pid1 = crate::pid1::is_pid1();
-    if pid1 {
-        crate::pid1::prepare();
-    }
+    let early_warnings = if pid1 {
+        crate::pid1::prepare()
+    } else {
+        Vec::new()
+    };
     let cli = Cli::parse();
     let (target, debug) = match &cli.command {
         Command::Config(_) => (crate::log::Target::Stderr, false),
         _ => (crate::log::Target::Auto, false),
     };
     crate::log::init(target, debug);
+    if pid1 {
+        for w in early_warnings {
+            log::warn!("{w}");
+        }
+        crate::pid1::load_modules();
+    }
     match run(cli.command) {
         Ok(()) => Exit::Success.into(),
         Err(e) => {

@@ -93,8 +93,10 @@ pub fn parse_builtin(text: &str) -> HashSet<String> {
 }
 
 /// Loads each of `names` (with dependencies) that is neither built in nor loaded yet, from
-/// `modules_dir` (`/lib/modules/$(uname -r)`). A name that this kernel does not have is only
-/// logged: not every kernel ships every filesystem.
+/// `modules_dir` (`/lib/modules/$(uname -r)`). Each module is tried on its own: one that this
+/// kernel or initramfs lacks is logged, not fatal (not every initramfs ships every
+/// filesystem), and the stage that needs it reports the missing feature. Only an unreadable
+/// modules.dep is an error.
 pub fn load(modules_dir: &Path, names: &[&str]) -> Result<(), KmodError> {
     let read = |rel: &str| {
         let path = modules_dir.join(rel);
@@ -115,13 +117,21 @@ pub fn load(modules_dir: &Path, names: &[&str]) -> Result<(), KmodError> {
                 continue;
             }
         };
-        for rel in files {
-            let modname = module_name(&rel);
+        let loaded = files.iter().try_for_each(|rel| {
+            let modname = module_name(rel);
             if builtin.contains(&modname) || Path::new("/sys/module").join(&modname).exists() {
-                continue;
+                return Ok(());
             }
-            let path = modules_dir.join(&rel);
-            insert(&modname, &path)?;
+            insert(&modname, &modules_dir.join(rel))
+        });
+        match loaded {
+            Ok(()) => {}
+            Err(KmodError::Read { source, .. })
+                if source.kind() == std::io::ErrorKind::NotFound =>
+            {
+                log::debug!("module {name} is not in this initramfs");
+            }
+            Err(e) => log::warn!("{}", crate::error::report(&e)),
         }
     }
     Ok(())

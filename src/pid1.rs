@@ -35,10 +35,12 @@ const NOSUID_NODEV_NOEXEC: MsFlags = MsFlags::MS_NOSUID
     .union(MsFlags::MS_NODEV)
     .union(MsFlags::MS_NOEXEC);
 
-/// Mounts `/proc`, `/sys`, `/dev`, `/run` where they are not mounted yet, attaches the console
-/// to fds 0-2 when the kernel could not, and loads the modules assembling a root needs.
-/// Failures are logged: a later stage reports what it then lacks.
-pub fn prepare() {
+/// Mounts `/proc`, `/sys`, `/dev`, `/run` where they are not mounted yet and attaches the
+/// console to fds 0-2 when the kernel could not. Runs before the logger exists (it needs
+/// `/dev/kmsg`), so it returns its warnings for the caller to log; a later stage reports what it
+/// then lacks.
+pub fn prepare() -> Vec<String> {
+    let mut warnings = Vec::new();
     let root_dev = std::fs::metadata("/").map(|m| m.dev()).ok();
     for (src, target, fstype, flags, data) in API_FS {
         if std::fs::metadata(target).is_ok_and(|m| Some(m.dev()) != root_dev) {
@@ -46,10 +48,15 @@ pub fn prepare() {
         }
         let _ = std::fs::create_dir_all(target);
         if let Err(e) = nix::mount::mount(Some(src), target, Some(fstype), flags, data) {
-            log::warn!("cannot mount {fstype} on {target}: {e}");
+            warnings.push(format!("cannot mount {fstype} on {target}: {e}"));
         }
     }
     attach_console();
+    warnings
+}
+
+/// Loads the kernel modules assembling a root needs from `/lib/modules/$(uname -r)`.
+pub fn load_modules() {
     let modules = std::fs::read_to_string("/proc/sys/kernel/osrelease")
         .map(|r| Path::new("/lib/modules").join(r.trim()));
     match modules {
