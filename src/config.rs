@@ -624,3 +624,490 @@ fn ser_opt_secs<S: Serializer>(d: &Option<Duration>, s: S) -> Result<S::Ok, S::E
         None => s.serialize_none(),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const H1: &str = "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
+    const H2: &str = "ffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffff";
+
+    fn parse(s: &str) -> Config {
+        Config::from_cmdline(s).unwrap_or_else(|e| panic!("{s:?}: {e}"))
+    }
+
+    fn urls(c: &Config) -> Vec<String> {
+        c.image_urls().iter().map(Url::to_string).collect()
+    }
+
+    #[test]
+    fn empty_cmdline_means_nothing_to_do() {
+        let c = parse("BOOT_IMAGE=/vmlinuz root=/dev/sda1 ro quiet");
+        assert_eq!(c.image, None);
+        assert_eq!(
+            c,
+            Config {
+                ..Config::default()
+            }
+        );
+    }
+
+    #[test]
+    fn livenet_cmdline() {
+        let c = parse(&format!(
+            "root=live:http://10.0.0.1/img.squashfs rd.live.image rd.live.overlay.overlayfs=1 rd.rustlive.sha256={H1}"
+        ));
+        assert_eq!(urls(&c), ["http://10.0.0.1/img.squashfs"]);
+        assert_eq!(c.verify.sha256.unwrap().to_hex(), H1);
+        assert_eq!(c.sources["image.urls"], "root");
+    }
+
+    #[test]
+    fn image_sources() {
+        let cases: &[(&str, &[&str])] = &[
+            ("root=https://h/a.img", &["https://h/a.img"]),
+            ("root=live:file:///images/a.img", &["file:///images/a.img"]),
+            ("root=live:http://a/1 root=live:http://b/2", &["http://b/2"]),
+            // a later disk root cancels an earlier live root: last wins
+            ("root=live:http://a/1 root=/dev/sda1", &[]),
+            ("root=live:CDLABEL=Fedora", &[]),
+            ("root=UUID=1234", &[]),
+            (
+                "rd.rustlive.url=http://a/1,http://b/1",
+                &["http://a/1", "http://b/1"],
+            ),
+            (
+                "rd.rustlive.url=http://a/1 rd.rustlive.url=https://b/1,http://c/1",
+                &["http://a/1", "https://b/1", "http://c/1"],
+            ),
+            // rd.rustlive.url wins over root= whatever the order
+            (
+                "rd.rustlive.url=http://m/1 root=live:http://r/1",
+                &["http://m/1"],
+            ),
+            (
+                "root=live:http://r/1 rd.rustlive.url=http://m/1",
+                &["http://m/1"],
+            ),
+            (r#"rd.rustlive.url="http://a/x y""#, &["http://a/x%20y"]),
+        ];
+        for (line, want) in cases {
+            assert_eq!(urls(&parse(line)), *want, "{line}");
+        }
+    }
+
+    #[test]
+    fn every_option_accepts_valid_values() {
+        let c = parse(&format!(
+            "rd.rustlive.url=http://h/i rd.rustlive.sha256={H1} rd.rustlive.sha256={H2} \
+             rd.rustlive.sha256sums=http://h/SHA256SUMS rd.rustlive.sig=https://h/i.minisig \
+             rd.rustlive.verify=required rd.rustlive.timeout=10m rd.rustlive.retries=5 \
+             rd.rustlive.stall=45 rd.rustlive.ca=/etc/ca.pem rd.noverifyssl proxy=proxy.site:3128 \
+             rd.rustlive.minmem=1024 rd.rustlive.overlay.size=2G rd.live.dir=/images/ \
+             rd.live.squashimg=root.img rd.rustlive.init=/usr/lib/systemd/systemd \
+             rd.rustlive.secrets=https://bss/{{mac}}/{{uuid}}/{{hostname}}.json \
+             rd.rustlive.secrets.sha256={H1} rd.rustlive.secrets.cert=/etc/c.pem \
+             rd.rustlive.secrets.key=/etc/k.pem rd.rustlive.secrets.required=0 \
+             rd.rustlive.onfail=reboot rd.rustlive.onfail.delay=90 rd.rustlive.debug=yes"
+        ));
+        // last wins for single-valued options
+        assert_eq!(c.verify.sha256.unwrap().to_hex(), H2);
+        assert_eq!(
+            c.verify.sha256sums.as_ref().unwrap().as_str(),
+            "http://h/SHA256SUMS"
+        );
+        assert_eq!(
+            c.verify.sig.as_ref().unwrap().as_str(),
+            "https://h/i.minisig"
+        );
+        assert!(c.verify.required);
+        assert_eq!(c.transfer.timeout, Some(Duration::from_secs(600)));
+        assert_eq!(c.transfer.retries, Some(5));
+        assert_eq!(c.transfer.stall, Duration::from_secs(45));
+        assert_eq!(
+            c.transfer.ca.as_deref(),
+            Some(std::path::Path::new("/etc/ca.pem"))
+        );
+        assert!(c.transfer.insecure_tls);
+        assert_eq!(
+            c.transfer.proxy.as_ref().unwrap().as_str(),
+            "http://proxy.site:3128/"
+        );
+        assert_eq!(c.transfer.minmem, 1024 << 20);
+        assert_eq!(c.root.overlay_size, Size::Bytes(2 << 30));
+        assert_eq!(c.root.live_dir, "images");
+        assert_eq!(c.root.squash_img, "root.img");
+        assert_eq!(
+            c.root.init,
+            std::path::Path::new("/usr/lib/systemd/systemd")
+        );
+        assert_eq!(
+            c.secrets.source.as_deref(),
+            Some("https://bss/{mac}/{uuid}/{hostname}.json")
+        );
+        assert_eq!(c.secrets.sha256.unwrap().to_hex(), H1);
+        assert_eq!(
+            c.secrets.cert.as_deref(),
+            Some(std::path::Path::new("/etc/c.pem"))
+        );
+        assert_eq!(
+            c.secrets.key.as_deref(),
+            Some(std::path::Path::new("/etc/k.pem"))
+        );
+        assert!(!c.secrets.required(true));
+        assert_eq!(c.failure.onfail, OnFail::Reboot);
+        assert_eq!(c.failure.delay, Duration::from_secs(90));
+        assert!(c.debug);
+        assert!(c.warnings.is_empty(), "{:?}", c.warnings);
+    }
+
+    #[test]
+    fn defaults() {
+        let c = parse("root=live:http://h/i");
+        assert_eq!(c.transfer.timeout, None);
+        assert_eq!(c.transfer.retries, None);
+        assert_eq!(c.transfer.stall, Duration::from_secs(30));
+        assert_eq!(c.transfer.minmem, 512 << 20);
+        assert!(!c.transfer.insecure_tls);
+        assert_eq!(c.root.overlay_size, Size::Percent(50));
+        assert_eq!(
+            (c.root.live_dir.as_str(), c.root.squash_img.as_str()),
+            ("LiveOS", "squashfs.img")
+        );
+        assert_eq!(c.root.init, std::path::Path::new("/sbin/init"));
+        assert_eq!(c.failure.onfail, OnFail::Shell);
+        assert_eq!(c.failure.delay, Duration::from_secs(30));
+        assert!(!c.verify.required && !c.debug);
+        // secrets are required by default only when a source is in use
+        assert!(c.secrets.required(true));
+        assert!(!c.secrets.required(false));
+    }
+
+    #[test]
+    fn booleans_bare_and_valued() {
+        for (line, want) in [
+            ("rd.rustlive.debug", true),
+            ("rd.rustlive.debug=1", true),
+            ("rd.rustlive.debug=on", true),
+            ("rd.rustlive.debug=off", false),
+            ("rd.rustlive.debug rd.rustlive.debug=0", false),
+            ("rd.rustlive.debug=no rd.rustlive.debug", true),
+        ] {
+            assert_eq!(parse(line).debug, want, "{line}");
+        }
+        assert!(parse("rd.noverifyssl=1").transfer.insecure_tls);
+        assert!(!parse("rd.noverifyssl=0").transfer.insecure_tls);
+        assert_eq!(
+            parse("rd.rustlive.secrets.required=1").secrets.required_opt,
+            Some(true)
+        );
+    }
+
+    #[test]
+    fn timeout_zero_means_no_limit() {
+        assert_eq!(parse("rd.rustlive.timeout=0").transfer.timeout, None);
+        assert_eq!(
+            parse("rd.rustlive.timeout=90").transfer.timeout,
+            Some(Duration::from_secs(90))
+        );
+    }
+
+    #[test]
+    fn overlay_size_and_aliases() {
+        let cases: &[(&str, Size, &str)] = &[
+            (
+                "rd.rustlive.overlay.size=75%",
+                Size::Percent(75),
+                "rd.rustlive.overlay.size",
+            ),
+            (
+                "rd.rustlive.overlay.size=1073741824",
+                Size::Bytes(1 << 30),
+                "rd.rustlive.overlay.size",
+            ),
+            (
+                "rd.live.overlay.size=4096",
+                Size::Bytes(4096 << 20),
+                "rd.live.overlay.size",
+            ),
+            (
+                "rd.overlay=tmpfs:size=3G",
+                Size::Bytes(3 << 30),
+                "rd.overlay",
+            ),
+            ("rd.overlay=tmpfs:size=25%", Size::Percent(25), "rd.overlay"),
+            // the rustlive option wins over the aliases in either order
+            (
+                "rd.rustlive.overlay.size=1G rd.live.overlay.size=4096",
+                Size::Bytes(1 << 30),
+                "rd.rustlive.overlay.size",
+            ),
+            (
+                "rd.live.overlay.size=4096 rd.rustlive.overlay.size=1G",
+                Size::Bytes(1 << 30),
+                "rd.rustlive.overlay.size",
+            ),
+            // between aliases, the last one wins
+            (
+                "rd.live.overlay.size=100 rd.overlay=tmpfs:size=2G",
+                Size::Bytes(2 << 30),
+                "rd.overlay",
+            ),
+        ];
+        for (line, size, src) in cases {
+            let c = parse(line);
+            assert_eq!(c.root.overlay_size, *size, "{line}");
+            assert_eq!(c.sources["root.overlay_size"], *src, "{line}");
+        }
+    }
+
+    #[test]
+    fn minmem_and_init_aliases() {
+        assert_eq!(parse("rd.minmem=2048").transfer.minmem, 2048 << 20);
+        assert_eq!(
+            parse("rd.rustlive.minmem=64 rd.minmem=2048")
+                .transfer
+                .minmem,
+            64 << 20
+        );
+        assert_eq!(
+            parse("rd.minmem=2048 rd.rustlive.minmem=64")
+                .transfer
+                .minmem,
+            64 << 20
+        );
+        let c = parse("init=/bin/sh");
+        assert_eq!(c.root.init, std::path::Path::new("/bin/sh"));
+        assert_eq!(c.sources["root.init"], "init");
+        let c = parse("rd.rustlive.init=/sbin/x init=/bin/sh");
+        assert_eq!(c.root.init, std::path::Path::new("/sbin/x"));
+        assert_eq!(c.sources["root.init"], "rd.rustlive.init");
+    }
+
+    #[test]
+    fn livenet_flags_are_accepted_silently() {
+        let c = parse(
+            "rd.live.image rd.live.overlay.overlayfs=1 rd.overlay rd.live.ram=1 rd.overlay=tmpfs",
+        );
+        assert!(c.warnings.is_empty(), "{:?}", c.warnings);
+    }
+
+    #[test]
+    fn persistent_overlay_device_is_a_warning() {
+        let c = parse("rd.overlay=LABEL=persist");
+        assert_eq!(c.warnings.len(), 1);
+        assert!(c.warnings[0].contains("rd.overlay"), "{:?}", c.warnings);
+    }
+
+    #[test]
+    fn proxy_forms() {
+        for (v, want) in [
+            ("http://p:3128", "http://p:3128/"),
+            ("p.site:8080", "http://p.site:8080/"),
+            ("https://p.site", "https://p.site/"),
+        ] {
+            let c = parse(&format!("proxy={v}"));
+            assert_eq!(c.transfer.proxy.unwrap().as_str(), want, "{v}");
+        }
+    }
+
+    #[test]
+    fn unknown_rustlive_keys_warn_with_a_suggestion() {
+        let c = parse("rd.rustlive.sha265=abc rd.rustlive.frobnicate rd.something.else=1 foo=bar");
+        assert_eq!(c.warnings.len(), 2, "{:?}", c.warnings);
+        assert!(c.warnings[0].contains("rd.rustlive.sha265"));
+        assert!(
+            c.warnings[0].contains("did you mean rd.rustlive.sha256"),
+            "{}",
+            c.warnings[0]
+        );
+        assert!(c.warnings[1].contains("rd.rustlive.frobnicate"));
+        assert!(!c.warnings[1].contains("did you mean"));
+    }
+
+    #[test]
+    fn every_bad_value_names_its_option() {
+        let h63 = &H1[1..];
+        let cases: Vec<(String, &str)> = vec![
+            ("root=live:ftp://h/i".into(), "root"),
+            ("root=https://".into(), "root"),
+            ("root=live:nfs://h/i".into(), "root"),
+            ("rd.rustlive.url=".into(), "rd.rustlive.url"),
+            ("rd.rustlive.url".into(), "rd.rustlive.url"),
+            ("rd.rustlive.url=,".into(), "rd.rustlive.url"),
+            (
+                "rd.rustlive.url=http://a/1,tftp://b/2".into(),
+                "rd.rustlive.url",
+            ),
+            ("rd.rustlive.url=/images/root.img".into(), "rd.rustlive.url"),
+            (format!("rd.rustlive.sha256={h63}"), "rd.rustlive.sha256"),
+            (format!("rd.rustlive.sha256={H1}0"), "rd.rustlive.sha256"),
+            (format!("rd.rustlive.sha256=g{h63}"), "rd.rustlive.sha256"),
+            ("rd.rustlive.sha256".into(), "rd.rustlive.sha256"),
+            (
+                "rd.rustlive.sha256sums=sums.txt".into(),
+                "rd.rustlive.sha256sums",
+            ),
+            ("rd.rustlive.sig=gopher://h/x".into(), "rd.rustlive.sig"),
+            ("rd.rustlive.verify=always".into(), "rd.rustlive.verify"),
+            ("rd.rustlive.timeout=soon".into(), "rd.rustlive.timeout"),
+            ("rd.rustlive.timeout=-1".into(), "rd.rustlive.timeout"),
+            ("rd.rustlive.timeout=5d".into(), "rd.rustlive.timeout"),
+            ("rd.rustlive.retries=many".into(), "rd.rustlive.retries"),
+            ("rd.rustlive.retries=-1".into(), "rd.rustlive.retries"),
+            (
+                "rd.rustlive.retries=99999999999".into(),
+                "rd.rustlive.retries",
+            ),
+            ("rd.rustlive.stall=0".into(), "rd.rustlive.stall"),
+            ("rd.rustlive.stall=1.5".into(), "rd.rustlive.stall"),
+            ("rd.rustlive.ca=ca.pem".into(), "rd.rustlive.ca"),
+            ("rd.rustlive.ca=/etc/../ca.pem".into(), "rd.rustlive.ca"),
+            ("rd.noverifyssl=sometimes".into(), "rd.noverifyssl"),
+            ("proxy=socks5://p:1080".into(), "proxy"),
+            ("proxy=".into(), "proxy"),
+            ("rd.rustlive.minmem=lots".into(), "rd.rustlive.minmem"),
+            ("rd.minmem=12Q".into(), "rd.minmem"),
+            (
+                "rd.rustlive.overlay.size=12Q".into(),
+                "rd.rustlive.overlay.size",
+            ),
+            (
+                "rd.rustlive.overlay.size=0%".into(),
+                "rd.rustlive.overlay.size",
+            ),
+            (
+                "rd.rustlive.overlay.size=150%".into(),
+                "rd.rustlive.overlay.size",
+            ),
+            (
+                "rd.rustlive.overlay.size=".into(),
+                "rd.rustlive.overlay.size",
+            ),
+            ("rd.live.overlay.size=big".into(), "rd.live.overlay.size"),
+            ("rd.overlay=tmpfs:size=huge".into(), "rd.overlay"),
+            ("rd.overlay=tmpfs:mode=0755".into(), "rd.overlay"),
+            ("rd.live.image=maybe".into(), "rd.live.image"),
+            (
+                "rd.live.overlay.overlayfs=2".into(),
+                "rd.live.overlay.overlayfs",
+            ),
+            ("rd.live.ram=x".into(), "rd.live.ram"),
+            ("rd.live.dir=../etc".into(), "rd.live.dir"),
+            ("rd.live.dir=".into(), "rd.live.dir"),
+            ("rd.live.squashimg=a/b.img".into(), "rd.live.squashimg"),
+            ("rd.live.squashimg=..".into(), "rd.live.squashimg"),
+            ("rd.rustlive.init=sbin/init".into(), "rd.rustlive.init"),
+            ("init=bash".into(), "init"),
+            (
+                "rd.rustlive.secrets=ftp://h/s.json".into(),
+                "rd.rustlive.secrets",
+            ),
+            (
+                "rd.rustlive.secrets=https://h/{serial}.json".into(),
+                "rd.rustlive.secrets",
+            ),
+            (
+                "rd.rustlive.secrets=https://h/{mac.json".into(),
+                "rd.rustlive.secrets",
+            ),
+            (
+                "rd.rustlive.secrets=http://h/s.json".into(),
+                "rd.rustlive.secrets",
+            ),
+            (
+                "rd.rustlive.secrets=secrets.json".into(),
+                "rd.rustlive.secrets",
+            ),
+            (
+                "rd.rustlive.secrets.sha256=abc".into(),
+                "rd.rustlive.secrets.sha256",
+            ),
+            (
+                "rd.rustlive.secrets.cert=c.pem".into(),
+                "rd.rustlive.secrets.cert",
+            ),
+            (
+                "rd.rustlive.secrets.cert=/c.pem".into(),
+                "rd.rustlive.secrets.cert",
+            ),
+            (
+                "rd.rustlive.secrets.key=/k.pem".into(),
+                "rd.rustlive.secrets.key",
+            ),
+            (
+                "rd.rustlive.secrets.key=k.pem".into(),
+                "rd.rustlive.secrets.key",
+            ),
+            (
+                "rd.rustlive.secrets.required=perhaps".into(),
+                "rd.rustlive.secrets.required",
+            ),
+            ("rd.rustlive.onfail=explode".into(), "rd.rustlive.onfail"),
+            ("rd.rustlive.onfail".into(), "rd.rustlive.onfail"),
+            (
+                "rd.rustlive.onfail.delay=later".into(),
+                "rd.rustlive.onfail.delay",
+            ),
+            ("rd.rustlive.debug=verbose".into(), "rd.rustlive.debug"),
+        ];
+        for (line, option) in &cases {
+            match Config::from_cmdline(line) {
+                Ok(_) => panic!("{line:?} should be refused"),
+                Err(e) => {
+                    assert_eq!(e.option, *option, "{line:?}: {e}");
+                    let msg = e.to_string();
+                    assert!(msg.contains(option), "{msg}");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn http_secrets_are_accepted_when_pinned() {
+        let c = parse(&format!(
+            "rd.rustlive.secrets=http://h/{{hostname}}.json rd.rustlive.secrets.sha256={H1}"
+        ));
+        assert!(c.secrets.source.is_some());
+    }
+
+    #[test]
+    fn errors_never_echo_url_credentials_or_queries() {
+        let e =
+            Config::from_cmdline("rd.rustlive.url=gopher://user:pw@h/x?token=s3cr3t").unwrap_err();
+        let msg = e.to_string();
+        assert!(!msg.contains("pw@") && !msg.contains("s3cr3t"), "{msg}");
+        let e =
+            Config::from_cmdline("rd.rustlive.secrets=http://h/s.json?token=s3cr3t").unwrap_err();
+        assert!(!e.to_string().contains("s3cr3t"), "{e}");
+    }
+
+    #[test]
+    fn json_output_redacts_urls() {
+        let c = parse("rd.rustlive.url=https://u:pw@h/img?sig=abc");
+        let json = serde_json::to_string(&c).unwrap();
+        assert!(json.contains("https://h/img"), "{json}");
+        assert!(!json.contains("pw") && !json.contains("sig=abc"), "{json}");
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(2000))]
+
+        #[test]
+        fn parser_never_panics(s in "\\PC*") {
+            let _ = Config::from_cmdline(&s);
+        }
+
+        #[test]
+        fn parser_never_panics_on_known_keys(
+            key in proptest::sample::select(RUSTLIVE_KEYS.iter().copied().chain([
+                "root", "proxy", "init", "rd.minmem", "rd.overlay", "rd.live.dir",
+                "rd.live.squashimg", "rd.live.overlay.size", "rd.noverifyssl",
+            ]).collect::<Vec<_>>()),
+            value in "[ -~]{0,80}",
+        ) {
+            let _ = Config::from_cmdline(&format!("{key}={value}"));
+            let _ = Config::from_cmdline(&format!("{key}=\"{value}\""));
+        }
+    }
+}

@@ -13,6 +13,7 @@ pub mod image;
 pub mod kmod;
 pub mod log;
 pub mod mount;
+pub mod onfail;
 pub mod pid1;
 pub mod rootfs;
 pub mod switchroot;

@@ -8,8 +8,7 @@ use std::fmt;
 use std::time::Duration;
 
 /// A size given either in bytes or as a share of physical RAM.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "snake_case")]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Size {
     Bytes(u64),
     /// 1..=100 percent of total RAM.
@@ -32,6 +31,12 @@ impl fmt::Display for Size {
             Size::Bytes(b) => write!(f, "{b}"),
             Size::Percent(p) => write!(f, "{p}%"),
         }
+    }
+}
+
+impl Serialize for Size {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
     }
 }
 
