@@ -92,6 +92,116 @@ pub fn parse_builtin(text: &str) -> HashSet<String> {
         .collect()
 }
 
+/// `softdep NAME pre: A B …` lines of `modules.softdep`: what must be loaded before NAME even
+/// though no symbol says so (ext4 and jbd2 need `crypto-crc32c`). Post-dependencies are not
+/// needed to mount anything and are ignored.
+pub fn parse_softdeps(text: &str) -> HashMap<String, Vec<String>> {
+    let mut out = HashMap::new();
+    for line in text.lines() {
+        let mut words = line.split_whitespace();
+        if words.next() != Some("softdep") {
+            continue;
+        }
+        let Some(name) = words.next() else { continue };
+        let mut pre = Vec::new();
+        let mut in_pre = false;
+        for w in words {
+            match w {
+                "pre:" => in_pre = true,
+                "post:" => in_pre = false,
+                _ if in_pre => pre.push(w.to_string()),
+                _ => {}
+            }
+        }
+        out.insert(name.replace('-', "_"), pre);
+    }
+    out
+}
+
+/// `alias NAME MODULE` lines of `modules.alias` without wildcards (device aliases have them;
+/// the ones a softdep names, like `crypto-crc32c`, do not).
+pub fn parse_aliases(text: &str) -> HashMap<String, Vec<String>> {
+    let mut out: HashMap<String, Vec<String>> = HashMap::new();
+    for line in text.lines() {
+        let mut words = line.split_whitespace();
+        if let (Some("alias"), Some(alias), Some(module)) =
+            (words.next(), words.next(), words.next())
+        {
+            if !alias.contains(['*', '?', '[']) {
+                out.entry(alias.to_string())
+                    .or_default()
+                    .push(module.replace('-', "_"));
+            }
+        }
+    }
+    out
+}
+
+/// The module index of one kernel, and what has been loaded from it.
+struct Loader<'a> {
+    dir: &'a Path,
+    deps: ModulesDep,
+    builtin: HashSet<String>,
+    softdeps: HashMap<String, Vec<String>>,
+    aliases: HashMap<String, Vec<String>>,
+    done: HashSet<String>,
+    /// In load order, for one summary line (kmsg rate-limits a line per module).
+    loaded: Vec<String>,
+}
+
+impl Loader<'_> {
+    fn present(&self, name: &str) -> bool {
+        self.done.contains(name)
+            || self.builtin.contains(name)
+            || Path::new("/sys/module").join(name).exists()
+    }
+
+    /// Loads `name`, its soft pre-dependencies and its dependencies.
+    fn load(&mut self, name: &str) -> Result<(), KmodError> {
+        let name = name.replace('-', "_");
+        if self.present(&name) {
+            return Ok(());
+        }
+        for files in self.deps.load_order(&[&name])? {
+            let modname = module_name(&files);
+            if self.present(&modname) {
+                continue;
+            }
+            self.soft_pre(&modname);
+            insert(&modname, &self.dir.join(&files))?;
+            self.done.insert(modname.clone());
+            self.loaded.push(modname);
+        }
+        Ok(())
+    }
+
+    /// Best effort: a softdep names alternatives (crc32c_intel needs SSE4.2, crc32c_generic
+    /// works everywhere), so each is tried and failures are only logged.
+    fn soft_pre(&mut self, name: &str) {
+        let Some(pre) = self.softdeps.get(name).cloned() else {
+            return;
+        };
+        // Marked first so that a softdep cycle ends.
+        self.done.insert(name.to_string());
+        for p in pre {
+            let candidates = self
+                .aliases
+                .get(&p)
+                .cloned()
+                .unwrap_or_else(|| vec![p.clone()]);
+            for c in candidates {
+                if let Err(e) = self.load(&c) {
+                    log::debug!(
+                        "soft dependency {c} of {name}: {}",
+                        crate::error::report(&e)
+                    );
+                }
+            }
+        }
+        self.done.remove(name);
+    }
+}
+
 /// Loads each of `names` (with dependencies) that is neither built in nor loaded yet, from
 /// `modules_dir` (`/lib/modules/$(uname -r)`). Each module is tried on its own: one that this
 /// kernel or initramfs lacks is logged, not fatal (not every initramfs ships every
@@ -102,30 +212,20 @@ pub fn load(modules_dir: &Path, names: &[&str]) -> Result<(), KmodError> {
         let path = modules_dir.join(rel);
         std::fs::read_to_string(&path).map_err(|source| KmodError::Read { path, source })
     };
-    let deps = ModulesDep::parse(&read("modules.dep")?);
-    let builtin = read("modules.builtin")
-        .map(|t| parse_builtin(&t))
-        .unwrap_or_default();
+    let optional = |rel: &str| read(rel).unwrap_or_default();
+    let mut loader = Loader {
+        dir: modules_dir,
+        deps: ModulesDep::parse(&read("modules.dep")?),
+        builtin: parse_builtin(&optional("modules.builtin")),
+        softdeps: parse_softdeps(&optional("modules.softdep")),
+        aliases: parse_aliases(&optional("modules.alias")),
+        done: HashSet::new(),
+        loaded: Vec::new(),
+    };
     for name in names {
-        if builtin.contains(*name) || Path::new("/sys/module").join(name).exists() {
-            continue;
-        }
-        let files = match deps.load_order(&[name]) {
-            Ok(f) => f,
-            Err(e) => {
-                log::debug!("{e}");
-                continue;
-            }
-        };
-        let loaded = files.iter().try_for_each(|rel| {
-            let modname = module_name(rel);
-            if builtin.contains(&modname) || Path::new("/sys/module").join(&modname).exists() {
-                return Ok(());
-            }
-            insert(&modname, &modules_dir.join(rel))
-        });
-        match loaded {
+        match loader.load(name) {
             Ok(()) => {}
+            Err(KmodError::Unknown(_)) => log::debug!("this kernel has no module {name}"),
             Err(KmodError::Read { source, .. })
                 if source.kind() == std::io::ErrorKind::NotFound =>
             {
@@ -133,6 +233,9 @@ pub fn load(modules_dir: &Path, names: &[&str]) -> Result<(), KmodError> {
             }
             Err(e) => log::warn!("{}", crate::error::report(&e)),
         }
+    }
+    if !loader.loaded.is_empty() {
+        log::info!("loaded kernel modules: {}", loader.loaded.join(", "));
     }
     Ok(())
 }
@@ -152,7 +255,7 @@ fn insert(name: &str, path: &Path) -> Result<(), KmodError> {
     };
     match nix::kmod::finit_module(&f, c"", flags) {
         Ok(()) => {
-            log::info!("loaded kernel module {name}");
+            log::debug!("loaded kernel module {name}");
             Ok(())
         }
         // Loaded meanwhile (or built in under another name): what we wanted.
@@ -203,6 +306,20 @@ kernel/drivers/virtio/virtio-ring.ko.xz:
             d.load_order(&["nosuch"]),
             Err(KmodError::Unknown(n)) if n == "nosuch"
         ));
+    }
+
+    #[test]
+    fn softdeps_and_aliases() {
+        let soft = parse_softdeps(
+            "# comment\nsoftdep ext4 pre: crypto-crc32c\nsoftdep virtio-net pre: net_failover post: x y\n",
+        );
+        assert_eq!(soft["ext4"], ["crypto-crc32c"]);
+        assert_eq!(soft["virtio_net"], ["net_failover"]);
+        let aliases = parse_aliases(
+            "alias crypto-crc32c crc32c_intel\nalias crypto-crc32c crc32c-generic\nalias pci:v*d* e1000\n",
+        );
+        assert_eq!(aliases["crypto-crc32c"], ["crc32c_intel", "crc32c_generic"]);
+        assert_eq!(aliases.len(), 1, "wildcard aliases are skipped");
     }
 
     #[test]
