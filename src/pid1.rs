@@ -7,9 +7,16 @@ use nix::mount::MsFlags;
 use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 
-/// Whether this process is the first process of the system.
+/// Whether this process is the first process of the system, started from an initramfs (its
+/// root is a rootfs/tmpfs). A container's PID 1 has some other root and is left alone.
 pub fn is_pid1() -> bool {
-    nix::unistd::getpid().as_raw() == 1
+    if nix::unistd::getpid().as_raw() != 1 {
+        return false;
+    }
+    // f_type is signed with glibc and unsigned with musl.
+    #[allow(clippy::unnecessary_cast)]
+    let root_type = nix::sys::statfs::statfs("/").map(|s| s.filesystem_type().0 as u64);
+    root_type.is_ok_and(crate::switchroot::is_initramfs)
 }
 
 /// The API filesystems: (source, mount point, type, flags, data), with systemd's flags.
@@ -93,17 +100,14 @@ fn attach_console() {
 }
 
 /// Instead of exiting (which panics the kernel when PID 1 exits): flush the disks, wait so the
-/// console can be read, and power off.
-pub fn halt(delay: std::time::Duration) -> ! {
+/// console can be read, and power off. Returns only if the kernel refuses.
+pub fn halt(delay: std::time::Duration) {
     log::error!(
         "rustlive is PID 1 and cannot continue; powering off in {} s",
         delay.as_secs()
     );
     nix::unistd::sync();
     std::thread::sleep(delay);
-    let _ = nix::sys::reboot::reboot(nix::sys::reboot::RebootMode::RB_POWER_OFF);
-    // reboot(2) only returns on error (not permitted); nothing else can be done.
-    loop {
-        std::thread::sleep(std::time::Duration::from_secs(3600));
-    }
+    let Err(e) = nix::sys::reboot::reboot(nix::sys::reboot::RebootMode::RB_POWER_OFF);
+    log::error!("cannot power off: {e}");
 }

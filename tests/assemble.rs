@@ -515,7 +515,6 @@ fn cli_assemble_exit_code_5_on_a_bad_image() {
         .arg(dir.path().join("newroot"))
         .arg("--image")
         .arg(&img)
-        .env("RUSTLIVE_LOG", "stderr")
         .output()
         .unwrap();
     assert_eq!(out.status.code(), Some(5), "{out:?}");
