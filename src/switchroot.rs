@@ -91,6 +91,17 @@ pub fn switch_root(
         source,
     })?;
 
+    // The kernel refuses MS_MOVE under a shared mount (systemd marks / shared); the new init
+    // sets up propagation again, as after systemd's own switch-root.
+    if let Err(e) = nix::mount::mount(
+        None::<&str>,
+        "/",
+        None::<&str>,
+        MsFlags::MS_REC | MsFlags::MS_PRIVATE,
+        None::<&str>,
+    ) {
+        log::warn!("cannot make the mount tree private: {e}");
+    }
     for m in API_MOUNTS {
         move_api_mount(Path::new(m), newroot, root_dev);
     }

@@ -531,7 +531,8 @@ fn cli_overlay_size_is_validated() {
 }
 
 /// util-linux semantics end to end in a private mount namespace: the API mounts move, the new
-/// root becomes /, init runs with its arguments. The old root here is the host's, which is
+/// root becomes /, init runs with its arguments. The namespace's mounts are made shared first,
+/// as systemd leaves them, which MS_MOVE refuses unless switch-root makes them private. The old root here is the host's, which is
 /// not an initramfs, so nothing is deleted (that part runs in the QEMU test).
 #[test]
 fn switch_root_in_a_mount_namespace() {
@@ -548,7 +549,7 @@ fn switch_root_in_a_mount_namespace() {
     std::fs::create_dir_all(&new).unwrap();
     let busybox = which("busybox");
     let script = format!(
-        "set -e; mount -t tmpfs -o size=8M tmpfs {new}; \
+        "set -e; mount --make-rshared /; mount -t tmpfs -o size=8M tmpfs {new}; \
          mkdir -p {new}/dev {new}/proc {new}/sys {new}/run {new}/bin; \
          cp {busybox} {new}/bin/busybox; echo new-root-marker > {new}/marker; \
          exec {exe} switch-root {new} /bin/busybox sh -c \
