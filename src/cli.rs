@@ -39,6 +39,11 @@ pub enum Command {
         after_long_help = "Example, by hand on a node:\n  rustlive inject-secrets --root /sysroot \\\n    --source 'https://boot.example/secrets/{uuid}.json' \\\n    --cmdline 'rd.rustlive.ca=/etc/rustlive/ca.pem rd.rustlive.secrets.cert=/etc/rustlive/node.crt rd.rustlive.secrets.key=/etc/rustlive/node.key'"
     )]
     InjectSecrets(InjectSecretsArgs),
+    /// Mount a root image read-only under a tmpfs overlay on NEWROOT and check it can boot.
+    Assemble(AssembleArgs),
+    /// Move /dev, /proc, /sys and /run into NEWROOT, make it the root, free the initramfs and
+    /// execute INIT (for an initramfs without systemd).
+    SwitchRoot(SwitchRootArgs),
 }
 
 #[derive(Debug, Args)]
@@ -68,6 +73,44 @@ pub struct BootArgs {
 }
 
 #[derive(Debug, Args)]
+pub struct AssembleArgs {
+    #[command(flatten)]
+    pub cmdline: CmdlineArg,
+    /// The root image: squashfs, erofs or ext2/3/4, or a squashfs holding LiveOS/rootfs.img.
+    #[arg(long, value_name = "FILE")]
+    pub image: std::path::PathBuf,
+    /// Where the new root is mounted.
+    #[arg(long, value_name = "DIR", default_value = "/sysroot")]
+    pub newroot: std::path::PathBuf,
+    /// Size of the writable tmpfs layer (bytes, K/M/G/T suffix, or N% of RAM); default from
+    /// rd.rustlive.overlay.size, else 50%.
+    #[arg(long, value_name = "SIZE", value_parser = crate::values::parse_size)]
+    pub overlay_size: Option<crate::values::Size>,
+    /// Then switch into the new root and execute its init (rd.rustlive.init, init=, or
+    /// /sbin/init), as `rustlive switch-root` does.
+    #[arg(long)]
+    pub switch_root: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct SwitchRootArgs {
+    /// The new root; must be a mount point.
+    #[arg(value_name = "NEWROOT")]
+    pub newroot: std::path::PathBuf,
+    /// The init to execute, inside NEWROOT; default from rd.rustlive.init= or init= on the
+    /// kernel command line, else /sbin/init.
+    #[arg(value_name = "INIT")]
+    pub init: Option<std::path::PathBuf>,
+    /// Arguments for INIT.
+    #[arg(
+        value_name = "ARGS",
+        trailing_var_arg = true,
+        allow_hyphen_values = true
+    )]
+    pub args: Vec<String>,
+}
+
+#[derive(Debug, Args)]
 pub struct ConfigArgs {
     #[command(flatten)]
     pub cmdline: CmdlineArg,
@@ -91,16 +134,32 @@ pub struct InjectSecretsArgs {
 
 /// Parses the process arguments, runs the subcommand and maps the outcome to an exit code.
 pub fn main() -> ExitCode {
+    // As the initramfs's /init, nothing has mounted /proc or /dev or loaded drivers yet.
+    let pid1 = crate::pid1::is_pid1();
+    let early_warnings = if pid1 {
+        crate::pid1::prepare()
+    } else {
+        Vec::new()
+    };
     let cli = Cli::parse();
     let (target, debug) = match &cli.command {
         Command::Config(_) => (crate::log::Target::Stderr, false),
         _ => (crate::log::Target::Auto, false),
     };
     crate::log::init(target, debug);
+    if pid1 {
+        for w in early_warnings {
+            log::warn!("{w}");
+        }
+        crate::pid1::load_modules();
+    }
     match run(cli.command) {
         Ok(()) => Exit::Success.into(),
         Err(e) => {
             log::error!("{}", report(&e));
+            if pid1 {
+                crate::pid1::halt(std::time::Duration::from_secs(5));
+            }
             e.exit_code().into()
         }
     }
@@ -118,6 +177,31 @@ fn run(cmd: Command) -> Result<(), Error> {
             let json = serde_json::to_string_pretty(&cfg).expect("config serializes");
             println!("{json}");
             Ok(())
+        }
+        Command::Assemble(a) => {
+            let cfg = a.cmdline.load()?;
+            for w in &cfg.warnings {
+                log::warn!("{w}");
+            }
+            let mut opts = crate::mount::AssembleOptions::from_config(&cfg);
+            if let Some(size) = a.overlay_size {
+                opts.overlay_size = size;
+            }
+            let root = crate::mount::assemble(&a.image, &a.newroot, &opts)?;
+            root.persist();
+            if a.switch_root {
+                let never = crate::switchroot::switch_root(&a.newroot, &opts.init, &[])?;
+                match never {}
+            }
+            Ok(())
+        }
+        Command::SwitchRoot(a) => {
+            let init = match a.init {
+                Some(i) => i,
+                None => CmdlineArg { cmdline: None }.load()?.root.init,
+            };
+            let never = crate::switchroot::switch_root(&a.newroot, &init, &a.args)?;
+            match never {}
         }
     }
 }

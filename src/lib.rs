@@ -9,9 +9,15 @@ pub mod cli;
 pub mod cmdline;
 pub mod config;
 pub mod error;
+pub mod image;
+pub mod kmod;
 pub mod log;
+pub mod mount;
 pub mod onfail;
+pub mod pid1;
+pub mod rootfs;
 pub mod secrets;
+pub mod switchroot;
 pub mod values;
 
 pub use config::Config;
