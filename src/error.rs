@@ -33,12 +33,15 @@ pub enum Error {
     ReadCmdline(#[source] std::io::Error),
     #[error("{0}")]
     Usage(String),
+    #[error(transparent)]
+    Fetch(#[from] crate::fetch::FetchError),
 }
 
 impl Error {
     pub fn exit_code(&self) -> Exit {
         match self {
             Error::Config(_) | Error::ReadCmdline(_) | Error::Usage(_) => Exit::Usage,
+            Error::Fetch(e) => e.exit_code(),
         }
     }
 }

@@ -9,8 +9,12 @@ pub mod cli;
 pub mod cmdline;
 pub mod config;
 pub mod error;
+pub mod fetch;
 pub mod log;
+pub mod net;
+pub mod ram;
 pub mod values;
+pub mod verify;
 
 pub use config::Config;
 pub use error::{Error, Exit};
