@@ -328,6 +328,12 @@ fn is_tls_failure(e: &(dyn std::error::Error + 'static)) -> bool {
         if c.downcast_ref::<rustls::Error>().is_some() {
             return true;
         }
+        // io::Error's `source()` skips the error it wraps; look inside explicitly.
+        if let Some(inner) = c.downcast_ref::<io::Error>().and_then(|i| i.get_ref()) {
+            if inner.downcast_ref::<rustls::Error>().is_some() {
+                return true;
+            }
+        }
         cur = c.source();
     }
     false
