@@ -39,6 +39,8 @@ pub enum Error {
     Assemble(#[from] crate::mount::AssembleError),
     #[error("cannot switch root")]
     SwitchRoot(#[from] crate::switchroot::SwitchRootError),
+    #[error(transparent)]
+    Fetch(#[from] crate::fetch::FetchError),
 }
 
 impl Error {
@@ -48,6 +50,7 @@ impl Error {
             Error::Secrets(e) => e.exit_code(),
             Error::Assemble(_) => Exit::Assemble,
             Error::SwitchRoot(_) => Exit::SwitchRoot,
+            Error::Fetch(e) => e.exit_code(),
         }
     }
 }
