@@ -73,6 +73,10 @@ pub struct BootArgs {
     /// Where the new root is assembled.
     #[arg(long, value_name = "DIR", default_value = "/sysroot")]
     pub sysroot: std::path::PathBuf,
+    /// Switch into the new root and exec its init once it is ready (implied when rustlive is
+    /// PID 1; under dracut, the initramfs's own switch-root does this).
+    #[arg(long)]
+    pub switch_root: bool,
 }
 
 #[derive(Debug, Args)]
@@ -218,6 +222,9 @@ pub fn main() -> ExitCode {
         }
         crate::pid1::load_modules();
     }
+    if let Command::Boot(a) = &cli.command {
+        return crate::boot::main(a, pid1);
+    }
     match run(cli.command) {
         Ok(()) => Exit::Success.into(),
         Err(e) => {
@@ -232,7 +239,7 @@ pub fn main() -> ExitCode {
 
 fn run(cmd: Command) -> Result<(), Error> {
     match cmd {
-        Command::Boot(a) => crate::boot::run(&a),
+        Command::Boot(_) => unreachable!("boot applies its own failure policy"),
         Command::InjectSecrets(a) => crate::secrets::run_cli(&a),
         Command::Fetch(a) => Ok(crate::fetch::command::run(&a)?),
         Command::Config(a) => {
