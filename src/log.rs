@@ -1,5 +1,6 @@
 //! Logging: `log` records go to `/dev/kmsg` (so they interleave with the kernel's and reach the
-//! console and the journal) or to stderr when kmsg is not writable (tests, a shell).
+//! console and the journal) or to stderr when kmsg is not writable (tests, a shell) or the
+//! environment has `RUSTLIVE_LOG=stderr`.
 //!
 //! Lines carry the `rustlive` prefix. Nothing here knows about secrets: callers never pass secret
 //! values to a log macro, and URLs go through [`redact_url`] first.
@@ -67,6 +68,11 @@ pub fn init(target: Target, debug: bool) {
         LevelFilter::Debug
     } else {
         LevelFilter::Info
+    };
+    // RUSTLIVE_LOG=stderr keeps a run by hand or a test off the host's kernel log.
+    let target = match std::env::var_os("RUSTLIVE_LOG") {
+        Some(v) if v == "stderr" => Target::Stderr,
+        _ => target,
     };
     let logger = LOGGER.get_or_init(|| {
         let sink = match target {

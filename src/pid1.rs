@@ -99,6 +99,22 @@ fn attach_console() {
     }
 }
 
+/// `rd.rustlive.onfail=shell` as PID 1: there is no dracut emergency shell, so run the
+/// initramfs's `/bin/sh` on the console when there is one, and power off when it exits (or
+/// when there is none), since PID 1 must not exit.
+pub fn emergency_shell() -> ! {
+    let sh = Path::new("/bin/sh");
+    if sh.exists() {
+        log::error!("starting /bin/sh on the console; the node powers off when it exits");
+        match std::process::Command::new(sh).status() {
+            Ok(status) => log::info!("/bin/sh exited ({status})"),
+            Err(e) => log::error!("cannot run /bin/sh: {e}"),
+        }
+        halt(std::time::Duration::from_secs(1));
+    }
+    halt(std::time::Duration::from_secs(30))
+}
+
 /// Instead of exiting (which panics the kernel when PID 1 exits): flush the disks, wait so the
 /// console can be read, and power off. Returns only if the kernel refuses.
 pub fn halt(delay: std::time::Duration) {
