@@ -116,8 +116,8 @@ pub fn emergency_shell() -> ! {
 }
 
 /// Instead of exiting (which panics the kernel when PID 1 exits): flush the disks, wait so the
-/// console can be read, and power off. Returns only if the kernel refuses.
-pub fn halt(delay: std::time::Duration) {
+/// console can be read, and power off.
+pub fn halt(delay: std::time::Duration) -> ! {
     log::error!(
         "rustlive is PID 1 and cannot continue; powering off in {} s",
         delay.as_secs()
@@ -125,5 +125,10 @@ pub fn halt(delay: std::time::Duration) {
     nix::unistd::sync();
     std::thread::sleep(delay);
     let Err(e) = nix::sys::reboot::reboot(nix::sys::reboot::RebootMode::RB_POWER_OFF);
+    // Only an initramfs's PID 1 gets here (see is_pid1), where reboot(2) is permitted; if the
+    // kernel still refuses, exiting would panic it, so wait for someone at the console.
     log::error!("cannot power off: {e}");
+    loop {
+        std::thread::sleep(std::time::Duration::from_secs(3600));
+    }
 }
