@@ -28,7 +28,7 @@ pub fn main(args: &BootArgs, pid1: bool) -> ExitCode {
             return fail(e.exit_code(), pid1);
         }
     };
-    crate::log::init(crate::log::Target::Auto, cfg.debug);
+    crate::log::set_debug(cfg.debug);
     for w in &cfg.warnings {
         log::warn!("{w}");
     }

@@ -209,12 +209,21 @@ pub fn main() -> ExitCode {
     } else {
         Vec::new()
     };
-    let cli = Cli::parse();
-    let (target, debug) = match &cli.command {
-        Command::Config(_) => (crate::log::Target::Stderr, false),
-        Command::Fetch(a) => (crate::log::Target::Stderr, a.debug),
-        _ => (crate::log::Target::Auto, false),
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        // As /init, argv holds whatever words of the kernel command line the kernel did not
+        // recognise (`single`, `3`): they are not ours, and exiting would panic the kernel.
+        Err(_) if pid1 => Cli::parse_from(["rustlive", "boot"]),
+        Err(e) => e.exit(),
     };
+    // Booting a node logs to the kernel log (console and journal); a command run by hand
+    // answers on stderr.
+    let target = match &cli.command {
+        Command::Boot(_) => crate::log::Target::Kmsg,
+        _ if pid1 => crate::log::Target::Kmsg,
+        _ => crate::log::Target::Stderr,
+    };
+    let debug = matches!(&cli.command, Command::Fetch(a) if a.debug);
     crate::log::init(target, debug);
     if pid1 {
         for w in early_warnings {
