@@ -59,6 +59,27 @@ fn fail(code: Exit, pid1: bool) -> ExitCode {
     code.into()
 }
 
+/// The MAC for `{mac}`: of the interface that reaches the secrets server (the one the boot
+/// server knows the node by), or the image server when the bundle is not fetched over the network.
+fn node_mac(cfg: &Config) -> Option<String> {
+    // Placeholders are stripped only to find the host; a templated host has no route yet.
+    let secrets_url = cfg
+        .secrets
+        .source
+        .as_deref()
+        .and_then(|t| reqwest::Url::parse(&t.replace(['{', '}'], "")).ok())
+        .filter(|u| u.scheme() != "file");
+    let secrets_host = secrets_url
+        .as_ref()
+        .and_then(|u| u.host_str())
+        .filter(|h| !crate::config::SECRETS_PLACEHOLDERS.contains(h));
+    secrets_host
+        .into_iter()
+        .chain(cfg.image_urls().iter().filter_map(|u| u.host_str()))
+        .find_map(crate::net::route_to)
+        .and_then(|r| r.mac_string())
+}
+
 fn run(
     cfg: &Config,
     args: &BootArgs,
@@ -73,20 +94,9 @@ fn run(
         &mount::AssembleOptions::from_config(cfg),
     )?;
 
-    // {mac} is the interface that reaches the image server: the one the boot server knows.
-    let mac = cfg
-        .image_urls()
-        .iter()
-        .filter_map(|u| u.host_str())
-        .find_map(crate::net::route_to)
-        .and_then(|r| r.mac_string());
-    let facts = facts_out.insert(NodeFacts::gather(Path::new("/"), mac));
-    match secrets::apply(cfg, &args.sysroot, facts)? {
-        Applied::NoSource => {}
-        Applied::Installed { files } => log::info!("secrets: {files} file(s) installed"),
-        Applied::Skipped => {
-            log::warn!("secrets were not installed (rd.rustlive.secrets.required=0)")
-        }
+    let facts = facts_out.insert(NodeFacts::gather(Path::new("/"), node_mac(cfg)));
+    if let Applied::Skipped = secrets::apply(cfg, &args.sysroot, facts)? {
+        log::warn!("booting without the node's secrets (rd.rustlive.secrets.required=0)");
     }
 
     // Success: the image tmpfs and every mount stay for the booted system.

@@ -150,18 +150,23 @@ impl Assembled {
 
     /// Leaves everything mounted (the boot succeeded). The loop devices detach themselves
     /// when their filesystems are finally unmounted.
+    ///
+    /// The writable layer's tmpfs is detached from `/run` first: the overlay keeps it alive,
+    /// but the booted system must not reach the node's secrets (written into the upper
+    /// directory) through `/run/rustlive`, which survives switch-root.
     pub fn persist(mut self) {
+        if let Some(overlay) = self.upper.parent() {
+            match nix::mount::umount2(overlay, MntFlags::MNT_DETACH) {
+                Ok(()) => log::debug!("detached {} (the overlay keeps it)", overlay.display()),
+                Err(e) => log::warn!("cannot detach {}: {e}", overlay.display()),
+            }
+        }
         for g in self.guards.drain(..) {
             match g {
                 Guard::Mount(m) => m.keep(),
                 Guard::Loop(l) => l.keep(),
             }
         }
-    }
-
-    /// Same as [`Assembled::persist`].
-    pub fn keep(self) {
-        self.persist()
     }
 }
 

@@ -590,3 +590,44 @@ fn which(tool: &str) -> PathBuf {
         .find(|p| p.is_file())
         .unwrap()
 }
+
+#[test]
+fn persisted_root_hides_its_writable_layer_from_run() {
+    require!("mksquashfs");
+    let fx = Fixture::new();
+    let img = fx.image(Fs::Squashfs, true, true);
+    let root = fx.assemble(&img).expect("assemble");
+    let upper = root.upper().to_owned();
+    let overlay_dir = upper.parent().unwrap().to_owned();
+    std::fs::write(fx.newroot().join("etc/secret"), "canary").unwrap();
+    assert!(upper.join("etc/secret").exists());
+    root.persist();
+
+    let mounted: Vec<String> = mounts_under(fx.dir.path())
+        .into_iter()
+        .map(|(mp, _)| mp)
+        .collect();
+    let overlay_dir_s = overlay_dir.to_string_lossy().to_string();
+    assert!(
+        !mounted.contains(&overlay_dir_s),
+        "writable layer still reachable at {overlay_dir_s}: {mounted:?}"
+    );
+    assert!(!upper.join("etc/secret").exists());
+    // The overlay still works on the detached tmpfs: old writes visible, new writes accepted.
+    assert_eq!(
+        std::fs::read_to_string(fx.newroot().join("etc/secret")).unwrap(),
+        "canary"
+    );
+    std::fs::write(fx.newroot().join("etc/after"), "x").unwrap();
+
+    // Persisted mounts are the test's to undo, newest first.
+    let mut mps = mounted;
+    mps.sort_by_key(|mp| std::cmp::Reverse(mp.len()));
+    for mp in [fx.newroot().to_string_lossy().to_string()]
+        .into_iter()
+        .chain(mps)
+    {
+        let _ = nix::mount::umount2(Path::new(&mp), nix::mount::MntFlags::MNT_DETACH);
+    }
+    fx.assert_clean(&img);
+}
