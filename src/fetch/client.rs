@@ -1,0 +1,210 @@
+//! The HTTP client: rustls with an explicit CA bundle, optional client identity, proxy,
+//! connect timeout, stall timeout and a bounded redirect policy.
+//!
+//! reqwest's blocking client applies its `timeout` to each wait separately (the response
+//! headers, then every body read), not to the transfer as a whole, so it is exactly the stall
+//! timer: a slow but moving download never times out, a silent one does after `stall`.
+//! Leaving it at its 30 s default would silently override `rd.rustlive.stall`.
+
+use super::FetchError;
+use crate::log::redact_url;
+use reqwest::blocking::Client;
+use reqwest::{redirect, Certificate, Identity, Url};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+use zeroize::Zeroizing;
+
+/// CA bundles tried in order when `rd.rustlive.ca` is not given: the one the rustlive dracut
+/// module installs, then the usual distribution bundles (for `rustlive fetch` on a host).
+pub const DEFAULT_CA_BUNDLES: &[&str] = &[
+    "/etc/rustlive/ca.pem",
+    "/etc/ssl/certs/ca-certificates.crt",
+    "/etc/pki/tls/certs/ca-bundle.crt",
+];
+
+/// A client certificate and key (PEM files) for mutual TLS.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClientIdentity {
+    pub cert: PathBuf,
+    pub key: PathBuf,
+}
+
+/// Everything that shapes a client; one is built per download.
+#[derive(Debug, Clone)]
+pub struct Settings<'a> {
+    /// Explicit CA bundle; `None` tries [`DEFAULT_CA_BUNDLES`].
+    pub ca: Option<&'a Path>,
+    pub insecure_tls: bool,
+    pub identity: Option<&'a ClientIdentity>,
+    pub proxy: Option<&'a Url>,
+    pub connect_timeout: Duration,
+    pub stall: Duration,
+    pub max_redirects: usize,
+    /// Follow an https→http redirect (only when a hash or signature pins the content).
+    pub allow_downgrade: bool,
+}
+
+/// Why a redirect was not followed. Found in a reqwest error's source chain.
+#[derive(Debug, thiserror::Error)]
+pub enum RedirectRefused {
+    #[error("more than {0} redirects")]
+    TooMany(usize),
+    #[error("redirect loop back to {0}")]
+    Loop(String),
+    #[error(
+        "redirect from https to plain http ({0}) refused because no hash or signature pins the content"
+    )]
+    Downgrade(String),
+}
+
+/// The redirect decision, separate from reqwest so it is unit-tested directly.
+pub fn check_redirect(
+    next: &Url,
+    previous: &[Url],
+    max: usize,
+    allow_downgrade: bool,
+) -> Result<(), RedirectRefused> {
+    if previous.contains(next) {
+        return Err(RedirectRefused::Loop(redact_url(next)));
+    }
+    if previous.len() > max {
+        return Err(RedirectRefused::TooMany(max));
+    }
+    if !allow_downgrade && next.scheme() == "http" && previous.iter().any(|u| u.scheme() == "https")
+    {
+        return Err(RedirectRefused::Downgrade(redact_url(next)));
+    }
+    Ok(())
+}
+
+pub fn build(s: &Settings) -> Result<Client, FetchError> {
+    let (max, downgrade) = (s.max_redirects, s.allow_downgrade);
+    let policy = redirect::Policy::custom(move |a| {
+        match check_redirect(a.url(), a.previous(), max, downgrade) {
+            Ok(()) => a.follow(),
+            Err(e) => a.error(e),
+        }
+    });
+    let mut b = Client::builder()
+        .use_rustls_tls()
+        .tls_built_in_root_certs(false)
+        .https_only(false)
+        .redirect(policy)
+        .connect_timeout(s.connect_timeout)
+        .timeout(s.stall)
+        // One connection per download: nothing to gain from idle pooled sockets, and a
+        // connection that went bad must not be reused by the retry.
+        .pool_max_idle_per_host(0)
+        .no_proxy();
+    if let Some(p) = s.proxy {
+        b = b.proxy(reqwest::Proxy::all(p.clone()).map_err(FetchError::Client)?);
+    }
+    for c in load_ca(s.ca)? {
+        b = b.add_root_certificate(c);
+    }
+    if s.insecure_tls {
+        b = b.danger_accept_invalid_certs(true);
+    }
+    if let Some(id) = s.identity {
+        b = b.identity(load_identity(id)?);
+    }
+    b.build().map_err(FetchError::Client)
+}
+
+fn load_ca(explicit: Option<&Path>) -> Result<Vec<Certificate>, FetchError> {
+    let path = match explicit {
+        Some(p) => p.to_path_buf(),
+        None => match DEFAULT_CA_BUNDLES
+            .iter()
+            .map(Path::new)
+            .find(|p| p.exists())
+        {
+            Some(p) => p.to_path_buf(),
+            // Plain http still works; an https URL fails with an unknown-issuer error.
+            None => return Ok(Vec::new()),
+        },
+    };
+    let pem = std::fs::read(&path).map_err(|source| FetchError::CaRead {
+        path: path.clone(),
+        source,
+    })?;
+    let certs = Certificate::from_pem_bundle(&pem).map_err(|source| FetchError::CaParse {
+        path: path.clone(),
+        source: Some(source),
+    })?;
+    if certs.is_empty() {
+        return Err(FetchError::CaParse { path, source: None });
+    }
+    Ok(certs)
+}
+
+fn load_identity(id: &ClientIdentity) -> Result<Identity, FetchError> {
+    let read = |p: &Path| {
+        std::fs::read(p)
+            .map(Zeroizing::new)
+            .map_err(|source| FetchError::IdentityRead {
+                path: p.into(),
+                source,
+            })
+    };
+    let mut pem = read(&id.key)?;
+    pem.push(b'\n');
+    pem.extend_from_slice(&read(&id.cert)?);
+    Identity::from_pem(&pem).map_err(|source| FetchError::IdentityParse {
+        cert: id.cert.clone(),
+        source,
+    })
+}
+
+/// The first [`RedirectRefused`] in an error's source chain.
+pub fn redirect_refusal(e: &reqwest::Error) -> Option<&RedirectRefused> {
+    let mut cur: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(c) = cur {
+        if let Some(r) = c.downcast_ref::<RedirectRefused>() {
+            return Some(r);
+        }
+        cur = c.source();
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn u(s: &str) -> Url {
+        Url::parse(s).unwrap()
+    }
+
+    #[test]
+    fn redirects() {
+        let a = u("https://a/img");
+        let b = u("https://b/img");
+        let plain = u("http://c/img");
+        assert!(check_redirect(&b, std::slice::from_ref(&a), 10, false).is_ok());
+        assert!(matches!(
+            check_redirect(&a, &[a.clone(), b.clone()], 10, false),
+            Err(RedirectRefused::Loop(_))
+        ));
+        assert!(matches!(
+            check_redirect(&plain, std::slice::from_ref(&a), 10, false),
+            Err(RedirectRefused::Downgrade(_))
+        ));
+        assert!(check_redirect(&plain, std::slice::from_ref(&a), 10, true).is_ok());
+        assert!(check_redirect(&u("http://d/"), std::slice::from_ref(&plain), 10, false).is_ok());
+        let chain: Vec<Url> = (0..11).map(|i| u(&format!("http://h/{i}"))).collect();
+        assert!(matches!(
+            check_redirect(&u("http://h/x"), &chain, 10, false),
+            Err(RedirectRefused::TooMany(10))
+        ));
+    }
+
+    #[test]
+    fn explicit_ca_must_hold_certificates() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("ca.pem");
+        assert!(matches!(load_ca(Some(&p)), Err(FetchError::CaRead { .. })));
+        std::fs::write(&p, "no certificates here\n").unwrap();
+        assert!(matches!(load_ca(Some(&p)), Err(FetchError::CaParse { .. })));
+    }
+}

@@ -1,0 +1,726 @@
+//! The fetch engine: the root image from one of several mirrors, with retries, resume and
+//! verification on the same pass, into RAM.
+//!
+//! [`fetch_to_file`] is the engine; [`stage_image`] is what `rustlive boot` calls (network
+//! wait, memory check, image tmpfs, download); [`fetch_bytes`] is the bounded in-memory variant
+//! for small files (checksum lists, signatures, the secrets bundle).
+
+pub mod client;
+pub mod command;
+pub mod progress;
+pub mod retry;
+pub mod transfer;
+
+use crate::config::Config;
+use crate::log::{mib, redact_url};
+use crate::ram::{self, MemInfo, RamError, Tmpfs};
+use crate::values::Sha256Hex;
+use crate::verify::{self, Expected, SignatureCheck, VerifyError};
+use crate::Exit;
+pub use client::ClientIdentity;
+use minisign_verify::PublicKey;
+use progress::Progress;
+use reqwest::blocking::Client;
+use reqwest::Url;
+use retry::{Backoff, Next, Rng};
+use std::fs::File;
+use std::io::{Seek, Write};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+use transfer::{AttemptError, Sink, State};
+
+/// Largest checksum list or signature rustlive downloads.
+const SMALL_FILE_MAX: usize = 1 << 20;
+
+#[derive(Debug, thiserror::Error)]
+pub enum FetchError {
+    #[error("gave up on {url} after {attempts} attempts")]
+    GaveUp {
+        url: String,
+        attempts: u32,
+        #[source]
+        last: AttemptError,
+    },
+    #[error("the deadline passed while fetching {url} ({attempts} attempts)")]
+    Deadline {
+        url: String,
+        attempts: u32,
+        #[source]
+        last: AttemptError,
+    },
+    #[error("cannot fetch {url}")]
+    Refused {
+        url: String,
+        #[source]
+        source: AttemptError,
+    },
+    #[error(transparent)]
+    Verify(#[from] VerifyError),
+    #[error(transparent)]
+    Ram(#[from] RamError),
+    #[error(transparent)]
+    Network(#[from] crate::net::NoRoute),
+    #[error("cannot write {path}")]
+    Write {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{url} is larger than the {max} bytes allowed")]
+    TooLarge { url: String, max: usize },
+    #[error("cannot build the HTTP client")]
+    Client(#[source] reqwest::Error),
+    #[error("cannot read the CA bundle {path}")]
+    CaRead {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("the CA bundle {path} holds no usable PEM certificate")]
+    CaParse {
+        path: PathBuf,
+        #[source]
+        source: Option<reqwest::Error>,
+    },
+    #[error("cannot read the client certificate or key {path}")]
+    IdentityRead {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("the client certificate {cert} and its key do not form a usable identity")]
+    IdentityParse {
+        cert: PathBuf,
+        #[source]
+        source: reqwest::Error,
+    },
+    #[error("no image URL to fetch")]
+    NoUrl,
+}
+
+impl FetchError {
+    /// 4 when the bytes (or a required signature) failed verification, 2 for unusable local
+    /// configuration, 3 for everything about the transfer.
+    pub fn exit_code(&self) -> Exit {
+        match self {
+            FetchError::Verify(_) => Exit::Verify,
+            FetchError::CaRead { .. }
+            | FetchError::CaParse { .. }
+            | FetchError::IdentityRead { .. }
+            | FetchError::IdentityParse { .. }
+            | FetchError::NoUrl => Exit::Usage,
+            _ => Exit::Transfer,
+        }
+    }
+}
+
+/// Everything that shapes a download.
+#[derive(Debug, Clone)]
+pub struct FetchOptions {
+    /// Retries after the first attempt; `None`: until the deadline.
+    pub retries: Option<u32>,
+    /// Overall deadline shared by every stage that uses these options.
+    pub deadline: Option<Instant>,
+    pub stall: Duration,
+    pub connect_timeout: Duration,
+    /// PEM CA bundle; `None` uses [`client::DEFAULT_CA_BUNDLES`].
+    pub ca: Option<PathBuf>,
+    /// Skip certificate verification (the image and its signature only, never checksums).
+    pub insecure_tls: bool,
+    pub identity: Option<ClientIdentity>,
+    pub proxy: Option<Url>,
+    pub sha256: Option<Sha256Hex>,
+    pub sha256sums: Option<Url>,
+    /// Explicit signature URL; with keys and no URL, `IMAGEURL.minisig` of each mirror.
+    pub sig: Option<Url>,
+    /// Trusted keys; when any is present a valid signature is required.
+    pub keys: Vec<PublicKey>,
+    /// Refuse content no hash or signature covers.
+    pub verify_required: bool,
+    pub max_redirects: usize,
+    pub backoff: Backoff,
+    pub progress_interval: Duration,
+}
+
+impl Default for FetchOptions {
+    fn default() -> Self {
+        FetchOptions {
+            retries: None,
+            deadline: None,
+            stall: Duration::from_secs(30),
+            connect_timeout: Duration::from_secs(15),
+            ca: None,
+            insecure_tls: false,
+            identity: None,
+            proxy: None,
+            sha256: None,
+            sha256sums: None,
+            sig: None,
+            keys: Vec::new(),
+            verify_required: false,
+            max_redirects: 10,
+            backoff: Backoff::default(),
+            progress_interval: progress::INTERVAL,
+        }
+    }
+}
+
+impl FetchOptions {
+    /// Options for the image from the kernel command line; trusted keys from `keys_dir`
+    /// (normally [`verify::KEYS_DIR`]). The deadline starts now.
+    pub fn from_config(cfg: &Config, keys_dir: &Path) -> Result<FetchOptions, FetchError> {
+        let t = &cfg.transfer;
+        Ok(FetchOptions {
+            retries: t.retries,
+            deadline: t.timeout.map(|d| Instant::now() + d),
+            stall: t.stall,
+            connect_timeout: t.stall.min(Duration::from_secs(15)),
+            ca: t.ca.clone(),
+            insecure_tls: t.insecure_tls,
+            proxy: t.proxy.clone(),
+            sha256: cfg.verify.sha256,
+            sha256sums: cfg.verify.sha256sums.clone(),
+            sig: cfg.verify.sig.clone(),
+            keys: verify::load_keys_dir(keys_dir)?,
+            verify_required: cfg.verify.required,
+            ..FetchOptions::default()
+        })
+    }
+
+    /// Options for the secrets bundle: the same transfer settings, the client identity, and
+    /// never insecure TLS or the image's hashes and keys.
+    pub fn for_secrets(&self, cfg: &Config) -> FetchOptions {
+        let s = &cfg.secrets;
+        FetchOptions {
+            insecure_tls: false,
+            identity: match (&s.cert, &s.key) {
+                (Some(cert), Some(key)) => Some(ClientIdentity {
+                    cert: cert.clone(),
+                    key: key.clone(),
+                }),
+                _ => None,
+            },
+            sha256: s.sha256,
+            sha256sums: None,
+            sig: None,
+            keys: Vec::new(),
+            verify_required: false,
+            ..self.clone()
+        }
+    }
+
+    fn client(&self, insecure: bool, pinned: bool) -> Result<Client, FetchError> {
+        client::build(&client::Settings {
+            ca: self.ca.as_deref(),
+            insecure_tls: insecure,
+            identity: self.identity.as_ref(),
+            proxy: self.proxy.as_ref(),
+            connect_timeout: self.connect_timeout,
+            stall: self.stall,
+            max_redirects: self.max_redirects,
+            allow_downgrade: pinned,
+        })
+    }
+}
+
+/// What a download took.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FetchReport {
+    pub bytes: u64,
+    pub elapsed: Duration,
+    pub attempts: u32,
+    pub resumes: u32,
+    pub restarts: u32,
+    pub sha256: Sha256Hex,
+    /// The mirror that delivered the bytes (redacted).
+    pub url: String,
+}
+
+impl FetchReport {
+    /// The summary line: bytes, seconds, MiB/s, attempts, resumes, sha256.
+    pub fn summary(&self) -> String {
+        let secs = self.elapsed.as_secs_f64();
+        format!(
+            "fetched {} in {secs:.1} s ({:.1} MiB/s), {} attempt{}, {} resume{}, sha256 {}",
+            mib(self.bytes),
+            self.bytes as f64 / (1u64 << 20) as f64 / secs.max(1e-3),
+            self.attempts,
+            if self.attempts == 1 { "" } else { "s" },
+            self.resumes,
+            if self.resumes == 1 { "" } else { "s" },
+            self.sha256
+        )
+    }
+}
+
+/// Downloads from `urls` (mirrors, rotated on failure) into `dest`, verifying on the way.
+/// Bytes land in `dest.part`, renamed to `dest` only once every hash and signature matched;
+/// on any failure the partial file is removed.
+pub fn fetch_to_file(
+    urls: &[Url],
+    dest: &Path,
+    opts: &FetchOptions,
+) -> Result<FetchReport, FetchError> {
+    fetch_to_file_with(urls, dest, opts, &mut |_| Ok(()))
+}
+
+/// [`fetch_to_file`] with a hook run once, before the first byte is written, with the image
+/// length when the server announced it (the memory check and tmpfs mount of [`stage_image`]).
+pub fn fetch_to_file_with(
+    urls: &[Url],
+    dest: &Path,
+    opts: &FetchOptions,
+    prepare: &mut dyn FnMut(Option<u64>) -> Result<(), FetchError>,
+) -> Result<FetchReport, FetchError> {
+    let first = urls.first().ok_or(FetchError::NoUrl)?;
+    let expected = expectations(urls, opts)?;
+    let client = opts.client(opts.insecure_tls, expected.pins())?;
+    if opts.insecure_tls && urls.iter().any(|u| u.scheme() == "https") {
+        log::warn!(
+            "TLS certificate verification is OFF for the image (rd.noverifyssl); {}",
+            if expected.pins() {
+                "the hash or signature still applies"
+            } else {
+                "NOTHING protects it from tampering"
+            }
+        );
+    }
+    let part = part_path(dest);
+    let mut sink = FileSink {
+        path: part.clone(),
+        file: None,
+        digests: expected.digests(),
+        prepare: Some(prepare),
+    };
+    let mut progress = Progress::new(Instant::now(), opts.progress_interval);
+    let what = redact_url(first);
+    let outcome = download(urls, &client, opts, &mut sink, Some(&mut progress));
+    let FileSink { file, digests, .. } = sink;
+    let result = outcome.and_then(|(state, attempts, url)| {
+        let file = file.ok_or_else(|| FetchError::Write {
+            path: part.clone(),
+            source: std::io::Error::other("no response body"),
+        })?;
+        // Durable before the rename: on tmpfs this is free, on a disk it is the point.
+        file.sync_all().map_err(|source| FetchError::Write {
+            path: part.clone(),
+            source,
+        })?;
+        let sha256 = digests.finish(&what)?;
+        std::fs::rename(&part, dest).map_err(|source| FetchError::Write {
+            path: dest.into(),
+            source,
+        })?;
+        Ok(FetchReport {
+            bytes: state.have,
+            elapsed: progress.elapsed(Instant::now()),
+            attempts,
+            resumes: state.resumes,
+            restarts: state.restarts,
+            sha256,
+            url,
+        })
+    });
+    match result {
+        Ok(r) => {
+            log::info!("{}", r.summary());
+            Ok(r)
+        }
+        Err(e) => {
+            let _ = std::fs::remove_file(&part);
+            Err(e)
+        }
+    }
+}
+
+/// A verified image in its own tmpfs; the tmpfs goes away when this is dropped.
+#[derive(Debug)]
+pub struct StagedImage {
+    pub path: PathBuf,
+    pub report: FetchReport,
+    pub tmpfs: Option<Tmpfs>,
+}
+
+/// The boot stage: wait for a route to the image server, fetch and verify the image into a
+/// tmpfs of its own at `run_dir/image` sized for it, refusing early when RAM minus
+/// `rd.minmem` cannot hold it.
+pub fn stage_image(cfg: &Config, run_dir: &Path) -> Result<StagedImage, FetchError> {
+    let opts = FetchOptions::from_config(cfg, Path::new(verify::KEYS_DIR))?;
+    stage_image_with(
+        cfg.image_urls(),
+        &opts,
+        cfg.transfer.minmem,
+        run_dir,
+        Path::new("/proc/meminfo"),
+    )
+}
+
+/// [`stage_image`] with its inputs explicit (tests use a fake meminfo).
+pub fn stage_image_with(
+    urls: &[Url],
+    opts: &FetchOptions,
+    minmem: u64,
+    run_dir: &Path,
+    meminfo: &Path,
+) -> Result<StagedImage, FetchError> {
+    let hosts: Vec<&str> = urls.iter().filter_map(|u| u.host_str()).collect();
+    if !hosts.is_empty() {
+        crate::net::wait_for_route(&hosts, opts.deadline, Duration::from_secs(5))?;
+    }
+    let dir = run_dir.join("image");
+    let name = urls
+        .first()
+        .ok_or(FetchError::NoUrl)?
+        .path_segments()
+        .and_then(|mut s| s.next_back())
+        .filter(|n| !n.is_empty() && *n != "." && *n != "..")
+        .unwrap_or("root.img")
+        .to_string();
+    let mut tmpfs = None;
+    let report = fetch_to_file_with(urls, &dir.join(&name), opts, &mut |len| {
+        let mem = MemInfo::read(meminfo)?;
+        let size = ram::plan(len, mem, minmem)?;
+        log::info!(
+            "image {}; {} of RAM available, {} reserved; tmpfs of {} on {}",
+            len.map_or("of unknown size".into(), mib),
+            mib(mem.available),
+            mib(minmem),
+            mib(size),
+            dir.display()
+        );
+        tmpfs = Some(Tmpfs::mount(&dir, size)?);
+        Ok(())
+    })?;
+    Ok(StagedImage {
+        path: dir.join(name),
+        report,
+        tmpfs,
+    })
+}
+
+/// Downloads `url` into memory, at most `max_len` bytes, with the retry policy and TLS
+/// settings of `opts` (its `sha256`, when set, must match). For small files only.
+pub fn fetch_bytes(url: &Url, opts: &FetchOptions, max_len: usize) -> Result<Vec<u8>, FetchError> {
+    let expected = Expected {
+        sha256: opts.sha256.into_iter().collect(),
+        signature: None,
+    };
+    let bytes = fetch_small(std::slice::from_ref(url), opts, opts.insecure_tls, max_len)?;
+    let mut d = expected.digests();
+    d.update(&bytes);
+    d.finish(&redact_url(url))?;
+    Ok(bytes)
+}
+
+fn fetch_small(
+    urls: &[Url],
+    opts: &FetchOptions,
+    insecure: bool,
+    max_len: usize,
+) -> Result<Vec<u8>, FetchError> {
+    let client = opts.client(insecure, false)?;
+    let mut sink = MemSink {
+        buf: Vec::new(),
+        max: max_len,
+        url: redact_url(&urls[0]),
+    };
+    download(urls, &client, opts, &mut sink, None)?;
+    Ok(sink.buf)
+}
+
+/// Resolves what the image must match: the pinned hash, the checksum list's line, the
+/// signature (required when keys are installed).
+fn expectations(urls: &[Url], opts: &FetchOptions) -> Result<Expected, FetchError> {
+    let mut exp = Expected::default();
+    exp.sha256.extend(opts.sha256);
+    if let Some(u) = &opts.sha256sums {
+        let name = urls[0]
+            .path_segments()
+            .and_then(|mut s| s.next_back())
+            .unwrap_or_default();
+        // Checksums are fetched with certificate checks even under rd.noverifyssl: they are
+        // what makes the image trustworthy.
+        let text = fetch_small(std::slice::from_ref(u), opts, false, SMALL_FILE_MAX)?;
+        let h = verify::parse_sha256sums(&String::from_utf8_lossy(&text), name, &redact_url(u))?;
+        exp.sha256.push(h);
+    }
+    if !opts.keys.is_empty() {
+        let sig_urls: Vec<Url> = match &opts.sig {
+            Some(u) => vec![u.clone()],
+            None => urls.iter().map(minisig_url).collect(),
+        };
+        let shown = redact_url(&sig_urls[0]);
+        // The signature authenticates itself, so rd.noverifyssl may apply to it too.
+        let text = match fetch_small(&sig_urls, opts, opts.insecure_tls, SMALL_FILE_MAX) {
+            Ok(t) => t,
+            Err(e @ FetchError::Refused { .. }) => {
+                return Err(VerifyError::SignatureMissing {
+                    url: shown,
+                    source: Box::new(e),
+                }
+                .into())
+            }
+            Err(e) => return Err(e),
+        };
+        let sig = verify::parse_signature(&String::from_utf8_lossy(&text), &shown)?;
+        exp.signature = Some(SignatureCheck::new(&opts.keys, sig, &shown)?);
+    } else if let Some(u) = &opts.sig {
+        log::warn!(
+            "a signature URL ({}) is given but no trusted key is installed; it cannot be checked",
+            redact_url(u)
+        );
+    }
+    if !exp.pins() {
+        if opts.verify_required {
+            return Err(VerifyError::Unverifiable.into());
+        }
+        log::warn!(
+            "the image is NOT verified: no rd.rustlive.sha256, sha256sums or signing key covers it"
+        );
+    }
+    Ok(exp)
+}
+
+/// `IMAGEURL.minisig`.
+pub fn minisig_url(u: &Url) -> Url {
+    let mut s = u.clone();
+    s.set_path(&format!("{}.minisig", u.path()));
+    s
+}
+
+fn part_path(dest: &Path) -> PathBuf {
+    let mut s = dest.as_os_str().to_owned();
+    s.push(".part");
+    PathBuf::from(s)
+}
+
+/// The attempt loop: mirrors, backoff, deadline. Returns the final state, the number of
+/// attempts and the mirror that finished.
+fn download(
+    urls: &[Url],
+    client: &Client,
+    opts: &FetchOptions,
+    sink: &mut dyn Sink,
+    mut progress: Option<&mut Progress>,
+) -> Result<(State, u32, String), FetchError> {
+    let mut state = State::default();
+    let mut rng = Rng::from_entropy();
+    let mut attempts = 0u32;
+    let mut failures = 0u32;
+    // Mirrors that gave an answer retrying cannot change (404, TLS, redirect refused).
+    let mut dead = vec![false; urls.len()];
+    let mut m = 0;
+    loop {
+        attempts += 1;
+        let url = &urls[m];
+        let before = state.have;
+        let mut ctx = transfer::Ctx {
+            stall: opts.stall,
+            deadline: opts.deadline,
+            progress: progress.as_deref_mut(),
+        };
+        let err = match transfer::run(client, url, &mut state, sink, &mut ctx) {
+            Ok(()) => return Ok((state, attempts, redact_url(url))),
+            Err(e) => e,
+        };
+        let shown = redact_url(url);
+        if let AttemptError::Sink(inner) = err {
+            return Err(*inner);
+        }
+        if matches!(err, AttemptError::Deadline) {
+            return Err(FetchError::Deadline {
+                url: shown,
+                attempts,
+                last: err,
+            });
+        }
+        if !err.is_retryable() {
+            log::warn!("{shown}: {}", crate::error::report(&err));
+            dead[m] = true;
+            match next_mirror(&dead, m) {
+                Some(n) => {
+                    m = n;
+                    continue;
+                }
+                None => {
+                    return Err(FetchError::Refused {
+                        url: shown,
+                        source: err,
+                    })
+                }
+            }
+        }
+        failures = if state.have > before { 0 } else { failures + 1 };
+        let delay = opts
+            .backoff
+            .delay(failures.saturating_sub(1), err.retry_after(), &mut rng);
+        match retry::next(attempts, opts.retries, delay, Instant::now(), opts.deadline) {
+            Next::Retry(d) => {
+                m = next_mirror(&dead, m).unwrap_or(m);
+                log::warn!(
+                    "{shown}: {}; retry {} in {:.1} s{}",
+                    crate::error::report(&err),
+                    attempts,
+                    d.as_secs_f64(),
+                    if urls.len() > 1 {
+                        format!(" from {}", redact_url(&urls[m]))
+                    } else {
+                        String::new()
+                    }
+                );
+                std::thread::sleep(d);
+            }
+            Next::RetriesExhausted => {
+                return Err(FetchError::GaveUp {
+                    url: shown,
+                    attempts,
+                    last: err,
+                })
+            }
+            Next::DeadlinePassed => {
+                return Err(FetchError::Deadline {
+                    url: shown,
+                    attempts,
+                    last: err,
+                })
+            }
+        }
+    }
+}
+
+/// The next mirror after `m` that is still worth trying (possibly `m` itself).
+fn next_mirror(dead: &[bool], m: usize) -> Option<usize> {
+    (1..=dead.len())
+        .map(|i| (m + i) % dead.len())
+        .find(|&i| !dead[i])
+}
+
+/// The image's `.part` file and the running hashes.
+struct FileSink<'e, 'p> {
+    path: PathBuf,
+    file: Option<File>,
+    digests: verify::Digests<'e>,
+    prepare: Option<&'p mut dyn FnMut(Option<u64>) -> Result<(), FetchError>>,
+}
+
+impl Sink for FileSink<'_, '_> {
+    fn begin(&mut self, offset: u64, total: Option<u64>) -> Result<(), FetchError> {
+        if let Some(p) = self.prepare.take() {
+            p(total)?;
+        }
+        let werr = |source| FetchError::Write {
+            path: self.path.clone(),
+            source,
+        };
+        if self.file.is_none() {
+            self.file = Some(File::create(&self.path).map_err(werr)?);
+        }
+        let f = self.file.as_mut().expect("created above");
+        if offset == 0 {
+            f.set_len(0).map_err(werr)?;
+            f.rewind().map_err(werr)?;
+            self.digests.reset();
+        } else {
+            debug_assert_eq!(f.stream_position().ok(), Some(offset));
+        }
+        Ok(())
+    }
+
+    fn write(&mut self, buf: &[u8]) -> Result<(), FetchError> {
+        self.digests.update(buf);
+        let f = self.file.as_mut().expect("begin() opened the file");
+        f.write_all(buf).map_err(|source| FetchError::Write {
+            path: self.path.clone(),
+            source,
+        })
+    }
+}
+
+struct MemSink {
+    buf: Vec<u8>,
+    max: usize,
+    url: String,
+}
+
+impl Sink for MemSink {
+    fn begin(&mut self, offset: u64, _total: Option<u64>) -> Result<(), FetchError> {
+        self.buf.truncate(offset as usize);
+        Ok(())
+    }
+
+    fn write(&mut self, buf: &[u8]) -> Result<(), FetchError> {
+        if self.buf.len() + buf.len() > self.max {
+            return Err(FetchError::TooLarge {
+                url: self.url.clone(),
+                max: self.max,
+            });
+        }
+        self.buf.extend_from_slice(buf);
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn mirror_rotation_skips_dead_mirrors() {
+        assert_eq!(next_mirror(&[false], 0), Some(0));
+        assert_eq!(next_mirror(&[false, false, false], 2), Some(0));
+        assert_eq!(next_mirror(&[false, true, false], 0), Some(2));
+        assert_eq!(next_mirror(&[true, true], 0), None);
+    }
+
+    #[test]
+    fn sig_and_part_names() {
+        let u = Url::parse("https://h/images/root.squashfs?x=1").unwrap();
+        assert_eq!(
+            minisig_url(&u).as_str(),
+            "https://h/images/root.squashfs.minisig?x=1"
+        );
+        assert_eq!(
+            part_path(Path::new("/run/x/img")),
+            Path::new("/run/x/img.part")
+        );
+    }
+
+    #[test]
+    fn options_from_the_command_line() {
+        let h = "ab".repeat(32);
+        let cfg = Config::from_cmdline(&format!(
+            "root=live:https://h/img rd.rustlive.sha256={h} rd.rustlive.retries=4 \
+             rd.rustlive.stall=7 rd.noverifyssl rd.rustlive.timeout=60 \
+             rd.rustlive.secrets=https://h/s.json rd.rustlive.secrets.cert=/c.pem rd.rustlive.secrets.key=/k.pem"
+        ))
+        .unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let o = FetchOptions::from_config(&cfg, dir.path()).unwrap();
+        assert_eq!(o.retries, Some(4));
+        assert_eq!(o.stall, Duration::from_secs(7));
+        assert_eq!(o.connect_timeout, Duration::from_secs(7));
+        assert!(o.insecure_tls && o.keys.is_empty());
+        assert_eq!(o.sha256.as_ref().unwrap().to_hex(), h);
+        let left = o.deadline.unwrap() - Instant::now();
+        assert!(left <= Duration::from_secs(60) && left > Duration::from_secs(50));
+        let s = o.for_secrets(&cfg);
+        assert!(!s.insecure_tls && s.sha256.is_none());
+        assert_eq!(s.identity.unwrap().cert, Path::new("/c.pem"));
+    }
+
+    #[test]
+    fn exit_codes() {
+        assert_eq!(
+            FetchError::Verify(VerifyError::Unverifiable).exit_code(),
+            Exit::Verify
+        );
+        assert_eq!(
+            FetchError::TooLarge {
+                url: "u".into(),
+                max: 1
+            }
+            .exit_code(),
+            Exit::Transfer
+        );
+    }
+}

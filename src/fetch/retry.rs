@@ -1,0 +1,238 @@
+//! When to try again: exponential backoff with full jitter, `Retry-After`, and the overall
+//! deadline. Pure functions of their inputs (the random source is passed in) so every rule is
+//! unit-tested without sleeping.
+
+use std::time::{Duration, Instant, SystemTime};
+
+/// Backoff parameters. Delay before retry `n` (0-based count of consecutive failures without
+/// progress) is uniform in `[0, min(cap, base * 2^n)]` ("full jitter"): a thousand nodes that
+/// lose the server at the same moment spread their retries over the whole window instead of
+/// coming back in step.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Backoff {
+    pub base: Duration,
+    pub cap: Duration,
+}
+
+impl Default for Backoff {
+    fn default() -> Self {
+        Backoff {
+            base: Duration::from_secs(1),
+            cap: Duration::from_secs(30),
+        }
+    }
+}
+
+impl Backoff {
+    /// The delay before the next attempt after `failures` consecutive failures without
+    /// progress. A `Retry-After` from the server is honoured up to the cap, with a little
+    /// jitter on top (at most a quarter of it, still capped) so the herd it was sent to does
+    /// not return in the same millisecond.
+    pub fn delay(&self, failures: u32, retry_after: Option<Duration>, rng: &mut Rng) -> Duration {
+        if let Some(ra) = retry_after {
+            let ra = ra.min(self.cap);
+            let spread = (ra / 4).min(self.cap - ra);
+            return ra + rng.below(spread);
+        }
+        let window = self
+            .base
+            .checked_mul(1u32.checked_shl(failures.min(31)).unwrap_or(u32::MAX))
+            .unwrap_or(self.cap)
+            .min(self.cap);
+        rng.below(window)
+    }
+}
+
+/// What to do after a failed attempt.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Next {
+    /// Sleep this long, then try again.
+    Retry(Duration),
+    /// `rd.rustlive.retries` is used up.
+    RetriesExhausted,
+    /// Sleeping would cross the overall deadline.
+    DeadlinePassed,
+}
+
+/// Decides between retrying and giving up. `attempts` counts attempts made so far (≥ 1);
+/// `retries` is the number allowed after the first (`None`: unlimited).
+pub fn next(
+    attempts: u32,
+    retries: Option<u32>,
+    delay: Duration,
+    now: Instant,
+    deadline: Option<Instant>,
+) -> Next {
+    if retries.is_some_and(|r| attempts > r) {
+        return Next::RetriesExhausted;
+    }
+    match deadline {
+        Some(d) if now >= d => Next::DeadlinePassed,
+        // Sleep what is left, then make one last attempt: it may still finish in time.
+        Some(d) => Next::Retry(delay.min(d - now)),
+        None => Next::Retry(delay),
+    }
+}
+
+/// Parses `Retry-After`: delay-seconds or an HTTP-date (RFC 9110 §10.2.3).
+pub fn parse_retry_after(value: &str, now: SystemTime) -> Option<Duration> {
+    let v = value.trim();
+    if let Ok(secs) = v.parse::<u64>() {
+        return Some(Duration::from_secs(secs));
+    }
+    let when = parse_http_date(v)?;
+    Some(when.duration_since(now).unwrap_or(Duration::ZERO))
+}
+
+/// IMF-fixdate only (`Sun, 06 Nov 1994 08:49:37 GMT`), the form servers must send.
+fn parse_http_date(s: &str) -> Option<SystemTime> {
+    let rest = s.split_once(", ")?.1;
+    let mut it = rest.split(' ');
+    let day: u64 = it.next()?.parse().ok()?;
+    let mon = it.next()?;
+    let year: i64 = it.next()?.parse().ok()?;
+    let mut hms = it.next()?.split(':').map(|x| x.parse::<u64>().ok());
+    let (h, m, sec) = (hms.next()??, hms.next()??, hms.next()??);
+    if it.next()? != "GMT" || it.next().is_some() || h > 23 || m > 59 || sec > 60 {
+        return None;
+    }
+    const MONTHS: [&str; 12] = [
+        "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
+    ];
+    let month = MONTHS.iter().position(|&x| x == mon)? as i64 + 1;
+    if !(1..=31).contains(&day) {
+        return None;
+    }
+    // Days from civil (Howard Hinnant's algorithm).
+    let (y, mo) = if month <= 2 {
+        (year - 1, month + 9)
+    } else {
+        (year, month - 3)
+    };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let doy = (153 * mo + 2) / 5 + day as i64 - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    let days = era * 146_097 + doe - 719_468;
+    let secs = u64::try_from(days).ok()? * 86_400 + h * 3600 + m * 60 + sec;
+    Some(SystemTime::UNIX_EPOCH + Duration::from_secs(secs))
+}
+
+/// A small non-cryptographic generator (SplitMix64). Jitter needs spread, not secrecy; the
+/// seed comes from the standard library's per-process random hasher keys, so nodes booted
+/// from the same initramfs at the same instant still draw different delays.
+#[derive(Debug, Clone)]
+pub struct Rng(u64);
+
+impl Rng {
+    pub fn from_seed(seed: u64) -> Self {
+        Rng(seed)
+    }
+
+    pub fn from_entropy() -> Self {
+        use std::hash::{BuildHasher, Hasher};
+        let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+        h.write_u32(std::process::id());
+        Rng(h.finish())
+    }
+
+    pub fn next_u64(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+
+    /// Uniform in `[0, max]` at millisecond resolution.
+    pub fn below(&mut self, max: Duration) -> Duration {
+        let ms = max.as_millis() as u64;
+        Duration::from_millis(self.next_u64() % (ms + 1))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const S: fn(u64) -> Duration = Duration::from_secs;
+
+    #[test]
+    fn full_jitter_stays_in_the_doubling_window() {
+        let b = Backoff::default();
+        let mut rng = Rng::from_seed(7);
+        for failures in 0..40 {
+            let window = S(1 << failures.min(5)).min(S(30));
+            for _ in 0..200 {
+                let d = b.delay(failures, None, &mut rng);
+                assert!(d <= window, "failure {failures}: {d:?} > {window:?}");
+            }
+        }
+    }
+
+    #[test]
+    fn jitter_spreads_delays() {
+        let b = Backoff::default();
+        let mut rng = Rng::from_seed(1);
+        let ds: Vec<_> = (0..1000).map(|_| b.delay(5, None, &mut rng)).collect();
+        let min = ds.iter().min().unwrap();
+        let max = ds.iter().max().unwrap();
+        // Uniform on [0, 30 s]: a thousand draws cover most of the window.
+        assert!(*min < S(1) && *max > S(29), "{min:?}..{max:?}");
+        let mean = ds.iter().sum::<Duration>() / 1000;
+        assert!(mean > S(13) && mean < S(17), "mean {mean:?}");
+    }
+
+    #[test]
+    fn retry_after_is_honoured_up_to_the_cap() {
+        let b = Backoff::default();
+        let mut rng = Rng::from_seed(3);
+        for _ in 0..100 {
+            let d = b.delay(0, Some(S(4)), &mut rng);
+            assert!(d >= S(4) && d <= S(5), "{d:?}");
+            assert_eq!(b.delay(0, Some(S(3600)), &mut rng), S(30));
+        }
+    }
+
+    #[test]
+    fn retries_and_deadline() {
+        let now = Instant::now();
+        assert_eq!(next(1, Some(0), S(1), now, None), Next::RetriesExhausted);
+        assert_eq!(next(3, Some(3), S(1), now, None), Next::Retry(S(1)));
+        assert_eq!(next(4, Some(3), S(1), now, None), Next::RetriesExhausted);
+        assert_eq!(next(100, None, S(2), now, None), Next::Retry(S(2)));
+        assert_eq!(
+            next(1, None, S(10), now, Some(now + S(3))),
+            Next::Retry(S(3))
+        );
+        assert_eq!(
+            next(1, None, S(1), now + S(5), Some(now)),
+            Next::DeadlinePassed
+        );
+    }
+
+    #[test]
+    fn retry_after_forms() {
+        let now = SystemTime::UNIX_EPOCH + S(784_111_777);
+        assert_eq!(parse_retry_after("120", now), Some(S(120)));
+        assert_eq!(parse_retry_after(" 0 ", now), Some(S(0)));
+        // 784111777 is Sun, 06 Nov 1994 08:49:37 GMT.
+        assert_eq!(
+            parse_retry_after("Sun, 06 Nov 1994 08:49:47 GMT", now),
+            Some(S(10))
+        );
+        assert_eq!(
+            parse_retry_after("Sun, 06 Nov 1994 08:49:00 GMT", now),
+            Some(S(0))
+        );
+        for bad in [
+            "",
+            "-1",
+            "soon",
+            "Sun, 06 Nov 1994 08:49:47 PST",
+            "Sun, 32 Nov 1994 08:49:47 GMT",
+        ] {
+            assert_eq!(parse_retry_after(bad, now), None, "{bad}");
+        }
+    }
+}

@@ -1,0 +1,203 @@
+//! RAM for the image: the memory check against `rd.minmem` and the dedicated tmpfs.
+//!
+//! The image gets its own tmpfs sized from its length because `/run` is often capped at
+//! 10–20% of RAM and a large image would fill it (a known dmsquash-live/livenet failure).
+
+use crate::log::mib;
+use crate::mount::MountGuard;
+use nix::mount::MsFlags;
+use std::path::{Path, PathBuf};
+
+/// The fields of `/proc/meminfo` rustlive uses, in bytes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MemInfo {
+    pub total: u64,
+    pub available: u64,
+}
+
+impl MemInfo {
+    pub fn parse(text: &str) -> Option<MemInfo> {
+        let field = |name: &str| {
+            text.lines().find_map(|l| {
+                let rest = l.strip_prefix(name)?.strip_prefix(':')?;
+                let kib: u64 = rest.trim().strip_suffix("kB")?.trim().parse().ok()?;
+                Some(kib * 1024)
+            })
+        };
+        Some(MemInfo {
+            total: field("MemTotal")?,
+            available: field("MemAvailable")?,
+        })
+    }
+
+    pub fn read(path: &Path) -> Result<MemInfo, RamError> {
+        let text = std::fs::read_to_string(path).map_err(|source| RamError::MemInfo {
+            path: path.into(),
+            source: Some(source),
+        })?;
+        MemInfo::parse(&text).ok_or_else(|| RamError::MemInfo {
+            path: path.into(),
+            source: None,
+        })
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum RamError {
+    #[error(
+        "the image is {} but only {} of RAM is available and rd.minmem reserves {}; refusing to download it into RAM",
+        mib(*image), mib(*available), mib(*reserve)
+    )]
+    NotEnoughMemory {
+        image: u64,
+        available: u64,
+        reserve: u64,
+    },
+    #[error(
+        "only {} of RAM is available and rd.minmem reserves {}; no room for an image",
+        mib(*available), mib(*reserve)
+    )]
+    NoRoom { available: u64, reserve: u64 },
+    #[error("cannot read the memory figures from {path}")]
+    MemInfo {
+        path: PathBuf,
+        #[source]
+        source: Option<std::io::Error>,
+    },
+    #[error("cannot mount a {} tmpfs for the image on {path}", mib(*size))]
+    Mount {
+        path: PathBuf,
+        size: u64,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// Headroom on top of the image: filesystem metadata and rounding.
+pub fn tmpfs_size(image_len: u64) -> u64 {
+    let slack = (image_len / 64).max(16 << 20);
+    (image_len + slack).next_multiple_of(4096)
+}
+
+/// The tmpfs size for an image of `len` bytes (`None`: unknown length), or why it does not fit.
+pub fn plan(len: Option<u64>, mem: MemInfo, reserve: u64) -> Result<u64, RamError> {
+    let room = mem.available.saturating_sub(reserve);
+    match len {
+        Some(image) if image > room => Err(RamError::NotEnoughMemory {
+            image,
+            available: mem.available,
+            reserve,
+        }),
+        Some(image) => Ok(tmpfs_size(image)),
+        // Unknown length: everything but the reserve; tmpfs allocates only what is written.
+        None if room == 0 => Err(RamError::NoRoom {
+            available: mem.available,
+            reserve,
+        }),
+        None => Ok(room.next_multiple_of(4096)),
+    }
+}
+
+/// A mounted tmpfs, unmounted when dropped unless [`Tmpfs::keep`] is called.
+#[derive(Debug)]
+pub struct Tmpfs {
+    guard: MountGuard,
+}
+
+impl Tmpfs {
+    /// Mounts a `size`-byte tmpfs (mode 0700, nosuid, nodev, noexec) on `path`, creating it.
+    pub fn mount(path: &Path, size: u64) -> Result<Tmpfs, RamError> {
+        let merr = |source| RamError::Mount {
+            path: path.into(),
+            size,
+            source,
+        };
+        std::fs::create_dir_all(path).map_err(merr)?;
+        let data = format!("size={size},mode=0700");
+        let guard = MountGuard::mount(
+            Some(Path::new("rustlive-image")),
+            path,
+            "tmpfs",
+            MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC,
+            Some(&data),
+        )
+        .map_err(|e| merr(e.into()))?;
+        Ok(Tmpfs { guard })
+    }
+
+    pub fn path(&self) -> &Path {
+        self.guard.target()
+    }
+
+    /// Leaves the tmpfs mounted: the booted system keeps the image it runs from.
+    pub fn keep(self) {
+        self.guard.keep();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MEMINFO: &str = "MemTotal:       24576000 kB\nMemFree:         1000 kB\nMemAvailable:    2097152 kB\nBuffers: 1 kB\n";
+
+    #[test]
+    fn meminfo() {
+        assert_eq!(
+            MemInfo::parse(MEMINFO),
+            Some(MemInfo {
+                total: 24_576_000 * 1024,
+                available: 2 << 30
+            })
+        );
+        assert_eq!(MemInfo::parse("MemTotal: 1 kB\n"), None);
+        assert!(MemInfo::read(Path::new("/proc/meminfo")).is_ok());
+    }
+
+    #[test]
+    fn memory_check() {
+        let mem = MemInfo {
+            total: 4 << 30,
+            available: 2 << 30,
+        };
+        assert_eq!(
+            plan(Some(1 << 30), mem, 512 << 20).unwrap(),
+            (1 << 30) + (16 << 20)
+        );
+        let e = plan(Some(1800 << 20), mem, 512 << 20).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "the image is 1800.0 MiB but only 2048.0 MiB of RAM is available and rd.minmem \
+             reserves 512.0 MiB; refusing to download it into RAM"
+        );
+        assert_eq!(plan(None, mem, 512 << 20).unwrap(), 1536 << 20);
+        assert!(matches!(
+            plan(None, mem, 4 << 30),
+            Err(RamError::NoRoom { .. })
+        ));
+    }
+
+    #[test]
+    fn slack_grows_with_the_image() {
+        assert_eq!(tmpfs_size(0), 16 << 20);
+        assert_eq!(tmpfs_size(4 << 30), (4 << 30) + (64 << 20));
+        assert_eq!(tmpfs_size(1) % 4096, 0);
+    }
+
+    #[test]
+    fn mounts_and_unmounts() {
+        if !nix::unistd::Uid::effective().is_root() {
+            eprintln!("skipped: mounting a tmpfs needs root");
+            return;
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let mnt = dir.path().join("image");
+        {
+            let t = Tmpfs::mount(&mnt, 1 << 20).unwrap();
+            std::fs::write(t.path().join("f"), vec![0u8; 512 << 10]).unwrap();
+            // The size limit holds: a second MiB does not fit.
+            assert!(std::fs::write(t.path().join("g"), vec![0u8; 1 << 20]).is_err());
+        }
+        assert!(!mnt.join("f").exists(), "unmounted on drop");
+    }
+}
