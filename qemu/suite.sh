@@ -23,7 +23,11 @@ prepare() {
 	build_initramfs networkd --add "rustlive systemd-networkd" "${COMMON_DRACUT[@]}"
 	build_initramfs nm-keys --add "rustlive network-manager" "${COMMON_DRACUT[@]}" \
 		--include "$B/keys/test.pub" /etc/rustlive/keys/test.pub
-	cat "$IMG/nm.img" "$WWW/node-secrets.cpio" >"$IMG/nm+secrets.img"
+	# What a boot loader does with two initrds: the kernel looks for a cpio header only at a
+	# 4-byte boundary, so the first archive is padded.
+	cp "$IMG/nm.img" "$IMG/nm+secrets.img"
+	truncate -s %4 "$IMG/nm+secrets.img"
+	cat "$WWW/node-secrets.cpio" >>"$IMG/nm+secrets.img"
 }
 
 PORT=$(free_port)
