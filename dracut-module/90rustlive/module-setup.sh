@@ -25,6 +25,9 @@ installkernel() {
 
 # called by dracut
 install() {
+    if dracut_module_included "livenet"; then
+        dwarn "rustlive: livenet is also included; both claim root=live:URL and rustlive's units win"
+    fi
     inst_simple "$moddir/rustlive" /usr/bin/rustlive
     inst_simple "$moddir/rustlive-lib.sh" /lib/rustlive-lib.sh
     inst_hook cmdline 30 "$moddir/parse-rustlive.sh"
