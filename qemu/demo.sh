@@ -55,9 +55,11 @@ fi
 up=$(sed -n 's/.*TESTROOT: init running at uptime \([0-9.]*\)s.*/\1/p' "$log" | head -n1)
 echo "time to root:   the image's init started ${up} s after the kernel booted"
 echo "fetched by the node from nginx (path, HTTP status, bytes):"
-awk '{ gsub(/"/, "", $7); printf "    %-28s %s %12d\n", $7, $9, $10; total += $10 }
+awk '/curl\// { next } { gsub(/"/, "", $7); printf "    %-28s %s %12d\n", $7, $9, $10; total += $10 }
 	END { printf "    %-28s     %12d\n", "total", total }' "$B/nginx/demo/logs/access.log"
-echo "verified hash:  sha256 $sha (rd.rustlive.sha256; the image booted, so it matched)"
+echo "verified hash:  sha256 $sha (pinned with rd.rustlive.sha256)"
+echo "rustlive said:"
+grep -a "rustlive\[[0-9]*\]: root ready" "$log" | tr -d '\r' | sed 's/.*rustlive\[[0-9]*\]: /    /'
 echo "secrets in the new root (mode owner:group sha256 of the content):"
 grep -a 'TESTROOT: secret' "$log" | tr -d '\r' | sed 's/.*TESTROOT: secret /    /'
 if grep -aq "$CANARY" "$log"; then
