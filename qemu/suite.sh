@@ -28,6 +28,21 @@ prepare() {
 	cp "$IMG/nm.img" "$IMG/nm+secrets.img"
 	truncate -s %4 "$IMG/nm+secrets.img"
 	cat "$WWW/node-secrets.cpio" >>"$IMG/nm+secrets.img"
+	# dracut without systemd: the netroot handler and mount hook instead of the unit.
+	build_initramfs legacy --add "rustlive network-legacy" "${COMMON_DRACUT[@]}" \
+		--omit "systemd systemd-initrd dracut-systemd systemd-networkd network-manager"
+	# An image inside the initramfs (file://), appended like the secrets initrd.
+	local d="$B/file-initrd"
+	rm -rf "$d" && mkdir -p "$d/images"
+	cp "$WWW/root.squashfs" "$d/images/"
+	(cd "$d" && find images | cpio -o -H newc --quiet -R 0:0) >"$B/file-image.cpio"
+	rm -rf "$d"
+	local base
+	for base in nm legacy; do
+		cp "$IMG/$base.img" "$IMG/$base+file.img"
+		truncate -s %4 "$IMG/$base+file.img"
+		cat "$B/file-image.cpio" >>"$IMG/$base+file.img"
+	done
 }
 
 PORT=$(free_port)
@@ -238,8 +253,29 @@ t_pxe() {
 	wait_serial "$LOG" 300 'TESTROOT: done' "$NOBOOT" && booted && secrets_ok
 }
 
+t_no_systemd() {
+	boot no-systemd "$IMG/legacy.img" "root=live:$URL/root.squashfs rd.rustlive.sha256=$(sha_of root.squashfs)" \
+		240 'TESTROOT: done' "$NOBOOT|Dropping to debug shell" && booted &&
+		check 'dracut: Starting dhcp for interface' "network-legacy's DHCP" &&
+		check_not 'systemd\[1\]' "systemd in the initramfs"
+}
+
+t_file_image() {
+	boot file-image "$IMG/nm+file.img" \
+		"root=live:file:///images/root.squashfs rd.rustlive.sha256=$(sha_of root.squashfs)" \
+		240 'TESTROOT: done' "$NOBOOT" && booted &&
+		check_not 'Started .*nm-initrd.service' "NetworkManager (a file:// image needs no network)"
+}
+
+t_no_systemd_file() {
+	boot no-systemd-file "$IMG/legacy+file.img" "root=live:file:///images/root.squashfs" \
+		240 'TESTROOT: done' "$NOBOOT|Dropping to debug shell" && booted &&
+		check_not 'Starting dhcp' "the network (a file:// image needs none)"
+}
+
 ALL="happy_nm happy_networkd livenet_cmdline nested hash_mismatch server_late broken_transfer
-secrets_initrd secrets_https no_network signature_valid signature_missing pxe"
+secrets_initrd secrets_https no_network signature_valid signature_missing pxe no_systemd
+file_image no_systemd_file"
 
 prepare
 nginx_start main "$PORT" "$SSLPORT"
