@@ -118,6 +118,13 @@ t_livenet_cmdline() {
 		240 'TESTROOT: done' "$NOBOOT" && booted
 }
 
+t_root_http_alias() {
+	# systemd-fstab-generator writes a sysroot.mount for root=http://…; the rustlive generator's
+	# unit must win over it.
+	boot root-http-alias "$IMG/nm.img" "root=$URL/root.squashfs" \
+		240 'TESTROOT: done' "$NOBOOT" && booted
+}
+
 t_nested() {
 	boot nested "$IMG/nm.img" \
 		"root=live:$URL/nested.squashfs rd.live.image rd.rustlive.sha256=$(sha_of nested.squashfs)" \
@@ -273,7 +280,7 @@ t_no_systemd_file() {
 		check_not 'Starting dhcp' "the network (a file:// image needs none)"
 }
 
-ALL="happy_nm happy_networkd livenet_cmdline nested hash_mismatch server_late broken_transfer
+ALL="happy_nm happy_networkd livenet_cmdline root_http_alias nested hash_mismatch server_late broken_transfer
 secrets_initrd secrets_https no_network signature_valid signature_missing pxe no_systemd
 file_image no_systemd_file"
 
