@@ -3,9 +3,9 @@
 
 mod support;
 
-use rustlive::fetch::{fetch_to_file, FetchError, FetchOptions};
 use rustlive::fetch::retry::Backoff;
 use rustlive::fetch::transfer::AttemptError;
+use rustlive::fetch::{fetch_to_file, FetchError, FetchOptions};
 use rustlive::values::parse_sha256;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
@@ -176,7 +176,10 @@ fn full_200_answer_to_a_range_request_restarts_from_zero() {
     });
     let (_d, p) = dest();
     let rep = fetch_to_file(&[url(&s, "/img")], &p, &opts(&content)).unwrap();
-    assert!(s.requests()[1].range_start().unwrap() > 0, "resume was attempted");
+    assert!(
+        s.requests()[1].range_start().unwrap() > 0,
+        "resume was attempted"
+    );
     assert_eq!((rep.resumes, rep.restarts), (0, 1));
     // The hash covers every byte once: the pinned SHA-256 matched and the file is exact.
     assert_eq!(std::fs::read(&p).unwrap(), *content);
@@ -205,7 +208,11 @@ fn partial_response_with_wrong_start_or_total_is_refused() {
         let reqs = s.requests();
         assert_eq!(reqs.len(), 3, "{lie}");
         assert!(reqs[1].range_start().is_some());
-        assert_eq!(reqs[2].header("range"), None, "{lie}: starts over without Range");
+        assert_eq!(
+            reqs[2].header("range"),
+            None,
+            "{lie}: starts over without Range"
+        );
         assert_eq!(rep.resumes, 0);
         assert_eq!(std::fs::read(&p).unwrap(), *content, "{lie}");
     }
@@ -223,13 +230,19 @@ fn changed_etag_between_attempts_restarts_with_the_new_content() {
             }
             match r.range_start() {
                 // A broken cache: serves a range of the new file despite If-Range.
-                Some(st) if !honours_if_range => Reply::partial(&n2, st as usize, n2.len(), "\"new\""),
+                Some(st) if !honours_if_range => {
+                    Reply::partial(&n2, st as usize, n2.len(), "\"new\"")
+                }
                 _ => Reply::file(r, &n2, "\"new\""),
             }
         });
         let (_d, p) = dest();
         let rep = fetch_to_file(&[url(&s, "/img")], &p, &opts(&new)).unwrap();
-        assert_eq!(std::fs::read(&p).unwrap(), *new, "if-range honoured: {honours_if_range}");
+        assert_eq!(
+            std::fs::read(&p).unwrap(),
+            *new,
+            "if-range honoured: {honours_if_range}"
+        );
         assert_eq!(rep.resumes, 0);
         assert_eq!(s.requests()[1].header("if-range"), Some("\"old\""));
     }
@@ -315,7 +328,10 @@ fn one_flipped_bit_exits_4_and_leaves_nothing() {
     ]);
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(4), "{err}");
-    assert!(err.contains(&sha256_hex(&content)), "expected hash logged: {err}");
+    assert!(
+        err.contains(&sha256_hex(&content)),
+        "expected hash logged: {err}"
+    );
     no_leftovers(&p);
 }
 
@@ -356,7 +372,10 @@ fn long_redirect_chains_are_bounded() {
     });
     let (_d, p) = dest();
     let e = fetch_to_file(&[url(&s, "/0")], &p, &opts(b"x")).unwrap_err();
-    assert!(format!("{}", rustlive::error::report(&e)).contains("more than 10 redirects"), "{e:?}");
+    assert!(
+        rustlive::error::report(&e).contains("more than 10 redirects"),
+        "{e:?}"
+    );
     assert_eq!(s.requests().len(), 11);
 }
 
@@ -367,7 +386,10 @@ fn mirrors_rotate_past_a_dead_one() {
     let good = Server::start(move |_| Reply::ok(&c));
     let missing = Server::start(|_| Reply::status(404));
     // A port nothing listens on: connection refused.
-    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
+    let closed = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
     let (_d, p) = dest();
     let urls = [
         reqwest::Url::parse(&format!("http://{closed}/img")).unwrap(),
@@ -385,7 +407,14 @@ fn deadline_bounds_the_retries() {
     let s = Server::start(|_| Reply::status(503));
     let (_d, p) = dest();
     let t = Instant::now();
-    let out = rustlive(&["fetch", "--timeout", "2", "-o", p.to_str().unwrap(), &s.url("/img")]);
+    let out = rustlive(&[
+        "fetch",
+        "--timeout",
+        "2",
+        "-o",
+        p.to_str().unwrap(),
+        &s.url("/img"),
+    ]);
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(3), "{err}");
     assert!(t.elapsed() < Duration::from_secs(5), "{:?}", t.elapsed());
@@ -418,13 +447,26 @@ fn cli_reports_progress_and_summary() {
     });
     let (_d, p) = dest();
     let hex = sha256_hex(&content);
-    let out = rustlive(&["fetch", "--sha256", &hex, "-o", p.to_str().unwrap(), &s.url("/img")]);
+    let out = rustlive(&[
+        "fetch",
+        "--sha256",
+        &hex,
+        "-o",
+        p.to_str().unwrap(),
+        &s.url("/img"),
+    ]);
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "{err}");
     assert_eq!(std::fs::read(&p).unwrap(), *content);
     let summary = err.lines().find(|l| l.contains("fetched")).expect(&err);
-    assert!(summary.contains("1.0 MiB") && summary.contains("2 attempts"), "{summary}");
-    assert!(summary.contains("1 resume,") && summary.contains(&hex), "{summary}");
+    assert!(
+        summary.contains("1.0 MiB") && summary.contains("2 attempts"),
+        "{summary}"
+    );
+    assert!(
+        summary.contains("1 resume,") && summary.contains(&hex),
+        "{summary}"
+    );
 }
 
 #[test]
@@ -467,7 +509,13 @@ fn sha256sums_list_selects_the_line_for_the_image() {
 fn unverified_download_is_refused_when_required() {
     let s = Server::start(|_| Reply::ok(b"anything"));
     let (_d, p) = dest();
-    let out = rustlive(&["fetch", "--require-verified", "-o", p.to_str().unwrap(), &s.url("/img")]);
+    let out = rustlive(&[
+        "fetch",
+        "--require-verified",
+        "-o",
+        p.to_str().unwrap(),
+        &s.url("/img"),
+    ]);
     assert_eq!(out.status.code(), Some(4));
     assert!(s.requests().is_empty(), "nothing downloaded");
     no_leftovers(&p);
@@ -491,7 +539,10 @@ fn fetch_bytes_is_bounded() {
     let o = opts(b"unused");
     let o = FetchOptions { sha256: None, ..o };
     let u = url(&s, "/s.json");
-    assert_eq!(rustlive::fetch::fetch_bytes(&u, &o, 5000).unwrap(), vec![7u8; 5000]);
+    assert_eq!(
+        rustlive::fetch::fetch_bytes(&u, &o, 5000).unwrap(),
+        vec![7u8; 5000]
+    );
     let e = rustlive::fetch::fetch_bytes(&u, &o, 4999).unwrap_err();
     assert!(matches!(e, FetchError::TooLarge { max: 4999, .. }), "{e:?}");
     let pinned = FetchOptions {

@@ -323,20 +323,14 @@ fn classify_send(e: reqwest::Error, stall: Duration) -> AttemptError {
 
 /// A certificate or handshake error from rustls: retrying cannot fix it.
 fn is_tls_failure(e: &(dyn std::error::Error + 'static)) -> bool {
-    let mut cur: Option<&(dyn std::error::Error + 'static)> = Some(e);
-    while let Some(c) = cur {
-        if c.downcast_ref::<rustls::Error>().is_some() {
-            return true;
-        }
-        // io::Error's `source()` skips the error it wraps; look inside explicitly.
-        if let Some(inner) = c.downcast_ref::<io::Error>().and_then(|i| i.get_ref()) {
-            if inner.downcast_ref::<rustls::Error>().is_some() {
-                return true;
-            }
-        }
-        cur = c.source();
+    if e.downcast_ref::<rustls::Error>().is_some() {
+        return true;
     }
-    false
+    // io::Error's `source()` skips the error it wraps (hyper-rustls nests two of them).
+    if let Some(inner) = e.downcast_ref::<io::Error>().and_then(|i| i.get_ref()) {
+        return is_tls_failure(inner);
+    }
+    e.source().is_some_and(is_tls_failure)
 }
 
 fn classify_read(e: io::Error, stall: Duration) -> AttemptError {
@@ -464,6 +458,15 @@ fn run_file(url: &Url, state: &mut State, sink: &mut dyn Sink) -> Result<(), Att
 mod tests {
     use super::*;
     use reqwest::header::HeaderValue;
+
+    #[test]
+    fn certificate_errors_are_found_inside_nested_io_errors() {
+        let cert = rustls::Error::InvalidCertificate(rustls::CertificateError::UnknownIssuer);
+        let nested = io::Error::other(io::Error::new(io::ErrorKind::InvalidData, cert));
+        assert!(is_tls_failure(&nested));
+        let reset = io::Error::other(io::Error::from(io::ErrorKind::ConnectionReset));
+        assert!(!is_tls_failure(&reset));
+    }
 
     #[test]
     fn content_range() {

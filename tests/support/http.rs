@@ -47,7 +47,10 @@ pub enum Fault {
     /// Send this many body bytes, then close cleanly (FIN) although more were announced.
     CloseAfter(usize),
     /// Send the body in pieces with a pause between them (slow but moving).
-    Trickle { piece: usize, pause: Duration },
+    Trickle {
+        piece: usize,
+        pause: Duration,
+    },
 }
 
 #[derive(Debug, Clone)]
@@ -266,7 +269,11 @@ fn reason(status: u16) -> &'static str {
 }
 
 fn write_reply(conn: &mut Box<dyn Conn>, r: &Reply) -> std::io::Result<()> {
-    let mut head = format!("HTTP/1.1 {} {}\r\nConnection: close\r\n", r.status, reason(r.status));
+    let mut head = format!(
+        "HTTP/1.1 {} {}\r\nConnection: close\r\n",
+        r.status,
+        reason(r.status)
+    );
     for (k, v) in &r.headers {
         head.push_str(&format!("{k}: {v}\r\n"));
     }
