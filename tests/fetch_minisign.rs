@@ -88,8 +88,17 @@ fn valid_signature_is_accepted() {
     let img = random_bytes(400_000, 31);
     let s = serve(img.clone(), Some(k.sign(&img, false)));
     let out = k.dir.path().join("out");
-    let o = fetch(&["--pubkey", k.public().to_str().unwrap()], &out, &s.url("/img"));
-    assert_eq!(o.status.code(), Some(0), "{}", String::from_utf8_lossy(&o.stderr));
+    let o = fetch(
+        &["--pubkey", k.public().to_str().unwrap()],
+        &out,
+        &s.url("/img"),
+    );
+    assert_eq!(
+        o.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
     assert_eq!(std::fs::read(&out).unwrap(), img);
 }
 
@@ -117,7 +126,12 @@ fn keys_dir_and_explicit_signature_url() {
         &out,
         &s.url("/img"),
     );
-    assert_eq!(o.status.code(), Some(0), "{}", String::from_utf8_lossy(&o.stderr));
+    assert_eq!(
+        o.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
     assert_eq!(std::fs::read(&out).unwrap(), img);
 }
 
@@ -129,7 +143,11 @@ fn invalid_signature_exits_4_and_leaves_nothing() {
     tampered[1000] ^= 1;
     let s = serve(tampered, Some(k.sign(&img, false)));
     let out = k.dir.path().join("out");
-    let o = fetch(&["--pubkey", k.public().to_str().unwrap()], &out, &s.url("/img"));
+    let o = fetch(
+        &["--pubkey", k.public().to_str().unwrap()],
+        &out,
+        &s.url("/img"),
+    );
     let err = String::from_utf8_lossy(&o.stderr);
     assert_eq!(o.status.code(), Some(4), "{err}");
     assert!(err.contains("signature"), "{err}");
@@ -144,9 +162,17 @@ fn signature_from_another_key_is_refused() {
     let img = random_bytes(1000, 34);
     let s = serve(img.clone(), Some(other.sign(&img, false)));
     let out = k.dir.path().join("out");
-    let o = fetch(&["--pubkey", k.public().to_str().unwrap()], &out, &s.url("/img"));
+    let o = fetch(
+        &["--pubkey", k.public().to_str().unwrap()],
+        &out,
+        &s.url("/img"),
+    );
     assert_eq!(o.status.code(), Some(4));
-    assert_eq!(image_requests(&s), 0, "refused before downloading the image");
+    assert_eq!(
+        image_requests(&s),
+        0,
+        "refused before downloading the image"
+    );
     assert!(!out.exists());
 }
 
@@ -155,7 +181,11 @@ fn missing_signature_with_a_key_installed_exits_4() {
     let Some(k) = Keys::new() else { return };
     let s = serve(random_bytes(1000, 35), None);
     let out = k.dir.path().join("out");
-    let o = fetch(&["--pubkey", k.public().to_str().unwrap()], &out, &s.url("/img"));
+    let o = fetch(
+        &["--pubkey", k.public().to_str().unwrap()],
+        &out,
+        &s.url("/img"),
+    );
     let err = String::from_utf8_lossy(&o.stderr);
     assert_eq!(o.status.code(), Some(4), "{err}");
     assert!(err.contains("img.minisig"), "{err}");
@@ -169,7 +199,11 @@ fn legacy_signature_is_refused_with_a_hint() {
     let img = random_bytes(1000, 36);
     let s = serve(img.clone(), Some(k.sign(&img, true)));
     let out = k.dir.path().join("out");
-    let o = fetch(&["--pubkey", k.public().to_str().unwrap()], &out, &s.url("/img"));
+    let o = fetch(
+        &["--pubkey", k.public().to_str().unwrap()],
+        &out,
+        &s.url("/img"),
+    );
     let err = String::from_utf8_lossy(&o.stderr);
     assert_eq!(o.status.code(), Some(4), "{err}");
     assert!(err.contains("legacy"), "{err}");

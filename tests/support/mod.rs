@@ -2,6 +2,7 @@
 #![allow(dead_code)]
 
 pub mod http;
+pub mod nginx;
 pub mod tls;
 
 /// Deterministic pseudo-random bytes (SplitMix64), so failures are reproducible.
