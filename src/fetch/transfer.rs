@@ -255,8 +255,13 @@ pub fn run(
     }
     // Without a validator there is no way to know the bytes on the server are the ones
     // already received: start over.
-    if state.validator.is_none() {
+    if state.validator.is_none() && state.have > 0 {
+        log::warn!(
+            "{}: cannot resume, the server sent no ETag or Last-Modified; starting over",
+            redact_url(url)
+        );
         state.have = 0;
+        state.restarts += 1;
     }
     let ranged = state.have > 0;
     let mut req = client.get(url.clone());
@@ -309,6 +314,8 @@ pub fn run(
 }
 
 fn classify_send(e: reqwest::Error, stall: Duration) -> AttemptError {
+    // reqwest prints the full URL, query string included; callers name the redacted one.
+    let e = e.without_url();
     if redirect_refusal(&e).is_some() || e.is_redirect() {
         return AttemptError::Redirect(e);
     }
