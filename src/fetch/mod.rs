@@ -535,10 +535,14 @@ fn download(
             });
         }
         if !err.is_retryable() {
-            log::warn!("{shown}: {}", crate::error::report(&err));
             dead[m] = true;
             match next_mirror(&dead, m) {
                 Some(n) => {
+                    log::warn!(
+                        "{shown}: {}; trying {}",
+                        crate::error::report(&err),
+                        redact_url(&urls[n])
+                    );
                     m = n;
                     continue;
                 }
