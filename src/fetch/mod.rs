@@ -359,7 +359,7 @@ pub fn stage_image(cfg: &Config, run_dir: &Path) -> Result<StagedImage, FetchErr
         &opts,
         cfg.transfer.minmem,
         run_dir,
-        Path::new("/proc/meminfo"),
+        Path::new(ram::PROC_MEMINFO),
     )
 }
 
