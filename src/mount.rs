@@ -19,6 +19,7 @@
 
 use crate::config::Config;
 use crate::image::{self, Format, ImageError, LiveLayout, MAX_DEPTH};
+use crate::ram::MemInfo;
 use crate::rootfs::{self, NotBootable};
 use crate::values::Size;
 use nix::errno::Errno;
@@ -81,8 +82,8 @@ pub enum AssembleError {
     TooDeep { image: PathBuf },
     #[error("invalid overlay size {size}: {reason}")]
     OverlaySize { size: Size, reason: String },
-    #[error("cannot read the memory size from /proc/meminfo")]
-    MemInfo(#[source] std::io::Error),
+    #[error(transparent)]
+    MemInfo(#[from] crate::ram::RamError),
     #[error("cannot create {path}")]
     CreateDir {
         path: PathBuf,
@@ -187,10 +188,7 @@ pub fn assemble(
     newroot: &Path,
     opts: &AssembleOptions,
 ) -> Result<Assembled, AssembleError> {
-    let meminfo = std::fs::read_to_string("/proc/meminfo").map_err(AssembleError::MemInfo)?;
-    let total = parse_memtotal(&meminfo).ok_or_else(|| {
-        AssembleError::MemInfo(std::io::Error::other("no MemTotal line in /proc/meminfo"))
-    })?;
+    let total = MemInfo::read(Path::new(crate::ram::PROC_MEMINFO))?.total;
     let overlay_bytes = resolve_overlay_size(opts.overlay_size, total)?;
 
     let mut a = Assembled {
@@ -338,20 +336,6 @@ fn mkdir(path: &Path, mode: u32) -> Result<(), AssembleError> {
     };
     std::fs::create_dir_all(path).map_err(err)?;
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).map_err(err)
-}
-
-/// `MemTotal` in bytes.
-pub fn parse_memtotal(meminfo: &str) -> Option<u64> {
-    meminfo_field(meminfo, "MemTotal")
-}
-
-/// A `/proc/meminfo` field in bytes.
-pub fn meminfo_field(meminfo: &str, name: &str) -> Option<u64> {
-    meminfo.lines().find_map(|l| {
-        let rest = l.strip_prefix(name)?.strip_prefix(':')?;
-        let kb: u64 = rest.trim().strip_suffix("kB")?.trim().parse().ok()?;
-        kb.checked_mul(1024)
-    })
 }
 
 /// The tmpfs size in bytes for `size` on a machine with `total_ram` bytes.
@@ -541,18 +525,6 @@ impl Drop for LoopGuard {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    const MEMINFO: &str =
-        "MemTotal:        2097152 kB\nMemFree:         1048576 kB\nMemAvailable:    1572864 kB\n";
-
-    #[test]
-    fn meminfo_fields_in_bytes() {
-        assert_eq!(parse_memtotal(MEMINFO), Some(2 << 30));
-        assert_eq!(meminfo_field(MEMINFO, "MemAvailable"), Some(1536 << 20));
-        assert_eq!(meminfo_field(MEMINFO, "Mem"), None);
-        assert_eq!(parse_memtotal("MemFree: 1 kB\n"), None);
-        assert_eq!(parse_memtotal("MemTotal: lots kB\n"), None);
-    }
 
     #[test]
     fn overlay_size_resolution() {

@@ -8,6 +8,8 @@ use crate::mount::MountGuard;
 use nix::mount::MsFlags;
 use std::path::{Path, PathBuf};
 
+pub const PROC_MEMINFO: &str = "/proc/meminfo";
+
 /// The fields of `/proc/meminfo` rustlive uses, in bytes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct MemInfo {
@@ -21,7 +23,7 @@ impl MemInfo {
             text.lines().find_map(|l| {
                 let rest = l.strip_prefix(name)?.strip_prefix(':')?;
                 let kib: u64 = rest.trim().strip_suffix("kB")?.trim().parse().ok()?;
-                Some(kib * 1024)
+                kib.checked_mul(1024)
             })
         };
         Some(MemInfo {

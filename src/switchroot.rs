@@ -212,8 +212,9 @@ fn free_old_root(old_root: &std::fs::File) {
 }
 
 fn mem_available() -> Option<u64> {
-    let m = std::fs::read_to_string("/proc/meminfo").ok()?;
-    crate::mount::meminfo_field(&m, "MemAvailable")
+    crate::ram::MemInfo::read(std::path::Path::new(crate::ram::PROC_MEMINFO))
+        .ok()
+        .map(|m| m.available)
 }
 
 /// What [`remove_contents`] deleted.

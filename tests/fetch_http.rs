@@ -80,6 +80,45 @@ fn reset_mid_body_resumes_with_range() {
 }
 
 #[test]
+fn connection_errors_never_print_the_query_string() {
+    let closed = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let (_d, p) = dest();
+    let out = rustlive(&[
+        "fetch",
+        "--retries",
+        "1",
+        "-o",
+        p.to_str().unwrap(),
+        &format!("http://user:pw@{closed}/img?token=hunter2"),
+    ]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(3), "{err}");
+    assert!(err.contains("gave up"), "{err}");
+    assert!(!err.contains("hunter2") && !err.contains("pw@"), "{err}");
+}
+
+#[test]
+fn server_without_validators_restarts_instead_of_resuming() {
+    let content = Arc::new(random_bytes(2 * MIB, 18));
+    let c = content.clone();
+    let s = Server::start(move |r| {
+        if r.n == 0 {
+            Reply::ok(&c).fault(Fault::ResetAfter(MIB / 2))
+        } else {
+            Reply::ok(&c)
+        }
+    });
+    let (_d, p) = dest();
+    let rep = fetch_to_file(&[url(&s, "/img")], &p, &opts(&content)).unwrap();
+    assert_eq!(s.requests()[1].header("range"), None);
+    assert_eq!((rep.resumes, rep.restarts), (0, 1));
+    assert_eq!(std::fs::read(&p).unwrap(), *content);
+}
+
+#[test]
 fn stalled_body_is_abandoned_and_resumed() {
     let content = Arc::new(random_bytes(2 * MIB, 2));
     let c = content.clone();
@@ -340,11 +379,18 @@ fn not_found_fails_fast_without_retrying() {
     let s = Server::start(|_| Reply::status(404));
     let (_d, p) = dest();
     let t = Instant::now();
-    let out = rustlive(&["fetch", "-o", p.to_str().unwrap(), &s.url("/missing")]);
+    let out = rustlive(&[
+        "fetch",
+        "-o",
+        p.to_str().unwrap(),
+        &s.url("/missing?token=hunter2"),
+    ]);
     assert!(t.elapsed() < Duration::from_secs(2), "{:?}", t.elapsed());
     assert_eq!(out.status.code(), Some(3));
     assert_eq!(s.requests().len(), 1);
-    assert!(String::from_utf8_lossy(&out.stderr).contains("404"));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("404"), "{err}");
+    assert!(!err.contains("hunter2"), "query string leaked: {err}");
     no_leftovers(&p);
 }
 
@@ -373,7 +419,7 @@ fn long_redirect_chains_are_bounded() {
     let (_d, p) = dest();
     let e = fetch_to_file(&[url(&s, "/0")], &p, &opts(b"x")).unwrap_err();
     assert!(
-        format!("{}", rustlive::error::report(&e)).contains("more than 10 redirects"),
+        rustlive::error::report(&e).contains("more than 10 redirects"),
         "{e:?}"
     );
     assert_eq!(s.requests().len(), 11);
@@ -540,8 +586,10 @@ fn fetch_bytes_is_bounded() {
     let o = FetchOptions { sha256: None, ..o };
     let u = url(&s, "/s.json");
     assert_eq!(
-        rustlive::fetch::fetch_bytes(&u, &o, 5000).unwrap(),
-        vec![7u8; 5000]
+        rustlive::fetch::fetch_bytes(&u, &o, 5000)
+            .unwrap()
+            .as_slice(),
+        &[7u8; 5000][..]
     );
     let e = rustlive::fetch::fetch_bytes(&u, &o, 4999).unwrap_err();
     assert!(matches!(e, FetchError::TooLarge { max: 4999, .. }), "{e:?}");

@@ -255,8 +255,13 @@ pub fn run(
     }
     // Without a validator there is no way to know the bytes on the server are the ones
     // already received: start over.
-    if state.validator.is_none() {
+    if state.validator.is_none() && state.have > 0 {
+        log::warn!(
+            "{}: cannot resume, the server sent no ETag or Last-Modified; starting over",
+            redact_url(url)
+        );
         state.have = 0;
+        state.restarts += 1;
     }
     let ranged = state.have > 0;
     let mut req = client.get(url.clone());
@@ -309,6 +314,8 @@ pub fn run(
 }
 
 fn classify_send(e: reqwest::Error, stall: Duration) -> AttemptError {
+    // reqwest prints the full URL, query string included; callers name the redacted one.
+    let e = e.without_url();
     if redirect_refusal(&e).is_some() || e.is_redirect() {
         return AttemptError::Redirect(e);
     }
@@ -323,20 +330,14 @@ fn classify_send(e: reqwest::Error, stall: Duration) -> AttemptError {
 
 /// A certificate or handshake error from rustls: retrying cannot fix it.
 fn is_tls_failure(e: &(dyn std::error::Error + 'static)) -> bool {
-    let mut cur: Option<&(dyn std::error::Error + 'static)> = Some(e);
-    while let Some(c) = cur {
-        if c.downcast_ref::<rustls::Error>().is_some() {
-            return true;
-        }
-        // io::Error's `source()` skips the error it wraps; look inside explicitly.
-        if let Some(inner) = c.downcast_ref::<io::Error>().and_then(|i| i.get_ref()) {
-            if inner.downcast_ref::<rustls::Error>().is_some() {
-                return true;
-            }
-        }
-        cur = c.source();
+    if e.downcast_ref::<rustls::Error>().is_some() {
+        return true;
     }
-    false
+    // io::Error's `source()` skips the error it wraps (hyper-rustls nests two of them).
+    if let Some(inner) = e.downcast_ref::<io::Error>().and_then(|i| i.get_ref()) {
+        return is_tls_failure(inner);
+    }
+    e.source().is_some_and(is_tls_failure)
 }
 
 fn classify_read(e: io::Error, stall: Duration) -> AttemptError {
@@ -464,6 +465,15 @@ fn run_file(url: &Url, state: &mut State, sink: &mut dyn Sink) -> Result<(), Att
 mod tests {
     use super::*;
     use reqwest::header::HeaderValue;
+
+    #[test]
+    fn certificate_errors_are_found_inside_nested_io_errors() {
+        let cert = rustls::Error::InvalidCertificate(rustls::CertificateError::UnknownIssuer);
+        let nested = io::Error::other(io::Error::new(io::ErrorKind::InvalidData, cert));
+        assert!(is_tls_failure(&nested));
+        let reset = io::Error::other(io::Error::from(io::ErrorKind::ConnectionReset));
+        assert!(!is_tls_failure(&reset));
+    }
 
     #[test]
     fn content_range() {

@@ -202,7 +202,7 @@ fn install(cfg: &Config, newroot: &Path, src: &Source) -> Result<usize, SecretsE
         from: from.clone(),
         source,
     };
-    let text = source::load(src, &source::HttpsOptions::from_config(cfg)).map_err(fetch_err)?;
+    let text = source::load(src, cfg).map_err(fetch_err)?;
     if let Some(pin) = &cfg.secrets.sha256 {
         if Sha256::digest(&text[..]).as_slice() != pin.0 {
             return Err(fetch_err(SourceError::PinMismatch));

@@ -2,6 +2,8 @@
 #![allow(dead_code)]
 
 pub mod http;
+pub mod nginx;
+pub mod tls;
 
 /// Deterministic pseudo-random bytes (SplitMix64), so failures are reproducible.
 pub fn random_bytes(len: usize, seed: u64) -> Vec<u8> {

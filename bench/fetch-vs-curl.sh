@@ -1,0 +1,64 @@
+#!/bin/bash
+# Benchmark 1: a random file from nginx on 127.0.0.1 into a tmpfs.
+#   rustlive fetch --sha256  vs  curl -o (no verification)  vs  curl -o && sha256sum
+# Goals: rustlive <= 1.25x curl's wall time while verifying; <= 0.5x curl+sha256sum;
+# peak RSS <= 32 MiB and flat from 256 MiB to 1 GiB. Best of $RUNS runs each.
+# Env: RUSTLIVE (binary), SIZE_MIB (1024), RUNS (3), PORT (18080).
+set -eu
+cd "$(dirname "$0")/.."
+BIN=${RUSTLIVE:-target/x86_64-unknown-linux-musl/release/rustlive}
+SIZE_MIB=${SIZE_MIB:-1024}
+RUNS=${RUNS:-3}
+PORT=${PORT:-18080}
+for t in nginx curl sha256sum /usr/bin/time; do
+	command -v "$t" >/dev/null || { echo "missing $t (scripts/install-deps.sh installs it)" >&2; exit 1; }
+done
+[ -x "$BIN" ] || { echo "no $BIN: run make build" >&2; exit 1; }
+
+WORK=$(mktemp -d /dev/shm/rustlive-bench.XXXXXX)
+# shellcheck source=bench/lib-nginx.sh
+. bench/lib-nginx.sh
+trap 'nginx_stop; rm -rf "$WORK"' EXIT
+nginx_start "$WORK/nginx" "$PORT"
+WWW=$WORK/nginx/www
+head -c $((SIZE_MIB << 20)) /dev/urandom >"$WWW/img"
+head -c $((256 << 20)) "$WWW/img" >"$WWW/img256"
+HEX=$(sha256sum "$WWW/img" | cut -d' ' -f1)
+HEX256=$(sha256sum "$WWW/img256" | cut -d' ' -f1)
+URL=http://127.0.0.1:$PORT
+OUT=$WORK/out
+
+# best_of CMD...: smallest wall time (s) and the peak RSS (KiB) of that run, "SECS KIB".
+best_of() {
+	best=""
+	for _ in $(seq "$RUNS"); do
+		rm -f "$OUT" "$OUT.part"
+		sync
+		/usr/bin/time -f "%e %M" -o "$WORK/time" "$@" >/dev/null 2>"$WORK/err" || {
+			cat "$WORK/err" >&2
+			exit 1
+		}
+		r=$(cat "$WORK/time")
+		if [ -z "$best" ] || awk -v a="${r% *}" -v b="${best% *}" 'BEGIN { exit !(a < b) }'; then
+			best=$r
+		fi
+	done
+	echo "$best"
+}
+
+curl_plain=$(best_of curl -sS -o "$OUT" "$URL/img")
+curl_sha=$(best_of sh -c "curl -sS -o '$OUT' '$URL/img' && sha256sum '$OUT'")
+rl=$(best_of "$BIN" fetch --sha256 "$HEX" -o "$OUT" "$URL/img")
+rl256=$(best_of "$BIN" fetch --sha256 "$HEX256" -o "$OUT" "$URL/img256")
+
+echo "file: $SIZE_MIB MiB random, nginx 127.0.0.1 -> tmpfs ($WORK), best of $RUNS; cores: $(nproc)"
+awk -v c="$curl_plain" -v cs="$curl_sha" -v r="$rl" -v r256="$rl256" -v mib="$SIZE_MIB" 'BEGIN {
+	split(c, C, " "); split(cs, CS, " "); split(r, R, " "); split(r256, R256, " ");
+	printf "%-32s %7.2f s %8.1f MiB/s\n", "curl -o (no verification)", C[1], mib / C[1];
+	printf "%-32s %7.2f s %8.1f MiB/s\n", "curl -o && sha256sum", CS[1], mib / CS[1];
+	printf "%-32s %7.2f s %8.1f MiB/s  peak RSS %.1f MiB\n", "rustlive fetch --sha256", R[1], mib / R[1], R[2] / 1024;
+	printf "%-32s %7.2f s            peak RSS %.1f MiB\n", "rustlive fetch --sha256 (256 MiB)", R256[1], R256[2] / 1024;
+	printf "ratio rustlive / curl          = %.2f (goal <= 1.25)\n", R[1] / C[1];
+	printf "ratio rustlive / curl+sha256sum = %.2f (goal <= 0.50)\n", R[1] / CS[1];
+	printf "peak RSS 256 MiB -> %d MiB: %.1f -> %.1f MiB (goal <= 32, flat)\n", mib, R256[2] / 1024, R[2] / 1024;
+}'
