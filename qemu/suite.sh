@@ -267,6 +267,16 @@ t_no_systemd() {
 		check_not 'systemd\[1\]' "systemd in the initramfs"
 }
 
+t_no_systemd_fail() {
+	local zero
+	zero=$(printf '0%.0s' $(seq 64))
+	boot no-systemd-fail "$IMG/legacy.img" "root=live:$URL/root.squashfs rd.rustlive.sha256=$zero" \
+		240 'Dropping to debug shell' 'TESTROOT' &&
+		check 'rustlive.*(sha256|SHA-256|hash|checksum)' "the reason (hash) from rustlive" &&
+		check 'boot failed \(exit code 4' "exit code 4 (verification)" &&
+		check_not 'TESTROOT' "the image's init"
+}
+
 t_file_image() {
 	boot file-image "$IMG/nm+file.img" \
 		"root=live:file:///images/root.squashfs rd.rustlive.sha256=$(sha_of root.squashfs)" \
@@ -282,7 +292,7 @@ t_no_systemd_file() {
 
 ALL="happy_nm happy_networkd livenet_cmdline root_http_alias nested hash_mismatch server_late broken_transfer
 secrets_initrd secrets_https no_network signature_valid signature_missing pxe no_systemd
-file_image no_systemd_file"
+no_systemd_fail file_image no_systemd_file"
 
 prepare
 nginx_start main "$PORT" "$SSLPORT"

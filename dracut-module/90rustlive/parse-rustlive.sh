@@ -18,7 +18,7 @@ if [ "$_rl_src" != none ]; then
             # Without systemd, dracut calls /sbin/rustliveroot once an interface is up, and
             # the initqueue waits for it.
             netroot=rustlive
-            echo '[ -e /tmp/rustlive.done ]' > "$hookdir/initqueue/finished/rustlive.sh"
+            echo '[ -e /tmp/rustlive.done ] || [ -e /tmp/rustlive.failed ]' > "$hookdir/initqueue/finished/rustlive.sh"
         else
             : > /tmp/rustlive.local
         fi
