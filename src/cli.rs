@@ -25,6 +25,25 @@ pub enum Command {
     Boot(BootArgs),
     /// Print the effective configuration parsed from the kernel command line as JSON.
     Config(ConfigArgs),
+    /// Install the node's secrets bundle into an assembled root (`boot` runs this step after
+    /// assembling the root, before switch-root).
+    ///
+    /// The bundle (format: secrets.md) comes from --source, else rd.rustlive.secrets, else
+    /// /rustlive/secrets.json when it exists. It is validated as a whole before anything is
+    /// written; files are created with their final mode and owner, never through a symlink.
+    /// A file:// source and /rustlive/secrets.json are overwritten and removed afterwards.
+    /// Exit code 6 when the bundle cannot be fetched or applied (unless
+    /// rd.rustlive.secrets.required=0).
+    #[command(
+        name = "inject-secrets",
+        after_long_help = "Example, by hand on a node:\n  rustlive inject-secrets --root /sysroot \\\n    --source 'https://boot.example/secrets/{uuid}.json' \\\n    --cmdline 'rd.rustlive.ca=/etc/rustlive/ca.pem rd.rustlive.secrets.cert=/etc/rustlive/node.crt rd.rustlive.secrets.key=/etc/rustlive/node.key'"
+    )]
+    InjectSecrets(InjectSecretsArgs),
+    /// Mount a root image read-only under a tmpfs overlay on NEWROOT and check it can boot.
+    Assemble(AssembleArgs),
+    /// Move /dev, /proc, /sys and /run into NEWROOT, make it the root, free the initramfs and
+    /// execute INIT (for an initramfs without systemd).
+    SwitchRoot(SwitchRootArgs),
     /// Download a file the way `boot` downloads the image: retries with backoff, resume,
     /// mirrors, SHA-256 and minisign verification. The file appears only once verified.
     Fetch(Box<FetchArgs>),
@@ -54,12 +73,70 @@ pub struct BootArgs {
     /// Where the new root is assembled.
     #[arg(long, value_name = "DIR", default_value = "/sysroot")]
     pub sysroot: std::path::PathBuf,
+    /// Switch into the new root and exec its init once it is ready (implied when rustlive is
+    /// PID 1; under dracut, the initramfs's own switch-root does this).
+    #[arg(long)]
+    pub switch_root: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct AssembleArgs {
+    #[command(flatten)]
+    pub cmdline: CmdlineArg,
+    /// The root image: squashfs, erofs or ext2/3/4, or a squashfs holding LiveOS/rootfs.img.
+    #[arg(long, value_name = "FILE")]
+    pub image: std::path::PathBuf,
+    /// Where the new root is mounted.
+    #[arg(long, value_name = "DIR", default_value = "/sysroot")]
+    pub newroot: std::path::PathBuf,
+    /// Size of the writable tmpfs layer (bytes, K/M/G/T suffix, or N% of RAM); default from
+    /// rd.rustlive.overlay.size, else 50%.
+    #[arg(long, value_name = "SIZE", value_parser = crate::values::parse_size)]
+    pub overlay_size: Option<crate::values::Size>,
+    /// Then switch into the new root and execute its init (rd.rustlive.init, init=, or
+    /// /sbin/init), as `rustlive switch-root` does.
+    #[arg(long)]
+    pub switch_root: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct SwitchRootArgs {
+    /// The new root; must be a mount point.
+    #[arg(value_name = "NEWROOT")]
+    pub newroot: std::path::PathBuf,
+    /// The init to execute, inside NEWROOT; default from rd.rustlive.init= or init= on the
+    /// kernel command line, else /sbin/init.
+    #[arg(value_name = "INIT")]
+    pub init: Option<std::path::PathBuf>,
+    /// Arguments for INIT.
+    #[arg(
+        value_name = "ARGS",
+        trailing_var_arg = true,
+        allow_hyphen_values = true
+    )]
+    pub args: Vec<String>,
 }
 
 #[derive(Debug, Args)]
 pub struct ConfigArgs {
     #[command(flatten)]
     pub cmdline: CmdlineArg,
+}
+
+#[derive(Debug, Args)]
+pub struct InjectSecretsArgs {
+    #[command(flatten)]
+    pub cmdline: CmdlineArg,
+    /// The assembled root to write into (e.g. /sysroot).
+    #[arg(long, value_name = "DIR")]
+    pub root: std::path::PathBuf,
+    /// Bundle source, overriding rd.rustlive.secrets: https://…, file:///…, or http://… when
+    /// rd.rustlive.secrets.sha256 pins it. {mac}, {uuid} and {hostname} are substituted.
+    #[arg(long, value_name = "URL")]
+    pub source: Option<String>,
+    /// MAC address substituted for {mac} (xx:xx:xx:xx:xx:xx).
+    #[arg(long, value_name = "MAC")]
+    pub mac: Option<String>,
 }
 
 #[derive(Debug, Args)]
@@ -125,17 +202,45 @@ fn proxy_url(s: &str) -> Result<reqwest::Url, String> {
 
 /// Parses the process arguments, runs the subcommand and maps the outcome to an exit code.
 pub fn main() -> ExitCode {
-    let cli = Cli::parse();
-    let (target, debug) = match &cli.command {
-        Command::Config(_) => (crate::log::Target::Stderr, false),
-        Command::Fetch(a) => (crate::log::Target::Stderr, a.debug),
-        _ => (crate::log::Target::Auto, false),
+    // As the initramfs's /init, nothing has mounted /proc or /dev or loaded drivers yet.
+    let pid1 = crate::pid1::is_pid1();
+    let early_warnings = if pid1 {
+        crate::pid1::prepare()
+    } else {
+        Vec::new()
     };
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        // As /init, argv holds whatever words of the kernel command line the kernel did not
+        // recognise (`single`, `3`): they are not ours, and exiting would panic the kernel.
+        Err(_) if pid1 => Cli::parse_from(["rustlive", "boot"]),
+        Err(e) => e.exit(),
+    };
+    // Booting a node logs to the kernel log (console and journal); a command run by hand
+    // answers on stderr.
+    let target = match &cli.command {
+        Command::Boot(_) => crate::log::Target::Kmsg,
+        _ if pid1 => crate::log::Target::Kmsg,
+        _ => crate::log::Target::Stderr,
+    };
+    let debug = matches!(&cli.command, Command::Fetch(a) if a.debug);
     crate::log::init(target, debug);
+    if pid1 {
+        for w in early_warnings {
+            log::warn!("{w}");
+        }
+        crate::pid1::load_modules();
+    }
+    if let Command::Boot(a) = &cli.command {
+        return crate::boot::main(a, pid1);
+    }
     match run(cli.command) {
         Ok(()) => Exit::Success.into(),
         Err(e) => {
             log::error!("{}", report(&e));
+            if pid1 {
+                crate::pid1::halt(std::time::Duration::from_secs(5));
+            }
             e.exit_code().into()
         }
     }
@@ -143,7 +248,8 @@ pub fn main() -> ExitCode {
 
 fn run(cmd: Command) -> Result<(), Error> {
     match cmd {
-        Command::Boot(a) => crate::boot::run(&a),
+        Command::Boot(_) => unreachable!("boot applies its own failure policy"),
+        Command::InjectSecrets(a) => crate::secrets::run_cli(&a),
         Command::Fetch(a) => Ok(crate::fetch::command::run(&a)?),
         Command::Config(a) => {
             let cfg = a.cmdline.load()?;
@@ -153,6 +259,31 @@ fn run(cmd: Command) -> Result<(), Error> {
             let json = serde_json::to_string_pretty(&cfg).expect("config serializes");
             println!("{json}");
             Ok(())
+        }
+        Command::Assemble(a) => {
+            let cfg = a.cmdline.load()?;
+            for w in &cfg.warnings {
+                log::warn!("{w}");
+            }
+            let mut opts = crate::mount::AssembleOptions::from_config(&cfg);
+            if let Some(size) = a.overlay_size {
+                opts.overlay_size = size;
+            }
+            let root = crate::mount::assemble(&a.image, &a.newroot, &opts)?;
+            root.persist();
+            if a.switch_root {
+                let never = crate::switchroot::switch_root(&a.newroot, &opts.init, &[])?;
+                match never {}
+            }
+            Ok(())
+        }
+        Command::SwitchRoot(a) => {
+            let init = match a.init {
+                Some(i) => i,
+                None => CmdlineArg { cmdline: None }.load()?.root.init,
+            };
+            let never = crate::switchroot::switch_root(&a.newroot, &init, &a.args)?;
+            match never {}
         }
     }
 }

@@ -34,6 +34,12 @@ pub enum Error {
     #[error("{0}")]
     Usage(String),
     #[error(transparent)]
+    Secrets(#[from] crate::secrets::SecretsError),
+    #[error("cannot assemble the root")]
+    Assemble(#[from] crate::mount::AssembleError),
+    #[error("cannot switch root")]
+    SwitchRoot(#[from] crate::switchroot::SwitchRootError),
+    #[error(transparent)]
     Fetch(#[from] crate::fetch::FetchError),
 }
 
@@ -41,6 +47,9 @@ impl Error {
     pub fn exit_code(&self) -> Exit {
         match self {
             Error::Config(_) | Error::ReadCmdline(_) | Error::Usage(_) => Exit::Usage,
+            Error::Secrets(e) => e.exit_code(),
+            Error::Assemble(_) => Exit::Assemble,
+            Error::SwitchRoot(_) => Exit::SwitchRoot,
             Error::Fetch(e) => e.exit_code(),
         }
     }

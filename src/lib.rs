@@ -10,9 +10,17 @@ pub mod cmdline;
 pub mod config;
 pub mod error;
 pub mod fetch;
+pub mod image;
+pub mod kmod;
 pub mod log;
+pub mod mount;
 pub mod net;
+pub mod onfail;
+pub mod pid1;
 pub mod ram;
+pub mod rootfs;
+pub mod secrets;
+pub mod switchroot;
 pub mod values;
 pub mod verify;
 

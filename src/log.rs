@@ -1,5 +1,11 @@
 //! Logging: `log` records go to `/dev/kmsg` (so they interleave with the kernel's and reach the
-//! console and the journal) or to stderr when kmsg is not writable (tests, a shell).
+//! console and the journal) when rustlive boots a node, or to stderr when kmsg is not writable,
+//! for the subcommands an operator runs by hand, or when the environment says
+//! `RUSTLIVE_LOG=stderr` (`RUSTLIVE_LOG=kmsg` forces the kernel log).
+//!
+//! The kernel rate-limits each open `/dev/kmsg` file to 10 lines per 5 s unless booted with
+//! `printk.devkmsg=on`, and silently drops the rest: so every line is written through a freshly
+//! opened kmsg (its own rate-limit state) rather than one long-lived descriptor.
 //!
 //! Lines carry the `rustlive` prefix. Nothing here knows about secrets: callers never pass secret
 //! values to a log macro, and URLs go through [`redact_url`] first.
@@ -8,8 +14,9 @@ use log::{Level, LevelFilter, Log, Metadata, Record};
 use std::io::Write;
 use std::sync::OnceLock;
 
+#[derive(Clone, Copy)]
 enum Sink {
-    Kmsg(kernlog::KernelLog),
+    Kmsg,
     Stderr,
 }
 
@@ -27,17 +34,21 @@ impl Log for Logger {
         if !self.enabled(r.metadata()) {
             return;
         }
-        match &self.sink {
-            // kernlog prints `<prio>TARGET[pid]: msg`; a fixed target keeps module paths out
-            // of the console and lets journald file the lines under `rustlive`.
-            Sink::Kmsg(k) => k.log(
+        // kernlog prints `<prio>TARGET[pid]: msg`; a fixed target keeps module paths out
+        // of the console and lets journald file the lines under `rustlive`.
+        let kmsg = match self.sink {
+            Sink::Kmsg => kernlog::KernelLog::with_level(LevelFilter::Trace).ok(),
+            Sink::Stderr => None,
+        };
+        match kmsg {
+            Some(k) => k.log(
                 &Record::builder()
                     .args(*r.args())
                     .level(r.level())
                     .target("rustlive")
                     .build(),
             ),
-            Sink::Stderr => {
+            None => {
                 let tag = match r.level() {
                     Level::Error => "error: ",
                     Level::Warn => "warning: ",
@@ -57,33 +68,41 @@ static LOGGER: OnceLock<Logger> = OnceLock::new();
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Target {
     /// `/dev/kmsg` when writable, else stderr.
-    Auto,
+    Kmsg,
     Stderr,
 }
 
-/// Installs the logger once; later calls only adjust the level.
+/// Installs the logger; the first call decides the target, later calls only the level.
 pub fn init(target: Target, debug: bool) {
-    let level = if debug {
-        LevelFilter::Debug
-    } else {
-        LevelFilter::Info
+    // RUSTLIVE_LOG=stderr keeps a run by hand or a test off the host's kernel log.
+    let target = match std::env::var_os("RUSTLIVE_LOG") {
+        Some(v) if v == "stderr" => Target::Stderr,
+        Some(v) if v == "kmsg" => Target::Kmsg,
+        _ => target,
     };
     let logger = LOGGER.get_or_init(|| {
+        let kmsg_writable =
+            nix::unistd::access("/dev/kmsg", nix::unistd::AccessFlags::W_OK).is_ok();
         let sink = match target {
-            Target::Auto => match kernlog::KernelLog::with_level(LevelFilter::Trace) {
-                Ok(k) => Sink::Kmsg(k),
-                Err(_) => Sink::Stderr,
-            },
-            Target::Stderr => Sink::Stderr,
+            Target::Kmsg if kmsg_writable => Sink::Kmsg,
+            _ => Sink::Stderr,
         };
         Logger {
             sink,
             level: LevelFilter::Trace,
         }
     });
-    if log::set_logger(logger).is_ok() || log::max_level() != level {
-        log::set_max_level(level);
-    }
+    let _ = log::set_logger(logger);
+    set_debug(debug);
+}
+
+/// Turns debug lines on or off (`rd.rustlive.debug` is known only once the config is parsed).
+pub fn set_debug(debug: bool) {
+    log::set_max_level(if debug {
+        LevelFilter::Debug
+    } else {
+        LevelFilter::Info
+    });
 }
 
 /// A URL fit for a log line: no user, password, query or fragment.

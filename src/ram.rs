@@ -4,8 +4,11 @@
 //! 10–20% of RAM and a large image would fill it (a known dmsquash-live/livenet failure).
 
 use crate::log::mib;
+use crate::mount::MountGuard;
+use nix::mount::MsFlags;
 use std::path::{Path, PathBuf};
-use sys_mount::{Mount, MountFlags, Unmount, UnmountDrop, UnmountFlags};
+
+pub const PROC_MEMINFO: &str = "/proc/meminfo";
 
 /// The fields of `/proc/meminfo` rustlive uses, in bytes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -20,7 +23,7 @@ impl MemInfo {
             text.lines().find_map(|l| {
                 let rest = l.strip_prefix(name)?.strip_prefix(':')?;
                 let kib: u64 = rest.trim().strip_suffix("kB")?.trim().parse().ok()?;
-                Some(kib * 1024)
+                kib.checked_mul(1024)
             })
         };
         Some(MemInfo {
@@ -97,16 +100,10 @@ pub fn plan(len: Option<u64>, mem: MemInfo, reserve: u64) -> Result<u64, RamErro
     }
 }
 
-/// A mounted tmpfs, unmounted (lazily) when dropped.
+/// A mounted tmpfs, unmounted when dropped unless [`Tmpfs::keep`] is called.
+#[derive(Debug)]
 pub struct Tmpfs {
-    path: PathBuf,
-    _mount: UnmountDrop<Mount>,
-}
-
-impl std::fmt::Debug for Tmpfs {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Tmpfs").field("path", &self.path).finish()
-    }
+    guard: MountGuard,
 }
 
 impl Tmpfs {
@@ -119,20 +116,24 @@ impl Tmpfs {
         };
         std::fs::create_dir_all(path).map_err(merr)?;
         let data = format!("size={size},mode=0700");
-        let m = Mount::builder()
-            .fstype("tmpfs")
-            .flags(MountFlags::NOSUID | MountFlags::NODEV | MountFlags::NOEXEC)
-            .data(&data)
-            .mount("rustlive-image", path)
-            .map_err(merr)?;
-        Ok(Tmpfs {
-            path: path.into(),
-            _mount: m.into_unmount_drop(UnmountFlags::DETACH),
-        })
+        let guard = MountGuard::mount(
+            Some(Path::new("rustlive-image")),
+            path,
+            "tmpfs",
+            MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC,
+            Some(&data),
+        )
+        .map_err(|e| merr(e.into()))?;
+        Ok(Tmpfs { guard })
     }
 
     pub fn path(&self) -> &Path {
-        &self.path
+        self.guard.target()
+    }
+
+    /// Leaves the tmpfs mounted: the booted system keeps the image it runs from.
+    pub fn keep(self) {
+        self.guard.keep();
     }
 }
 

@@ -586,8 +586,10 @@ fn fetch_bytes_is_bounded() {
     let o = FetchOptions { sha256: None, ..o };
     let u = url(&s, "/s.json");
     assert_eq!(
-        rustlive::fetch::fetch_bytes(&u, &o, 5000).unwrap(),
-        vec![7u8; 5000]
+        rustlive::fetch::fetch_bytes(&u, &o, 5000)
+            .unwrap()
+            .as_slice(),
+        &[7u8; 5000][..]
     );
     let e = rustlive::fetch::fetch_bytes(&u, &o, 4999).unwrap_err();
     assert!(matches!(e, FetchError::TooLarge { max: 4999, .. }), "{e:?}");

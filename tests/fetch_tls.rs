@@ -202,7 +202,7 @@ fn fetch_bytes_presents_a_client_certificate() {
     };
     let url = reqwest::Url::parse(&https_url(&s, "/secrets.json")).unwrap();
     let got = fetch_bytes(&url, &opts, 1 << 20).unwrap();
-    assert_eq!(got, b"{\"version\":1,\"files\":[]}");
+    assert_eq!(got.as_slice(), b"{\"version\":1,\"files\":[]}");
 
     let anonymous = FetchOptions {
         identity: None,

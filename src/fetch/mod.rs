@@ -28,6 +28,7 @@ use std::io::{Seek, Write};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 use transfer::{AttemptError, Sink, State};
+use zeroize::Zeroizing;
 
 /// Largest checksum list or signature rustlive downloads.
 const SMALL_FILE_MAX: usize = 1 << 20;
@@ -114,6 +115,9 @@ impl FetchError {
     }
 }
 
+/// Retries of the secrets bundle when `rd.rustlive.retries` is not given.
+pub const SECRETS_DEFAULT_RETRIES: u32 = 5;
+
 /// Everything that shapes a download.
 #[derive(Debug, Clone)]
 pub struct FetchOptions {
@@ -187,12 +191,21 @@ impl FetchOptions {
         })
     }
 
-    /// Options for the secrets bundle: the same transfer settings, the client identity, and
-    /// never insecure TLS or the image's hashes and keys.
-    pub fn for_secrets(&self, cfg: &Config) -> FetchOptions {
+    /// Options for the secrets bundle: the image's transfer settings (CA, proxy, deadline,
+    /// stall) plus the client identity; never insecure TLS, and none of the image's hashes or
+    /// keys (the bundle's pin is checked by the secrets stage, whatever the source). Without
+    /// `rd.rustlive.retries`, a few retries: the network is known to be up by then, and a node
+    /// should not hang silently on its secrets server.
+    pub fn for_secrets(cfg: &Config) -> FetchOptions {
+        let t = &cfg.transfer;
         let s = &cfg.secrets;
         FetchOptions {
-            insecure_tls: false,
+            retries: Some(t.retries.unwrap_or(SECRETS_DEFAULT_RETRIES)),
+            deadline: t.timeout.map(|d| Instant::now() + d),
+            stall: t.stall,
+            connect_timeout: t.stall.min(Duration::from_secs(15)),
+            ca: t.ca.clone(),
+            proxy: t.proxy.clone(),
             identity: match (&s.cert, &s.key) {
                 (Some(cert), Some(key)) => Some(ClientIdentity {
                     cert: cert.clone(),
@@ -200,12 +213,7 @@ impl FetchOptions {
                 }),
                 _ => None,
             },
-            sha256: s.sha256,
-            sha256sums: None,
-            sig: None,
-            keys: Vec::new(),
-            verify_required: false,
-            ..self.clone()
+            ..FetchOptions::default()
         }
     }
 
@@ -351,7 +359,7 @@ pub fn stage_image(cfg: &Config, run_dir: &Path) -> Result<StagedImage, FetchErr
         &opts,
         cfg.transfer.minmem,
         run_dir,
-        Path::new("/proc/meminfo"),
+        Path::new(ram::PROC_MEMINFO),
     )
 }
 
@@ -399,8 +407,13 @@ pub fn stage_image_with(
 }
 
 /// Downloads `url` into memory, at most `max_len` bytes, with the retry policy and TLS
-/// settings of `opts` (its `sha256`, when set, must match). For small files only.
-pub fn fetch_bytes(url: &Url, opts: &FetchOptions, max_len: usize) -> Result<Vec<u8>, FetchError> {
+/// settings of `opts` (its `sha256`, when set, must match). For small files only: the buffer
+/// is allocated once at `max_len` and zeroed on drop, so a secrets bundle leaves no stray copy.
+pub fn fetch_bytes(
+    url: &Url,
+    opts: &FetchOptions,
+    max_len: usize,
+) -> Result<Zeroizing<Vec<u8>>, FetchError> {
     let expected = Expected {
         sha256: opts.sha256.into_iter().collect(),
         signature: None,
@@ -417,10 +430,10 @@ fn fetch_small(
     opts: &FetchOptions,
     insecure: bool,
     max_len: usize,
-) -> Result<Vec<u8>, FetchError> {
+) -> Result<Zeroizing<Vec<u8>>, FetchError> {
     let client = opts.client(insecure, false)?;
     let mut sink = MemSink {
-        buf: Vec::new(),
+        buf: Zeroizing::new(Vec::with_capacity(max_len)),
         max: max_len,
         url: redact_url(&urls[0]),
     };
@@ -641,7 +654,8 @@ impl Sink for FileSink<'_, '_> {
 }
 
 struct MemSink {
-    buf: Vec<u8>,
+    /// Never grows past its initial capacity (no reallocation copies).
+    buf: Zeroizing<Vec<u8>>,
     max: usize,
     url: String,
 }
@@ -707,9 +721,12 @@ mod tests {
         assert_eq!(o.sha256.as_ref().unwrap().to_hex(), h);
         let left = o.deadline.unwrap() - Instant::now();
         assert!(left <= Duration::from_secs(60) && left > Duration::from_secs(50));
-        let s = o.for_secrets(&cfg);
-        assert!(!s.insecure_tls && s.sha256.is_none());
+        let s = FetchOptions::for_secrets(&cfg);
+        assert!(!s.insecure_tls && s.sha256.is_none() && s.keys.is_empty());
+        assert_eq!(s.retries, Some(4));
         assert_eq!(s.identity.unwrap().cert, Path::new("/c.pem"));
+        let s = FetchOptions::for_secrets(&Config::default());
+        assert_eq!(s.retries, Some(SECRETS_DEFAULT_RETRIES));
     }
 
     #[test]

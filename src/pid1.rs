@@ -1,0 +1,134 @@
+//! rustlive as the initramfs's `/init` (PID 1) with no systemd, udev or shell around it: the
+//! kernel starts it with an empty rootfs, no `/proc`, no `/dev`, no loaded drivers, and perhaps
+//! no console on fds 0-2. [`prepare`] provides what the stages need; [`halt`] replaces an exit,
+//! which as PID 1 would panic the kernel.
+
+use nix::mount::MsFlags;
+use std::os::unix::fs::MetadataExt;
+use std::path::Path;
+
+/// Whether this process is the first process of the system, started from an initramfs (its
+/// root is a rootfs/tmpfs). A container's PID 1 has some other root and is left alone.
+pub fn is_pid1() -> bool {
+    if nix::unistd::getpid().as_raw() != 1 {
+        return false;
+    }
+    // f_type is signed with glibc and unsigned with musl.
+    #[allow(clippy::unnecessary_cast)]
+    let root_type = nix::sys::statfs::statfs("/").map(|s| s.filesystem_type().0 as u64);
+    root_type.is_ok_and(crate::switchroot::is_initramfs)
+}
+
+/// The API filesystems: (source, mount point, type, flags, data), with systemd's flags.
+const API_FS: [(&str, &str, &str, MsFlags, Option<&str>); 4] = [
+    ("proc", "/proc", "proc", NOSUID_NODEV_NOEXEC, None),
+    ("sysfs", "/sys", "sysfs", NOSUID_NODEV_NOEXEC, None),
+    (
+        "devtmpfs",
+        "/dev",
+        "devtmpfs",
+        MsFlags::MS_NOSUID,
+        Some("mode=0755"),
+    ),
+    (
+        "tmpfs",
+        "/run",
+        "tmpfs",
+        MsFlags::MS_NOSUID.union(MsFlags::MS_NODEV),
+        Some("mode=0755"),
+    ),
+];
+const NOSUID_NODEV_NOEXEC: MsFlags = MsFlags::MS_NOSUID
+    .union(MsFlags::MS_NODEV)
+    .union(MsFlags::MS_NOEXEC);
+
+/// Mounts `/proc`, `/sys`, `/dev`, `/run` where they are not mounted yet and attaches the
+/// console to fds 0-2 when the kernel could not. Runs before the logger exists (it needs
+/// `/dev/kmsg`), so it returns its warnings for the caller to log; a later stage reports what it
+/// then lacks.
+pub fn prepare() -> Vec<String> {
+    let mut warnings = Vec::new();
+    let root_dev = std::fs::metadata("/").map(|m| m.dev()).ok();
+    for (src, target, fstype, flags, data) in API_FS {
+        if std::fs::metadata(target).is_ok_and(|m| Some(m.dev()) != root_dev) {
+            continue;
+        }
+        let _ = std::fs::create_dir_all(target);
+        if let Err(e) = nix::mount::mount(Some(src), target, Some(fstype), flags, data) {
+            warnings.push(format!("cannot mount {fstype} on {target}: {e}"));
+        }
+    }
+    attach_console();
+    warnings
+}
+
+/// Loads the kernel modules assembling a root needs from `/lib/modules/$(uname -r)`.
+pub fn load_modules() {
+    let modules = std::fs::read_to_string("/proc/sys/kernel/osrelease")
+        .map(|r| Path::new("/lib/modules").join(r.trim()));
+    match modules {
+        Ok(dir) if dir.is_dir() => {
+            if let Err(e) = crate::kmod::load(&dir, crate::kmod::ASSEMBLY_MODULES) {
+                log::warn!("{}", crate::error::report(&e));
+            }
+        }
+        Ok(dir) => log::debug!("no {}; not loading modules", dir.display()),
+        Err(e) => log::warn!("cannot read the kernel release: {e}"),
+    }
+}
+
+/// Opens `/dev/console` on fds 0-2 when they are closed (no `/dev/console` in the initramfs).
+fn attach_console() {
+    if nix::fcntl::fcntl(2, nix::fcntl::FcntlArg::F_GETFD).is_ok() {
+        return;
+    }
+    let Ok(fd) = nix::fcntl::open(
+        "/dev/console",
+        nix::fcntl::OFlag::O_RDWR | nix::fcntl::OFlag::O_NOCTTY,
+        nix::sys::stat::Mode::empty(),
+    ) else {
+        return;
+    };
+    for target in 0..=2 {
+        if fd != target {
+            let _ = nix::unistd::dup2(fd, target);
+        }
+    }
+    if fd > 2 {
+        let _ = nix::unistd::close(fd);
+    }
+}
+
+/// `rd.rustlive.onfail=shell` as PID 1: there is no dracut emergency shell, so run the
+/// initramfs's `/bin/sh` on the console when there is one, and power off when it exits (or
+/// when there is none), since PID 1 must not exit.
+pub fn emergency_shell() -> ! {
+    let sh = Path::new("/bin/sh");
+    if sh.exists() {
+        log::error!("starting /bin/sh on the console; the node powers off when it exits");
+        match std::process::Command::new(sh).status() {
+            Ok(status) => log::info!("/bin/sh exited ({status})"),
+            Err(e) => log::error!("cannot run /bin/sh: {e}"),
+        }
+        halt(std::time::Duration::from_secs(1));
+    }
+    halt(std::time::Duration::from_secs(30))
+}
+
+/// Instead of exiting (which panics the kernel when PID 1 exits): flush the disks, wait so the
+/// console can be read, and power off.
+pub fn halt(delay: std::time::Duration) -> ! {
+    log::error!(
+        "rustlive is PID 1 and cannot continue; powering off in {} s",
+        delay.as_secs()
+    );
+    nix::unistd::sync();
+    std::thread::sleep(delay);
+    let Err(e) = nix::sys::reboot::reboot(nix::sys::reboot::RebootMode::RB_POWER_OFF);
+    // Only an initramfs's PID 1 gets here (see is_pid1), where reboot(2) is permitted; if the
+    // kernel still refuses, exiting would panic it, so wait for someone at the console.
+    log::error!("cannot power off: {e}");
+    loop {
+        std::thread::sleep(std::time::Duration::from_secs(3600));
+    }
+}

@@ -1,0 +1,226 @@
+//! Questions about a root filesystem seen from outside it (before switching into it): where a
+//! path leads once symlinks are resolved inside that root, and whether the root can boot.
+
+use std::io;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Component, Path, PathBuf};
+
+/// Symlinks followed before giving up, as the kernel's `MAXSYMLINKS`.
+const MAX_SYMLINKS: usize = 40;
+
+/// Where the os-release file may be; systemd reads the first that exists.
+pub const OS_RELEASE: &[&str] = &["etc/os-release", "usr/lib/os-release"];
+
+/// Resolves `path` inside `root` as if `root` were `/`: absolute symlink targets and `..` stay
+/// inside `root` (`/sbin/init -> /lib/systemd/systemd` must not resolve against the initramfs).
+/// Returns the host path of the final file, which need not exist.
+pub fn resolve_in_root(root: &Path, path: &Path) -> io::Result<PathBuf> {
+    // Components still to walk, last one first so that a symlink's target can be pushed on.
+    let mut todo: Vec<std::ffi::OsString> = Vec::new();
+    push_components(&mut todo, path);
+    let mut done: Vec<std::ffi::OsString> = Vec::new();
+    let mut links = 0;
+    while let Some(c) = todo.pop() {
+        if c == ".." {
+            done.pop();
+            continue;
+        }
+        let mut candidate = root.to_path_buf();
+        candidate.extend(&done);
+        candidate.push(&c);
+        match std::fs::symlink_metadata(&candidate) {
+            Ok(m) if m.file_type().is_symlink() => {
+                links += 1;
+                if links > MAX_SYMLINKS {
+                    return Err(io::Error::from_raw_os_error(libc_eloop()));
+                }
+                let target = std::fs::read_link(&candidate)?;
+                if target.is_absolute() {
+                    done.clear();
+                }
+                push_components(&mut todo, &target);
+            }
+            Ok(_) => done.push(c),
+            // A missing component: the rest cannot be symlinks, so the path is what it is.
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                done.push(c);
+                while let Some(rest) = todo.pop() {
+                    if rest == ".." {
+                        done.pop();
+                    } else {
+                        done.push(rest);
+                    }
+                }
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    let mut out = root.to_path_buf();
+    out.extend(&done);
+    Ok(out)
+}
+
+fn push_components(todo: &mut Vec<std::ffi::OsString>, path: &Path) {
+    let comps: Vec<_> = path
+        .components()
+        .filter_map(|c| match c {
+            Component::Normal(s) => Some(s.to_os_string()),
+            Component::ParentDir => Some("..".into()),
+            Component::RootDir | Component::CurDir | Component::Prefix(_) => None,
+        })
+        .collect();
+    todo.extend(comps.into_iter().rev());
+}
+
+fn libc_eloop() -> i32 {
+    nix::errno::Errno::ELOOP as i32
+}
+
+/// Why a root cannot be booted.
+#[derive(Debug, thiserror::Error)]
+pub enum NotBootable {
+    #[error(
+        "the new root has no init {init} (set rd.rustlive.init= or init= if it lives elsewhere)"
+    )]
+    NoInit { init: PathBuf },
+    #[error("init {init} in the new root is not an executable file")]
+    InitNotExecutable { init: PathBuf },
+    #[error("the new root has no os-release file (/etc/os-release or /usr/lib/os-release); systemd refuses to switch into it")]
+    NoOsRelease,
+    #[error("cannot inspect {path} in the new root")]
+    Inspect {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+}
+
+/// Checks that `init` (an absolute path inside `root`) is an executable regular file.
+pub fn check_init(root: &Path, init: &Path) -> Result<PathBuf, NotBootable> {
+    let inspect = |source| NotBootable::Inspect {
+        path: init.to_owned(),
+        source,
+    };
+    let host = resolve_in_root(root, init).map_err(inspect)?;
+    match std::fs::metadata(&host) {
+        Ok(m) if m.is_file() && m.permissions().mode() & 0o111 != 0 => Ok(host),
+        Ok(_) => Err(NotBootable::InitNotExecutable {
+            init: init.to_owned(),
+        }),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Err(NotBootable::NoInit {
+            init: init.to_owned(),
+        }),
+        Err(e) => Err(inspect(e)),
+    }
+}
+
+/// Checks that `root` has an executable `init` and an os-release file.
+pub fn check_bootable(root: &Path, init: &Path) -> Result<(), NotBootable> {
+    check_init(root, init)?;
+    for rel in OS_RELEASE {
+        let host =
+            resolve_in_root(root, Path::new(rel)).map_err(|source| NotBootable::Inspect {
+                path: Path::new("/").join(rel),
+                source,
+            })?;
+        if host.is_file() {
+            return Ok(());
+        }
+    }
+    Err(NotBootable::NoOsRelease)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::symlink;
+
+    fn exe(path: &Path) {
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(path, "#!/bin/sh\n").unwrap();
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o755)).unwrap();
+    }
+
+    #[test]
+    fn absolute_symlinks_stay_inside_the_root() {
+        let d = tempfile::tempdir().unwrap();
+        let r = d.path();
+        exe(&r.join("usr/lib/systemd/systemd"));
+        std::fs::create_dir_all(r.join("usr/sbin")).unwrap();
+        symlink("usr/sbin", r.join("sbin")).unwrap();
+        symlink("/usr/lib/systemd/systemd", r.join("usr/sbin/init")).unwrap();
+        let got = resolve_in_root(r, Path::new("/sbin/init")).unwrap();
+        assert_eq!(got, r.join("usr/lib/systemd/systemd"));
+        assert!(check_init(r, Path::new("/sbin/init")).is_ok());
+    }
+
+    #[test]
+    fn dotdot_cannot_escape_the_root() {
+        let d = tempfile::tempdir().unwrap();
+        let r = d.path().join("root");
+        std::fs::create_dir_all(r.join("etc")).unwrap();
+        symlink("../../../../../etc/passwd", r.join("etc/escape")).unwrap();
+        let got = resolve_in_root(&r, Path::new("/etc/escape")).unwrap();
+        assert_eq!(got, r.join("etc/passwd"));
+    }
+
+    #[test]
+    fn symlink_loops_are_an_error() {
+        let d = tempfile::tempdir().unwrap();
+        symlink("b", d.path().join("a")).unwrap();
+        symlink("a", d.path().join("b")).unwrap();
+        let e = resolve_in_root(d.path(), Path::new("/a")).unwrap_err();
+        assert_eq!(e.raw_os_error(), Some(nix::errno::Errno::ELOOP as i32));
+    }
+
+    #[test]
+    fn missing_tail_is_returned_as_is() {
+        let d = tempfile::tempdir().unwrap();
+        let got = resolve_in_root(d.path(), Path::new("/no/such/../file")).unwrap();
+        assert_eq!(got, d.path().join("no/file"));
+    }
+
+    #[test]
+    fn bootable_needs_init_and_os_release() {
+        let d = tempfile::tempdir().unwrap();
+        let r = d.path();
+        let init = Path::new("/sbin/init");
+        assert!(matches!(
+            check_bootable(r, init),
+            Err(NotBootable::NoInit { .. })
+        ));
+        std::fs::create_dir_all(r.join("sbin")).unwrap();
+        std::fs::write(r.join("sbin/init"), "not executable").unwrap();
+        assert!(matches!(
+            check_bootable(r, init),
+            Err(NotBootable::InitNotExecutable { .. })
+        ));
+        exe(&r.join("sbin/init"));
+        let e = check_bootable(r, init).unwrap_err();
+        assert!(matches!(e, NotBootable::NoOsRelease), "{e}");
+        // The usual layout: /etc/os-release -> ../usr/lib/os-release.
+        std::fs::create_dir_all(r.join("usr/lib")).unwrap();
+        std::fs::create_dir_all(r.join("etc")).unwrap();
+        std::fs::write(r.join("usr/lib/os-release"), "ID=test\n").unwrap();
+        symlink("../usr/lib/os-release", r.join("etc/os-release")).unwrap();
+        check_bootable(r, init).unwrap();
+        // A custom init from rd.rustlive.init.
+        let custom = Path::new("/opt/init");
+        assert!(matches!(
+            check_bootable(r, custom),
+            Err(NotBootable::NoInit { .. })
+        ));
+        exe(&r.join("opt/init"));
+        check_bootable(r, custom).unwrap();
+    }
+
+    #[test]
+    fn a_directory_is_not_an_init() {
+        let d = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(d.path().join("sbin/init")).unwrap();
+        assert!(matches!(
+            check_init(d.path(), Path::new("/sbin/init")),
+            Err(NotBootable::InitNotExecutable { .. })
+        ));
+    }
+}

@@ -1,0 +1,448 @@
+//! Node secrets (`../shared/spec/secrets.md`): the per-node bundle delivered at boot, validated
+//! as a whole, then written into the assembled root without following symlinks.
+//!
+//! Stages: [`source`] gets the bytes (file in the initramfs or https), [`bundle`] parses and
+//! validates every entry (owners resolved by [`owners`] in the new root), [`write`] checks every
+//! destination and only then writes. Secret bytes live in `Zeroizing` buffers and never reach a
+//! log line, an error or a `Debug` output; the initramfs copy is wiped once used.
+
+pub mod bundle;
+pub mod owners;
+pub mod source;
+pub mod write;
+
+use crate::config::{Config, DEFAULT_SECRETS_FILE};
+use crate::error::{report, Exit};
+use bundle::BundleError;
+use owners::Accounts;
+use sha2::{Digest, Sha256};
+use source::{Source, SourceError};
+use std::path::{Path, PathBuf};
+use write::{RootDir, WriteError};
+
+/// Largest account file read from the new root.
+const MAX_ACCOUNTS_FILE: u64 = 16 << 20;
+
+/// What the node knows about itself, for `{mac}`, `{uuid}` and `{hostname}`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct NodeFacts {
+    /// MAC of the interface that routes to the secrets server.
+    pub mac: Option<String>,
+    /// SMBIOS product UUID.
+    pub uuid: Option<String>,
+    pub hostname: Option<String>,
+}
+
+impl NodeFacts {
+    /// Reads the UUID from `SYS_ROOT/sys/class/dmi/id/product_uuid` and the host name from
+    /// `SYS_ROOT/proc/sys/kernel/hostname` (set by DHCP in the initramfs); `sys_root` is `/`
+    /// except in tests.
+    pub fn gather(sys_root: &Path, mac: Option<String>) -> NodeFacts {
+        let read = |p: &str| {
+            std::fs::read_to_string(sys_root.join(p))
+                .ok()
+                .map(|s| s.trim().to_string())
+                .filter(|s| !s.is_empty())
+        };
+        NodeFacts {
+            mac,
+            uuid: read("sys/class/dmi/id/product_uuid"),
+            hostname: read("proc/sys/kernel/hostname"),
+        }
+    }
+
+    /// The MAC, lowercase `xx:xx:xx:xx:xx:xx`, when well formed.
+    pub fn mac(&self) -> Option<String> {
+        let m = self.mac.as_deref()?.to_ascii_lowercase();
+        let ok = m.len() == 17
+            && m.split(':').count() == 6
+            && m.split(':')
+                .all(|b| b.len() == 2 && b.bytes().all(|c| c.is_ascii_hexdigit()));
+        ok.then_some(m)
+    }
+
+    /// The UUID, lowercase, when it is hex digits and dashes. Firmware that leaves it unset
+    /// reports all zeros or all `f`s, which identify no node.
+    pub fn uuid(&self) -> Option<String> {
+        let u = self.uuid.as_deref()?.to_ascii_lowercase();
+        let ok = u.len() == 36
+            && u.bytes().all(|c| c.is_ascii_hexdigit() || c == b'-')
+            && u.bytes().any(|c| c != b'0' && c != b'-')
+            && u.bytes().any(|c| c != b'f' && c != b'-');
+        ok.then_some(u)
+    }
+
+    /// The host name, when it is a real DNS name (not `localhost` or the kernel's `(none)`).
+    pub fn hostname(&self) -> Option<String> {
+        let h = self.hostname.as_deref()?;
+        let ok = !h.is_empty()
+            && h.len() <= 253
+            && h.bytes()
+                .all(|c| c.is_ascii_alphanumeric() || c == b'-' || c == b'.')
+            && !h.starts_with(['-', '.'])
+            && !matches!(h, "localhost" | "localhost.localdomain");
+        ok.then(|| h.to_string())
+    }
+}
+
+/// What [`apply`] did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Applied {
+    /// No source configured and no default file: nothing to do.
+    NoSource,
+    /// The bundle's files are in the new root.
+    Installed { files: usize },
+    /// Applying failed, and `rd.rustlive.secrets.required=0` lets the boot go on.
+    Skipped,
+}
+
+/// One entry that cannot be written where it says.
+#[derive(Debug, thiserror::Error)]
+#[error("files[{index}] ({path})")]
+pub struct EntryError {
+    pub index: usize,
+    pub path: String,
+    #[source]
+    pub source: WriteError,
+}
+
+/// Secrets could not be installed; the boot stops with exit code 6.
+#[derive(Debug, thiserror::Error)]
+pub enum SecretsError {
+    #[error("cannot get the node secrets bundle")]
+    Source(#[source] SourceError),
+    #[error("cannot get the node secrets bundle from {from}")]
+    Fetch {
+        from: String,
+        #[source]
+        source: SourceError,
+    },
+    #[error("the node secrets bundle from {from} is refused, nothing was written")]
+    Bundle {
+        from: String,
+        #[source]
+        source: BundleError,
+    },
+    #[error("the node secrets cannot be written safely into {}, nothing was written", root.display())]
+    Unsafe {
+        root: PathBuf,
+        #[source]
+        source: EntryError,
+    },
+    #[error("writing the node secrets into {} failed after {} of {total} files", root.display(), source.index)]
+    Write {
+        root: PathBuf,
+        total: usize,
+        #[source]
+        source: EntryError,
+    },
+    #[error("cannot install the node secrets")]
+    Root(#[source] WriteError),
+}
+
+impl SecretsError {
+    pub fn exit_code(&self) -> Exit {
+        Exit::Secrets
+    }
+}
+
+/// Installs the node's secrets into `newroot`, following the policy of
+/// `rd.rustlive.secrets.required`: with no source and no `/rustlive/secrets.json`, one info line
+/// and `Applied::NoSource`. The initramfs copy is wiped whatever the outcome.
+pub fn apply(cfg: &Config, newroot: &Path, facts: &NodeFacts) -> Result<Applied, SecretsError> {
+    apply_with(cfg, newroot, facts, Path::new(DEFAULT_SECRETS_FILE))
+}
+
+/// [`apply`] with the default bundle path injectable (tests).
+pub fn apply_with(
+    cfg: &Config,
+    newroot: &Path,
+    facts: &NodeFacts,
+    default_file: &Path,
+) -> Result<Applied, SecretsError> {
+    let have_default = default_file.symlink_metadata().is_ok();
+    let Some(template) = source_template(cfg, default_file, have_default) else {
+        log::info!(
+            "secrets: no source (rd.rustlive.secrets) and no {}; no secrets installed",
+            default_file.display()
+        );
+        return Ok(Applied::NoSource);
+    };
+    let required = cfg.secrets.required(true);
+    let result = source::resolve(&template, facts, cfg.secrets.sha256.is_some())
+        .map_err(SecretsError::Source)
+        .and_then(|src| install(cfg, newroot, &src));
+    wipe_sources_with(cfg, Some(facts), default_file);
+    match result {
+        Ok(files) => Ok(Applied::Installed { files }),
+        Err(e) if required => Err(e),
+        Err(e) => {
+            log::warn!(
+                "secrets: {}; continuing without them (rd.rustlive.secrets.required=0)",
+                report(&e)
+            );
+            Ok(Applied::Skipped)
+        }
+    }
+}
+
+/// The configured source, else the default file as a `file://` URL when it exists.
+fn source_template(cfg: &Config, default_file: &Path, have_default: bool) -> Option<String> {
+    cfg.secrets
+        .source
+        .clone()
+        .or_else(|| have_default.then(|| format!("file://{}", default_file.display())))
+}
+
+/// Gets, validates, checks and writes the bundle; returns the number of files written.
+fn install(cfg: &Config, newroot: &Path, src: &Source) -> Result<usize, SecretsError> {
+    let from = src.describe();
+    log::info!("secrets: reading the bundle from {from}");
+    let fetch_err = |source| SecretsError::Fetch {
+        from: from.clone(),
+        source,
+    };
+    let text = source::load(src, cfg).map_err(fetch_err)?;
+    if let Some(pin) = &cfg.secrets.sha256 {
+        if Sha256::digest(&text[..]).as_slice() != pin.0 {
+            return Err(fetch_err(SourceError::PinMismatch));
+        }
+    }
+    let root = RootDir::open(newroot).map_err(SecretsError::Root)?;
+    let accounts = load_accounts(&root);
+    let entries = bundle::parse(&text, &accounts).map_err(|source| SecretsError::Bundle {
+        from: from.clone(),
+        source,
+    })?;
+    drop(text);
+
+    // Every destination is checked before the first byte is written.
+    for (index, e) in entries.iter().enumerate() {
+        root.check(&e.path).map_err(|source| SecretsError::Unsafe {
+            root: newroot.to_path_buf(),
+            source: EntryError {
+                index,
+                path: e.path.clone(),
+                source,
+            },
+        })?;
+    }
+    for (index, e) in entries.iter().enumerate() {
+        root.install(e).map_err(|source| SecretsError::Write {
+            root: newroot.to_path_buf(),
+            total: entries.len(),
+            source: EntryError {
+                index,
+                path: e.path.clone(),
+                source,
+            },
+        })?;
+        log::info!(
+            "secrets: wrote {} (mode {:04o}, uid {}, gid {}, {} bytes)",
+            e.path,
+            e.mode,
+            e.uid,
+            e.gid,
+            e.content.len()
+        );
+    }
+    log::info!(
+        "secrets: installed {} files into {}",
+        entries.len(),
+        newroot.display()
+    );
+    Ok(entries.len())
+}
+
+/// The new root's accounts. A missing or unsafe (symlinked) file leaves only `root` and numeric
+/// ids resolvable; an entry naming anyone else then fails with a clear message.
+fn load_accounts(root: &RootDir) -> Accounts {
+    let read = |p: &str| match root.read_file(p, MAX_ACCOUNTS_FILE) {
+        Ok(Some(b)) => String::from_utf8_lossy(&b).into_owned(),
+        Ok(None) => {
+            log::warn!("secrets: the new root has no {p}; only root and numeric ids resolve");
+            String::new()
+        }
+        Err(e) => {
+            log::warn!("secrets: not using the new root's {p}: {}", report(&e));
+            String::new()
+        }
+    };
+    Accounts::parse(&read("/etc/passwd"), &read("/etc/group"))
+}
+
+/// Removes the initramfs copies of the bundle (the default file and a `file://` source), after
+/// overwriting them with zeros. The failure policy calls it before dropping to a shell or
+/// rebooting; in-memory copies are already zeroed when [`apply`] returns. `facts` fills a
+/// `file://` template's placeholders; without them, only a template that has none is wiped.
+pub fn wipe_sources(cfg: &Config, facts: Option<&NodeFacts>) {
+    wipe_sources_with(cfg, facts, Path::new(DEFAULT_SECRETS_FILE));
+}
+
+fn wipe_sources_with(cfg: &Config, facts: Option<&NodeFacts>, default_file: &Path) {
+    let mut files = vec![default_file.to_path_buf()];
+    if let Some(t) = &cfg.secrets.source {
+        let none = NodeFacts::default();
+        if let Ok(Source::File(p)) = source::resolve(t, facts.unwrap_or(&none), false) {
+            if p != default_file {
+                files.push(p);
+            }
+        }
+    }
+    for f in files {
+        match source::wipe_file(&f) {
+            Ok(true) => log::info!("secrets: removed {}", f.display()),
+            Ok(false) => {}
+            Err(e) => log::warn!("secrets: cannot remove {}: {e}", f.display()),
+        }
+    }
+}
+
+/// `rustlive inject-secrets`.
+pub fn run_cli(args: &crate::cli::InjectSecretsArgs) -> Result<(), crate::error::Error> {
+    let mut cfg = args.cmdline.load()?;
+    crate::log::set_debug(cfg.debug);
+    for w in &cfg.warnings {
+        log::warn!("{w}");
+    }
+    if let Some(s) = &args.source {
+        cfg.secrets.source = Some(s.clone());
+    }
+    let facts = NodeFacts::gather(Path::new("/"), args.mac.clone());
+    apply(&cfg, &args.root, &facts)?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn facts_are_validated_and_normalized() {
+        let f = NodeFacts {
+            mac: Some("52:54:00:AB:CD:EF".into()),
+            uuid: Some("4C4C4544-0042-3510-8050-B4C04F4A4B33".into()),
+            hostname: Some("n001.hpc".into()),
+        };
+        assert_eq!(f.mac().as_deref(), Some("52:54:00:ab:cd:ef"));
+        assert_eq!(
+            f.uuid().as_deref(),
+            Some("4c4c4544-0042-3510-8050-b4c04f4a4b33")
+        );
+        assert_eq!(f.hostname().as_deref(), Some("n001.hpc"));
+        let bad = NodeFacts {
+            mac: Some("52-54-00-ab-cd-ef".into()),
+            uuid: Some("00000000-0000-0000-0000-000000000000".into()),
+            hostname: Some("(none)".into()),
+        };
+        assert_eq!((bad.mac(), bad.uuid(), bad.hostname()), (None, None, None));
+        let unset = NodeFacts {
+            uuid: Some("FFFFFFFF-FFFF-FFFF-FFFF-FFFFFFFFFFFF".into()),
+            hostname: Some("localhost".into()),
+            ..NodeFacts::default()
+        };
+        assert_eq!((unset.uuid(), unset.hostname()), (None, None));
+    }
+
+    #[test]
+    fn gathers_facts_under_an_injected_root() {
+        let t = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(t.path().join("sys/class/dmi/id")).unwrap();
+        std::fs::create_dir_all(t.path().join("proc/sys/kernel")).unwrap();
+        std::fs::write(
+            t.path().join("sys/class/dmi/id/product_uuid"),
+            "4c4c4544-0042-3510-8050-b4c04f4a4b33\n",
+        )
+        .unwrap();
+        std::fs::write(t.path().join("proc/sys/kernel/hostname"), "n7\n").unwrap();
+        let f = NodeFacts::gather(t.path(), Some("52:54:00:00:00:07".into()));
+        assert_eq!(
+            f.uuid().as_deref(),
+            Some("4c4c4544-0042-3510-8050-b4c04f4a4b33")
+        );
+        assert_eq!(f.hostname().as_deref(), Some("n7"));
+        assert_eq!(f.mac().as_deref(), Some("52:54:00:00:00:07"));
+        let empty = NodeFacts::gather(&t.path().join("nothing"), None);
+        assert_eq!(empty, NodeFacts::default());
+    }
+
+    #[test]
+    fn no_source_and_no_default_file_does_nothing() {
+        let t = tempfile::tempdir().unwrap();
+        let root = t.path().join("root");
+        std::fs::create_dir(&root).unwrap();
+        let got = apply_with(
+            &Config::default(),
+            &root,
+            &NodeFacts::default(),
+            &t.path().join("secrets.json"),
+        )
+        .unwrap();
+        assert_eq!(got, Applied::NoSource);
+        assert_eq!(std::fs::read_dir(&root).unwrap().count(), 0);
+    }
+
+    #[test]
+    fn default_file_is_used_then_wiped() {
+        let t = tempfile::tempdir().unwrap();
+        let root = t.path().join("root");
+        std::fs::create_dir(&root).unwrap();
+        let default = t.path().join("secrets.json");
+        // An empty bundle: exercises source selection and wiping without needing root for chown.
+        std::fs::write(&default, br#"{"version": 1, "files": []}"#).unwrap();
+        let got = apply_with(&Config::default(), &root, &NodeFacts::default(), &default).unwrap();
+        assert_eq!(got, Applied::Installed { files: 0 });
+        assert!(!default.exists());
+    }
+
+    #[test]
+    fn failure_is_fatal_unless_not_required() {
+        let t = tempfile::tempdir().unwrap();
+        let root = t.path().join("root");
+        std::fs::create_dir(&root).unwrap();
+        let default = t.path().join("secrets.json");
+        let bad = br#"{"version": 2, "files": []}"#;
+
+        std::fs::write(&default, bad).unwrap();
+        let err =
+            apply_with(&Config::default(), &root, &NodeFacts::default(), &default).unwrap_err();
+        assert_eq!(err.exit_code(), Exit::Secrets);
+        assert!(matches!(err, SecretsError::Bundle { .. }));
+        assert!(
+            !default.exists(),
+            "the initramfs copy is wiped on failure too"
+        );
+
+        std::fs::write(&default, bad).unwrap();
+        let cfg = Config::from_cmdline("rd.rustlive.secrets.required=0").unwrap();
+        let got = apply_with(&cfg, &root, &NodeFacts::default(), &default).unwrap();
+        assert_eq!(got, Applied::Skipped);
+    }
+
+    #[test]
+    fn pin_mismatch_is_refused() {
+        let t = tempfile::tempdir().unwrap();
+        let root = t.path().join("root");
+        std::fs::create_dir(&root).unwrap();
+        let bundle = t.path().join("b.json");
+        std::fs::write(&bundle, br#"{"version": 1, "files": []}"#).unwrap();
+        let cmdline = format!(
+            "rd.rustlive.secrets=file://{} rd.rustlive.secrets.sha256={}",
+            bundle.display(),
+            "0".repeat(64)
+        );
+        let cfg = Config::from_cmdline(&cmdline).unwrap();
+        let err =
+            apply_with(&cfg, &root, &NodeFacts::default(), &t.path().join("none")).unwrap_err();
+        assert!(
+            matches!(
+                &err,
+                SecretsError::Fetch {
+                    source: SourceError::PinMismatch,
+                    ..
+                }
+            ),
+            "{err:?}"
+        );
+    }
+}

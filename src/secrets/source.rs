@@ -1,0 +1,336 @@
+//! Where the bundle comes from: `file://` (a file inside the initramfs, by default
+//! `/rustlive/secrets.json`), `https://`, or `http://` only when the bundle is pinned by
+//! `rd.rustlive.secrets.sha256`. `{mac}`, `{uuid}` and `{hostname}` in the URL are filled in
+//! from [`NodeFacts`].
+//!
+//! Network sources go through the image's fetch engine ([`crate::fetch::fetch_bytes`]) with
+//! [`FetchOptions::for_secrets`]: the same CA, proxy, deadline and retry policy, plus the client
+//! certificate, a 1 MiB cap, and TLS verification that `rd.noverifyssl` never turns off.
+
+use super::bundle::MAX_BUNDLE_SIZE;
+use super::NodeFacts;
+use crate::config::Config;
+use crate::fetch::{fetch_bytes, FetchError, FetchOptions};
+use crate::log::redact_url;
+use reqwest::Url;
+use std::fs::File;
+use std::io::{self, Read, Write};
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
+use zeroize::Zeroizing;
+
+/// A bundle source with its placeholders filled in.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Source {
+    /// A file inside the initramfs.
+    File(PathBuf),
+    /// `https://`, or `http://` with a pin.
+    Url(Url),
+}
+
+impl Source {
+    /// The source as it may appear in a log line: no userinfo, query or fragment.
+    pub fn describe(&self) -> String {
+        match self {
+            Source::File(p) => format!("file://{}", p.display()),
+            Source::Url(u) => redact_url(u),
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum SourceError {
+    #[error("the source URL uses {{{0}}} but this node's {1} is unknown or malformed")]
+    MissingFact(&'static str, &'static str),
+    #[error(
+        "unknown placeholder {{{0}}} in the source URL (use {{mac}}, {{uuid}} or {{hostname}})"
+    )]
+    UnknownPlaceholder(String),
+    #[error("unclosed '{{' in the source URL")]
+    Unclosed,
+    #[error("the source is not a valid URL once filled in ({0})")]
+    BadUrl(String),
+    #[error("unsupported scheme {0:?} for secrets (use https or file)")]
+    Scheme(String),
+    #[error("plain http exposes the secrets; use https, or pin the bundle with rd.rustlive.secrets.sha256")]
+    UnpinnedHttp,
+    #[error("cannot read {}", .0.display())]
+    Read(PathBuf, #[source] io::Error),
+    #[error("the bundle is over the {} MiB limit", MAX_BUNDLE_SIZE >> 20)]
+    TooLarge,
+    #[error(transparent)]
+    Fetch(#[from] FetchError),
+    #[error("the bundle does not match rd.rustlive.secrets.sha256")]
+    PinMismatch,
+}
+
+/// Fills `{mac}`, `{uuid}` and `{hostname}` in a source template. A placeholder whose fact is
+/// unknown is an error rather than an empty string: it would fetch another node's bundle.
+pub fn fill_template(template: &str, facts: &NodeFacts) -> Result<String, SourceError> {
+    let mut out = String::with_capacity(template.len() + 32);
+    let mut rest = template;
+    while let Some(open) = rest.find('{') {
+        out.push_str(&rest[..open]);
+        let close = rest[open..].find('}').ok_or(SourceError::Unclosed)? + open;
+        let (name, what, value) = match &rest[open + 1..close] {
+            "mac" => ("mac", "MAC address", facts.mac()),
+            "uuid" => ("uuid", "SMBIOS UUID", facts.uuid()),
+            "hostname" => ("hostname", "host name", facts.hostname()),
+            other => return Err(SourceError::UnknownPlaceholder(other.into())),
+        };
+        out.push_str(&value.ok_or(SourceError::MissingFact(name, what))?);
+        rest = &rest[close + 1..];
+    }
+    out.push_str(rest);
+    Ok(out)
+}
+
+/// Fills a template and checks its scheme: `file`, `https`, or `http` when `pinned`.
+pub fn resolve(template: &str, facts: &NodeFacts, pinned: bool) -> Result<Source, SourceError> {
+    let filled = fill_template(template, facts)?;
+    let url = Url::parse(&filled).map_err(|e| {
+        SourceError::BadUrl(format!("{e}: {}", crate::log::redact_url_str(&filled)))
+    })?;
+    match url.scheme() {
+        "file" => url
+            .to_file_path()
+            .map(Source::File)
+            .map_err(|()| SourceError::BadUrl("a file URL must be an absolute local path".into())),
+        "https" => Ok(Source::Url(url)),
+        "http" if pinned => Ok(Source::Url(url)),
+        "http" => Err(SourceError::UnpinnedHttp),
+        s => Err(SourceError::Scheme(s.into())),
+    }
+}
+
+/// The bundle's bytes, at most [`MAX_BUNDLE_SIZE`], in a buffer zeroed on drop.
+pub fn load(src: &Source, cfg: &Config) -> Result<Zeroizing<Vec<u8>>, SourceError> {
+    match src {
+        Source::File(p) => {
+            let mut f = File::open(p).map_err(|e| SourceError::Read(p.clone(), e))?;
+            read_capped(&mut f, MAX_BUNDLE_SIZE).map_err(|e| match e {
+                Capped::TooLarge => SourceError::TooLarge,
+                Capped::Io(e) => SourceError::Read(p.clone(), e),
+            })
+        }
+        Source::Url(u) => {
+            let opts = FetchOptions::for_secrets(cfg);
+            fetch_bytes(u, &opts, MAX_BUNDLE_SIZE).map_err(|e| match e {
+                FetchError::TooLarge { .. } => SourceError::TooLarge,
+                e => SourceError::Fetch(e),
+            })
+        }
+    }
+}
+
+enum Capped {
+    TooLarge,
+    Io(io::Error),
+}
+
+/// Reads everything into one buffer allocated up front, so no reallocation leaves a stray
+/// copy of secret bytes behind in freed memory.
+fn read_capped(r: &mut impl Read, limit: usize) -> Result<Zeroizing<Vec<u8>>, Capped> {
+    let mut buf = Zeroizing::new(vec![0u8; limit + 1]);
+    let mut n = 0;
+    while n < buf.len() {
+        match r.read(&mut buf[n..]) {
+            Ok(0) => break,
+            Ok(k) => n += k,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(Capped::Io(e)),
+        }
+    }
+    if n > limit {
+        return Err(Capped::TooLarge);
+    }
+    buf.truncate(n);
+    Ok(buf)
+}
+
+/// Overwrites a file of the initramfs with zeros, then removes it. A symlink is removed without
+/// touching its target. `Ok(false)` when there was nothing to remove.
+pub fn wipe_file(path: &Path) -> io::Result<bool> {
+    let f = match std::fs::OpenOptions::new()
+        .write(true)
+        .custom_flags(nix::fcntl::OFlag::O_NOFOLLOW.bits())
+        .open(path)
+    {
+        Ok(f) => Some(f),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(false),
+        // A symlink (ELOOP) or something not writable: still unlink it below.
+        Err(_) => None,
+    };
+    if let Some(mut f) = f {
+        let md = f.metadata()?;
+        if md.is_file() {
+            let zeros = [0u8; 64 * 1024];
+            let mut left = md.len();
+            while left > 0 {
+                let k = left.min(zeros.len() as u64) as usize;
+                f.write_all(&zeros[..k])?;
+                left -= k as u64;
+            }
+            f.sync_all()?;
+        }
+    }
+    match std::fs::remove_file(path) {
+        Ok(()) => Ok(true),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(false),
+        Err(e) => Err(e),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn facts() -> NodeFacts {
+        NodeFacts {
+            mac: Some("52:54:00:AB:cd:01".into()),
+            uuid: Some("4C4C4544-0042-3510-8050-B4C04F4A4B33".into()),
+            hostname: Some("node001.cluster".into()),
+        }
+    }
+
+    #[test]
+    fn fills_every_placeholder() {
+        assert_eq!(
+            fill_template("https://s/{mac}/{uuid}/{hostname}.json", &facts()).unwrap(),
+            "https://s/52:54:00:ab:cd:01/4c4c4544-0042-3510-8050-b4c04f4a4b33/node001.cluster.json"
+        );
+        assert_eq!(
+            fill_template("file:///rustlive/secrets.json", &NodeFacts::default()).unwrap(),
+            "file:///rustlive/secrets.json"
+        );
+        assert_eq!(
+            fill_template("https://s/{hostname}{hostname}", &facts()).unwrap(),
+            "https://s/node001.clusternode001.cluster"
+        );
+    }
+
+    #[test]
+    fn missing_or_malformed_facts_are_errors() {
+        for (t, name) in [
+            ("https://s/{mac}", "mac"),
+            ("https://s/{uuid}", "uuid"),
+            ("https://s/{hostname}", "hostname"),
+        ] {
+            match fill_template(t, &NodeFacts::default()) {
+                Err(SourceError::MissingFact(n, _)) => assert_eq!(n, name),
+                other => panic!("{t}: {other:?}"),
+            }
+        }
+        // Values that could change the URL's structure are not substituted.
+        let hostile = NodeFacts {
+            mac: Some("52:54:00:ab:cd:01/../x".into()),
+            uuid: Some("x?token=1".into()),
+            hostname: Some("evil.example/@x".into()),
+        };
+        for t in [
+            "https://s/{mac}",
+            "https://s/{uuid}",
+            "https://s/{hostname}",
+        ] {
+            assert!(matches!(
+                fill_template(t, &hostile),
+                Err(SourceError::MissingFact(..))
+            ));
+        }
+    }
+
+    #[test]
+    fn template_syntax_errors() {
+        assert!(matches!(
+            fill_template("https://s/{serial}", &facts()),
+            Err(SourceError::UnknownPlaceholder(p)) if p == "serial"
+        ));
+        assert!(matches!(
+            fill_template("https://s/{mac", &facts()),
+            Err(SourceError::Unclosed)
+        ));
+    }
+
+    #[test]
+    fn resolves_schemes() {
+        let f = facts();
+        assert_eq!(
+            resolve("file:///rustlive/{hostname}.json", &f, false).unwrap(),
+            Source::File("/rustlive/node001.cluster.json".into())
+        );
+        assert!(matches!(
+            resolve("https://s/{uuid}", &f, false).unwrap(),
+            Source::Url(u) if u.as_str().ends_with("4a4b33")
+        ));
+        assert!(matches!(
+            resolve("http://s/x", &f, false),
+            Err(SourceError::UnpinnedHttp)
+        ));
+        assert!(matches!(
+            resolve("http://s/x", &f, true),
+            Ok(Source::Url(_))
+        ));
+        assert!(matches!(
+            resolve("ftp://s/x", &f, true),
+            Err(SourceError::Scheme(s)) if s == "ftp"
+        ));
+        assert!(matches!(
+            resolve("not a url", &f, false),
+            Err(SourceError::BadUrl(_))
+        ));
+    }
+
+    #[test]
+    fn describe_redacts_credentials_and_query() {
+        let s = resolve("https://u:pw@s/b?token=t0psecret", &facts(), false).unwrap();
+        assert_eq!(s.describe(), "https://s/b?…");
+    }
+
+    #[test]
+    fn reads_up_to_the_cap_and_no_further() {
+        let data = [7u8; 100];
+        assert_eq!(
+            read_capped(&mut &data[..], 100).ok().unwrap().as_slice(),
+            &data[..]
+        );
+        assert!(matches!(
+            read_capped(&mut &data[..], 99),
+            Err(Capped::TooLarge)
+        ));
+    }
+
+    #[test]
+    fn loads_a_file_and_refuses_an_oversized_one() {
+        let t = tempfile::tempdir().unwrap();
+        let ok = t.path().join("ok.json");
+        std::fs::write(&ok, b"{}").unwrap();
+        let opts = Config::default();
+        assert_eq!(load(&Source::File(ok), &opts).unwrap().as_slice(), b"{}");
+        let big = t.path().join("big.json");
+        std::fs::write(&big, vec![b' '; MAX_BUNDLE_SIZE + 1]).unwrap();
+        assert!(matches!(
+            load(&Source::File(big), &opts),
+            Err(SourceError::TooLarge)
+        ));
+        assert!(matches!(
+            load(&Source::File(t.path().join("none")), &opts),
+            Err(SourceError::Read(..))
+        ));
+    }
+
+    #[test]
+    fn wipe_removes_files_and_only_the_link_of_a_symlink() {
+        let t = tempfile::tempdir().unwrap();
+        let f = t.path().join("secrets.json");
+        std::fs::write(&f, b"secret").unwrap();
+        assert!(wipe_file(&f).unwrap());
+        assert!(!f.exists());
+        assert!(!wipe_file(&f).unwrap());
+        let target = t.path().join("target");
+        std::fs::write(&target, b"keep").unwrap();
+        std::os::unix::fs::symlink(&target, &f).unwrap();
+        assert!(wipe_file(&f).unwrap());
+        assert!(f.symlink_metadata().is_err());
+        assert_eq!(std::fs::read(&target).unwrap(), b"keep");
+    }
+}

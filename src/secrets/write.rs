@@ -1,0 +1,404 @@
+//! The safe writer: files placed inside the new root without ever following a symlink.
+//!
+//! Every path is walked one component at a time from a directory fd of the new root, each
+//! directory opened `O_DIRECTORY|O_NOFOLLOW` relative to its parent. That is what `openat2`'s
+//! `RESOLVE_IN_ROOT|RESOLVE_NO_SYMLINKS` would give, but it also works on kernels older than 5.6
+//! and lets missing parents be created on the way. Bundle paths are already normalized (no `..`,
+//! no empty component, see [`super::bundle::check_path`]), so the walk cannot climb out of the
+//! root; a symlink anywhere, a parent directory or the destination itself, stops the entry.
+//!
+//! A file is created `O_CREAT|O_EXCL` with mode 0000, filled, `fchown`ed, then `fchmod`ed to its
+//! final mode: no one but root can open it before it has its final owner and mode, whatever the
+//! umask. A file the image already has is replaced by creating a temporary file the same way in
+//! the same directory and `renameat`ing it over the old one.
+
+use super::bundle::Entry;
+use rustix::fs::{self as rfs, AtFlags, FileType, Mode, OFlags};
+use rustix::io::Errno;
+use std::io::{self, Read, Write};
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::path::{Path, PathBuf};
+
+/// Why a path cannot be written safely, or the syscall that failed.
+#[derive(Debug, thiserror::Error)]
+pub enum WriteError {
+    #[error("cannot open the new root {}", .0.display())]
+    OpenRoot(PathBuf, #[source] io::Error),
+    #[error("{0} is a symbolic link in the new root; nothing is written through a symlink")]
+    Symlink(String),
+    #[error("{0} exists in the new root and is not a directory")]
+    NotDir(String),
+    #[error("{0} exists in the new root and is not a regular file")]
+    NotFile(String),
+    #[error("cannot {what} {path} in the new root")]
+    Io {
+        what: &'static str,
+        path: String,
+        #[source]
+        source: io::Error,
+    },
+}
+
+fn io_err<'a>(what: &'static str, path: &'a str) -> impl FnOnce(Errno) -> WriteError + 'a {
+    move |e| WriteError::Io {
+        what,
+        path: path.to_string(),
+        source: e.into(),
+    }
+}
+
+/// A directory fd on the new root; every path below is resolved from it.
+#[derive(Debug)]
+pub struct RootDir {
+    fd: OwnedFd,
+    path: PathBuf,
+}
+
+impl RootDir {
+    pub fn open(path: &Path) -> Result<RootDir, WriteError> {
+        let fd = rfs::open(
+            path,
+            OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
+            Mode::empty(),
+        )
+        .map_err(|e| WriteError::OpenRoot(path.to_path_buf(), e.into()))?;
+        Ok(RootDir {
+            fd,
+            path: path.to_path_buf(),
+        })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Checks, without changing anything, that `path` could be written: no existing component
+    /// is a symlink or a non-directory, and the destination is absent or a regular file.
+    pub fn check(&self, path: &str) -> Result<(), WriteError> {
+        let (parents, leaf) = split(path);
+        let Some(dir) = self.walk(&parents, false)? else {
+            return Ok(());
+        };
+        match leaf_type(dir.as_fd(), leaf, path)? {
+            None | Some(FileType::RegularFile) => Ok(()),
+            Some(FileType::Symlink) => Err(WriteError::Symlink(path.into())),
+            Some(_) => Err(WriteError::NotFile(path.into())),
+        }
+    }
+
+    /// Writes one entry: parents created `0755 root:root` as needed, the file created with no
+    /// permission at all, filled, chowned, then given its final mode.
+    pub fn install(&self, e: &Entry) -> Result<(), WriteError> {
+        let (parents, leaf) = split(&e.path);
+        let dir = self.walk(&parents, true)?.ok_or_else(|| WriteError::Io {
+            what: "create the parents of",
+            path: e.path.clone(),
+            source: io::ErrorKind::NotFound.into(),
+        })?;
+        match leaf_type(dir.as_fd(), leaf, &e.path)? {
+            None => create_file(dir.as_fd(), leaf, e),
+            Some(FileType::RegularFile) => replace_file(dir.as_fd(), leaf, e),
+            Some(FileType::Symlink) => Err(WriteError::Symlink(e.path.clone())),
+            Some(_) => Err(WriteError::NotFile(e.path.clone())),
+        }
+    }
+
+    /// Reads a small file of the new root (`/etc/passwd`), refusing symlinks on the way.
+    /// `Ok(None)` when it does not exist.
+    pub fn read_file(&self, path: &str, max: u64) -> Result<Option<Vec<u8>>, WriteError> {
+        let (parents, leaf) = split(path);
+        let Some(dir) = self.walk(&parents, false)? else {
+            return Ok(None);
+        };
+        let fd = match rfs::openat(
+            dir.as_fd(),
+            leaf,
+            OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::CLOEXEC | OFlags::NONBLOCK,
+            Mode::empty(),
+        ) {
+            Ok(fd) => fd,
+            Err(Errno::NOENT) => return Ok(None),
+            Err(Errno::LOOP) => return Err(WriteError::Symlink(path.into())),
+            Err(e) => return Err(io_err("open", path)(e)),
+        };
+        let st = rfs::fstat(&fd).map_err(io_err("stat", path))?;
+        if FileType::from_raw_mode(st.st_mode) != FileType::RegularFile {
+            return Err(WriteError::NotFile(path.into()));
+        }
+        let mut buf = Vec::new();
+        std::fs::File::from(fd)
+            .take(max)
+            .read_to_end(&mut buf)
+            .map_err(|e| WriteError::Io {
+                what: "read",
+                path: path.into(),
+                source: e,
+            })?;
+        Ok(Some(buf))
+    }
+
+    /// Opens each parent in turn without following symlinks; with `create`, makes the missing
+    /// ones `0755 root:root`, else returns `None` at the first missing one.
+    fn walk(&self, parents: &[&str], create: bool) -> Result<Option<OwnedFd>, WriteError> {
+        let mut cur = self.fd.try_clone().map_err(|e| WriteError::Io {
+            what: "open",
+            path: "/".into(),
+            source: e,
+        })?;
+        let mut shown = String::new();
+        for name in parents {
+            shown.push('/');
+            shown.push_str(name);
+            cur = match open_dir(cur.as_fd(), name, &shown)? {
+                Some(fd) => fd,
+                None if !create => return Ok(None),
+                None => make_dir(cur.as_fd(), name, &shown)?,
+            };
+        }
+        Ok(Some(cur))
+    }
+}
+
+/// `/a/b/c` into (`[a, b]`, `c`). The path is validated: absolute, normalized, not `/`.
+fn split(path: &str) -> (Vec<&str>, &str) {
+    let mut comps: Vec<&str> = path.split('/').filter(|c| !c.is_empty()).collect();
+    let leaf = comps.pop().unwrap_or_default();
+    (comps, leaf)
+}
+
+fn open_dir(parent: BorrowedFd, name: &str, shown: &str) -> Result<Option<OwnedFd>, WriteError> {
+    match rfs::openat(
+        parent,
+        name,
+        OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+        Mode::empty(),
+    ) {
+        Ok(fd) => Ok(Some(fd)),
+        Err(Errno::NOENT) => Ok(None),
+        // ELOOP for a symlink under O_NOFOLLOW, ENOTDIR for anything else that is not a
+        // directory; ask which, for the message.
+        Err(Errno::LOOP | Errno::NOTDIR) => match leaf_type(parent, name, shown)? {
+            Some(FileType::Symlink) => Err(WriteError::Symlink(shown.into())),
+            _ => Err(WriteError::NotDir(shown.into())),
+        },
+        Err(e) => Err(io_err("open", shown)(e)),
+    }
+}
+
+fn make_dir(parent: BorrowedFd, name: &str, shown: &str) -> Result<OwnedFd, WriteError> {
+    match rfs::mkdirat(parent, name, Mode::from_raw_mode(0o755)) {
+        Ok(()) | Err(Errno::EXIST) => {}
+        Err(e) => return Err(io_err("create directory", shown)(e)),
+    }
+    let fd = open_dir(parent, name, shown)?.ok_or_else(|| WriteError::Io {
+        what: "open",
+        path: shown.into(),
+        source: io::ErrorKind::NotFound.into(),
+    })?;
+    // The umask may have narrowed the mode, and the owner must not depend on who runs this.
+    rfs::fchown(&fd, Some(rfs::Uid::ROOT), Some(rfs::Gid::ROOT))
+        .map_err(io_err("chown directory", shown))?;
+    rfs::fchmod(&fd, Mode::from_raw_mode(0o755)).map_err(io_err("chmod directory", shown))?;
+    Ok(fd)
+}
+
+/// The type of `name` in `dir`, not following a symlink; `None` when absent.
+fn leaf_type(dir: BorrowedFd, name: &str, shown: &str) -> Result<Option<FileType>, WriteError> {
+    match rfs::statat(dir, name, AtFlags::SYMLINK_NOFOLLOW) {
+        Ok(st) => Ok(Some(FileType::from_raw_mode(st.st_mode))),
+        Err(Errno::NOENT) => Ok(None),
+        Err(e) => Err(io_err("stat", shown)(e)),
+    }
+}
+
+/// Creates `name` with no permission bits at all; `None` when it already exists.
+fn create_excl(dir: BorrowedFd, name: &str, shown: &str) -> Result<Option<OwnedFd>, WriteError> {
+    match rfs::openat(
+        dir,
+        name,
+        OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+        Mode::empty(),
+    ) {
+        Ok(fd) => Ok(Some(fd)),
+        Err(Errno::EXIST) => Ok(None),
+        Err(err) => Err(io_err("create", shown)(err)),
+    }
+}
+
+/// Fills a file made by [`create_excl`], then sets its owner and final mode. On failure the
+/// partial file is removed.
+fn fill(dir: BorrowedFd, name: &str, fd: OwnedFd, e: &Entry) -> Result<(), WriteError> {
+    let shown = e.path.as_str();
+    let mut f = std::fs::File::from(fd);
+    let res = f
+        .write_all(&e.content)
+        .map_err(|err| WriteError::Io {
+            what: "write",
+            path: shown.into(),
+            source: err,
+        })
+        .and_then(|()| {
+            rfs::fchown(
+                &f,
+                Some(rfs::Uid::from_raw(e.uid)),
+                Some(rfs::Gid::from_raw(e.gid)),
+            )
+            .map_err(io_err("chown", shown))
+        })
+        .and_then(|()| {
+            rfs::fchmod(&f, Mode::from_raw_mode(e.mode)).map_err(io_err("chmod", shown))
+        });
+    if res.is_err() {
+        let _ = rfs::unlinkat(dir, name, AtFlags::empty());
+    }
+    res
+}
+
+/// Writes a destination that does not exist yet.
+fn create_file(dir: BorrowedFd, name: &str, e: &Entry) -> Result<(), WriteError> {
+    match create_excl(dir, name, &e.path)? {
+        Some(fd) => fill(dir, name, fd, e),
+        // It appeared since the check: whatever it is, it is not ours to overwrite blindly.
+        None => Err(WriteError::Io {
+            what: "create",
+            path: e.path.clone(),
+            source: io::ErrorKind::AlreadyExists.into(),
+        }),
+    }
+}
+
+/// Replaces an existing regular file through a temporary file in the same directory, so the
+/// destination holds either the image's file or the complete secret, never a partial one.
+fn replace_file(dir: BorrowedFd, name: &str, e: &Entry) -> Result<(), WriteError> {
+    let pid = std::process::id();
+    for n in 0..100 {
+        let tmp = format!(".rustlive-secret.{pid}.{n}");
+        // A leftover of the same name: try the next one.
+        let Some(fd) = create_excl(dir, &tmp, &e.path)? else {
+            continue;
+        };
+        fill(dir, &tmp, fd, e)?;
+        return rfs::renameat(dir, &tmp, dir, name).map_err(|err| {
+            let _ = rfs::unlinkat(dir, &tmp, AtFlags::empty());
+            io_err("rename into place", &e.path)(err)
+        });
+    }
+    Err(WriteError::Io {
+        what: "find a free temporary name for",
+        path: e.path.clone(),
+        source: io::ErrorKind::AlreadyExists.into(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    use zeroize::Zeroizing;
+
+    fn entry(path: &str, content: &[u8], mode: u32) -> Entry {
+        Entry {
+            path: path.into(),
+            mode,
+            uid: nix::unistd::getuid().as_raw(),
+            gid: nix::unistd::getgid().as_raw(),
+            content: Zeroizing::new(content.to_vec()),
+        }
+    }
+
+    fn is_root() -> bool {
+        nix::unistd::geteuid().is_root()
+    }
+
+    #[test]
+    fn creates_parents_and_file_with_exact_modes() {
+        if !is_root() {
+            eprintln!("skipped: creating root-owned parents needs root");
+            return;
+        }
+        let t = tempfile::tempdir().unwrap();
+        let root = RootDir::open(t.path()).unwrap();
+        root.install(&entry("/etc/new/dir/key", b"k1", 0o640))
+            .unwrap();
+        let f = t.path().join("etc/new/dir/key");
+        assert_eq!(std::fs::read(&f).unwrap(), b"k1");
+        assert_eq!(f.metadata().unwrap().permissions().mode() & 0o7777, 0o640);
+        let d = t.path().join("etc/new");
+        let md = d.metadata().unwrap();
+        assert_eq!((md.mode() & 0o7777, md.uid(), md.gid()), (0o755, 0, 0));
+    }
+
+    #[test]
+    fn replaces_an_existing_file_and_leaves_no_temporary() {
+        let t = tempfile::tempdir().unwrap();
+        std::fs::create_dir(t.path().join("etc")).unwrap();
+        std::fs::write(t.path().join("etc/key"), b"old content from the image").unwrap();
+        let root = RootDir::open(t.path()).unwrap();
+        root.check("/etc/key").unwrap();
+        root.install(&entry("/etc/key", b"new", 0o600)).unwrap();
+        assert_eq!(std::fs::read(t.path().join("etc/key")).unwrap(), b"new");
+        let names: Vec<_> = std::fs::read_dir(t.path().join("etc"))
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert_eq!(names, ["key"]);
+    }
+
+    #[test]
+    fn refuses_symlinks_anywhere() {
+        let t = tempfile::tempdir().unwrap();
+        let outside = tempfile::tempdir().unwrap();
+        std::fs::write(outside.path().join("victim"), b"v").unwrap();
+        std::os::unix::fs::symlink(outside.path(), t.path().join("etc")).unwrap();
+        std::fs::create_dir(t.path().join("var")).unwrap();
+        std::os::unix::fs::symlink(outside.path().join("victim"), t.path().join("var/key"))
+            .unwrap();
+        let root = RootDir::open(t.path()).unwrap();
+        for (p, at) in [
+            ("/etc/x", "/etc"),
+            ("/etc/a/b", "/etc"),
+            ("/var/key", "/var/key"),
+        ] {
+            match root.check(p) {
+                Err(WriteError::Symlink(s)) => assert_eq!(s, at),
+                other => panic!("{p}: {other:?}"),
+            }
+            assert!(matches!(
+                root.install(&entry(p, b"s", 0o600)),
+                Err(WriteError::Symlink(_))
+            ));
+        }
+        assert_eq!(std::fs::read(outside.path().join("victim")).unwrap(), b"v");
+        assert_eq!(std::fs::read_dir(outside.path()).unwrap().count(), 1);
+    }
+
+    #[test]
+    fn refuses_non_directories_and_non_files() {
+        let t = tempfile::tempdir().unwrap();
+        std::fs::write(t.path().join("file"), b"").unwrap();
+        std::fs::create_dir(t.path().join("dir")).unwrap();
+        let root = RootDir::open(t.path()).unwrap();
+        assert!(matches!(root.check("/file/x"), Err(WriteError::NotDir(p)) if p == "/file"));
+        assert!(matches!(root.check("/dir"), Err(WriteError::NotFile(p)) if p == "/dir"));
+        assert!(root.check("/missing/deep/x").is_ok());
+    }
+
+    #[test]
+    fn reads_files_without_following_symlinks() {
+        let t = tempfile::tempdir().unwrap();
+        std::fs::create_dir(t.path().join("etc")).unwrap();
+        std::fs::write(t.path().join("etc/passwd"), b"root:x:0:0::/:\n").unwrap();
+        std::os::unix::fs::symlink("/etc/passwd", t.path().join("etc/group")).unwrap();
+        let root = RootDir::open(t.path()).unwrap();
+        assert_eq!(
+            root.read_file("/etc/passwd", 1 << 20).unwrap().unwrap(),
+            b"root:x:0:0::/:\n"
+        );
+        assert!(root.read_file("/etc/shadow", 1 << 20).unwrap().is_none());
+        assert!(root.read_file("/nope/passwd", 1 << 20).unwrap().is_none());
+        assert!(matches!(
+            root.read_file("/etc/group", 1 << 20),
+            Err(WriteError::Symlink(_))
+        ));
+    }
+}
