@@ -537,6 +537,28 @@ fn cli_reports_progress_and_summary() {
 }
 
 #[test]
+fn cli_prints_progress_lines_during_a_slow_transfer() {
+    // 2.6 s of trickling: at least one progress line (they come every 2 s).
+    let content = Arc::new(random_bytes(64 * 1024, 20));
+    let c = content.clone();
+    let s = Server::start(move |_| {
+        Reply::ok(&c).fault(Fault::Trickle {
+            piece: 4096,
+            pause: Duration::from_millis(160),
+        })
+    });
+    let (_d, p) = dest();
+    let out = rustlive(&["fetch", "-o", p.to_str().unwrap(), &s.url("/img")]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    let line = err
+        .lines()
+        .find(|l| l.starts_with("rustlive: fetch ") && l.contains("/0.1 MiB"))
+        .unwrap_or_else(|| panic!("no progress line in {err}"));
+    assert!(line.contains("MiB/s eta "), "{line}");
+}
+
+#[test]
 fn sha256sums_list_selects_the_line_for_the_image() {
     let content = random_bytes(50_000, 16);
     let c = content.clone();
