@@ -1,0 +1,55 @@
+#!/bin/bash
+# Time to root and initramfs size: dracut livenet vs rustlive, in one run with the same kernel, the
+# same root content (the nested LiveOS/rootfs.img image livenet needs on Debian's dracut 059), the
+# same nginx and the same QEMU settings; boots alternate so host load affects both alike.
+# Usage: bench/boot-vs-livenet.sh [ROUNDS]   (default 3)
+set -eu
+# shellcheck source=qemu/lib.sh
+. "$(dirname "$0")/../qemu/lib.sh"
+
+rounds=${1:-3}
+"$top/scripts/install-deps.sh"
+[ -x "$BIN" ] || cargo build --release --target x86_64-unknown-linux-musl --manifest-path "$top/Cargo.toml"
+"$top/qemu/fetch-kernel.sh"
+mkdir -p "$LOGS"
+build_images
+install_module
+build_initramfs bench-livenet --add "dmsquash-live livenet network-manager" "${COMMON_DRACUT[@]}"
+build_initramfs bench-rustlive --add "rustlive network-manager" "${COMMON_DRACUT[@]}"
+
+port=$(free_port)
+trap 'nginx_stop bench' EXIT
+nginx_start bench "$port"
+cmdline="root=live:http://10.0.2.2:$port/nested.squashfs rd.live.image rd.live.overlay.overlayfs=1"
+
+# boot_once NAME ROUND: prints the guest uptime (s) at which the root's init started.
+boot_once() {
+	local log="$LOGS/bench-$1-$2.log" args up
+	mapfile -t args < <(direct_boot_args "$IMG/bench-$1.img" "$cmdline")
+	qemu_start "$log" "${args[@]}"
+	wait_serial "$log" 300 'TESTROOT: done' 'Entering emergency mode|Kernel panic' ||
+		die "$1 did not boot (round $2), console: $log"
+	up=$(sed -n 's/.*TESTROOT: init running at uptime \([0-9.]*\)s.*/\1/p' "$log" | head -n1)
+	[ -n "$up" ] || die "no init uptime in $log"
+	echo "$up"
+}
+
+median() { sort -n | awk '{ v[NR] = $1 } END { print (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2 }'; }
+
+: >"$LOGS/bench-times"
+for r in $(seq "$rounds"); do
+	for side in livenet rustlive; do
+		t=$(boot_once "$side" "$r")
+		say "round $r: $side root init at ${t}s"
+		echo "$side $t" >>"$LOGS/bench-times"
+	done
+done
+
+lt=$(awk '$1 == "livenet" { print $2 }' "$LOGS/bench-times" | median)
+rt=$(awk '$1 == "rustlive" { print $2 }' "$LOGS/bench-times" | median)
+ls=$(stat -c %s "$IMG/bench-livenet.img")
+rs=$(stat -c %s "$IMG/bench-rustlive.img")
+printf '\n%-28s %12s %12s %8s\n' "" livenet rustlive ratio
+printf '%-28s %12s %12s %8.3f\n' "time to root init (median s)" "$lt" "$rt" "$(echo "$rt $lt" | awk '{ print $1 / $2 }')"
+printf '%-28s %12s %12s %8.3f\n' "initramfs size (bytes)" "$ls" "$rs" "$(echo "$rs $ls" | awk '{ print $1 / $2 }')"
+printf 'rounds: %s; all times: %s\n' "$rounds" "$(tr '\n' ' ' <"$LOGS/bench-times")"

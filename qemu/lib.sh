@@ -1,0 +1,293 @@
+#!/bin/bash
+# shellcheck disable=SC2034 # the variables are used by the scripts that source this file
+# Shared by qemu/suite.sh, qemu/demo.sh and bench/boot-vs-livenet.sh (sourced, never run).
+# Everything lives under build/: the kernel, the test root images, the initramfs images, the nginx
+# instances (127.0.0.1 only; the guest reaches them through slirp as 10.0.2.2) and the logs.
+
+top=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+B="$top/build"
+KERNEL="$B/kernel/vmlinuz"
+WWW="$B/www"
+IMG="$B/initramfs"
+LOGS="$B/logs"
+BIN="$top/target/x86_64-unknown-linux-musl/release/rustlive"
+GUEST_MAC=52:54:00:12:34:56
+# Never printed by the guest if secrets stay secret; the suite greps the console for it.
+CANARY="CANARY-7f3a9c1e-do-not-print"
+
+say() { printf '%s %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
+die() {
+	say "error: $*"
+	exit 1
+}
+
+# A TCP port nothing listens on (the suite runs several nginx instances).
+free_port() {
+	local p
+	while :; do
+		p=$((20000 + RANDOM % 30000))
+		ss -Htln "sport = :$p" | grep -q . || {
+			echo "$p"
+			return
+		}
+	done
+}
+
+# --- the test root -------------------------------------------------------------------------------
+
+# build/testroot: busybox, os-release, users for secrets owners, an init that reports and powers off.
+build_testroot() {
+	local r="$B/testroot"
+	[ -e "$r/.done" ] && return 0
+	say "building the test root"
+	rm -rf "$r"
+	mkdir -p "$r"/{bin,sbin,etc,proc,sys,dev,run,tmp,root,usr/share/testroot,etc/munge,etc/ssh}
+	cp /usr/bin/busybox "$r/bin/busybox"
+	local app
+	for app in $("$r/bin/busybox" --list); do
+		[ "$app" = busybox ] || ln -sf busybox "$r/bin/$app"
+	done
+	cat >"$r/etc/os-release" <<-'EOF'
+		NAME="rustlive test root"
+		ID=rustlive-test
+		PRETTY_NAME="rustlive test root 1.0"
+		VERSION_ID=1.0
+	EOF
+	printf 'root:x:0:0:root:/root:/bin/sh\nmunge:x:990:991:munge:/run/munge:/bin/false\n' >"$r/etc/passwd"
+	printf 'root:x:0:\nmunge:x:991:\n' >"$r/etc/group"
+	# Incompressible payload so transfers last long enough to be interrupted and measured.
+	head -c $((3 << 20)) /dev/urandom >"$r/usr/share/testroot/payload"
+	cat >"$r/sbin/init" <<-'EOF'
+		#!/bin/sh
+		# Test root init: report what the node booted into, then power off.
+		export PATH=/bin:/sbin
+		mount -t proc proc /proc 2>/dev/null
+		read -r up _ </proc/uptime
+		echo "TESTROOT: init running at uptime ${up}s"
+		. /etc/os-release
+		echo "TESTROOT: os-release $PRETTY_NAME"
+		echo "TESTROOT: root fs $(awk '$2 == "/" { t = $3 } END { print t }' /proc/mounts)"
+		for f in /etc/munge/munge.key /etc/ssh/ssh_host_ed25519_key /etc/rustlive-test/token; do
+			[ -e "$f" ] || continue
+			echo "TESTROOT: secret $f $(stat -c '%a %U:%G' "$f") $(sha256sum <"$f" | cut -d' ' -f1)"
+		done
+		[ -e /rustlive/secrets.json ] && echo "TESTROOT: LEFTOVER bundle in the new root"
+		echo "TESTROOT: done"
+		sync
+		poweroff -f
+	EOF
+	chmod 0755 "$r/sbin/init"
+	touch "$r/.done"
+}
+
+# build/www: the images nginx serves, with their hashes and signatures.
+build_images() {
+	build_testroot
+	mkdir -p "$WWW"
+	if ! [ -s "$WWW/root.squashfs" ]; then
+		say "building root.squashfs and the nested LiveOS image"
+		mksquashfs "$B/testroot" "$WWW/root.squashfs" -comp zstd -noappend -quiet -e .done >/dev/null
+		# dmsquash-live's nested layout: a squashfs holding LiveOS/rootfs.img (ext4).
+		local n="$B/nested"
+		rm -rf "$n" && mkdir -p "$n/LiveOS"
+		mkfs.ext4 -q -F -L rootfs -d "$B/testroot" "$n/LiveOS/rootfs.img" 32M
+		mksquashfs "$n" "$WWW/nested.squashfs" -comp zstd -noappend -quiet >/dev/null
+		rm -rf "$n"
+		# A copy with no signature next to it, for "signature required and missing".
+		cp "$WWW/root.squashfs" "$WWW/unsigned.squashfs"
+		(cd "$WWW" && sha256sum root.squashfs nested.squashfs unsigned.squashfs >SHA256SUMS)
+	fi
+	if ! [ -s "$WWW/root.squashfs.minisig" ]; then
+		mkdir -p "$B/keys"
+		rm -f "$B/keys/test.key" "$B/keys/test.pub"
+		minisign -G -W -p "$B/keys/test.pub" -s "$B/keys/test.key" >/dev/null
+		minisign -S -s "$B/keys/test.key" -m "$WWW/root.squashfs" >/dev/null </dev/null
+	fi
+}
+
+sha_of() { sha256sum "$WWW/$1" | cut -d' ' -f1; }
+
+# A bundle in secrets.md format 1 carrying the canary; $1 = output file.
+write_secrets_bundle() {
+	local key token
+	key=$(printf '%s munge\n' "$CANARY" | base64 -w0)
+	token=$(printf '%s token\n' "$CANARY" | base64 -w0)
+	cat >"$1" <<-EOF
+		{"version": 1, "files": [
+		 {"path": "/etc/munge/munge.key", "mode": "0400", "owner": "munge", "group": "munge", "content_base64": "$key"},
+		 {"path": "/etc/rustlive-test/token", "mode": "0640", "owner": "root", "group": "munge", "content_base64": "$token"}
+		]}
+	EOF
+}
+
+# The expected console lines for the bundle above (mode owner:group sha256).
+expected_secret_lines() {
+	printf 'TESTROOT: secret /etc/munge/munge.key 400 munge:munge %s\n' \
+		"$(printf '%s munge\n' "$CANARY" | sha256sum | cut -d' ' -f1)"
+	printf 'TESTROOT: secret /etc/rustlive-test/token 640 root:munge %s\n' \
+		"$(printf '%s token\n' "$CANARY" | sha256sum | cut -d' ' -f1)"
+}
+
+# Per-node extra initrd: a newc cpio holding rustlive/secrets.json (what a boot server appends).
+build_secrets_initrd() {
+	local d="$B/secrets-initrd"
+	[ -s "$WWW/node-secrets.cpio" ] && return 0
+	rm -rf "$d" && mkdir -p "$d/rustlive"
+	write_secrets_bundle "$d/rustlive/secrets.json"
+	chmod 0600 "$d/rustlive/secrets.json"
+	(cd "$d" && find rustlive | cpio -o -H newc --quiet -R 0:0) >"$WWW/node-secrets.cpio"
+	rm -rf "$d"
+}
+
+# --- TLS -----------------------------------------------------------------------------------------
+
+# A throwaway CA and a server certificate for 10.0.2.2 (what the guest dials).
+build_tls() {
+	local t="$B/tls"
+	[ -s "$t/server.pem" ] && return 0
+	mkdir -p "$t"
+	openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 30 \
+		-subj /CN=rustlive-test-ca -keyout "$t/ca.key" -out "$t/ca.pem" 2>/dev/null
+	openssl req -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -subj /CN=10.0.2.2 \
+		-keyout "$t/server.key" -out "$t/server.csr" 2>/dev/null
+	printf 'subjectAltName=IP:10.0.2.2,IP:127.0.0.1\nbasicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\n' >"$t/ext.cnf"
+	openssl x509 -req -in "$t/server.csr" -CA "$t/ca.pem" -CAkey "$t/ca.key" -CAcreateserial \
+		-days 30 -extfile "$t/ext.cnf" -out "$t/server.pem" 2>/dev/null
+}
+
+# --- nginx ---------------------------------------------------------------------------------------
+
+# nginx_start NAME PORT [SSLPORT] [EXTRA-HTTP-DIRECTIVES]: an instance with its own prefix under
+# build/nginx/NAME, serving build/www. Idempotent per NAME.
+nginx_start() {
+	local name=$1 port=$2 sslport=${3:-} extra=${4:-}
+	local p="$B/nginx/$name"
+	mkdir -p "$p/logs" "$p/tmp"
+	{
+		echo "worker_processes 1; pid $p/nginx.pid; error_log $p/logs/error.log;"
+		echo "events { worker_connections 64; }"
+		echo "http { access_log $p/logs/access.log; client_body_temp_path $p/tmp;"
+		echo "  proxy_temp_path $p/tmp; fastcgi_temp_path $p/tmp; uwsgi_temp_path $p/tmp; scgi_temp_path $p/tmp;"
+		echo "  types { application/octet-stream squashfs img cpio; text/plain ipxe; application/json json; }"
+		echo "  sendfile on; $extra"
+		echo "  server { listen 127.0.0.1:$port; root $WWW; }"
+		if [ -n "$sslport" ]; then
+			echo "  server { listen 127.0.0.1:$sslport ssl; root $WWW;"
+			echo "    ssl_certificate $B/tls/server.pem; ssl_certificate_key $B/tls/server.key; }"
+		fi
+		echo "}"
+	} >"$p/nginx.conf"
+	nginx -p "$p" -c "$p/nginx.conf" -g 'daemon on;' 2>>"$p/logs/start.log" ||
+		die "nginx $name failed to start (see $p/logs/start.log)"
+	:
+	for i in $(seq 50); do
+		curl -fsS -o /dev/null "http://127.0.0.1:$port/SHA256SUMS" 2>/dev/null && return 0
+		sleep 0.1
+	done
+	die "nginx $name does not answer on 127.0.0.1:$port"
+}
+
+nginx_stop() {
+	local pidf="$B/nginx/$1/nginx.pid" pid i
+	[ -s "$pidf" ] || return 0
+	pid=$(cat "$pidf")
+	kill "$pid" 2>/dev/null || true
+	for i in $(seq 50); do
+		kill -0 "$pid" 2>/dev/null || break
+		sleep 0.1
+	done
+	rm -f "$pidf"
+}
+
+nginx_stop_all() {
+	local d
+	for d in "$B"/nginx/*/; do
+		[ -d "$d" ] && nginx_stop "$(basename "$d")"
+	done
+}
+
+# --- initramfs -----------------------------------------------------------------------------------
+
+# Storage stacks a diskless node never uses are left out of every image, rustlive's and livenet's.
+COMMON_DRACUT=(--omit "lvm mdraid dmraid crypt multipath btrfs iscsi nfs cifs fcoe fcoe-uefi nbd plymouth nvmf lunmask resume")
+
+# A private copy of dracut's module tree with rustlive installed into it by `make install`, so the
+# suite never writes to the host's /usr/lib/dracut.
+DRACUT_BASE="$B/dracut-root/usr/lib/dracut"
+install_module() {
+	rm -rf "$B/dracut-root"
+	mkdir -p "$B/dracut-root/usr/lib"
+	cp -a /usr/lib/dracut "$B/dracut-root/usr/lib/dracut"
+	make -s -C "$top" install DESTDIR="$B/dracut-root" PREFIX=/usr >/dev/null
+}
+
+# build_initramfs NAME DRACUT-ARGS...: build/initramfs/NAME.img with the host's dracut and the
+# fetched Debian kernel's modules. Rebuilt when the binary or the module changed.
+build_initramfs() {
+	local name=$1
+	shift
+	local out="$IMG/$name.img" kver
+	kver=$(cat "$B/kernel/kver")
+	mkdir -p "$IMG"
+	if [ -s "$out" ] && [ "$out" -nt "$BIN" ] && [ -z "$(find "$top/dracut-module" -newer "$out" -print -quit)" ]; then
+		return 0
+	fi
+	say "building initramfs $name: dracut $*"
+	dracutbasedir="$DRACUT_BASE" dracut --force --quiet --no-hostonly --no-hostonly-cmdline \
+		--kver "$kver" --kmoddir "$B/kernel/root/lib/modules/$kver" \
+		--compress zstd "$@" "$out" >"$IMG/$name.log" 2>&1 || {
+		tail -20 "$IMG/$name.log" >&2
+		die "dracut failed for $name"
+	}
+	# Served to PXE clients by nginx workers; an initramfs holds no secret.
+	chmod 0644 "$out"
+}
+
+# --- QEMU ----------------------------------------------------------------------------------------
+
+# qemu_start LOG [QEMU-ARGS...]: a TCG guest with one virtio NIC on slirp (unless the args bring
+# their own network), serial console to LOG. Sets QEMU_PID.
+qemu_start() {
+	local log=$1
+	shift
+	: >"$log"
+	qemu-system-x86_64 -accel tcg -m 1536 -smp 1 -nodefaults -no-user-config -display none \
+		-no-reboot -serial "file:$log" "$@" </dev/null >"$log.qemu" 2>&1 &
+	QEMU_PID=$!
+}
+
+# direct_boot_args INITRD CMDLINE [NET]: kernel boot; NET "none" leaves the guest without a NIC.
+direct_boot_args() {
+	local net=(-netdev "user,id=n0" -device "virtio-net-pci,netdev=n0,mac=$GUEST_MAC")
+	[ "${3:-}" = none ] && net=()
+	printf '%s\n' -kernel "$KERNEL" -initrd "$1" -append "console=ttyS0 $2" "${net[@]}"
+}
+
+# wait_serial LOG TIMEOUT OK-REGEX [FAIL-REGEX]: 0 when OK-REGEX shows up on the console, 1 on
+# FAIL-REGEX, on timeout or when QEMU exits first. Always stops QEMU_PID.
+wait_serial() {
+	local log=$1 timeout=$2 ok=$3 fail=${4:-} end rc=1
+	end=$((SECONDS + timeout))
+	while [ "$SECONDS" -lt "$end" ]; do
+		if grep -Eq -- "$ok" "$log"; then
+			rc=0
+			break
+		fi
+		if [ -n "$fail" ] && grep -Eq -- "$fail" "$log"; then
+			break
+		fi
+		if ! kill -0 "$QEMU_PID" 2>/dev/null; then
+			grep -Eq -- "$ok" "$log" && rc=0
+			break
+		fi
+		sleep 0.5
+	done
+	# Let the guest finish its current lines (the test root powers off by itself).
+	for _ in $(seq 20); do
+		kill -0 "$QEMU_PID" 2>/dev/null || break
+		sleep 0.25
+	done
+	kill "$QEMU_PID" 2>/dev/null || true
+	wait "$QEMU_PID" 2>/dev/null || true
+	return "$rc"
+}
