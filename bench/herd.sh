@@ -64,14 +64,19 @@ echo "finished verified (exit 0, full size, sha256 checked): $ok/$N; failed: $fa
 grep -h 'fetched' "$WORK/all.log" | sed -E 's/.*, ([0-9]+) attempts?, ([0-9]+) resumes?,.*/\1 \2/' |
 	awk '{ a += $1; r += $2; if ($2 > mr) mr = $2 } END {
 		printf "attempts %d, resumes %d (max %d per client)\n", a, r, mr }'
-# Retry lines: "… ; retry K in X.X s"
-grep -ho 'retry [0-9]* in [0-9.]* s' "$WORK/all.log" | awk '{ print $4 }' | sort -n >"$WORK/delays"
+# Retry lines: "…; retry K in X.X s": all delays, then per retry number (the window doubles:
+# 1, 2, 4, 8… s; full jitter spreads the clients uniformly inside it).
+grep -ho 'retry [0-9]* in [0-9.]* s' "$WORK/all.log" >"$WORK/retries" || true
+awk '{ print $4 }' "$WORK/retries" | sort -n >"$WORK/delays"
 awk '{ d[NR] = $1; s += $1; ss += $1 * $1 } END {
 	if (NR == 0) { print "no retries logged"; exit }
-	m = s / NR; sd = sqrt(ss / NR - m * m);
+	m = s / NR; sd = sqrt(ss / NR - m * m); p = int(NR * 0.9); if (p < 1) p = 1;
 	printf "retry delays: %d retries, min %.1f s, median %.1f s, p90 %.1f s, max %.1f s, mean %.1f s, stddev %.1f s\n",
-		NR, d[1], d[int((NR + 1) / 2)], d[int(NR * 0.9) > 0 ? int(NR * 0.9) : 1], d[NR], m, sd }' "$WORK/delays"
-# Distinct delays (0.1 s resolution) among the first retries: jitter means few collisions.
-grep -h 'retry 1 in' "$WORK/all.log" | awk '{ for (i = 1; i <= NF; i++) if ($i == "in") print $(i + 1) }' |
-	sort -u | wc -l | xargs -I{} echo "distinct first-retry delays: {} of $N clients"
+		NR, d[1], d[int((NR + 1) / 2)], d[p], d[NR], m, sd }' "$WORK/delays"
+awk '{ k = $2; v = $4; n[k]++; s[k] += v; if (!(k in lo) || v < lo[k]) lo[k] = v; if (v > hi[k]) hi[k] = v;
+	u[k, v] = 1 } END {
+	for (k = 1; k <= 8; k++) if (n[k]) {
+		d = 0; for (key in u) { split(key, a, SUBSEP); if (a[1] == k) d++ }
+		printf "  retry %d: %2d clients, delay %.1f..%.1f s, mean %.1f s, %d distinct values\n", k, n[k], lo[k], hi[k], s[k] / n[k], d }
+}' "$WORK/retries"
 [ "$ok" -eq "$N" ] && [ "$fail" -eq 0 ]

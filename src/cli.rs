@@ -231,10 +231,16 @@ pub fn main() -> ExitCode {
         }
         crate::pid1::load_modules();
     }
-    if let Command::Boot(a) = &cli.command {
-        return crate::boot::main(a, pid1);
-    }
-    match run(cli.command) {
+    let result = match cli.command {
+        // boot reports its own errors: it must do so before its failure policy reboots.
+        Command::Boot(a) => return crate::boot::main(&a, pid1),
+        Command::InjectSecrets(a) => crate::secrets::run_cli(&a),
+        Command::Fetch(a) => crate::fetch::command::run(&a).map_err(Error::from),
+        Command::Config(a) => config(&a),
+        Command::Assemble(a) => assemble(&a),
+        Command::SwitchRoot(a) => switch_root(a),
+    };
+    match result {
         Ok(()) => Exit::Success.into(),
         Err(e) => {
             log::error!("{}", report(&e));
@@ -246,44 +252,39 @@ pub fn main() -> ExitCode {
     }
 }
 
-fn run(cmd: Command) -> Result<(), Error> {
-    match cmd {
-        Command::Boot(_) => unreachable!("boot applies its own failure policy"),
-        Command::InjectSecrets(a) => crate::secrets::run_cli(&a),
-        Command::Fetch(a) => Ok(crate::fetch::command::run(&a)?),
-        Command::Config(a) => {
-            let cfg = a.cmdline.load()?;
-            for w in &cfg.warnings {
-                log::warn!("{w}");
-            }
-            let json = serde_json::to_string_pretty(&cfg).expect("config serializes");
-            println!("{json}");
-            Ok(())
-        }
-        Command::Assemble(a) => {
-            let cfg = a.cmdline.load()?;
-            for w in &cfg.warnings {
-                log::warn!("{w}");
-            }
-            let mut opts = crate::mount::AssembleOptions::from_config(&cfg);
-            if let Some(size) = a.overlay_size {
-                opts.overlay_size = size;
-            }
-            let root = crate::mount::assemble(&a.image, &a.newroot, &opts)?;
-            root.persist();
-            if a.switch_root {
-                let never = crate::switchroot::switch_root(&a.newroot, &opts.init, &[])?;
-                match never {}
-            }
-            Ok(())
-        }
-        Command::SwitchRoot(a) => {
-            let init = match a.init {
-                Some(i) => i,
-                None => CmdlineArg { cmdline: None }.load()?.root.init,
-            };
-            let never = crate::switchroot::switch_root(&a.newroot, &init, &a.args)?;
-            match never {}
-        }
+fn config(a: &ConfigArgs) -> Result<(), Error> {
+    let cfg = a.cmdline.load()?;
+    for w in &cfg.warnings {
+        log::warn!("{w}");
     }
+    let json = serde_json::to_string_pretty(&cfg).expect("config serializes");
+    println!("{json}");
+    Ok(())
+}
+
+fn assemble(a: &AssembleArgs) -> Result<(), Error> {
+    let cfg = a.cmdline.load()?;
+    for w in &cfg.warnings {
+        log::warn!("{w}");
+    }
+    let mut opts = crate::mount::AssembleOptions::from_config(&cfg);
+    if let Some(size) = a.overlay_size {
+        opts.overlay_size = size;
+    }
+    let root = crate::mount::assemble(&a.image, &a.newroot, &opts)?;
+    root.persist();
+    if a.switch_root {
+        let never = crate::switchroot::switch_root(&a.newroot, &opts.init, &[])?;
+        match never {}
+    }
+    Ok(())
+}
+
+fn switch_root(a: SwitchRootArgs) -> Result<(), Error> {
+    let init = match a.init {
+        Some(i) => i,
+        None => CmdlineArg { cmdline: None }.load()?.root.init,
+    };
+    let never = crate::switchroot::switch_root(&a.newroot, &init, &a.args)?;
+    match never {}
 }

@@ -31,8 +31,6 @@ pub enum Error {
     Config(#[from] ConfigError),
     #[error("cannot read the kernel command line")]
     ReadCmdline(#[source] std::io::Error),
-    #[error("{0}")]
-    Usage(String),
     #[error(transparent)]
     Secrets(#[from] crate::secrets::SecretsError),
     #[error("cannot assemble the root")]
@@ -46,7 +44,7 @@ pub enum Error {
 impl Error {
     pub fn exit_code(&self) -> Exit {
         match self {
-            Error::Config(_) | Error::ReadCmdline(_) | Error::Usage(_) => Exit::Usage,
+            Error::Config(_) | Error::ReadCmdline(_) => Exit::Usage,
             Error::Secrets(e) => e.exit_code(),
             Error::Assemble(_) => Exit::Assemble,
             Error::SwitchRoot(_) => Exit::SwitchRoot,

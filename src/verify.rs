@@ -4,7 +4,7 @@
 //! Hashing is incremental ([`Digests`]) so the fetch engine verifies on the same pass that
 //! writes the file; nothing here holds the image in memory.
 
-use crate::values::{hex, parse_sha256, Sha256Hex};
+use crate::values::{parse_sha256, Sha256Hex};
 use minisign_verify::{PublicKey, Signature};
 use sha2::{Digest, Sha256};
 use std::path::{Path, PathBuf};
@@ -279,11 +279,6 @@ pub fn sha256(bytes: &[u8]) -> Sha256Hex {
     Sha256Hex(Sha256::digest(bytes).into())
 }
 
-/// Lower-case hex of a SHA-256, for log lines.
-pub fn to_hex(h: &Sha256Hex) -> String {
-    hex(&h.0)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -377,7 +372,7 @@ HYGYWEVlc0olRgaRtM94S05mv9TT01q74aoCzQAXhTSjqAApt4K0aHQbJwhwDP5g54hD/rlZTgPY9FRx
     #[test]
     fn sha256_of_known_input() {
         assert_eq!(
-            to_hex(&sha256(b"abc")),
+            sha256(b"abc").to_hex(),
             "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
         );
     }

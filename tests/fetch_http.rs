@@ -142,6 +142,27 @@ fn stalled_body_is_abandoned_and_resumed() {
 }
 
 #[test]
+fn silent_server_before_headers_counts_as_a_stall() {
+    let content = random_bytes(10_000, 19);
+    let c = content.clone();
+    let s = Server::start(move |r| {
+        if r.n == 0 {
+            // Accepted, request read, then nothing: no status line for far longer than the stall.
+            std::thread::sleep(Duration::from_secs(6));
+        }
+        Reply::ok(&c)
+    });
+    let (_d, p) = dest();
+    let mut o = opts(&content);
+    o.stall = Duration::from_secs(1);
+    let t = Instant::now();
+    let rep = fetch_to_file(&[url(&s, "/img")], &p, &o).unwrap();
+    assert!(t.elapsed() < Duration::from_secs(4), "{:?}", t.elapsed());
+    assert_eq!(rep.attempts, 2);
+    assert_eq!(std::fs::read(&p).unwrap(), content);
+}
+
+#[test]
 fn slow_but_moving_transfer_is_never_timed_out() {
     // 24 pieces 150 ms apart: 3.6 s in all, far over the 1 s stall timeout, never silent for it.
     let content = Arc::new(random_bytes(24 * 1024, 3));
@@ -513,6 +534,28 @@ fn cli_reports_progress_and_summary() {
         summary.contains("1 resume,") && summary.contains(&hex),
         "{summary}"
     );
+}
+
+#[test]
+fn cli_prints_progress_lines_during_a_slow_transfer() {
+    // 2.6 s of trickling: at least one progress line (they come every 2 s).
+    let content = Arc::new(random_bytes(64 * 1024, 20));
+    let c = content.clone();
+    let s = Server::start(move |_| {
+        Reply::ok(&c).fault(Fault::Trickle {
+            piece: 4096,
+            pause: Duration::from_millis(160),
+        })
+    });
+    let (_d, p) = dest();
+    let out = rustlive(&["fetch", "-o", p.to_str().unwrap(), &s.url("/img")]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    let line = err
+        .lines()
+        .find(|l| l.starts_with("rustlive: fetch ") && l.contains("/0.1 MiB"))
+        .unwrap_or_else(|| panic!("no progress line in {err}"));
+    assert!(line.contains("MiB/s eta "), "{line}");
 }
 
 #[test]

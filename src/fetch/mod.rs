@@ -730,6 +730,24 @@ mod tests {
     }
 
     #[test]
+    fn summary_line() {
+        let r = FetchReport {
+            bytes: 1 << 30,
+            elapsed: Duration::from_secs(8),
+            attempts: 2,
+            resumes: 1,
+            restarts: 0,
+            sha256: crate::verify::sha256(b"abc"),
+            url: "http://h/img".into(),
+        };
+        assert_eq!(
+            r.summary(),
+            "fetched 1024.0 MiB in 8.0 s (128.0 MiB/s), 2 attempts, 1 resume, sha256 \
+             ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
+        );
+    }
+
+    #[test]
     fn exit_codes() {
         assert_eq!(
             FetchError::Verify(VerifyError::Unverifiable).exit_code(),

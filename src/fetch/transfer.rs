@@ -1,10 +1,11 @@
 //! One attempt: a GET (ranged when resuming), the status and `Content-Range` checks, and the
 //! body streamed to a [`Sink`] while a reader thread keeps the next buffers coming.
 //!
-//! Why a reader thread: reqwest's blocking `read` waits on the client's runtime thread, and
-//! hashing on the same thread would leave the socket idle while SHA-256 runs. With a small
-//! bounded queue of recycled buffers between them, receiving and hashing overlap and memory
-//! stays at a few buffers whatever the image size.
+//! Why a reader thread: reqwest's blocking `read` hands over one chunk at a time from the
+//! client's runtime thread, so a thread that also hashes and writes stops pulling data for as
+//! long as SHA-256 and the write take. A reader thread keeps pulling into a small bounded queue
+//! of recycled buffers (at most `DEPTH + 2` of `BUF` bytes), so receiving overlaps hashing and
+//! writing, and memory stays flat whatever the image size.
 
 use super::client::redirect_refusal;
 use super::progress::Progress;

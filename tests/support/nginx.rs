@@ -3,7 +3,7 @@
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -137,8 +137,4 @@ pub fn resetting_relay(
         }
     });
     addr
-}
-
-pub fn write_file(p: &Path, data: &[u8]) {
-    std::fs::write(p, data).unwrap();
 }
