@@ -164,7 +164,9 @@ nginx_start() {
 	local p="$B/nginx/$name"
 	mkdir -p "$p/logs" "$p/tmp"
 	{
-		echo "worker_processes 1; pid $p/nginx.pid; error_log $p/logs/error.log;"
+		# Workers run as the invoking user: the checkout may sit in a directory (/root) that
+		# nginx's default "nobody" cannot enter.
+		echo "user $(id -un) $(id -gn); worker_processes 1; pid $p/nginx.pid; error_log $p/logs/error.log;"
 		echo "events { worker_connections 64; }"
 		echo "http { access_log $p/logs/access.log; client_body_temp_path $p/tmp;"
 		echo "  proxy_temp_path $p/tmp; fastcgi_temp_path $p/tmp; uwsgi_temp_path $p/tmp; scgi_temp_path $p/tmp;"
