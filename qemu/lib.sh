@@ -97,6 +97,10 @@ build_images() {
 		cp "$WWW/root.squashfs" "$WWW/unsigned.squashfs"
 		(cd "$WWW" && sha256sum root.squashfs nested.squashfs unsigned.squashfs >SHA256SUMS)
 	fi
+	if ! [ -s "$WWW/root.erofs" ]; then
+		mkfs.erofs -zlz4hc --exclude-path=.done "$WWW/root.erofs" "$B/testroot" >/dev/null
+		(cd "$WWW" && sha256sum root.erofs >>SHA256SUMS)
+	fi
 	if ! [ -s "$WWW/root.squashfs.minisig" ]; then
 		mkdir -p "$B/keys"
 		rm -f "$B/keys/test.key" "$B/keys/test.pub"

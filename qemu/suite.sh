@@ -131,6 +131,11 @@ t_nested() {
 		240 'TESTROOT: done' "$NOBOOT" && booted
 }
 
+t_erofs() {
+	boot erofs "$IMG/nm.img" "root=live:$URL/root.erofs rd.rustlive.sha256=$(sha_of root.erofs)" \
+		240 'TESTROOT: done' "$NOBOOT" && booted && check 'rustlive.*erofs' "an erofs lower layer"
+}
+
 t_hash_mismatch() {
 	local zero
 	zero=$(printf '0%.0s' $(seq 64))
@@ -290,7 +295,7 @@ t_no_systemd_file() {
 		check_not 'Starting dhcp' "the network (a file:// image needs none)"
 }
 
-ALL="happy_nm happy_networkd livenet_cmdline root_http_alias nested hash_mismatch server_late broken_transfer
+ALL="happy_nm happy_networkd livenet_cmdline root_http_alias nested erofs hash_mismatch server_late broken_transfer
 secrets_initrd secrets_https no_network signature_valid signature_missing pxe no_systemd
 no_systemd_fail file_image no_systemd_file"
 
