@@ -52,4 +52,11 @@ rs=$(stat -c %s "$IMG/bench-rustlive.img")
 printf '\n%-28s %12s %12s %8s\n' "" livenet rustlive ratio
 printf '%-28s %12s %12s %8.3f\n' "time to root init (median s)" "$lt" "$rt" "$(echo "$rt $lt" | awk '{ print $1 / $2 }')"
 printf '%-28s %12s %12s %8.3f\n' "initramfs size (bytes)" "$ls" "$rs" "$(echo "$rs $ls" | awk '{ print $1 / $2 }')"
+# What each side adds on top of the shared base (kernel modules, systemd, NetworkManager).
+for side in livenet rustlive; do
+	lsinitrd "$IMG/bench-$side.img" | awk '$1 ~ /^-/ { print $9, $5 }' | sort >"$LOGS/bench-$side.files"
+done
+lo=$(join -v1 "$LOGS/bench-livenet.files" "$LOGS/bench-rustlive.files" | awk '{ s += $2 } END { print s + 0 }')
+ro=$(join -v2 "$LOGS/bench-livenet.files" "$LOGS/bench-rustlive.files" | awk '{ s += $2 } END { print s + 0 }')
+printf '%-28s %12s %12s %8.3f\n' "own files (bytes, unpacked)" "$lo" "$ro" "$(echo "$ro $lo" | awk '{ print $1 / $2 }')"
 printf 'rounds: %s; all times: %s\n' "$rounds" "$(tr '\n' ' ' <"$LOGS/bench-times")"
