@@ -31,7 +31,6 @@ install() {
     inst_simple "$moddir/rustlive" /usr/bin/rustlive
     inst_simple "$moddir/rustlive-lib.sh" /lib/rustlive-lib.sh
     inst_hook cmdline 30 "$moddir/parse-rustlive.sh"
-    inst_multiple grep sleep
 
     # The CA bundle for https: the site's own when configured, else the distribution's.
     local ca

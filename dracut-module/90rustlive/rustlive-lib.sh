@@ -4,7 +4,7 @@
 # Prints what rustlive will boot from: "none", "net" (an http/https image or secrets source: the
 # network must come up) or "local" (file:// only). The binary parses the command line itself, so
 # the hooks never disagree with it. A command line it rejects counts as "net": rustlive boot then
-# reports the error and the failure policy applies.
+# reports the error and the node stops in the emergency shell.
 rustlive_source() {
     _rl_cfg=$(/usr/bin/rustlive config 2>/dev/null) || {
         echo net
@@ -17,32 +17,10 @@ rustlive_source() {
     esac
 }
 
-# Applies rd.rustlive.onfail after `rustlive boot` exited with $1; returns only for "shell".
-rustlive_onfail() {
-    _rl_rc=$1
-    _rl_policy=$(getarg rd.rustlive.onfail=)
-    _rl_delay=$(getarg rd.rustlive.onfail.delay=)
-    case "$_rl_delay" in
-        '' | *[!0-9]*) _rl_delay=30 ;;
-    esac
-    case "$_rl_policy" in
-        reboot | poweroff | halt) ;;
-        *) _rl_policy=shell ;;
-    esac
-    rustlive_console "rustlive: boot failed (exit code $_rl_rc, reason above); rd.rustlive.onfail=$_rl_policy"
-    [ "$_rl_policy" = shell ] && return 0
-    rustlive_console "rustlive: ${_rl_policy} in ${_rl_delay} s"
-    sleep "$_rl_delay"
-    sync
-    case "$_rl_policy" in
-        reboot) reboot -f || echo b > /proc/sysrq-trigger ;;
-        poweroff) poweroff -f || echo o > /proc/sysrq-trigger ;;
-        halt) halt -f ;;
-    esac
-    # Still here: never fall through into booting without a root.
-    while :; do sleep 3600; done
-}
-
-rustlive_console() {
-    echo "$*" > /dev/console 2> /dev/null || echo "$*" >&2
+# After `rustlive boot` exited with $1. rustlive has already printed the reason and carried out
+# rd.rustlive.onfail=reboot|poweroff|halt itself; what is left is the emergency shell, which the
+# caller opens (systemd: OnFailure=emergency.target; without systemd: the mount hook).
+rustlive_failed() {
+    echo "rustlive: boot failed (exit code $1, reason above); opening the emergency shell" \
+        > /dev/console 2> /dev/null || echo "rustlive: boot failed (exit code $1)" >&2
 }
