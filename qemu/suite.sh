@@ -146,6 +146,15 @@ t_hash_mismatch() {
 		check_not 'TESTROOT' "the image's init"
 }
 
+t_bad_cmdline() {
+	# A typo on the command line stops in the shell even for unattended nodes: no reboot loop.
+	boot bad-cmdline "$IMG/nm.img" \
+		"root=live:$URL/root.squashfs rd.rustlive.sha256=xyz rd.rustlive.onfail=reboot rd.rustlive.onfail.delay=1" \
+		240 'Entering emergency mode' 'TESTROOT|reboot: Restarting' &&
+		check 'rustlive.*rd.rustlive.sha256' "the offending option named by rustlive" &&
+		check 'boot failed \(exit code 2' "exit code 2 (configuration)"
+}
+
 t_server_late() {
 	local late
 	late=$(free_port)
@@ -295,7 +304,7 @@ t_no_systemd_file() {
 		check_not 'Starting dhcp' "the network (a file:// image needs none)"
 }
 
-ALL="happy_nm happy_networkd livenet_cmdline root_http_alias nested erofs hash_mismatch server_late broken_transfer
+ALL="happy_nm happy_networkd livenet_cmdline root_http_alias nested erofs hash_mismatch bad_cmdline server_late broken_transfer
 secrets_initrd secrets_https no_network signature_valid signature_missing pxe no_systemd
 no_systemd_fail file_image no_systemd_file"
 
