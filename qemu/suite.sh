@@ -304,9 +304,16 @@ t_no_systemd_file() {
 		check_not 'Starting dhcp' "the network (a file:// image needs none)"
 }
 
+t_pid1_switch_root() {
+	# No dracut at all: rustlive is the initramfs's /init and does its own switch-root.
+	LOG="$LOGS/pid1-switch-root.log"
+	"$top/qemu/switchroot-test.sh" >"$LOG" 2>&1 || return 1
+	grep -q '^PASS switchroot-test (squashfs)' "$LOG" && grep -q '^PASS switchroot-test (iso)' "$LOG"
+}
+
 ALL="happy_nm happy_networkd livenet_cmdline root_http_alias nested erofs hash_mismatch bad_cmdline server_late broken_transfer
 secrets_initrd secrets_https no_network signature_valid signature_missing pxe no_systemd
-no_systemd_fail file_image no_systemd_file"
+no_systemd_fail file_image no_systemd_file pid1_switch_root"
 
 prepare
 nginx_start main "$PORT" "$SSLPORT"
