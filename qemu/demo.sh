@@ -7,10 +7,7 @@ set -eu
 # shellcheck source=qemu/lib.sh
 . "$(dirname "$0")/lib.sh"
 
-"$top/scripts/install-deps.sh"
-[ -x "$BIN" ] || cargo build --release --target x86_64-unknown-linux-musl --manifest-path "$top/Cargo.toml"
-"$top/qemu/fetch-kernel.sh"
-mkdir -p "$LOGS"
+prerequisites
 build_images
 build_secrets_initrd
 install_module

@@ -22,6 +22,14 @@ die() {
 }
 
 # A TCP port nothing listens on (the suite runs several nginx instances).
+# Packages, the static binary and the kernel: what every script here needs first.
+prerequisites() {
+	"$top/scripts/install-deps.sh"
+	[ -x "$BIN" ] || cargo build --release --target x86_64-unknown-linux-musl --manifest-path "$top/Cargo.toml"
+	"$top/qemu/fetch-kernel.sh"
+	mkdir -p "$LOGS"
+}
+
 free_port() {
 	local p
 	while :; do

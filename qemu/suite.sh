@@ -6,10 +6,7 @@ set -eu
 # shellcheck source=qemu/lib.sh
 . "$(dirname "$0")/lib.sh"
 
-"$top/scripts/install-deps.sh"
-[ -x "$BIN" ] || cargo build --release --target x86_64-unknown-linux-musl --manifest-path "$top/Cargo.toml"
-"$top/qemu/fetch-kernel.sh"
-mkdir -p "$LOGS"
+prerequisites
 
 prepare() {
 	build_images
@@ -147,12 +144,29 @@ t_hash_mismatch() {
 }
 
 t_bad_cmdline() {
-	# A typo on the command line stops in the shell even for unattended nodes: no reboot loop.
+	# A bad value is reported, then the failure policy applies (here: an unattended node reboots).
 	boot bad-cmdline "$IMG/nm.img" \
 		"root=live:$URL/root.squashfs rd.rustlive.sha256=xyz rd.rustlive.onfail=reboot rd.rustlive.onfail.delay=1" \
+		240 'reboot: Restarting system' 'TESTROOT' &&
+		check 'rustlive.*invalid value "xyz" for rd.rustlive.sha256' "the offending option named by rustlive" &&
+		check_not 'rustlive.*(fetched|fetch [0-9])' "a download"
+}
+
+t_bad_cmdline_shell() {
+	# With the default policy the node stops in the emergency shell, the reason on the console.
+	boot bad-cmdline-shell "$IMG/nm.img" "root=live:$URL/root.squashfs rd.rustlive.overlay.size=12Q" \
 		240 'Entering emergency mode' 'TESTROOT|reboot: Restarting' &&
-		check 'rustlive.*rd.rustlive.sha256' "the offending option named by rustlive" &&
+		check 'rustlive.*rd.rustlive.overlay.size' "the offending option named by rustlive" &&
 		check 'boot failed \(exit code 2' "exit code 2 (configuration)"
+}
+
+# Waits for the root's init while the fault injector in BG_PID runs, and reaps it either way.
+wait_root_reaping_bg() {
+	local rc=0
+	wait_serial "$LOG" 300 'TESTROOT: done' "$NOBOOT" || rc=1
+	wait "$BG_PID" || true
+	BG_PID=
+	return "$rc"
 }
 
 t_server_late() {
@@ -176,12 +190,7 @@ t_server_late() {
 		nginx_start late "$late"
 	) &
 	BG_PID=$!
-	wait_serial "$LOG" 300 'TESTROOT: done' "$NOBOOT" || {
-		wait "$BG_PID" || true
-		return 1
-	}
-	wait "$BG_PID" || true
-	BG_PID=
+	wait_root_reaping_bg || return 1
 	booted && grep -q 'GET /root.squashfs' "$B/nginx/late/logs/access.log"
 }
 
@@ -209,12 +218,7 @@ t_broken_transfer() {
 		nginx_start slow "$slow" "" "limit_rate 2m;"
 	) &
 	BG_PID=$!
-	wait_serial "$LOG" 300 'TESTROOT: done' "$NOBOOT" || {
-		wait "$BG_PID" || true
-		return 1
-	}
-	wait "$BG_PID" || true
-	BG_PID=
+	wait_root_reaping_bg || return 1
 	booted || return 1
 	# The second request continued where the first stopped.
 	grep -q '"GET /root.squashfs HTTP/1.1" 206' "$B/nginx/slow/logs/access.log" || {
@@ -311,7 +315,7 @@ t_pid1_switch_root() {
 	grep -q '^PASS switchroot-test (squashfs)' "$LOG" && grep -q '^PASS switchroot-test (iso)' "$LOG"
 }
 
-ALL="happy_nm happy_networkd livenet_cmdline root_http_alias nested erofs hash_mismatch bad_cmdline server_late broken_transfer
+ALL="happy_nm happy_networkd livenet_cmdline root_http_alias nested erofs hash_mismatch bad_cmdline bad_cmdline_shell server_late broken_transfer
 secrets_initrd secrets_https no_network signature_valid signature_missing pxe no_systemd
 no_systemd_fail file_image no_systemd_file pid1_switch_root"
 

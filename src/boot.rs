@@ -19,13 +19,19 @@ pub const RUN_DIR: &str = "/run/rustlive";
 /// Runs `rustlive boot` and returns its exit code. Errors are reported here, before the
 /// failure policy runs, so the reason is on the console when the node reboots.
 pub fn main(args: &BootArgs, pid1: bool) -> ExitCode {
-    let cfg = match args.cmdline.load() {
-        Ok(cfg) => cfg,
+    let cmdline = match args.cmdline.text() {
+        Ok(text) => text,
         Err(e) => {
-            // No policy without a configuration: a typo on the command line of a thousand
-            // nodes must be visible, not a reboot loop.
             log::error!("{}", report(&e));
             return fail(e.exit_code(), pid1);
+        }
+    };
+    let cfg = match Config::from_cmdline(&cmdline) {
+        Ok(cfg) => cfg,
+        Err(e) => {
+            log::error!("{e}");
+            onfail::execute(onfail::decide(&crate::config::failure_policy(&cmdline)));
+            return fail(Exit::Usage, pid1);
         }
     };
     crate::log::set_debug(cfg.debug);

@@ -57,12 +57,17 @@ pub struct CmdlineArg {
 }
 
 impl CmdlineArg {
+    /// The command line: `--cmdline` or `/proc/cmdline`.
+    pub fn text(&self) -> Result<String, Error> {
+        match &self.cmdline {
+            Some(s) => Ok(s.clone()),
+            None => std::fs::read_to_string("/proc/cmdline").map_err(Error::ReadCmdline),
+        }
+    }
+
     /// The configuration from `--cmdline` or `/proc/cmdline`.
     pub fn load(&self) -> Result<Config, Error> {
-        Ok(match &self.cmdline {
-            Some(s) => Config::from_cmdline(s)?,
-            None => Config::from_proc().map_err(Error::ReadCmdline)??,
-        })
+        Ok(Config::from_cmdline(&self.text()?)?)
     }
 }
 

@@ -196,12 +196,6 @@ pub const RUSTLIVE_KEYS: &[&str] = &[
 ];
 
 impl Config {
-    /// Reads `/proc/cmdline` and parses it.
-    pub fn from_proc() -> std::io::Result<Result<Config, ConfigError>> {
-        let s = std::fs::read_to_string("/proc/cmdline")?;
-        Ok(Config::from_cmdline(&s))
-    }
-
     /// Parses a kernel command line. The first invalid value is an error; unknown
     /// `rd.rustlive.*` keys are warnings.
     pub fn from_cmdline(cmdline: &str) -> Result<Config, ConfigError> {
@@ -216,6 +210,19 @@ impl Config {
     pub fn image_urls(&self) -> &[Url] {
         self.image.as_ref().map_or(&[], |i| &i.urls)
     }
+}
+
+/// The failure policy alone, for when the rest of the command line is invalid: the policy must
+/// still apply (the contract says so), unless its own options are the invalid ones, in which
+/// case the default (`shell`) does.
+pub fn failure_policy(cmdline: &str) -> Failure {
+    let mut b = Builder::default();
+    for p in cmdline::parse(cmdline) {
+        if p.key.starts_with("rd.rustlive.onfail") && b.apply(&p).is_err() {
+            return Config::default().failure;
+        }
+    }
+    b.cfg.failure
 }
 
 /// Option values as seen so far, before precedence between aliases is resolved.
@@ -1061,6 +1068,22 @@ mod tests {
                 }
             }
         }
+    }
+
+    #[test]
+    fn failure_policy_survives_other_bad_values() {
+        let f = failure_policy(
+            "rd.rustlive.sha256=xyz rd.rustlive.onfail=reboot rd.rustlive.onfail.delay=5",
+        );
+        assert_eq!(
+            (f.onfail, f.delay),
+            (OnFail::Reboot, Duration::from_secs(5))
+        );
+        let f = failure_policy("rd.rustlive.onfail=reboot rd.rustlive.onfail=explode");
+        assert_eq!(f.onfail, OnFail::Shell);
+        let f = failure_policy("rd.rustlive.onfail=poweroff rd.rustlive.onfail.delay=soon");
+        assert_eq!(f, Config::default().failure);
+        assert_eq!(failure_policy(""), Config::default().failure);
     }
 
     #[test]
