@@ -54,18 +54,23 @@ fn rustlive(args: &[&str]) -> Output {
         .unwrap()
 }
 
-#[test]
-fn reset_mid_body_resumes_with_range() {
-    let content = Arc::new(random_bytes(4 * MIB, 1));
-    let c = content.clone();
-    let s = Server::start(move |r| {
-        let rep = Reply::file(r, &c, "\"v1\"");
+/// Serves `content` (with Range support and ETag `etag`); the first request's body fails with
+/// `fault`, every later one is served whole.
+fn first_request_faults(content: Arc<Vec<u8>>, etag: &'static str, fault: Fault) -> Server {
+    Server::start(move |r| {
+        let rep = Reply::file(r, &content, etag);
         if r.n == 0 {
-            rep.fault(Fault::ResetAfter(MIB))
+            rep.fault(fault.clone())
         } else {
             rep
         }
-    });
+    })
+}
+
+#[test]
+fn reset_mid_body_resumes_with_range() {
+    let content = Arc::new(random_bytes(4 * MIB, 1));
+    let s = first_request_faults(content.clone(), "\"v1\"", Fault::ResetAfter(MIB));
     let (_d, p) = dest();
     let rep = fetch_to_file(&[url(&s, "/img")], &p, &opts(&content)).unwrap();
     assert_eq!(std::fs::read(&p).unwrap(), *content);
@@ -121,15 +126,11 @@ fn server_without_validators_restarts_instead_of_resuming() {
 #[test]
 fn stalled_body_is_abandoned_and_resumed() {
     let content = Arc::new(random_bytes(2 * MIB, 2));
-    let c = content.clone();
-    let s = Server::start(move |r| {
-        let rep = Reply::file(r, &c, "\"s\"");
-        if r.n == 0 {
-            rep.fault(Fault::StallAfter(MIB / 2, Duration::from_secs(8)))
-        } else {
-            rep
-        }
-    });
+    let s = first_request_faults(
+        content.clone(),
+        "\"s\"",
+        Fault::StallAfter(MIB / 2, Duration::from_secs(8)),
+    );
     let (_d, p) = dest();
     let mut o = opts(&content);
     o.stall = Duration::from_secs(1);
@@ -311,15 +312,7 @@ fn changed_etag_between_attempts_restarts_with_the_new_content() {
 #[test]
 fn truncated_body_is_completed_by_a_resume() {
     let content = Arc::new(random_bytes(MIB, 10));
-    let c = content.clone();
-    let s = Server::start(move |r| {
-        let rep = Reply::file(r, &c, "\"t\"");
-        if r.n == 0 {
-            rep.fault(Fault::CloseAfter(300_000))
-        } else {
-            rep
-        }
-    });
+    let s = first_request_faults(content.clone(), "\"t\"", Fault::CloseAfter(300_000));
     let (_d, p) = dest();
     let rep = fetch_to_file(&[url(&s, "/img")], &p, &opts(&content)).unwrap();
     assert_eq!(rep.resumes, 1);
@@ -503,15 +496,7 @@ fn retries_limit_attempts() {
 #[test]
 fn cli_reports_progress_and_summary() {
     let content = Arc::new(random_bytes(MIB, 15));
-    let c = content.clone();
-    let s = Server::start(move |r| {
-        let rep = Reply::file(r, &c, "\"p\"");
-        if r.n == 0 {
-            rep.fault(Fault::ResetAfter(300_000))
-        } else {
-            rep
-        }
-    });
+    let s = first_request_faults(content.clone(), "\"p\"", Fault::ResetAfter(300_000));
     let (_d, p) = dest();
     let hex = sha256_hex(&content);
     let out = rustlive(&[
