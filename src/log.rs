@@ -22,12 +22,12 @@ enum Sink {
 
 struct Logger {
     sink: Sink,
-    level: LevelFilter,
 }
 
 impl Log for Logger {
+    // The level is `log`'s global maximum alone ([`set_debug`]): no second copy to keep in step.
     fn enabled(&self, m: &Metadata) -> bool {
-        m.level() <= self.level
+        m.level() <= log::max_level()
     }
 
     fn log(&self, r: &Record) {
@@ -87,10 +87,7 @@ pub fn init(target: Target, debug: bool) {
             Target::Kmsg if kmsg_writable => Sink::Kmsg,
             _ => Sink::Stderr,
         };
-        Logger {
-            sink,
-            level: LevelFilter::Trace,
-        }
+        Logger { sink }
     });
     let _ = log::set_logger(logger);
     set_debug(debug);
