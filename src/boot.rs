@@ -34,10 +34,7 @@ pub fn main(args: &BootArgs, pid1: bool) -> ExitCode {
             return fail(Exit::Usage, pid1);
         }
     };
-    crate::log::set_debug(cfg.debug);
-    for w in &cfg.warnings {
-        log::warn!("{w}");
-    }
+    cfg.announce();
     if cfg.image.is_none() {
         log::info!(
             "no image source on the kernel command line (root=live:URL or rd.rustlive.url); nothing to do"

@@ -259,9 +259,7 @@ pub fn main() -> ExitCode {
 
 fn config(a: &ConfigArgs) -> Result<(), Error> {
     let cfg = a.cmdline.load()?;
-    for w in &cfg.warnings {
-        log::warn!("{w}");
-    }
+    cfg.announce();
     let json = serde_json::to_string_pretty(&cfg).expect("config serializes");
     println!("{json}");
     Ok(())
@@ -269,9 +267,7 @@ fn config(a: &ConfigArgs) -> Result<(), Error> {
 
 fn assemble(a: &AssembleArgs) -> Result<(), Error> {
     let cfg = a.cmdline.load()?;
-    for w in &cfg.warnings {
-        log::warn!("{w}");
-    }
+    cfg.announce();
     let mut opts = crate::mount::AssembleOptions::from_config(&cfg);
     if let Some(size) = a.overlay_size {
         opts.overlay_size = size;

@@ -206,6 +206,15 @@ impl Config {
         b.finish()
     }
 
+    /// Applies `rd.rustlive.debug` to the logger and logs the warnings: what every command
+    /// that parsed the command line does first.
+    pub fn announce(&self) {
+        crate::log::set_debug(self.debug);
+        for w in &self.warnings {
+            log::warn!("{w}");
+        }
+    }
+
     /// The image URLs, or an empty slice when no source is configured.
     pub fn image_urls(&self) -> &[Url] {
         self.image.as_ref().map_or(&[], |i| &i.urls)

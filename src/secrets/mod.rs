@@ -301,10 +301,7 @@ fn wipe_sources_with(cfg: &Config, facts: Option<&NodeFacts>, default_file: &Pat
 /// `rustlive inject-secrets`.
 pub fn run_cli(args: &crate::cli::InjectSecretsArgs) -> Result<(), crate::error::Error> {
     let mut cfg = args.cmdline.load()?;
-    crate::log::set_debug(cfg.debug);
-    for w in &cfg.warnings {
-        log::warn!("{w}");
-    }
+    cfg.announce();
     if let Some(s) = &args.source {
         cfg.secrets.source = Some(s.clone());
     }
