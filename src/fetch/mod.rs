@@ -376,14 +376,8 @@ pub fn stage_image_with(
         crate::net::wait_for_route(&hosts, opts.deadline, Duration::from_secs(5))?;
     }
     let dir = run_dir.join("image");
-    let name = urls
-        .first()
-        .ok_or(FetchError::NoUrl)?
-        .path_segments()
-        .and_then(|mut s| s.next_back())
-        .filter(|n| !n.is_empty() && *n != "." && *n != "..")
-        .unwrap_or("root.img")
-        .to_string();
+    let first = urls.first().ok_or(FetchError::NoUrl)?;
+    let name = file_name(first).unwrap_or("root.img").to_string();
     let mut tmpfs = None;
     let report = fetch_to_file_with(urls, &dir.join(&name), opts, &mut |len| {
         let mem = MemInfo::read(meminfo)?;
@@ -447,10 +441,7 @@ fn expectations(urls: &[Url], opts: &FetchOptions) -> Result<Expected, FetchErro
     let mut exp = Expected::default();
     exp.sha256.extend(opts.sha256);
     if let Some(u) = &opts.sha256sums {
-        let name = urls[0]
-            .path_segments()
-            .and_then(|mut s| s.next_back())
-            .unwrap_or_default();
+        let name = file_name(&urls[0]).unwrap_or_default();
         // Checksums are fetched with certificate checks even under rd.noverifyssl: they are
         // what makes the image trustworthy.
         let text = fetch_small(std::slice::from_ref(u), opts, false, SMALL_FILE_MAX)?;
@@ -492,6 +483,14 @@ fn expectations(urls: &[Url], opts: &FetchOptions) -> Result<Expected, FetchErro
         );
     }
     Ok(exp)
+}
+
+/// The last segment of the URL's path: the name the image is stored under, and the one a
+/// sha256sums line must name.
+fn file_name(u: &Url) -> Option<&str> {
+    u.path_segments()
+        .and_then(|mut s| s.next_back())
+        .filter(|n| !n.is_empty() && *n != "." && *n != "..")
 }
 
 /// `IMAGEURL.minisig`.
