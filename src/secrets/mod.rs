@@ -15,7 +15,6 @@ use crate::config::{Config, DEFAULT_SECRETS_FILE};
 use crate::error::{report, Exit};
 use bundle::BundleError;
 use owners::Accounts;
-use sha2::{Digest, Sha256};
 use source::{Source, SourceError};
 use std::path::{Path, PathBuf};
 use write::{RootDir, WriteError};
@@ -204,7 +203,7 @@ fn install(cfg: &Config, newroot: &Path, src: &Source) -> Result<usize, SecretsE
     };
     let text = source::load(src, cfg).map_err(fetch_err)?;
     if let Some(pin) = &cfg.secrets.sha256 {
-        if Sha256::digest(&text[..]).as_slice() != pin.0 {
+        if crate::verify::sha256(&text) != *pin {
             return Err(fetch_err(SourceError::PinMismatch));
         }
     }
