@@ -567,23 +567,22 @@ pub const SECRETS_PLACEHOLDERS: &[&str] = &["mac", "uuid", "hostname"];
 
 /// Checks a secrets source template: scheme, placeholders, and that it is a URL once filled in.
 fn parse_secrets_source(v: &str) -> Result<String, String> {
+    let parts =
+        values::template_parts(v).map_err(|_| "unclosed '{' in the URL template".to_string())?;
     let mut probe = String::new();
-    let mut rest = v;
-    while let Some(open) = rest.find('{') {
-        probe.push_str(&rest[..open]);
-        let close = rest[open..]
-            .find('}')
-            .ok_or_else(|| "unclosed '{' in the URL template".to_string())?;
-        let name = &rest[open + 1..open + close];
-        if !SECRETS_PLACEHOLDERS.contains(&name) {
-            return Err(format!(
-                "unknown placeholder {{{name}}} (use {{mac}}, {{uuid}} or {{hostname}})"
-            ));
+    for part in parts {
+        match part {
+            values::TemplatePart::Text(t) => probe.push_str(t),
+            values::TemplatePart::Placeholder(name) if SECRETS_PLACEHOLDERS.contains(&name) => {
+                probe.push('x')
+            }
+            values::TemplatePart::Placeholder(name) => {
+                return Err(format!(
+                    "unknown placeholder {{{name}}} (use {{mac}}, {{uuid}} or {{hostname}})"
+                ))
+            }
         }
-        probe.push('x');
-        rest = &rest[open + close + 1..];
     }
-    probe.push_str(rest);
     let url = Url::parse(&probe).map_err(|e| format!("not a URL: {e}"))?;
     match url.scheme() {
         "https" | "file" | "http" => {}

@@ -217,6 +217,36 @@ pub fn parse_rel_path(s: &str) -> Result<String, String> {
     Ok(t.to_string())
 }
 
+/// A piece of a URL template such as `https://bss/{mac}.json`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TemplatePart<'a> {
+    Text(&'a str),
+    /// The name between `{` and `}`.
+    Placeholder(&'a str),
+}
+
+/// A `{` without its `}`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Unclosed;
+
+/// Splits a template into text and `{placeholder}` parts; callers decide which names exist.
+pub fn template_parts(template: &str) -> Result<Vec<TemplatePart<'_>>, Unclosed> {
+    let mut parts = Vec::new();
+    let mut rest = template;
+    while let Some(open) = rest.find('{') {
+        let close = rest[open..].find('}').ok_or(Unclosed)? + open;
+        if open > 0 {
+            parts.push(TemplatePart::Text(&rest[..open]));
+        }
+        parts.push(TemplatePart::Placeholder(&rest[open + 1..close]));
+        rest = &rest[close + 1..];
+    }
+    if !rest.is_empty() {
+        parts.push(TemplatePart::Text(rest));
+    }
+    Ok(parts)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -309,6 +339,18 @@ mod tests {
         assert!(parse_url("/img", Schemes::Fetchable).is_err());
         assert!(parse_url("http://", Schemes::Fetchable).is_err());
         assert!(parse_url("file:///x", Schemes::Http).is_err());
+    }
+
+    #[test]
+    fn templates() {
+        use TemplatePart::{Placeholder as P, Text as T};
+        assert_eq!(
+            template_parts("https://h/{mac}/x{uuid}"),
+            Ok(vec![T("https://h/"), P("mac"), T("/x"), P("uuid")])
+        );
+        assert_eq!(template_parts("{a}{b}"), Ok(vec![P("a"), P("b")]));
+        assert_eq!(template_parts("plain"), Ok(vec![T("plain")]));
+        assert_eq!(template_parts("x/{mac.json"), Err(Unclosed));
     }
 
     #[test]

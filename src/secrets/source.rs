@@ -12,6 +12,7 @@ use super::NodeFacts;
 use crate::config::Config;
 use crate::fetch::{fetch_bytes, FetchError, FetchOptions};
 use crate::log::redact_url;
+use crate::values::{template_parts, TemplatePart};
 use reqwest::Url;
 use std::fs::File;
 use std::io::{self, Read, Write};
@@ -68,20 +69,21 @@ pub enum SourceError {
 /// unknown is an error rather than an empty string: it would fetch another node's bundle.
 pub fn fill_template(template: &str, facts: &NodeFacts) -> Result<String, SourceError> {
     let mut out = String::with_capacity(template.len() + 32);
-    let mut rest = template;
-    while let Some(open) = rest.find('{') {
-        out.push_str(&rest[..open]);
-        let close = rest[open..].find('}').ok_or(SourceError::Unclosed)? + open;
-        let (name, what, value) = match &rest[open + 1..close] {
-            "mac" => ("mac", "MAC address", facts.mac()),
-            "uuid" => ("uuid", "SMBIOS UUID", facts.uuid()),
-            "hostname" => ("hostname", "host name", facts.hostname()),
-            other => return Err(SourceError::UnknownPlaceholder(other.into())),
+    for part in template_parts(template).map_err(|_| SourceError::Unclosed)? {
+        let (name, what, value) = match part {
+            TemplatePart::Text(t) => {
+                out.push_str(t);
+                continue;
+            }
+            TemplatePart::Placeholder("mac") => ("mac", "MAC address", facts.mac()),
+            TemplatePart::Placeholder("uuid") => ("uuid", "SMBIOS UUID", facts.uuid()),
+            TemplatePart::Placeholder("hostname") => ("hostname", "host name", facts.hostname()),
+            TemplatePart::Placeholder(other) => {
+                return Err(SourceError::UnknownPlaceholder(other.into()))
+            }
         };
         out.push_str(&value.ok_or(SourceError::MissingFact(name, what))?);
-        rest = &rest[close + 1..];
     }
-    out.push_str(rest);
     Ok(out)
 }
 
