@@ -8,6 +8,8 @@ pub mod boot;
 pub mod cli;
 pub mod cmdline;
 pub mod config;
+pub mod cpio;
+pub mod deadline;
 pub mod error;
 pub mod fetch;
 pub mod image;
