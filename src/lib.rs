@@ -23,6 +23,8 @@ pub mod ram;
 pub mod rootfs;
 pub mod secrets;
 pub mod switchroot;
+#[doc(hidden)]
+pub mod testing;
 pub mod values;
 pub mod verify;
 

@@ -189,7 +189,7 @@ mod tests {
     #[test]
     fn mounts_and_unmounts() {
         if !nix::unistd::Uid::effective().is_root() {
-            eprintln!("skipped: mounting a tmpfs needs root");
+            crate::testing::skip("mounting a tmpfs needs root");
             return;
         }
         let dir = tempfile::tempdir().unwrap();

@@ -353,7 +353,7 @@ mod tests {
         let same_fs =
             std::fs::metadata(d.path()).unwrap().dev() == std::fs::metadata("/").unwrap().dev();
         if !same_fs {
-            eprintln!("skipped: the temporary directory is not on /'s filesystem");
+            crate::testing::skip("the temporary directory is not on /'s filesystem");
             return;
         }
         let e = switch_root(d.path(), Path::new("/init"), &[]).unwrap_err();
@@ -391,7 +391,7 @@ mod tests {
     #[test]
     fn does_not_cross_mount_points() {
         if !nix::unistd::Uid::effective().is_root() {
-            eprintln!("skipped: mounting a tmpfs needs root");
+            crate::testing::skip("mounting a tmpfs needs root");
             return;
         }
         let d = tempfile::tempdir().unwrap();

@@ -37,7 +37,7 @@ fn skip_reason(tools: &[&str]) -> Option<String> {
 macro_rules! require {
     ($($tool:expr),*) => {
         if let Some(why) = skip_reason(&[$($tool),*]) {
-            eprintln!("skipped: {why}");
+            rustlive::testing::skip("{why}");
             return;
         }
     };
@@ -541,7 +541,7 @@ fn switch_root_in_a_mount_namespace() {
     #[allow(clippy::unnecessary_cast)]
     let f_type = st.filesystem_type().0 as u64;
     if rustlive::switchroot::is_initramfs(f_type) {
-        eprintln!("skipped: / is a tmpfs/ramfs here, and switch-root would empty it");
+        rustlive::testing::skip("/ is a tmpfs/ramfs here, and switch-root would empty it");
         return;
     }
     let dir = tempfile::tempdir().unwrap();

@@ -16,7 +16,7 @@ fn is_root() -> bool {
     if nix::unistd::Uid::effective().is_root() {
         return true;
     }
-    eprintln!("skipped: mounting the image tmpfs needs root");
+    rustlive::testing::skip("mounting the image tmpfs needs root");
     false
 }
 

@@ -269,7 +269,7 @@ fn cfg_for(source: &str) -> Config {
 #[test]
 fn valid_bundle_gives_exact_bytes_modes_and_owners() {
     if !is_root() {
-        eprintln!("skipped: writing files owned by other users needs root");
+        rustlive::testing::skip("writing files owned by other users needs root");
         return;
     }
     let f = Fixture::new();
@@ -415,7 +415,7 @@ fn the_binary_never_logs_a_secret() {
             "",
         ));
     } else {
-        eprintln!("skipped the valid-bundle run: writing root-owned files needs root");
+        rustlive::testing::skip("the valid-bundle run: writing root-owned files needs root");
     }
     for (name, setup, text, want) in cases {
         let f = Fixture::new();
@@ -460,7 +460,7 @@ fn the_binary_never_logs_a_secret() {
 fn the_binary_with_nothing_configured_says_so_and_exits_0() {
     let t = tempfile::tempdir().unwrap();
     if Path::new(rustlive::config::DEFAULT_SECRETS_FILE).exists() {
-        eprintln!("skipped: this machine has a /rustlive/secrets.json");
+        rustlive::testing::skip("this machine has a /rustlive/secrets.json");
         return;
     }
     let (code, output) = run_rustlive(&[

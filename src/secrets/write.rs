@@ -313,7 +313,7 @@ mod tests {
     #[test]
     fn creates_parents_and_file_with_exact_modes() {
         if !is_root() {
-            eprintln!("skipped: creating root-owned parents needs root");
+            crate::testing::skip("creating root-owned parents needs root");
             return;
         }
         let t = tempfile::tempdir().unwrap();
