@@ -26,7 +26,7 @@ fn opts(content: &[u8]) -> FetchOptions {
             base: Duration::from_millis(20),
             cap: Duration::from_millis(200),
         },
-        deadline: Some(Instant::now() + Duration::from_secs(60)),
+        deadline: rustlive::deadline::Deadline::after(Some(Duration::from_secs(60))),
         ..FetchOptions::default()
     }
 }

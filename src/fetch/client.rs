@@ -6,8 +6,8 @@
 //! timer: a slow but moving download never times out, a silent one does after `stall`.
 //! Leaving it at its 30 s default would silently override `rd.rustlive.stall`.
 
+pub use super::redirect::{check_redirect, redirect_refusal, RedirectRefused};
 use super::FetchError;
-use crate::log::redact_url;
 use reqwest::blocking::Client;
 use reqwest::{redirect, Certificate, Identity, Url};
 use std::path::{Path, PathBuf};
@@ -21,6 +21,10 @@ pub const DEFAULT_CA_BUNDLES: &[&str] = &[
     "/etc/ssl/certs/ca-certificates.crt",
     "/etc/pki/tls/certs/ca-bundle.crt",
 ];
+
+/// Longest single wait handed to reqwest (which adds it to `Instant::now()` unchecked): a
+/// day, far beyond any sensible stall, far below any overflow.
+pub const MAX_WAIT: Duration = Duration::from_secs(86_400);
 
 /// A client certificate and key (PEM files) for mutual TLS.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -44,39 +48,6 @@ pub struct Settings<'a> {
     pub allow_downgrade: bool,
 }
 
-/// Why a redirect was not followed. Found in a reqwest error's source chain.
-#[derive(Debug, thiserror::Error)]
-pub enum RedirectRefused {
-    #[error("more than {0} redirects")]
-    TooMany(usize),
-    #[error("redirect loop back to {0}")]
-    Loop(String),
-    #[error(
-        "redirect from https to plain http ({0}) refused because no hash or signature pins the content"
-    )]
-    Downgrade(String),
-}
-
-/// The redirect decision, separate from reqwest so it is unit-tested directly.
-pub fn check_redirect(
-    next: &Url,
-    previous: &[Url],
-    max: usize,
-    allow_downgrade: bool,
-) -> Result<(), RedirectRefused> {
-    if previous.contains(next) {
-        return Err(RedirectRefused::Loop(redact_url(next)));
-    }
-    if previous.len() > max {
-        return Err(RedirectRefused::TooMany(max));
-    }
-    if !allow_downgrade && next.scheme() == "http" && previous.iter().any(|u| u.scheme() == "https")
-    {
-        return Err(RedirectRefused::Downgrade(redact_url(next)));
-    }
-    Ok(())
-}
-
 pub fn build(s: &Settings) -> Result<Client, FetchError> {
     let (max, downgrade) = (s.max_redirects, s.allow_downgrade);
     let policy = redirect::Policy::custom(move |a| {
@@ -90,8 +61,10 @@ pub fn build(s: &Settings) -> Result<Client, FetchError> {
         .tls_built_in_root_certs(false)
         .https_only(false)
         .redirect(policy)
-        .connect_timeout(s.connect_timeout)
-        .timeout(s.stall)
+        .connect_timeout(s.connect_timeout.min(MAX_WAIT))
+        // A backstop only: the transfer enforces the stall and the deadline itself. reqwest
+        // adds this to `Instant::now()` unchecked, hence the clamp.
+        .timeout(s.stall.min(MAX_WAIT))
         // One connection per download: nothing to gain from idle pooled sockets, and a
         // connection that went bad must not be reused by the retry.
         .pool_max_idle_per_host(0)
@@ -156,48 +129,9 @@ fn load_identity(id: &ClientIdentity) -> Result<Identity, FetchError> {
     })
 }
 
-/// The first [`RedirectRefused`] in an error's source chain.
-pub fn redirect_refusal(e: &reqwest::Error) -> Option<&RedirectRefused> {
-    let mut cur: Option<&(dyn std::error::Error + 'static)> = Some(e);
-    while let Some(c) = cur {
-        if let Some(r) = c.downcast_ref::<RedirectRefused>() {
-            return Some(r);
-        }
-        cur = c.source();
-    }
-    None
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn u(s: &str) -> Url {
-        Url::parse(s).unwrap()
-    }
-
-    #[test]
-    fn redirects() {
-        let a = u("https://a/img");
-        let b = u("https://b/img");
-        let plain = u("http://c/img");
-        assert!(check_redirect(&b, std::slice::from_ref(&a), 10, false).is_ok());
-        assert!(matches!(
-            check_redirect(&a, &[a.clone(), b.clone()], 10, false),
-            Err(RedirectRefused::Loop(_))
-        ));
-        assert!(matches!(
-            check_redirect(&plain, std::slice::from_ref(&a), 10, false),
-            Err(RedirectRefused::Downgrade(_))
-        ));
-        assert!(check_redirect(&plain, std::slice::from_ref(&a), 10, true).is_ok());
-        assert!(check_redirect(&u("http://d/"), std::slice::from_ref(&plain), 10, false).is_ok());
-        let chain: Vec<Url> = (0..11).map(|i| u(&format!("http://h/{i}"))).collect();
-        assert!(matches!(
-            check_redirect(&u("http://h/x"), &chain, 10, false),
-            Err(RedirectRefused::TooMany(10))
-        ));
-    }
 
     #[test]
     fn explicit_ca_must_hold_certificates() {

@@ -2,8 +2,8 @@
 
 use super::{fetch_to_file, FetchError, FetchOptions};
 use crate::cli::FetchArgs;
+use crate::deadline::Deadline;
 use crate::verify;
-use std::time::Instant;
 
 pub fn run(a: &FetchArgs) -> Result<(), FetchError> {
     let mut keys = match &a.keys_dir {
@@ -15,7 +15,7 @@ pub fn run(a: &FetchArgs) -> Result<(), FetchError> {
     }
     let opts = FetchOptions {
         retries: a.retries,
-        deadline: a.timeout.map(|d| Instant::now() + d),
+        deadline: Deadline::after(a.timeout),
         stall: a.stall,
         connect_timeout: a.stall.min(std::time::Duration::from_secs(15)),
         ca: a.ca.clone(),

@@ -51,6 +51,14 @@ pub enum Fault {
         piece: usize,
         pause: Duration,
     },
+    /// Read the request, then send nothing at all (no status line) for the duration, then
+    /// close: a server that accepts and never answers.
+    Silent(Duration),
+    /// Send these bytes instead of the reply (garbage, absurd headers, a non-HTTP service),
+    /// then linger for the duration before closing.
+    Raw(Vec<u8>, Duration),
+    /// Send the status line and headers one byte every `pause` (slowloris in reverse).
+    HeadTrickle(Duration),
 }
 
 #[derive(Debug, Clone)]
@@ -269,6 +277,19 @@ fn reason(status: u16) -> &'static str {
 }
 
 fn write_reply(conn: &mut Box<dyn Conn>, r: &Reply) -> std::io::Result<()> {
+    match &r.fault {
+        Fault::Silent(d) => {
+            std::thread::sleep(*d);
+            return Ok(());
+        }
+        Fault::Raw(bytes, d) => {
+            conn.write_all(bytes)?;
+            conn.flush()?;
+            std::thread::sleep(*d);
+            return Ok(());
+        }
+        _ => {}
+    }
     let mut head = format!(
         "HTTP/1.1 {} {}\r\nConnection: close\r\n",
         r.status,
@@ -283,7 +304,15 @@ fn write_reply(conn: &mut Box<dyn Conn>, r: &Reply) -> std::io::Result<()> {
         head.push_str("Transfer-Encoding: chunked\r\n");
     }
     head.push_str("\r\n");
-    conn.write_all(head.as_bytes())?;
+    if let Fault::HeadTrickle(pause) = r.fault {
+        for b in head.as_bytes() {
+            conn.write_all(std::slice::from_ref(b))?;
+            conn.flush()?;
+            std::thread::sleep(pause);
+        }
+    } else {
+        conn.write_all(head.as_bytes())?;
+    }
     let limit = match r.fault {
         Fault::ResetAfter(n) | Fault::StallAfter(n, _) | Fault::CloseAfter(n) => {
             n.min(r.body.len())
