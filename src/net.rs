@@ -46,9 +46,9 @@ pub fn route_to(host: &str) -> Option<Route> {
     // Port 9 (discard): no datagram is ever sent, any port works for route selection.
     let targets: Vec<SocketAddr> = (host, 9).to_socket_addrs().ok()?.collect();
     targets.iter().find_map(|t| {
-        let bind: SocketAddr = match t {
-            SocketAddr::V4(_) => "0.0.0.0:0".parse().unwrap(),
-            SocketAddr::V6(_) => "[::]:0".parse().unwrap(),
+        let bind = match t {
+            SocketAddr::V4(_) => SocketAddr::from((std::net::Ipv4Addr::UNSPECIFIED, 0)),
+            SocketAddr::V6(_) => SocketAddr::from((std::net::Ipv6Addr::UNSPECIFIED, 0)),
         };
         let sock = UdpSocket::bind(bind).ok()?;
         sock.connect(t).ok()?;

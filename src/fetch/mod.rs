@@ -4,6 +4,22 @@
 //! [`fetch_to_file`] is the engine; [`stage_image`] is what `rustlive boot` calls (network
 //! wait, memory check, image tmpfs, download); [`fetch_bytes`] is the bounded in-memory variant
 //! for small files (checksum lists, signatures, the secrets bundle).
+//!
+//! Layering inside `fetch`: `mod.rs` (options, errors, mirrors and retries, sinks) uses
+//! `transfer` (one attempt), `client`, `retry`, `progress`; `transfer` uses only `redirect`,
+//! `retry`, `progress` and crate-level pieces (`deadline`, `log`), never this file.
+//!
+//! Everything here handles bytes and headers from the network: no unwrap, expect, panic or
+//! indexing outside tests (checked by the lints below).
+#![cfg_attr(
+    not(test),
+    deny(
+        clippy::unwrap_used,
+        clippy::expect_used,
+        clippy::panic,
+        clippy::indexing_slicing
+    )
+)]
 
 pub mod client;
 pub mod command;
