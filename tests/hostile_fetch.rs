@@ -5,6 +5,9 @@
 
 mod support;
 
+use rustlive::deadline::Deadline;
+use rustlive::fetch::retry::Backoff;
+use rustlive::fetch::{fetch_bytes, fetch_to_file, FetchError, FetchOptions};
 use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -458,4 +461,107 @@ fn a_wrong_hash_exits_4_and_leaves_nothing() {
         secs(5),
     );
     failed(&r, &p, secs(5), 4);
+}
+
+// The in-memory fetch (secrets bundle, sha256sums, signatures) and the engine's own options,
+// through the library.
+
+fn lib_opts(deadline: u64, stall: u64) -> FetchOptions {
+    FetchOptions {
+        deadline: Deadline::after(Some(secs(deadline))),
+        stall: secs(stall),
+        connect_timeout: secs(stall),
+        backoff: Backoff {
+            base: Duration::from_millis(50),
+            cap: Duration::from_millis(500),
+        },
+        ..FetchOptions::default()
+    }
+}
+
+fn lib_url(s: &Server, path: &str) -> reqwest::Url {
+    reqwest::Url::parse(&secret_url(s, path)).unwrap()
+}
+
+fn assert_no_secret(e: &FetchError) {
+    let shown = format!("{} {:?}", rustlive::error::report(e), e);
+    for s in SECRETS {
+        assert!(!shown.contains(s), "leaked {s}: {shown}");
+    }
+}
+
+#[test]
+fn fetch_bytes_trickle_is_bounded_by_the_deadline() {
+    let s = Server::start(|_| {
+        Reply::ok(&[b'x'; 5000]).fault(Fault::Trickle {
+            piece: 1,
+            pause: secs(2),
+        })
+    });
+    let t = Instant::now();
+    let e = fetch_bytes(&lib_url(&s, "/s.json"), &lib_opts(7, 3), 1 << 20).unwrap_err();
+    assert!(t.elapsed() <= secs(7) + SLACK, "{:?}", t.elapsed());
+    assert!(matches!(e, FetchError::Deadline { .. }), "{e:?}");
+    assert_no_secret(&e);
+    // The minimum rate dropped the trickling attempts before the deadline ended the last one.
+    assert!(s.requests().len() >= 2, "{}", s.requests().len());
+}
+
+#[test]
+fn fetch_bytes_from_a_silent_server_is_bounded_by_the_deadline() {
+    let s = Server::start(|_| Reply::ok(b"never").fault(Fault::Silent(secs(60))));
+    let t = Instant::now();
+    let e = fetch_bytes(&lib_url(&s, "/s.json"), &lib_opts(4, 3), 1 << 20).unwrap_err();
+    assert!(t.elapsed() <= secs(4) + SLACK, "{:?}", t.elapsed());
+    assert!(matches!(e, FetchError::Deadline { .. }), "{e:?}");
+    assert_no_secret(&e);
+}
+
+#[test]
+fn fetch_bytes_refuses_an_announced_oversize_body_before_reading_it() {
+    let s = Server::start(|_| Reply::ok(&vec![0u8; 4 * MIB]));
+    let e = fetch_bytes(&lib_url(&s, "/s.json"), &lib_opts(10, 3), 1 << 20).unwrap_err();
+    assert!(matches!(e, FetchError::TooLarge { .. }), "{e:?}");
+    assert_no_secret(&e);
+}
+
+#[test]
+fn the_engine_takes_any_duration_without_overflowing() {
+    let content = Arc::new(random_bytes(MIB, 11));
+    let s = {
+        let c = content.clone();
+        Server::start(move |r| {
+            let rep = Reply::file(r, &c, "\"m\"");
+            if r.n == 0 {
+                rep.fault(Fault::ResetAfter(MIB / 3))
+            } else {
+                rep
+            }
+        })
+    };
+    let (_d, p) = dest();
+    let opts = FetchOptions {
+        deadline: Deadline::after(Some(Duration::MAX)),
+        stall: Duration::MAX,
+        connect_timeout: Duration::MAX,
+        backoff: Backoff {
+            base: Duration::from_millis(1),
+            cap: Duration::from_millis(10),
+        },
+        ..FetchOptions::default()
+    };
+    let rep = fetch_to_file(&[lib_url(&s, "/img")], &p, &opts).unwrap();
+    assert_eq!(std::fs::read(&p).unwrap(), *content);
+    assert_eq!(rep.resumes, 1);
+    let opts = FetchOptions {
+        backoff: Backoff {
+            base: Duration::MAX,
+            cap: Duration::MAX,
+        },
+        retries: Some(0),
+        ..opts
+    };
+    let bad = Server::start(|_| Reply::status(503).header("Retry-After", "18446744073709551615"));
+    let e = fetch_to_file(&[lib_url(&bad, "/img")], &p, &opts).unwrap_err();
+    assert!(matches!(e, FetchError::GaveUp { attempts: 1, .. }), "{e:?}");
 }
