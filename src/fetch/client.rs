@@ -7,7 +7,6 @@
 //! Leaving it at its 30 s default would silently override `rd.rustlive.stall`.
 
 pub use super::redirect::{check_redirect, redirect_refusal, RedirectRefused};
-use super::FetchError;
 use reqwest::blocking::Client;
 use reqwest::{redirect, Certificate, Identity, Url};
 use std::path::{Path, PathBuf};
@@ -21,6 +20,45 @@ pub const DEFAULT_CA_BUNDLES: &[&str] = &[
     "/etc/ssl/certs/ca-certificates.crt",
     "/etc/pki/tls/certs/ca-bundle.crt",
 ];
+
+/// Why no client could be built. Apart from [`ClientError::Build`], these are local
+/// configuration errors (exit 2): a CA bundle or client identity that cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    #[error("cannot build the HTTP client")]
+    Build(#[source] reqwest::Error),
+    #[error("cannot read the CA bundle {path}")]
+    CaRead {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("the CA bundle {path} holds no usable PEM certificate")]
+    CaParse {
+        path: PathBuf,
+        #[source]
+        source: Option<reqwest::Error>,
+    },
+    #[error("cannot read the client certificate or key {path}")]
+    IdentityRead {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("the client certificate {cert} and its key do not form a usable identity")]
+    IdentityParse {
+        cert: PathBuf,
+        #[source]
+        source: reqwest::Error,
+    },
+}
+
+impl ClientError {
+    /// A file given on the command line is unusable (as opposed to reqwest failing).
+    pub fn is_local_configuration(&self) -> bool {
+        !matches!(self, ClientError::Build(_))
+    }
+}
 
 /// Longest single wait handed to reqwest (which adds it to `Instant::now()` unchecked): a
 /// day, far beyond any sensible stall, far below any overflow.
@@ -48,7 +86,7 @@ pub struct Settings<'a> {
     pub allow_downgrade: bool,
 }
 
-pub fn build(s: &Settings) -> Result<Client, FetchError> {
+pub fn build(s: &Settings) -> Result<Client, ClientError> {
     let (max, downgrade) = (s.max_redirects, s.allow_downgrade);
     let policy = redirect::Policy::custom(move |a| {
         match check_redirect(a.url(), a.previous(), max, downgrade) {
@@ -70,7 +108,7 @@ pub fn build(s: &Settings) -> Result<Client, FetchError> {
         .pool_max_idle_per_host(0)
         .no_proxy();
     if let Some(p) = s.proxy {
-        b = b.proxy(reqwest::Proxy::all(p.clone()).map_err(FetchError::Client)?);
+        b = b.proxy(reqwest::Proxy::all(p.clone()).map_err(ClientError::Build)?);
     }
     for c in load_ca(s.ca)? {
         b = b.add_root_certificate(c);
@@ -81,10 +119,10 @@ pub fn build(s: &Settings) -> Result<Client, FetchError> {
     if let Some(id) = s.identity {
         b = b.identity(load_identity(id)?);
     }
-    b.build().map_err(FetchError::Client)
+    b.build().map_err(ClientError::Build)
 }
 
-fn load_ca(explicit: Option<&Path>) -> Result<Vec<Certificate>, FetchError> {
+fn load_ca(explicit: Option<&Path>) -> Result<Vec<Certificate>, ClientError> {
     let path = match explicit {
         Some(p) => p.to_path_buf(),
         None => match DEFAULT_CA_BUNDLES
@@ -97,25 +135,25 @@ fn load_ca(explicit: Option<&Path>) -> Result<Vec<Certificate>, FetchError> {
             None => return Ok(Vec::new()),
         },
     };
-    let pem = std::fs::read(&path).map_err(|source| FetchError::CaRead {
+    let pem = std::fs::read(&path).map_err(|source| ClientError::CaRead {
         path: path.clone(),
         source,
     })?;
-    let certs = Certificate::from_pem_bundle(&pem).map_err(|source| FetchError::CaParse {
+    let certs = Certificate::from_pem_bundle(&pem).map_err(|source| ClientError::CaParse {
         path: path.clone(),
         source: Some(source),
     })?;
     if certs.is_empty() {
-        return Err(FetchError::CaParse { path, source: None });
+        return Err(ClientError::CaParse { path, source: None });
     }
     Ok(certs)
 }
 
-fn load_identity(id: &ClientIdentity) -> Result<Identity, FetchError> {
+fn load_identity(id: &ClientIdentity) -> Result<Identity, ClientError> {
     let read = |p: &Path| {
         std::fs::read(p)
             .map(Zeroizing::new)
-            .map_err(|source| FetchError::IdentityRead {
+            .map_err(|source| ClientError::IdentityRead {
                 path: p.into(),
                 source,
             })
@@ -123,7 +161,7 @@ fn load_identity(id: &ClientIdentity) -> Result<Identity, FetchError> {
     let mut pem = read(&id.key)?;
     pem.push(b'\n');
     pem.extend_from_slice(&read(&id.cert)?);
-    Identity::from_pem(&pem).map_err(|source| FetchError::IdentityParse {
+    Identity::from_pem(&pem).map_err(|source| ClientError::IdentityParse {
         cert: id.cert.clone(),
         source,
     })
@@ -137,8 +175,11 @@ mod tests {
     fn explicit_ca_must_hold_certificates() {
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("ca.pem");
-        assert!(matches!(load_ca(Some(&p)), Err(FetchError::CaRead { .. })));
+        assert!(matches!(load_ca(Some(&p)), Err(ClientError::CaRead { .. })));
         std::fs::write(&p, "no certificates here\n").unwrap();
-        assert!(matches!(load_ca(Some(&p)), Err(FetchError::CaParse { .. })));
+        assert!(matches!(
+            load_ca(Some(&p)),
+            Err(ClientError::CaParse { .. })
+        ));
     }
 }

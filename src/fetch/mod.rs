@@ -87,32 +87,8 @@ pub enum FetchError {
     },
     #[error("{url} is larger than the {max} bytes allowed")]
     TooLarge { url: String, max: usize },
-    #[error("cannot build the HTTP client")]
-    Client(#[source] reqwest::Error),
-    #[error("cannot read the CA bundle {path}")]
-    CaRead {
-        path: PathBuf,
-        #[source]
-        source: std::io::Error,
-    },
-    #[error("the CA bundle {path} holds no usable PEM certificate")]
-    CaParse {
-        path: PathBuf,
-        #[source]
-        source: Option<reqwest::Error>,
-    },
-    #[error("cannot read the client certificate or key {path}")]
-    IdentityRead {
-        path: PathBuf,
-        #[source]
-        source: std::io::Error,
-    },
-    #[error("the client certificate {cert} and its key do not form a usable identity")]
-    IdentityParse {
-        cert: PathBuf,
-        #[source]
-        source: reqwest::Error,
-    },
+    #[error(transparent)]
+    Client(#[from] client::ClientError),
     #[error("no image URL to fetch")]
     NoUrl,
 }
@@ -128,11 +104,8 @@ impl FetchError {
     pub fn exit_code(&self) -> Exit {
         match self {
             FetchError::Verify(_) => Exit::Verify,
-            FetchError::CaRead { .. }
-            | FetchError::CaParse { .. }
-            | FetchError::IdentityRead { .. }
-            | FetchError::IdentityParse { .. }
-            | FetchError::NoUrl => Exit::Usage,
+            FetchError::Client(e) if e.is_local_configuration() => Exit::Usage,
+            FetchError::NoUrl => Exit::Usage,
             _ => Exit::Transfer,
         }
     }
@@ -247,7 +220,7 @@ impl FetchOptions {
     }
 
     fn client(&self, insecure: bool, pinned: bool) -> Result<Client, FetchError> {
-        client::build(&client::Settings {
+        Ok(client::build(&client::Settings {
             ca: self.ca.as_deref(),
             insecure_tls: insecure,
             identity: self.identity.as_ref(),
@@ -256,7 +229,7 @@ impl FetchOptions {
             stall: self.stall,
             max_redirects: self.max_redirects,
             allow_downgrade: pinned,
-        })
+        })?)
     }
 }
 
