@@ -364,6 +364,24 @@ fn absurd_headers_are_refused_cleanly() {
 }
 
 #[test]
+fn an_endless_body_is_cut_by_the_deadline_and_leaves_nothing() {
+    let s = Server::start(|_| Reply::status(200).chunked().fault(Fault::Endless(secs(30))));
+    let (_d, p) = dest();
+    let r = fetch(
+        &["--timeout", "3", "--stall", "2"],
+        &p,
+        &secret_url(&s, "/img"),
+        secs(3),
+    );
+    failed(&r, &p, secs(3), 3);
+    // The in-memory fetch stops at its cap, long before any deadline.
+    let t = Instant::now();
+    let e = fetch_bytes(&lib_url(&s, "/s.json"), &lib_opts(20, 3), 1 << 20).unwrap_err();
+    assert!(matches!(e, FetchError::TooLarge { .. }), "{e:?}");
+    assert!(t.elapsed() < secs(5), "{:?}", t.elapsed());
+}
+
+#[test]
 fn redirect_loops_are_refused_without_leaking() {
     let s = Server::start(|r| {
         let next = if r.path.starts_with("/a") { "/b" } else { "/a" };

@@ -529,6 +529,8 @@ fn download(
     let mut rng = Rng::from_entropy();
     let mut attempts = 0u32;
     let mut failures = 0u32;
+    // What went wrong before the attempt the deadline cut short: the more useful cause.
+    let mut previous: Option<AttemptError> = None;
     // Mirrors that gave an answer retrying cannot change (404, TLS, redirect refused).
     let mut dead = vec![false; urls.len()];
     let mut m = 0;
@@ -552,7 +554,7 @@ fn download(
             return Err(FetchError::Deadline {
                 url: shown,
                 attempts,
-                last: err,
+                last: previous.take().unwrap_or(err),
             });
         }
         if !err.is_retryable() {
@@ -600,6 +602,7 @@ fn download(
                     }
                 );
                 std::thread::sleep(d);
+                previous = Some(err);
             }
             Next::RetriesExhausted => {
                 return Err(FetchError::GaveUp {

@@ -59,6 +59,9 @@ pub enum Fault {
     Raw(Vec<u8>, Duration),
     /// Send the status line and headers one byte every `pause` (slowloris in reverse).
     HeadTrickle(Duration),
+    /// After the headers (use with `chunked()`), an endless chunked body of zeros, as fast as
+    /// the client takes it, for at most the duration.
+    Endless(Duration),
 }
 
 #[derive(Debug, Clone)]
@@ -319,6 +322,16 @@ fn write_reply(conn: &mut Box<dyn Conn>, r: &Reply) -> std::io::Result<()> {
         }
         _ => r.body.len(),
     };
+    if let Fault::Endless(d) = r.fault {
+        let chunk = vec![0u8; 64 << 10];
+        let end = std::time::Instant::now() + d;
+        while std::time::Instant::now() < end {
+            conn.write_all(format!("{:x}\r\n", chunk.len()).as_bytes())?;
+            conn.write_all(&chunk)?;
+            conn.write_all(b"\r\n")?;
+        }
+        return Ok(());
+    }
     let mut body = r.body[..limit].to_vec();
     let complete = limit == r.body.len();
     if complete {
