@@ -9,15 +9,16 @@
 //! `transfer` (one attempt), `client`, `retry`, `progress`; `transfer` uses only `redirect`,
 //! `retry`, `progress` and crate-level pieces (`deadline`, `log`), never this file.
 //!
-//! Everything here handles bytes and headers from the network: no unwrap, expect, panic or
-//! indexing outside tests (checked by the lints below).
+//! Everything here handles bytes and headers from the network: no unwrap, expect, panic,
+//! indexing or unchecked arithmetic outside tests (checked by the lints below).
 #![cfg_attr(
     not(test),
     deny(
         clippy::unwrap_used,
         clippy::expect_used,
         clippy::panic,
-        clippy::indexing_slicing
+        clippy::indexing_slicing,
+        clippy::arithmetic_side_effects
     )
 )]
 
@@ -217,6 +218,11 @@ impl FetchOptions {
             },
             ..FetchOptions::default()
         }
+    }
+
+    /// The same options bound by `deadline` (the one a boot owns) instead of their own.
+    pub fn with_deadline(self, deadline: Deadline) -> FetchOptions {
+        FetchOptions { deadline, ..self }
     }
 
     fn client(&self, insecure: bool, pinned: bool) -> Result<Client, FetchError> {
@@ -769,6 +775,8 @@ mod tests {
         assert_eq!(s.identity.unwrap().cert, Path::new("/c.pem"));
         let s = FetchOptions::for_secrets(&Config::default());
         assert_eq!(s.retries, Some(SECRETS_DEFAULT_RETRIES));
+        let boot = Deadline::after(Some(Duration::from_secs(5)));
+        assert_eq!(s.with_deadline(boot).deadline, boot);
     }
 
     #[test]

@@ -32,7 +32,10 @@ impl Backoff {
     pub fn delay(&self, failures: u32, retry_after: Option<Duration>, rng: &mut Rng) -> Duration {
         if let Some(ra) = retry_after {
             let ra = ra.min(self.cap);
-            let spread = (ra / 4).min(self.cap.saturating_sub(ra));
+            let spread = ra
+                .checked_div(4)
+                .unwrap_or_default()
+                .min(self.cap.saturating_sub(ra));
             return ra.saturating_add(rng.below(spread));
         }
         let window = self
@@ -104,10 +107,16 @@ fn parse_http_date(s: &str) -> Option<SystemTime> {
     const MONTHS: [&str; 12] = [
         "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
     ];
-    let month = u64::try_from(MONTHS.iter().position(|&x| x == mon)?).ok()? + 1;
+    let month = u64::try_from(MONTHS.iter().position(|&x| x == mon)?)
+        .ok()?
+        .checked_add(1)?;
     let secs = days_from_civil(year, month, day)?
         .checked_mul(86_400)?
-        .checked_add(h * 3600 + m * 60 + sec)?;
+        .checked_add(
+            h.checked_mul(3600)?
+                .checked_add(m.checked_mul(60)?)?
+                .checked_add(sec)?,
+        )?;
     SystemTime::UNIX_EPOCH.checked_add(Duration::from_secs(secs))
 }
 
@@ -115,14 +124,24 @@ fn parse_http_date(s: &str) -> Option<SystemTime> {
 /// years ≥ 1970 so every step is unsigned and checked).
 fn days_from_civil(year: u64, month: u64, day: u64) -> Option<u64> {
     let (y, mo) = if month <= 2 {
-        (year.checked_sub(1)?, month + 9)
+        (year.checked_sub(1)?, month.checked_add(9)?)
     } else {
         (year, month.checked_sub(3)?)
     };
-    let era = y / 400;
-    let yoe = y % 400;
-    let doy = (153 * mo + 2) / 5 + day - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    let era = y.checked_div(400)?;
+    let yoe = y.checked_rem(400)?;
+    // Day of the year from March 1st, then day of the 400-year era.
+    let doy = mo
+        .checked_mul(153)?
+        .checked_add(2)?
+        .checked_div(5)?
+        .checked_add(day)?
+        .checked_sub(1)?;
+    let doe = yoe
+        .checked_mul(365)?
+        .checked_add(yoe.checked_div(4)?)?
+        .checked_sub(yoe.checked_div(100)?)?
+        .checked_add(doy)?;
     era.checked_mul(146_097)?
         .checked_add(doe)?
         .checked_sub(719_468)
@@ -158,7 +177,7 @@ impl Rng {
     pub fn below(&mut self, max: Duration) -> Duration {
         let ms = u64::try_from(max.as_millis()).unwrap_or(u64::MAX);
         match ms.checked_add(1) {
-            Some(range) => Duration::from_millis(self.next_u64() % range),
+            Some(range) => Duration::from_millis(self.next_u64().checked_rem(range).unwrap_or(0)),
             None => Duration::from_millis(self.next_u64()),
         }
     }
