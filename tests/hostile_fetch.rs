@@ -523,6 +523,14 @@ fn fetch_bytes_trickle_is_bounded_by_the_deadline() {
     assert_no_secret(&e);
     // The minimum rate dropped the trickling attempts before the deadline ended the last one.
     assert!(s.requests().len() >= 2, "{}", s.requests().len());
+    // Every abandoned attempt closed its connection: no reader thread keeps one alive. The
+    // reader stops at its next byte (2 s); the server sees the close at its second write after
+    // it (the first only draws the RST): about 6 s, 10 with slack.
+    let t = Instant::now();
+    while s.open_connections() > 0 && t.elapsed() < secs(10) {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!(s.open_connections(), 0, "after {:?}", t.elapsed());
 }
 
 #[test]

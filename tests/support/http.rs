@@ -143,6 +143,8 @@ pub struct Server {
     pub addr: SocketAddr,
     requests: Arc<Mutex<Vec<Request>>>,
     stop: Arc<AtomicBool>,
+    /// Connections accepted and not yet finished (the reply written or the write failed).
+    open: Arc<AtomicUsize>,
 }
 
 impl Server {
@@ -168,8 +170,9 @@ impl Server {
         let handler: Arc<Handler> = Arc::new(handler);
         let wrap = Arc::new(wrap);
         let counter = Arc::new(AtomicUsize::new(0));
+        let open = Arc::new(AtomicUsize::new(0));
         {
-            let (requests, stop) = (requests.clone(), stop.clone());
+            let (requests, stop, open) = (requests.clone(), stop.clone(), open.clone());
             std::thread::spawn(move || {
                 // Polling accept so the thread ends with the test (no leaked listener).
                 while !stop.load(Ordering::Relaxed) {
@@ -182,7 +185,12 @@ impl Server {
                                 wrap.clone(),
                                 counter.clone(),
                             );
-                            std::thread::spawn(move || serve(s, &*h, &r, &*w, &c));
+                            open.fetch_add(1, Ordering::SeqCst);
+                            let open = open.clone();
+                            std::thread::spawn(move || {
+                                serve(s, &*h, &r, &*w, &c);
+                                open.fetch_sub(1, Ordering::SeqCst);
+                            });
                         }
                         Err(_) => std::thread::sleep(Duration::from_millis(5)),
                     }
@@ -193,7 +201,14 @@ impl Server {
             addr,
             requests,
             stop,
+            open,
         }
+    }
+
+    /// Connections still being served: a client that abandoned one must have closed it, which
+    /// a trickling reply notices at its next write.
+    pub fn open_connections(&self) -> usize {
+        self.open.load(Ordering::SeqCst)
     }
 
     pub fn url(&self, path: &str) -> String {
