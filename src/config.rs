@@ -7,6 +7,7 @@
 
 use crate::cmdline::{self, Param};
 use crate::log::redact_url_str;
+use crate::url_template::{self, UrlTemplate};
 use crate::values::{self, Schemes, Sha256Hex, Size};
 use reqwest::Url;
 use serde::{Serialize, Serializer};
@@ -95,7 +96,7 @@ pub struct Root {
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Secrets {
     /// Explicit source template (`{mac}`, `{uuid}`, `{hostname}` not yet substituted).
-    pub source: Option<String>,
+    pub source: Option<UrlTemplate>,
     pub sha256: Option<Sha256Hex>,
     pub cert: Option<PathBuf>,
     pub key: Option<PathBuf>,
@@ -199,8 +200,14 @@ impl Config {
     /// Parses a kernel command line. The first invalid value is an error; unknown
     /// `rd.rustlive.*` keys are warnings.
     pub fn from_cmdline(cmdline: &str) -> Result<Config, ConfigError> {
+        Config::from_cmdline_bytes(cmdline.as_bytes())
+    }
+
+    /// [`Config::from_cmdline`] for the raw bytes of `/proc/cmdline`, which need not be UTF-8:
+    /// a word that is not rustlive's may hold anything; one of rustlive's must be UTF-8.
+    pub fn from_cmdline_bytes(cmdline: &[u8]) -> Result<Config, ConfigError> {
         let mut b = Builder::default();
-        for p in cmdline::parse(cmdline) {
+        for p in cmdline::parse_bytes(cmdline) {
             b.apply(&p)?;
         }
         b.finish()
@@ -224,9 +231,9 @@ impl Config {
 /// The failure policy alone, for when the rest of the command line is invalid: the policy must
 /// still apply (the contract says so), unless its own options are the invalid ones, in which
 /// case the default (`shell`) does.
-pub fn failure_policy(cmdline: &str) -> Failure {
+pub fn failure_policy(cmdline: &[u8]) -> Failure {
     let mut b = Builder::default();
-    for p in cmdline::parse(cmdline) {
+    for p in cmdline::parse_bytes(cmdline) {
         if p.key.starts_with("rd.rustlive.onfail") && b.apply(&p).is_err() {
             return Config::default().failure;
         }
@@ -259,6 +266,12 @@ fn err(p: &Param, reason: impl Into<String>) -> ConfigError {
 impl Builder {
     fn apply(&mut self, p: &Param) -> Result<(), ConfigError> {
         let key = p.key.as_str();
+        if p.invalid_utf8 {
+            return match is_ours(p) {
+                true => Err(err(p, "the value is not valid UTF-8")),
+                false => Ok(()),
+            };
+        }
         // Typed getters: each maps a reason to an error that names this option and value.
         let val = || -> Result<&str, ConfigError> {
             match p.value.as_deref() {
@@ -379,12 +392,13 @@ impl Builder {
                 return Ok(());
             }
             "rd.rustlive.overlay.size" => {
-                let s = values::parse_size(val()?).map_err(|r| err(p, r))?;
+                let s = overlay_size(values::parse_size(val()?)).map_err(|r| err(p, r))?;
                 self.overlay_size = Some((s, key.into()));
                 return Ok(());
             }
             "rd.live.overlay.size" => {
-                let s = Size::Bytes(mib()?);
+                let s = overlay_size(mib().map(Size::Bytes).map_err(|e| e.reason))
+                    .map_err(|r| err(p, r))?;
                 self.overlay_size_alias = Some((s, key.into()));
                 return Ok(());
             }
@@ -397,7 +411,8 @@ impl Builder {
                         for opt in v["tmpfs:".len()..].split(',') {
                             match opt.split_once('=') {
                                 Some(("size", s)) => {
-                                    let s = values::parse_size(s).map_err(|r| err(p, r))?;
+                                    let s = overlay_size(values::parse_size(s))
+                                        .map_err(|r| err(p, r))?;
                                     self.overlay_size_alias = Some((s, key.into()));
                                 }
                                 _ => {
@@ -449,7 +464,7 @@ impl Builder {
                 return Ok(());
             }
             "rd.rustlive.secrets" => {
-                c.secrets.source = Some(parse_secrets_source(val()?).map_err(|r| err(p, r))?);
+                c.secrets.source = Some(UrlTemplate::parse(val()?).map_err(|r| err(p, r))?);
                 "secrets.source"
             }
             "rd.rustlive.secrets.sha256" => {
@@ -533,10 +548,10 @@ impl Builder {
         // Cross-option rules, checked once every value is known.
         let s = &c.secrets;
         if let Some(src) = &s.source {
-            if src.starts_with("http://") && s.sha256.is_none() {
+            if src.scheme() == url_template::Scheme::Http && s.sha256.is_none() {
                 return Err(ConfigError {
                     option: "rd.rustlive.secrets".into(),
-                    value: redact_url_str(src),
+                    value: src.redacted(),
                     reason: "plain http exposes the secrets; use https, or pin the bundle with rd.rustlive.secrets.sha256".into(),
                 });
             }
@@ -562,36 +577,41 @@ impl Builder {
     }
 }
 
-/// Placeholders allowed in `rd.rustlive.secrets`.
-pub const SECRETS_PLACEHOLDERS: &[&str] = &["mac", "uuid", "hostname"];
-
-/// Checks a secrets source template: scheme, placeholders, and that it is a URL once filled in.
-fn parse_secrets_source(v: &str) -> Result<String, String> {
-    let parts =
-        values::template_parts(v).map_err(|_| "unclosed '{' in the URL template".to_string())?;
-    let mut probe = String::new();
-    for part in parts {
-        match part {
-            values::TemplatePart::Text(t) => probe.push_str(t),
-            values::TemplatePart::Placeholder(name) if SECRETS_PLACEHOLDERS.contains(&name) => {
-                probe.push('x')
-            }
-            values::TemplatePart::Placeholder(name) => {
-                return Err(format!(
-                    "unknown placeholder {{{name}}} (use {{mac}}, {{uuid}} or {{hostname}})"
-                ))
-            }
+/// A writable-layer size as the mount stage will take it: tmpfs reads 0 as "unlimited".
+fn overlay_size(s: Result<Size, String>) -> Result<Size, String> {
+    match s? {
+        Size::Bytes(0) => {
+            Err("0 would make the writable layer unlimited; give a size above 0".into())
         }
+        s => Ok(s),
     }
-    let url = Url::parse(&probe).map_err(|e| format!("not a URL: {e}"))?;
-    match url.scheme() {
-        "https" | "file" | "http" => {}
-        s => return Err(format!("unsupported scheme {s:?} (use https or file)")),
+}
+
+/// Keys rustlive reads besides `rd.rustlive.*` (aliases and dracut/kernel options).
+const OTHER_KEYS: &[&str] = &[
+    "init",
+    "proxy",
+    "rd.noverifyssl",
+    "rd.minmem",
+    "rd.overlay",
+    "rd.live.image",
+    "rd.live.overlay.overlayfs",
+    "rd.live.ram",
+    "rd.live.dir",
+    "rd.live.squashimg",
+    "rd.live.overlay.size",
+    "ip",
+    "nameserver",
+    "rd.driver.blacklist",
+];
+
+/// Whether a word is one rustlive reads. `root=` is shared with every other root handler: it
+/// is rustlive's only when it names a URL.
+fn is_ours(p: &Param) -> bool {
+    match p.key.as_str() {
+        "root" => p.value.as_deref().is_some_and(|v| v.contains("://")),
+        k => k.starts_with("rd.rustlive.") || OTHER_KEYS.contains(&k),
     }
-    if url.scheme() != "file" && url.host_str().is_none_or(str::is_empty) {
-        return Err("the URL has no host".into());
-    }
-    Ok(v.to_string())
 }
 
 /// The known key closest to `key`, when it is close enough to be a typo.
@@ -757,7 +777,7 @@ mod tests {
             std::path::Path::new("/usr/lib/systemd/systemd")
         );
         assert_eq!(
-            c.secrets.source.as_deref(),
+            c.secrets.source.as_ref().map(|t| t.as_written()).as_deref(),
             Some("https://bss/{mac}/{uuid}/{hostname}.json")
         );
         assert_eq!(c.secrets.sha256.unwrap().to_hex(), H1);
@@ -1081,17 +1101,17 @@ mod tests {
     #[test]
     fn failure_policy_survives_other_bad_values() {
         let f = failure_policy(
-            "rd.rustlive.sha256=xyz rd.rustlive.onfail=reboot rd.rustlive.onfail.delay=5",
+            b"rd.rustlive.sha256=xyz rd.rustlive.onfail=reboot rd.rustlive.onfail.delay=5",
         );
         assert_eq!(
             (f.onfail, f.delay),
             (OnFail::Reboot, Duration::from_secs(5))
         );
-        let f = failure_policy("rd.rustlive.onfail=reboot rd.rustlive.onfail=explode");
+        let f = failure_policy(b"rd.rustlive.onfail=reboot rd.rustlive.onfail=explode");
         assert_eq!(f.onfail, OnFail::Shell);
-        let f = failure_policy("rd.rustlive.onfail=poweroff rd.rustlive.onfail.delay=soon");
+        let f = failure_policy(b"rd.rustlive.onfail=poweroff rd.rustlive.onfail.delay=soon");
         assert_eq!(f, Config::default().failure);
-        assert_eq!(failure_policy(""), Config::default().failure);
+        assert_eq!(failure_policy(b""), Config::default().failure);
     }
 
     #[test]

@@ -6,6 +6,7 @@
 //! Writing files owned by other users needs root; those tests print why they skip otherwise.
 
 use base64::Engine;
+use rustlive::paths::Paths;
 use rustlive::secrets::{self, Applied, NodeFacts, SecretsError};
 use rustlive::{Config, Exit};
 use sha2::Digest;
@@ -292,11 +293,11 @@ fn valid_bundle_gives_exact_bytes_modes_and_owners() {
         entry("/var/lib/app/token", "640", "1234", "\"munge\"", b"t0ken\n"),
         r#"{"path": "/etc/empty", "content_base64": ""}"#.to_string(),
     ]));
-    let got = secrets::apply_with(
+    let got = secrets::apply(
         &cfg_for(&src),
         &f.root(),
         &facts(),
-        &f.tmp.path().join("no-default"),
+        &Paths::under(f.tmp.path().join("no-default")),
     )
     .unwrap();
     assert_eq!(got, Applied::Installed { files: 4 });
@@ -346,11 +347,11 @@ fn hostile_bundles_write_nothing_at_all() {
         setup(&f);
         let src = f.write_bundle(&text);
         let before = f.snapshot();
-        let err = secrets::apply_with(
+        let err = secrets::apply(
             &cfg_for(&src),
             &f.root(),
             &facts(),
-            &f.tmp.path().join("no-default"),
+            &Paths::under(f.tmp.path().join("no-default")),
         )
         .expect_err(name);
         assert_eq!(err.exit_code(), Exit::Secrets, "{name}");
@@ -683,7 +684,7 @@ fn https_cfg(port: u16, pki: &Pki, extra: &str) -> Config {
 }
 
 fn apply_in(cfg: &Config, root: &Path) -> Result<Applied, SecretsError> {
-    secrets::apply_with(cfg, root, &facts(), &root.join("no-default"))
+    secrets::apply(cfg, root, &facts(), &Paths::under(root.join("no-default")))
 }
 
 #[test]
