@@ -267,10 +267,14 @@ impl Builder {
     fn apply(&mut self, p: &Param) -> Result<(), ConfigError> {
         let key = p.key.as_str();
         if p.invalid_utf8 {
-            return match is_ours(p) {
-                true => Err(err(p, "the value is not valid UTF-8")),
-                false => Ok(()),
-            };
+            if is_ours(p) {
+                return Err(err(p, "the value is not valid UTF-8"));
+            }
+            if key == "root" {
+                // Still a root=, for a disk: last wins, as below.
+                self.root_url = None;
+            }
+            return Ok(());
         }
         // Typed getters: each maps a reason to an error that names this option and value.
         let val = || -> Result<&str, ConfigError> {
@@ -1141,12 +1145,89 @@ mod tests {
         assert!(!json.contains("pw") && !json.contains("sig=abc"), "{json}");
     }
 
+    /// Issue 9, item 13: the secrets source (with its password and token) and a mirror list
+    /// whose second URL has credentials.
+    #[test]
+    fn config_output_and_errors_redact_every_url() {
+        let c = parse(&format!(
+            "root=live:http://h/i rd.rustlive.secrets=https://bob:hunter2@s/{{mac}}?token=t0k \
+             rd.rustlive.secrets.sha256={H1}"
+        ));
+        let json = serde_json::to_string_pretty(&c).unwrap();
+        assert!(json.contains("https://s/{mac}"), "{json}");
+        for leak in ["hunter2", "bob", "t0k"] {
+            assert!(!json.contains(leak), "{leak} in {json}");
+        }
+        let e = Config::from_cmdline(
+            "rd.rustlive.url=http://a:pw1@m1/i,gopher://b:pw2@m2/i?token=t2",
+        )
+        .unwrap_err();
+        let msg = e.to_string();
+        for leak in ["pw1", "pw2", "t2"] {
+            assert!(!msg.contains(leak), "{leak} in {msg}");
+        }
+    }
+
+    /// Issue 9, item 10: a byte that is not UTF-8 in a word that is not rustlive's does not
+    /// matter; in one of rustlive's it is a clear error naming the option.
+    #[test]
+    fn non_utf8_words_matter_only_when_they_are_rustlive_options() {
+        let c = Config::from_cmdline_bytes(
+            b"BOOT_IMAGE=/vmlinuz-caf\xe9 root=LABEL=r\xf8ot quiet root=live:http://h/i",
+        )
+        .unwrap();
+        assert_eq!(c.image_urls().len(), 1);
+        let c = Config::from_cmdline_bytes(b"root=live:http://h/i root=LABEL=\xff").unwrap();
+        assert!(c.image.is_none(), "a later disk root cancels the URL");
+        for (line, option) in [
+            (&b"root=live:http://h/\xffimg"[..], "root"),
+            (b"root=live:http://h/i rd.live.dir=Live\xff", "rd.live.dir"),
+            (b"root=live:http://h/i rd.rustlive.typo\xff=1", "rd.rustlive.typo\u{fffd}"),
+        ] {
+            let e = Config::from_cmdline_bytes(line).unwrap_err();
+            assert_eq!(e.option, option);
+            assert!(e.to_string().contains("not valid UTF-8"), "{e}");
+        }
+    }
+
+    /// Issue 9, item 11: what the mount and secrets stages always refuse, `config` refuses.
+    #[test]
+    fn config_refuses_what_a_later_stage_would() {
+        for (line, option) in [
+            ("rd.rustlive.overlay.size=0", "rd.rustlive.overlay.size"),
+            ("rd.rustlive.overlay.size=0G", "rd.rustlive.overlay.size"),
+            ("rd.live.overlay.size=0", "rd.live.overlay.size"),
+            ("rd.overlay=tmpfs:size=0", "rd.overlay"),
+            ("rd.rustlive.secrets=HTTP://h/s.json", "rd.rustlive.secrets"),
+            ("rd.rustlive.secrets=Http://h/{mac}", "rd.rustlive.secrets"),
+            (
+                "rd.rustlive.sha256=+0+0+0+0+0+0+0+0+0+0+0+0+0+0+0+0+0+0+0+0+0+0+0+0+0+0+0+0+0+0+0+0",
+                "rd.rustlive.sha256",
+            ),
+            ("rd.rustlive.timeout=18446744073709551615", "rd.rustlive.timeout"),
+            ("rd.rustlive.stall=18446744073709551615", "rd.rustlive.stall"),
+            ("rd.rustlive.onfail.delay=999999999999", "rd.rustlive.onfail.delay"),
+        ] {
+            let e = Config::from_cmdline(line).expect_err(line);
+            assert_eq!(e.option, option, "{line}: {e}");
+        }
+        // An upper-case https scheme is https, and the hooks see it as a network source.
+        let c = parse("root=live:http://h/i rd.rustlive.secrets=HTTPS://s/{mac}");
+        assert!(serde_json::to_string(&c).unwrap().contains("\"https://s/{mac}\""));
+    }
+
     proptest::proptest! {
         #![proptest_config(proptest::prelude::ProptestConfig::with_cases(2000))]
 
         #[test]
         fn parser_never_panics(s in "\\PC*") {
             let _ = Config::from_cmdline(&s);
+        }
+
+        #[test]
+        fn byte_parser_never_panics(b in proptest::collection::vec(proptest::num::u8::ANY, 0..400)) {
+            let _ = Config::from_cmdline_bytes(&b);
+            let _ = failure_policy(&b);
         }
 
         #[test]

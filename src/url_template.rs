@@ -158,9 +158,18 @@ impl UrlTemplate {
             .collect()
     }
 
-    /// The template without userinfo or query string.
+    /// The template without userinfo or query string, placeholders kept as written.
     pub fn redacted(&self) -> String {
-        redact_url_str(&self.as_written())
+        // Stand-ins that URL parsing leaves alone (braces would be percent-encoded).
+        let standin = |p: Placeholder| format!("rustlive-placeholder-{}", p.name());
+        let Ok(filled) = self.fill(|p| Some(standin(p))) else {
+            return redact_url_str(&self.as_written());
+        };
+        let mut out = redact_url_str(&filled);
+        for p in Placeholder::ALL {
+            out = out.replace(&standin(p), &format!("{{{}}}", p.name()));
+        }
+        out
     }
 }
 

@@ -204,7 +204,7 @@ fn hostile_cases() -> Vec<(&'static str, Setup, Vec<u8>, &'static str)> {
                 first(),
                 entry("/etc/c", "0600", "\"slurm\"", "\"root\"", canary),
             ]),
-            "owner \"slurm\" is not in the new root's /etc/passwd",
+            "owner is not a user in the new root's /etc/passwd",
         ),
         (
             "invalid base64",
@@ -875,4 +875,59 @@ fn the_binary_over_https_logs_neither_secret_nor_token() {
         std::fs::read(root.path().join("etc/k")).unwrap(),
         CANARY.as_bytes()
     );
+}
+
+/// Issue 9, item 15: a valid bundle that does not fit in the writable layer leaves nothing
+/// behind — not its first files, not the directories it created — required or not.
+#[test]
+fn a_bundle_that_does_not_fit_writes_nothing() {
+    if !is_root() {
+        rustlive::testing::skip("mounting a small tmpfs as the new root needs root");
+        return;
+    }
+    for required in [true, false] {
+        let f = Fixture::new();
+        let root = f.root();
+        // A 256 KiB tmpfs stands in for a full overlay; it holds the fixture's files.
+        let snapshot_files: Vec<(PathBuf, Vec<u8>)> = ["etc/passwd", "etc/group", "etc/ssh/ssh_host_ed25519_key"]
+            .iter()
+            .map(|p| (PathBuf::from(p), std::fs::read(root.join(p)).unwrap()))
+            .collect();
+        nix::mount::mount(
+            Some("tmpfs"),
+            &root,
+            Some("tmpfs"),
+            nix::mount::MsFlags::empty(),
+            Some("size=256k,mode=0755"),
+        )
+        .unwrap();
+        for (p, content) in &snapshot_files {
+            std::fs::create_dir_all(root.join(p).parent().unwrap()).unwrap();
+            std::fs::write(root.join(p), content).unwrap();
+        }
+        let before = f.snapshot();
+        let big = vec![0x5au8; 400 << 10];
+        let src = f.write_bundle(&bundle(&[
+            entry("/etc/munge/munge.key", "0400", "\"munge\"", "\"munge\"", b"small"),
+            entry("/var/lib/new/dir/big", "0600", "\"root\"", "\"root\"", &big),
+        ]));
+        let mut cfg = cfg_for(&src);
+        cfg.secrets.required_opt = Some(required);
+        let got = secrets::apply(
+            &cfg,
+            &root,
+            &facts(),
+            &Paths::under(f.tmp.path().join("no-default")),
+        );
+        match (required, &got) {
+            (true, Err(e)) => {
+                let msg = rustlive::error::report(e);
+                assert!(msg.contains("nothing was written"), "{msg}");
+            }
+            (false, Ok(Applied::Skipped)) => {}
+            other => panic!("required={required}: {other:?}"),
+        }
+        assert_eq!(f.snapshot(), before, "required={required}: the tree changed");
+        nix::mount::umount(&root).unwrap();
+    }
 }

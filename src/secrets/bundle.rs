@@ -116,10 +116,12 @@ pub enum Rule {
     ModeSpecialBits,
     #[error("\"{0}\" must be a user or group name, or a number below 4294967295")]
     IdSyntax(&'static str),
-    #[error("owner {0} is not in the new root's /etc/passwd")]
-    UnknownOwner(String),
-    #[error("group {0} is not in the new root's /etc/group")]
-    UnknownGroup(String),
+    // The name is not quoted: a bundle's values may be secret-adjacent (a mistyped field holding
+    // key material), so errors name the entry and the rule only.
+    #[error("owner is not a user in the new root's /etc/passwd")]
+    UnknownOwner,
+    #[error("group is not a group in the new root's /etc/group")]
+    UnknownGroup,
     #[error("content_base64 is not valid standard base64 (RFC 4648, padded)")]
     Base64,
     #[error("path duplicates files[{0}]")]
@@ -334,10 +336,10 @@ fn parse_entry(node: &Node, accounts: &Accounts, index: usize) -> Result<Entry, 
     };
     let uid = accounts
         .uid(&owner)
-        .ok_or_else(|| here(Rule::UnknownOwner(owner.to_string())))?;
+        .ok_or_else(|| here(Rule::UnknownOwner))?;
     let gid = accounts
         .gid(&group)
-        .ok_or_else(|| here(Rule::UnknownGroup(group.to_string())))?;
+        .ok_or_else(|| here(Rule::UnknownGroup))?;
     Ok(Entry {
         path: path.to_string(),
         mode,
@@ -688,16 +690,22 @@ mod tests {
     fn unknown_owner_and_group() {
         assert_eq!(
             rule(r#"{"path": "/etc/x", "owner": "slurm", "content_base64": ""}"#),
-            Rule::UnknownOwner("\"slurm\"".into())
+            Rule::UnknownOwner
         );
         assert_eq!(
             rule(r#"{"path": "/etc/x", "group": "slurm", "content_base64": ""}"#),
-            Rule::UnknownGroup("\"slurm\"".into())
+            Rule::UnknownGroup
         );
         assert_eq!(
             rule(r#"{"path": "/etc/x", "owner": "bad name", "content_base64": ""}"#),
             Rule::IdSyntax("owner")
         );
+        // Issue 9, item 14: the message names the rule, never the field's value.
+        for field in ["owner", "group"] {
+            let text = format!(r#"{{"path": "/etc/x", "{field}": "k3yMaterial", "content_base64": ""}}"#);
+            let msg = rule(&text).to_string();
+            assert!(!msg.contains("k3yMaterial"), "{msg}");
+        }
     }
 
     #[test]

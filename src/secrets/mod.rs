@@ -493,4 +493,29 @@ mod tests {
             "{err:?}"
         );
     }
+
+    /// Issue 9, item 16: a boot that fails before the node's MAC is known (no network) still
+    /// wipes a `file://…{mac}…` bundle: every interface's MAC is tried.
+    #[test]
+    fn wipe_finds_a_mac_templated_file_without_the_mac() {
+        let t = tempfile::tempdir().unwrap();
+        let paths = Paths::under(t.path());
+        for (ifname, mac) in [("lo", "00:00:00:00:00:00"), ("eth0", "52:54:00:AA:BB:01")] {
+            let d = t.path().join("sys/class/net").join(ifname);
+            std::fs::create_dir_all(&d).unwrap();
+            std::fs::write(d.join("address"), format!("{mac}\n")).unwrap();
+        }
+        let bundle = t.path().join("b-52:54:00:aa:bb:01.json");
+        std::fs::write(&bundle, b"secret").unwrap();
+        let other = t.path().join("b-52:54:00:aa:bb:99.json");
+        std::fs::write(&other, b"another node's").unwrap();
+        let cfg = Config::from_cmdline(&format!(
+            "rd.rustlive.secrets=file://{}/b-{{mac}}.json",
+            t.path().display()
+        ))
+        .unwrap();
+        wipe_sources(&cfg, &NodeFacts::default(), &paths);
+        assert!(!bundle.exists());
+        assert!(other.exists());
+    }
 }
