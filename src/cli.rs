@@ -225,6 +225,9 @@ pub fn main() -> ExitCode {
     };
     let debug = matches!(&cli.command, Command::Fetch(a) if a.debug);
     crate::log::init(target, debug);
+    if pid1 || matches!(cli.command, Command::Boot(_)) {
+        crate::panic_hook::install(pid1);
+    }
     if pid1 {
         for w in early_warnings {
             log::warn!("{w}");

@@ -18,6 +18,7 @@ pub mod log;
 pub mod mount;
 pub mod net;
 pub mod onfail;
+pub mod panic_hook;
 pub mod paths;
 pub mod pid1;
 pub mod ram;
