@@ -561,17 +561,17 @@ impl Builder {
             }
         }
         match (&s.cert, &s.key) {
-            (Some(_), None) => {
+            (Some(cert), None) => {
                 return Err(ConfigError {
                     option: "rd.rustlive.secrets.cert".into(),
-                    value: s.cert.as_ref().unwrap().display().to_string(),
+                    value: cert.display().to_string(),
                     reason: "a client certificate needs rd.rustlive.secrets.key as well".into(),
                 })
             }
-            (None, Some(_)) => {
+            (None, Some(key)) => {
                 return Err(ConfigError {
                     option: "rd.rustlive.secrets.key".into(),
-                    value: s.key.as_ref().unwrap().display().to_string(),
+                    value: key.display().to_string(),
                     reason: "a client key needs rd.rustlive.secrets.cert as well".into(),
                 })
             }
@@ -628,18 +628,22 @@ fn suggest(key: &str) -> Option<&'static str> {
         .map(|(_, k)| k)
 }
 
+/// Levenshtein distance; keys are short, so saturating arithmetic never saturates in practice.
 fn edit_distance(a: &str, b: &str) -> usize {
     let b: Vec<char> = b.chars().collect();
     let mut prev: Vec<usize> = (0..=b.len()).collect();
     for (i, ca) in a.chars().enumerate() {
-        let mut cur = vec![i + 1];
+        let mut cur = vec![i.saturating_add(1)];
         for (j, cb) in b.iter().enumerate() {
-            let sub = prev[j] + usize::from(ca != *cb);
-            cur.push(sub.min(prev[j + 1] + 1).min(cur[j] + 1));
+            let at = |v: &[usize], k: usize| v.get(k).copied().unwrap_or(usize::MAX);
+            let sub = at(&prev, j).saturating_add(usize::from(ca != *cb));
+            let del = at(&prev, j.saturating_add(1)).saturating_add(1);
+            let ins = at(&cur, j).saturating_add(1);
+            cur.push(sub.min(del).min(ins));
         }
         prev = cur;
     }
-    prev[b.len()]
+    prev.last().copied().unwrap_or(usize::MAX)
 }
 
 fn ser_urls<S: Serializer>(urls: &[Url], s: S) -> Result<S::Ok, S::Error> {
@@ -1158,10 +1162,9 @@ mod tests {
         for leak in ["hunter2", "bob", "t0k"] {
             assert!(!json.contains(leak), "{leak} in {json}");
         }
-        let e = Config::from_cmdline(
-            "rd.rustlive.url=http://a:pw1@m1/i,gopher://b:pw2@m2/i?token=t2",
-        )
-        .unwrap_err();
+        let e =
+            Config::from_cmdline("rd.rustlive.url=http://a:pw1@m1/i,gopher://b:pw2@m2/i?token=t2")
+                .unwrap_err();
         let msg = e.to_string();
         for leak in ["pw1", "pw2", "t2"] {
             assert!(!msg.contains(leak), "{leak} in {msg}");
@@ -1182,7 +1185,10 @@ mod tests {
         for (line, option) in [
             (&b"root=live:http://h/\xffimg"[..], "root"),
             (b"root=live:http://h/i rd.live.dir=Live\xff", "rd.live.dir"),
-            (b"root=live:http://h/i rd.rustlive.typo\xff=1", "rd.rustlive.typo\u{fffd}"),
+            (
+                b"root=live:http://h/i rd.rustlive.typo\xff=1",
+                "rd.rustlive.typo\u{fffd}",
+            ),
         ] {
             let e = Config::from_cmdline_bytes(line).unwrap_err();
             assert_eq!(e.option, option);
@@ -1213,7 +1219,9 @@ mod tests {
         }
         // An upper-case https scheme is https, and the hooks see it as a network source.
         let c = parse("root=live:http://h/i rd.rustlive.secrets=HTTPS://s/{mac}");
-        assert!(serde_json::to_string(&c).unwrap().contains("\"https://s/{mac}\""));
+        assert!(serde_json::to_string(&c)
+            .unwrap()
+            .contains("\"https://s/{mac}\""));
     }
 
     proptest::proptest! {

@@ -149,14 +149,11 @@ fn redact_word(s: &str) -> String {
         out.truncate(q);
         out.push_str("?…");
     }
-    if let Some(scheme_end) = out.find("://") {
-        let auth_start = scheme_end + 3;
-        let auth_end = out
-            .get(auth_start..)
-            .and_then(|rest| rest.find('/'))
-            .map_or(out.len(), |i| auth_start + i);
-        if let Some(at) = out.get(auth_start..auth_end).and_then(|a| a.rfind('@')) {
-            out.replace_range(auth_start..auth_start + at + 1, "");
+    if let Some((scheme, rest)) = out.split_once("://") {
+        let authority = rest.split('/').next().unwrap_or_default();
+        if let Some((_userinfo, host)) = authority.rsplit_once('@') {
+            let path = rest.get(authority.len()..).unwrap_or_default();
+            out = format!("{scheme}://{host}{path}");
         }
     }
     out

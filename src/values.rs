@@ -20,7 +20,8 @@ impl Size {
     pub fn to_bytes(self, total_ram: u64) -> u64 {
         match self {
             Size::Bytes(b) => b,
-            Size::Percent(p) => total_ram / 100 * u64::from(p),
+            // p <= 100, so (total / 100) * p <= total: no overflow.
+            Size::Percent(p) => (total_ram / 100).saturating_mul(u64::from(p)),
         }
     }
 }
@@ -163,9 +164,9 @@ pub fn parse_sha256(s: &str) -> Result<Sha256Hex, String> {
         ));
     }
     let mut out = [0u8; 32];
-    for (i, chunk) in s.as_bytes().chunks(2).enumerate() {
+    for (byte, chunk) in out.iter_mut().zip(s.as_bytes().chunks(2)) {
         let pair = std::str::from_utf8(chunk).map_err(|_| "not hex".to_string())?;
-        out[i] = u8::from_str_radix(pair, 16)
+        *byte = u8::from_str_radix(pair, 16)
             .map_err(|_| format!("{pair:?} is not a pair of hex digits"))?;
     }
     Ok(Sha256Hex(out))
@@ -242,13 +243,13 @@ pub struct Unclosed;
 pub fn template_parts(template: &str) -> Result<Vec<TemplatePart<'_>>, Unclosed> {
     let mut parts = Vec::new();
     let mut rest = template;
-    while let Some(open) = rest.find('{') {
-        let close = rest[open..].find('}').ok_or(Unclosed)? + open;
-        if open > 0 {
-            parts.push(TemplatePart::Text(&rest[..open]));
+    while let Some((text, after)) = rest.split_once('{') {
+        let (name, tail) = after.split_once('}').ok_or(Unclosed)?;
+        if !text.is_empty() {
+            parts.push(TemplatePart::Text(text));
         }
-        parts.push(TemplatePart::Placeholder(&rest[open + 1..close]));
-        rest = &rest[close + 1..];
+        parts.push(TemplatePart::Placeholder(name));
+        rest = tail;
     }
     if !rest.is_empty() {
         parts.push(TemplatePart::Text(rest));

@@ -889,10 +889,11 @@ fn a_bundle_that_does_not_fit_writes_nothing() {
         let f = Fixture::new();
         let root = f.root();
         // A 256 KiB tmpfs stands in for a full overlay; it holds the fixture's files.
-        let snapshot_files: Vec<(PathBuf, Vec<u8>)> = ["etc/passwd", "etc/group", "etc/ssh/ssh_host_ed25519_key"]
-            .iter()
-            .map(|p| (PathBuf::from(p), std::fs::read(root.join(p)).unwrap()))
-            .collect();
+        let snapshot_files: Vec<(PathBuf, Vec<u8>)> =
+            ["etc/passwd", "etc/group", "etc/ssh/ssh_host_ed25519_key"]
+                .iter()
+                .map(|p| (PathBuf::from(p), std::fs::read(root.join(p)).unwrap()))
+                .collect();
         nix::mount::mount(
             Some("tmpfs"),
             &root,
@@ -908,7 +909,13 @@ fn a_bundle_that_does_not_fit_writes_nothing() {
         let before = f.snapshot();
         let big = vec![0x5au8; 400 << 10];
         let src = f.write_bundle(&bundle(&[
-            entry("/etc/munge/munge.key", "0400", "\"munge\"", "\"munge\"", b"small"),
+            entry(
+                "/etc/munge/munge.key",
+                "0400",
+                "\"munge\"",
+                "\"munge\"",
+                b"small",
+            ),
             entry("/var/lib/new/dir/big", "0600", "\"root\"", "\"root\"", &big),
         ]));
         let mut cfg = cfg_for(&src);
@@ -927,7 +934,11 @@ fn a_bundle_that_does_not_fit_writes_nothing() {
             (false, Ok(Applied::Skipped)) => {}
             other => panic!("required={required}: {other:?}"),
         }
-        assert_eq!(f.snapshot(), before, "required={required}: the tree changed");
+        assert_eq!(
+            f.snapshot(),
+            before,
+            "required={required}: the tree changed"
+        );
         nix::mount::umount(&root).unwrap();
     }
 }

@@ -117,12 +117,12 @@ enum Capped {
 /// Reads everything into one buffer allocated up front, so no reallocation leaves a stray
 /// copy of secret bytes behind in freed memory.
 fn read_capped(r: &mut impl Read, limit: usize) -> Result<Zeroizing<Vec<u8>>, Capped> {
-    let mut buf = Zeroizing::new(vec![0u8; limit + 1]);
-    let mut n = 0;
-    while n < buf.len() {
-        match r.read(&mut buf[n..]) {
+    let mut buf = Zeroizing::new(vec![0u8; limit.saturating_add(1)]);
+    let mut n = 0usize;
+    while let Some(rest) = buf.get_mut(n..).filter(|r| !r.is_empty()) {
+        match r.read(rest) {
             Ok(0) => break,
-            Ok(k) => n += k,
+            Ok(k) => n = n.saturating_add(k),
             Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
             Err(e) => return Err(Capped::Io(e)),
         }
@@ -153,9 +153,9 @@ pub fn wipe_file(path: &Path) -> io::Result<bool> {
             let zeros = [0u8; 64 * 1024];
             let mut left = md.len();
             while left > 0 {
-                let k = left.min(zeros.len() as u64) as usize;
-                f.write_all(&zeros[..k])?;
-                left -= k as u64;
+                let k = usize::try_from(left).map_or(zeros.len(), |l| l.min(zeros.len()));
+                f.write_all(zeros.get(..k).unwrap_or(&zeros))?;
+                left = left.saturating_sub(k as u64);
             }
             f.sync_all()?;
         }
