@@ -39,6 +39,9 @@ pub struct Config {
     pub secrets: Secrets,
     pub failure: Failure,
     pub debug: bool,
+    /// Whether the image or the secrets come over the network (the dracut hooks ask for the
+    /// network on this, not on URL spellings).
+    pub needs_network: bool,
     /// Which command-line option set each field that is not at its default.
     pub sources: BTreeMap<&'static str, String>,
     /// Problems that do not stop the boot (unknown `rd.rustlive.*` keys, ignored aliases).
@@ -166,6 +169,7 @@ impl Default for Config {
                 delay: Duration::from_secs(30),
             },
             debug: false,
+            needs_network: false,
             sources: BTreeMap::new(),
             warnings: Vec::new(),
         }
@@ -549,6 +553,8 @@ impl Builder {
         if let Some(i) = self.init.or(self.init_alias) {
             c.root.init = i;
         }
+        c.needs_network = c.image.as_ref().is_some_and(|i| i.urls.iter().any(|u| u.scheme() != "file"))
+            || c.secrets.source.as_ref().is_some_and(UrlTemplate::is_network);
         // Cross-option rules, checked once every value is known.
         let s = &c.secrets;
         if let Some(src) = &s.source {
