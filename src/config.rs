@@ -553,8 +553,14 @@ impl Builder {
         if let Some(i) = self.init.or(self.init_alias) {
             c.root.init = i;
         }
-        c.needs_network = c.image.as_ref().is_some_and(|i| i.urls.iter().any(|u| u.scheme() != "file"))
-            || c.secrets.source.as_ref().is_some_and(UrlTemplate::is_network);
+        c.needs_network = c
+            .image
+            .as_ref()
+            .is_some_and(|i| i.urls.iter().any(|u| u.scheme() != "file"))
+            || c.secrets
+                .source
+                .as_ref()
+                .is_some_and(UrlTemplate::is_network);
         // Cross-option rules, checked once every value is known.
         let s = &c.secrets;
         if let Some(src) = &s.source {

@@ -54,9 +54,7 @@ const LAYERS: &[(&str, &[&str])] = &[
 ];
 
 fn layer_of(module: &str) -> Option<usize> {
-    LAYERS
-        .iter()
-        .position(|(_, mods)| mods.contains(&module))
+    LAYERS.iter().position(|(_, mods)| mods.contains(&module))
 }
 
 fn rust_files(dir: &Path, out: &mut Vec<PathBuf>) {
@@ -246,7 +244,10 @@ fn modules_only_use_lower_layers_and_form_no_cycles() {
     for f in &files {
         let (_, path) = module_of(&src, f);
         let code = non_test_code(&std::fs::read_to_string(f).unwrap());
-        for child in all_files.iter().filter(|c| c.len() == path.len() + 1 && c.starts_with(&path)) {
+        for child in all_files
+            .iter()
+            .filter(|c| c.len() == path.len() + 1 && c.starts_with(&path))
+        {
             let name = format!("{}::", child.last().unwrap());
             let used = code.match_indices(&name).any(|(i, _)| {
                 let before = code.get(..i).and_then(|b| b.chars().last());
@@ -266,5 +267,9 @@ fn modules_only_use_lower_layers_and_form_no_cycles() {
     if let Some(c) = find_cycle(&file_edges) {
         problems.push(format!("files use each other: {}", c.join(" -> ")));
     }
-    assert!(problems.is_empty(), "layering:\n  {}", problems.join("\n  "));
+    assert!(
+        problems.is_empty(),
+        "layering:\n  {}",
+        problems.join("\n  ")
+    );
 }
