@@ -246,7 +246,7 @@ pub fn main() -> ExitCode {
             })
         }
         Command::InjectSecrets(a) => inject_secrets(&a),
-        Command::Fetch(a) => crate::fetch::command::run(&a).map_err(Error::from),
+        Command::Fetch(a) => fetch(&a).map_err(Error::from),
         Command::Config(a) => config(&a),
         Command::Assemble(a) => assemble(&a),
         Command::SwitchRoot(a) => switch_root(a),
@@ -263,6 +263,36 @@ pub fn main() -> ExitCode {
     }
 }
 
+/// `rustlive fetch`: the engine on its own, for operators debugging a node and for benchmarks.
+fn fetch(a: &FetchArgs) -> Result<(), crate::fetch::FetchError> {
+    use crate::fetch::{fetch_to_file, FetchOptions};
+    use crate::verify;
+    let mut keys = match &a.keys_dir {
+        Some(d) => verify::load_keys_dir(d)?,
+        None => Vec::new(),
+    };
+    for p in &a.pubkey {
+        keys.push(verify::load_key(p)?);
+    }
+    let opts = FetchOptions {
+        retries: a.retries,
+        deadline: crate::deadline::Deadline::after(a.timeout),
+        stall: a.stall,
+        connect_timeout: a.stall.min(std::time::Duration::from_secs(15)),
+        ca: a.ca.clone(),
+        insecure_tls: a.insecure_tls,
+        proxy: a.proxy.clone(),
+        sha256: a.sha256,
+        sha256sums: a.sha256sums.clone(),
+        sig: a.sig.clone(),
+        keys,
+        verify_required: a.require_verified,
+        ..FetchOptions::default()
+    };
+    fetch_to_file(&a.urls, &a.output, &opts)?;
+    Ok(())
+}
+
 /// `rustlive inject-secrets`.
 fn inject_secrets(a: &InjectSecretsArgs) -> Result<(), Error> {
     let mut cfg = a.cmdline.load()?;
@@ -272,7 +302,8 @@ fn inject_secrets(a: &InjectSecretsArgs) -> Result<(), Error> {
     }
     let paths = Paths::system();
     let facts = crate::secrets::NodeFacts::gather(&paths, a.mac.clone());
-    crate::secrets::apply(&cfg, &a.root, &facts, &paths)?;
+    let deadline = crate::deadline::Deadline::after(cfg.transfer.timeout);
+    crate::secrets::apply(&cfg, &a.root, &facts, &paths, deadline)?;
     Ok(())
 }
 

@@ -23,7 +23,6 @@
 )]
 
 pub mod client;
-pub mod command;
 pub mod progress;
 pub mod redirect;
 pub mod retry;
@@ -32,6 +31,7 @@ pub mod transfer;
 use crate::config::Config;
 use crate::deadline::Deadline;
 use crate::log::{mib, redact_url};
+use crate::paths::Paths;
 use crate::ram::{self, MemInfo, RamError, Tmpfs};
 use crate::values::Sha256Hex;
 use crate::verify::{self, Expected, SignatureCheck, VerifyError};
@@ -277,12 +277,12 @@ pub fn fetch_to_file(
     dest: &Path,
     opts: &FetchOptions,
 ) -> Result<FetchReport, FetchError> {
-    fetch_to_file_with(urls, dest, opts, &mut |_| Ok(()))
+    download_to_file(urls, dest, opts, &mut |_| Ok(()))
 }
 
 /// [`fetch_to_file`] with a hook run once, before the first byte is written, with the image
 /// length when the server announced it (the memory check and tmpfs mount of [`stage_image`]).
-pub fn fetch_to_file_with(
+fn download_to_file(
     urls: &[Url],
     dest: &Path,
     opts: &FetchOptions,
@@ -359,38 +359,22 @@ pub struct StagedImage {
     pub tmpfs: Option<Tmpfs>,
 }
 
-/// The boot stage: wait for a route to the image server, fetch and verify the image into a
-/// tmpfs of its own at `run_dir/image` sized for it, refusing early when RAM minus
-/// `rd.minmem` cannot hold it.
-pub fn stage_image(cfg: &Config, run_dir: &Path) -> Result<StagedImage, FetchError> {
-    let opts = FetchOptions::from_config(cfg, Path::new(verify::KEYS_DIR))?;
-    stage_image_with(
-        cfg.image_urls(),
-        &opts,
-        cfg.transfer.minmem,
-        run_dir,
-        Path::new(ram::PROC_MEMINFO),
-    )
-}
-
-/// [`stage_image`] with its inputs explicit (tests use a fake meminfo).
-pub fn stage_image_with(
+/// The boot stage: fetch and verify the image into a tmpfs of its own at
+/// `/run/rustlive/image` sized for it, refusing early when RAM minus `minmem` cannot hold it
+/// (`/proc/meminfo` read below `paths`). The network is already up (boot waited for it).
+pub fn stage_image(
     urls: &[Url],
     opts: &FetchOptions,
     minmem: u64,
-    run_dir: &Path,
-    meminfo: &Path,
+    paths: &Paths,
 ) -> Result<StagedImage, FetchError> {
-    let hosts: Vec<&str> = urls.iter().filter_map(|u| u.host_str()).collect();
-    if !hosts.is_empty() {
-        crate::net::wait_for_route(&hosts, opts.deadline, Duration::from_secs(5))?;
-    }
-    let dir = run_dir.join("image");
+    let meminfo = paths.join(ram::PROC_MEMINFO);
+    let dir = paths.run_dir().join("image");
     let first = urls.first().ok_or(FetchError::NoUrl)?;
     let name = file_name(first).unwrap_or_else(|| "root.img".into());
     let mut tmpfs = None;
-    let report = fetch_to_file_with(urls, &dir.join(&name), opts, &mut |len| {
-        let mem = MemInfo::read(meminfo)?;
+    let report = download_to_file(urls, &dir.join(&name), opts, &mut |len| {
+        let mem = MemInfo::read(&meminfo)?;
         let size = ram::plan(len, mem, minmem)?;
         log::info!(
             "image {}; {} of RAM available, {} reserved; tmpfs of {} on {}",

@@ -12,6 +12,7 @@ pub mod source;
 pub mod write;
 
 use crate::config::Config;
+use crate::deadline::Deadline;
 use crate::error::{report, Exit};
 use crate::paths::Paths;
 use crate::url_template::Placeholder;
@@ -162,6 +163,7 @@ pub fn apply(
     newroot: &Path,
     facts: &NodeFacts,
     paths: &Paths,
+    deadline: Deadline,
 ) -> Result<Applied, SecretsError> {
     let default_file = paths.default_secrets();
     let have_default = default_file.symlink_metadata().is_ok();
@@ -175,7 +177,7 @@ pub fn apply(
     let required = cfg.secrets.required(true);
     let result = source::resolve(&template, facts, cfg.secrets.sha256.is_some())
         .map_err(SecretsError::Source)
-        .and_then(|src| install(cfg, newroot, &src));
+        .and_then(|src| install(cfg, newroot, &src, deadline));
     wipe_sources(cfg, facts, paths);
     match result {
         Ok(files) => Ok(Applied::Installed { files }),
@@ -200,14 +202,19 @@ fn source_template(cfg: &Config, default_file: &Path, have_default: bool) -> Opt
 }
 
 /// Gets, validates, checks and writes the bundle; returns the number of files written.
-fn install(cfg: &Config, newroot: &Path, src: &Source) -> Result<usize, SecretsError> {
+fn install(
+    cfg: &Config,
+    newroot: &Path,
+    src: &Source,
+    deadline: Deadline,
+) -> Result<usize, SecretsError> {
     let from = src.describe();
     log::info!("secrets: reading the bundle from {from}");
     let fetch_err = |source| SecretsError::Fetch {
         from: from.clone(),
         source,
     };
-    let text = source::load(src, cfg).map_err(fetch_err)?;
+    let text = source::load(src, cfg, deadline).map_err(fetch_err)?;
     if let Some(pin) = &cfg.secrets.sha256 {
         if crate::verify::sha256(&text) != *pin {
             return Err(fetch_err(SourceError::PinMismatch));
@@ -416,6 +423,7 @@ mod tests {
             &root,
             &NodeFacts::default(),
             &Paths::under(t.path()),
+            Deadline::NONE,
         )
         .unwrap();
         assert_eq!(got, Applied::NoSource);
@@ -432,7 +440,14 @@ mod tests {
         std::fs::create_dir_all(default.parent().unwrap()).unwrap();
         // An empty bundle: exercises source selection and wiping without needing root for chown.
         std::fs::write(&default, br#"{"version": 1, "files": []}"#).unwrap();
-        let got = apply(&Config::default(), &root, &NodeFacts::default(), &paths).unwrap();
+        let got = apply(
+            &Config::default(),
+            &root,
+            &NodeFacts::default(),
+            &paths,
+            Deadline::NONE,
+        )
+        .unwrap();
         assert_eq!(got, Applied::Installed { files: 0 });
         assert!(!default.exists());
     }
@@ -448,7 +463,14 @@ mod tests {
         let bad = br#"{"version": 2, "files": []}"#;
 
         std::fs::write(&default, bad).unwrap();
-        let err = apply(&Config::default(), &root, &NodeFacts::default(), &paths).unwrap_err();
+        let err = apply(
+            &Config::default(),
+            &root,
+            &NodeFacts::default(),
+            &paths,
+            Deadline::NONE,
+        )
+        .unwrap_err();
         assert_eq!(err.exit_code(), Exit::Secrets);
         assert!(matches!(err, SecretsError::Bundle { .. }));
         assert!(
@@ -458,7 +480,7 @@ mod tests {
 
         std::fs::write(&default, bad).unwrap();
         let cfg = Config::from_cmdline("rd.rustlive.secrets.required=0").unwrap();
-        let got = apply(&cfg, &root, &NodeFacts::default(), &paths).unwrap();
+        let got = apply(&cfg, &root, &NodeFacts::default(), &paths, Deadline::NONE).unwrap();
         assert_eq!(got, Applied::Skipped);
     }
 
@@ -480,6 +502,7 @@ mod tests {
             &root,
             &NodeFacts::default(),
             &Paths::under(t.path().join("none")),
+            Deadline::NONE,
         )
         .unwrap_err();
         assert!(
