@@ -192,6 +192,28 @@ pub struct FetchArgs {
     pub debug: bool,
 }
 
+impl FetchArgs {
+    /// The fetch stage's own request type: `fetch` does not import the command line.
+    fn request(&self) -> crate::fetch::command::Request {
+        crate::fetch::command::Request {
+            urls: self.urls.clone(),
+            output: self.output.clone(),
+            sha256: self.sha256,
+            sha256sums: self.sha256sums.clone(),
+            sig: self.sig.clone(),
+            pubkey: self.pubkey.clone(),
+            keys_dir: self.keys_dir.clone(),
+            retries: self.retries,
+            timeout: self.timeout,
+            stall: self.stall,
+            ca: self.ca.clone(),
+            insecure_tls: self.insecure_tls,
+            proxy: self.proxy.clone(),
+            require_verified: self.require_verified,
+        }
+    }
+}
+
 fn fetchable_url(s: &str) -> Result<reqwest::Url, String> {
     crate::values::parse_url(s, crate::values::Schemes::Fetchable)
 }
@@ -246,7 +268,7 @@ pub fn main() -> ExitCode {
             })
         }
         Command::InjectSecrets(a) => inject_secrets(&a),
-        Command::Fetch(a) => crate::fetch::command::run(&a).map_err(Error::from),
+        Command::Fetch(a) => crate::fetch::command::run(&a.request()).map_err(Error::from),
         Command::Config(a) => config(&a),
         Command::Assemble(a) => assemble(&a),
         Command::SwitchRoot(a) => switch_root(a),

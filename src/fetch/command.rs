@@ -1,11 +1,36 @@
 //! `rustlive fetch`: the engine on its own, for operators debugging a node and for benchmarks.
+//!
+//! The command line (`cli`, a higher layer) fills a [`Request`]; this module never looks at
+//! the argument parser.
 
 use super::{fetch_to_file, FetchError, FetchOptions};
-use crate::cli::FetchArgs;
 use crate::deadline::Deadline;
+use crate::values::Sha256Hex;
 use crate::verify;
+use reqwest::Url;
+use std::path::PathBuf;
+use std::time::Duration;
 
-pub fn run(a: &FetchArgs) -> Result<(), FetchError> {
+/// What `rustlive fetch` was asked to do (the options of `cli::FetchArgs`).
+#[derive(Debug, Clone)]
+pub struct Request {
+    pub urls: Vec<Url>,
+    pub output: PathBuf,
+    pub sha256: Option<Sha256Hex>,
+    pub sha256sums: Option<Url>,
+    pub sig: Option<Url>,
+    pub pubkey: Vec<PathBuf>,
+    pub keys_dir: Option<PathBuf>,
+    pub retries: Option<u32>,
+    pub timeout: Option<Duration>,
+    pub stall: Duration,
+    pub ca: Option<PathBuf>,
+    pub insecure_tls: bool,
+    pub proxy: Option<Url>,
+    pub require_verified: bool,
+}
+
+pub fn run(a: &Request) -> Result<(), FetchError> {
     let mut keys = match &a.keys_dir {
         Some(d) => verify::load_keys_dir(d)?,
         None => Vec::new(),
