@@ -116,7 +116,7 @@ fn run(
     facts: &mut NodeFacts,
 ) -> Result<(), Error> {
     let started = Instant::now();
-    let staged = fetch::stage_image(cfg, &req.paths.run_dir())?;
+    let staged = fetch::stage_image(cfg, &req.paths.run_dir(), deadline)?;
     facts.mac = node_mac(cfg);
     let root = mount::assemble(
         &staged.path,

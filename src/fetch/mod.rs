@@ -361,9 +361,13 @@ pub struct StagedImage {
 
 /// The boot stage: wait for a route to the image server, fetch and verify the image into a
 /// tmpfs of its own at `run_dir/image` sized for it, refusing early when RAM minus
-/// `rd.minmem` cannot hold it.
-pub fn stage_image(cfg: &Config, run_dir: &Path) -> Result<StagedImage, FetchError> {
-    let opts = FetchOptions::from_config(cfg, Path::new(verify::KEYS_DIR))?;
+/// `rd.minmem` cannot hold it. Every wait ends by `deadline` (the boot's one).
+pub fn stage_image(
+    cfg: &Config,
+    run_dir: &Path,
+    deadline: Deadline,
+) -> Result<StagedImage, FetchError> {
+    let opts = FetchOptions::from_config(cfg, Path::new(verify::KEYS_DIR))?.with_deadline(deadline);
     stage_image_with(
         cfg.image_urls(),
         &opts,
