@@ -4,8 +4,8 @@
 //! 10–20% of RAM and a large image would fill it (a known dmsquash-live/livenet failure).
 
 use crate::log::mib;
-use crate::mount::MountGuard;
-use nix::mount::MsFlags;
+use crate::sys::mount::MountGuard;
+use rustix::mount::MountFlags;
 use std::path::{Path, PathBuf};
 
 pub const PROC_MEMINFO: &str = "/proc/meminfo";
@@ -117,10 +117,10 @@ impl Tmpfs {
         std::fs::create_dir_all(path).map_err(merr)?;
         let data = format!("size={size},mode=0700");
         let guard = MountGuard::mount(
-            Some(Path::new("rustlive-image")),
+            Path::new("rustlive-image"),
             path,
             "tmpfs",
-            MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC,
+            MountFlags::NOSUID | MountFlags::NODEV | MountFlags::NOEXEC,
             Some(&data),
         )
         .map_err(|e| merr(e.into()))?;
@@ -188,7 +188,7 @@ mod tests {
 
     #[test]
     fn mounts_and_unmounts() {
-        if !nix::unistd::Uid::effective().is_root() {
+        if !crate::testing::is_root() {
             crate::testing::skip("mounting a tmpfs needs root");
             return;
         }

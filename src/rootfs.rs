@@ -73,7 +73,7 @@ fn push_components(todo: &mut Vec<std::ffi::OsString>, path: &Path) {
 }
 
 fn libc_eloop() -> i32 {
-    nix::errno::Errno::ELOOP as i32
+    rustix::io::Errno::LOOP.raw_os_error()
 }
 
 /// Why a root cannot be booted.
@@ -170,7 +170,10 @@ mod tests {
         symlink("b", d.path().join("a")).unwrap();
         symlink("a", d.path().join("b")).unwrap();
         let e = resolve_in_root(d.path(), Path::new("/a")).unwrap_err();
-        assert_eq!(e.raw_os_error(), Some(nix::errno::Errno::ELOOP as i32));
+        assert_eq!(
+            e.raw_os_error(),
+            Some(rustix::io::Errno::LOOP.raw_os_error())
+        );
     }
 
     #[test]
