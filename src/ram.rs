@@ -78,7 +78,13 @@ pub enum RamError {
 /// Headroom on top of the image: filesystem metadata and rounding.
 pub fn tmpfs_size(image_len: u64) -> u64 {
     let slack = (image_len / 64).max(16 << 20);
-    (image_len + slack).next_multiple_of(4096)
+    page_round(image_len.saturating_add(slack))
+}
+
+/// `n` rounded up to whole pages; a length announced by a server can be anything, so the
+/// rounding saturates instead of overflowing.
+fn page_round(n: u64) -> u64 {
+    n.checked_next_multiple_of(4096).unwrap_or(u64::MAX & !4095)
 }
 
 /// The tmpfs size for an image of `len` bytes (`None`: unknown length), or why it does not fit.
@@ -96,7 +102,7 @@ pub fn plan(len: Option<u64>, mem: MemInfo, reserve: u64) -> Result<u64, RamErro
             available: mem.available,
             reserve,
         }),
-        None => Ok(room.next_multiple_of(4096)),
+        None => Ok(page_round(room)),
     }
 }
 
@@ -184,6 +190,9 @@ mod tests {
         assert_eq!(tmpfs_size(0), 16 << 20);
         assert_eq!(tmpfs_size(4 << 30), (4 << 30) + (64 << 20));
         assert_eq!(tmpfs_size(1) % 4096, 0);
+        // A length near u64::MAX saturates instead of overflowing.
+        assert_eq!(tmpfs_size(u64::MAX), u64::MAX & !4095);
+        assert_eq!(tmpfs_size(u64::MAX - 5000) % 4096, 0);
     }
 
     #[test]

@@ -19,7 +19,7 @@ pub fn resolve_in_root(root: &Path, path: &Path) -> io::Result<PathBuf> {
     let mut todo: Vec<std::ffi::OsString> = Vec::new();
     push_components(&mut todo, path);
     let mut done: Vec<std::ffi::OsString> = Vec::new();
-    let mut links = 0;
+    let mut links: usize = 0;
     while let Some(c) = todo.pop() {
         if c == ".." {
             done.pop();
@@ -30,7 +30,7 @@ pub fn resolve_in_root(root: &Path, path: &Path) -> io::Result<PathBuf> {
         candidate.push(&c);
         match std::fs::symlink_metadata(&candidate) {
             Ok(m) if m.file_type().is_symlink() => {
-                links += 1;
+                links = links.saturating_add(1);
                 if links > MAX_SYMLINKS {
                     return Err(io::Error::from_raw_os_error(libc_eloop()));
                 }
