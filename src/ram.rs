@@ -84,7 +84,7 @@ pub fn tmpfs_size(image_len: u64) -> u64 {
 /// `n` rounded up to whole pages; a length announced by a server can be anything, so the
 /// rounding saturates instead of overflowing.
 fn page_round(n: u64) -> u64 {
-    n.checked_next_multiple_of(4096).unwrap_or(u64::MAX & !4095)
+    n.checked_next_multiple_of(4096).unwrap_or(!4095u64)
 }
 
 /// The tmpfs size for an image of `len` bytes (`None`: unknown length), or why it does not fit.
@@ -191,7 +191,7 @@ mod tests {
         assert_eq!(tmpfs_size(4 << 30), (4 << 30) + (64 << 20));
         assert_eq!(tmpfs_size(1) % 4096, 0);
         // A length near u64::MAX saturates instead of overflowing.
-        assert_eq!(tmpfs_size(u64::MAX), u64::MAX & !4095);
+        assert_eq!(tmpfs_size(u64::MAX), !4095u64);
         assert_eq!(tmpfs_size(u64::MAX - 5000) % 4096, 0);
     }
 
