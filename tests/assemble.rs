@@ -257,7 +257,11 @@ fn check_format(fs: Fs) {
         HELLO
     );
     let e = std::fs::write(a.lower().join("etc/x"), "x").unwrap_err();
-    assert_eq!(e.raw_os_error(), Some(rustix::io::Errno::ROFS.raw_os_error()), "{e}");
+    assert_eq!(
+        e.raw_os_error(),
+        Some(rustix::io::Errno::ROFS.raw_os_error()),
+        "{e}"
+    );
 
     drop(a);
     fx.assert_clean(&img);
@@ -312,7 +316,11 @@ fn overlay_size_limit_is_enforced() {
             "wrote {written} bytes into a 2 MiB overlay"
         );
     };
-    assert_eq!(err.raw_os_error(), Some(rustix::io::Errno::NOSPC.raw_os_error()), "{err}");
+    assert_eq!(
+        err.raw_os_error(),
+        Some(rustix::io::Errno::NOSPC.raw_os_error()),
+        "{err}"
+    );
     assert!(written >= 1 << 20, "only {written} bytes fit");
     drop(f);
     drop(a);
