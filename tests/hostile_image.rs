@@ -517,3 +517,20 @@ fn hostile_iso_contents() {
         fx.refused(&img, &["cut-inside.iso", no_isofs]);
     }
 }
+
+/// Squashfs in squashfs in squashfs in squashfs: deeper than any live layout, refused after
+/// the three levels rustlive mounts, and all three unwound.
+#[test]
+fn nesting_too_deep() {
+    require!("mksquashfs");
+    let fx = Fx::new();
+    let mut inner = fx.image(Fs::Squashfs, "level3.img");
+    for level in [2, 1, 0] {
+        let prev = inner.clone();
+        inner = fx.outer_squashfs(&format!("level{level}.img"), |live| {
+            std::fs::copy(&prev, live.join("rootfs.img")).unwrap();
+        });
+        std::fs::remove_file(&prev).unwrap();
+    }
+    fx.refused(&inner, &["level0.img", "more than 3 levels deep"]);
+}
