@@ -39,6 +39,8 @@ pub enum Error {
     SwitchRoot(#[from] crate::switchroot::SwitchRootError),
     #[error(transparent)]
     Fetch(#[from] crate::fetch::FetchError),
+    #[error("cannot build the secrets bundle")]
+    Bundle(#[from] crate::bundle::BuildError),
 }
 
 impl Error {
@@ -49,6 +51,7 @@ impl Error {
             Error::Assemble(_) => Exit::Assemble,
             Error::SwitchRoot(_) => Exit::SwitchRoot,
             Error::Fetch(e) => e.exit_code(),
+            Error::Bundle(e) => e.exit_code(),
         }
     }
 }

@@ -5,6 +5,7 @@
 //! switchroot. [`cli`] maps subcommands onto them; `main.rs` only calls [`cli::main`].
 
 pub mod boot;
+pub mod bundle;
 pub mod cli;
 pub mod cmdline;
 pub mod config;

@@ -7,6 +7,7 @@
 //! log line, an error or a `Debug` output; the initramfs copy is wiped once used.
 
 pub mod bundle;
+pub mod kmsg;
 pub mod owners;
 pub mod source;
 pub mod write;
@@ -165,6 +166,10 @@ pub fn apply_with(
             "secrets: no source (rd.rustlive.secrets) and no {}; no secrets installed",
             default_file.display()
         );
+        // A per-node cpio the kernel could not unpack looks exactly like "no bundle".
+        if let Some(w) = kmsg::missing_bundle_warning(&kmsg::read_kernel_log()) {
+            log::warn!("{w}");
+        }
         return Ok(Applied::NoSource);
     };
     let required = cfg.secrets.required(true);
