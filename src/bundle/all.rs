@@ -49,8 +49,13 @@ pub fn nodes(nodes_dir: &Path) -> Result<Vec<Node>, BuildError> {
     };
     let mut out = Vec::new();
     let mut seen: BTreeMap<String, String> = BTreeMap::new();
-    for entry in std::fs::read_dir(nodes_dir).map_err(read_err)? {
-        let entry = entry.map_err(read_err)?;
+    let mut entries = std::fs::read_dir(nodes_dir)
+        .map_err(read_err)?
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(read_err)?;
+    // In name order, so that which of two nodes is blamed for a shared MAC is stable.
+    entries.sort_by_key(|e| e.file_name());
+    for entry in entries {
         let dir = entry.path();
         let Some(name) = entry.file_name().to_str().map(str::to_string) else {
             return Err(BuildError::NotUtf8(dir));
