@@ -183,15 +183,12 @@ pub fn build_all(
         })?;
         for e in entries.flatten() {
             let p = e.path();
-            let ours = p
-                .extension()
-                .is_some_and(|x| x == "json" || x == "cpio");
+            let ours = p.extension().is_some_and(|x| x == "json" || x == "cpio");
             if ours && !planned.contains_key(&p) {
-                crate::secrets::source::wipe_file(&p)
-                    .map_err(|source| BuildError::Write {
-                        path: p.clone(),
-                        source,
-                    })?;
+                crate::secrets::source::wipe_file(&p).map_err(|source| BuildError::Write {
+                    path: p.clone(),
+                    source,
+                })?;
                 report.removed.push(p);
             }
         }
@@ -223,7 +220,12 @@ mod tests {
         let nodes_dir = t.path().join("nodes");
         let www = t.path().join("www");
         node(&nodes_dir, "n1", r#"{"macs": ["52:54:00:AA:00:01"]}"#, "k1");
-        node(&nodes_dir, "n2", r#"{"macs": ["52:54:00:aa:00:02", "52:54:00:aa:01:02"]}"#, "k2");
+        node(
+            &nodes_dir,
+            "n2",
+            r#"{"macs": ["52:54:00:aa:00:02", "52:54:00:aa:01:02"]}"#,
+            "k2",
+        );
         std::fs::create_dir_all(nodes_dir.join("_common")).unwrap();
         let opts = Options::default();
         let r = build_all(&nodes_dir, &www, &opts, None).unwrap();
@@ -232,7 +234,14 @@ mod tests {
         let mut names: Vec<String> = ["by-host", "by-mac"]
             .iter()
             .flat_map(|s| std::fs::read_dir(www.join(s)).unwrap())
-            .map(|e| e.unwrap().path().strip_prefix(&www).unwrap().display().to_string())
+            .map(|e| {
+                e.unwrap()
+                    .path()
+                    .strip_prefix(&www)
+                    .unwrap()
+                    .display()
+                    .to_string()
+            })
             .collect();
         names.sort();
         assert_eq!(
@@ -251,8 +260,14 @@ mod tests {
             ]
         );
         let mac1 = www.join("by-mac/52:54:00:aa:00:01.json");
-        assert_eq!(std::fs::read(&mac1).unwrap(), std::fs::read(www.join("by-host/n1.json")).unwrap());
-        assert_eq!(std::fs::metadata(&mac1).unwrap().permissions().mode() & 0o777, 0o600);
+        assert_eq!(
+            std::fs::read(&mac1).unwrap(),
+            std::fs::read(www.join("by-host/n1.json")).unwrap()
+        );
+        assert_eq!(
+            std::fs::metadata(&mac1).unwrap().permissions().mode() & 0o777,
+            0o600
+        );
 
         // Nothing changed: nothing written (mtimes kept).
         let mtime = std::fs::metadata(&mac1).unwrap().modified().unwrap();
@@ -283,8 +298,11 @@ mod tests {
         let n2 = node(&nodes_dir, "n2", r#"{"macs": ["52:54:00:AA:00:01"]}"#, "k2");
         let e = build_all(&nodes_dir, &www, &opts, None).unwrap_err();
         assert!(e.to_string().contains("is also the MAC of n1"), "{e}");
-        std::fs::write(n2.join(super::super::tree::MANIFEST), r#"{"macs": ["52-54-00-aa-00-02"]}"#)
-            .unwrap();
+        std::fs::write(
+            n2.join(super::super::tree::MANIFEST),
+            r#"{"macs": ["52-54-00-aa-00-02"]}"#,
+        )
+        .unwrap();
         let e = build_all(&nodes_dir, &www, &opts, None).unwrap_err();
         assert!(e.to_string().contains("is not a MAC address"), "{e}");
         std::fs::remove_dir_all(&n2).unwrap();

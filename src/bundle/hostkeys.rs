@@ -151,7 +151,8 @@ pub fn generate(
             let tmp = tempdir_0700()?;
             let f = tmp.join("key");
             let mut cmd = std::process::Command::new(bin);
-            cmd.args(["-q", "-N", "", "-t", ty, "-C", comment, "-f"]).arg(&f);
+            cmd.args(["-q", "-N", "", "-t", ty, "-C", comment, "-f"])
+                .arg(&f);
             if ty == "rsa" {
                 cmd.args(["-b", &RSA_BITS.to_string()]);
             }
@@ -212,7 +213,11 @@ mod tests {
             .arg(p)
             .output()
             .expect("ssh-keygen is installed by scripts/install-deps.sh");
-        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         String::from_utf8(out.stdout).unwrap()
     }
 
@@ -243,7 +248,10 @@ mod tests {
         let line = std::fs::read(&rsa_pub).unwrap();
         std::fs::remove_file(&rsa_pub).unwrap();
         assert_eq!(ensure(&dir, &keygen).unwrap(), [rsa_pub.clone()]);
-        let (a, b) = (String::from_utf8(line).unwrap(), std::fs::read_to_string(&rsa_pub).unwrap());
+        let (a, b) = (
+            String::from_utf8(line).unwrap(),
+            std::fs::read_to_string(&rsa_pub).unwrap(),
+        );
         assert_eq!(a.split(' ').nth(1), b.split(' ').nth(1), "same public key");
         assert_eq!(std::fs::read(key_path(&dir, "ed25519")).unwrap(), before);
     }

@@ -197,7 +197,9 @@ pub fn build(dir: &Path, opts: &Options) -> Result<Bundle, BuildError> {
             .collect(),
     };
     // Sized up front so that growing the buffer leaves no copy of a secret in freed memory.
-    let mut json = Zeroizing::new(Vec::with_capacity(total.saturating_add(256 * items.len() + 64)));
+    let mut json = Zeroizing::new(Vec::with_capacity(
+        total.saturating_add(256 * items.len() + 64),
+    ));
     serde_json::to_writer_pretty(&mut *json, &out).map_err(|e| BuildError::Write {
         path: dir.to_path_buf(),
         source: e.into(),
@@ -240,10 +242,7 @@ fn accounts_for<'a>(
             let path = root.join(p);
             std::fs::read_to_string(&path).map_err(|source| BuildError::Read { path, source })
         };
-        return Ok(Accounts::parse(
-            &read("etc/passwd")?,
-            &read("etc/group")?,
-        ));
+        return Ok(Accounts::parse(&read("etc/passwd")?, &read("etc/group")?));
     }
     let (mut passwd, mut group) = (String::new(), String::new());
     for item in items {

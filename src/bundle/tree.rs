@@ -144,7 +144,10 @@ pub fn files_with_owners(dir: &Path) -> Result<(Manifest, Vec<(TreeFile, Owner)>
                 path: p.clone(),
             });
         }
-        if files.binary_search_by(|f| f.node_path.as_str().cmp(p)).is_err() {
+        if files
+            .binary_search_by(|f| f.node_path.as_str().cmp(p))
+            .is_err()
+        {
             return Err(BuildError::ManifestAbsent {
                 manifest: manifest_path.clone(),
                 path: p.clone(),
@@ -261,7 +264,10 @@ mod tests {
             Err(BuildError::Special(_))
         ));
         std::os::unix::fs::symlink("/etc/passwd", d.join("l")).unwrap();
-        assert!(matches!(read_file(&d.join("l")), Err(BuildError::Symlink(_))));
+        assert!(matches!(
+            read_file(&d.join("l")),
+            Err(BuildError::Symlink(_))
+        ));
     }
 
     #[test]
@@ -305,7 +311,10 @@ mod tests {
 
         write(r#"{"owners": {"/etc/munge/munge.keys": "munge:munge"}}"#);
         let e = files_with_owners(d).unwrap_err();
-        assert!(matches!(&e, BuildError::ManifestAbsent { path, .. } if path == "/etc/munge/munge.keys"), "{e}");
+        assert!(
+            matches!(&e, BuildError::ManifestAbsent { path, .. } if path == "/etc/munge/munge.keys"),
+            "{e}"
+        );
         write(r#"{"owners": {"/etc/../etc/other": "munge"}}"#);
         let e = files_with_owners(d).unwrap_err();
         assert!(matches!(&e, BuildError::ManifestPath { .. }), "{e}");

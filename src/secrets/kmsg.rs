@@ -87,19 +87,29 @@ mod tests {
             unpack_failure(kmsg),
             Some("invalid magic at start of compressed archive")
         );
-        let dmesg = "[    0.912345] Initramfs unpacking failed: junk at the end of compressed archive\n";
+        let dmesg =
+            "[    0.912345] Initramfs unpacking failed: junk at the end of compressed archive\n";
         assert_eq!(
             unpack_failure(dmesg),
             Some("junk at the end of compressed archive")
         );
-        assert_eq!(unpack_failure("6,1,0,-;Trying to unpack rootfs image as initramfs...\n"), None);
+        assert_eq!(
+            unpack_failure("6,1,0,-;Trying to unpack rootfs image as initramfs...\n"),
+            None
+        );
         assert_eq!(unpack_failure(""), None);
     }
 
     #[test]
     fn the_warning_names_the_padding_cause_and_the_fixes() {
-        let w = missing_bundle_warning("Initramfs unpacking failed: invalid magic at start of compressed archive").unwrap();
-        assert!(w.contains("invalid magic at start of compressed archive"), "{w}");
+        let w = missing_bundle_warning(
+            "Initramfs unpacking failed: invalid magic at start of compressed archive",
+        )
+        .unwrap();
+        assert!(
+            w.contains("invalid magic at start of compressed archive"),
+            "{w}"
+        );
         assert!(w.contains("multiple of 4"), "{w}");
         assert!(w.contains("rustlive bundle build"), "{w}");
         assert!(w.contains("truncate -s %4"), "{w}");
@@ -116,6 +126,9 @@ mod tests {
         // It returned once caught up (EAGAIN), with the records as text, one per line.
         assert!(started.elapsed() < std::time::Duration::from_secs(10));
         assert!(!log.is_empty());
-        assert!(log.lines().all(|l| l.contains(';') || l.starts_with(' ')), "{log:.300}");
+        assert!(
+            log.lines().all(|l| l.contains(';') || l.starts_with(' ')),
+            "{log:.300}"
+        );
     }
 }
