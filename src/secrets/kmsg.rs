@@ -11,6 +11,7 @@ use std::os::unix::fs::OpenOptionsExt;
 
 /// The kernel's line, as `populate_rootfs` prints it.
 const UNPACK_FAILED: &str = "Initramfs unpacking failed:";
+const NOT_INITRAMFS: &str = "rootfs image is not initramfs (";
 /// Bounds on reading `/dev/kmsg`: it holds the whole boot's log at this point.
 const MAX_RECORDS: usize = 100_000;
 const MAX_BYTES: usize = 16 << 20;
@@ -19,8 +20,13 @@ const MAX_BYTES: usize = 16 << 20;
 /// initramfs could not be unpacked whole.
 pub fn unpack_failure(log: &str) -> Option<&str> {
     log.lines().find_map(|line| {
-        let at = line.find(UNPACK_FAILED)?;
-        line.get(at + UNPACK_FAILED.len()..).map(str::trim)
+        if let Some(at) = line.find(UNPACK_FAILED) {
+            return line.get(at + UNPACK_FAILED.len()..).map(str::trim);
+        }
+        // A kernel with CONFIG_BLK_DEV_RAM=y says it this way and keeps the rest as an initrd.
+        let at = line.find(NOT_INITRAMFS)?;
+        let rest = line.get(at + NOT_INITRAMFS.len()..)?;
+        rest.split_once(')').map(|(reason, _)| reason.trim())
     })
 }
 
