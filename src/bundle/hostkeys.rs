@@ -247,7 +247,7 @@ mod tests {
         let rsa_pub = key_path(&dir, "rsa").with_extension("pub");
         let line = std::fs::read(&rsa_pub).unwrap();
         std::fs::remove_file(&rsa_pub).unwrap();
-        assert_eq!(ensure(&dir, &keygen).unwrap(), [rsa_pub.clone()]);
+        assert_eq!(ensure(&dir, &keygen).unwrap(), std::slice::from_ref(&rsa_pub));
         let (a, b) = (
             String::from_utf8(line).unwrap(),
             std::fs::read_to_string(&rsa_pub).unwrap(),

@@ -196,11 +196,7 @@ pub fn read_file(path: &Path) -> Result<(Zeroizing<Vec<u8>>, u32), BuildError> {
     // One allocation up front (plus one byte to notice growth): no stray copy in freed memory.
     let mut buf = Zeroizing::new(vec![0u8; len + 1]);
     let mut n = 0;
-    loop {
-        let Some(rest) = buf.get_mut(n..) else { break };
-        if rest.is_empty() {
-            break;
-        }
+    while let Some(rest) = buf.get_mut(n..).filter(|r| !r.is_empty()) {
         match f.read(rest) {
             Ok(0) => break,
             Ok(k) => n += k,
