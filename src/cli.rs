@@ -1,8 +1,10 @@
 //! The `rustlive` command line: one subcommand per stage, so an operator can run any stage by
 //! hand on a node (or a benchmark can run it alone), plus `boot`, which runs them all.
 
+use crate::boot::Error;
 use crate::config::Config;
-use crate::error::{report, Error, Exit};
+use crate::error::{report, Exit};
+use crate::paths::Paths;
 use clap::{Args, Parser, Subcommand};
 use std::process::ExitCode;
 
@@ -60,17 +62,10 @@ pub struct CmdlineArg {
 }
 
 impl CmdlineArg {
-    /// The command line: `--cmdline` or `/proc/cmdline`.
-    pub fn text(&self) -> Result<String, Error> {
-        match &self.cmdline {
-            Some(s) => Ok(s.clone()),
-            None => std::fs::read_to_string("/proc/cmdline").map_err(Error::ReadCmdline),
-        }
-    }
-
     /// The configuration from `--cmdline` or `/proc/cmdline`.
     pub fn load(&self) -> Result<Config, Error> {
-        Ok(Config::from_cmdline(&self.text()?)?)
+        let bytes = crate::boot::read_cmdline(self.cmdline.as_deref(), &Paths::system())?;
+        Ok(Config::from_cmdline_bytes(&bytes)?)
     }
 }
 
@@ -140,8 +135,8 @@ pub struct InjectSecretsArgs {
     pub root: std::path::PathBuf,
     /// Bundle source, overriding rd.rustlive.secrets: https://…, file:///…, or http://… when
     /// rd.rustlive.secrets.sha256 pins it. {mac}, {uuid} and {hostname} are substituted.
-    #[arg(long, value_name = "URL")]
-    pub source: Option<String>,
+    #[arg(long, value_name = "URL", value_parser = crate::url_template::UrlTemplate::parse)]
+    pub source: Option<crate::url_template::UrlTemplate>,
     /// MAC address substituted for {mac} (xx:xx:xx:xx:xx:xx).
     #[arg(long, value_name = "MAC")]
     pub mac: Option<String>,
@@ -303,6 +298,9 @@ pub fn main() -> ExitCode {
     };
     let debug = matches!(&cli.command, Command::Fetch(a) if a.debug);
     crate::log::init(target, debug);
+    if pid1 || matches!(cli.command, Command::Boot(_)) {
+        crate::panic_hook::install(pid1);
+    }
     if pid1 {
         for w in early_warnings {
             log::warn!("{w}");
@@ -311,13 +309,22 @@ pub fn main() -> ExitCode {
     }
     let result = match cli.command {
         // boot reports its own errors: it must do so before its failure policy reboots.
-        Command::Boot(a) => return crate::boot::main(&a, pid1),
-        Command::InjectSecrets(a) => crate::secrets::run_cli(&a),
+        Command::Boot(a) => {
+            return crate::boot::main(&crate::boot::Request {
+                cmdline: a.cmdline.cmdline,
+                sysroot: a.sysroot,
+                switch_root: a.switch_root,
+                pid1,
+                paths: Paths::system(),
+            })
+        }
+        Command::InjectSecrets(a) => inject_secrets(&a),
         Command::Fetch(a) => crate::fetch::command::run(&a).map_err(Error::from),
         Command::Config(a) => config(&a),
         Command::Assemble(a) => assemble(&a),
         Command::SwitchRoot(a) => switch_root(a),
-        Command::Bundle(a) => crate::bundle::run_cli(&a).map_err(Error::from),
+        // A boot server's command: its own error type and exit code (6, or 2 for the output name).
+        Command::Bundle(a) => return bundle(&a),
     };
     match result {
         Ok(()) => Exit::Success.into(),
@@ -331,10 +338,87 @@ pub fn main() -> ExitCode {
     }
 }
 
+/// `rustlive bundle build` and `rustlive bundle build-all`.
+fn bundle(args: &BundleArgs) -> ExitCode {
+    let result = match &args.command {
+        BundleCommand::Build(a) => bundle_build(a),
+        BundleCommand::BuildAll(a) => bundle_build_all(a),
+    };
+    match result {
+        Ok(()) => Exit::Success.into(),
+        Err(e) => {
+            log::error!("cannot build the secrets bundle: {}", report(&e));
+            e.exit_code().into()
+        }
+    }
+}
+
+fn bundle_options(a: &BundleCommonArgs) -> crate::bundle::Options {
+    crate::bundle::Options {
+        commons: a.common.clone(),
+        image_root: a.image_root.clone(),
+    }
+}
+
+fn bundle_build(a: &BundleBuildArgs) -> Result<(), crate::bundle::BuildError> {
+    let keygen = a
+        .opts
+        .ssh_host_keys
+        .then(crate::bundle::hostkeys::Keygen::detect);
+    let w =
+        crate::bundle::build_to_file(&a.dir, &bundle_options(&a.opts), &a.output, keygen.as_ref())?;
+    for p in &w.generated {
+        log::info!("bundle: generated {}", p.display());
+    }
+    log::info!(
+        "bundle: wrote {} ({} files, {} bytes)",
+        a.output.display(),
+        w.files,
+        w.bytes
+    );
+    Ok(())
+}
+
+fn bundle_build_all(a: &BundleBuildAllArgs) -> Result<(), crate::bundle::BuildError> {
+    let keygen = a
+        .opts
+        .ssh_host_keys
+        .then(crate::bundle::hostkeys::Keygen::detect);
+    let r = crate::bundle::all::build_all(
+        &a.nodes_dir,
+        &a.output,
+        &bundle_options(&a.opts),
+        keygen.as_ref(),
+    )?;
+    log::info!(
+        "bundle: {} nodes: {} written, {} unchanged, {} stale files removed, into {}",
+        r.nodes.len(),
+        r.written.len(),
+        r.nodes.len().saturating_sub(r.written.len()),
+        r.removed.len(),
+        a.output.display()
+    );
+    Ok(())
+}
+
+/// `rustlive inject-secrets`.
+fn inject_secrets(a: &InjectSecretsArgs) -> Result<(), Error> {
+    let mut cfg = a.cmdline.load()?;
+    cfg.announce();
+    if let Some(s) = &a.source {
+        cfg.secrets.source = Some(s.clone());
+    }
+    let paths = Paths::system();
+    let facts = crate::secrets::NodeFacts::gather(&paths, a.mac.clone());
+    crate::secrets::apply(&cfg, &a.root, &facts, &paths)?;
+    Ok(())
+}
+
 fn config(a: &ConfigArgs) -> Result<(), Error> {
     let cfg = a.cmdline.load()?;
     cfg.announce();
-    let json = serde_json::to_string_pretty(&cfg).expect("config serializes");
+    // Serializing plain structs of strings and numbers into a String cannot fail.
+    let json = serde_json::to_string_pretty(&cfg).unwrap_or_default();
     println!("{json}");
     Ok(())
 }

@@ -14,9 +14,10 @@
 //! and `by-host/` that no node produces any more (a node removed, a NIC replaced) are removed,
 //! so a retired node's secrets stop being served.
 
+use super::build::{build, Options};
+use super::error::BuildError;
 use super::hostkeys::{self, Keygen};
 use super::output::{render, write_private, Kind};
-use super::{build, BuildError, Options};
 use crate::secrets::NodeFacts;
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};

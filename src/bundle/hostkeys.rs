@@ -7,8 +7,8 @@
 //! key. Keys come from `ssh-keygen` when the boot server has it (the reference implementation,
 //! and fast RSA), else from the `ssh-key` crate (pure Rust, part of the static binary).
 
+use super::error::{BuildError, KeygenError};
 use super::output::write_private;
-use super::BuildError;
 use ssh_key::{Algorithm, EcdsaCurve, LineEnding, PrivateKey};
 use std::io::Write;
 use std::os::unix::fs::OpenOptionsExt;
@@ -18,18 +18,6 @@ use std::path::{Path, PathBuf};
 pub const TYPES: &[&str] = &["ed25519", "ecdsa", "rsa"];
 /// RSA size: ssh-keygen's default.
 const RSA_BITS: usize = 3072;
-
-#[derive(Debug, thiserror::Error)]
-pub enum KeygenError {
-    #[error("ssh-keygen failed ({status}): {stderr}")]
-    SshKeygen { status: String, stderr: String },
-    #[error("cannot run ssh-keygen")]
-    Spawn(#[source] std::io::Error),
-    #[error(transparent)]
-    Key(#[from] ssh_key::Error),
-    #[error(transparent)]
-    Io(#[from] std::io::Error),
-}
 
 /// How keys are generated.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -247,7 +235,10 @@ mod tests {
         let rsa_pub = key_path(&dir, "rsa").with_extension("pub");
         let line = std::fs::read(&rsa_pub).unwrap();
         std::fs::remove_file(&rsa_pub).unwrap();
-        assert_eq!(ensure(&dir, &keygen).unwrap(), std::slice::from_ref(&rsa_pub));
+        assert_eq!(
+            ensure(&dir, &keygen).unwrap(),
+            std::slice::from_ref(&rsa_pub)
+        );
         let (a, b) = (
             String::from_utf8(line).unwrap(),
             std::fs::read_to_string(&rsa_pub).unwrap(),

@@ -13,7 +13,7 @@
 //! Same JSON, same bytes: the cpio writer is deterministic ([`crate::cpio`]) and the gzip header
 //! carries no name and mtime 0.
 
-use super::BuildError;
+use super::error::BuildError;
 use crate::cpio::Archive;
 use flate2::write::GzEncoder;
 use std::io::Write;

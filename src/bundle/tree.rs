@@ -7,7 +7,7 @@
 //! `O_NOFOLLOW` and its mode taken from the open descriptor, so a file swapped for a link after
 //! the walk is refused too.
 
-use super::BuildError;
+use super::error::BuildError;
 use crate::secrets::bundle::{check_path, MAX_BUNDLE_SIZE};
 use serde::Deserialize;
 use std::collections::BTreeMap;

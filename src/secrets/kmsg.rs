@@ -8,6 +8,7 @@
 
 use std::io::Read;
 use std::os::unix::fs::OpenOptionsExt;
+use std::path::Path;
 
 /// The kernel's line, as `populate_rootfs` prints it.
 const UNPACK_FAILED: &str = "Initramfs unpacking failed:";
@@ -40,13 +41,13 @@ pub fn padding_warning(reason: &str) -> String {
     )
 }
 
-/// The kernel log so far, from `/dev/kmsg` (read without blocking and without consuming it);
-/// empty when it cannot be read.
-pub fn read_kernel_log() -> String {
+/// The kernel log so far, from `/dev/kmsg` (`kmsg`; read without blocking and without
+/// consuming it); empty when it cannot be read.
+pub fn read_kernel_log(kmsg: &Path) -> String {
     let Ok(mut f) = std::fs::OpenOptions::new()
         .read(true)
         .custom_flags(nix::fcntl::OFlag::O_NONBLOCK.bits())
-        .open("/dev/kmsg")
+        .open(kmsg)
     else {
         return String::new();
     };
@@ -123,12 +124,26 @@ mod tests {
     }
 
     #[test]
+    fn reads_a_log_under_an_injected_root() {
+        let t = tempfile::tempdir().unwrap();
+        let f = t.path().join("kmsg");
+        assert_eq!(read_kernel_log(&f), "", "missing: empty");
+        std::fs::write(
+            &f,
+            "3,1,2,-;Initramfs unpacking failed: invalid magic at start of compressed archive\n",
+        )
+        .unwrap();
+        let w = missing_bundle_warning(&read_kernel_log(&f)).unwrap();
+        assert!(w.contains("invalid magic"), "{w}");
+    }
+
+    #[test]
     fn reads_the_kernel_log_without_blocking() {
         if std::fs::File::open("/dev/kmsg").is_err() {
             return crate::testing::skip("/dev/kmsg is not readable here (needs root)");
         }
         let started = std::time::Instant::now();
-        let log = read_kernel_log();
+        let log = read_kernel_log(Path::new("/dev/kmsg"));
         // It returned once caught up (EAGAIN), with the records as text, one per line.
         assert!(started.elapsed() < std::time::Duration::from_secs(10));
         assert!(!log.is_empty());
