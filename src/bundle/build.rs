@@ -164,3 +164,71 @@ fn accounts_for<'a>(
     }
     Ok(Accounts::parse(&passwd, &group))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::PermissionsExt;
+
+    fn file(p: &Path, content: &str, mode: u32) {
+        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+        std::fs::write(p, content).unwrap();
+        std::fs::set_permissions(p, std::fs::Permissions::from_mode(mode)).unwrap();
+    }
+
+    #[test]
+    fn bundle_is_sorted_deterministic_and_valid_for_the_node() {
+        let t = tempfile::tempdir().unwrap();
+        let d = t.path();
+        file(&d.join("etc/ssh/ssh_host_ed25519_key"), "k", 0o600);
+        file(&d.join("etc/munge/munge.key"), "m", 0o400);
+        file(
+            &d.join(tree::MANIFEST),
+            r#"{"owners": {"/etc/munge/munge.key": "munge:munge"}}"#,
+            0o644,
+        );
+        let a = build(d, &Options::default()).unwrap();
+        let b = build(d, &Options::default()).unwrap();
+        assert_eq!(a.json.as_slice(), b.json.as_slice());
+        assert_eq!(
+            a.paths,
+            ["/etc/munge/munge.key", "/etc/ssh/ssh_host_ed25519_key"]
+        );
+        // The node, with an image that has the munge account, accepts it as written.
+        let image = Accounts::parse("munge:x:998:997::/:/bin/false\n", "munge:x:997:\n");
+        let e = crate::secrets::bundle::parse(&a.json, &image).unwrap();
+        let got: Vec<_> = e
+            .iter()
+            .map(|e| (e.path.as_str(), e.mode, e.uid, e.gid, e.content.to_vec()))
+            .collect();
+        assert_eq!(
+            got,
+            [
+                ("/etc/munge/munge.key", 0o400, 998, 997, b"m".to_vec()),
+                ("/etc/ssh/ssh_host_ed25519_key", 0o600, 0, 0, b"k".to_vec()),
+            ]
+        );
+    }
+
+    #[test]
+    fn a_refused_entry_names_the_server_file() {
+        let t = tempfile::tempdir().unwrap();
+        let d = t.path();
+        file(&d.join("etc/a"), "a", 0o600);
+        file(&d.join("etc/b"), "b", 0o2600);
+        match build(d, &Options::default()) {
+            Err(BuildError::Refused { file, source }) => {
+                assert_eq!(file, d.join("etc/b"));
+                assert!(matches!(
+                    source,
+                    BundleError::Entry {
+                        index: 1,
+                        rule: crate::secrets::bundle::Rule::ModeSpecialBits,
+                        ..
+                    }
+                ));
+            }
+            other => panic!("{:?}", other.map(|b| b.paths)),
+        }
+    }
+}
