@@ -6,7 +6,7 @@ DESTDIR  ?=
 MODDIR   := $(DESTDIR)$(PREFIX)/lib/dracut/modules.d/90rustlive
 MAX_SIZE := 6291456
 
-.PHONY: all build deps test unit-test qemu-test lint demo install bench clean
+.PHONY: all build deps test unit-test qemu-test lint demo install packages bench clean
 
 all: build
 
@@ -36,7 +36,7 @@ qemu-test: build
 
 # Every skipped test is a failure here: CI must never pass on a suite that did not run.
 test: export RUSTLIVE_NO_SKIP := 1
-test: lint unit-test qemu-test
+test: lint unit-test packages qemu-test
 
 demo: build
 	qemu/demo.sh
@@ -46,6 +46,13 @@ install: build
 	install -m 0755 dracut-module/90rustlive/*.sh $(MODDIR)/
 	install -m 0644 $$(find dracut-module/90rustlive -maxdepth 1 -type f ! -name '*.sh') $(MODDIR)/
 	install -m 0755 $(BIN) $(MODDIR)/rustlive
+	install -d $(DESTDIR)$(PREFIX)/bin
+	install -m 0755 $(BIN) $(DESTDIR)$(PREFIX)/bin/rustlive
+
+# The RPM (from dist/rustlive.spec) and the .deb (from a staged `make install`) into
+# build/packages/, their file lists checked and the .deb installed into a scratch root.
+packages: build
+	scripts/build-packages.sh
 
 bench: build
 	bench/fetch-vs-curl.sh

@@ -151,6 +151,35 @@ build_secrets_initrd() {
 	rm -rf "$d"
 }
 
+# The same secrets as a tree that `rustlive bundle build` turns into a per-node initrd: a gzip'ed
+# cpio, which the kernel reads wherever it starts (no padding of what precedes it).
+build_bundle_cpio() {
+	local t="$B/bundle-tree"
+	[ -s "$WWW/node-bundle.cpio" ] && [ "$WWW/node-bundle.cpio" -nt "$BIN" ] && return 0
+	rm -rf "$t" && mkdir -p "$t/etc/munge" "$t/etc/rustlive-test"
+	printf '%s munge\n' "$CANARY" >"$t/etc/munge/munge.key"
+	printf '%s token\n' "$CANARY" >"$t/etc/rustlive-test/token"
+	chmod 0400 "$t/etc/munge/munge.key"
+	chmod 0640 "$t/etc/rustlive-test/token"
+	cat >"$t/rustlive-bundle.json" <<-'EOF'
+		{"owners": {"/etc/munge/munge.key": "munge:munge", "/etc/rustlive-test/token": "root:munge"}}
+	EOF
+	"$BIN" bundle build "$t" --image-root "$B/testroot" -o "$WWW/node-bundle.cpio"
+	rm -rf "$t"
+}
+
+# misalign FILE: appends harmless gzip'ed cpio members (an empty directory each) until FILE's
+# length is not a multiple of 4, so that what is appended next starts off a 4-byte boundary.
+misalign() {
+	local d="$B/misalign" n=0
+	while [ $(($(stat -c %s "$1") % 4)) -eq 0 ]; do
+		n=$((n + 1))
+		rm -rf "$d" && mkdir -p "$d/pad$n"
+		(cd "$d" && find "pad$n" | cpio -o -H newc --quiet -R 0:0 | gzip -n -9) >>"$1"
+	done
+	rm -rf "$d"
+}
+
 # --- TLS -----------------------------------------------------------------------------------------
 
 # A throwaway CA and a server certificate for 10.0.2.2 (what the guest dials).

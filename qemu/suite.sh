@@ -25,6 +25,14 @@ prepare() {
 	cp "$IMG/nm.img" "$IMG/nm+secrets.img"
 	truncate -s %4 "$IMG/nm+secrets.img"
 	cat "$WWW/node-secrets.cpio" >>"$IMG/nm+secrets.img"
+	# A plain cat and no padding, after an initramfs whose length is not a multiple of 4: the
+	# bundle cpio (gzip'ed) is read; the uncompressed cpio it replaces is lost, and rustlive
+	# says why.
+	build_bundle_cpio
+	cp "$IMG/nm.img" "$IMG/nm-odd.img"
+	misalign "$IMG/nm-odd.img"
+	cat "$IMG/nm-odd.img" "$WWW/node-bundle.cpio" >"$IMG/nm+bundle-cat.img"
+	cat "$IMG/nm-odd.img" "$WWW/node-secrets.cpio" >"$IMG/nm+plain-cat.img"
 	# dracut without systemd: the netroot handler and mount hook instead of the unit.
 	build_initramfs legacy --add "rustlive network-legacy" "${COMMON_DRACUT[@]}" \
 		--omit "systemd systemd-initrd dracut-systemd systemd-networkd network-manager"
@@ -235,6 +243,22 @@ t_secrets_initrd() {
 		240 'TESTROOT: done' "$NOBOOT" && booted && secrets_ok
 }
 
+t_secrets_cat() {
+	boot secrets-cat "$IMG/nm+bundle-cat.img" \
+		"root=live:$URL/root.squashfs rd.rustlive.sha256=$(sha_of root.squashfs)" \
+		240 'TESTROOT: done' "$NOBOOT" && booted && secrets_ok &&
+		check_not 'Initramfs unpacking failed|rootfs image is not initramfs' "an unpacking error"
+}
+
+t_secrets_cat_plain() {
+	boot secrets-cat-plain "$IMG/nm+plain-cat.img" \
+		"root=live:$URL/root.squashfs rd.rustlive.sha256=$(sha_of root.squashfs)" \
+		240 'TESTROOT: done' "$NOBOOT" && booted &&
+		check 'Initramfs unpacking failed|rootfs image is not initramfs' "the kernel's unpacking error" &&
+		check 'rustlive.*no bundle found.*multiple of 4' "rustlive's warning naming the padding cause" &&
+		check_not 'TESTROOT: secret ' "a secret installed"
+}
+
 t_secrets_https() {
 	boot secrets-https "$IMG/nm.img" \
 		"root=live:$SURL/root.squashfs rd.rustlive.ca=/etc/rustlive/test-ca.pem rd.rustlive.secrets=$SURL/nodes/{mac}.json" \
@@ -335,7 +359,7 @@ t_initramfs_cache_key() {
 }
 
 ALL="initramfs_cache_key happy_nm happy_networkd livenet_cmdline root_http_alias nested erofs hash_mismatch bad_cmdline bad_cmdline_shell server_late broken_transfer
-secrets_initrd secrets_https no_network signature_valid signature_missing pxe no_systemd
+secrets_initrd secrets_cat secrets_cat_plain secrets_https no_network signature_valid signature_missing pxe no_systemd
 no_systemd_fail file_image no_systemd_file pid1_switch_root"
 
 prepare

@@ -49,6 +49,9 @@ pub enum Command {
     /// Download a file the way `boot` downloads the image: retries with backoff, resume,
     /// mirrors, SHA-256 and minisign verification. The file appears only once verified.
     Fetch(Box<FetchArgs>),
+    /// On the boot server: build node secrets bundles (JSON or a per-node initrd) from
+    /// directories that mirror each node's root.
+    Bundle(BundleArgs),
 }
 
 #[derive(Debug, Args)]
@@ -195,6 +198,76 @@ pub struct FetchArgs {
     pub debug: bool,
 }
 
+#[derive(Debug, Args)]
+pub struct BundleArgs {
+    #[command(subcommand)]
+    pub command: BundleCommand,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum BundleCommand {
+    /// Build one node's bundle from DIR, a directory that mirrors the node's root
+    /// (DIR/etc/munge/munge.key is /etc/munge/munge.key).
+    ///
+    /// Modes come from the files; owners and groups by name from DIR/rustlive-bundle.json
+    /// ({"owners": {"/etc/munge/munge.key": "munge:munge"}}; a file it does not name is
+    /// root:root). The result is validated by the node's own validator: anything the node would
+    /// refuse (links in DIR, setuid modes, paths under /proc, /sys, /dev or /run, bad owner
+    /// names) is refused here with the node's message. FILE.json is for an https source;
+    /// FILE.cpio is a gzip'ed newc initrd holding /rustlive/secrets.json, which works as an
+    /// iPXE initrd and appended with a plain `cat` after any initramfs. Written 0600.
+    #[command(
+        after_long_help = "Example:\n  rustlive bundle build /srv/nodes/n001 --common /srv/nodes/_common --ssh-host-keys -o /srv/www/nodes/n001.cpio"
+    )]
+    Build(BundleBuildArgs),
+    /// Build every node's bundle: each directory NODES_DIR/HOSTNAME is one node's DIR (its
+    /// manifest lists its "macs"); writes WWW_DIR/by-mac/MAC.{json,cpio} (MAC as iPXE prints
+    /// ${mac}) and WWW_DIR/by-host/HOSTNAME.{json,cpio}, rewriting only what changed and
+    /// removing outputs no node produces any more. Names starting with '.' or '_' are skipped.
+    #[command(name = "build-all")]
+    BuildAll(BundleBuildAllArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct BundleCommonArgs {
+    /// A tree shared by all nodes (the munge key), merged before the node's own; repeatable.
+    /// The node's files win over a common tree's, a later common tree over an earlier one.
+    #[arg(long, value_name = "DIR")]
+    pub common: Vec<std::path::PathBuf>,
+    /// The node image's root: check owner and group names against its /etc/passwd and
+    /// /etc/group, as the node will at boot (default: any well-formed name).
+    #[arg(long, value_name = "DIR")]
+    pub image_root: Option<std::path::PathBuf>,
+    /// Generate the missing SSH host keys (ed25519, ecdsa, rsa) into DIR/etc/ssh first; keys
+    /// already there are kept, so a node keeps its host key across rebuilds.
+    #[arg(long)]
+    pub ssh_host_keys: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct BundleBuildArgs {
+    /// The node's tree.
+    #[arg(value_name = "DIR")]
+    pub dir: std::path::PathBuf,
+    #[command(flatten)]
+    pub opts: BundleCommonArgs,
+    /// FILE.json or FILE.cpio.
+    #[arg(short, long, value_name = "FILE")]
+    pub output: std::path::PathBuf,
+}
+
+#[derive(Debug, Args)]
+pub struct BundleBuildAllArgs {
+    /// One directory per node, named by host name.
+    #[arg(value_name = "NODES_DIR")]
+    pub nodes_dir: std::path::PathBuf,
+    #[command(flatten)]
+    pub opts: BundleCommonArgs,
+    /// The web server's directory for the bundles.
+    #[arg(short, long, value_name = "WWW_DIR")]
+    pub output: std::path::PathBuf,
+}
+
 fn fetchable_url(s: &str) -> Result<reqwest::Url, String> {
     crate::values::parse_url(s, crate::values::Schemes::Fetchable)
 }
@@ -253,6 +326,8 @@ pub fn main() -> ExitCode {
         Command::Config(a) => config(&a),
         Command::Assemble(a) => assemble(&a),
         Command::SwitchRoot(a) => switch_root(a),
+        // A boot server's command: its own error type and exit code (6, or 2 for the output name).
+        Command::Bundle(a) => return bundle(&a),
     };
     match result {
         Ok(()) => Exit::Success.into(),
@@ -293,6 +368,69 @@ fn fetch(a: &FetchArgs) -> Result<(), crate::fetch::FetchError> {
         ..FetchOptions::default()
     };
     fetch_to_file(&a.urls, &a.output, &opts)?;
+    Ok(())
+}
+
+/// `rustlive bundle build` and `rustlive bundle build-all`.
+fn bundle(args: &BundleArgs) -> ExitCode {
+    let result = match &args.command {
+        BundleCommand::Build(a) => bundle_build(a),
+        BundleCommand::BuildAll(a) => bundle_build_all(a),
+    };
+    match result {
+        Ok(()) => Exit::Success.into(),
+        Err(e) => {
+            log::error!("cannot build the secrets bundle: {}", report(&e));
+            e.exit_code().into()
+        }
+    }
+}
+
+fn bundle_options(a: &BundleCommonArgs) -> crate::bundle::Options {
+    crate::bundle::Options {
+        commons: a.common.clone(),
+        image_root: a.image_root.clone(),
+    }
+}
+
+fn bundle_build(a: &BundleBuildArgs) -> Result<(), crate::bundle::BuildError> {
+    let keygen = a
+        .opts
+        .ssh_host_keys
+        .then(crate::bundle::hostkeys::Keygen::detect);
+    let w =
+        crate::bundle::build_to_file(&a.dir, &bundle_options(&a.opts), &a.output, keygen.as_ref())?;
+    for p in &w.generated {
+        log::info!("bundle: generated {}", p.display());
+    }
+    log::info!(
+        "bundle: wrote {} ({} files, {} bytes)",
+        a.output.display(),
+        w.files,
+        w.bytes
+    );
+    Ok(())
+}
+
+fn bundle_build_all(a: &BundleBuildAllArgs) -> Result<(), crate::bundle::BuildError> {
+    let keygen = a
+        .opts
+        .ssh_host_keys
+        .then(crate::bundle::hostkeys::Keygen::detect);
+    let r = crate::bundle::all::build_all(
+        &a.nodes_dir,
+        &a.output,
+        &bundle_options(&a.opts),
+        keygen.as_ref(),
+    )?;
+    log::info!(
+        "bundle: {} nodes: {} written, {} unchanged, {} stale files removed, into {}",
+        r.nodes.len(),
+        r.written.len(),
+        r.nodes.len().saturating_sub(r.written.len()),
+        r.removed.len(),
+        a.output.display()
+    );
     Ok(())
 }
 

@@ -20,6 +20,7 @@
 )]
 
 pub mod boot;
+pub mod bundle;
 pub mod cli;
 pub mod cmdline;
 pub mod config;

@@ -8,6 +8,7 @@
 
 pub mod bundle;
 pub mod facts;
+pub mod kmsg;
 pub mod owners;
 pub mod source;
 pub mod write;
@@ -113,6 +114,12 @@ pub fn apply(
             "secrets: no source (rd.rustlive.secrets) and no {}; no secrets installed",
             default_file.display()
         );
+        // A per-node cpio the kernel could not unpack looks exactly like "no bundle".
+        if let Some(w) =
+            kmsg::missing_bundle_warning(&kmsg::read_kernel_log(&paths.join("dev/kmsg")))
+        {
+            log::warn!("{w}");
+        }
         return Ok(Applied::NoSource);
     };
     let required = cfg.secrets.required(true);

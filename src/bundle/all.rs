@@ -1,0 +1,321 @@
+//! `rustlive bundle build-all NODES_DIR -o WWW_DIR`: one bundle per node.
+//!
+//! Convention: every directory `NODES_DIR/HOSTNAME/` is one node's bundle tree (its name is the
+//! node's host name); its manifest's `"macs"` lists the node's MAC addresses. Names starting
+//! with `.` or `_` are not nodes (`NODES_DIR/_common/` can hold the shared tree). Outputs, each
+//! in both forms (`.json` for an https source, `.cpio` for an initrd):
+//!
+//! - `WWW_DIR/by-mac/MAC.{json,cpio}`, MAC in lower-case colon form as iPXE prints `${mac}`;
+//! - `WWW_DIR/by-host/HOSTNAME.{json,cpio}`.
+//!
+//! Outputs are deterministic, so "inputs changed" is decided on the bytes themselves: a node's
+//! output is rewritten only when what would be written differs from what is there (no state
+//! file to drift, and unchanged files keep their mtime for caches and rsync). Files in `by-mac/`
+//! and `by-host/` that no node produces any more (a node removed, a NIC replaced) are removed,
+//! so a retired node's secrets stop being served.
+
+use super::build::{build, Options};
+use super::error::BuildError;
+use super::hostkeys::{self, Keygen};
+use super::output::{render, write_private, Kind};
+use crate::secrets::NodeFacts;
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+
+/// What [`build_all`] did.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Report {
+    /// Host names, sorted.
+    pub nodes: Vec<String>,
+    /// Host names whose outputs were (re)written.
+    pub written: Vec<String>,
+    /// Stale outputs removed.
+    pub removed: Vec<PathBuf>,
+}
+
+/// One node directory.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Node {
+    pub hostname: String,
+    pub dir: PathBuf,
+    /// Normalized (lower case).
+    pub macs: Vec<String>,
+}
+
+/// The node directories of `nodes_dir`, sorted by host name; MACs checked and unique.
+pub fn nodes(nodes_dir: &Path) -> Result<Vec<Node>, BuildError> {
+    let read_err = |source| BuildError::Read {
+        path: nodes_dir.to_path_buf(),
+        source,
+    };
+    let mut out = Vec::new();
+    let mut seen: BTreeMap<String, String> = BTreeMap::new();
+    let mut entries = std::fs::read_dir(nodes_dir)
+        .map_err(read_err)?
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(read_err)?;
+    // In name order, so that which of two nodes is blamed for a shared MAC is stable.
+    entries.sort_by_key(|e| e.file_name());
+    for entry in entries {
+        let dir = entry.path();
+        let Some(name) = entry.file_name().to_str().map(str::to_string) else {
+            return Err(BuildError::NotUtf8(dir));
+        };
+        if name.starts_with(['.', '_']) {
+            continue;
+        }
+        let ty = entry.file_type().map_err(|source| BuildError::Read {
+            path: dir.clone(),
+            source,
+        })?;
+        if ty.is_symlink() {
+            return Err(BuildError::Symlink(dir));
+        }
+        if !ty.is_dir() {
+            continue;
+        }
+        let node = |what: String| BuildError::Node {
+            dir: dir.clone(),
+            what,
+        };
+        let facts = NodeFacts {
+            hostname: Some(name.clone()),
+            ..NodeFacts::default()
+        };
+        let Some(hostname) = facts.hostname() else {
+            return Err(node(
+                "the directory name must be the node's host name (letters, digits, '-' and '.')"
+                    .into(),
+            ));
+        };
+        let manifest = super::tree::load_manifest(&dir)?;
+        let mut macs = Vec::new();
+        for m in &manifest.macs {
+            let facts = NodeFacts {
+                mac: Some(m.clone()),
+                ..NodeFacts::default()
+            };
+            let Some(mac) = facts.mac() else {
+                return Err(node(format!(
+                    "\"macs\": {m:?} is not a MAC address like 52:54:00:12:34:56"
+                )));
+            };
+            if let Some(other) = seen.insert(mac.clone(), hostname.clone()) {
+                return Err(node(format!("MAC {mac} is also the MAC of {other}")));
+            }
+            macs.push(mac);
+        }
+        if macs.is_empty() {
+            log::warn!(
+                "bundle: {} lists no \"macs\" in its manifest: only by-host/{hostname}.* is written",
+                dir.display()
+            );
+        }
+        out.push(Node {
+            hostname,
+            dir,
+            macs,
+        });
+    }
+    out.sort_by(|a, b| a.hostname.cmp(&b.hostname));
+    Ok(out)
+}
+
+/// Builds every node's bundle into `www` (see the module doc). With `keygen`, missing SSH host
+/// keys are generated into each node's tree first. Every bundle is built and validated before
+/// anything is written, so one bad node leaves every output as it was.
+pub fn build_all(
+    nodes_dir: &Path,
+    www: &Path,
+    opts: &Options,
+    keygen: Option<&Keygen>,
+) -> Result<Report, BuildError> {
+    let nodes = nodes(nodes_dir)?;
+    if let Some(k) = keygen {
+        for n in &nodes {
+            for p in hostkeys::ensure(&n.dir, k)? {
+                log::info!("bundle: generated {}", p.display());
+            }
+        }
+    }
+    let mut planned: BTreeMap<PathBuf, (String, zeroize::Zeroizing<Vec<u8>>)> = BTreeMap::new();
+    for n in &nodes {
+        let b = build(&n.dir, opts)?;
+        for kind in [Kind::Json, Kind::Cpio] {
+            let bytes = render(&b.json, kind)?;
+            let ext = match kind {
+                Kind::Json => "json",
+                Kind::Cpio => "cpio",
+            };
+            let names = std::iter::once(("by-host", &n.hostname))
+                .chain(n.macs.iter().map(|m| ("by-mac", m)));
+            for (sub, name) in names {
+                let path = www.join(sub).join(format!("{name}.{ext}"));
+                planned.insert(path, (n.hostname.clone(), bytes.clone()));
+            }
+        }
+    }
+
+    let mut report = Report {
+        nodes: nodes.iter().map(|n| n.hostname.clone()).collect(),
+        ..Report::default()
+    };
+    for sub in ["by-host", "by-mac"] {
+        let d = www.join(sub);
+        std::fs::create_dir_all(&d).map_err(|source| BuildError::Write { path: d, source })?;
+    }
+    let mut written = BTreeSet::new();
+    for (path, (host, bytes)) in &planned {
+        let same = std::fs::read(path).is_ok_and(|old| {
+            let old = zeroize::Zeroizing::new(old);
+            old.as_slice() == bytes.as_slice()
+        });
+        if !same {
+            write_private(path, bytes)?;
+            written.insert(host.clone());
+        }
+    }
+    report.written = written.into_iter().collect();
+    for sub in ["by-host", "by-mac"] {
+        let d = www.join(sub);
+        let entries = std::fs::read_dir(&d).map_err(|source| BuildError::Read {
+            path: d.clone(),
+            source,
+        })?;
+        for e in entries.flatten() {
+            let p = e.path();
+            let ours = p.extension().is_some_and(|x| x == "json" || x == "cpio");
+            if ours && !planned.contains_key(&p) {
+                crate::secrets::source::wipe_file(&p).map_err(|source| BuildError::Write {
+                    path: p.clone(),
+                    source,
+                })?;
+                report.removed.push(p);
+            }
+        }
+    }
+    Ok(report)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::PermissionsExt;
+
+    fn node(root: &Path, host: &str, manifest: &str, key: &str) -> PathBuf {
+        let d = root.join(host);
+        std::fs::create_dir_all(d.join("etc/munge")).unwrap();
+        std::fs::write(d.join("etc/munge/munge.key"), key).unwrap();
+        std::fs::set_permissions(
+            d.join("etc/munge/munge.key"),
+            std::fs::Permissions::from_mode(0o400),
+        )
+        .unwrap();
+        std::fs::write(d.join(super::super::tree::MANIFEST), manifest).unwrap();
+        d
+    }
+
+    #[test]
+    fn names_by_mac_and_host_rewrites_only_changes_and_prunes() {
+        let t = tempfile::tempdir().unwrap();
+        let nodes_dir = t.path().join("nodes");
+        let www = t.path().join("www");
+        node(&nodes_dir, "n1", r#"{"macs": ["52:54:00:AA:00:01"]}"#, "k1");
+        node(
+            &nodes_dir,
+            "n2",
+            r#"{"macs": ["52:54:00:aa:00:02", "52:54:00:aa:01:02"]}"#,
+            "k2",
+        );
+        std::fs::create_dir_all(nodes_dir.join("_common")).unwrap();
+        let opts = Options::default();
+        let r = build_all(&nodes_dir, &www, &opts, None).unwrap();
+        assert_eq!(r.nodes, ["n1", "n2"]);
+        assert_eq!(r.written, ["n1", "n2"]);
+        let mut names: Vec<String> = ["by-host", "by-mac"]
+            .iter()
+            .flat_map(|s| std::fs::read_dir(www.join(s)).unwrap())
+            .map(|e| {
+                e.unwrap()
+                    .path()
+                    .strip_prefix(&www)
+                    .unwrap()
+                    .display()
+                    .to_string()
+            })
+            .collect();
+        names.sort();
+        assert_eq!(
+            names,
+            [
+                "by-host/n1.cpio",
+                "by-host/n1.json",
+                "by-host/n2.cpio",
+                "by-host/n2.json",
+                "by-mac/52:54:00:aa:00:01.cpio",
+                "by-mac/52:54:00:aa:00:01.json",
+                "by-mac/52:54:00:aa:00:02.cpio",
+                "by-mac/52:54:00:aa:00:02.json",
+                "by-mac/52:54:00:aa:01:02.cpio",
+                "by-mac/52:54:00:aa:01:02.json",
+            ]
+        );
+        let mac1 = www.join("by-mac/52:54:00:aa:00:01.json");
+        assert_eq!(
+            std::fs::read(&mac1).unwrap(),
+            std::fs::read(www.join("by-host/n1.json")).unwrap()
+        );
+        assert_eq!(
+            std::fs::metadata(&mac1).unwrap().permissions().mode() & 0o777,
+            0o600
+        );
+
+        // Nothing changed: nothing written (mtimes kept).
+        let mtime = std::fs::metadata(&mac1).unwrap().modified().unwrap();
+        let r = build_all(&nodes_dir, &www, &opts, None).unwrap();
+        assert!(r.written.is_empty() && r.removed.is_empty(), "{r:?}");
+        assert_eq!(std::fs::metadata(&mac1).unwrap().modified().unwrap(), mtime);
+
+        // One node's key changes, the other node loses a NIC.
+        std::fs::write(nodes_dir.join("n1/etc/munge/munge.key"), "k1 new").unwrap();
+        std::fs::write(
+            nodes_dir.join("n2").join(super::super::tree::MANIFEST),
+            r#"{"macs": ["52:54:00:aa:00:02"]}"#,
+        )
+        .unwrap();
+        let r = build_all(&nodes_dir, &www, &opts, None).unwrap();
+        assert_eq!(r.written, ["n1"]);
+        assert_eq!(r.removed.len(), 2, "{r:?}");
+        assert!(!www.join("by-mac/52:54:00:aa:01:02.cpio").exists());
+    }
+
+    #[test]
+    fn refuses_bad_names_duplicate_macs_and_links() {
+        let t = tempfile::tempdir().unwrap();
+        let nodes_dir = t.path().join("nodes");
+        let www = t.path().join("www");
+        let opts = Options::default();
+        node(&nodes_dir, "n1", r#"{"macs": ["52:54:00:aa:00:01"]}"#, "k1");
+        let n2 = node(&nodes_dir, "n2", r#"{"macs": ["52:54:00:AA:00:01"]}"#, "k2");
+        let e = build_all(&nodes_dir, &www, &opts, None).unwrap_err();
+        assert!(e.to_string().contains("is also the MAC of n1"), "{e}");
+        std::fs::write(
+            n2.join(super::super::tree::MANIFEST),
+            r#"{"macs": ["52-54-00-aa-00-02"]}"#,
+        )
+        .unwrap();
+        let e = build_all(&nodes_dir, &www, &opts, None).unwrap_err();
+        assert!(e.to_string().contains("is not a MAC address"), "{e}");
+        std::fs::remove_dir_all(&n2).unwrap();
+        node(&nodes_dir, "bad name", "{}", "k");
+        let e = build_all(&nodes_dir, &www, &opts, None).unwrap_err();
+        assert!(e.to_string().contains("host name"), "{e}");
+        std::fs::remove_dir_all(nodes_dir.join("bad name")).unwrap();
+        std::os::unix::fs::symlink(nodes_dir.join("n1"), nodes_dir.join("n3")).unwrap();
+        assert!(matches!(
+            build_all(&nodes_dir, &www, &opts, None),
+            Err(BuildError::Symlink(_))
+        ));
+        assert!(!www.exists(), "nothing written when a node is refused");
+    }
+}
