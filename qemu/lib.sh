@@ -305,3 +305,51 @@ wait_serial() {
 	wait "$QEMU_PID" 2>/dev/null || true
 	return "$rc"
 }
+
+# --- a real Debian 12 root -----------------------------------------------------------------------
+
+# What the Debian root is made of; any change here (or in the hook below) is a new cache key.
+DEBIAN_SUITE=bookworm
+DEBIAN_PKGS="systemd,systemd-sysv,udev,dbus,openssh-server,munge,iproute2,procps"
+
+# The image's own customisation, run by mmdebstrap in the finished tree ($1): no host keys and
+# no munge key of its own (the node's come from its secrets bundle), a root ready for a key.
+debian_root_hook() {
+	cat <<-'EOF'
+		set -eu
+		r=$1
+		rm -f "$r"/etc/ssh/ssh_host_* "$r"/etc/munge/munge.key
+		install -d -m 0700 "$r/root/.ssh"
+		echo rustlive-debian >"$r/etc/hostname"
+		: >"$r/etc/machine-id"
+		printf 'NAME="rustlive Debian root"\n' >"$r/etc/rustlive-root"
+		rm -rf "$r"/var/lib/apt/lists/* "$r"/var/cache/apt/*.bin
+	EOF
+}
+
+# build/debian/KEY/root.squashfs, KEY a hash of the suite, the packages and the hook: built once
+# with mmdebstrap (a few minutes, from the Debian mirror), reused while its inputs are unchanged.
+# Prints the squashfs path.
+build_debian_root() {
+	local key dir hook
+	key=$(printf '%s\n%s\n%s\n' "$DEBIAN_SUITE" "$DEBIAN_PKGS" "$(debian_root_hook)" | sha256sum | cut -c1-16)
+	dir="$B/debian/$key"
+	if ! [ -s "$dir/root.squashfs" ]; then
+		say "building the Debian $DEBIAN_SUITE root ($key) with mmdebstrap"
+		rm -rf "$dir" && mkdir -p "$dir"
+		hook="$dir/hook.sh"
+		debian_root_hook >"$hook"
+		mmdebstrap --quiet --variant=minbase --include="$DEBIAN_PKGS" \
+			--dpkgopt='path-exclude=/usr/share/doc/*' --dpkgopt='path-exclude=/usr/share/man/*' \
+			--dpkgopt='path-exclude=/usr/share/locale/*' \
+			--customize-hook="sh $hook \"\$1\"" \
+			"$DEBIAN_SUITE" "$dir/tree" >"$dir/mmdebstrap.log" 2>&1 || {
+			tail -20 "$dir/mmdebstrap.log" >&2
+			die "mmdebstrap failed (see $dir/mmdebstrap.log)"
+		}
+		mksquashfs "$dir/tree" "$dir/root.squashfs.part" -comp zstd -noappend -quiet >/dev/null
+		rm -rf "$dir/tree"
+		mv "$dir/root.squashfs.part" "$dir/root.squashfs"
+	fi
+	echo "$dir/root.squashfs"
+}

@@ -6,7 +6,9 @@
 
 use crate::cli::BootArgs;
 use crate::config::Config;
+use crate::deadline::Deadline;
 use crate::error::{report, Error, Exit};
+use crate::log::{set_stage, Stage};
 use crate::secrets::{self, Applied, NodeFacts};
 use crate::{fetch, mount, onfail, switchroot};
 use std::path::Path;
@@ -19,9 +21,13 @@ pub const RUN_DIR: &str = "/run/rustlive";
 /// Runs `rustlive boot` and returns its exit code. Errors are reported here, before the
 /// failure policy runs, so the reason is on the console when the node reboots.
 pub fn main(args: &BootArgs, pid1: bool) -> ExitCode {
+    // Lines logged before the collector is known are kept for it (bounded).
+    crate::syslog::buffer_early();
+    set_stage(Stage::Config);
     let cmdline = match args.cmdline.text() {
         Ok(text) => text,
         Err(e) => {
+            crate::syslog::disable();
             log::error!("{}", report(&e));
             return fail(e.exit_code(), pid1);
         }
@@ -29,27 +35,57 @@ pub fn main(args: &BootArgs, pid1: bool) -> ExitCode {
     let cfg = match Config::from_cmdline(&cmdline) {
         Ok(cfg) => cfg,
         Err(e) => {
+            // The rest is invalid, but the collector (if its own value is valid) hears why.
+            start_syslog(crate::config::syslog_target(&cmdline).as_ref());
             log::error!("{e}");
+            let flush = Deadline::after(Some(crate::syslog::FLUSH_WAIT));
+            crate::syslog::flush(flush);
             onfail::execute(onfail::decide(&crate::config::failure_policy(&cmdline)));
+            crate::syslog::flush(flush);
             return fail(Exit::Usage, pid1);
         }
     };
+    start_syslog(cfg.syslog.as_ref());
     cfg.announce();
     if cfg.image.is_none() {
         log::info!(
             "no image source on the kernel command line (root=live:URL or rd.rustlive.url); nothing to do"
         );
+        crate::syslog::flush(Deadline::after(Some(crate::syslog::FLUSH_WAIT)));
         return Exit::Success.into();
     }
     let mut facts = None;
     match run(&cfg, args, pid1, &mut facts) {
-        Ok(()) => Exit::Success.into(),
+        Ok(()) => {
+            crate::syslog::flush(Deadline::after(Some(crate::syslog::FLUSH_WAIT)));
+            Exit::Success.into()
+        }
         Err(e) => {
             log::error!("{}", report(&e));
             // Before a shell or a reboot: no copy of the node's secrets stays in the initramfs.
             secrets::wipe_sources(&cfg, facts.as_ref());
+            // The reason reaches the collector before the node reboots or stops; one short wait
+            // in all, so a dead collector costs at most FLUSH_WAIT.
+            let flush = Deadline::after(Some(crate::syslog::FLUSH_WAIT));
+            crate::syslog::flush(flush);
             onfail::execute(onfail::decide(&cfg.failure));
+            crate::syslog::flush(flush);
             fail(e.exit_code(), pid1)
+        }
+    }
+}
+
+/// Ships the boot's log lines (those kept so far included) to the collector, if one is set.
+fn start_syslog(target: Option<&crate::syslog::Target>) {
+    let Some(t) = target else {
+        crate::syslog::disable();
+        return;
+    };
+    match crate::syslog::start(t.clone()) {
+        Ok(()) => log::info!("boot logs also go to {t}"),
+        Err(e) => {
+            crate::syslog::disable();
+            log::warn!("cannot start sending boot logs to {t}: {e}");
         }
     }
 }
@@ -90,13 +126,16 @@ fn run(
     facts_out: &mut Option<NodeFacts>,
 ) -> Result<(), Error> {
     let started = Instant::now();
+    set_stage(Stage::Fetch);
     let staged = fetch::stage_image(cfg, Path::new(RUN_DIR))?;
+    set_stage(Stage::Assemble);
     let root = mount::assemble(
         &staged.path,
         &args.sysroot,
         &mount::AssembleOptions::from_config(cfg),
     )?;
 
+    set_stage(Stage::Secrets);
     let facts = facts_out.insert(NodeFacts::gather(Path::new("/"), node_mac(cfg)));
     if let Applied::Skipped = secrets::apply(cfg, &args.sysroot, facts)? {
         log::warn!("booting without the node's secrets (rd.rustlive.secrets.required=0)");
@@ -114,6 +153,9 @@ fn run(
         staged.report.summary()
     );
     if args.switch_root || pid1 {
+        set_stage(Stage::SwitchRoot);
+        // exec ends this process and its sender thread: the lines go out first.
+        crate::syslog::flush(Deadline::after(Some(crate::syslog::FLUSH_WAIT)));
         let never = switchroot::switch_root(&args.sysroot, &cfg.root.init, &[])?;
         match never {}
     }

@@ -23,6 +23,7 @@ pub mod ram;
 pub mod rootfs;
 pub mod secrets;
 pub mod switchroot;
+pub mod syslog;
 #[doc(hidden)]
 pub mod testing;
 pub mod values;
