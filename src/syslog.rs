@@ -402,7 +402,7 @@ pub fn start(target: Target) -> std::io::Result<()> {
 
 /// How long a boot waits for its last lines to reach the collector, in all (before the
 /// failure policy runs, before switch-root, before exiting).
-pub const FLUSH_WAIT: Duration = Duration::from_millis(800);
+pub const FLUSH_WAIT: Duration = Duration::from_millis(500);
 
 /// Waits until every queued line has been sent, until `deadline`, and not at all while the
 /// collector is known to be down. Returns whether the queue was emptied.
