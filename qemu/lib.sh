@@ -353,3 +353,93 @@ build_debian_root() {
 	fi
 	echo "$dir/root.squashfs"
 }
+
+# --- a syslog collector --------------------------------------------------------------------------
+
+# rsyslog_start NAME UDPPORT TCPPORT: an rsyslogd of its own (never the host's) under
+# build/rsyslog/NAME, listening on 127.0.0.1 (the guest's 10.0.2.2) and writing what it receives,
+# in RFC 5424 form, to build/rsyslog/NAME/received.log.
+rsyslog_start() {
+	local name=$1 udp=$2 tcp=$3 d i
+	d="$B/rsyslog/$name"
+	rsyslog_stop "$name"
+	rm -rf "$d" && mkdir -p "$d"
+	cat >"$d/rsyslog.conf" <<-EOF
+		global(workDirectory="$d")
+		module(load="imudp")
+		module(load="imtcp")
+		input(type="imudp" address="127.0.0.1" port="$udp" ruleset="node")
+		input(type="imtcp" address="127.0.0.1" port="$tcp" ruleset="node")
+		ruleset(name="node") {
+		  action(type="omfile" file="$d/received.log" template="RSYSLOG_SyslogProtocol23Format")
+		}
+	EOF
+	rsyslogd -f "$d/rsyslog.conf" -i "$d/rsyslogd.pid" 2>"$d/start.log" ||
+		die "rsyslogd $name failed to start (see $d/start.log)"
+	for i in $(seq 50); do
+		ss -Htln "sport = :$tcp" | grep -q . && return 0
+		sleep 0.1
+	done
+	die "rsyslogd $name does not listen on 127.0.0.1:$tcp"
+}
+
+rsyslog_stop() {
+	local pidf="$B/rsyslog/$1/rsyslogd.pid"
+	[ -s "$pidf" ] || return 0
+	kill "$(cat "$pidf")" 2>/dev/null || true
+	rm -f "$pidf"
+}
+
+rsyslog_stop_all() {
+	local d
+	for d in "$B"/rsyslog/*/; do
+		[ -d "$d" ] && rsyslog_stop "$(basename "$d")"
+	done
+}
+
+# --- the Debian node's secrets ------------------------------------------------------------------
+
+DEBNODE="$B/debian-node"
+
+# build/debian-node: the node's SSH host key (kept between runs, as a site keeps it), a munge
+# key carrying the canary, a client key for root, and the secrets bundle (secrets.md format 1)
+# that carries them, as an extra initrd (debian-secrets.cpio).
+build_debian_secrets() {
+	local d=$DEBNODE b64 json
+	mkdir -p "$d"
+	[ -s "$d/ssh_host_ed25519_key" ] ||
+		ssh-keygen -q -t ed25519 -N '' -C node -f "$d/ssh_host_ed25519_key"
+	[ -s "$d/client" ] || ssh-keygen -q -t ed25519 -N '' -C suite -f "$d/client"
+	# munged wants at least 32 bytes; the canary must never be printed by anyone.
+	[ -s "$d/munge.key" ] || {
+		printf '%s ' "$CANARY" && head -c 64 /dev/urandom | od -An -tx1 | tr -d ' \n'
+	} >"$d/munge.key"
+	b64() { base64 -w0 "$1"; }
+	json="$d/initrd/rustlive/secrets.json"
+	rm -rf "$d/initrd" && mkdir -p "$d/initrd/rustlive"
+	cat >"$json" <<-EOF
+		{"version": 1, "files": [
+		 {"path": "/etc/ssh/ssh_host_ed25519_key", "mode": "0600", "content_base64": "$(b64 "$d/ssh_host_ed25519_key")"},
+		 {"path": "/etc/ssh/ssh_host_ed25519_key.pub", "mode": "0644", "content_base64": "$(b64 "$d/ssh_host_ed25519_key.pub")"},
+		 {"path": "/etc/munge/munge.key", "mode": "0400", "owner": "munge", "group": "munge", "content_base64": "$(b64 "$d/munge.key")"},
+		 {"path": "/root/.ssh/authorized_keys", "mode": "0600", "content_base64": "$(b64 "$d/client.pub")"}
+		]}
+	EOF
+	chmod 0600 "$json"
+	(cd "$d/initrd" && find rustlive | cpio -o -H newc --quiet -R 0:0) >"$d/debian-secrets.cpio"
+	rm -rf "$d/initrd"
+}
+
+# wait_console LOG TIMEOUT OK-REGEX [FAIL-REGEX]: like wait_serial, but leaves the guest
+# running (the caller talks to it, then stops QEMU_PID).
+wait_console() {
+	local log=$1 timeout=$2 ok=$3 fail=${4:-} end
+	end=$((SECONDS + timeout))
+	while [ "$SECONDS" -lt "$end" ]; do
+		grep -Eq -- "$ok" "$log" && return 0
+		[ -n "$fail" ] && grep -Eq -- "$fail" "$log" && return 1
+		kill -0 "$QEMU_PID" 2>/dev/null || return 1
+		sleep 0.5
+	done
+	return 1
+}
