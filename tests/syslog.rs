@@ -182,3 +182,39 @@ fn a_dead_collector_costs_less_than_a_second() {
         }
     }
 }
+
+#[test]
+fn lines_wait_for_a_collector_that_comes_up_late() {
+    if support::rsyslog::binary().is_none() {
+        rustlive::testing::skip("rsyslogd is not installed (Debian package rsyslog)");
+        return;
+    }
+    let tcp = free_tcp_port();
+    // A fetch that retries for 6 s; the collector starts 1.5 s into it.
+    let cmdline = format!(
+        "root=live:http://127.0.0.1:{}/root.squashfs rd.rustlive.timeout=6 \
+         rd.rustlive.syslog=tcp://127.0.0.1:{tcp}",
+        free_tcp_port()
+    );
+    let run = std::thread::spawn(move || boot(&cmdline));
+    std::thread::sleep(Duration::from_millis(1500));
+    let Some(r) = Rsyslog::start_on(support::rsyslog::free_udp_port(), tcp) else {
+        return;
+    };
+    let (code, console, _) = run.join().unwrap();
+    assert_eq!(code, 3, "{console:?}");
+    let got = r.rustlive_lines("emergency shell", Duration::from_secs(10));
+    let text = got.join("\n");
+    // The first line was logged while nothing listened: it waited in the queue.
+    assert!(
+        got.first()
+            .is_some_and(|l| l.contains("stage=\"config\"] boot logs also go to")),
+        "{text}"
+    );
+    assert!(got.iter().any(|l| l.contains("emergency shell")), "{text}");
+    assert_eq!(
+        got.len(),
+        console.len(),
+        "collector:\n{text}\nconsole: {console:#?}"
+    );
+}

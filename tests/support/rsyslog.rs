@@ -32,7 +32,7 @@ pub fn free_tcp_port() -> u16 {
         .port()
 }
 
-fn free_udp_port() -> u16 {
+pub fn free_udp_port() -> u16 {
     UdpSocket::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
@@ -43,13 +43,19 @@ fn free_udp_port() -> u16 {
 impl Rsyslog {
     /// Starts rsyslogd; `None` (after [`rustlive::testing::skip`]) when it is not installed.
     pub fn start() -> Option<Rsyslog> {
+        Rsyslog::start_on(free_udp_port(), free_tcp_port())
+    }
+
+    /// [`Rsyslog::start`] on given ports (a test that starts the collector late picks them
+    /// first).
+    pub fn start_on(udp_port: u16, tcp_port: u16) -> Option<Rsyslog> {
         let Some(bin) = binary() else {
             rustlive::testing::skip("rsyslogd is not installed (Debian package rsyslog)");
             return None;
         };
         let dir = tempfile::tempdir().unwrap();
-        let udp: SocketAddr = ([127, 0, 0, 1], free_udp_port()).into();
-        let tcp: SocketAddr = ([127, 0, 0, 1], free_tcp_port()).into();
+        let udp: SocketAddr = ([127, 0, 0, 1], udp_port).into();
+        let tcp: SocketAddr = ([127, 0, 0, 1], tcp_port).into();
         let out = dir.path().join("received.log");
         let d = dir.path().display();
         let conf = format!(
