@@ -380,7 +380,7 @@ t_debian_root() {
 	qemu_start "$LOG" -kernel "$KERNEL" -initrd "$img" \
 		-append "console=ttyS0 root=live:$URL/debian.squashfs rd.rustlive.sha256=$(sha_of debian.squashfs) rd.rustlive.syslog=udp://10.0.2.2:$SYSLOG_UDP" \
 		-netdev "user,id=n0,hostfwd=tcp:127.0.0.1:$SSHPORT-:22" -device "virtio-net-pci,netdev=n0,mac=$GUEST_MAC"
-	wait_console "$LOG" 200 'login:' "$NOBOOT" || rc=1
+	wait_console "$LOG" 300 'login:' "$NOBOOT" || rc=1
 	if [ "$rc" -eq 0 ]; then
 		# Exactly the injected host key, and no other (the image's own were removed).
 		keys=$(for _ in $(seq 10); do
