@@ -356,7 +356,7 @@ t_syslog_failure() {
 # injected one.
 ssh_node() {
 	ssh -q -p "$SSHPORT" -i "$DEBNODE/client" -o IdentitiesOnly=yes -o BatchMode=yes \
-		-o ConnectTimeout=20 -o StrictHostKeyChecking=yes -o UserKnownHostsFile="$DEBNODE/known_hosts" \
+		-o ConnectTimeout=60 -o StrictHostKeyChecking=yes -o UserKnownHostsFile="$DEBNODE/known_hosts" \
 		root@127.0.0.1 "$@"
 }
 
@@ -380,7 +380,12 @@ t_debian_root() {
 	qemu_start "$LOG" -kernel "$KERNEL" -initrd "$img" \
 		-append "console=ttyS0 root=live:$URL/debian.squashfs rd.rustlive.sha256=$(sha_of debian.squashfs) rd.rustlive.syslog=udp://10.0.2.2:$SYSLOG_UDP" \
 		-netdev "user,id=n0,hostfwd=tcp:127.0.0.1:$SSHPORT-:22" -device "virtio-net-pci,netdev=n0,mac=$GUEST_MAC"
-	wait_console "$LOG" 300 'login:' "$NOBOOT" || rc=1
+	wait_console "$LOG" 600 'login:' "$NOBOOT" || rc=1
+	# sshd may come up after the login prompt (TCG, a loaded machine).
+	if [ "$rc" -eq 0 ] && ! wait_console "$LOG" 300 'Started .*ssh\.service' 'Failed to start .*ssh\.service'; then
+		say "  ssh.service did not start"
+		rc=1
+	fi
 	if [ "$rc" -eq 0 ]; then
 		# Exactly the injected host key, and no other (the image's own were removed).
 		keys=$(for _ in $(seq 10); do
@@ -399,7 +404,7 @@ t_debian_root() {
 	if [ "$rc" -eq 0 ]; then
 		# First line: the system state (once boot is over); then the failed units, if any.
 		ssh_node sh -s >"$LOGS/debian-root.ssh" 2>&1 <<-'EOF' || true
-			timeout 120 systemctl is-system-running --wait
+			timeout 240 systemctl is-system-running --wait
 			systemctl --failed --no-legend --plain
 			echo "munge $(systemctl is-active munge)"
 			stat -c 'key %a %U:%G' /etc/munge/munge.key
