@@ -324,6 +324,21 @@ debian_root_hook() {
 		: >"$r/etc/machine-id"
 		printf 'NAME="rustlive Debian root"\n' >"$r/etc/rustlive-root"
 		rm -rf "$r"/var/lib/apt/lists/* "$r"/var/cache/apt/*.bin
+		# A report on the serial console once sshd is up (or after 5 minutes): what the suite
+		# waits for, and what it shows when the node misbehaves.
+		cat >"$r/etc/systemd/system/debianroot-report.service" <<-'UNIT'
+			[Unit]
+			Description=Report the node's services on the console (rustlive suite)
+			After=basic.target
+			[Service]
+			Type=simple
+			StandardOutput=tty
+			TTYPath=/dev/ttyS0
+			ExecStart=/bin/sh -c 'for i in $$(seq 60); do systemctl is-active -q ssh && break; sleep 5; done; systemctl status --no-pager -l -n 15 ssh munge | sed "s/^/DEBIANROOT: /"; ss -tln | sed "s/^/DEBIANROOT: /"; echo "DEBIANROOT: ssh $$(systemctl is-active ssh)"'
+			[Install]
+			WantedBy=multi-user.target
+		UNIT
+		ln -s ../debianroot-report.service "$r/etc/systemd/system/multi-user.target.wants/debianroot-report.service"
 	EOF
 }
 

@@ -382,8 +382,9 @@ t_debian_root() {
 		-netdev "user,id=n0,hostfwd=tcp:127.0.0.1:$SSHPORT-:22" -device "virtio-net-pci,netdev=n0,mac=$GUEST_MAC"
 	wait_console "$LOG" 600 'login:' "$NOBOOT" || rc=1
 	# sshd may come up after the login prompt (TCG, a loaded machine).
-	if [ "$rc" -eq 0 ] && ! wait_console "$LOG" 300 'Started .*ssh\.service' 'Failed to start .*ssh\.service'; then
-		say "  ssh.service did not start"
+	if [ "$rc" -eq 0 ] && ! wait_console "$LOG" 330 'DEBIANROOT: ssh active'; then
+		say "  ssh.service did not start:"
+		tr -d '\r' <"$LOG" | grep -a 'DEBIANROOT:' >&2
 		rc=1
 	fi
 	if [ "$rc" -eq 0 ]; then
