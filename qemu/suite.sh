@@ -441,7 +441,8 @@ t_debian_root() {
 
 ALL="happy_nm happy_networkd livenet_cmdline root_http_alias nested erofs hash_mismatch bad_cmdline bad_cmdline_shell server_late broken_transfer
 secrets_initrd secrets_https no_network signature_valid signature_missing pxe no_systemd
-no_systemd_fail file_image no_systemd_file pid1_switch_root syslog_failure debian_root"
+no_systemd_fail file_image no_systemd_file pid1_switch_root syslog_failure"
+# Not in the default list yet: debian_root (run it by name; see the README).
 
 prepare
 nginx_start main "$PORT" "$SSLPORT"
