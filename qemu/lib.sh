@@ -355,3 +355,156 @@ wait_serial() {
 	wait "$QEMU_PID" 2>/dev/null || true
 	return "$rc"
 }
+
+# --- a real Debian 12 root -----------------------------------------------------------------------
+
+# What the Debian root is made of; any change here (or in the hook below) is a new cache key.
+DEBIAN_SUITE=bookworm
+DEBIAN_PKGS="systemd,systemd-sysv,udev,dbus,openssh-server,munge,iproute2,procps"
+
+# The image's own customisation, run by mmdebstrap in the finished tree ($1): no host keys and
+# no munge key of its own (the node's come from its secrets bundle), a root ready for a key.
+debian_root_hook() {
+	cat <<-'EOF'
+		set -eu
+		r=$1
+		rm -f "$r"/etc/ssh/ssh_host_* "$r"/etc/munge/munge.key
+		install -d -m 0700 "$r/root/.ssh"
+		echo rustlive-debian >"$r/etc/hostname"
+		: >"$r/etc/machine-id"
+		printf 'NAME="rustlive Debian root"\n' >"$r/etc/rustlive-root"
+		rm -rf "$r"/var/lib/apt/lists/* "$r"/var/cache/apt/*.bin
+		# A report on the serial console once sshd is up (or after 5 minutes): what the suite
+		# waits for, and what it shows when the node misbehaves.
+		cat >"$r/etc/systemd/system/debianroot-report.service" <<-'UNIT'
+			[Unit]
+			Description=Report the node's services on the console (rustlive suite)
+			After=basic.target
+			[Service]
+			Type=simple
+			StandardOutput=tty
+			TTYPath=/dev/ttyS0
+			ExecStart=/bin/sh -c 'for i in $$(seq 60); do systemctl is-active -q ssh && break; sleep 5; done; systemctl status --no-pager -l -n 15 ssh munge | sed "s/^/DEBIANROOT: /"; ss -tln | sed "s/^/DEBIANROOT: /"; echo "DEBIANROOT: ssh $$(systemctl is-active ssh)"'
+			[Install]
+			WantedBy=multi-user.target
+		UNIT
+		ln -s ../debianroot-report.service "$r/etc/systemd/system/multi-user.target.wants/debianroot-report.service"
+	EOF
+}
+
+# build/debian/KEY/root.squashfs, KEY a hash of the suite, the packages and the hook: built once
+# with mmdebstrap (a few minutes, from the Debian mirror), reused while its inputs are unchanged.
+# Prints the squashfs path.
+build_debian_root() {
+	local key dir hook
+	key=$(printf '%s\n%s\n%s\n' "$DEBIAN_SUITE" "$DEBIAN_PKGS" "$(debian_root_hook)" | sha256sum | cut -c1-16)
+	dir="$B/debian/$key"
+	if ! [ -s "$dir/root.squashfs" ]; then
+		say "building the Debian $DEBIAN_SUITE root ($key) with mmdebstrap"
+		rm -rf "$dir" && mkdir -p "$dir"
+		hook="$dir/hook.sh"
+		debian_root_hook >"$hook"
+		mmdebstrap --quiet --variant=minbase --include="$DEBIAN_PKGS" \
+			--dpkgopt='path-exclude=/usr/share/doc/*' --dpkgopt='path-exclude=/usr/share/man/*' \
+			--dpkgopt='path-exclude=/usr/share/locale/*' \
+			--customize-hook="sh $hook \"\$1\"" \
+			"$DEBIAN_SUITE" "$dir/tree" >"$dir/mmdebstrap.log" 2>&1 || {
+			tail -20 "$dir/mmdebstrap.log" >&2
+			die "mmdebstrap failed (see $dir/mmdebstrap.log)"
+		}
+		mksquashfs "$dir/tree" "$dir/root.squashfs.part" -comp zstd -noappend -quiet >/dev/null
+		rm -rf "$dir/tree"
+		mv "$dir/root.squashfs.part" "$dir/root.squashfs"
+	fi
+	echo "$dir/root.squashfs"
+}
+
+# --- a syslog collector --------------------------------------------------------------------------
+
+# rsyslog_start NAME UDPPORT TCPPORT: an rsyslogd of its own (never the host's) under
+# build/rsyslog/NAME, listening on 127.0.0.1 (the guest's 10.0.2.2) and writing what it receives,
+# in RFC 5424 form, to build/rsyslog/NAME/received.log.
+rsyslog_start() {
+	local name=$1 udp=$2 tcp=$3 d i
+	d="$B/rsyslog/$name"
+	rsyslog_stop "$name"
+	rm -rf "$d" && mkdir -p "$d"
+	cat >"$d/rsyslog.conf" <<-EOF
+		global(workDirectory="$d")
+		module(load="imudp")
+		module(load="imtcp")
+		input(type="imudp" address="127.0.0.1" port="$udp" ruleset="node")
+		input(type="imtcp" address="127.0.0.1" port="$tcp" ruleset="node")
+		ruleset(name="node") {
+		  action(type="omfile" file="$d/received.log" template="RSYSLOG_SyslogProtocol23Format")
+		}
+	EOF
+	rsyslogd -f "$d/rsyslog.conf" -i "$d/rsyslogd.pid" 2>"$d/start.log" ||
+		die "rsyslogd $name failed to start (see $d/start.log)"
+	for i in $(seq 50); do
+		ss -Htln "sport = :$tcp" | grep -q . && return 0
+		sleep 0.1
+	done
+	die "rsyslogd $name does not listen on 127.0.0.1:$tcp"
+}
+
+rsyslog_stop() {
+	local pidf="$B/rsyslog/$1/rsyslogd.pid"
+	[ -s "$pidf" ] || return 0
+	kill "$(cat "$pidf")" 2>/dev/null || true
+	rm -f "$pidf"
+}
+
+rsyslog_stop_all() {
+	local d
+	for d in "$B"/rsyslog/*/; do
+		[ -d "$d" ] && rsyslog_stop "$(basename "$d")"
+	done
+}
+
+# --- the Debian node's secrets ------------------------------------------------------------------
+
+DEBNODE="$B/debian-node"
+
+# build/debian-node: the node's SSH host key (kept between runs, as a site keeps it), a munge
+# key carrying the canary, a client key for root, and the secrets bundle (secrets.md format 1)
+# that carries them, as an extra initrd (debian-secrets.cpio).
+build_debian_secrets() {
+	local d=$DEBNODE b64 json
+	mkdir -p "$d"
+	[ -s "$d/ssh_host_ed25519_key" ] ||
+		ssh-keygen -q -t ed25519 -N '' -C node -f "$d/ssh_host_ed25519_key"
+	[ -s "$d/client" ] || ssh-keygen -q -t ed25519 -N '' -C suite -f "$d/client"
+	# munged wants at least 32 bytes; the canary must never be printed by anyone.
+	[ -s "$d/munge.key" ] || {
+		printf '%s ' "$CANARY" && head -c 64 /dev/urandom | od -An -tx1 | tr -d ' \n'
+	} >"$d/munge.key"
+	b64() { base64 -w0 "$1"; }
+	json="$d/initrd/rustlive/secrets.json"
+	rm -rf "$d/initrd" && mkdir -p "$d/initrd/rustlive"
+	cat >"$json" <<-EOF
+		{"version": 1, "files": [
+		 {"path": "/etc/ssh/ssh_host_ed25519_key", "mode": "0600", "content_base64": "$(b64 "$d/ssh_host_ed25519_key")"},
+		 {"path": "/etc/ssh/ssh_host_ed25519_key.pub", "mode": "0644", "content_base64": "$(b64 "$d/ssh_host_ed25519_key.pub")"},
+		 {"path": "/etc/munge/munge.key", "mode": "0400", "owner": "munge", "group": "munge", "content_base64": "$(b64 "$d/munge.key")"},
+		 {"path": "/root/.ssh/authorized_keys", "mode": "0600", "content_base64": "$(b64 "$d/client.pub")"}
+		]}
+	EOF
+	chmod 0600 "$json"
+	(cd "$d/initrd" && find rustlive | cpio -o -H newc --quiet -R 0:0) >"$d/debian-secrets.cpio"
+	rm -rf "$d/initrd"
+}
+
+# wait_console LOG TIMEOUT OK-REGEX [FAIL-REGEX]: like wait_serial, but leaves the guest
+# running (the caller talks to it, then stops QEMU_PID).
+wait_console() {
+	local log=$1 timeout=$2 ok=$3 fail=${4:-} end
+	end=$((SECONDS + timeout))
+	while [ "$SECONDS" -lt "$end" ]; do
+		grep -Eq -- "$ok" "$log" && return 0
+		[ -n "$fail" ] && grep -Eq -- "$fail" "$log" && return 1
+		kill -0 "$QEMU_PID" 2>/dev/null || return 1
+		sleep 0.5
+	done
+	return 1
+}

@@ -8,6 +8,7 @@
 use crate::config::{Config, ConfigError};
 use crate::deadline::Deadline;
 use crate::error::{report, Exit};
+use crate::log::{set_stage, Stage};
 use crate::paths::Paths;
 use crate::secrets::{self, Applied, NodeFacts};
 use crate::{fetch, mount, onfail, switchroot};
@@ -74,9 +75,13 @@ pub fn read_cmdline(given: Option<&str>, paths: &Paths) -> Result<Vec<u8>, Error
 /// Runs `rustlive boot` and returns its exit code. Errors are reported here, before the
 /// failure policy runs, so the reason is on the console when the node reboots.
 pub fn main(req: &Request) -> ExitCode {
+    // Lines logged before the collector is known are kept for it (bounded).
+    crate::syslog::buffer_early();
+    set_stage(Stage::Config);
     let cmdline = match read_cmdline(req.cmdline.as_deref(), &req.paths) {
         Ok(text) => text,
         Err(e) => {
+            crate::syslog::disable();
             log::error!("{}", report(&e));
             return fail(e.exit_code(), req.pid1);
         }
@@ -84,28 +89,43 @@ pub fn main(req: &Request) -> ExitCode {
     let cfg = match Config::from_cmdline_bytes(&cmdline) {
         Ok(cfg) => cfg,
         Err(e) => {
+            // The rest is invalid, but the collector (if its own value is valid) hears why.
+            start_syslog(crate::config::syslog_target(&cmdline).as_ref());
             log::error!("{e}");
+            let flush = Deadline::after(Some(crate::syslog::FLUSH_WAIT));
+            crate::syslog::flush(flush);
             onfail::execute(onfail::decide(&crate::config::failure_policy(&cmdline)));
+            crate::syslog::flush(flush);
             return fail(Exit::Usage, req.pid1);
         }
     };
+    start_syslog(cfg.syslog.as_ref());
     cfg.announce();
     if cfg.image.is_none() {
         log::info!(
             "no image source on the kernel command line (root=live:URL or rd.rustlive.url); nothing to do"
         );
+        crate::syslog::flush(Deadline::after(Some(crate::syslog::FLUSH_WAIT)));
         return Exit::Success.into();
     }
     let deadline = Deadline::after(cfg.transfer.timeout);
     // First, so that whatever fails later, the wipe below knows which files are this node's.
     let mut facts = NodeFacts::gather(&req.paths, None);
     match run(&cfg, req, deadline, &mut facts) {
-        Ok(()) => Exit::Success.into(),
+        Ok(()) => {
+            crate::syslog::flush(Deadline::after(Some(crate::syslog::FLUSH_WAIT)));
+            Exit::Success.into()
+        }
         Err(e) => {
             log::error!("{}", report(&e));
             // Before a shell or a reboot: no copy of the node's secrets stays in the initramfs.
             secrets::wipe_sources(&cfg, &facts, &req.paths);
+            // The reason reaches the collector before the node reboots or stops; one short wait
+            // in all, so a dead collector costs at most FLUSH_WAIT.
+            let flush = Deadline::after(Some(crate::syslog::FLUSH_WAIT));
+            crate::syslog::flush(flush);
             onfail::execute(onfail::decide(&cfg.failure));
+            crate::syslog::flush(flush);
             fail(e.exit_code(), req.pid1)
         }
     }
@@ -119,14 +139,17 @@ fn run(
     facts: &mut NodeFacts,
 ) -> Result<(), Error> {
     let started = Instant::now();
+    set_stage(Stage::Fetch);
     wait_for_network(cfg, deadline)?;
     facts.mac = node_mac(cfg);
     let staged = fetch_image(cfg, req, deadline)?;
+    set_stage(Stage::Assemble);
     let root = mount::assemble(
         &staged.path,
         &req.sysroot,
         &mount::AssembleOptions::from_config(cfg),
     )?;
+    set_stage(Stage::Secrets);
     install_secrets(cfg, req, facts, deadline)?;
 
     // Success: the image tmpfs and every mount stay for the booted system.
@@ -198,10 +221,28 @@ fn install_secrets(
 /// Under dracut the initramfs switches root; as PID 1 (or with `--switch-root`) rustlive does.
 fn hand_over(cfg: &Config, req: &Request) -> Result<(), Error> {
     if req.switch_root || req.pid1 {
+        set_stage(Stage::SwitchRoot);
+        // exec ends this process and its sender thread: the lines go out first.
+        crate::syslog::flush(Deadline::after(Some(crate::syslog::FLUSH_WAIT)));
         let never = switchroot::switch_root(&req.sysroot, &cfg.root.init, &[])?;
         match never {}
     }
     Ok(())
+}
+
+/// Ships the boot's log lines (those kept so far included) to the collector, if one is set.
+fn start_syslog(target: Option<&crate::syslog::Target>) {
+    let Some(t) = target else {
+        crate::syslog::disable();
+        return;
+    };
+    match crate::syslog::start(t.clone()) {
+        Ok(()) => log::info!("boot logs also go to {t}"),
+        Err(e) => {
+            crate::syslog::disable();
+            log::warn!("cannot start sending boot logs to {t}: {e}");
+        }
+    }
 }
 
 /// The exit code, or, as PID 1 (which must never exit), a shell or a power-off.

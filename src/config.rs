@@ -42,6 +42,8 @@ pub struct Config {
     /// Whether the image or the secrets come over the network (the dracut hooks ask for the
     /// network on this, not on URL spellings).
     pub needs_network: bool,
+    /// The site's syslog collector (`rd.rustlive.syslog`), if any.
+    pub syslog: Option<crate::syslog::Target>,
     /// Which command-line option set each field that is not at its default.
     pub sources: BTreeMap<&'static str, String>,
     /// Problems that do not stop the boot (unknown `rd.rustlive.*` keys, ignored aliases).
@@ -170,6 +172,7 @@ impl Default for Config {
             },
             debug: false,
             needs_network: false,
+            syslog: None,
             sources: BTreeMap::new(),
             warnings: Vec::new(),
         }
@@ -198,6 +201,7 @@ pub const RUSTLIVE_KEYS: &[&str] = &[
     "rd.rustlive.onfail",
     "rd.rustlive.onfail.delay",
     "rd.rustlive.debug",
+    "rd.rustlive.syslog",
 ];
 
 impl Config {
@@ -243,6 +247,18 @@ pub fn failure_policy(cmdline: &[u8]) -> Failure {
         }
     }
     b.cfg.failure
+}
+
+/// The syslog collector alone, for when the rest of the command line is invalid: the reason
+/// should reach the site's collector too. `None` when absent or itself invalid.
+pub fn syslog_target(cmdline: &[u8]) -> Option<crate::syslog::Target> {
+    let mut b = Builder::default();
+    for p in cmdline::parse_bytes(cmdline) {
+        if p.key == "rd.rustlive.syslog" && b.apply(&p).is_err() {
+            return None;
+        }
+    }
+    b.cfg.syslog
 }
 
 /// Option values as seen so far, before precedence between aliases is resolved.
@@ -509,6 +525,10 @@ impl Builder {
                 c.debug = flag()?;
                 "debug"
             }
+            "rd.rustlive.syslog" => {
+                c.syslog = Some(crate::syslog::parse_target(val()?).map_err(|r| err(p, r))?);
+                "syslog"
+            }
             k if k.starts_with("rd.rustlive.") => {
                 let hint = suggest(k)
                     .map(|s| format!(" (did you mean {s}?)"))
@@ -763,7 +783,8 @@ mod tests {
              rd.rustlive.secrets=https://bss/{{mac}}/{{uuid}}/{{hostname}}.json \
              rd.rustlive.secrets.sha256={H1} rd.rustlive.secrets.cert=/etc/c.pem \
              rd.rustlive.secrets.key=/etc/k.pem rd.rustlive.secrets.required=0 \
-             rd.rustlive.onfail=reboot rd.rustlive.onfail.delay=90 rd.rustlive.debug=yes"
+             rd.rustlive.onfail=reboot rd.rustlive.onfail.delay=90 rd.rustlive.debug=yes \
+             rd.rustlive.syslog=tcp://logs.site:6514"
         ));
         // last wins for single-valued options
         assert_eq!(c.verify.sha256.unwrap().to_hex(), H2);
@@ -813,7 +834,25 @@ mod tests {
         assert_eq!(c.failure.onfail, OnFail::Reboot);
         assert_eq!(c.failure.delay, Duration::from_secs(90));
         assert!(c.debug);
+        assert_eq!(
+            c.syslog.as_ref().map(|t| t.to_string()).as_deref(),
+            Some("tcp://logs.site:6514")
+        );
         assert!(c.warnings.is_empty(), "{:?}", c.warnings);
+    }
+
+    #[test]
+    fn syslog_target_survives_a_bad_command_line() {
+        let line = "root=live:http://h/i rd.rustlive.sha256=xyz rd.rustlive.syslog=udp://10.0.2.2";
+        assert!(Config::from_cmdline(line).is_err());
+        let t = syslog_target(line.as_bytes()).unwrap();
+        assert_eq!(t.to_string(), "udp://10.0.2.2:514");
+        assert_eq!(syslog_target(b"rd.rustlive.syslog=http://x"), None);
+        assert_eq!(syslog_target(b"root=live:http://h/i"), None);
+        assert_eq!(parse("root=live:http://h/i").syslog, None);
+        let e = Config::from_cmdline("rd.rustlive.syslog=udp://u:pw@h").unwrap_err();
+        assert_eq!(e.option, "rd.rustlive.syslog");
+        assert!(!e.value.contains("pw"), "{e}");
     }
 
     #[test]

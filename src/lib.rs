@@ -42,6 +42,7 @@ pub mod rootfs;
 pub mod secrets;
 pub mod switchroot;
 pub mod sys;
+pub mod syslog;
 #[doc(hidden)]
 pub mod testing;
 pub mod url_template;

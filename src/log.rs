@@ -9,10 +9,61 @@
 //!
 //! Lines carry the `rustlive` prefix. Nothing here knows about secrets: callers never pass secret
 //! values to a log macro, and URLs go through [`redact_url`] first.
+//!
+//! When a collector is configured (`rd.rustlive.syslog`), each line printed here is also handed,
+//! as the same text, to [`crate::syslog`], tagged with the boot [`Stage`] it belongs to.
 
 use log::{Level, LevelFilter, Log, Metadata, Record};
 use std::io::Write;
+use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::OnceLock;
+
+/// The stage of `rustlive boot` a log line belongs to (the collector files lines by it).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
+pub enum Stage {
+    Boot = 0,
+    Config,
+    Fetch,
+    Assemble,
+    Secrets,
+    SwitchRoot,
+}
+
+impl Stage {
+    const ALL: [Stage; 6] = [
+        Stage::Boot,
+        Stage::Config,
+        Stage::Fetch,
+        Stage::Assemble,
+        Stage::Secrets,
+        Stage::SwitchRoot,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Stage::Boot => "boot",
+            Stage::Config => "config",
+            Stage::Fetch => "fetch",
+            Stage::Assemble => "assemble",
+            Stage::Secrets => "secrets",
+            Stage::SwitchRoot => "switch-root",
+        }
+    }
+}
+
+static STAGE: AtomicU8 = AtomicU8::new(Stage::Boot as u8);
+
+/// Marks the start of a stage: later lines (the stage's failure reason included) carry it.
+pub fn set_stage(s: Stage) {
+    STAGE.store(s as u8, Ordering::Relaxed);
+}
+
+/// The current stage.
+pub fn stage() -> Stage {
+    let i = usize::from(STAGE.load(Ordering::Relaxed));
+    Stage::ALL.get(i).copied().unwrap_or(Stage::Boot)
+}
 
 #[derive(Clone, Copy)]
 enum Sink {
@@ -56,6 +107,14 @@ impl Log for Logger {
                 };
                 let _ = writeln!(std::io::stderr().lock(), "rustlive: {tag}{}", r.args());
             }
+        }
+        // The same text as the console's, so the same redaction.
+        if crate::syslog::accepting() {
+            crate::syslog::record(crate::syslog::Entry::new(
+                r.level(),
+                stage().name(),
+                r.args().to_string(),
+            ));
         }
     }
 
@@ -167,6 +226,16 @@ pub fn mib(bytes: u64) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn stages_round_trip() {
+        for s in Stage::ALL {
+            set_stage(s);
+            assert_eq!(stage(), s);
+        }
+        set_stage(Stage::Boot);
+        assert_eq!(Stage::SwitchRoot.name(), "switch-root");
+    }
 
     #[test]
     fn redacts_userinfo_and_query() {

@@ -1,8 +1,9 @@
-//! Shared test helpers: a fault-injecting HTTP/1.1 server, TLS material, nginx.
+//! Shared test helpers: a fault-injecting HTTP/1.1 server, TLS material, nginx, rsyslog.
 #![allow(dead_code)]
 
 pub mod http;
 pub mod nginx;
+pub mod rsyslog;
 pub mod tls;
 
 /// Deterministic pseudo-random bytes (SplitMix64), so failures are reproducible.
