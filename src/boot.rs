@@ -236,13 +236,21 @@ fn start_syslog(target: Option<&crate::syslog::Target>) {
         crate::syslog::disable();
         return;
     };
-    match crate::syslog::start(t.clone()) {
+    match crate::syslog::start(t.clone(), syslog_reach) {
         Ok(()) => log::info!("boot logs also go to {t}"),
         Err(e) => {
             crate::syslog::disable();
             log::warn!("cannot start sending boot logs to {t}: {e}");
         }
     }
+}
+
+/// How the collector is reached, for the syslog sender (the network stage owns routes).
+fn syslog_reach(host: &str) -> Option<crate::syslog::Reach> {
+    crate::net::route_to(host).map(|r| crate::syslog::Reach {
+        mac: r.mac_string(),
+        ipv4: r.addr.is_ipv4(),
+    })
 }
 
 /// The exit code, or, as PID 1 (which must never exit), a shell or a power-off.

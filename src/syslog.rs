@@ -8,7 +8,7 @@
 //!   full the **oldest** line is dropped and counted (the newest lines — a failing boot's reason —
 //!   are the ones a site needs), and the count is reported to the collector once it answers;
 //! - lines logged before the network is up wait in that queue until a route to the collector
-//!   exists (the sender polls [`crate::net::route_to`]);
+//!   exists (the sender polls the [`Probe`] the boot gives it);
 //! - connects are bounded ([`CONNECT_TIMEOUT`]) and writes too ([`WRITE_TIMEOUT`]); after a
 //!   failure the sender backs off, and [`flush`] returns at once while the collector is known
 //!   down, else after at most the wait it is given.
@@ -389,7 +389,20 @@ pub fn record(e: Entry) {
 }
 
 /// Starts shipping to `target` on a background thread (once; later calls are ignored).
-pub fn start(target: Target) -> std::io::Result<()> {
+/// How the collector is reached once the network is up: the sender asks before each connect.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Reach {
+    /// MAC of the interface the collector is reached through (the node's name until it has one).
+    pub mac: Option<String>,
+    /// Whether that route is IPv4 (the collector's address of the same family is used).
+    pub ipv4: bool,
+}
+
+/// The route probe, `None` while there is no route; passed in by the boot (the network stage
+/// knows routes, this shared piece does not).
+pub type Probe = fn(&str) -> Option<Reach>;
+
+pub fn start(target: Target, probe: Probe) -> std::io::Result<()> {
     let s = shared();
     {
         let mut st = lock(s);
@@ -401,7 +414,7 @@ pub fn start(target: Target) -> std::io::Result<()> {
     }
     std::thread::Builder::new()
         .name("rustlive-syslog".into())
-        .spawn(move || Sender::new(target).run(s))
+        .spawn(move || Sender::new(target, probe).run(s))
         .map(drop)
 }
 
@@ -455,6 +468,7 @@ enum Conn {
 /// The background side: one connection, re-established with backoff.
 struct Sender {
     target: Target,
+    probe: Probe,
     conn: Option<Conn>,
     /// No connect attempt before this (backoff after a failure).
     retry_at: Instant,
@@ -470,9 +484,10 @@ const BACKOFF_MAX: Duration = Duration::from_secs(10);
 const ROUTE_POLL: Duration = Duration::from_millis(250);
 
 impl Sender {
-    fn new(target: Target) -> Sender {
+    fn new(target: Target, probe: Probe) -> Sender {
         Sender {
             target,
+            probe,
             conn: None,
             retry_at: Instant::now(),
             backoff: BACKOFF_MIN,
@@ -547,17 +562,17 @@ impl Sender {
     /// Connects (or, for UDP, picks the route); false after a failure, with the backoff set.
     fn connect(&mut self) -> bool {
         let t = &self.target;
-        let conn = crate::net::route_to(&t.host).and_then(|route| {
+        let conn = (self.probe)(&t.host).and_then(|route| {
             if self.hostname.is_none() {
                 let uname = nix::sys::utsname::uname()
                     .map(|u| u.nodename().to_string_lossy().into_owned())
                     .unwrap_or_default();
-                self.hostname = Some(node_name(&uname, route.mac_string().as_deref()));
+                self.hostname = Some(node_name(&uname, route.mac.as_deref()));
             }
             let addr: SocketAddr = (t.host.as_str(), t.port)
                 .to_socket_addrs()
                 .ok()?
-                .find(|a| a.is_ipv4() == route.addr.is_ipv4())?;
+                .find(|a| a.is_ipv4() == route.ipv4)?;
             match t.transport {
                 Transport::Udp => {
                     let bind: SocketAddr = if addr.is_ipv4() {
@@ -586,7 +601,7 @@ impl Sender {
             }
             None => {
                 // No route yet is the normal state early in a boot: poll for it quickly.
-                let wait = if crate::net::route_to(&t.host).is_none() {
+                let wait = if (self.probe)(&t.host).is_none() {
                     ROUTE_POLL
                 } else {
                     let b = self.backoff;
