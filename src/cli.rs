@@ -126,6 +126,10 @@ pub struct SwitchRootArgs {
 pub struct ConfigArgs {
     #[command(flatten)]
     pub cmdline: CmdlineArg,
+    /// Also show the mirror order a node with this identity (MAC, DMI UUID or host name)
+    /// uses, as `mirror_order`.
+    #[arg(long, value_name = "ID")]
+    pub node_id: Option<String>,
 }
 
 #[derive(Debug, Args)]
@@ -195,6 +199,14 @@ pub struct FetchArgs {
     /// Log retries and resumes in detail.
     #[arg(long)]
     pub debug: bool,
+    /// Mirror order: `listed` (as given, the default here) or `spread` (rendezvous order of
+    /// this node, as `rustlive boot` does by default).
+    #[arg(long, value_name = "POLICY", default_value = "listed", value_parser = crate::fetch::mirrors::MirrorPolicy::parse)]
+    pub mirrors: crate::fetch::mirrors::MirrorPolicy,
+    /// With --mirrors spread: the node identity to order the mirrors for (default: this
+    /// machine's MAC toward the first mirror, DMI product_uuid, or host name).
+    #[arg(long, value_name = "ID")]
+    pub node_id: Option<String>,
 }
 
 fn fetchable_url(s: &str) -> Result<reqwest::Url, String> {
@@ -260,7 +272,18 @@ pub fn main() -> ExitCode {
 fn config(a: &ConfigArgs) -> Result<(), Error> {
     let cfg = a.cmdline.load()?;
     cfg.announce();
-    let json = serde_json::to_string_pretty(&cfg).expect("config serializes");
+    let mut value = serde_json::to_value(&cfg).expect("config serializes");
+    if let (Some(id), Some(obj)) = (&a.node_id, value.as_object_mut()) {
+        let node = crate::fetch::mirrors::NodeId::given(id);
+        let order =
+            crate::fetch::mirrors::order(cfg.image_urls(), cfg.transfer.mirrors, Some(&node));
+        let shown: Vec<String> = order.iter().map(crate::log::redact_url).collect();
+        obj.insert(
+            "mirror_order".into(),
+            serde_json::json!({ "node_id": id, "policy": cfg.transfer.mirrors, "urls": shown }),
+        );
+    }
+    let json = serde_json::to_string_pretty(&value).expect("config serializes");
     println!("{json}");
     Ok(())
 }

@@ -80,6 +80,8 @@ pub struct Transfer {
     pub proxy: Option<Url>,
     /// Bytes of RAM that must remain free once the image is in memory.
     pub minmem: u64,
+    /// How the node orders the mirrors (`rd.rustlive.mirrors`).
+    pub mirrors: crate::fetch::mirrors::MirrorPolicy,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -146,6 +148,7 @@ impl Default for Config {
                 insecure_tls: false,
                 proxy: None,
                 minmem: 512 << 20,
+                mirrors: crate::fetch::mirrors::MirrorPolicy::default(),
             },
             root: Root {
                 overlay_size: Size::Percent(50),
@@ -193,6 +196,7 @@ pub const RUSTLIVE_KEYS: &[&str] = &[
     "rd.rustlive.onfail",
     "rd.rustlive.onfail.delay",
     "rd.rustlive.debug",
+    "rd.rustlive.mirrors",
 ];
 
 impl Config {
@@ -367,6 +371,11 @@ impl Builder {
                 c.transfer.proxy =
                     Some(values::parse_url(&full, Schemes::Http).map_err(|r| err(p, r))?);
                 "transfer.proxy"
+            }
+            "rd.rustlive.mirrors" => {
+                c.transfer.mirrors =
+                    crate::fetch::mirrors::MirrorPolicy::parse(val()?).map_err(|r| err(p, r))?;
+                "transfer.mirrors"
             }
             "rd.rustlive.minmem" => {
                 self.minmem = Some(mib()?);
@@ -774,6 +783,22 @@ mod tests {
         assert_eq!(c.failure.delay, Duration::from_secs(90));
         assert!(c.debug);
         assert!(c.warnings.is_empty(), "{:?}", c.warnings);
+    }
+
+    #[test]
+    fn mirror_policy() {
+        use crate::fetch::mirrors::MirrorPolicy;
+        // spread is the default: several mirrors are listed to share the load.
+        assert_eq!(
+            parse("root=live:http://h/i").transfer.mirrors,
+            MirrorPolicy::Spread
+        );
+        let c = parse("rd.rustlive.url=http://a/i,http://b/i rd.rustlive.mirrors=listed");
+        assert_eq!(c.transfer.mirrors, MirrorPolicy::Listed);
+        assert_eq!(c.sources["transfer.mirrors"], "rd.rustlive.mirrors");
+        let e = Config::from_cmdline("rd.rustlive.mirrors=random").unwrap_err();
+        assert_eq!(e.option, "rd.rustlive.mirrors");
+        assert!(e.reason.contains("spread or listed"), "{e}");
     }
 
     #[test]

@@ -28,6 +28,24 @@ pub fn run(a: &FetchArgs) -> Result<(), FetchError> {
         verify_required: a.require_verified,
         ..FetchOptions::default()
     };
-    fetch_to_file(&a.urls, &a.output, &opts)?;
+    let node = match &a.node_id {
+        Some(id) => Some(super::mirrors::NodeId::given(id)),
+        None if a.mirrors == super::mirrors::MirrorPolicy::Spread => {
+            let first = a.urls.first().and_then(|u| u.host_str());
+            super::mirrors::NodeId::of_this_node(first, std::path::Path::new("/"))
+        }
+        None => None,
+    };
+    let urls = super::mirrors::order(&a.urls, a.mirrors, node.as_ref());
+    if let Some(n) = &node {
+        log::debug!(
+            "mirrors ({:?}) for {} ({}): {:?}",
+            a.mirrors,
+            n.id,
+            n.source,
+            urls.iter().map(crate::log::redact_url).collect::<Vec<_>>()
+        );
+    }
+    fetch_to_file(&urls, &a.output, &opts)?;
     Ok(())
 }

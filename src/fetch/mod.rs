@@ -7,6 +7,7 @@
 
 pub mod client;
 pub mod command;
+pub mod mirrors;
 pub mod progress;
 pub mod retry;
 pub mod transfer;
@@ -354,8 +355,19 @@ pub struct StagedImage {
 /// `rd.minmem` cannot hold it.
 pub fn stage_image(cfg: &Config, run_dir: &Path) -> Result<StagedImage, FetchError> {
     let opts = FetchOptions::from_config(cfg, Path::new(verify::KEYS_DIR))?;
+    // Each node starts at its own mirror (rendezvous order) unless rd.rustlive.mirrors=listed.
+    // The identity is the MAC of the interface routing to the first mirror, so the route must
+    // exist first (stage_image_with's own wait then returns at once).
+    let mut urls = cfg.image_urls().to_vec();
+    if cfg.transfer.mirrors == mirrors::MirrorPolicy::Spread && urls.len() > 1 {
+        let hosts: Vec<&str> = urls.iter().filter_map(|u| u.host_str()).collect();
+        if !hosts.is_empty() {
+            crate::net::wait_for_route(&hosts, opts.deadline, Duration::from_secs(5))?;
+        }
+        urls = mirrors::order_for_this_node(&urls, cfg.transfer.mirrors);
+    }
     stage_image_with(
-        cfg.image_urls(),
+        &urls,
         &opts,
         cfg.transfer.minmem,
         run_dir,
