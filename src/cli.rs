@@ -157,7 +157,8 @@ pub struct FetchArgs {
     /// Write the file here (bytes go to FILE.part until verified).
     #[arg(short, long, value_name = "FILE")]
     pub output: std::path::PathBuf,
-    /// Mirrors of the same file, tried in order and rotated on failure (http, https, file).
+    /// Mirrors of the same file, tried in order and rotated on failure (http, https, file;
+    /// or oci://HOST[:PORT]/REPO[:TAG|@sha256:HEX] and oci+http:// registry mirrors).
     #[arg(required = true, value_name = "URL", value_parser = fetchable_url)]
     pub urls: Vec<reqwest::Url>,
     /// Expected SHA-256 (64 hex digits).
@@ -203,6 +204,10 @@ pub struct FetchArgs {
     /// this node, as `rustlive boot` does by default).
     #[arg(long, value_name = "POLICY", default_value = "listed", value_parser = crate::fetch::mirrors::MirrorPolicy::parse)]
     pub mirrors: crate::fetch::mirrors::MirrorPolicy,
+    /// Registry credentials for oci:// URLs (docker config.json format; default
+    /// /etc/rustlive/registry-auth.json, as in the initramfs).
+    #[arg(long, value_name = "FILE")]
+    pub registry_auth: Option<std::path::PathBuf>,
     /// With --mirrors spread: the node identity to order the mirrors for (default: this
     /// machine's MAC toward the first mirror, DMI product_uuid, or host name).
     #[arg(long, value_name = "ID")]
@@ -210,7 +215,7 @@ pub struct FetchArgs {
 }
 
 fn fetchable_url(s: &str) -> Result<reqwest::Url, String> {
-    crate::values::parse_url(s, crate::values::Schemes::Fetchable)
+    crate::config::parse_image_url(s)
 }
 
 fn proxy_url(s: &str) -> Result<reqwest::Url, String> {

@@ -290,9 +290,7 @@ impl Builder {
                 let v = p.value.as_deref().unwrap_or("");
                 let candidate = v.strip_prefix("live:").unwrap_or(v);
                 if candidate.contains("://") {
-                    self.root_url = Some(
-                        values::parse_url(candidate, Schemes::Fetchable).map_err(|r| err(p, r))?,
-                    );
+                    self.root_url = Some(parse_image_url(candidate).map_err(|r| err(p, r))?);
                 } else {
                     // root=/dev/sda1, root=live:CDLABEL=…: a disk root, not ours. Last wins,
                     // so an earlier root=live:URL is cancelled.
@@ -303,7 +301,7 @@ impl Builder {
             "rd.rustlive.url" => {
                 let v = val()?;
                 for part in v.split(',').filter(|s| !s.is_empty()) {
-                    let u = values::parse_url(part, Schemes::Fetchable).map_err(|r| err(p, r))?;
+                    let u = parse_image_url(part).map_err(|r| err(p, r))?;
                     self.mirrors.push(u);
                 }
                 if self.mirrors.is_empty() {
@@ -540,6 +538,9 @@ impl Builder {
             c.root.init = i;
         }
         // Cross-option rules, checked once every value is known.
+        if let Some(img) = &c.image {
+            check_oci_sources(&img.urls, &c.verify)?;
+        }
         let s = &c.secrets;
         if let Some(src) = &s.source {
             if src.starts_with("http://") && s.sha256.is_none() {
@@ -569,6 +570,53 @@ impl Builder {
         }
         Ok(self.cfg)
     }
+}
+
+/// An image URL: http, https, file, or an OCI reference (`oci://`, `oci+http://`).
+pub fn parse_image_url(s: &str) -> Result<Url, String> {
+    if s.starts_with("oci://") || s.starts_with("oci+http://") {
+        return crate::oci::parse_image_url(s);
+    }
+    values::parse_url(s, Schemes::Fetchable).map_err(|r| {
+        if r.starts_with("unsupported scheme") {
+            format!("{r}, or oci://, oci+http://")
+        } else {
+            r
+        }
+    })
+}
+
+/// OCI mirrors are all OCI and agree on the repository and target; a plain-http registry
+/// needs a pinned manifest or a hash or signature (as the secrets source's plain http does;
+/// installed keys are checked again at fetch time).
+fn check_oci_sources(urls: &[Url], v: &Verify) -> Result<(), ConfigError> {
+    let oci = urls.iter().filter(|u| crate::oci::is_oci(u)).count();
+    let bad = |u: &Url, reason: String| ConfigError {
+        option: "rd.rustlive.url".into(),
+        value: redact_url_str(u.as_str()),
+        reason,
+    };
+    if oci == 0 {
+        return Ok(());
+    }
+    if let Some(u) = urls.iter().find(|u| !crate::oci::is_oci(u)) {
+        return Err(bad(u, "oci:// and http(s) mirrors cannot be mixed".into()));
+    }
+    let refs = crate::oci::pull::references(urls).map_err(|e| bad(&urls[0], e.to_string()))?;
+    let covered = v.sha256.is_some() || v.sha256sums.is_some() || v.sig.is_some();
+    if let Some((u, _)) = urls
+        .iter()
+        .zip(&refs)
+        .find(|(_, r)| r.plain_http() && !r.pinned())
+    {
+        if !covered {
+            return Err(bad(
+                u,
+                "a plain-http registry is accepted only with a pinned manifest (@sha256:…) or rd.rustlive.sha256/sha256sums/sig".into(),
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// Placeholders allowed in `rd.rustlive.secrets`.

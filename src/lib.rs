@@ -17,6 +17,7 @@ pub mod kmod;
 pub mod log;
 pub mod mount;
 pub mod net;
+pub mod oci;
 pub mod onfail;
 pub mod pid1;
 pub mod ram;

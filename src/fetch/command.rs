@@ -46,6 +46,11 @@ pub fn run(a: &FetchArgs) -> Result<(), FetchError> {
             urls.iter().map(crate::log::redact_url).collect::<Vec<_>>()
         );
     }
+    let creds = a
+        .registry_auth
+        .clone()
+        .unwrap_or_else(|| crate::oci::auth::CREDENTIALS_FILE.into());
+    let (urls, opts) = crate::oci::pull::prepare(&urls, &opts, &creds)?;
     fetch_to_file(&urls, &a.output, &opts)?;
     Ok(())
 }

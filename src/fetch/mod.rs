@@ -98,6 +98,46 @@ pub enum FetchError {
     },
     #[error("no image URL to fetch")]
     NoUrl,
+    #[error("{url} announced {got} bytes where {expected} were expected")]
+    SizeMismatch {
+        url: String,
+        expected: u64,
+        got: u64,
+    },
+    #[error(transparent)]
+    Oci(Box<crate::oci::OciError>),
+}
+
+impl From<crate::oci::OciError> for FetchError {
+    fn from(e: crate::oci::OciError) -> Self {
+        FetchError::Oci(Box::new(e))
+    }
+}
+
+/// What a source adds to each request, for sources that need more than a GET (OCI
+/// registries: `Accept`, a Bearer token refreshed on 401).
+pub trait RequestAuth: std::fmt::Debug + Send + Sync {
+    /// Headers for a request to `url` (none for a host it holds no credentials for).
+    fn headers(&self, url: &Url) -> reqwest::header::HeaderMap;
+    /// `url` answered 401 with `headers`: obtain new credentials; `true` when the request is
+    /// worth repeating with them.
+    fn unauthorized(
+        &self,
+        client: &Client,
+        url: &Url,
+        headers: &reqwest::header::HeaderMap,
+    ) -> bool;
+}
+
+/// A hash the bytes must have that comes with the source itself (an OCI layer digest and
+/// size), checked while streaming like `rd.rustlive.sha256`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ContentDigest {
+    pub sha256: Sha256Hex,
+    pub len: u64,
+    /// Whether it counts as a pin: the manifest it came from was itself pinned by digest.
+    /// A tag's manifest is only as trustworthy as the connection that delivered it.
+    pub pins: bool,
 }
 
 impl FetchError {
@@ -105,7 +145,8 @@ impl FetchError {
     /// configuration, 3 for everything about the transfer.
     pub fn exit_code(&self) -> Exit {
         match self {
-            FetchError::Verify(_) => Exit::Verify,
+            FetchError::Verify(_) | FetchError::SizeMismatch { .. } => Exit::Verify,
+            FetchError::Oci(e) => e.exit_code(),
             FetchError::CaRead { .. }
             | FetchError::CaParse { .. }
             | FetchError::IdentityRead { .. }
@@ -145,6 +186,10 @@ pub struct FetchOptions {
     pub max_redirects: usize,
     pub backoff: Backoff,
     pub progress_interval: Duration,
+    /// Headers and 401 handling for every request (OCI registries).
+    pub auth: Option<std::sync::Arc<dyn RequestAuth>>,
+    /// The digest and length the source itself gives (OCI layers).
+    pub content: Option<ContentDigest>,
 }
 
 impl Default for FetchOptions {
@@ -166,6 +211,8 @@ impl Default for FetchOptions {
             max_redirects: 10,
             backoff: Backoff::default(),
             progress_interval: progress::INTERVAL,
+            auth: None,
+            content: None,
         }
     }
 }
@@ -218,7 +265,7 @@ impl FetchOptions {
         }
     }
 
-    fn client(&self, insecure: bool, pinned: bool) -> Result<Client, FetchError> {
+    pub(crate) fn client(&self, insecure: bool, pinned: bool) -> Result<Client, FetchError> {
         client::build(&client::Settings {
             ca: self.ca.as_deref(),
             insecure_tls: insecure,
@@ -283,6 +330,8 @@ pub fn fetch_to_file_with(
 ) -> Result<FetchReport, FetchError> {
     let first = urls.first().ok_or(FetchError::NoUrl)?;
     let expected = expectations(urls, opts)?;
+    // (An OCI layer digest makes `pins()` true: the https→http redirect it allows is safe,
+    // the bytes are checked against the digest either way.)
     let client = opts.client(opts.insecure_tls, expected.pins())?;
     if opts.insecure_tls && urls.iter().any(|u| u.scheme() == "https") {
         log::warn!(
@@ -295,11 +344,26 @@ pub fn fetch_to_file_with(
         );
     }
     let part = part_path(dest);
+    // A source that states the length (an OCI descriptor) is held to it before the first
+    // byte, and the tmpfs is sized for it when the server does not say.
+    let content = opts.content;
+    let shown = redact_url(first);
+    let mut checked = |total: Option<u64>| -> Result<(), FetchError> {
+        match (content, total) {
+            (Some(c), Some(t)) if t != c.len => Err(FetchError::SizeMismatch {
+                url: shown.clone(),
+                expected: c.len,
+                got: t,
+            }),
+            (Some(c), None) => prepare(Some(c.len)),
+            _ => prepare(total),
+        }
+    };
     let mut sink = FileSink {
         path: part.clone(),
         file: None,
         digests: expected.digests(),
-        prepare: Some(prepare),
+        prepare: Some(&mut checked),
     };
     let mut progress = Progress::new(Instant::now(), opts.progress_interval);
     let what = redact_url(first);
@@ -387,6 +451,11 @@ pub fn stage_image_with(
     if !hosts.is_empty() {
         crate::net::wait_for_route(&hosts, opts.deadline, Duration::from_secs(5))?;
     }
+    // An oci:// source becomes its root layer's blob on each registry (after the route
+    // exists: the manifest is fetched here).
+    let (urls, opts) =
+        crate::oci::pull::prepare(urls, opts, Path::new(crate::oci::auth::CREDENTIALS_FILE))?;
+    let (urls, opts) = (urls.as_slice(), &opts);
     let dir = run_dir.join("image");
     let first = urls.first().ok_or(FetchError::NoUrl)?;
     let name = file_name(first).unwrap_or("root.img").to_string();
@@ -431,7 +500,7 @@ pub fn fetch_bytes(
     Ok(bytes)
 }
 
-fn fetch_small(
+pub(crate) fn fetch_small(
     urls: &[Url],
     opts: &FetchOptions,
     insecure: bool,
@@ -486,7 +555,11 @@ fn expectations(urls: &[Url], opts: &FetchOptions) -> Result<Expected, FetchErro
             redact_url(u)
         );
     }
-    if !exp.pins() {
+    // An OCI layer digest is always checked, but pins the image only when the manifest
+    // naming it was pinned: a tag is only as trustworthy as the registry connection.
+    let pinned = exp.pins() || opts.content.is_some_and(|c| c.pins);
+    exp.sha256.extend(opts.content.map(|c| c.sha256));
+    if !pinned {
         if opts.verify_required {
             return Err(VerifyError::Unverifiable.into());
         }
@@ -542,6 +615,7 @@ fn download(
             stall: opts.stall,
             deadline: opts.deadline,
             progress: progress.as_deref_mut(),
+            auth: opts.auth.as_deref(),
         };
         let err = match transfer::run(client, url, &mut state, sink, &mut ctx) {
             Ok(()) => return Ok((state, attempts, redact_url(url))),

@@ -102,6 +102,10 @@ pub enum AttemptError {
     },
     #[error("the overall deadline passed")]
     Deadline,
+    /// A 401 after which [`super::RequestAuth`] obtained new credentials (an expired
+    /// registry token): worth repeating at once.
+    #[error("the server refused the credentials (401); new ones were obtained")]
+    Reauthorized,
     #[error(transparent)]
     Sink(Box<super::FetchError>),
 }
@@ -114,7 +118,8 @@ impl AttemptError {
             | AttemptError::Stall(_)
             | AttemptError::Body(_)
             | AttemptError::Incomplete { .. }
-            | AttemptError::BadRange(_) => true,
+            | AttemptError::BadRange(_)
+            | AttemptError::Reauthorized => true,
             AttemptError::Status { status, .. } => {
                 *status == StatusCode::REQUEST_TIMEOUT
                     || *status == StatusCode::TOO_MANY_REQUESTS
@@ -132,6 +137,7 @@ impl AttemptError {
     pub fn retry_after(&self) -> Option<Duration> {
         match self {
             AttemptError::Status { retry_after, .. } => *retry_after,
+            AttemptError::Reauthorized => Some(Duration::from_millis(100)),
             _ => None,
         }
     }
@@ -148,6 +154,8 @@ pub struct Ctx<'a> {
     pub stall: Duration,
     pub deadline: Option<Instant>,
     pub progress: Option<&'a mut Progress>,
+    /// Extra headers and 401 handling (OCI registries); `None` for plain HTTP sources.
+    pub auth: Option<&'a dyn super::RequestAuth>,
 }
 
 /// `Content-Range: bytes START-END/TOTAL` (TOTAL may be `*`).
@@ -266,12 +274,22 @@ pub fn run(
     }
     let ranged = state.have > 0;
     let mut req = client.get(url.clone());
+    if let Some(a) = ctx.auth {
+        req = req.headers(a.headers(url));
+    }
     if let (true, Some(v)) = (ranged, &state.validator) {
         req = req
             .header(header::RANGE, format!("bytes={}-", state.have))
             .header(header::IF_RANGE, v.header_value());
     }
     let resp = req.send().map_err(|e| classify_send(e, ctx.stall))?;
+    if resp.status() == StatusCode::UNAUTHORIZED
+        && ctx
+            .auth
+            .is_some_and(|a| a.unauthorized(client, url, resp.headers()))
+    {
+        return Err(AttemptError::Reauthorized);
+    }
     let (offset, total, end) = match accept(
         resp.status(),
         resp.headers(),

@@ -1,0 +1,1 @@
+//! `rustlive publish` (below).
