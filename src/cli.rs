@@ -47,6 +47,52 @@ pub enum Command {
     /// Download a file the way `boot` downloads the image: retries with backoff, resume,
     /// mirrors, SHA-256 and minisign verification. The file appears only once verified.
     Fetch(Box<FetchArgs>),
+    /// Push a squashfs, erofs or ext4 root image to an OCI registry as a bootable artifact
+    /// (boot server side); prints the manifest digest and the kernel command line.
+    #[command(
+        after_help = "Example: rustlive publish compute.squashfs oci://registry.site:5000/images/compute:2026-12 --signature compute.squashfs.minisig\n\
+Credentials (docker config.json format): --registry-auth, else $REGISTRY_AUTH_FILE, $DOCKER_CONFIG/config.json, ~/.docker/config.json."
+    )]
+    Publish(PublishArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct PublishArgs {
+    /// The root image file.
+    #[arg(value_name = "IMAGE")]
+    pub image: std::path::PathBuf,
+    /// Where to push it: oci://HOST[:PORT]/REPO:TAG (or oci+http:// for a plain-http registry).
+    #[arg(value_name = "REFERENCE", value_parser = oci_reference)]
+    pub reference: crate::oci::Reference,
+    /// A minisign signature of IMAGE, pushed as a second layer.
+    #[arg(long, value_name = "FILE")]
+    pub signature: Option<std::path::PathBuf>,
+    /// Upload in chunks of this size (e.g. 64M) instead of one request.
+    #[arg(long, value_name = "SIZE", value_parser = chunk_size)]
+    pub chunk_size: Option<u64>,
+    /// Registry credentials (docker config.json format).
+    #[arg(long, value_name = "FILE")]
+    pub registry_auth: Option<std::path::PathBuf>,
+    /// PEM CA bundle for https.
+    #[arg(long, value_name = "FILE")]
+    pub ca: Option<std::path::PathBuf>,
+    /// Do not verify the registry's certificate.
+    #[arg(long)]
+    pub insecure_tls: bool,
+    /// Log every request.
+    #[arg(long)]
+    pub debug: bool,
+}
+
+fn oci_reference(s: &str) -> Result<crate::oci::Reference, String> {
+    crate::oci::Reference::parse(s)
+}
+
+fn chunk_size(s: &str) -> Result<u64, String> {
+    match crate::values::parse_size(s)? {
+        crate::values::Size::Bytes(b) if b > 0 => Ok(b),
+        _ => Err("expected a size in bytes (K/M/G suffixes)".into()),
+    }
 }
 
 #[derive(Debug, Args)]
@@ -245,7 +291,8 @@ pub fn main() -> ExitCode {
         _ if pid1 => crate::log::Target::Kmsg,
         _ => crate::log::Target::Stderr,
     };
-    let debug = matches!(&cli.command, Command::Fetch(a) if a.debug);
+    let debug = matches!(&cli.command, Command::Fetch(a) if a.debug)
+        || matches!(&cli.command, Command::Publish(a) if a.debug);
     crate::log::init(target, debug);
     if pid1 {
         for w in early_warnings {
@@ -259,6 +306,7 @@ pub fn main() -> ExitCode {
         Command::InjectSecrets(a) => crate::secrets::run_cli(&a),
         Command::Fetch(a) => crate::fetch::command::run(&a).map_err(Error::from),
         Command::Config(a) => config(&a),
+        Command::Publish(a) => publish(&a),
         Command::Assemble(a) => assemble(&a),
         Command::SwitchRoot(a) => switch_root(a),
     };
@@ -290,6 +338,28 @@ fn config(a: &ConfigArgs) -> Result<(), Error> {
     }
     let json = serde_json::to_string_pretty(&value).expect("config serializes");
     println!("{json}");
+    Ok(())
+}
+
+fn publish(a: &PublishArgs) -> Result<(), Error> {
+    let p = crate::oci::publish::publish(&crate::oci::publish::PublishOptions {
+        image: a.image.clone(),
+        signature: a.signature.clone(),
+        reference: a.reference.clone(),
+        chunk: a.chunk_size,
+        credentials: a.registry_auth.clone(),
+        ca: a.ca.clone(),
+        insecure_tls: a.insecure_tls,
+    })?;
+    log::info!(
+        "pushed {} as {} (layer {}, {} blob(s) already there)",
+        a.image.display(),
+        p.media_type,
+        crate::oci::digest_str(&p.layer_digest),
+        p.skipped
+    );
+    println!("{}", crate::oci::digest_str(&p.manifest_digest));
+    println!("{}", p.cmdline());
     Ok(())
 }
 

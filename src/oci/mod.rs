@@ -327,6 +327,8 @@ pub enum OciError {
         #[source]
         source: reqwest::Error,
     },
+    #[error("{what}: a plain-http registry is accepted only with a pinned manifest (@sha256:…) or a hash or signature covering the image")]
+    PlainHttp { what: String },
     #[error("cannot read {path}")]
     Read {
         path: std::path::PathBuf,
@@ -340,7 +342,9 @@ impl OciError {
         match self {
             OciError::DigestMismatch { .. } => Exit::Verify,
             OciError::NoRegistry { last, .. } => last.exit_code(),
-            OciError::Credentials { .. } | OciError::Read { .. } => Exit::Usage,
+            OciError::Credentials { .. } | OciError::Read { .. } | OciError::PlainHttp { .. } => {
+                Exit::Usage
+            }
             _ => Exit::Transfer,
         }
     }

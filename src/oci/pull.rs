@@ -48,9 +48,8 @@ pub fn references(urls: &[Url]) -> Result<Vec<Reference>, OciError> {
 pub fn check_plain_http(refs: &[Reference], opts: &FetchOptions) -> Result<(), OciError> {
     let covered = opts.sha256.is_some() || opts.sha256sums.is_some() || !opts.keys.is_empty();
     match refs.iter().find(|r| r.plain_http() && !r.pinned()) {
-        Some(r) if !covered => Err(OciError::Protocol {
+        Some(r) if !covered => Err(OciError::PlainHttp {
             what: r.to_string(),
-            reason: "a plain-http registry is accepted only with a pinned manifest (@sha256:…) or a hash or signature covering the image".into(),
         }),
         _ => Ok(()),
     }

@@ -3,6 +3,7 @@
 
 pub mod http;
 pub mod nginx;
+pub mod registry;
 pub mod tls;
 
 /// Deterministic pseudo-random bytes (SplitMix64), so failures are reproducible.
