@@ -509,3 +509,179 @@ fn bearer_tokens_refresh_and_redirects_drop_authorization() {
         );
     }
 }
+
+/// A token server for the real registry: ES256 JWTs with the signing certificate in `x5c`,
+/// Basic credentials required. The first pull token is issued nearly expired (the registry
+/// allows 60 s of clock skew), so it dies while the blob is in flight.
+struct TokenServer {
+    server: Server,
+    cert_pem: String,
+    pull_tokens: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+}
+
+fn b64url(b: &[u8]) -> String {
+    use base64::Engine as _;
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(b)
+}
+
+fn token_server(user: &str, password: &str) -> TokenServer {
+    use base64::Engine as _;
+    use std::sync::atomic::Ordering::SeqCst;
+    let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
+    let mut p = rcgen::CertificateParams::new(vec!["token-signer".to_string()]).unwrap();
+    p.distinguished_name
+        .push(rcgen::DnType::CommonName, "rustlive test token signer");
+    let cert = p.self_signed(&key).unwrap();
+    let x5c = base64::engine::general_purpose::STANDARD.encode(cert.der());
+    let rng = ring::rand::SystemRandom::new();
+    let signer = ring::signature::EcdsaKeyPair::from_pkcs8(
+        &ring::signature::ECDSA_P256_SHA256_FIXED_SIGNING,
+        &key.serialize_der(),
+        &rng,
+    )
+    .unwrap();
+    let want = format!(
+        "Basic {}",
+        base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}"))
+    );
+    let pull_tokens = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let pt = pull_tokens.clone();
+    let server = Server::start(move |req| {
+        if req.header("authorization") != Some(want.as_str()) {
+            return Reply::status(401);
+        }
+        let url = reqwest::Url::parse(&format!("http://x{}", req.path)).unwrap();
+        let q: std::collections::HashMap<String, String> = url.query_pairs().into_owned().collect();
+        let scope = q.get("scope").cloned().unwrap_or_default();
+        let mut parts = scope.splitn(3, ':');
+        let (kind, name, actions) = (
+            parts.next().unwrap_or(""),
+            parts.next().unwrap_or(""),
+            parts.next().unwrap_or(""),
+        );
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs() as i64;
+        let push = actions.contains("push");
+        let n = if push {
+            usize::MAX
+        } else {
+            pt.fetch_add(1, SeqCst)
+        };
+        // 60 s of leeway at the registry: exp = now - 57 gives this token about 3 s.
+        let exp = if n == 0 { now - 57 } else { now + 300 };
+        let header = json!({"typ": "JWT", "alg": "ES256", "x5c": [x5c]});
+        let claims = json!({
+            "iss": "rustlive-test-issuer", "sub": "alice", "aud": "rustlive-test-registry",
+            "exp": exp, "nbf": now - 10, "iat": now - 10, "jti": format!("t{n}-{now}"),
+            "access": [{"type": kind, "name": name, "actions": actions.split(',').collect::<Vec<_>>()}],
+        });
+        let signing_input = format!(
+            "{}.{}",
+            b64url(header.to_string().as_bytes()),
+            b64url(claims.to_string().as_bytes())
+        );
+        let sig = signer
+            .sign(&ring::rand::SystemRandom::new(), signing_input.as_bytes())
+            .unwrap();
+        let token = format!("{signing_input}.{}", b64url(sig.as_ref()));
+        Reply::ok(
+            json!({"token": token, "expires_in": 300})
+                .to_string()
+                .as_bytes(),
+        )
+        .header("Content-Type", "application/json")
+    });
+    TokenServer {
+        server,
+        cert_pem: cert.pem(),
+        pull_tokens,
+    }
+}
+
+#[test]
+fn token_auth_with_credentials_and_a_token_expiring_mid_blob() {
+    use std::sync::atomic::Ordering::SeqCst;
+    let ts = token_server("alice", "s3cret");
+    let dir = tempfile::tempdir().unwrap();
+    let bundle = dir.path().join("token-signer.pem");
+    std::fs::write(&bundle, &ts.cert_pem).unwrap();
+    let Some(reg) = registry(&format!(
+        "auth:\n  token:\n    realm: http://{}/token\n    service: rustlive-test-registry\n    issuer: rustlive-test-issuer\n    rootcertbundle: {}\n",
+        ts.server.addr,
+        bundle.display()
+    )) else {
+        return;
+    };
+    let img = image(3 << 20, 9);
+    let file = dir.path().join("root.squashfs");
+    std::fs::write(&file, &img).unwrap();
+    // The pull goes through a proxy that holds the blob for 5 s after 1 MiB, then cuts it.
+    let proxy = Proxy::start(
+        reg.addr,
+        ProxyFault::CutFirstBlob {
+            after: 1 << 20,
+            pause: Duration::from_secs(5),
+        },
+    );
+    use base64::Engine as _;
+    let auth = base64::engine::general_purpose::STANDARD.encode("alice:s3cret");
+    let creds = dir.path().join("auth.json");
+    std::fs::write(
+        &creds,
+        json!({"auths": {
+            reg.addr.to_string(): {"auth": auth},
+            proxy.addr.to_string(): {"auth": auth},
+        }})
+        .to_string(),
+    )
+    .unwrap();
+    let creds_s = creds.to_str().unwrap();
+
+    // Without credentials the registry refuses the push.
+    let none = dir.path().join("none.json");
+    let o = run(&[
+        "publish",
+        file.to_str().unwrap(),
+        &format!("oci+http://{}/site/root:v1", reg.addr),
+        "--registry-auth",
+        none.to_str().unwrap(),
+    ]);
+    assert!(!o.status.success());
+    assert!(stderr(&o).contains("401"), "{}", stderr(&o));
+
+    let (digest, _) = publish(
+        &file,
+        &format!("oci+http://{}/site/root:v1", reg.addr),
+        &["--registry-auth", creds_s],
+    );
+    // Anonymous pulls are refused too (the token server wants the password).
+    let dest = dir.path().join("out");
+    let o = fetch(
+        &dest,
+        &format!("oci+http://{}/site/root@{digest}", reg.addr),
+        &["--registry-auth", none.to_str().unwrap()],
+    );
+    assert_ne!(o.status.code(), Some(0));
+    assert!(!dest.exists());
+
+    let o = fetch(
+        &dest,
+        &format!("oci+http://{}/site/root@{digest}", proxy.addr),
+        &["--registry-auth", creds_s],
+    );
+    assert!(o.status.success());
+    assert_eq!(std::fs::read(&dest).unwrap(), img);
+    let log = stderr(&o);
+    assert!(log.contains("resuming at 1.0 MiB"), "{log}");
+    assert!(log.contains("refused the credentials (401)"), "{log}");
+    assert!(
+        ts.pull_tokens.load(SeqCst) >= 2,
+        "a second token after the first expired"
+    );
+    assert!(
+        !log.contains("s3cret") && !log.contains(&auth),
+        "a credential in the log"
+    );
+}
