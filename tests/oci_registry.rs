@@ -511,12 +511,14 @@ fn bearer_tokens_refresh_and_redirects_drop_authorization() {
 }
 
 /// A token server for the real registry: ES256 JWTs with the signing certificate in `x5c`,
-/// Basic credentials required. The first pull token is issued nearly expired (the registry
-/// allows 60 s of clock skew), so it dies while the blob is in flight.
+/// Basic credentials required. When armed, the next pull token is issued nearly expired (the
+/// registry allows 60 s of clock skew), so it dies while the blob is in flight.
 struct TokenServer {
     server: Server,
     cert_pem: String,
     pull_tokens: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+    /// Set: the next pull token is issued about to expire.
+    arm: std::sync::Arc<std::sync::atomic::AtomicBool>,
 }
 
 fn b64url(b: &[u8]) -> String {
@@ -545,7 +547,8 @@ fn token_server(user: &str, password: &str) -> TokenServer {
         base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}"))
     );
     let pull_tokens = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
-    let pt = pull_tokens.clone();
+    let arm = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let (pt, arm2) = (pull_tokens.clone(), arm.clone());
     let server = Server::start(move |req| {
         if req.header("authorization") != Some(want.as_str()) {
             return Reply::status(401);
@@ -570,7 +573,9 @@ fn token_server(user: &str, password: &str) -> TokenServer {
             pt.fetch_add(1, SeqCst)
         };
         // 60 s of leeway at the registry: exp = now - 57 gives this token about 3 s.
-        let exp = if n == 0 { now - 57 } else { now + 300 };
+        // Armed by the test: the next pull token is nearly expired.
+        let short = !push && arm2.swap(false, SeqCst);
+        let exp = if short { now - 57 } else { now + 300 };
         let header = json!({"typ": "JWT", "alg": "ES256", "x5c": [x5c]});
         let claims = json!({
             "iss": "rustlive-test-issuer", "sub": "alice", "aud": "rustlive-test-registry",
@@ -597,6 +602,7 @@ fn token_server(user: &str, password: &str) -> TokenServer {
         server,
         cert_pem: cert.pem(),
         pull_tokens,
+        arm,
     }
 }
 
@@ -666,6 +672,8 @@ fn token_auth_with_credentials_and_a_token_expiring_mid_blob() {
     assert_ne!(o.status.code(), Some(0));
     assert!(!dest.exists());
 
+    let before = ts.pull_tokens.load(SeqCst);
+    ts.arm.store(true, SeqCst);
     let o = fetch(
         &dest,
         &format!("oci+http://{}/site/root@{digest}", proxy.addr),
@@ -675,10 +683,15 @@ fn token_auth_with_credentials_and_a_token_expiring_mid_blob() {
     assert_eq!(std::fs::read(&dest).unwrap(), img);
     let log = stderr(&o);
     assert!(log.contains("resuming at 1.0 MiB"), "{log}");
-    assert!(log.contains("refused the credentials (401)"), "{log}");
-    assert!(
-        ts.pull_tokens.load(SeqCst) >= 2,
-        "a second token after the first expired"
+    // The resumed blob request is the one refused: its token expired during the hold.
+    let blob_401 = log
+        .lines()
+        .any(|l| l.contains("/blobs/") && l.contains("refused the credentials (401)"));
+    assert!(blob_401, "{log}");
+    assert_eq!(
+        ts.pull_tokens.load(SeqCst) - before,
+        2,
+        "the short token, then a fresh one"
     );
     assert!(
         !log.contains("s3cret") && !log.contains(&auth),

@@ -357,7 +357,7 @@ impl RegistryAuth {
         if !resp.status().is_success() {
             return Err(OciError::Status {
                 what,
-                step: "the token request".into(),
+                step: format!("the token request to {}", crate::log::redact_url(&u)),
                 status: resp.status(),
             });
         }

@@ -314,7 +314,7 @@ pub enum OciError {
         #[source]
         last: Box<crate::fetch::FetchError>,
     },
-    #[error("{what}: the registry answered {status} to {step}")]
+    #[error("{what}: the server answered {status} to {step}")]
     Status {
         what: String,
         step: String,
