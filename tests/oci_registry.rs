@@ -698,3 +698,65 @@ fn token_auth_with_credentials_and_a_token_expiring_mid_blob() {
         "a credential in the log"
     );
 }
+
+#[test]
+fn oci_over_https_with_the_sites_ca() {
+    let ca = support::tls::Ca::new("rustlive test registry CA");
+    let leaf = ca.issue(&["127.0.0.1"]);
+    let dir = tempfile::tempdir().unwrap();
+    let (cert, key, ca_pem) = (
+        dir.path().join("reg.crt"),
+        dir.path().join("reg.key"),
+        dir.path().join("ca.pem"),
+    );
+    std::fs::write(&cert, leaf.cert.pem()).unwrap();
+    std::fs::write(&key, leaf.key.serialize_pem()).unwrap();
+    std::fs::write(&ca_pem, ca.pem()).unwrap();
+    let Some(reg) = Registry::start_with(
+        &format!(
+            "  tls:\n    certificate: {}\n    key: {}\n",
+            cert.display(),
+            key.display()
+        ),
+        "",
+    ) else {
+        rustlive::testing::skip("docker-registry is not installed (scripts/install-deps.sh)");
+        return;
+    };
+    let img = image(2 << 20, 10);
+    let file = dir.path().join("root.squashfs");
+    std::fs::write(&file, &img).unwrap();
+    let ca_s = ca_pem.to_str().unwrap();
+    let tag = format!("oci://{}/site/root:v1", reg.addr);
+    let (digest, cmdline) = publish(&file, &tag, &["--ca", ca_s]);
+    assert_eq!(
+        cmdline,
+        format!("root=live:oci://{}/site/root@{digest}", reg.addr)
+    );
+    // A tag over https is accepted without a pin (TLS authenticates the registry); the layer
+    // digest is still checked while streaming.
+    let dest = dir.path().join("out");
+    let o = fetch(&dest, &tag, &["--ca", ca_s]);
+    assert!(o.status.success());
+    assert_eq!(std::fs::read(&dest).unwrap(), img);
+    assert!(
+        stderr(&o).contains("NOT verified"),
+        "a tag alone does not pin the image"
+    );
+    // …but with --require-verified only a pinned manifest will do.
+    std::fs::remove_file(&dest).unwrap();
+    let o = fetch(&dest, &tag, &["--ca", ca_s, "--require-verified"]);
+    assert_eq!(o.status.code(), Some(4), "{}", stderr(&o));
+    let o = fetch(
+        &dest,
+        &format!("oci://{}/site/root@{digest}", reg.addr),
+        &["--ca", ca_s, "--require-verified"],
+    );
+    assert!(o.status.success());
+    assert_eq!(std::fs::read(&dest).unwrap(), img);
+    // Without the CA, the registry's certificate is refused.
+    std::fs::remove_file(&dest).unwrap();
+    let o = fetch(&dest, &tag, &["--ca", "/etc/ssl/certs/ca-certificates.crt"]);
+    assert_ne!(o.status.code(), Some(0));
+    assert!(!dest.exists());
+}

@@ -26,6 +26,11 @@ impl Registry {
     /// Starts a registry whose config is the base (storage, address) plus `extra` YAML
     /// (top-level sections: `auth:`, `proxy:`). `None` when the binary is missing.
     pub fn start(extra: &str) -> Option<Registry> {
+        Registry::start_with("", extra)
+    }
+
+    /// [`Registry::start`] with more lines for the `http:` section (indented two spaces).
+    pub fn start_with(http_extra: &str, extra: &str) -> Option<Registry> {
         if !Path::new(BINARY).exists() {
             return None;
         }
@@ -34,7 +39,7 @@ impl Registry {
         let storage = dir.path().join("storage");
         std::fs::create_dir(&storage).unwrap();
         let cfg = format!(
-            "version: 0.1\nlog:\n  level: warn\n  accesslog:\n    disabled: true\nstorage:\n  filesystem:\n    rootdirectory: {}\n  delete:\n    enabled: true\nhttp:\n  addr: 127.0.0.1:{port}\n  secret: rustlive-test\n{extra}",
+            "version: 0.1\nlog:\n  level: warn\n  accesslog:\n    disabled: true\nstorage:\n  filesystem:\n    rootdirectory: {}\n  delete:\n    enabled: true\nhttp:\n  addr: 127.0.0.1:{port}\n  secret: rustlive-test\n{http_extra}{extra}",
             storage.display()
         );
         let cfg_path = dir.path().join("config.yml");
