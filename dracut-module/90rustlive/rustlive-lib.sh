@@ -1,7 +1,7 @@
 #!/bin/sh
 # Shared by the rustlive hooks, generator and service (sourced, after dracut-lib.sh).
 
-# Prints what rustlive will boot from: "none", "net" (an http/https image or secrets source: the
+# Prints what rustlive will boot from: "none", "net" (an http/https/oci image or secrets source: the
 # network must come up) or "local" (file:// only). The binary parses the command line itself, so
 # the hooks never disagree with it. A command line it rejects counts as "net": rustlive boot then
 # reports the error and the node stops in the emergency shell.
@@ -12,7 +12,7 @@ rustlive_source() {
     }
     case "$_rl_cfg" in
         *'"image": null'*) echo none ;;
-        *'"http://'* | *'"https://'*) echo net ;;
+        *'"http://'* | *'"https://'* | *'"oci://'* | *'"oci+http://'*) echo net ;;
         *) echo local ;;
     esac
 }
