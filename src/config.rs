@@ -602,7 +602,15 @@ fn check_oci_sources(urls: &[Url], v: &Verify) -> Result<(), ConfigError> {
     if let Some(u) = urls.iter().find(|u| !crate::oci::is_oci(u)) {
         return Err(bad(u, "oci:// and http(s) mirrors cannot be mixed".into()));
     }
-    let refs = crate::oci::pull::references(urls).map_err(|e| bad(&urls[0], e.to_string()))?;
+    let refs = crate::oci::pull::references(urls).map_err(|e| ConfigError {
+        option: "rd.rustlive.url".into(),
+        value: urls
+            .iter()
+            .map(|u| redact_url_str(u.as_str()))
+            .collect::<Vec<_>>()
+            .join(","),
+        reason: e.to_string(),
+    })?;
     let covered = v.sha256.is_some() || v.sha256sums.is_some() || v.sig.is_some();
     if let Some((u, _)) = urls
         .iter()
@@ -831,6 +839,46 @@ mod tests {
         assert_eq!(c.failure.delay, Duration::from_secs(90));
         assert!(c.debug);
         assert!(c.warnings.is_empty(), "{:?}", c.warnings);
+    }
+
+    #[test]
+    fn oci_sources() {
+        let d = format!("sha256:{H1}");
+        let c = parse("root=live:oci://reg.site:5000/images/compute:v1");
+        assert_eq!(urls(&c), ["oci://reg.site:5000/images/compute:v1"]);
+        let c = parse(&format!(
+            "rd.rustlive.url=oci://a:5000/img@{d},oci+http://b:5000/img@{d}"
+        ));
+        assert_eq!(c.image_urls().len(), 2);
+        // Plain http: only pinned, or covered by a hash or signature.
+        assert!(parse(&format!("root=live:oci+http://b/img@{d}"))
+            .image
+            .is_some());
+        assert!(parse(&format!(
+            "root=live:oci+http://b/img:v1 rd.rustlive.sha256={H1}"
+        ))
+        .image
+        .is_some());
+        assert!(
+            parse("root=live:oci+http://b/img:v1 rd.rustlive.sig=https://h/s.minisig")
+                .image
+                .is_some()
+        );
+        for bad in [
+            "root=live:oci+http://b/img:v1".to_string(),
+            "rd.rustlive.url=oci://a/img:v1,http://h/img".to_string(),
+            "rd.rustlive.url=oci://a/img:v1,oci://b/other:v1".to_string(),
+            "root=live:oci://a/Img".to_string(),
+            "root=live:oci://a/img@sha256:abc".to_string(),
+            "root=live:ftp://a/img".to_string(),
+        ] {
+            let e = Config::from_cmdline(&bad).unwrap_err();
+            assert!(!e.reason.is_empty(), "{bad}");
+        }
+        let e = Config::from_cmdline("root=live:oci+http://b/img:v1").unwrap_err();
+        assert!(e.reason.contains("plain-http registry"), "{e}");
+        let e = Config::from_cmdline("root=live:ftp://a/img").unwrap_err();
+        assert!(e.reason.contains("oci://"), "{e}");
     }
 
     #[test]

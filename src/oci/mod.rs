@@ -142,8 +142,7 @@ impl Reference {
             })
     }
 
-    /// The same repository and target on another registry (a mirror); `None` when `other`
-    /// names a different repository or target.
+    /// Whether `other` names the same repository and tag or digest (a mirror of this one).
     pub fn same_content(&self, other: &Reference) -> bool {
         self.repository == other.repository && self.target == other.target
     }
