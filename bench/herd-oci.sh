@@ -5,7 +5,9 @@
 # counts what the origin serves. N clients fetch the pinned image over the caches, spread by
 # node id. All must verify; the origin's blob bytes are reported against the image size.
 # WARM=1 first pulls once through each cache (what a site does after publishing).
-# Env: RUSTLIVE, N (64), CACHES (2), SIZE_MIB (64), WARM (0), PORT0 (18190).
+# CACHE_KIND=nginx: nginx proxy_cache instances (proxy_cache_lock: one origin read per cache)
+# instead of distribution pull-through registries.
+# Env: RUSTLIVE, N (64), CACHES (2), SIZE_MIB (64), WARM (0), CACHE_KIND (registry), PORT0 (18190).
 set -eu
 cd "$(dirname "$0")/.."
 BIN=${RUSTLIVE:-target/x86_64-unknown-linux-musl/release/rustlive}
@@ -13,6 +15,7 @@ N=${N:-64}
 CACHES=${CACHES:-2}
 SIZE_MIB=${SIZE_MIB:-64}
 WARM=${WARM:-0}
+CACHE_KIND=${CACHE_KIND:-registry}
 PORT0=${PORT0:-18190}
 REGISTRY=/usr/bin/docker-registry
 [ -x "$BIN" ] || { echo "no $BIN: run make build" >&2; exit 1; }
@@ -60,14 +63,31 @@ registry() {
 ORIGIN=$((PORT0 + 1))
 COUNT=$((PORT0 + 2))
 registry origin "$ORIGIN"
-# nginx in front of the origin: its access log is the origin's bill.
-nginx_start "$WORK/nginx" $((PORT0 + 3)) "server { listen 127.0.0.1:$COUNT; location / {
+# nginx in front of the origin: its access log is the origin's bill. With CACHE_KIND=nginx the
+# same nginx also runs the caches, each with its own cache zone and a lock that makes
+# concurrent misses wait for the one fetch.
+servers="server { listen 127.0.0.1:$COUNT; access_log $WORK/origin.log; location / {
 	proxy_pass http://127.0.0.1:$ORIGIN; proxy_buffering off; proxy_http_version 1.1;
 	proxy_set_header Host \$http_host; client_max_body_size 0; } }"
+if [ "$CACHE_KIND" = nginx ]; then
+	for c in $(seq "$CACHES"); do
+		mkdir -p "$WORK/cache$c"
+		servers="$servers
+	proxy_cache_path $WORK/cache$c keys_zone=c$c:1m max_size=4g inactive=1h use_temp_path=off;
+	server { listen 127.0.0.1:$((PORT0 + 10 + c)); location / {
+		proxy_pass http://127.0.0.1:$COUNT; proxy_http_version 1.1;
+		proxy_cache c$c; proxy_cache_key \$request_uri; proxy_cache_valid 200 1h;
+		proxy_cache_lock on; proxy_cache_lock_timeout 600s; proxy_cache_lock_age 600s;
+		proxy_read_timeout 600s; } }"
+	done
+fi
+nginx_start "$WORK/nginx" $((PORT0 + 3)) "$servers"
 URLS=()
-for c in $(seq "$CACHES"); do
-	registry "cache$c" $((PORT0 + 10 + c)) "$(printf 'proxy:\n  remoteurl: http://127.0.0.1:%s' "$COUNT")"
-done
+if [ "$CACHE_KIND" = registry ]; then
+	for c in $(seq "$CACHES"); do
+		registry "cache$c" $((PORT0 + 10 + c)) "$(printf 'proxy:\n  remoteurl: http://127.0.0.1:%s' "$COUNT")"
+	done
+fi
 
 head -c $((SIZE_MIB << 20)) /dev/urandom >"$WORK/root.squashfs"
 printf 'hsqs' | dd of="$WORK/root.squashfs" conv=notrunc status=none
@@ -75,7 +95,7 @@ DIGEST=$("$BIN" publish "$WORK/root.squashfs" "oci+http://127.0.0.1:$ORIGIN/benc
 for c in $(seq "$CACHES"); do
 	URLS+=("oci+http://127.0.0.1:$((PORT0 + 10 + c))/bench/root@$DIGEST")
 done
-echo "oci herd: $N clients x $SIZE_MIB MiB via $CACHES pull-through caches, manifest $DIGEST, warm=$WARM, cores: $(nproc)"
+echo "oci herd: $N clients x $SIZE_MIB MiB via $CACHES $CACHE_KIND caches, manifest $DIGEST, warm=$WARM, cores: $(nproc)"
 
 mkdir -p "$WORK/out"
 if [ "$WARM" = 1 ]; then
@@ -104,7 +124,7 @@ for c in $(seq "$CACHES"); do
 	echo "  cache $c: first choice of $n clients"
 done
 awk '$7 ~ /\/blobs\// && $6 == "\"GET" { b += $10; n++ } END {
-	printf "origin blob bytes: %.1f MiB in %d GETs\n", b / 1048576, n }' "$WORK/nginx/access.log"
+	printf "origin blob bytes: %.1f MiB in %d GETs\n", b / 1048576, n }' "$WORK/origin.log"
 awk -v s=$((SIZE_MIB << 20)) '$7 ~ /\/blobs\// && $6 == "\"GET" { b += $10 } END {
-	printf "origin blob bytes / image size: %.2f\n", b / s }' "$WORK/nginx/access.log"
+	printf "origin blob bytes / image size: %.2f\n", b / s }' "$WORK/origin.log"
 [ "$ok" -eq "$N" ] && [ "$fail" -eq 0 ]
