@@ -760,3 +760,100 @@ fn oci_over_https_with_the_sites_ca() {
     assert_ne!(o.status.code(), Some(0));
     assert!(!dest.exists());
 }
+
+#[test]
+fn the_signature_layer_is_checked_with_the_installed_key() {
+    let Some(reg) = registry("") else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let img = image(1 << 20, 12);
+    let file = dir.path().join("root.squashfs");
+    std::fs::write(&file, &img).unwrap();
+    let (pk, sk) = (dir.path().join("k.pub"), dir.path().join("k.key"));
+    let keygen = |p: &Path, s: &Path| {
+        let o = Command::new("minisign")
+            .args([
+                "-G",
+                "-W",
+                "-f",
+                "-p",
+                p.to_str().unwrap(),
+                "-s",
+                s.to_str().unwrap(),
+            ])
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    };
+    keygen(&pk, &sk);
+    let sig = dir.path().join("root.squashfs.minisig");
+    let o = Command::new("minisign")
+        .args([
+            "-S",
+            "-s",
+            sk.to_str().unwrap(),
+            "-m",
+            file.to_str().unwrap(),
+        ])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let r = format!("oci+http://{}/site/signed:v1", reg.addr);
+    let (digest, _) = publish(&file, &r, &["--signature", sig.to_str().unwrap()]);
+    let pinned = format!("oci+http://{}/site/signed@{digest}", reg.addr);
+    let dest = dir.path().join("out");
+    let o = fetch(&dest, &pinned, &["--pubkey", pk.to_str().unwrap()]);
+    assert!(o.status.success());
+    assert_eq!(std::fs::read(&dest).unwrap(), img);
+    assert!(
+        stderr(&o).contains("with a signature layer"),
+        "{}",
+        stderr(&o)
+    );
+    // Another key: the signature layer does not verify, nothing is written.
+    std::fs::remove_file(&dest).unwrap();
+    let (pk2, sk2) = (dir.path().join("k2.pub"), dir.path().join("k2.key"));
+    keygen(&pk2, &sk2);
+    let o = fetch(&dest, &pinned, &["--pubkey", pk2.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(4), "{}", stderr(&o));
+    assert!(!dest.exists());
+}
+
+#[test]
+fn a_layer_longer_than_its_descriptor_is_refused_before_its_bytes() {
+    // A hostile registry: the manifest promises 1 MiB, the blob response announces more.
+    let img = image(1 << 20, 13);
+    let layer_d = format!("sha256:{}", sha256_hex(&img));
+    let manifest = serde_json::to_vec(&json!({
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.oci.image.manifest.v1+json",
+        "config": {"mediaType": "application/vnd.oci.empty.v1+json",
+                   "digest": format!("sha256:{}", sha256_hex(b"{}")), "size": 2},
+        "layers": [{"mediaType": "application/vnd.rustlive.image.v1.squashfs",
+                    "digest": layer_d, "size": img.len()}],
+    }))
+    .unwrap();
+    let manifest_d = format!("sha256:{}", sha256_hex(&manifest));
+    let mut longer = img.clone();
+    longer.extend_from_slice(&[0u8; 4096]);
+    let reg = Server::start(move |req| {
+        if req.path.contains("/manifests/") {
+            Reply::ok(&manifest)
+        } else {
+            Reply::ok(&longer)
+        }
+    });
+    let dir = tempfile::tempdir().unwrap();
+    let dest = dir.path().join("out");
+    let o = fetch(
+        &dest,
+        &format!("oci+http://{}/site/root@{manifest_d}", reg.addr),
+        &[],
+    );
+    assert_eq!(o.status.code(), Some(4), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("announced 1052672 bytes where 1048576 were expected"),
+        "{}",
+        stderr(&o)
+    );
+    assert!(!dest.exists());
+}
