@@ -276,6 +276,16 @@ fn file_title(p: &Path) -> String {
 pub fn publish(o: &PublishOptions) -> Result<Published, crate::fetch::FetchError> {
     let r = &o.reference;
     let what = r.to_string();
+    if r.pinned() {
+        // The digest is the result of publishing, not an input.
+        return Err(OciError::Protocol {
+            what,
+            reason:
+                "publish to a tag (oci://HOST/REPO:TAG); the manifest digest is printed afterwards"
+                    .into(),
+        }
+        .into());
+    }
     let mut head = vec![0u8; 4096];
     let n = {
         let mut f = std::fs::File::open(&o.image).map_err(rerr(&o.image))?;
