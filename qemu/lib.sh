@@ -235,17 +235,37 @@ install_module() {
 	make -s -C "$top" install DESTDIR="$B/dracut-root" PREFIX=/usr >/dev/null
 }
 
+# initramfs_key NAME DRACUT-ARGS...: a digest of every input of an initramfs build: the
+# arguments, the content of each argument that names a file (--include sources), the binary,
+# the dracut module, the kernel and dracut itself. Another build of the same name (make demo's
+# nm.img has no test CA) never passes for this one.
+initramfs_key() {
+	local a
+	{
+		printf '%s\n' "$@"
+		for a in "$@"; do
+			[ -f "$a" ] && sha256sum "$a"
+		done
+		sha256sum "$BIN"
+		find "$top/dracut-module" -type f -print0 | sort -z | xargs -0 sha256sum
+		cat "$B/kernel/kver"
+		dpkg-query -W -f='${Version}\n' dracut 2>/dev/null || true
+	} | sha256sum | cut -d' ' -f1
+}
+
 # build_initramfs NAME DRACUT-ARGS...: build/initramfs/NAME.img with the host's dracut and the
-# fetched Debian kernel's modules. Rebuilt when the binary or the module changed.
+# fetched Debian kernel's modules, rebuilt whenever any input changed (see initramfs_key).
 build_initramfs() {
 	local name=$1
 	shift
-	local out="$IMG/$name.img" kver
+	local out="$IMG/$name.img" kver key
 	kver=$(cat "$B/kernel/kver")
 	mkdir -p "$IMG"
-	if [ -s "$out" ] && [ "$out" -nt "$BIN" ] && [ -z "$(find "$top/dracut-module" -newer "$out" -print -quit)" ]; then
+	key=$(initramfs_key "$name" "$@")
+	if [ -s "$out" ] && [ "$(cat "$out.key" 2>/dev/null)" = "$key" ]; then
 		return 0
 	fi
+	rm -f "$out.key"
 	say "building initramfs $name: dracut $*"
 	dracutbasedir="$DRACUT_BASE" dracut --force --quiet --no-hostonly --no-hostonly-cmdline \
 		--kver "$kver" --kmoddir "$B/kernel/root/lib/modules/$kver" \
@@ -255,6 +275,7 @@ build_initramfs() {
 	}
 	# Served to PXE clients by nginx workers; an initramfs holds no secret.
 	chmod 0644 "$out"
+	echo "$key" >"$out.key"
 }
 
 # --- QEMU ----------------------------------------------------------------------------------------

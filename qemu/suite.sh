@@ -100,7 +100,8 @@ secrets_ok() {
 # --- scenarios -----------------------------------------------------------------------------------
 
 t_happy_nm() {
-	boot happy-nm "$IMG/nm.img" "root=live:$URL/root.squashfs rd.rustlive.sha256=$(sha_of root.squashfs)" \
+	# A word that is not UTF-8 (a label in Latin-1) is not rustlive's business: the boot goes on.
+	boot happy-nm "$IMG/nm.img" "root=live:$URL/root.squashfs rd.rustlive.sha256=$(sha_of root.squashfs) site.label=caf"$'\xe9' \
 		240 'TESTROOT: done' "$NOBOOT" && booted
 }
 
@@ -358,7 +359,25 @@ t_pid1_switch_root() {
 	grep -q '^PASS switchroot-test (squashfs)' "$LOG" && grep -q '^PASS switchroot-test (iso)' "$LOG"
 }
 
-ALL="happy_nm happy_networkd livenet_cmdline root_http_alias nested erofs hash_mismatch bad_cmdline bad_cmdline_shell server_late broken_transfer
+t_initramfs_cache_key() {
+	# The cache key covers every input: demo's nm.img (no test CA) never passes for the suite's.
+	LOG="$LOGS/initramfs-cache-key.log"
+	local ca="$B/tls/ca.pem" copy="$B/cache-key-ca.pem" k1 k2 k3 k4
+	cp "$ca" "$copy"
+	k1=$(initramfs_key nm --add "rustlive network-manager" "${COMMON_DRACUT[@]}")
+	k2=$(initramfs_key nm --add "rustlive network-manager" "${COMMON_DRACUT[@]}" \
+		--include "$copy" /etc/rustlive/test-ca.pem)
+	k3=$(initramfs_key nm --add "rustlive network-manager" "${COMMON_DRACUT[@]}" \
+		--include "$copy" /etc/rustlive/test-ca.pem)
+	echo "changed" >>"$copy"
+	k4=$(initramfs_key nm --add "rustlive network-manager" "${COMMON_DRACUT[@]}" \
+		--include "$copy" /etc/rustlive/test-ca.pem)
+	rm -f "$copy"
+	printf '%s\n' "$k1" "$k2" "$k3" "$k4" >"$LOG"
+	[ "$k1" != "$k2" ] && [ "$k2" = "$k3" ] && [ "$k3" != "$k4" ]
+}
+
+ALL="initramfs_cache_key happy_nm happy_networkd livenet_cmdline root_http_alias nested erofs hash_mismatch bad_cmdline bad_cmdline_shell server_late broken_transfer
 secrets_initrd secrets_https no_network signature_valid signature_missing pxe no_systemd
 no_systemd_fail file_image no_systemd_file pid1_switch_root oci"
 

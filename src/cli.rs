@@ -1,8 +1,10 @@
 //! The `rustlive` command line: one subcommand per stage, so an operator can run any stage by
 //! hand on a node (or a benchmark can run it alone), plus `boot`, which runs them all.
 
+use crate::boot::Error;
 use crate::config::Config;
-use crate::error::{report, Error, Exit};
+use crate::error::{report, Exit};
+use crate::paths::Paths;
 use clap::{Args, Parser, Subcommand};
 use std::process::ExitCode;
 
@@ -103,17 +105,10 @@ pub struct CmdlineArg {
 }
 
 impl CmdlineArg {
-    /// The command line: `--cmdline` or `/proc/cmdline`.
-    pub fn text(&self) -> Result<String, Error> {
-        match &self.cmdline {
-            Some(s) => Ok(s.clone()),
-            None => std::fs::read_to_string("/proc/cmdline").map_err(Error::ReadCmdline),
-        }
-    }
-
     /// The configuration from `--cmdline` or `/proc/cmdline`.
     pub fn load(&self) -> Result<Config, Error> {
-        Ok(Config::from_cmdline(&self.text()?)?)
+        let bytes = crate::boot::read_cmdline(self.cmdline.as_deref(), &Paths::system())?;
+        Ok(Config::from_cmdline_bytes(&bytes)?)
     }
 }
 
@@ -187,8 +182,8 @@ pub struct InjectSecretsArgs {
     pub root: std::path::PathBuf,
     /// Bundle source, overriding rd.rustlive.secrets: https://…, file:///…, or http://… when
     /// rd.rustlive.secrets.sha256 pins it. {mac}, {uuid} and {hostname} are substituted.
-    #[arg(long, value_name = "URL")]
-    pub source: Option<String>,
+    #[arg(long, value_name = "URL", value_parser = crate::url_template::UrlTemplate::parse)]
+    pub source: Option<crate::url_template::UrlTemplate>,
     /// MAC address substituted for {mac} (xx:xx:xx:xx:xx:xx).
     #[arg(long, value_name = "MAC")]
     pub mac: Option<String>,
@@ -294,6 +289,9 @@ pub fn main() -> ExitCode {
     let debug = matches!(&cli.command, Command::Fetch(a) if a.debug)
         || matches!(&cli.command, Command::Publish(a) if a.debug);
     crate::log::init(target, debug);
+    if pid1 || matches!(cli.command, Command::Boot(_)) {
+        crate::panic_hook::install(pid1);
+    }
     if pid1 {
         for w in early_warnings {
             log::warn!("{w}");
@@ -302,9 +300,17 @@ pub fn main() -> ExitCode {
     }
     let result = match cli.command {
         // boot reports its own errors: it must do so before its failure policy reboots.
-        Command::Boot(a) => return crate::boot::main(&a, pid1),
-        Command::InjectSecrets(a) => crate::secrets::run_cli(&a),
-        Command::Fetch(a) => crate::fetch::command::run(&a).map_err(Error::from),
+        Command::Boot(a) => {
+            return crate::boot::main(&crate::boot::Request {
+                cmdline: a.cmdline.cmdline,
+                sysroot: a.sysroot,
+                switch_root: a.switch_root,
+                pid1,
+                paths: Paths::system(),
+            })
+        }
+        Command::InjectSecrets(a) => inject_secrets(&a),
+        Command::Fetch(a) => fetch(&a),
         Command::Config(a) => config(&a),
         Command::Publish(a) => publish(&a),
         Command::Assemble(a) => assemble(&a),
@@ -322,10 +328,74 @@ pub fn main() -> ExitCode {
     }
 }
 
+/// `rustlive fetch`: the engine on its own, for operators debugging a node and for benchmarks.
+fn fetch(a: &FetchArgs) -> Result<(), Error> {
+    use crate::fetch::{fetch_to_file, FetchOptions};
+    use crate::verify;
+    let mut keys = match &a.keys_dir {
+        Some(d) => verify::load_keys_dir(d).map_err(crate::fetch::FetchError::from)?,
+        None => Vec::new(),
+    };
+    for p in &a.pubkey {
+        keys.push(verify::load_key(p).map_err(crate::fetch::FetchError::from)?);
+    }
+    let opts = FetchOptions {
+        retries: a.retries,
+        deadline: crate::deadline::Deadline::after(a.timeout),
+        stall: a.stall,
+        connect_timeout: a.stall.min(std::time::Duration::from_secs(15)),
+        ca: a.ca.clone(),
+        insecure_tls: a.insecure_tls,
+        proxy: a.proxy.clone(),
+        sha256: a.sha256,
+        sha256sums: a.sha256sums.clone(),
+        sig: a.sig.clone(),
+        keys,
+        verify_required: a.require_verified,
+        ..FetchOptions::default()
+    };
+    use crate::fetch::mirrors::{self, MirrorPolicy, NodeId};
+    let node = match &a.node_id {
+        Some(id) => Some(NodeId::given(id)),
+        None if a.mirrors == MirrorPolicy::Spread => {
+            let first = a.urls.first().and_then(|u| u.host_str());
+            NodeId::of_this_node(first, &Paths::system())
+        }
+        None => None,
+    };
+    let urls = mirrors::order(&a.urls, a.mirrors, node.as_ref());
+    if let Some(n) = &node {
+        let shown: Vec<String> = urls.iter().map(crate::log::redact_url).collect();
+        log::debug!("mirrors for {} ({}): {}", n.id, n.source, shown.join(", "));
+    }
+    let creds = a
+        .registry_auth
+        .clone()
+        .unwrap_or_else(|| crate::oci::auth::CREDENTIALS_FILE.into());
+    let (urls, opts) = crate::oci::pull::prepare(&urls, &opts, &creds)?;
+    fetch_to_file(&urls, &a.output, &opts)?;
+    Ok(())
+}
+
+/// `rustlive inject-secrets`.
+fn inject_secrets(a: &InjectSecretsArgs) -> Result<(), Error> {
+    let mut cfg = a.cmdline.load()?;
+    cfg.announce();
+    if let Some(s) = &a.source {
+        cfg.secrets.source = Some(s.clone());
+    }
+    let paths = Paths::system();
+    let facts = crate::secrets::NodeFacts::gather(&paths, a.mac.clone());
+    let deadline = crate::deadline::Deadline::after(cfg.transfer.timeout);
+    crate::secrets::apply(&cfg, &a.root, &facts, &paths, deadline)?;
+    Ok(())
+}
+
 fn config(a: &ConfigArgs) -> Result<(), Error> {
     let cfg = a.cmdline.load()?;
     cfg.announce();
-    let mut value = serde_json::to_value(&cfg).expect("config serializes");
+    // Serializing plain structs of strings and numbers cannot fail.
+    let mut value = serde_json::to_value(&cfg).unwrap_or_default();
     if let (Some(id), Some(obj)) = (&a.node_id, value.as_object_mut()) {
         let node = crate::fetch::mirrors::NodeId::given(id);
         let order =
@@ -336,7 +406,7 @@ fn config(a: &ConfigArgs) -> Result<(), Error> {
             serde_json::json!({ "node_id": id, "policy": cfg.transfer.mirrors, "urls": shown }),
         );
     }
-    let json = serde_json::to_string_pretty(&value).expect("config serializes");
+    let json = serde_json::to_string_pretty(&value).unwrap_or_default();
     println!("{json}");
     Ok(())
 }

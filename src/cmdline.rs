@@ -10,21 +10,25 @@ pub struct Param {
     pub key: String,
     /// `None` for a bare word (`rd.live.image`), `Some("")` for `key=`.
     pub value: Option<String>,
+    /// The word was not valid UTF-8; `key` and `value` hold it with U+FFFD replacements. Only
+    /// the options rustlive reads care: a label or another program's option must not matter.
+    pub invalid_utf8: bool,
 }
 
-/// Splits `cmdline` into words with kernel quoting rules.
-pub fn split_words(cmdline: &str) -> Vec<String> {
+/// Splits `cmdline` into words with kernel quoting rules (ASCII whitespace, as the kernel's
+/// `isspace`), on bytes: `/proc/cmdline` is not necessarily UTF-8.
+pub fn split_words(cmdline: &[u8]) -> Vec<Vec<u8>> {
     let mut words = Vec::new();
-    let mut cur = String::new();
+    let mut cur = Vec::new();
     let mut in_word = false;
     let mut quoted = false;
-    for c in cmdline.chars() {
+    for &c in cmdline {
         match c {
-            '"' => {
+            b'"' => {
                 quoted = !quoted;
                 in_word = true;
             }
-            c if c.is_whitespace() && !quoted => {
+            c if c.is_ascii_whitespace() && !quoted => {
                 if in_word {
                     words.push(std::mem::take(&mut cur));
                     in_word = false;
@@ -44,19 +48,29 @@ pub fn split_words(cmdline: &str) -> Vec<String> {
 
 /// Parses `cmdline` into parameters, in order, stopping at a bare `--`.
 pub fn parse(cmdline: &str) -> Vec<Param> {
+    parse_bytes(cmdline.as_bytes())
+}
+
+/// [`parse`] for the raw bytes of `/proc/cmdline`.
+pub fn parse_bytes(cmdline: &[u8]) -> Vec<Param> {
     split_words(cmdline)
         .into_iter()
-        .take_while(|w| w != "--")
+        .take_while(|w| w != b"--")
         .filter(|w| !w.is_empty())
-        .map(|w| match w.split_once('=') {
-            Some((k, v)) => Param {
-                key: k.to_string(),
-                value: Some(v.to_string()),
-            },
-            None => Param {
-                key: w,
-                value: None,
-            },
+        .map(|w| {
+            let (word, invalid_utf8) = match String::from_utf8(w) {
+                Ok(s) => (s, false),
+                Err(e) => (String::from_utf8_lossy(e.as_bytes()).into_owned(), true),
+            };
+            let (key, value) = match word.split_once('=') {
+                Some((k, v)) => (k.to_string(), Some(v.to_string())),
+                None => (word, None),
+            };
+            Param {
+                key,
+                value,
+                invalid_utf8,
+            }
         })
         .collect()
 }
@@ -69,7 +83,17 @@ mod tests {
         Param {
             key: k.into(),
             value: v.map(Into::into),
+            invalid_utf8: false,
         }
+    }
+
+    #[test]
+    fn invalid_utf8_words_are_marked_not_fatal() {
+        let got = parse_bytes(b"LABEL=caf\xe9 rd.live.dir=x\xff root=live:http://h/i");
+        assert_eq!(got.len(), 3);
+        assert!(got[0].invalid_utf8 && got[0].key == "LABEL");
+        assert!(got[1].invalid_utf8 && got[1].key == "rd.live.dir");
+        assert_eq!(got[2], p("root", Some("live:http://h/i")));
     }
 
     #[test]

@@ -7,6 +7,7 @@
 
 use crate::cmdline::{self, Param};
 use crate::log::redact_url_str;
+use crate::url_template::{self, UrlTemplate};
 use crate::values::{self, Schemes, Sha256Hex, Size};
 use reqwest::Url;
 use serde::{Serialize, Serializer};
@@ -38,6 +39,9 @@ pub struct Config {
     pub secrets: Secrets,
     pub failure: Failure,
     pub debug: bool,
+    /// Whether the image or the secrets come over the network (the dracut hooks ask for the
+    /// network on this, not on URL spellings).
+    pub needs_network: bool,
     /// Which command-line option set each field that is not at its default.
     pub sources: BTreeMap<&'static str, String>,
     /// Problems that do not stop the boot (unknown `rd.rustlive.*` keys, ignored aliases).
@@ -81,7 +85,28 @@ pub struct Transfer {
     /// Bytes of RAM that must remain free once the image is in memory.
     pub minmem: u64,
     /// How the node orders the mirrors (`rd.rustlive.mirrors`).
-    pub mirrors: crate::fetch::mirrors::MirrorPolicy,
+    pub mirrors: MirrorPolicy,
+}
+
+/// `rd.rustlive.mirrors`: how a node orders `rd.rustlive.url`'s mirrors.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum MirrorPolicy {
+    /// Rendezvous order per node (the default: several mirrors are listed to share the load).
+    #[default]
+    Spread,
+    /// The listed order: the first mirror is the primary, the others fallbacks.
+    Listed,
+}
+
+impl MirrorPolicy {
+    pub fn parse(s: &str) -> Result<MirrorPolicy, String> {
+        match s {
+            "spread" => Ok(MirrorPolicy::Spread),
+            "listed" => Ok(MirrorPolicy::Listed),
+            _ => Err("expected spread or listed".into()),
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -97,7 +122,7 @@ pub struct Root {
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Secrets {
     /// Explicit source template (`{mac}`, `{uuid}`, `{hostname}` not yet substituted).
-    pub source: Option<String>,
+    pub source: Option<UrlTemplate>,
     pub sha256: Option<Sha256Hex>,
     pub cert: Option<PathBuf>,
     pub key: Option<PathBuf>,
@@ -148,7 +173,7 @@ impl Default for Config {
                 insecure_tls: false,
                 proxy: None,
                 minmem: 512 << 20,
-                mirrors: crate::fetch::mirrors::MirrorPolicy::default(),
+                mirrors: MirrorPolicy::default(),
             },
             root: Root {
                 overlay_size: Size::Percent(50),
@@ -168,6 +193,7 @@ impl Default for Config {
                 delay: Duration::from_secs(30),
             },
             debug: false,
+            needs_network: false,
             sources: BTreeMap::new(),
             warnings: Vec::new(),
         }
@@ -203,8 +229,14 @@ impl Config {
     /// Parses a kernel command line. The first invalid value is an error; unknown
     /// `rd.rustlive.*` keys are warnings.
     pub fn from_cmdline(cmdline: &str) -> Result<Config, ConfigError> {
+        Config::from_cmdline_bytes(cmdline.as_bytes())
+    }
+
+    /// [`Config::from_cmdline`] for the raw bytes of `/proc/cmdline`, which need not be UTF-8:
+    /// a word that is not rustlive's may hold anything; one of rustlive's must be UTF-8.
+    pub fn from_cmdline_bytes(cmdline: &[u8]) -> Result<Config, ConfigError> {
         let mut b = Builder::default();
-        for p in cmdline::parse(cmdline) {
+        for p in cmdline::parse_bytes(cmdline) {
             b.apply(&p)?;
         }
         b.finish()
@@ -228,9 +260,9 @@ impl Config {
 /// The failure policy alone, for when the rest of the command line is invalid: the policy must
 /// still apply (the contract says so), unless its own options are the invalid ones, in which
 /// case the default (`shell`) does.
-pub fn failure_policy(cmdline: &str) -> Failure {
+pub fn failure_policy(cmdline: &[u8]) -> Failure {
     let mut b = Builder::default();
-    for p in cmdline::parse(cmdline) {
+    for p in cmdline::parse_bytes(cmdline) {
         if p.key.starts_with("rd.rustlive.onfail") && b.apply(&p).is_err() {
             return Config::default().failure;
         }
@@ -263,6 +295,16 @@ fn err(p: &Param, reason: impl Into<String>) -> ConfigError {
 impl Builder {
     fn apply(&mut self, p: &Param) -> Result<(), ConfigError> {
         let key = p.key.as_str();
+        if p.invalid_utf8 {
+            if is_ours(p) {
+                return Err(err(p, "the value is not valid UTF-8"));
+            }
+            if key == "root" {
+                // Still a root=, for a disk: last wins, as below.
+                self.root_url = None;
+            }
+            return Ok(());
+        }
         // Typed getters: each maps a reason to an error that names this option and value.
         let val = || -> Result<&str, ConfigError> {
             match p.value.as_deref() {
@@ -371,8 +413,7 @@ impl Builder {
                 "transfer.proxy"
             }
             "rd.rustlive.mirrors" => {
-                c.transfer.mirrors =
-                    crate::fetch::mirrors::MirrorPolicy::parse(val()?).map_err(|r| err(p, r))?;
+                c.transfer.mirrors = MirrorPolicy::parse(val()?).map_err(|r| err(p, r))?;
                 "transfer.mirrors"
             }
             "rd.rustlive.minmem" => {
@@ -386,12 +427,13 @@ impl Builder {
                 return Ok(());
             }
             "rd.rustlive.overlay.size" => {
-                let s = values::parse_size(val()?).map_err(|r| err(p, r))?;
+                let s = overlay_size(values::parse_size(val()?)).map_err(|r| err(p, r))?;
                 self.overlay_size = Some((s, key.into()));
                 return Ok(());
             }
             "rd.live.overlay.size" => {
-                let s = Size::Bytes(mib()?);
+                let s = overlay_size(mib().map(Size::Bytes).map_err(|e| e.reason))
+                    .map_err(|r| err(p, r))?;
                 self.overlay_size_alias = Some((s, key.into()));
                 return Ok(());
             }
@@ -404,7 +446,8 @@ impl Builder {
                         for opt in v["tmpfs:".len()..].split(',') {
                             match opt.split_once('=') {
                                 Some(("size", s)) => {
-                                    let s = values::parse_size(s).map_err(|r| err(p, r))?;
+                                    let s = overlay_size(values::parse_size(s))
+                                        .map_err(|r| err(p, r))?;
                                     self.overlay_size_alias = Some((s, key.into()));
                                 }
                                 _ => {
@@ -456,7 +499,7 @@ impl Builder {
                 return Ok(());
             }
             "rd.rustlive.secrets" => {
-                c.secrets.source = Some(parse_secrets_source(val()?).map_err(|r| err(p, r))?);
+                c.secrets.source = Some(UrlTemplate::parse(val()?).map_err(|r| err(p, r))?);
                 "secrets.source"
             }
             "rd.rustlive.secrets.sha256" => {
@@ -537,32 +580,40 @@ impl Builder {
         if let Some(i) = self.init.or(self.init_alias) {
             c.root.init = i;
         }
+        c.needs_network = c
+            .image
+            .as_ref()
+            .is_some_and(|i| i.urls.iter().any(|u| u.scheme() != "file"))
+            || c.secrets
+                .source
+                .as_ref()
+                .is_some_and(UrlTemplate::is_network);
         // Cross-option rules, checked once every value is known.
         if let Some(img) = &c.image {
             check_oci_sources(&img.urls, &c.verify)?;
         }
         let s = &c.secrets;
         if let Some(src) = &s.source {
-            if src.starts_with("http://") && s.sha256.is_none() {
+            if src.scheme() == url_template::Scheme::Http && s.sha256.is_none() {
                 return Err(ConfigError {
                     option: "rd.rustlive.secrets".into(),
-                    value: redact_url_str(src),
+                    value: src.redacted(),
                     reason: "plain http exposes the secrets; use https, or pin the bundle with rd.rustlive.secrets.sha256".into(),
                 });
             }
         }
         match (&s.cert, &s.key) {
-            (Some(_), None) => {
+            (Some(cert), None) => {
                 return Err(ConfigError {
                     option: "rd.rustlive.secrets.cert".into(),
-                    value: s.cert.as_ref().unwrap().display().to_string(),
+                    value: cert.display().to_string(),
                     reason: "a client certificate needs rd.rustlive.secrets.key as well".into(),
                 })
             }
-            (None, Some(_)) => {
+            (None, Some(key)) => {
                 return Err(ConfigError {
                     option: "rd.rustlive.secrets.key".into(),
-                    value: s.key.as_ref().unwrap().display().to_string(),
+                    value: key.display().to_string(),
                     reason: "a client key needs rd.rustlive.secrets.cert as well".into(),
                 })
             }
@@ -575,7 +626,7 @@ impl Builder {
 /// An image URL: http, https, file, or an OCI reference (`oci://`, `oci+http://`).
 pub fn parse_image_url(s: &str) -> Result<Url, String> {
     if s.starts_with("oci://") || s.starts_with("oci+http://") {
-        return crate::oci::parse_image_url(s);
+        return crate::oci_ref::parse_image_url(s);
     }
     values::parse_url(s, Schemes::Fetchable).map_err(|r| {
         if r.starts_with("unsupported scheme") {
@@ -590,7 +641,7 @@ pub fn parse_image_url(s: &str) -> Result<Url, String> {
 /// needs a pinned manifest or a hash or signature (as the secrets source's plain http does;
 /// installed keys are checked again at fetch time).
 fn check_oci_sources(urls: &[Url], v: &Verify) -> Result<(), ConfigError> {
-    let oci = urls.iter().filter(|u| crate::oci::is_oci(u)).count();
+    let oci = urls.iter().filter(|u| crate::oci_ref::is_oci(u)).count();
     let bad = |u: &Url, reason: String| ConfigError {
         option: "rd.rustlive.url".into(),
         value: redact_url_str(u.as_str()),
@@ -599,17 +650,17 @@ fn check_oci_sources(urls: &[Url], v: &Verify) -> Result<(), ConfigError> {
     if oci == 0 {
         return Ok(());
     }
-    if let Some(u) = urls.iter().find(|u| !crate::oci::is_oci(u)) {
+    if let Some(u) = urls.iter().find(|u| !crate::oci_ref::is_oci(u)) {
         return Err(bad(u, "oci:// and http(s) mirrors cannot be mixed".into()));
     }
-    let refs = crate::oci::pull::references(urls).map_err(|e| ConfigError {
+    let refs = crate::oci_ref::references(urls).map_err(|e| ConfigError {
         option: "rd.rustlive.url".into(),
         value: urls
             .iter()
             .map(|u| redact_url_str(u.as_str()))
             .collect::<Vec<_>>()
             .join(","),
-        reason: e.to_string(),
+        reason: e,
     })?;
     let covered = v.sha256.is_some() || v.sha256sums.is_some() || v.sig.is_some();
     if let Some((u, _)) = urls
@@ -627,36 +678,41 @@ fn check_oci_sources(urls: &[Url], v: &Verify) -> Result<(), ConfigError> {
     Ok(())
 }
 
-/// Placeholders allowed in `rd.rustlive.secrets`.
-pub const SECRETS_PLACEHOLDERS: &[&str] = &["mac", "uuid", "hostname"];
-
-/// Checks a secrets source template: scheme, placeholders, and that it is a URL once filled in.
-fn parse_secrets_source(v: &str) -> Result<String, String> {
-    let parts =
-        values::template_parts(v).map_err(|_| "unclosed '{' in the URL template".to_string())?;
-    let mut probe = String::new();
-    for part in parts {
-        match part {
-            values::TemplatePart::Text(t) => probe.push_str(t),
-            values::TemplatePart::Placeholder(name) if SECRETS_PLACEHOLDERS.contains(&name) => {
-                probe.push('x')
-            }
-            values::TemplatePart::Placeholder(name) => {
-                return Err(format!(
-                    "unknown placeholder {{{name}}} (use {{mac}}, {{uuid}} or {{hostname}})"
-                ))
-            }
+/// A writable-layer size as the mount stage will take it: tmpfs reads 0 as "unlimited".
+fn overlay_size(s: Result<Size, String>) -> Result<Size, String> {
+    match s? {
+        Size::Bytes(0) => {
+            Err("0 would make the writable layer unlimited; give a size above 0".into())
         }
+        s => Ok(s),
     }
-    let url = Url::parse(&probe).map_err(|e| format!("not a URL: {e}"))?;
-    match url.scheme() {
-        "https" | "file" | "http" => {}
-        s => return Err(format!("unsupported scheme {s:?} (use https or file)")),
+}
+
+/// Keys rustlive reads besides `rd.rustlive.*` (aliases and dracut/kernel options).
+const OTHER_KEYS: &[&str] = &[
+    "init",
+    "proxy",
+    "rd.noverifyssl",
+    "rd.minmem",
+    "rd.overlay",
+    "rd.live.image",
+    "rd.live.overlay.overlayfs",
+    "rd.live.ram",
+    "rd.live.dir",
+    "rd.live.squashimg",
+    "rd.live.overlay.size",
+    "ip",
+    "nameserver",
+    "rd.driver.blacklist",
+];
+
+/// Whether a word is one rustlive reads. `root=` is shared with every other root handler: it
+/// is rustlive's only when it names a URL.
+fn is_ours(p: &Param) -> bool {
+    match p.key.as_str() {
+        "root" => p.value.as_deref().is_some_and(|v| v.contains("://")),
+        k => k.starts_with("rd.rustlive.") || OTHER_KEYS.contains(&k),
     }
-    if url.scheme() != "file" && url.host_str().is_none_or(str::is_empty) {
-        return Err("the URL has no host".into());
-    }
-    Ok(v.to_string())
 }
 
 /// The known key closest to `key`, when it is close enough to be a typo.
@@ -669,18 +725,22 @@ fn suggest(key: &str) -> Option<&'static str> {
         .map(|(_, k)| k)
 }
 
+/// Levenshtein distance; keys are short, so saturating arithmetic never saturates in practice.
 fn edit_distance(a: &str, b: &str) -> usize {
     let b: Vec<char> = b.chars().collect();
     let mut prev: Vec<usize> = (0..=b.len()).collect();
     for (i, ca) in a.chars().enumerate() {
-        let mut cur = vec![i + 1];
+        let mut cur = vec![i.saturating_add(1)];
         for (j, cb) in b.iter().enumerate() {
-            let sub = prev[j] + usize::from(ca != *cb);
-            cur.push(sub.min(prev[j + 1] + 1).min(cur[j] + 1));
+            let at = |v: &[usize], k: usize| v.get(k).copied().unwrap_or(usize::MAX);
+            let sub = at(&prev, j).saturating_add(usize::from(ca != *cb));
+            let del = at(&prev, j.saturating_add(1)).saturating_add(1);
+            let ins = at(&cur, j).saturating_add(1);
+            cur.push(sub.min(del).min(ins));
         }
         prev = cur;
     }
-    prev[b.len()]
+    prev.last().copied().unwrap_or(usize::MAX)
 }
 
 fn ser_urls<S: Serializer>(urls: &[Url], s: S) -> Result<S::Ok, S::Error> {
@@ -822,7 +882,7 @@ mod tests {
             std::path::Path::new("/usr/lib/systemd/systemd")
         );
         assert_eq!(
-            c.secrets.source.as_deref(),
+            c.secrets.source.as_ref().map(|t| t.as_written()).as_deref(),
             Some("https://bss/{mac}/{uuid}/{hostname}.json")
         );
         assert_eq!(c.secrets.sha256.unwrap().to_hex(), H1);
@@ -883,7 +943,6 @@ mod tests {
 
     #[test]
     fn mirror_policy() {
-        use crate::fetch::mirrors::MirrorPolicy;
         // spread is the default: several mirrors are listed to share the load.
         assert_eq!(
             parse("root=live:http://h/i").transfer.mirrors,
@@ -1202,17 +1261,17 @@ mod tests {
     #[test]
     fn failure_policy_survives_other_bad_values() {
         let f = failure_policy(
-            "rd.rustlive.sha256=xyz rd.rustlive.onfail=reboot rd.rustlive.onfail.delay=5",
+            b"rd.rustlive.sha256=xyz rd.rustlive.onfail=reboot rd.rustlive.onfail.delay=5",
         );
         assert_eq!(
             (f.onfail, f.delay),
             (OnFail::Reboot, Duration::from_secs(5))
         );
-        let f = failure_policy("rd.rustlive.onfail=reboot rd.rustlive.onfail=explode");
+        let f = failure_policy(b"rd.rustlive.onfail=reboot rd.rustlive.onfail=explode");
         assert_eq!(f.onfail, OnFail::Shell);
-        let f = failure_policy("rd.rustlive.onfail=poweroff rd.rustlive.onfail.delay=soon");
+        let f = failure_policy(b"rd.rustlive.onfail=poweroff rd.rustlive.onfail.delay=soon");
         assert_eq!(f, Config::default().failure);
-        assert_eq!(failure_policy(""), Config::default().failure);
+        assert_eq!(failure_policy(b""), Config::default().failure);
     }
 
     #[test]
@@ -1242,12 +1301,93 @@ mod tests {
         assert!(!json.contains("pw") && !json.contains("sig=abc"), "{json}");
     }
 
+    /// Issue 9, item 13: the secrets source (with its password and token) and a mirror list
+    /// whose second URL has credentials.
+    #[test]
+    fn config_output_and_errors_redact_every_url() {
+        let c = parse(&format!(
+            "root=live:http://h/i rd.rustlive.secrets=https://bob:hunter2@s/{{mac}}?token=t0k \
+             rd.rustlive.secrets.sha256={H1}"
+        ));
+        let json = serde_json::to_string_pretty(&c).unwrap();
+        assert!(json.contains("https://s/{mac}"), "{json}");
+        for leak in ["hunter2", "bob", "t0k"] {
+            assert!(!json.contains(leak), "{leak} in {json}");
+        }
+        let e =
+            Config::from_cmdline("rd.rustlive.url=http://a:pw1@m1/i,gopher://b:pw2@m2/i?token=t2")
+                .unwrap_err();
+        let msg = e.to_string();
+        for leak in ["pw1", "pw2", "t2"] {
+            assert!(!msg.contains(leak), "{leak} in {msg}");
+        }
+    }
+
+    /// Issue 9, item 10: a byte that is not UTF-8 in a word that is not rustlive's does not
+    /// matter; in one of rustlive's it is a clear error naming the option.
+    #[test]
+    fn non_utf8_words_matter_only_when_they_are_rustlive_options() {
+        let c = Config::from_cmdline_bytes(
+            b"BOOT_IMAGE=/vmlinuz-caf\xe9 root=LABEL=r\xf8ot quiet root=live:http://h/i",
+        )
+        .unwrap();
+        assert_eq!(c.image_urls().len(), 1);
+        let c = Config::from_cmdline_bytes(b"root=live:http://h/i root=LABEL=\xff").unwrap();
+        assert!(c.image.is_none(), "a later disk root cancels the URL");
+        for (line, option) in [
+            (&b"root=live:http://h/\xffimg"[..], "root"),
+            (b"root=live:http://h/i rd.live.dir=Live\xff", "rd.live.dir"),
+            (
+                b"root=live:http://h/i rd.rustlive.typo\xff=1",
+                "rd.rustlive.typo\u{fffd}",
+            ),
+        ] {
+            let e = Config::from_cmdline_bytes(line).unwrap_err();
+            assert_eq!(e.option, option);
+            assert!(e.to_string().contains("not valid UTF-8"), "{e}");
+        }
+    }
+
+    /// Issue 9, item 11: what the mount and secrets stages always refuse, `config` refuses.
+    #[test]
+    fn config_refuses_what_a_later_stage_would() {
+        for (line, option) in [
+            ("rd.rustlive.overlay.size=0", "rd.rustlive.overlay.size"),
+            ("rd.rustlive.overlay.size=0G", "rd.rustlive.overlay.size"),
+            ("rd.live.overlay.size=0", "rd.live.overlay.size"),
+            ("rd.overlay=tmpfs:size=0", "rd.overlay"),
+            ("rd.rustlive.secrets=HTTP://h/s.json", "rd.rustlive.secrets"),
+            ("rd.rustlive.secrets=Http://h/{mac}", "rd.rustlive.secrets"),
+            (
+                "rd.rustlive.sha256=+0+0+0+0+0+0+0+0+0+0+0+0+0+0+0+0+0+0+0+0+0+0+0+0+0+0+0+0+0+0+0+0",
+                "rd.rustlive.sha256",
+            ),
+            ("rd.rustlive.timeout=18446744073709551615", "rd.rustlive.timeout"),
+            ("rd.rustlive.stall=18446744073709551615", "rd.rustlive.stall"),
+            ("rd.rustlive.onfail.delay=999999999999", "rd.rustlive.onfail.delay"),
+        ] {
+            let e = Config::from_cmdline(line).expect_err(line);
+            assert_eq!(e.option, option, "{line}: {e}");
+        }
+        // An upper-case https scheme is https, and the hooks see it as a network source.
+        let c = parse("root=live:http://h/i rd.rustlive.secrets=HTTPS://s/{mac}");
+        assert!(serde_json::to_string(&c)
+            .unwrap()
+            .contains("\"https://s/{mac}\""));
+    }
+
     proptest::proptest! {
         #![proptest_config(proptest::prelude::ProptestConfig::with_cases(2000))]
 
         #[test]
         fn parser_never_panics(s in "\\PC*") {
             let _ = Config::from_cmdline(&s);
+        }
+
+        #[test]
+        fn byte_parser_never_panics(b in proptest::collection::vec(proptest::num::u8::ANY, 0..400)) {
+            let _ = Config::from_cmdline_bytes(&b);
+            let _ = failure_policy(&b);
         }
 
         #[test]

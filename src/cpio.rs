@@ -161,17 +161,23 @@ impl Archive {
                 Kind::Symlink(t) => (S_IFLNK | 0o777, t.as_bytes(), 1, (0, 0)),
                 Kind::CharDev { major, minor } => (S_IFCHR | e.perm, &[], 1, (*major, *minor)),
             };
-            n += write_entry(w, ino, mode, nlink, rdev, path, data)?;
+            n = n.saturating_add(write_entry(w, ino, mode, nlink, rdev, path, data)?);
         }
-        n += write_entry(w, 0, 0, 1, (0, 0), "TRAILER!!!", &[])?;
+        n = n.saturating_add(write_entry(w, 0, 0, 1, (0, 0), "TRAILER!!!", &[])?);
         Ok(n)
     }
 }
 
+/// Zeros up to the next 4-byte boundary after `len` bytes.
 fn pad4(w: &mut dyn Write, len: u64) -> io::Result<u64> {
-    let pad = (4 - len % 4) % 4;
-    w.write_all(&[0u8; 3][..pad as usize])?;
-    Ok(pad)
+    let pad: &[u8] = match len % 4 {
+        1 => &[0; 3],
+        2 => &[0; 2],
+        3 => &[0; 1],
+        _ => &[],
+    };
+    w.write_all(pad)?;
+    Ok(pad.len() as u64)
 }
 
 fn write_entry(
@@ -185,7 +191,7 @@ fn write_entry(
 ) -> io::Result<u64> {
     let too_big = || io::Error::new(io::ErrorKind::InvalidInput, "cpio entry over 4 GiB");
     let size = u32::try_from(data.len()).map_err(|_| too_big())?;
-    let namesize = u32::try_from(name.len() + 1).map_err(|_| too_big())?;
+    let namesize = u32::try_from(name.len().saturating_add(1)).map_err(|_| too_big())?;
     let header = format!(
         "070701{ino:08x}{mode:08x}{:08x}{:08x}{nlink:08x}{:08x}{size:08x}{:08x}{:08x}{:08x}{:08x}{namesize:08x}{:08x}",
         0, 0, 0, 0, 0, rdev.0, rdev.1, 0
@@ -193,11 +199,11 @@ fn write_entry(
     w.write_all(header.as_bytes())?;
     w.write_all(name.as_bytes())?;
     w.write_all(&[0])?;
-    let mut n = header.len() as u64 + u64::from(namesize);
-    n += pad4(w, n)?;
+    let mut n = (header.len() as u64).saturating_add(u64::from(namesize));
+    n = n.saturating_add(pad4(w, n)?);
     w.write_all(data)?;
-    n += u64::from(size);
-    n += pad4(w, n)?;
+    n = n.saturating_add(u64::from(size));
+    n = n.saturating_add(pad4(w, n)?);
     Ok(n)
 }
 

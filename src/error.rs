@@ -1,9 +1,8 @@
-//! The top-level error of a rustlive command and the exit codes of the contract.
+//! The exit codes of the contract and the one-line error report.
 //!
-//! Each stage has its own typed error (callers that retry match on it); this enum only groups
-//! them so `main` can print one sentence plus the cause chain and pick the exit code.
+//! Each stage has its own typed error that knows its exit code (callers that retry match on
+//! it); [`crate::boot::Error`] groups them. This module sits below every stage and imports none.
 
-use crate::config::ConfigError;
 use std::error::Error as StdError;
 
 /// Exit codes of the rustlive binary (`cmdline.md`, "Exit codes").
@@ -22,34 +21,6 @@ pub enum Exit {
 impl From<Exit> for std::process::ExitCode {
     fn from(e: Exit) -> Self {
         std::process::ExitCode::from(e as u8)
-    }
-}
-
-#[derive(Debug, thiserror::Error)]
-pub enum Error {
-    #[error(transparent)]
-    Config(#[from] ConfigError),
-    #[error("cannot read the kernel command line")]
-    ReadCmdline(#[source] std::io::Error),
-    #[error(transparent)]
-    Secrets(#[from] crate::secrets::SecretsError),
-    #[error("cannot assemble the root")]
-    Assemble(#[from] crate::mount::AssembleError),
-    #[error("cannot switch root")]
-    SwitchRoot(#[from] crate::switchroot::SwitchRootError),
-    #[error(transparent)]
-    Fetch(#[from] crate::fetch::FetchError),
-}
-
-impl Error {
-    pub fn exit_code(&self) -> Exit {
-        match self {
-            Error::Config(_) | Error::ReadCmdline(_) => Exit::Usage,
-            Error::Secrets(e) => e.exit_code(),
-            Error::Assemble(_) => Exit::Assemble,
-            Error::SwitchRoot(_) => Exit::SwitchRoot,
-            Error::Fetch(e) => e.exit_code(),
-        }
     }
 }
 
@@ -84,15 +55,5 @@ mod tests {
             report(&e),
             "mounting /run/rustlive/lower failed: no such device"
         );
-    }
-
-    #[test]
-    fn config_errors_exit_2() {
-        let e = Error::from(ConfigError {
-            option: "x".into(),
-            value: "y".into(),
-            reason: "z".into(),
-        });
-        assert_eq!(e.exit_code(), Exit::Usage);
     }
 }

@@ -18,7 +18,10 @@ pub mod log;
 pub mod mount;
 pub mod net;
 pub mod oci;
+pub mod oci_ref;
 pub mod onfail;
+pub mod panic_hook;
+pub mod paths;
 pub mod pid1;
 pub mod ram;
 pub mod rootfs;
@@ -26,8 +29,10 @@ pub mod secrets;
 pub mod switchroot;
 #[doc(hidden)]
 pub mod testing;
+pub mod url_template;
 pub mod values;
 pub mod verify;
 
+pub use boot::Error;
 pub use config::Config;
-pub use error::{Error, Exit};
+pub use error::Exit;

@@ -117,9 +117,28 @@ pub fn redact_url(url: &reqwest::Url) -> String {
     s
 }
 
-/// [`redact_url`] for text that may not parse as a URL (a bad command-line value): drops
-/// anything between `://` and `@` and everything from `?` or `#` on.
+/// [`redact_url`] for text that may hold one or several URLs, parsable or not (a bad
+/// command-line value, a comma-separated mirror list): each word between commas, whitespace and
+/// quotes is redacted on its own, so a second URL's password is not taken for the first one's
+/// path.
 pub fn redact_url_str(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    let mut word = String::new();
+    for c in s.chars() {
+        if c == ',' || c == '"' || c == '\'' || c.is_whitespace() {
+            out.push_str(&redact_word(&word));
+            word.clear();
+            out.push(c);
+        } else {
+            word.push(c);
+        }
+    }
+    out.push_str(&redact_word(&word));
+    out
+}
+
+/// One URL-like word: anything between `://` and `@` and everything from `?` or `#` on goes.
+fn redact_word(s: &str) -> String {
     if let Ok(u) = reqwest::Url::parse(s) {
         if u.has_host() {
             return redact_url(&u);
@@ -130,13 +149,11 @@ pub fn redact_url_str(s: &str) -> String {
         out.truncate(q);
         out.push_str("?…");
     }
-    if let Some(scheme_end) = out.find("://") {
-        let auth_start = scheme_end + 3;
-        let auth_end = out[auth_start..]
-            .find('/')
-            .map_or(out.len(), |i| auth_start + i);
-        if let Some(at) = out[auth_start..auth_end].rfind('@') {
-            out.replace_range(auth_start..auth_start + at + 1, "");
+    if let Some((scheme, rest)) = out.split_once("://") {
+        let authority = rest.split('/').next().unwrap_or_default();
+        if let Some((_userinfo, host)) = authority.rsplit_once('@') {
+            let path = rest.get(authority.len()..).unwrap_or_default();
+            out = format!("{scheme}://{host}{path}");
         }
     }
     out
@@ -173,6 +190,11 @@ mod tests {
             ("ftp://host/p", "ftp://host/p"),
             ("no url at all", "no url at all"),
             ("x?secret", "x?…"),
+            (
+                "http://u:pw1@a/x,https://v:pw2@b/y?k=1",
+                "http://a/x,https://b/y?…",
+            ),
+            ("root=live:http://u:pw@h/i q", "root=live:http://h/i q"),
         ] {
             assert_eq!(redact_url_str(input), want, "{input}");
         }

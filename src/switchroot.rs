@@ -283,7 +283,7 @@ fn remove_in(fd: std::os::fd::RawFd, dev: u64, stats: &mut Removed, depth: usize
                 OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
                 Mode::empty(),
             ) {
-                Ok(sub) => remove_in(sub.as_raw_fd(), dev, stats, depth + 1),
+                Ok(sub) => remove_in(sub.as_raw_fd(), dev, stats, depth.saturating_add(1)),
                 Err(e) => log::debug!("cannot open {name:?} in the old root: {e}"),
             }
         }
@@ -294,9 +294,11 @@ fn remove_in(fd: std::os::fd::RawFd, dev: u64, stats: &mut Removed, depth: usize
         };
         match nix::unistd::unlinkat(Some(fd), name.as_c_str(), flag) {
             Ok(()) => {
-                stats.files += 1;
+                stats.files = stats.files.saturating_add(1);
                 if kind == SFlag::S_IFREG && st.st_nlink == 1 {
-                    stats.bytes += st.st_size as u64;
+                    stats.bytes = stats
+                        .bytes
+                        .saturating_add(u64::try_from(st.st_size).unwrap_or(0));
                 }
             }
             // A directory that still holds a mount point cannot go; that is expected.

@@ -5,6 +5,7 @@
 //! into a failure, so CI can never pass on a suite that did not run.
 
 /// Reports why a test does not run here; panics instead when `RUSTLIVE_NO_SKIP` is set.
+#[allow(clippy::panic)] // failing the test is the point
 pub fn skip(why: &str) {
     if std::env::var_os("RUSTLIVE_NO_SKIP").is_some_and(|v| !v.is_empty() && v != "0") {
         panic!("test cannot run here and RUSTLIVE_NO_SKIP is set: {why}");

@@ -20,7 +20,8 @@ impl Size {
     pub fn to_bytes(self, total_ram: u64) -> u64 {
         match self {
             Size::Bytes(b) => b,
-            Size::Percent(p) => total_ram / 100 * u64::from(p),
+            // p <= 100, so (total / 100) * p <= total: no overflow.
+            Size::Percent(p) => (total_ram / 100).saturating_mul(u64::from(p)),
         }
     }
 }
@@ -89,7 +90,12 @@ pub fn parse_bool(s: &str) -> Result<bool, String> {
     }
 }
 
-/// Parses a duration: plain seconds, or a number with `s`, `m` or `h`.
+/// Longest duration any option takes: a week. Longer values are typos (or attacks on the
+/// deadline arithmetic), and a boot that waits for a week has failed anyway.
+pub const MAX_DURATION: Duration = Duration::from_secs(7 * 24 * 3600);
+
+/// Parses a duration: plain seconds, or a number with `s`, `m` or `h`, at most
+/// [`MAX_DURATION`].
 pub fn parse_duration(s: &str) -> Result<Duration, String> {
     let digits_end = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
     let (num, suffix) = s.split_at(digits_end);
@@ -109,7 +115,8 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
     };
     n.checked_mul(mult)
         .map(Duration::from_secs)
-        .ok_or_else(|| "duration too large".to_string())
+        .filter(|d| *d <= MAX_DURATION)
+        .ok_or_else(|| "durations are limited to 7 days (168h)".to_string())
 }
 
 /// A SHA-256 digest, written as 64 hex digits.
@@ -147,6 +154,9 @@ pub fn hex(bytes: &[u8]) -> String {
 
 /// Parses 64 hex digits (either case).
 pub fn parse_sha256(s: &str) -> Result<Sha256Hex, String> {
+    if s.len() == 64 && !s.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return Err("expected 64 hex digits (0-9, a-f)".into());
+    }
     if s.len() != 64 {
         return Err(format!(
             "expected 64 hex digits, got {} characters",
@@ -154,9 +164,9 @@ pub fn parse_sha256(s: &str) -> Result<Sha256Hex, String> {
         ));
     }
     let mut out = [0u8; 32];
-    for (i, chunk) in s.as_bytes().chunks(2).enumerate() {
+    for (byte, chunk) in out.iter_mut().zip(s.as_bytes().chunks(2)) {
         let pair = std::str::from_utf8(chunk).map_err(|_| "not hex".to_string())?;
-        out[i] = u8::from_str_radix(pair, 16)
+        *byte = u8::from_str_radix(pair, 16)
             .map_err(|_| format!("{pair:?} is not a pair of hex digits"))?;
     }
     Ok(Sha256Hex(out))
@@ -233,13 +243,13 @@ pub struct Unclosed;
 pub fn template_parts(template: &str) -> Result<Vec<TemplatePart<'_>>, Unclosed> {
     let mut parts = Vec::new();
     let mut rest = template;
-    while let Some(open) = rest.find('{') {
-        let close = rest[open..].find('}').ok_or(Unclosed)? + open;
-        if open > 0 {
-            parts.push(TemplatePart::Text(&rest[..open]));
+    while let Some((text, after)) = rest.split_once('{') {
+        let (name, tail) = after.split_once('}').ok_or(Unclosed)?;
+        if !text.is_empty() {
+            parts.push(TemplatePart::Text(text));
         }
-        parts.push(TemplatePart::Placeholder(&rest[open + 1..close]));
-        rest = &rest[close + 1..];
+        parts.push(TemplatePart::Placeholder(name));
+        rest = tail;
     }
     if !rest.is_empty() {
         parts.push(TemplatePart::Text(rest));
@@ -314,7 +324,18 @@ mod tests {
         assert_eq!(parse_duration("30s"), Ok(Duration::from_secs(30)));
         assert_eq!(parse_duration("5m"), Ok(Duration::from_secs(300)));
         assert_eq!(parse_duration("2h"), Ok(Duration::from_secs(7200)));
-        for bad in ["", "s", "1d", "-5", "1.5"] {
+        assert_eq!(parse_duration("168h"), Ok(MAX_DURATION));
+        for bad in [
+            "",
+            "s",
+            "1d",
+            "-5",
+            "1.5",
+            "18446744073709551615",
+            "604801",
+            "169h",
+            "5124095576030431h",
+        ] {
             assert!(parse_duration(bad).is_err(), "{bad}");
         }
     }
@@ -327,6 +348,9 @@ mod tests {
         assert!(parse_sha256(&"ab".repeat(31)).is_err());
         assert!(parse_sha256(&"zz".repeat(32)).is_err());
         assert!(parse_sha256(&"é".repeat(32)).is_err());
+        // from_str_radix alone takes a sign: "+0" would pass as a pair of digits.
+        assert!(parse_sha256(&"+0".repeat(32)).is_err());
+        assert!(parse_sha256(&format!("-1{}", "0".repeat(62))).is_err());
     }
 
     #[test]

@@ -37,7 +37,7 @@ fn skip_reason(tools: &[&str]) -> Option<String> {
 macro_rules! require {
     ($($tool:expr),*) => {
         if let Some(why) = skip_reason(&[$($tool),*]) {
-            rustlive::testing::skip("{why}");
+            rustlive::testing::skip(&why);
             return;
         }
     };

@@ -6,6 +6,8 @@
 //! Writing files owned by other users needs root; those tests print why they skip otherwise.
 
 use base64::Engine;
+use rustlive::deadline::Deadline;
+use rustlive::paths::Paths;
 use rustlive::secrets::{self, Applied, NodeFacts, SecretsError};
 use rustlive::{Config, Exit};
 use sha2::Digest;
@@ -203,7 +205,7 @@ fn hostile_cases() -> Vec<(&'static str, Setup, Vec<u8>, &'static str)> {
                 first(),
                 entry("/etc/c", "0600", "\"slurm\"", "\"root\"", canary),
             ]),
-            "owner \"slurm\" is not in the new root's /etc/passwd",
+            "owner is not a user in the new root's /etc/passwd",
         ),
         (
             "invalid base64",
@@ -292,11 +294,12 @@ fn valid_bundle_gives_exact_bytes_modes_and_owners() {
         entry("/var/lib/app/token", "640", "1234", "\"munge\"", b"t0ken\n"),
         r#"{"path": "/etc/empty", "content_base64": ""}"#.to_string(),
     ]));
-    let got = secrets::apply_with(
+    let got = secrets::apply(
         &cfg_for(&src),
         &f.root(),
         &facts(),
-        &f.tmp.path().join("no-default"),
+        &Paths::under(f.tmp.path().join("no-default")),
+        Deadline::NONE,
     )
     .unwrap();
     assert_eq!(got, Applied::Installed { files: 4 });
@@ -346,11 +349,12 @@ fn hostile_bundles_write_nothing_at_all() {
         setup(&f);
         let src = f.write_bundle(&text);
         let before = f.snapshot();
-        let err = secrets::apply_with(
+        let err = secrets::apply(
             &cfg_for(&src),
             &f.root(),
             &facts(),
-            &f.tmp.path().join("no-default"),
+            &Paths::under(f.tmp.path().join("no-default")),
+            Deadline::NONE,
         )
         .expect_err(name);
         assert_eq!(err.exit_code(), Exit::Secrets, "{name}");
@@ -683,7 +687,13 @@ fn https_cfg(port: u16, pki: &Pki, extra: &str) -> Config {
 }
 
 fn apply_in(cfg: &Config, root: &Path) -> Result<Applied, SecretsError> {
-    secrets::apply_with(cfg, root, &facts(), &root.join("no-default"))
+    secrets::apply(
+        cfg,
+        root,
+        &facts(),
+        &Paths::under(root.join("no-default")),
+        Deadline::NONE,
+    )
 }
 
 #[test]
@@ -791,7 +801,8 @@ fn https_errors_do_not_retry_a_404_and_give_up_on_a_500() {
         "{err}"
     );
     assert_eq!(seen.lock().unwrap().len(), 2);
-    assert!(started.elapsed() < Duration::from_secs(5));
+    // One backoff of about a second; the bound only catches a wait of a whole stall period.
+    assert!(started.elapsed() < Duration::from_secs(20));
     // The query string (a token) never reaches an error message.
     assert!(!err.contains("t0k3n"), "{err}");
 }
@@ -874,4 +885,71 @@ fn the_binary_over_https_logs_neither_secret_nor_token() {
         std::fs::read(root.path().join("etc/k")).unwrap(),
         CANARY.as_bytes()
     );
+}
+
+/// Issue 9, item 15: a valid bundle that does not fit in the writable layer leaves nothing
+/// behind — not its first files, not the directories it created — required or not.
+#[test]
+fn a_bundle_that_does_not_fit_writes_nothing() {
+    if !is_root() {
+        rustlive::testing::skip("mounting a small tmpfs as the new root needs root");
+        return;
+    }
+    for required in [true, false] {
+        let f = Fixture::new();
+        let root = f.root();
+        // A 256 KiB tmpfs stands in for a full overlay; it holds the fixture's files.
+        let snapshot_files: Vec<(PathBuf, Vec<u8>)> =
+            ["etc/passwd", "etc/group", "etc/ssh/ssh_host_ed25519_key"]
+                .iter()
+                .map(|p| (PathBuf::from(p), std::fs::read(root.join(p)).unwrap()))
+                .collect();
+        nix::mount::mount(
+            Some("tmpfs"),
+            &root,
+            Some("tmpfs"),
+            nix::mount::MsFlags::empty(),
+            Some("size=256k,mode=0755"),
+        )
+        .unwrap();
+        for (p, content) in &snapshot_files {
+            std::fs::create_dir_all(root.join(p).parent().unwrap()).unwrap();
+            std::fs::write(root.join(p), content).unwrap();
+        }
+        let before = f.snapshot();
+        let big = vec![0x5au8; 400 << 10];
+        let src = f.write_bundle(&bundle(&[
+            entry(
+                "/etc/munge/munge.key",
+                "0400",
+                "\"munge\"",
+                "\"munge\"",
+                b"small",
+            ),
+            entry("/var/lib/new/dir/big", "0600", "\"root\"", "\"root\"", &big),
+        ]));
+        let mut cfg = cfg_for(&src);
+        cfg.secrets.required_opt = Some(required);
+        let got = secrets::apply(
+            &cfg,
+            &root,
+            &facts(),
+            &Paths::under(f.tmp.path().join("no-default")),
+            Deadline::NONE,
+        );
+        match (required, &got) {
+            (true, Err(e)) => {
+                let msg = rustlive::error::report(e);
+                assert!(msg.contains("nothing was written"), "{msg}");
+            }
+            (false, Ok(Applied::Skipped)) => {}
+            other => panic!("required={required}: {other:?}"),
+        }
+        assert_eq!(
+            f.snapshot(),
+            before,
+            "required={required}: the tree changed"
+        );
+        nix::mount::umount(&root).unwrap();
+    }
 }

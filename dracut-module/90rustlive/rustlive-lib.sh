@@ -1,8 +1,8 @@
 #!/bin/sh
 # Shared by the rustlive hooks, generator and service (sourced, after dracut-lib.sh).
 
-# Prints what rustlive will boot from: "none", "net" (an http/https/oci image or secrets source: the
-# network must come up) or "local" (file:// only). The binary parses the command line itself, so
+# Prints what rustlive will boot from: "none", "net" (an image or secrets source over the network:
+# the network must come up) or "local" (file:// only). The binary parses the command line itself, so
 # the hooks never disagree with it. A command line it rejects counts as "net": rustlive boot then
 # reports the error and the node stops in the emergency shell.
 rustlive_source() {
@@ -12,7 +12,7 @@ rustlive_source() {
     }
     case "$_rl_cfg" in
         *'"image": null'*) echo none ;;
-        *'"http://'* | *'"https://'* | *'"oci://'* | *'"oci+http://'*) echo net ;;
+        *'"needs_network": true'*) echo net ;;
         *) echo local ;;
     esac
 }

@@ -16,26 +16,7 @@ use reqwest::Url;
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 
-/// `rd.rustlive.mirrors`: how a node orders `rd.rustlive.url`'s mirrors.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum MirrorPolicy {
-    /// Rendezvous order per node (the default: several mirrors are listed to share the load).
-    #[default]
-    Spread,
-    /// The listed order: the first mirror is the primary, the others fallbacks.
-    Listed,
-}
-
-impl MirrorPolicy {
-    pub fn parse(s: &str) -> Result<MirrorPolicy, String> {
-        match s {
-            "spread" => Ok(MirrorPolicy::Spread),
-            "listed" => Ok(MirrorPolicy::Listed),
-            _ => Err("expected spread or listed".into()),
-        }
-    }
-}
+pub use crate::config::MirrorPolicy;
 
 /// Where a node's identity came from (logged, so an operator can predict the order).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -87,12 +68,12 @@ impl NodeId {
             .or_else(|| pick(facts.hostname(), IdentitySource::Hostname))
     }
 
-    /// This machine's identity: the route to `first_host`, then the files under `sys_root`.
-    pub fn of_this_node(first_host: Option<&str>, sys_root: &std::path::Path) -> Option<NodeId> {
+    /// This machine's identity: the route to `first_host`, then the files under `paths`.
+    pub fn of_this_node(first_host: Option<&str>, paths: &crate::paths::Paths) -> Option<NodeId> {
         let mac = first_host
             .and_then(crate::net::route_to)
             .and_then(|r| r.mac_string());
-        NodeId::choose(&crate::secrets::NodeFacts::gather(sys_root, mac))
+        NodeId::choose(&crate::secrets::NodeFacts::gather(paths, mac))
     }
 }
 
@@ -103,10 +84,9 @@ pub fn weight(id: &str, mirror: &str) -> u64 {
     h.update(id.as_bytes());
     h.update([0u8]);
     h.update(mirror.as_bytes());
-    let d = h.finalize();
-    let mut b = [0u8; 8];
-    b.copy_from_slice(&d[..8]);
-    u64::from_be_bytes(b)
+    let d: [u8; 32] = h.finalize().into();
+    let [a, b, c, e, f, g, i, j, ..] = d;
+    u64::from_be_bytes([a, b, c, e, f, g, i, j])
 }
 
 /// Indices of `mirrors` from the highest weight for `id` down; equal weights (identical
@@ -139,12 +119,16 @@ pub fn order(urls: &[Url], policy: MirrorPolicy, node: Option<&NodeId>) -> Vec<U
 
 /// What a booting node does: find its identity (only when it matters) and order the mirrors,
 /// saying in the debug log which identity it used.
-pub fn order_for_this_node(urls: &[Url], policy: MirrorPolicy) -> Vec<Url> {
+pub fn order_for_this_node(
+    urls: &[Url],
+    policy: MirrorPolicy,
+    paths: &crate::paths::Paths,
+) -> Vec<Url> {
     if policy == MirrorPolicy::Listed || urls.len() < 2 {
         return urls.to_vec();
     }
     let first = urls.first().and_then(|u| u.host_str());
-    let node = NodeId::of_this_node(first, std::path::Path::new("/"));
+    let node = NodeId::of_this_node(first, paths);
     match &node {
         Some(n) => log::debug!(
             "mirrors: spread by the node's {} ({}); order: {}",

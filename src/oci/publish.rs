@@ -273,7 +273,7 @@ fn file_title(p: &Path) -> String {
         .unwrap_or_else(|| "root.img".into())
 }
 
-pub fn publish(o: &PublishOptions) -> Result<Published, crate::fetch::FetchError> {
+pub fn publish(o: &PublishOptions) -> Result<Published, OciError> {
     let r = &o.reference;
     let what = r.to_string();
     if r.pinned() {
@@ -283,8 +283,7 @@ pub fn publish(o: &PublishOptions) -> Result<Published, crate::fetch::FetchError
             reason:
                 "publish to a tag (oci://HOST/REPO:TAG); the manifest digest is printed afterwards"
                     .into(),
-        }
-        .into());
+        });
     }
     let mut head = vec![0u8; 4096];
     let n = {
@@ -337,8 +336,7 @@ pub fn publish(o: &PublishOptions) -> Result<Published, crate::fetch::FetchError
             return Err(OciError::Protocol {
                 what: sig.display().to_string(),
                 reason: "too large for a minisign signature".into(),
-            }
-            .into());
+            });
         }
         skipped += usize::from(p.push_blob(&d, n, &Source::File(sig), None)?);
         layers.push((MEDIA_MINISIG, d, n, file_title(sig)));
@@ -363,8 +361,7 @@ pub fn publish(o: &PublishOptions) -> Result<Published, crate::fetch::FetchError
                 what,
                 expected: digest_str(&manifest_digest),
                 actual: short(d),
-            }
-            .into());
+            });
         }
     }
     Ok(Published {

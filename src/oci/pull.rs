@@ -3,7 +3,7 @@
 use super::auth::{self, RegistryAuth};
 use super::manifest::{self, Document, Selection};
 use super::*;
-use crate::fetch::{fetch_small, ContentDigest, FetchError, FetchOptions};
+use crate::fetch::{fetch_small, ContentDigest, FetchOptions};
 use std::path::Path;
 use std::sync::Arc;
 
@@ -18,29 +18,16 @@ pub struct Resolved {
     pub signature_url: Option<Url>,
 }
 
-/// The references of `urls`, which must all name the same repository and tag or digest (they
-/// are mirrors of one image).
+/// The references of `urls` (mirrors of one image).
 pub fn references(urls: &[Url]) -> Result<Vec<Reference>, OciError> {
-    let refs = urls
-        .iter()
-        .map(|u| {
-            Reference::parse(u.as_str()).map_err(|reason| OciError::Protocol {
-                what: crate::log::redact_url(u),
-                reason,
-            })
-        })
-        .collect::<Result<Vec<_>, _>>()?;
-    if let Some(first) = refs.first() {
-        if let Some(other) = refs.iter().find(|r| !first.same_content(r)) {
-            return Err(OciError::Protocol {
-                what: other.to_string(),
-                reason: format!(
-                    "registry mirrors must name the same repository and tag or digest as {first}"
-                ),
-            });
-        }
-    }
-    Ok(refs)
+    crate::oci_ref::references(urls).map_err(|reason| OciError::Protocol {
+        what: urls
+            .iter()
+            .map(crate::log::redact_url)
+            .collect::<Vec<_>>()
+            .join(", "),
+        reason,
+    })
 }
 
 /// The plain-http rule (as for the secrets source): `oci+http://` only when the manifest is
@@ -62,7 +49,7 @@ fn get_manifest(
     reference: &str,
     pinned: Option<&Sha256Hex>,
     opts: &FetchOptions,
-) -> Result<(Document, Sha256Hex), FetchError> {
+) -> Result<(Document, Sha256Hex), OciError> {
     let urls = refs
         .iter()
         .map(|r| r.manifest_url(reference))
@@ -78,8 +65,7 @@ fn get_manifest(
                 what,
                 expected: digest_str(p),
                 actual: digest_str(&digest),
-            }
-            .into());
+            });
         }
     }
     Ok((manifest::parse(&what, &body, None)?, digest))
@@ -87,8 +73,8 @@ fn get_manifest(
 
 /// Resolves the references to the root layer: manifest (through an index when there is one),
 /// layer selection, blob URLs on every mirror. `opts` carries the registry auth.
-pub fn resolve(refs: &[Reference], opts: &FetchOptions) -> Result<Resolved, FetchError> {
-    let first = refs.first().ok_or(FetchError::NoUrl)?;
+pub fn resolve(refs: &[Reference], opts: &FetchOptions) -> Result<Resolved, OciError> {
+    let first = refs.first().ok_or(crate::fetch::FetchError::NoUrl)?;
     let what = first.to_string();
     // Only the manifest: none of the image's hashes or keys apply to it.
     let mopts = FetchOptions {
@@ -112,8 +98,7 @@ pub fn resolve(refs: &[Reference], opts: &FetchOptions) -> Result<Resolved, Fetc
             return Err(OciError::Protocol {
                 what,
                 reason: format!("the platform manifest is {size} bytes, over {MANIFEST_MAX}"),
-            }
-            .into());
+            });
         }
         log::info!(
             "{what}: index entry for {}/{} is {}",
@@ -133,8 +118,7 @@ pub fn resolve(refs: &[Reference], opts: &FetchOptions) -> Result<Resolved, Fetc
         return Err(OciError::Protocol {
             what,
             reason: "an index entry is itself an index".into(),
-        }
-        .into());
+        });
     };
     let selection = manifest::select_layers(&what, &layers)?;
     match &first.target {
@@ -180,7 +164,7 @@ pub fn prepare(
     urls: &[Url],
     opts: &FetchOptions,
     credentials: &Path,
-) -> Result<(Vec<Url>, FetchOptions), FetchError> {
+) -> Result<(Vec<Url>, FetchOptions), OciError> {
     if !urls.iter().any(is_oci) {
         return Ok((urls.to_vec(), opts.clone()));
     }
@@ -192,12 +176,11 @@ pub fn prepare(
                 .collect::<Vec<_>>()
                 .join(", "),
             reason: "oci:// and http(s) mirrors cannot be mixed".into(),
-        }
-        .into());
+        });
     }
     let refs = references(urls)?;
     check_plain_http(&refs, opts)?;
-    let first = refs.first().ok_or(FetchError::NoUrl)?;
+    let first = refs.first().ok_or(crate::fetch::FetchError::NoUrl)?;
     let creds = auth::load_credentials(credentials)?;
     let mut o = opts.clone();
     o.auth = Some(Arc::new(RegistryAuth::new(

@@ -11,13 +11,17 @@ pub mod owners;
 pub mod source;
 pub mod write;
 
-use crate::config::{Config, DEFAULT_SECRETS_FILE};
+use crate::config::Config;
+use crate::deadline::Deadline;
 use crate::error::{report, Exit};
+use crate::paths::Paths;
+use crate::url_template::Placeholder;
+use crate::url_template::UrlTemplate;
 use bundle::BundleError;
 use owners::Accounts;
 use source::{Source, SourceError};
 use std::path::{Path, PathBuf};
-use write::{RootDir, WriteError};
+use write::{RootDir, Transaction, WriteError};
 
 /// Largest account file read from the new root.
 const MAX_ACCOUNTS_FILE: u64 = 16 << 20;
@@ -36,9 +40,9 @@ impl NodeFacts {
     /// Reads the UUID from `SYS_ROOT/sys/class/dmi/id/product_uuid` and the host name from
     /// `SYS_ROOT/proc/sys/kernel/hostname` (set by DHCP in the initramfs); `sys_root` is `/`
     /// except in tests.
-    pub fn gather(sys_root: &Path, mac: Option<String>) -> NodeFacts {
+    pub fn gather(paths: &Paths, mac: Option<String>) -> NodeFacts {
         let read = |p: &str| {
-            std::fs::read_to_string(sys_root.join(p))
+            std::fs::read_to_string(paths.join(p))
                 .ok()
                 .map(|s| s.trim().to_string())
                 .filter(|s| !s.is_empty())
@@ -128,6 +132,12 @@ pub enum SecretsError {
         #[source]
         source: EntryError,
     },
+    #[error("writing the node secrets into {} failed, nothing was written", root.display())]
+    Stage {
+        root: PathBuf,
+        #[source]
+        source: EntryError,
+    },
     #[error("writing the node secrets into {} failed after {} of {total} files", root.display(), source.index)]
     Write {
         root: PathBuf,
@@ -148,19 +158,16 @@ impl SecretsError {
 /// Installs the node's secrets into `newroot`, following the policy of
 /// `rd.rustlive.secrets.required`: with no source and no `/rustlive/secrets.json`, one info line
 /// and `Applied::NoSource`. The initramfs copy is wiped whatever the outcome.
-pub fn apply(cfg: &Config, newroot: &Path, facts: &NodeFacts) -> Result<Applied, SecretsError> {
-    apply_with(cfg, newroot, facts, Path::new(DEFAULT_SECRETS_FILE))
-}
-
-/// [`apply`] with the default bundle path injectable (tests).
-pub fn apply_with(
+pub fn apply(
     cfg: &Config,
     newroot: &Path,
     facts: &NodeFacts,
-    default_file: &Path,
+    paths: &Paths,
+    deadline: Deadline,
 ) -> Result<Applied, SecretsError> {
+    let default_file = paths.default_secrets();
     let have_default = default_file.symlink_metadata().is_ok();
-    let Some(template) = source_template(cfg, default_file, have_default) else {
+    let Some(template) = source_template(cfg, &default_file, have_default) else {
         log::info!(
             "secrets: no source (rd.rustlive.secrets) and no {}; no secrets installed",
             default_file.display()
@@ -170,8 +177,8 @@ pub fn apply_with(
     let required = cfg.secrets.required(true);
     let result = source::resolve(&template, facts, cfg.secrets.sha256.is_some())
         .map_err(SecretsError::Source)
-        .and_then(|src| install(cfg, newroot, &src));
-    wipe_sources_with(cfg, Some(facts), default_file);
+        .and_then(|src| install(cfg, newroot, &src, deadline));
+    wipe_sources(cfg, facts, paths);
     match result {
         Ok(files) => Ok(Applied::Installed { files }),
         Err(e) if required => Err(e),
@@ -186,22 +193,28 @@ pub fn apply_with(
 }
 
 /// The configured source, else the default file as a `file://` URL when it exists.
-fn source_template(cfg: &Config, default_file: &Path, have_default: bool) -> Option<String> {
-    cfg.secrets
-        .source
-        .clone()
-        .or_else(|| have_default.then(|| format!("file://{}", default_file.display())))
+fn source_template(cfg: &Config, default_file: &Path, have_default: bool) -> Option<UrlTemplate> {
+    cfg.secrets.source.clone().or_else(|| {
+        have_default
+            .then(|| UrlTemplate::parse(&format!("file://{}", default_file.display())).ok())
+            .flatten()
+    })
 }
 
 /// Gets, validates, checks and writes the bundle; returns the number of files written.
-fn install(cfg: &Config, newroot: &Path, src: &Source) -> Result<usize, SecretsError> {
+fn install(
+    cfg: &Config,
+    newroot: &Path,
+    src: &Source,
+    deadline: Deadline,
+) -> Result<usize, SecretsError> {
     let from = src.describe();
     log::info!("secrets: reading the bundle from {from}");
     let fetch_err = |source| SecretsError::Fetch {
         from: from.clone(),
         source,
     };
-    let text = source::load(src, cfg).map_err(fetch_err)?;
+    let text = source::load(src, cfg, deadline).map_err(fetch_err)?;
     if let Some(pin) = &cfg.secrets.sha256 {
         if crate::verify::sha256(&text) != *pin {
             return Err(fetch_err(SourceError::PinMismatch));
@@ -226,16 +239,32 @@ fn install(cfg: &Config, newroot: &Path, src: &Source) -> Result<usize, SecretsE
             },
         })?;
     }
+    // All files are written under temporary names first: a full overlay fails here, and then
+    // nothing lands (the transaction removes what it wrote when dropped).
+    let mut tx = Transaction::new(&root);
     for (index, e) in entries.iter().enumerate() {
-        root.install(e).map_err(|source| SecretsError::Write {
+        tx.stage(e).map_err(|source| SecretsError::Stage {
             root: newroot.to_path_buf(),
-            total: entries.len(),
             source: EntryError {
                 index,
                 path: e.path.clone(),
                 source,
             },
         })?;
+    }
+    tx.commit().map_err(|(index, source)| SecretsError::Write {
+        root: newroot.to_path_buf(),
+        total: entries.len(),
+        source: EntryError {
+            index,
+            path: entries
+                .get(index)
+                .map(|e| e.path.clone())
+                .unwrap_or_default(),
+            source,
+        },
+    })?;
+    for e in &entries {
         log::info!(
             "secrets: wrote {} (mode {:04o}, uid {}, gid {}, {} bytes)",
             e.path,
@@ -272,19 +301,31 @@ fn load_accounts(root: &RootDir) -> Accounts {
 
 /// Removes the initramfs copies of the bundle (the default file and a `file://` source), after
 /// overwriting them with zeros. The failure policy calls it before dropping to a shell or
-/// rebooting; in-memory copies are already zeroed when [`apply`] returns. `facts` fills a
-/// `file://` template's placeholders; without them, only a template that has none is wiped.
-pub fn wipe_sources(cfg: &Config, facts: Option<&NodeFacts>) {
-    wipe_sources_with(cfg, facts, Path::new(DEFAULT_SECRETS_FILE));
-}
-
-fn wipe_sources_with(cfg: &Config, facts: Option<&NodeFacts>, default_file: &Path) {
-    let mut files = vec![default_file.to_path_buf()];
-    if let Some(t) = &cfg.secrets.source {
-        let none = NodeFacts::default();
-        if let Ok(Source::File(p)) = source::resolve(t, facts.unwrap_or(&none), false) {
-            if p != default_file {
-                files.push(p);
+/// rebooting; in-memory copies are already zeroed when [`apply`] returns.
+///
+/// It works whenever the boot fails: a `{mac}` that is not known yet (the network never came
+/// up) is tried with the MAC of every interface, so the file named for this node is found.
+pub fn wipe_sources(cfg: &Config, facts: &NodeFacts, paths: &Paths) {
+    let default_file = paths.default_secrets();
+    let mut files = vec![default_file.clone()];
+    if let Some(t) = cfg.secrets.source.as_ref().filter(|t| !t.is_network()) {
+        let macs = match facts.mac() {
+            Some(m) => vec![Some(m)],
+            None if t.uses(Placeholder::Mac) => {
+                interface_macs(paths).into_iter().map(Some).collect()
+            }
+            None => vec![None],
+        };
+        for mac in macs {
+            let f = NodeFacts {
+                mac,
+                ..facts.clone()
+            };
+            // The template names a real path (not one below `paths`), as in `apply`.
+            if let Ok(Source::File(p)) = source::resolve(t, &f, false) {
+                if !files.contains(&p) {
+                    files.push(p);
+                }
             }
         }
     }
@@ -297,16 +338,26 @@ fn wipe_sources_with(cfg: &Config, facts: Option<&NodeFacts>, default_file: &Pat
     }
 }
 
-/// `rustlive inject-secrets`.
-pub fn run_cli(args: &crate::cli::InjectSecretsArgs) -> Result<(), crate::error::Error> {
-    let mut cfg = args.cmdline.load()?;
-    cfg.announce();
-    if let Some(s) = &args.source {
-        cfg.secrets.source = Some(s.clone());
-    }
-    let facts = NodeFacts::gather(Path::new("/"), args.mac.clone());
-    apply(&cfg, &args.root, &facts)?;
-    Ok(())
+/// The MAC address of every interface in `/sys/class/net`.
+fn interface_macs(paths: &Paths) -> Vec<String> {
+    let Ok(dir) = std::fs::read_dir(paths.join("sys/class/net")) else {
+        return Vec::new();
+    };
+    let mut macs: Vec<String> = dir
+        .filter_map(|e| e.ok())
+        .filter_map(|e| std::fs::read_to_string(e.path().join("address")).ok())
+        .filter_map(|a| {
+            NodeFacts {
+                mac: Some(a.trim().to_string()),
+                ..NodeFacts::default()
+            }
+            .mac()
+        })
+        .filter(|m| m != "00:00:00:00:00:00")
+        .collect();
+    macs.sort();
+    macs.dedup();
+    macs
 }
 
 #[cfg(test)]
@@ -351,14 +402,14 @@ mod tests {
         )
         .unwrap();
         std::fs::write(t.path().join("proc/sys/kernel/hostname"), "n7\n").unwrap();
-        let f = NodeFacts::gather(t.path(), Some("52:54:00:00:00:07".into()));
+        let f = NodeFacts::gather(&Paths::under(t.path()), Some("52:54:00:00:00:07".into()));
         assert_eq!(
             f.uuid().as_deref(),
             Some("4c4c4544-0042-3510-8050-b4c04f4a4b33")
         );
         assert_eq!(f.hostname().as_deref(), Some("n7"));
         assert_eq!(f.mac().as_deref(), Some("52:54:00:00:00:07"));
-        let empty = NodeFacts::gather(&t.path().join("nothing"), None);
+        let empty = NodeFacts::gather(&Paths::under(t.path().join("nothing")), None);
         assert_eq!(empty, NodeFacts::default());
     }
 
@@ -367,11 +418,12 @@ mod tests {
         let t = tempfile::tempdir().unwrap();
         let root = t.path().join("root");
         std::fs::create_dir(&root).unwrap();
-        let got = apply_with(
+        let got = apply(
             &Config::default(),
             &root,
             &NodeFacts::default(),
-            &t.path().join("secrets.json"),
+            &Paths::under(t.path()),
+            Deadline::NONE,
         )
         .unwrap();
         assert_eq!(got, Applied::NoSource);
@@ -383,10 +435,19 @@ mod tests {
         let t = tempfile::tempdir().unwrap();
         let root = t.path().join("root");
         std::fs::create_dir(&root).unwrap();
-        let default = t.path().join("secrets.json");
+        let paths = Paths::under(t.path());
+        let default = paths.default_secrets();
+        std::fs::create_dir_all(default.parent().unwrap()).unwrap();
         // An empty bundle: exercises source selection and wiping without needing root for chown.
         std::fs::write(&default, br#"{"version": 1, "files": []}"#).unwrap();
-        let got = apply_with(&Config::default(), &root, &NodeFacts::default(), &default).unwrap();
+        let got = apply(
+            &Config::default(),
+            &root,
+            &NodeFacts::default(),
+            &paths,
+            Deadline::NONE,
+        )
+        .unwrap();
         assert_eq!(got, Applied::Installed { files: 0 });
         assert!(!default.exists());
     }
@@ -396,12 +457,20 @@ mod tests {
         let t = tempfile::tempdir().unwrap();
         let root = t.path().join("root");
         std::fs::create_dir(&root).unwrap();
-        let default = t.path().join("secrets.json");
+        let paths = Paths::under(t.path());
+        let default = paths.default_secrets();
+        std::fs::create_dir_all(default.parent().unwrap()).unwrap();
         let bad = br#"{"version": 2, "files": []}"#;
 
         std::fs::write(&default, bad).unwrap();
-        let err =
-            apply_with(&Config::default(), &root, &NodeFacts::default(), &default).unwrap_err();
+        let err = apply(
+            &Config::default(),
+            &root,
+            &NodeFacts::default(),
+            &paths,
+            Deadline::NONE,
+        )
+        .unwrap_err();
         assert_eq!(err.exit_code(), Exit::Secrets);
         assert!(matches!(err, SecretsError::Bundle { .. }));
         assert!(
@@ -411,7 +480,7 @@ mod tests {
 
         std::fs::write(&default, bad).unwrap();
         let cfg = Config::from_cmdline("rd.rustlive.secrets.required=0").unwrap();
-        let got = apply_with(&cfg, &root, &NodeFacts::default(), &default).unwrap();
+        let got = apply(&cfg, &root, &NodeFacts::default(), &paths, Deadline::NONE).unwrap();
         assert_eq!(got, Applied::Skipped);
     }
 
@@ -428,8 +497,14 @@ mod tests {
             "0".repeat(64)
         );
         let cfg = Config::from_cmdline(&cmdline).unwrap();
-        let err =
-            apply_with(&cfg, &root, &NodeFacts::default(), &t.path().join("none")).unwrap_err();
+        let err = apply(
+            &cfg,
+            &root,
+            &NodeFacts::default(),
+            &Paths::under(t.path().join("none")),
+            Deadline::NONE,
+        )
+        .unwrap_err();
         assert!(
             matches!(
                 &err,
@@ -440,5 +515,30 @@ mod tests {
             ),
             "{err:?}"
         );
+    }
+
+    /// Issue 9, item 16: a boot that fails before the node's MAC is known (no network) still
+    /// wipes a `file://…{mac}…` bundle: every interface's MAC is tried.
+    #[test]
+    fn wipe_finds_a_mac_templated_file_without_the_mac() {
+        let t = tempfile::tempdir().unwrap();
+        let paths = Paths::under(t.path());
+        for (ifname, mac) in [("lo", "00:00:00:00:00:00"), ("eth0", "52:54:00:AA:BB:01")] {
+            let d = t.path().join("sys/class/net").join(ifname);
+            std::fs::create_dir_all(&d).unwrap();
+            std::fs::write(d.join("address"), format!("{mac}\n")).unwrap();
+        }
+        let bundle = t.path().join("b-52:54:00:aa:bb:01.json");
+        std::fs::write(&bundle, b"secret").unwrap();
+        let other = t.path().join("b-52:54:00:aa:bb:99.json");
+        std::fs::write(&other, b"another node's").unwrap();
+        let cfg = Config::from_cmdline(&format!(
+            "rd.rustlive.secrets=file://{}/b-{{mac}}.json",
+            t.path().display()
+        ))
+        .unwrap();
+        wipe_sources(&cfg, &NodeFacts::default(), &paths);
+        assert!(!bundle.exists());
+        assert!(other.exists());
     }
 }

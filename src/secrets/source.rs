@@ -10,9 +10,10 @@
 use super::bundle::MAX_BUNDLE_SIZE;
 use super::NodeFacts;
 use crate::config::Config;
+use crate::deadline::Deadline;
 use crate::fetch::{fetch_bytes, FetchError, FetchOptions};
 use crate::log::redact_url;
-use crate::values::{template_parts, TemplatePart};
+use crate::url_template::{MissingFact, Placeholder, Scheme, UrlTemplate};
 use reqwest::Url;
 use std::fs::File;
 use std::io::{self, Read, Write};
@@ -41,18 +42,10 @@ impl Source {
 
 #[derive(Debug, thiserror::Error)]
 pub enum SourceError {
-    #[error("the source URL uses {{{0}}} but this node's {1} is unknown or malformed")]
-    MissingFact(&'static str, &'static str),
-    #[error(
-        "unknown placeholder {{{0}}} in the source URL (use {{mac}}, {{uuid}} or {{hostname}})"
-    )]
-    UnknownPlaceholder(String),
-    #[error("unclosed '{{' in the source URL")]
-    Unclosed,
+    #[error(transparent)]
+    MissingFact(#[from] MissingFact),
     #[error("the source is not a valid URL once filled in ({0})")]
     BadUrl(String),
-    #[error("unsupported scheme {0:?} for secrets (use https or file)")]
-    Scheme(String),
     #[error("plain http exposes the secrets; use https, or pin the bundle with rd.rustlive.secrets.sha256")]
     UnpinnedHttp,
     #[error("cannot read {}", .0.display())]
@@ -65,48 +58,44 @@ pub enum SourceError {
     PinMismatch,
 }
 
-/// Fills `{mac}`, `{uuid}` and `{hostname}` in a source template. A placeholder whose fact is
-/// unknown is an error rather than an empty string: it would fetch another node's bundle.
-pub fn fill_template(template: &str, facts: &NodeFacts) -> Result<String, SourceError> {
-    let mut out = String::with_capacity(template.len() + 32);
-    for part in template_parts(template).map_err(|_| SourceError::Unclosed)? {
-        let (name, what, value) = match part {
-            TemplatePart::Text(t) => {
-                out.push_str(t);
-                continue;
-            }
-            TemplatePart::Placeholder("mac") => ("mac", "MAC address", facts.mac()),
-            TemplatePart::Placeholder("uuid") => ("uuid", "SMBIOS UUID", facts.uuid()),
-            TemplatePart::Placeholder("hostname") => ("hostname", "host name", facts.hostname()),
-            TemplatePart::Placeholder(other) => {
-                return Err(SourceError::UnknownPlaceholder(other.into()))
-            }
-        };
-        out.push_str(&value.ok_or(SourceError::MissingFact(name, what))?);
+/// The value of `p` for this node. A fact that is unknown or malformed gives `None` rather than
+/// an empty string: the URL would name another node's bundle.
+pub fn fact(facts: &NodeFacts, p: Placeholder) -> Option<String> {
+    match p {
+        Placeholder::Mac => facts.mac(),
+        Placeholder::Uuid => facts.uuid(),
+        Placeholder::Hostname => facts.hostname(),
     }
-    Ok(out)
 }
 
-/// Fills a template and checks its scheme: `file`, `https`, or `http` when `pinned`.
-pub fn resolve(template: &str, facts: &NodeFacts, pinned: bool) -> Result<Source, SourceError> {
-    let filled = fill_template(template, facts)?;
+/// Fills a template with this node's facts and checks its scheme: `file`, `https`, or `http`
+/// when `pinned`.
+pub fn resolve(
+    template: &UrlTemplate,
+    facts: &NodeFacts,
+    pinned: bool,
+) -> Result<Source, SourceError> {
+    let filled = template.fill(|p| fact(facts, p))?;
     let url = Url::parse(&filled).map_err(|e| {
         SourceError::BadUrl(format!("{e}: {}", crate::log::redact_url_str(&filled)))
     })?;
-    match url.scheme() {
-        "file" => url
+    match template.scheme() {
+        Scheme::File => url
             .to_file_path()
             .map(Source::File)
             .map_err(|()| SourceError::BadUrl("a file URL must be an absolute local path".into())),
-        "https" => Ok(Source::Url(url)),
-        "http" if pinned => Ok(Source::Url(url)),
-        "http" => Err(SourceError::UnpinnedHttp),
-        s => Err(SourceError::Scheme(s.into())),
+        Scheme::Https => Ok(Source::Url(url)),
+        Scheme::Http if pinned => Ok(Source::Url(url)),
+        Scheme::Http => Err(SourceError::UnpinnedHttp),
     }
 }
 
 /// The bundle's bytes, at most [`MAX_BUNDLE_SIZE`], in a buffer zeroed on drop.
-pub fn load(src: &Source, cfg: &Config) -> Result<Zeroizing<Vec<u8>>, SourceError> {
+pub fn load(
+    src: &Source,
+    cfg: &Config,
+    deadline: Deadline,
+) -> Result<Zeroizing<Vec<u8>>, SourceError> {
     match src {
         Source::File(p) => {
             let mut f = File::open(p).map_err(|e| SourceError::Read(p.clone(), e))?;
@@ -116,7 +105,7 @@ pub fn load(src: &Source, cfg: &Config) -> Result<Zeroizing<Vec<u8>>, SourceErro
             })
         }
         Source::Url(u) => {
-            let opts = FetchOptions::for_secrets(cfg);
+            let opts = FetchOptions::for_secrets(cfg).with_deadline(deadline);
             fetch_bytes(u, &opts, MAX_BUNDLE_SIZE).map_err(|e| match e {
                 FetchError::TooLarge { .. } => SourceError::TooLarge,
                 e => SourceError::Fetch(e),
@@ -133,12 +122,12 @@ enum Capped {
 /// Reads everything into one buffer allocated up front, so no reallocation leaves a stray
 /// copy of secret bytes behind in freed memory.
 fn read_capped(r: &mut impl Read, limit: usize) -> Result<Zeroizing<Vec<u8>>, Capped> {
-    let mut buf = Zeroizing::new(vec![0u8; limit + 1]);
-    let mut n = 0;
-    while n < buf.len() {
-        match r.read(&mut buf[n..]) {
+    let mut buf = Zeroizing::new(vec![0u8; limit.saturating_add(1)]);
+    let mut n = 0usize;
+    while let Some(rest) = buf.get_mut(n..).filter(|r| !r.is_empty()) {
+        match r.read(rest) {
             Ok(0) => break,
-            Ok(k) => n += k,
+            Ok(k) => n = n.saturating_add(k),
             Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
             Err(e) => return Err(Capped::Io(e)),
         }
@@ -169,9 +158,9 @@ pub fn wipe_file(path: &Path) -> io::Result<bool> {
             let zeros = [0u8; 64 * 1024];
             let mut left = md.len();
             while left > 0 {
-                let k = left.min(zeros.len() as u64) as usize;
-                f.write_all(&zeros[..k])?;
-                left -= k as u64;
+                let k = usize::try_from(left).map_or(zeros.len(), |l| l.min(zeros.len()));
+                f.write_all(zeros.get(..k).unwrap_or(&zeros))?;
+                left = left.saturating_sub(k as u64);
             }
             f.sync_all()?;
         }
@@ -195,33 +184,42 @@ mod tests {
         }
     }
 
+    fn t(s: &str) -> UrlTemplate {
+        UrlTemplate::parse(s).unwrap()
+    }
+
+    fn fill(s: &str, f: &NodeFacts) -> Result<String, MissingFact> {
+        t(s).fill(|p| fact(f, p))
+    }
+
     #[test]
     fn fills_every_placeholder() {
         assert_eq!(
-            fill_template("https://s/{mac}/{uuid}/{hostname}.json", &facts()).unwrap(),
+            fill("https://s/{mac}/{uuid}/{hostname}.json", &facts()).unwrap(),
             "https://s/52:54:00:ab:cd:01/4c4c4544-0042-3510-8050-b4c04f4a4b33/node001.cluster.json"
         );
         assert_eq!(
-            fill_template("file:///rustlive/secrets.json", &NodeFacts::default()).unwrap(),
+            fill("file:///rustlive/secrets.json", &NodeFacts::default()).unwrap(),
             "file:///rustlive/secrets.json"
         );
         assert_eq!(
-            fill_template("https://s/{hostname}{hostname}", &facts()).unwrap(),
+            fill("https://s/{hostname}{hostname}", &facts()).unwrap(),
             "https://s/node001.clusternode001.cluster"
         );
     }
 
     #[test]
     fn missing_or_malformed_facts_are_errors() {
-        for (t, name) in [
-            ("https://s/{mac}", "mac"),
-            ("https://s/{uuid}", "uuid"),
-            ("https://s/{hostname}", "hostname"),
+        for (s, want) in [
+            ("https://s/{mac}", Placeholder::Mac),
+            ("https://s/{uuid}", Placeholder::Uuid),
+            ("https://s/{hostname}", Placeholder::Hostname),
         ] {
-            match fill_template(t, &NodeFacts::default()) {
-                Err(SourceError::MissingFact(n, _)) => assert_eq!(n, name),
-                other => panic!("{t}: {other:?}"),
-            }
+            assert_eq!(
+                fill(s, &NodeFacts::default()),
+                Err(MissingFact(want)),
+                "{s}"
+            );
         }
         // Values that could change the URL's structure are not substituted.
         let hostile = NodeFacts {
@@ -229,62 +227,43 @@ mod tests {
             uuid: Some("x?token=1".into()),
             hostname: Some("evil.example/@x".into()),
         };
-        for t in [
+        for s in [
             "https://s/{mac}",
             "https://s/{uuid}",
             "https://s/{hostname}",
         ] {
-            assert!(matches!(
-                fill_template(t, &hostile),
-                Err(SourceError::MissingFact(..))
-            ));
+            assert!(fill(s, &hostile).is_err(), "{s}");
         }
-    }
-
-    #[test]
-    fn template_syntax_errors() {
-        assert!(matches!(
-            fill_template("https://s/{serial}", &facts()),
-            Err(SourceError::UnknownPlaceholder(p)) if p == "serial"
-        ));
-        assert!(matches!(
-            fill_template("https://s/{mac", &facts()),
-            Err(SourceError::Unclosed)
-        ));
     }
 
     #[test]
     fn resolves_schemes() {
         let f = facts();
         assert_eq!(
-            resolve("file:///rustlive/{hostname}.json", &f, false).unwrap(),
+            resolve(&t("file:///rustlive/{hostname}.json"), &f, false).unwrap(),
             Source::File("/rustlive/node001.cluster.json".into())
         );
         assert!(matches!(
-            resolve("https://s/{uuid}", &f, false).unwrap(),
+            resolve(&t("https://s/{uuid}"), &f, false).unwrap(),
             Source::Url(u) if u.as_str().ends_with("4a4b33")
         ));
         assert!(matches!(
-            resolve("http://s/x", &f, false),
+            resolve(&t("http://s/x"), &f, false),
             Err(SourceError::UnpinnedHttp)
         ));
         assert!(matches!(
-            resolve("http://s/x", &f, true),
+            resolve(&t("HTTP://s/x"), &f, false),
+            Err(SourceError::UnpinnedHttp)
+        ));
+        assert!(matches!(
+            resolve(&t("http://s/x"), &f, true),
             Ok(Source::Url(_))
-        ));
-        assert!(matches!(
-            resolve("ftp://s/x", &f, true),
-            Err(SourceError::Scheme(s)) if s == "ftp"
-        ));
-        assert!(matches!(
-            resolve("not a url", &f, false),
-            Err(SourceError::BadUrl(_))
         ));
     }
 
     #[test]
     fn describe_redacts_credentials_and_query() {
-        let s = resolve("https://u:pw@s/b?token=t0psecret", &facts(), false).unwrap();
+        let s = resolve(&t("https://u:pw@s/b?token=t0psecret"), &facts(), false).unwrap();
         assert_eq!(s.describe(), "https://s/b?…");
     }
 
@@ -307,15 +286,20 @@ mod tests {
         let ok = t.path().join("ok.json");
         std::fs::write(&ok, b"{}").unwrap();
         let opts = Config::default();
-        assert_eq!(load(&Source::File(ok), &opts).unwrap().as_slice(), b"{}");
+        assert_eq!(
+            load(&Source::File(ok), &opts, Deadline::NONE)
+                .unwrap()
+                .as_slice(),
+            b"{}"
+        );
         let big = t.path().join("big.json");
         std::fs::write(&big, vec![b' '; MAX_BUNDLE_SIZE + 1]).unwrap();
         assert!(matches!(
-            load(&Source::File(big), &opts),
+            load(&Source::File(big), &opts, Deadline::NONE),
             Err(SourceError::TooLarge)
         ));
         assert!(matches!(
-            load(&Source::File(t.path().join("none")), &opts),
+            load(&Source::File(t.path().join("none")), &opts, Deadline::NONE),
             Err(SourceError::Read(..))
         ));
     }

@@ -11,6 +11,11 @@
 //! final mode: no one but root can open it before it has its final owner and mode, whatever the
 //! umask. A file the image already has is replaced by creating a temporary file the same way in
 //! the same directory and `renameat`ing it over the old one.
+//!
+//! A bundle lands whole or not at all ([`Transaction`]): every file is first written complete
+//! under a temporary name next to its destination (this is where a full overlay fails, with
+//! ENOSPC), and only when all of them are written are they renamed into place. A failure before
+//! that removes every temporary file and every directory the transaction created.
 
 use super::bundle::Entry;
 use rustix::fs::{self as rfs, AtFlags, FileType, Mode, OFlags};
@@ -86,21 +91,11 @@ impl RootDir {
         }
     }
 
-    /// Writes one entry: parents created `0755 root:root` as needed, the file created with no
-    /// permission at all, filled, chowned, then given its final mode.
+    /// Writes one entry in place at once (a bundle of one file); see [`Transaction`] for more.
     pub fn install(&self, e: &Entry) -> Result<(), WriteError> {
-        let (parents, leaf) = split(&e.path);
-        let dir = self.walk(&parents, true)?.ok_or_else(|| WriteError::Io {
-            what: "create the parents of",
-            path: e.path.clone(),
-            source: io::ErrorKind::NotFound.into(),
-        })?;
-        match leaf_type(dir.as_fd(), leaf, &e.path)? {
-            None => create_file(dir.as_fd(), leaf, e),
-            Some(FileType::RegularFile) => replace_file(dir.as_fd(), leaf, e),
-            Some(FileType::Symlink) => Err(WriteError::Symlink(e.path.clone())),
-            Some(_) => Err(WriteError::NotFile(e.path.clone())),
-        }
+        let mut tx = Transaction::new(self);
+        tx.stage(e)?;
+        tx.commit().map(|_| ()).map_err(|(_, err)| err)
     }
 
     /// Reads a small file of the new root (`/etc/passwd`), refusing symlinks on the way.
@@ -140,6 +135,16 @@ impl RootDir {
     /// Opens each parent in turn without following symlinks; with `create`, makes the missing
     /// ones `0755 root:root`, else returns `None` at the first missing one.
     fn walk(&self, parents: &[&str], create: bool) -> Result<Option<OwnedFd>, WriteError> {
+        self.walk_tracking(parents, create, &mut Vec::new())
+    }
+
+    /// [`RootDir::walk`] that records each directory it had to create (parent fd, name).
+    fn walk_tracking(
+        &self,
+        parents: &[&str],
+        create: bool,
+        created: &mut Vec<(OwnedFd, String)>,
+    ) -> Result<Option<OwnedFd>, WriteError> {
         let mut cur = self.fd.try_clone().map_err(|e| WriteError::Io {
             what: "open",
             path: "/".into(),
@@ -152,7 +157,13 @@ impl RootDir {
             cur = match open_dir(cur.as_fd(), name, &shown)? {
                 Some(fd) => fd,
                 None if !create => return Ok(None),
-                None => make_dir(cur.as_fd(), name, &shown)?,
+                None => {
+                    let made = make_dir(cur.as_fd(), name, &shown)?;
+                    if let Ok(parent) = cur.try_clone() {
+                        created.push((parent, (*name).to_string()));
+                    }
+                    made
+                }
             };
         }
         Ok(Some(cur))
@@ -254,40 +265,129 @@ fn fill(dir: BorrowedFd, name: &str, fd: OwnedFd, e: &Entry) -> Result<(), Write
     res
 }
 
-/// Writes a destination that does not exist yet.
-fn create_file(dir: BorrowedFd, name: &str, e: &Entry) -> Result<(), WriteError> {
-    match create_excl(dir, name, &e.path)? {
-        Some(fd) => fill(dir, name, fd, e),
-        // It appeared since the check: whatever it is, it is not ours to overwrite blindly.
-        None => Err(WriteError::Io {
-            what: "create",
+/// One file written complete under a temporary name in its destination's directory.
+struct StagedFile {
+    dir: OwnedFd,
+    tmp: String,
+    leaf: String,
+    path: String,
+    /// The destination did not exist when staged: it must not appear meanwhile.
+    new: bool,
+}
+
+/// Files written under temporary names, renamed into place together by [`Transaction::commit`].
+/// Dropped without a commit (an error, a panic unwinding), it removes every temporary file and
+/// then every directory it created, newest first.
+pub struct Transaction<'r> {
+    root: &'r RootDir,
+    staged: Vec<StagedFile>,
+    dirs: Vec<(OwnedFd, String)>,
+}
+
+impl<'r> Transaction<'r> {
+    pub fn new(root: &'r RootDir) -> Transaction<'r> {
+        Transaction {
+            root,
+            staged: Vec::new(),
+            dirs: Vec::new(),
+        }
+    }
+
+    /// Writes `e` under a temporary name next to its destination, creating missing parents
+    /// `0755 root:root`; nothing is visible at the destination yet.
+    pub fn stage(&mut self, e: &Entry) -> Result<(), WriteError> {
+        let (parents, leaf) = split(&e.path);
+        let dir = self
+            .root
+            .walk_tracking(&parents, true, &mut self.dirs)?
+            .ok_or_else(|| WriteError::Io {
+                what: "create the parents of",
+                path: e.path.clone(),
+                source: io::ErrorKind::NotFound.into(),
+            })?;
+        let new = match leaf_type(dir.as_fd(), leaf, &e.path)? {
+            None => true,
+            Some(FileType::RegularFile) => false,
+            Some(FileType::Symlink) => return Err(WriteError::Symlink(e.path.clone())),
+            Some(_) => return Err(WriteError::NotFile(e.path.clone())),
+        };
+        let pid = std::process::id();
+        let serial = self.staged.len();
+        for n in 0..100 {
+            let tmp = format!(".rustlive-secret.{pid}.{serial}.{n}");
+            // A leftover of the same name: try the next one.
+            let Some(fd) = create_excl(dir.as_fd(), &tmp, &e.path)? else {
+                continue;
+            };
+            fill(dir.as_fd(), &tmp, fd, e)?;
+            self.staged.push(StagedFile {
+                dir,
+                tmp,
+                leaf: leaf.to_string(),
+                path: e.path.clone(),
+                new,
+            });
+            return Ok(());
+        }
+        Err(WriteError::Io {
+            what: "find a free temporary name for",
             path: e.path.clone(),
             source: io::ErrorKind::AlreadyExists.into(),
-        }),
+        })
+    }
+
+    /// Renames every staged file into place. Renames within one directory need no new space,
+    /// so once every file is staged they do not fail in practice; if one does, the error says
+    /// how many had landed (returned with it) and the rest are removed.
+    pub fn commit(mut self) -> Result<usize, (usize, WriteError)> {
+        let staged = std::mem::take(&mut self.staged);
+        let total = staged.len();
+        let mut rest = staged.into_iter().enumerate();
+        for (i, f) in rest.by_ref() {
+            if let Err(err) = rename_into_place(&f) {
+                let _ = rfs::unlinkat(&f.dir, &f.tmp, AtFlags::empty());
+                for (_, left) in rest {
+                    let _ = rfs::unlinkat(&left.dir, &left.tmp, AtFlags::empty());
+                }
+                // Directories holding files that landed stay.
+                self.dirs.clear();
+                return Err((i, err));
+            }
+        }
+        self.dirs.clear();
+        Ok(total)
     }
 }
 
-/// Replaces an existing regular file through a temporary file in the same directory, so the
-/// destination holds either the image's file or the complete secret, never a partial one.
-fn replace_file(dir: BorrowedFd, name: &str, e: &Entry) -> Result<(), WriteError> {
-    let pid = std::process::id();
-    for n in 0..100 {
-        let tmp = format!(".rustlive-secret.{pid}.{n}");
-        // A leftover of the same name: try the next one.
-        let Some(fd) = create_excl(dir, &tmp, &e.path)? else {
-            continue;
-        };
-        fill(dir, &tmp, fd, e)?;
-        return rfs::renameat(dir, &tmp, dir, name).map_err(|err| {
-            let _ = rfs::unlinkat(dir, &tmp, AtFlags::empty());
-            io_err("rename into place", &e.path)(err)
-        });
+impl Drop for Transaction<'_> {
+    fn drop(&mut self) {
+        for f in self.staged.drain(..).rev() {
+            let _ = rfs::unlinkat(&f.dir, &f.tmp, AtFlags::empty());
+        }
+        for (parent, name) in self.dirs.drain(..).rev() {
+            let _ = rfs::unlinkat(&parent, name.as_str(), AtFlags::REMOVEDIR);
+        }
     }
-    Err(WriteError::Io {
-        what: "find a free temporary name for",
-        path: e.path.clone(),
-        source: io::ErrorKind::AlreadyExists.into(),
-    })
+}
+
+/// `renameat` of a staged file over its destination; a destination that did not exist when it
+/// was staged must still not exist (RENAME_NOREPLACE, where the filesystem supports it).
+fn rename_into_place(f: &StagedFile) -> Result<(), WriteError> {
+    if f.new {
+        match rfs::renameat_with(&f.dir, &f.tmp, &f.dir, &f.leaf, rfs::RenameFlags::NOREPLACE) {
+            Ok(()) => return Ok(()),
+            Err(Errno::INVAL | Errno::NOSYS) => {}
+            Err(Errno::EXIST) => {
+                return Err(WriteError::Io {
+                    what: "create",
+                    path: f.path.clone(),
+                    source: io::ErrorKind::AlreadyExists.into(),
+                })
+            }
+            Err(e) => return Err(io_err("rename into place", &f.path)(e)),
+        }
+    }
+    rfs::renameat(&f.dir, &f.tmp, &f.dir, &f.leaf).map_err(io_err("rename into place", &f.path))
 }
 
 #[cfg(test)]
