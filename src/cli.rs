@@ -143,6 +143,9 @@ pub struct AssembleArgs {
     /// /sbin/init), as `rustlive switch-root` does.
     #[arg(long)]
     pub switch_root: bool,
+    /// Parent of the helper mounts (tests point it at a temporary directory).
+    #[arg(long, value_name = "DIR", default_value = crate::mount::RUN_DIR, hide = true)]
+    pub run_dir: std::path::PathBuf,
 }
 
 #[derive(Debug, Args)]
@@ -359,7 +362,7 @@ fn fetch(a: &FetchArgs) -> Result<(), Error> {
         Some(id) => Some(NodeId::given(id)),
         None if a.mirrors == MirrorPolicy::Spread => {
             let first = a.urls.first().and_then(|u| u.host_str());
-            NodeId::of_this_node(first, &Paths::system())
+            crate::boot::node_identity(first, &Paths::system())
         }
         None => None,
     };
@@ -440,6 +443,7 @@ fn assemble(a: &AssembleArgs) -> Result<(), Error> {
     if let Some(size) = a.overlay_size {
         opts.overlay_size = size;
     }
+    opts.run_dir.clone_from(&a.run_dir);
     let root = crate::mount::assemble(&a.image, &a.newroot, &opts)?;
     root.persist();
     if a.switch_root {

@@ -47,11 +47,11 @@ impl Reference {
             (repo, Target::Digest(parse_digest(digest)?))
         } else {
             // A ':' after the last '/' starts the tag.
-            let last = path.rfind('/').map_or(0, |i| i + 1);
+            let last = path.rfind('/').map_or(0, |i| i.saturating_add(1));
             match path.get(last..).and_then(|t| t.find(':')) {
                 Some(i) => {
-                    let at = last + i;
-                    let tag = path.get(at + 1..).unwrap_or("");
+                    let at = last.saturating_add(i);
+                    let tag = path.get(at.saturating_add(1)..).unwrap_or("");
                     check_tag(tag)?;
                     (path.get(..at).unwrap_or(""), Target::Tag(tag.into()))
                 }

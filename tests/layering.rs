@@ -72,8 +72,7 @@ fn rust_files(dir: &Path, out: &mut Vec<PathBuf>) {
 /// The source without `#[cfg(test)]` modules (tests may reach anywhere) and comments.
 fn non_test_code(text: &str) -> String {
     let mut out = String::new();
-    let mut lines = text.lines();
-    while let Some(line) = lines.next() {
+    for line in text.lines() {
         if line.trim_start().starts_with("#[cfg(test)]") {
             // Everything after the test module's attribute is test code in this codebase.
             break;

@@ -58,22 +58,19 @@ impl NodeId {
         }
     }
 
-    /// The first usable of: the MAC (not all zeros, which is loopback's and identifies no
-    /// node), the DMI UUID, the host name.
-    pub fn choose(facts: &crate::secrets::NodeFacts) -> Option<NodeId> {
-        let mac = facts.mac().filter(|m| m != "00:00:00:00:00:00");
+    /// The first usable of: the MAC (lower-case `xx:…`, not all zeros, which is loopback's and
+    /// identifies no node), the DMI UUID, the host name (each already validated by the caller,
+    /// `secrets::NodeFacts` on a node).
+    pub fn choose(
+        mac: Option<String>,
+        uuid: Option<String>,
+        hostname: Option<String>,
+    ) -> Option<NodeId> {
+        let mac = mac.filter(|m| m != "00:00:00:00:00:00");
         let pick = |id: Option<String>, source| id.map(|id| NodeId { id, source });
         pick(mac, IdentitySource::Mac)
-            .or_else(|| pick(facts.uuid(), IdentitySource::ProductUuid))
-            .or_else(|| pick(facts.hostname(), IdentitySource::Hostname))
-    }
-
-    /// This machine's identity: the route to `first_host`, then the files under `paths`.
-    pub fn of_this_node(first_host: Option<&str>, paths: &crate::paths::Paths) -> Option<NodeId> {
-        let mac = first_host
-            .and_then(crate::net::route_to)
-            .and_then(|r| r.mac_string());
-        NodeId::choose(&crate::secrets::NodeFacts::gather(paths, mac))
+            .or_else(|| pick(uuid, IdentitySource::ProductUuid))
+            .or_else(|| pick(hostname, IdentitySource::Hostname))
     }
 }
 
@@ -117,30 +114,30 @@ pub fn order(urls: &[Url], policy: MirrorPolicy, node: Option<&NodeId>) -> Vec<U
     }
 }
 
-/// What a booting node does: find its identity (only when it matters) and order the mirrors,
-/// saying in the debug log which identity it used.
-pub fn order_for_this_node(
-    urls: &[Url],
-    policy: MirrorPolicy,
-    paths: &crate::paths::Paths,
-) -> Vec<Url> {
-    if policy == MirrorPolicy::Listed || urls.len() < 2 {
+/// What a booting node does with its identity (found by the caller only when it matters, see
+/// [`needs_identity`]): order the mirrors, saying in the debug log which identity it used.
+pub fn order_for_node(urls: &[Url], policy: MirrorPolicy, node: Option<&NodeId>) -> Vec<Url> {
+    if !needs_identity(urls, policy) {
         return urls.to_vec();
     }
-    let first = urls.first().and_then(|u| u.host_str());
-    let node = NodeId::of_this_node(first, paths);
-    match &node {
+    let ordered = order(urls, policy, node);
+    match node {
         Some(n) => log::debug!(
             "mirrors: spread by the node's {} ({}); order: {}",
             n.source,
             n.id,
-            urls_line(&order(urls, policy, node.as_ref()))
+            urls_line(&ordered)
         ),
         None => log::warn!(
             "mirrors: no MAC address, DMI product_uuid or host name identifies this node; using the listed order"
         ),
     }
-    order(urls, policy, node.as_ref())
+    ordered
+}
+
+/// Whether the order depends on the node at all.
+pub fn needs_identity(urls: &[Url], policy: MirrorPolicy) -> bool {
+    policy == MirrorPolicy::Spread && urls.len() > 1
 }
 
 /// A mirror's identity for hashing: its URL without userinfo, query or fragment.
@@ -160,7 +157,6 @@ fn urls_line(urls: &[Url]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::secrets::NodeFacts;
 
     fn mirrors(n: usize) -> Vec<String> {
         (0..n)
@@ -277,23 +273,18 @@ mod tests {
 
     #[test]
     fn identity_preference() {
-        let facts = |mac: Option<&str>, uuid: Option<&str>, host: Option<&str>| NodeFacts {
-            mac: mac.map(str::to_string),
-            uuid: uuid.map(str::to_string),
-            hostname: host.map(str::to_string),
-        };
+        let s = |v: &str| Some(v.to_string());
         let uuid = "4c4c4544-0042-3510-8052-b4c04f4e3432";
-        let n = NodeId::choose(&facts(Some("52:54:00:AA:bb:01"), Some(uuid), Some("n1"))).unwrap();
+        let n = NodeId::choose(s("52:54:00:aa:bb:01"), s(uuid), s("n1")).unwrap();
         assert_eq!(
             (n.id.as_str(), n.source),
             ("52:54:00:aa:bb:01", IdentitySource::Mac)
         );
-        let n = NodeId::choose(&facts(Some("00:00:00:00:00:00"), Some(uuid), Some("n1"))).unwrap();
+        let n = NodeId::choose(s("00:00:00:00:00:00"), s(uuid), s("n1")).unwrap();
         assert_eq!(n.source, IdentitySource::ProductUuid);
-        let zeros = "00000000-0000-0000-0000-000000000000";
-        let n = NodeId::choose(&facts(None, Some(zeros), Some("n1"))).unwrap();
+        let n = NodeId::choose(None, None, s("n1")).unwrap();
         assert_eq!((n.id.as_str(), n.source), ("n1", IdentitySource::Hostname));
-        assert_eq!(NodeId::choose(&facts(None, None, Some("localhost"))), None);
+        assert_eq!(NodeId::choose(None, None, None), None);
     }
 
     #[test]

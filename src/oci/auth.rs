@@ -63,7 +63,8 @@ pub fn parse_challenge(v: &str) -> Option<Challenge> {
         if name.is_empty() || !name.bytes().all(is_tchar) {
             return None;
         }
-        rest = rest.get(eq + 1..)?.trim_start();
+        // '=' is one byte, so the value starts right after it.
+        rest = rest.get(eq.checked_add(1)?..)?.trim_start();
         let value;
         if let Some(q) = rest.strip_prefix('"') {
             let mut out = String::new();
@@ -73,7 +74,7 @@ pub fn parse_challenge(v: &str) -> Option<Challenge> {
                 match c {
                     '\\' => out.push(chars.next()?.1),
                     '"' => {
-                        end = Some(i + 1);
+                        end = i.checked_add(1);
                         break;
                     }
                     c => out.push(c),

@@ -49,7 +49,11 @@ impl Published {
 
 /// The layer media type from the file system's magic number.
 pub fn media_type_of(head: &[u8]) -> Option<&'static str> {
-    let at = |off: usize, magic: &[u8]| head.get(off..off + magic.len()) == Some(magic);
+    let at = |off: usize, magic: &[u8]| {
+        off.checked_add(magic.len())
+            .and_then(|end| head.get(off..end))
+            == Some(magic)
+    };
     if at(0, b"hsqs") {
         Some(MEDIA_SQUASHFS)
     } else if at(1024, &0xE0F5_E1E2u32.to_le_bytes()) {
@@ -205,20 +209,23 @@ impl Pusher<'_> {
         let mut sent = 0u64;
         if let Some(size) = chunk.filter(|c| *c > 0 && *c < len) {
             while sent < len {
-                let n = size.min(len - sent);
+                let n = size.min(len.saturating_sub(sent));
                 let (at, off) = (loc.clone(), sent);
                 let resp = self.send("PATCH chunk", &at, &|| {
                     Ok(self
                         .client
                         .patch(at.clone())
                         .header(CONTENT_TYPE, "application/octet-stream")
-                        .header(CONTENT_RANGE, format!("{}-{}", off, off + n - 1))
+                        .header(
+                            CONTENT_RANGE,
+                            format!("{}-{}", off, off.saturating_add(n).saturating_sub(1)),
+                        )
                         .header(CONTENT_LENGTH, n)
                         .body(body(off, n)?))
                 })?;
                 let resp = self.expect(resp, "PATCH chunk", &[StatusCode::ACCEPTED])?;
                 loc = self.location(&resp, &at, "PATCH chunk")?;
-                sent += n;
+                sent = sent.saturating_add(n);
             }
             log::info!(
                 "{}: uploaded {} in {} chunks",
@@ -229,7 +236,7 @@ impl Pusher<'_> {
         }
         let mut put = loc.clone();
         put.query_pairs_mut().append_pair("digest", &digest_str(d));
-        let rest = len - sent;
+        let rest = len.saturating_sub(sent);
         let resp = self.send("PUT blob", &put, &|| {
             Ok(self
                 .client
@@ -290,11 +297,14 @@ pub fn publish(o: &PublishOptions) -> Result<Published, OciError> {
         let mut f = std::fs::File::open(&o.image).map_err(rerr(&o.image))?;
         let mut got = 0;
         while got < head.len() {
-            let k = f.read(&mut head[got..]).map_err(rerr(&o.image))?;
+            let Some(buf) = head.get_mut(got..) else {
+                break;
+            };
+            let k = f.read(buf).map_err(rerr(&o.image))?;
             if k == 0 {
                 break;
             }
-            got += k;
+            got = got.saturating_add(k);
         }
         got
     };
@@ -320,15 +330,20 @@ pub fn publish(o: &PublishOptions) -> Result<Published, OciError> {
         r,
         what: what.clone(),
     };
-    let mut skipped = 0;
+    let mut skipped = 0usize;
     let empty = b"{}";
-    skipped += usize::from(p.push_blob(
+    skipped = skipped.saturating_add(usize::from(p.push_blob(
         &crate::verify::sha256(empty),
         2,
         &Source::Bytes(empty),
         None,
-    )?);
-    skipped += usize::from(p.push_blob(&layer_digest, len, &Source::File(&o.image), o.chunk)?);
+    )?));
+    skipped = skipped.saturating_add(usize::from(p.push_blob(
+        &layer_digest,
+        len,
+        &Source::File(&o.image),
+        o.chunk,
+    )?));
     let mut layers = vec![(media_type, layer_digest, len, file_title(&o.image))];
     if let Some(sig) = &o.signature {
         let (d, n) = digest_file(sig)?;
@@ -338,7 +353,8 @@ pub fn publish(o: &PublishOptions) -> Result<Published, OciError> {
                 reason: "too large for a minisign signature".into(),
             });
         }
-        skipped += usize::from(p.push_blob(&d, n, &Source::File(sig), None)?);
+        skipped =
+            skipped.saturating_add(usize::from(p.push_blob(&d, n, &Source::File(sig), None)?));
         layers.push((MEDIA_MINISIG, d, n, file_title(sig)));
     }
     let body = manifest_json(&layers);

@@ -8,7 +8,7 @@
 //! certificate, a 1 MiB cap, and TLS verification that `rd.noverifyssl` never turns off.
 
 use super::bundle::MAX_BUNDLE_SIZE;
-use super::NodeFacts;
+use super::facts::NodeFacts;
 use crate::config::Config;
 use crate::deadline::Deadline;
 use crate::fetch::{fetch_bytes, FetchError, FetchOptions};
