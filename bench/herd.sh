@@ -7,6 +7,12 @@
 #      OUTAGE (s, 10), PORT (18081), OUTDIR (/var/tmp: N x SIZE_MIB of output goes there).
 set -eu
 cd "$(dirname "$0")/.."
+# MODE=mirrors: the herd over 4 mirrors spread by node id (bench/herd-mirrors.sh);
+# MODE=oci: the herd through 2 pull-through cache registries (bench/herd-oci.sh).
+case ${MODE:-outage} in
+mirrors) exec bench/herd-mirrors.sh ;;
+oci) exec bench/herd-oci.sh ;;
+esac
 BIN=${RUSTLIVE:-target/x86_64-unknown-linux-musl/release/rustlive}
 N=${N:-64}
 SIZE_MIB=${SIZE_MIB:-256}

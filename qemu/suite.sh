@@ -57,6 +57,7 @@ SURL="https://10.0.2.2:$SSLPORT"
 cleanup() {
 	[ -n "${BG_PID:-}" ] && kill "$BG_PID" 2>/dev/null
 	[ -n "${QEMU_PID:-}" ] && kill "$QEMU_PID" 2>/dev/null
+	[ -n "${REGISTRY_PID:-}" ] && kill "$REGISTRY_PID" 2>/dev/null
 	nginx_stop_all
 	rsyslog_stop_all
 }
@@ -335,6 +336,48 @@ t_no_systemd_file() {
 		check_not 'Starting dhcp' "the network (a file:// image needs none)"
 }
 
+# registry_start: the CNCF distribution registry on 127.0.0.1:$REGPORT (the guest's
+# 10.0.2.2), storage under build/, with the test root published by the host's rustlive.
+registry_start() {
+	[ -n "${REGISTRY_PID:-}" ] && return 0
+	local d="$B/registry"
+	rm -rf "$d" && mkdir -p "$d/storage"
+	REGPORT=$(free_port)
+	cat >"$d/config.yml" <<-EOF
+		version: 0.1
+		log:
+		  level: warn
+		storage:
+		  filesystem:
+		    rootdirectory: $d/storage
+		http:
+		  addr: 127.0.0.1:$REGPORT
+		  secret: rustlive-qemu
+	EOF
+	/usr/bin/docker-registry serve "$d/config.yml" >"$d/registry.log" 2>&1 &
+	REGISTRY_PID=$!
+	for _ in $(seq 1 50); do
+		curl -fsS "http://127.0.0.1:$REGPORT/v2/" >/dev/null 2>&1 && break
+		sleep 0.2
+	done
+	# One line: the manifest digest, then the command line (for 127.0.0.1, the host's view).
+	"$BIN" publish "$WWW/root.squashfs" "oci+http://127.0.0.1:$REGPORT/rustlive/root:test" \
+		>"$d/published" 2>"$d/publish.log" || {
+		say "  rustlive publish failed: $(tail -n 3 "$d/publish.log")"
+		return 1
+	}
+	OCI_DIGEST=$(head -n 1 "$d/published")
+}
+
+t_oci() {
+	# The image from an OCI registry, pinned by manifest digest (so plain http is allowed).
+	registry_start || return 1
+	boot oci "$IMG/nm.img" "root=live:oci+http://10.0.2.2:$REGPORT/rustlive/root@$OCI_DIGEST" \
+		240 'TESTROOT: done' "$NOBOOT" && booted &&
+		check 'manifest digest verified' "the pinned manifest checked" &&
+		check "root layer sha256:$(sha_of root.squashfs)" "the layer chosen by media type"
+}
+
 t_pid1_switch_root() {
 	# No dracut at all: rustlive is the initramfs's /init and does its own switch-root.
 	LOG="$LOGS/pid1-switch-root.log"
@@ -484,7 +527,7 @@ t_debian_root() {
 
 ALL="initramfs_cache_key happy_nm happy_networkd livenet_cmdline root_http_alias nested erofs hash_mismatch bad_cmdline bad_cmdline_shell server_late broken_transfer
 secrets_initrd secrets_cat secrets_cat_plain secrets_https no_network signature_valid signature_missing pxe no_systemd
-no_systemd_fail file_image no_systemd_file pid1_switch_root syslog_failure"
+no_systemd_fail file_image no_systemd_file pid1_switch_root syslog_failure oci"
 # Not in the default list yet: debian_root (run it by name; see the README).
 
 prepare

@@ -47,6 +47,8 @@ pub enum Error {
     Fetch(#[from] crate::fetch::FetchError),
     #[error("the network did not come up")]
     Network(#[from] crate::net::NoRoute),
+    #[error(transparent)]
+    Oci(#[from] crate::oci::OciError),
 }
 
 impl Error {
@@ -59,6 +61,7 @@ impl Error {
             Error::SwitchRoot(_) => Exit::SwitchRoot,
             Error::Fetch(e) => e.exit_code(),
             Error::Network(_) => Exit::Transfer,
+            Error::Oci(e) => e.exit_code(),
         }
     }
 }
@@ -188,6 +191,20 @@ fn wait_for_network(cfg: &Config, deadline: Deadline) -> Result<(), Error> {
     Ok(())
 }
 
+/// The node's identity for mirror ordering: the MAC of the interface that routes to the first
+/// mirror, else the DMI product_uuid, else the host name (`rustlive fetch --mirrors spread`
+/// uses it too).
+pub fn node_identity(
+    first_host: Option<&str>,
+    paths: &crate::paths::Paths,
+) -> Option<fetch::mirrors::NodeId> {
+    let mac = first_host
+        .and_then(crate::net::route_to)
+        .and_then(|r| r.mac_string());
+    let f = NodeFacts::gather(paths, mac);
+    fetch::mirrors::NodeId::choose(f.mac(), f.uuid(), f.hostname())
+}
+
 /// The verified image in its own tmpfs, within the boot's deadline.
 fn fetch_image(
     cfg: &Config,
@@ -196,8 +213,17 @@ fn fetch_image(
 ) -> Result<fetch::StagedImage, Error> {
     let keys = req.paths.join(crate::verify::KEYS_DIR);
     let opts = fetch::FetchOptions::from_config(cfg, &keys)?.with_deadline(deadline);
+    // Each node starts at its own mirror (rendezvous order) unless rd.rustlive.mirrors=listed.
+    let (urls, policy) = (cfg.image_urls(), cfg.transfer.mirrors);
+    let node = fetch::mirrors::needs_identity(urls, policy)
+        .then(|| node_identity(urls.first().and_then(|u| u.host_str()), &req.paths))
+        .flatten();
+    let urls = fetch::mirrors::order_for_node(urls, policy, node.as_ref());
+    // An oci:// source: the manifest now, then the root layer's blob on each registry.
+    let creds = req.paths.join(crate::oci::auth::CREDENTIALS_FILE);
+    let (urls, opts) = crate::oci::pull::prepare(&urls, &opts, &creds)?;
     Ok(fetch::stage_image(
-        cfg.image_urls(),
+        &urls,
         &opts,
         cfg.transfer.minmem,
         &req.paths,

@@ -52,6 +52,52 @@ pub enum Command {
     /// On the boot server: build node secrets bundles (JSON or a per-node initrd) from
     /// directories that mirror each node's root.
     Bundle(BundleArgs),
+    /// Push a squashfs, erofs or ext4 root image to an OCI registry as a bootable artifact
+    /// (boot server side); prints the manifest digest and the kernel command line.
+    #[command(
+        after_help = "Example: rustlive publish compute.squashfs oci://registry.site:5000/images/compute:2026-12 --signature compute.squashfs.minisig\n\
+Credentials (docker config.json format): --registry-auth, else $REGISTRY_AUTH_FILE, $DOCKER_CONFIG/config.json, ~/.docker/config.json."
+    )]
+    Publish(PublishArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct PublishArgs {
+    /// The root image file.
+    #[arg(value_name = "IMAGE")]
+    pub image: std::path::PathBuf,
+    /// Where to push it: oci://HOST[:PORT]/REPO:TAG (or oci+http:// for a plain-http registry).
+    #[arg(value_name = "REFERENCE", value_parser = oci_reference)]
+    pub reference: crate::oci::Reference,
+    /// A minisign signature of IMAGE, pushed as a second layer.
+    #[arg(long, value_name = "FILE")]
+    pub signature: Option<std::path::PathBuf>,
+    /// Upload in chunks of this size (e.g. 64M) instead of one request.
+    #[arg(long, value_name = "SIZE", value_parser = chunk_size)]
+    pub chunk_size: Option<u64>,
+    /// Registry credentials (docker config.json format).
+    #[arg(long, value_name = "FILE")]
+    pub registry_auth: Option<std::path::PathBuf>,
+    /// PEM CA bundle for https.
+    #[arg(long, value_name = "FILE")]
+    pub ca: Option<std::path::PathBuf>,
+    /// Do not verify the registry's certificate.
+    #[arg(long)]
+    pub insecure_tls: bool,
+    /// Log every request.
+    #[arg(long)]
+    pub debug: bool,
+}
+
+fn oci_reference(s: &str) -> Result<crate::oci::Reference, String> {
+    crate::oci::Reference::parse(s)
+}
+
+fn chunk_size(s: &str) -> Result<u64, String> {
+    match crate::values::parse_size(s)? {
+        crate::values::Size::Bytes(b) if b > 0 => Ok(b),
+        _ => Err("expected a size in bytes (K/M/G suffixes)".into()),
+    }
 }
 
 #[derive(Debug, Args)]
@@ -127,6 +173,10 @@ pub struct SwitchRootArgs {
 pub struct ConfigArgs {
     #[command(flatten)]
     pub cmdline: CmdlineArg,
+    /// Also show the mirror order a node with this identity (MAC, DMI UUID or host name)
+    /// uses, as `mirror_order`.
+    #[arg(long, value_name = "ID")]
+    pub node_id: Option<String>,
 }
 
 #[derive(Debug, Args)]
@@ -154,7 +204,8 @@ pub struct FetchArgs {
     /// Write the file here (bytes go to FILE.part until verified).
     #[arg(short, long, value_name = "FILE")]
     pub output: std::path::PathBuf,
-    /// Mirrors of the same file, tried in order and rotated on failure (http, https, file).
+    /// Mirrors of the same file, tried in order and rotated on failure (http, https, file;
+    /// or oci://HOST[:PORT]/REPO[:TAG|@sha256:HEX] and oci+http:// registry mirrors).
     #[arg(required = true, value_name = "URL", value_parser = fetchable_url)]
     pub urls: Vec<reqwest::Url>,
     /// Expected SHA-256 (64 hex digits).
@@ -196,6 +247,18 @@ pub struct FetchArgs {
     /// Log retries and resumes in detail.
     #[arg(long)]
     pub debug: bool,
+    /// Mirror order: `listed` (as given, the default here) or `spread` (rendezvous order of
+    /// this node, as `rustlive boot` does by default).
+    #[arg(long, value_name = "POLICY", default_value = "listed", value_parser = crate::fetch::mirrors::MirrorPolicy::parse)]
+    pub mirrors: crate::fetch::mirrors::MirrorPolicy,
+    /// Registry credentials for oci:// URLs (docker config.json format; default
+    /// /etc/rustlive/registry-auth.json, as in the initramfs).
+    #[arg(long, value_name = "FILE")]
+    pub registry_auth: Option<std::path::PathBuf>,
+    /// With --mirrors spread: the node identity to order the mirrors for (default: this
+    /// machine's MAC toward the first mirror, DMI product_uuid, or host name).
+    #[arg(long, value_name = "ID")]
+    pub node_id: Option<String>,
 }
 
 #[derive(Debug, Args)]
@@ -269,7 +332,7 @@ pub struct BundleBuildAllArgs {
 }
 
 fn fetchable_url(s: &str) -> Result<reqwest::Url, String> {
-    crate::values::parse_url(s, crate::values::Schemes::Fetchable)
+    crate::config::parse_image_url(s)
 }
 
 fn proxy_url(s: &str) -> Result<reqwest::Url, String> {
@@ -299,7 +362,8 @@ pub fn main() -> ExitCode {
         _ if pid1 => crate::log::Target::Kmsg,
         _ => crate::log::Target::Stderr,
     };
-    let debug = matches!(&cli.command, Command::Fetch(a) if a.debug);
+    let debug = matches!(&cli.command, Command::Fetch(a) if a.debug)
+        || matches!(&cli.command, Command::Publish(a) if a.debug);
     crate::log::init(target, debug);
     if pid1 || matches!(cli.command, Command::Boot(_)) {
         crate::panic_hook::install(pid1);
@@ -322,8 +386,9 @@ pub fn main() -> ExitCode {
             })
         }
         Command::InjectSecrets(a) => inject_secrets(&a),
-        Command::Fetch(a) => fetch(&a).map_err(Error::from),
+        Command::Fetch(a) => fetch(&a),
         Command::Config(a) => config(&a),
+        Command::Publish(a) => publish(&a),
         Command::Assemble(a) => assemble(&a),
         Command::SwitchRoot(a) => switch_root(a),
         // A boot server's command: its own error type and exit code (6, or 2 for the output name).
@@ -342,15 +407,15 @@ pub fn main() -> ExitCode {
 }
 
 /// `rustlive fetch`: the engine on its own, for operators debugging a node and for benchmarks.
-fn fetch(a: &FetchArgs) -> Result<(), crate::fetch::FetchError> {
+fn fetch(a: &FetchArgs) -> Result<(), Error> {
     use crate::fetch::{fetch_to_file, FetchOptions};
     use crate::verify;
     let mut keys = match &a.keys_dir {
-        Some(d) => verify::load_keys_dir(d)?,
+        Some(d) => verify::load_keys_dir(d).map_err(crate::fetch::FetchError::from)?,
         None => Vec::new(),
     };
     for p in &a.pubkey {
-        keys.push(verify::load_key(p)?);
+        keys.push(verify::load_key(p).map_err(crate::fetch::FetchError::from)?);
     }
     let opts = FetchOptions {
         retries: a.retries,
@@ -367,7 +432,26 @@ fn fetch(a: &FetchArgs) -> Result<(), crate::fetch::FetchError> {
         verify_required: a.require_verified,
         ..FetchOptions::default()
     };
-    fetch_to_file(&a.urls, &a.output, &opts)?;
+    use crate::fetch::mirrors::{self, MirrorPolicy, NodeId};
+    let node = match &a.node_id {
+        Some(id) => Some(NodeId::given(id)),
+        None if a.mirrors == MirrorPolicy::Spread => {
+            let first = a.urls.first().and_then(|u| u.host_str());
+            crate::boot::node_identity(first, &Paths::system())
+        }
+        None => None,
+    };
+    let urls = mirrors::order(&a.urls, a.mirrors, node.as_ref());
+    if let Some(n) = &node {
+        let shown: Vec<String> = urls.iter().map(crate::log::redact_url).collect();
+        log::debug!("mirrors for {} ({}): {}", n.id, n.source, shown.join(", "));
+    }
+    let creds = a
+        .registry_auth
+        .clone()
+        .unwrap_or_else(|| crate::oci::auth::CREDENTIALS_FILE.into());
+    let (urls, opts) = crate::oci::pull::prepare(&urls, &opts, &creds)?;
+    fetch_to_file(&urls, &a.output, &opts)?;
     Ok(())
 }
 
@@ -451,9 +535,42 @@ fn inject_secrets(a: &InjectSecretsArgs) -> Result<(), Error> {
 fn config(a: &ConfigArgs) -> Result<(), Error> {
     let cfg = a.cmdline.load()?;
     cfg.announce();
-    // Serializing plain structs of strings and numbers into a String cannot fail.
-    let json = serde_json::to_string_pretty(&cfg).unwrap_or_default();
+    // Serializing plain structs of strings and numbers cannot fail.
+    let mut value = serde_json::to_value(&cfg).unwrap_or_default();
+    if let (Some(id), Some(obj)) = (&a.node_id, value.as_object_mut()) {
+        let node = crate::fetch::mirrors::NodeId::given(id);
+        let order =
+            crate::fetch::mirrors::order(cfg.image_urls(), cfg.transfer.mirrors, Some(&node));
+        let shown: Vec<String> = order.iter().map(crate::log::redact_url).collect();
+        obj.insert(
+            "mirror_order".into(),
+            serde_json::json!({ "node_id": id, "policy": cfg.transfer.mirrors, "urls": shown }),
+        );
+    }
+    let json = serde_json::to_string_pretty(&value).unwrap_or_default();
     println!("{json}");
+    Ok(())
+}
+
+fn publish(a: &PublishArgs) -> Result<(), Error> {
+    let p = crate::oci::publish::publish(&crate::oci::publish::PublishOptions {
+        image: a.image.clone(),
+        signature: a.signature.clone(),
+        reference: a.reference.clone(),
+        chunk: a.chunk_size,
+        credentials: a.registry_auth.clone(),
+        ca: a.ca.clone(),
+        insecure_tls: a.insecure_tls,
+    })?;
+    log::info!(
+        "pushed {} as {} (layer {}, {} blob(s) already there)",
+        a.image.display(),
+        p.media_type,
+        crate::oci::digest_str(&p.layer_digest),
+        p.skipped
+    );
+    println!("{}", crate::oci::digest_str(&p.manifest_digest));
+    println!("{}", p.cmdline());
     Ok(())
 }
 

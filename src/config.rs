@@ -86,6 +86,29 @@ pub struct Transfer {
     pub proxy: Option<Url>,
     /// Bytes of RAM that must remain free once the image is in memory.
     pub minmem: u64,
+    /// How the node orders the mirrors (`rd.rustlive.mirrors`).
+    pub mirrors: MirrorPolicy,
+}
+
+/// `rd.rustlive.mirrors`: how a node orders `rd.rustlive.url`'s mirrors.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum MirrorPolicy {
+    /// Rendezvous order per node (the default: several mirrors are listed to share the load).
+    #[default]
+    Spread,
+    /// The listed order: the first mirror is the primary, the others fallbacks.
+    Listed,
+}
+
+impl MirrorPolicy {
+    pub fn parse(s: &str) -> Result<MirrorPolicy, String> {
+        match s {
+            "spread" => Ok(MirrorPolicy::Spread),
+            "listed" => Ok(MirrorPolicy::Listed),
+            _ => Err("expected spread or listed".into()),
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -152,6 +175,7 @@ impl Default for Config {
                 insecure_tls: false,
                 proxy: None,
                 minmem: 512 << 20,
+                mirrors: MirrorPolicy::default(),
             },
             root: Root {
                 overlay_size: Size::Percent(50),
@@ -202,6 +226,7 @@ pub const RUSTLIVE_KEYS: &[&str] = &[
     "rd.rustlive.onfail.delay",
     "rd.rustlive.debug",
     "rd.rustlive.syslog",
+    "rd.rustlive.mirrors",
 ];
 
 impl Config {
@@ -323,9 +348,7 @@ impl Builder {
                 let v = p.value.as_deref().unwrap_or("");
                 let candidate = v.strip_prefix("live:").unwrap_or(v);
                 if candidate.contains("://") {
-                    self.root_url = Some(
-                        values::parse_url(candidate, Schemes::Fetchable).map_err(|r| err(p, r))?,
-                    );
+                    self.root_url = Some(parse_image_url(candidate).map_err(|r| err(p, r))?);
                 } else {
                     // root=/dev/sda1, root=live:CDLABEL=…: a disk root, not ours. Last wins,
                     // so an earlier root=live:URL is cancelled.
@@ -336,7 +359,7 @@ impl Builder {
             "rd.rustlive.url" => {
                 let v = val()?;
                 for part in v.split(',').filter(|s| !s.is_empty()) {
-                    let u = values::parse_url(part, Schemes::Fetchable).map_err(|r| err(p, r))?;
+                    let u = parse_image_url(part).map_err(|r| err(p, r))?;
                     self.mirrors.push(u);
                 }
                 if self.mirrors.is_empty() {
@@ -404,6 +427,10 @@ impl Builder {
                 c.transfer.proxy =
                     Some(values::parse_url(&full, Schemes::Http).map_err(|r| err(p, r))?);
                 "transfer.proxy"
+            }
+            "rd.rustlive.mirrors" => {
+                c.transfer.mirrors = MirrorPolicy::parse(val()?).map_err(|r| err(p, r))?;
+                "transfer.mirrors"
             }
             "rd.rustlive.minmem" => {
                 self.minmem = Some(mib()?);
@@ -582,6 +609,9 @@ impl Builder {
                 .as_ref()
                 .is_some_and(UrlTemplate::is_network);
         // Cross-option rules, checked once every value is known.
+        if let Some(img) = &c.image {
+            check_oci_sources(&img.urls, &c.verify)?;
+        }
         let s = &c.secrets;
         if let Some(src) = &s.source {
             if src.scheme() == url_template::Scheme::Http && s.sha256.is_none() {
@@ -611,6 +641,61 @@ impl Builder {
         }
         Ok(self.cfg)
     }
+}
+
+/// An image URL: http, https, file, or an OCI reference (`oci://`, `oci+http://`).
+pub fn parse_image_url(s: &str) -> Result<Url, String> {
+    if s.starts_with("oci://") || s.starts_with("oci+http://") {
+        return crate::oci_ref::parse_image_url(s);
+    }
+    values::parse_url(s, Schemes::Fetchable).map_err(|r| {
+        if r.starts_with("unsupported scheme") {
+            format!("{r}, or oci://, oci+http://")
+        } else {
+            r
+        }
+    })
+}
+
+/// OCI mirrors are all OCI and agree on the repository and target; a plain-http registry
+/// needs a pinned manifest or a hash or signature (as the secrets source's plain http does;
+/// installed keys are checked again at fetch time).
+fn check_oci_sources(urls: &[Url], v: &Verify) -> Result<(), ConfigError> {
+    let oci = urls.iter().filter(|u| crate::oci_ref::is_oci(u)).count();
+    let bad = |u: &Url, reason: String| ConfigError {
+        option: "rd.rustlive.url".into(),
+        value: redact_url_str(u.as_str()),
+        reason,
+    };
+    if oci == 0 {
+        return Ok(());
+    }
+    if let Some(u) = urls.iter().find(|u| !crate::oci_ref::is_oci(u)) {
+        return Err(bad(u, "oci:// and http(s) mirrors cannot be mixed".into()));
+    }
+    let refs = crate::oci_ref::references(urls).map_err(|e| ConfigError {
+        option: "rd.rustlive.url".into(),
+        value: urls
+            .iter()
+            .map(|u| redact_url_str(u.as_str()))
+            .collect::<Vec<_>>()
+            .join(","),
+        reason: e,
+    })?;
+    let covered = v.sha256.is_some() || v.sha256sums.is_some() || v.sig.is_some();
+    if let Some((u, _)) = urls
+        .iter()
+        .zip(&refs)
+        .find(|(_, r)| r.plain_http() && !r.pinned())
+    {
+        if !covered {
+            return Err(bad(
+                u,
+                "a plain-http registry is accepted only with a pinned manifest (@sha256:…) or rd.rustlive.sha256/sha256sums/sig".into(),
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// A writable-layer size as the mount stage will take it: tmpfs reads 0 as "unlimited".
@@ -853,6 +938,61 @@ mod tests {
         let e = Config::from_cmdline("rd.rustlive.syslog=udp://u:pw@h").unwrap_err();
         assert_eq!(e.option, "rd.rustlive.syslog");
         assert!(!e.value.contains("pw"), "{e}");
+    }
+
+    #[test]
+    fn oci_sources() {
+        let d = format!("sha256:{H1}");
+        let c = parse("root=live:oci://reg.site:5000/images/compute:v1");
+        assert_eq!(urls(&c), ["oci://reg.site:5000/images/compute:v1"]);
+        let c = parse(&format!(
+            "rd.rustlive.url=oci://a:5000/img@{d},oci+http://b:5000/img@{d}"
+        ));
+        assert_eq!(c.image_urls().len(), 2);
+        // Plain http: only pinned, or covered by a hash or signature.
+        assert!(parse(&format!("root=live:oci+http://b/img@{d}"))
+            .image
+            .is_some());
+        assert!(parse(&format!(
+            "root=live:oci+http://b/img:v1 rd.rustlive.sha256={H1}"
+        ))
+        .image
+        .is_some());
+        assert!(
+            parse("root=live:oci+http://b/img:v1 rd.rustlive.sig=https://h/s.minisig")
+                .image
+                .is_some()
+        );
+        for bad in [
+            "root=live:oci+http://b/img:v1".to_string(),
+            "rd.rustlive.url=oci://a/img:v1,http://h/img".to_string(),
+            "rd.rustlive.url=oci://a/img:v1,oci://b/other:v1".to_string(),
+            "root=live:oci://a/Img".to_string(),
+            "root=live:oci://a/img@sha256:abc".to_string(),
+            "root=live:ftp://a/img".to_string(),
+        ] {
+            let e = Config::from_cmdline(&bad).unwrap_err();
+            assert!(!e.reason.is_empty(), "{bad}");
+        }
+        let e = Config::from_cmdline("root=live:oci+http://b/img:v1").unwrap_err();
+        assert!(e.reason.contains("plain-http registry"), "{e}");
+        let e = Config::from_cmdline("root=live:ftp://a/img").unwrap_err();
+        assert!(e.reason.contains("oci://"), "{e}");
+    }
+
+    #[test]
+    fn mirror_policy() {
+        // spread is the default: several mirrors are listed to share the load.
+        assert_eq!(
+            parse("root=live:http://h/i").transfer.mirrors,
+            MirrorPolicy::Spread
+        );
+        let c = parse("rd.rustlive.url=http://a/i,http://b/i rd.rustlive.mirrors=listed");
+        assert_eq!(c.transfer.mirrors, MirrorPolicy::Listed);
+        assert_eq!(c.sources["transfer.mirrors"], "rd.rustlive.mirrors");
+        let e = Config::from_cmdline("rd.rustlive.mirrors=random").unwrap_err();
+        assert_eq!(e.option, "rd.rustlive.mirrors");
+        assert!(e.reason.contains("spread or listed"), "{e}");
     }
 
     #[test]

@@ -33,6 +33,8 @@ pub mod kmod;
 pub mod log;
 pub mod mount;
 pub mod net;
+pub mod oci;
+pub mod oci_ref;
 pub mod onfail;
 pub mod panic_hook;
 pub mod paths;

@@ -22,6 +22,7 @@ const LAYERS: &[(&str, &[&str])] = &[
             "cpio",
             "testing",
             "url_template",
+            "oci_ref",
             "config",
         ],
     ),

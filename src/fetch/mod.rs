@@ -22,7 +22,9 @@
     )
 )]
 
+pub mod auth;
 pub mod client;
+pub mod mirrors;
 pub mod progress;
 pub mod redirect;
 pub mod retry;
@@ -36,6 +38,7 @@ use crate::ram::{self, MemInfo, RamError, Tmpfs};
 use crate::values::Sha256Hex;
 use crate::verify::{self, Expected, SignatureCheck, VerifyError};
 use crate::Exit;
+pub use auth::RequestAuth;
 pub use client::ClientIdentity;
 use minisign_verify::PublicKey;
 use progress::Progress;
@@ -92,6 +95,23 @@ pub enum FetchError {
     Client(#[from] client::ClientError),
     #[error("no image URL to fetch")]
     NoUrl,
+    #[error("{url} announced {got} bytes where {expected} were expected")]
+    SizeMismatch {
+        url: String,
+        expected: u64,
+        got: u64,
+    },
+}
+
+/// A hash the bytes must have that comes with the source itself (an OCI layer digest and
+/// size), checked while streaming like `rd.rustlive.sha256`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ContentDigest {
+    pub sha256: Sha256Hex,
+    pub len: u64,
+    /// Whether it counts as a pin: the manifest it came from was itself pinned by digest.
+    /// A tag's manifest is only as trustworthy as the connection that delivered it.
+    pub pins: bool,
 }
 
 /// `1 attempt`, `2 attempts`.
@@ -104,7 +124,7 @@ impl FetchError {
     /// configuration, 3 for everything about the transfer.
     pub fn exit_code(&self) -> Exit {
         match self {
-            FetchError::Verify(_) => Exit::Verify,
+            FetchError::Verify(_) | FetchError::SizeMismatch { .. } => Exit::Verify,
             FetchError::Client(e) if e.is_local_configuration() => Exit::Usage,
             FetchError::NoUrl => Exit::Usage,
             _ => Exit::Transfer,
@@ -146,6 +166,10 @@ pub struct FetchOptions {
     pub max_redirects: usize,
     pub backoff: Backoff,
     pub progress_interval: Duration,
+    /// Headers and 401 handling for every request (OCI registries).
+    pub auth: Option<std::sync::Arc<dyn RequestAuth>>,
+    /// The digest and length the source itself gives (OCI layers).
+    pub content: Option<ContentDigest>,
 }
 
 impl Default for FetchOptions {
@@ -168,6 +192,8 @@ impl Default for FetchOptions {
             max_redirects: 10,
             backoff: Backoff::default(),
             progress_interval: progress::INTERVAL,
+            auth: None,
+            content: None,
         }
     }
 }
@@ -225,7 +251,7 @@ impl FetchOptions {
         FetchOptions { deadline, ..self }
     }
 
-    fn client(&self, insecure: bool, pinned: bool) -> Result<Client, FetchError> {
+    pub(crate) fn client(&self, insecure: bool, pinned: bool) -> Result<Client, FetchError> {
         Ok(client::build(&client::Settings {
             ca: self.ca.as_deref(),
             insecure_tls: insecure,
@@ -290,6 +316,8 @@ fn download_to_file(
 ) -> Result<FetchReport, FetchError> {
     let first = urls.first().ok_or(FetchError::NoUrl)?;
     let expected = expectations(urls, opts)?;
+    // (An OCI layer digest makes `pins()` true: the https→http redirect it allows is safe,
+    // the bytes are checked against the digest either way.)
     let client = opts.client(opts.insecure_tls, expected.pins())?;
     if opts.insecure_tls && urls.iter().any(|u| u.scheme() == "https") {
         log::warn!(
@@ -304,11 +332,26 @@ fn download_to_file(
     let part = part_path(dest);
     // Whatever is there from an earlier run is not ours to resume from.
     let _ = std::fs::remove_file(&part);
+    // A source that states the length (an OCI descriptor) is held to it before the first
+    // byte, and the tmpfs is sized for it when the server does not say.
+    let content = opts.content;
+    let shown = redact_url(first);
+    let mut checked = |total: Option<u64>| -> Result<(), FetchError> {
+        match (content, total) {
+            (Some(c), Some(t)) if t != c.len => Err(FetchError::SizeMismatch {
+                url: shown.clone(),
+                expected: c.len,
+                got: t,
+            }),
+            (Some(c), None) => prepare(Some(c.len)),
+            _ => prepare(total),
+        }
+    };
     let mut sink = FileSink {
         path: part.clone(),
         file: None,
         digests: expected.digests(),
-        prepare: Some(prepare),
+        prepare: Some(&mut checked),
     };
     let mut progress = Progress::new(Instant::now(), opts.progress_interval);
     let what = redact_url(first);
@@ -361,7 +404,8 @@ pub struct StagedImage {
 
 /// The boot stage: fetch and verify the image into a tmpfs of its own at
 /// `/run/rustlive/image` sized for it, refusing early when RAM minus `minmem` cannot hold it
-/// (`/proc/meminfo` read below `paths`). The network is already up (boot waited for it).
+/// (`/proc/meminfo` read below `paths`). The network is already up (boot waited for it); an
+/// `oci://` source has been resolved to its root layer's blobs (`oci::pull::prepare`).
 pub fn stage_image(
     urls: &[Url],
     opts: &FetchOptions,
@@ -413,7 +457,7 @@ pub fn fetch_bytes(
     Ok(bytes)
 }
 
-fn fetch_small(
+pub(crate) fn fetch_small(
     urls: &[Url],
     opts: &FetchOptions,
     insecure: bool,
@@ -469,7 +513,11 @@ fn expectations(urls: &[Url], opts: &FetchOptions) -> Result<Expected, FetchErro
             redact_url(u)
         );
     }
-    if !exp.pins() {
+    // An OCI layer digest is always checked, but pins the image only when the manifest
+    // naming it was pinned: a tag is only as trustworthy as the registry connection.
+    let pinned = exp.pins() || opts.content.is_some_and(|c| c.pins);
+    exp.sha256.extend(opts.content.map(|c| c.sha256));
+    if !pinned {
         if opts.verify_required {
             return Err(VerifyError::Unverifiable.into());
         }
@@ -533,6 +581,7 @@ fn download(
             deadline: opts.deadline,
             min_rate: opts.min_rate,
             progress: progress.as_deref_mut(),
+            auth: opts.auth.as_deref(),
         };
         let err = match transfer::run(client, url, &mut state, sink, &mut ctx) {
             Ok(()) => return Ok((state, attempts, redact_url(url))),

@@ -193,6 +193,10 @@ pub enum AttemptError {
     },
     #[error("the overall deadline passed")]
     Deadline,
+    /// A 401 after which [`super::auth::RequestAuth`] obtained new credentials (an expired
+    /// registry token): worth repeating at once.
+    #[error("the server refused the credentials (401); new ones were obtained")]
+    Reauthorized,
 }
 
 impl AttemptError {
@@ -205,7 +209,8 @@ impl AttemptError {
             | AttemptError::TooSlow { .. }
             | AttemptError::Body(_)
             | AttemptError::Incomplete { .. }
-            | AttemptError::BadRange(_) => true,
+            | AttemptError::BadRange(_)
+            | AttemptError::Reauthorized => true,
             AttemptError::Status { status, .. } => {
                 *status == StatusCode::REQUEST_TIMEOUT
                     || *status == StatusCode::TOO_MANY_REQUESTS
@@ -222,6 +227,7 @@ impl AttemptError {
     pub fn retry_after(&self) -> Option<Duration> {
         match self {
             AttemptError::Status { retry_after, .. } => *retry_after,
+            AttemptError::Reauthorized => Some(Duration::from_millis(100)),
             _ => None,
         }
     }
@@ -235,6 +241,8 @@ pub struct Ctx<'a> {
     /// Bytes per second the transfer must average over each stall window (0: no minimum).
     pub min_rate: u64,
     pub progress: Option<&'a mut Progress>,
+    /// Extra headers and 401 handling (OCI registries); `None` for plain HTTP sources.
+    pub auth: Option<&'a dyn super::auth::RequestAuth>,
 }
 
 /// `Content-Range: bytes START-END/TOTAL` (TOTAL may be `*`).
@@ -358,6 +366,9 @@ pub fn run<S: Sink + ?Sized>(
     }
     let ranged = state.have > 0;
     let mut req = client.get(url.clone());
+    if let Some(a) = ctx.auth {
+        req = req.headers(a.headers(url));
+    }
     if let (true, Some(v)) = (ranged, state.validators.if_range()) {
         req = req
             .header(header::RANGE, format!("bytes={}-", state.have))
@@ -368,6 +379,13 @@ pub fn run<S: Sink + ?Sized>(
         .map_err(|e| AttemptError::Protocol(e.without_url()))?;
     let reader = Reader::start(client, req)?;
     let head = reader.head(ctx)?;
+    if head.status == StatusCode::UNAUTHORIZED
+        && ctx
+            .auth
+            .is_some_and(|a| a.unauthorized(client, url, &head.headers))
+    {
+        return Err(AttemptError::Reauthorized.into());
+    }
     let (offset, total, end) = match accept(
         head.status,
         &head.headers,

@@ -3,6 +3,7 @@
 
 pub mod http;
 pub mod nginx;
+pub mod registry;
 pub mod rsyslog;
 pub mod tls;
 
