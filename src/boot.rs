@@ -90,6 +90,10 @@ fn run(
     facts_out: &mut Option<NodeFacts>,
 ) -> Result<(), Error> {
     let started = Instant::now();
+    if pid1 {
+        // The standalone initramfs: nothing else brings the NIC up or gets an address.
+        crate::net::bring_up(cfg, &crate::deadline::Deadline::after(cfg.transfer.timeout))?;
+    }
     let staged = fetch::stage_image(cfg, Path::new(RUN_DIR))?;
     let root = mount::assemble(
         &staged.path,

@@ -39,6 +39,10 @@ pub enum Error {
     SwitchRoot(#[from] crate::switchroot::SwitchRootError),
     #[error(transparent)]
     Fetch(#[from] crate::fetch::FetchError),
+    #[error("cannot build the initramfs")]
+    Initramfs(#[from] crate::initramfs::BuildError),
+    #[error(transparent)]
+    Net(#[from] crate::net::NetError),
 }
 
 impl Error {
@@ -49,6 +53,9 @@ impl Error {
             Error::Assemble(_) => Exit::Assemble,
             Error::SwitchRoot(_) => Exit::SwitchRoot,
             Error::Fetch(e) => e.exit_code(),
+            Error::Initramfs(_) => Exit::Usage,
+            // No network means no image: the contract's "transfer failed".
+            Error::Net(_) => Exit::Transfer,
         }
     }
 }

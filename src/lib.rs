@@ -7,14 +7,17 @@
 pub mod boot;
 pub mod cli;
 pub mod cmdline;
+pub mod coldplug;
 pub mod config;
 pub mod cpio;
 pub mod deadline;
 pub mod error;
 pub mod fetch;
 pub mod image;
+pub mod initramfs;
 pub mod kmod;
 pub mod log;
+pub mod modalias;
 pub mod mount;
 pub mod net;
 pub mod onfail;

@@ -1,9 +1,18 @@
 //! Network readiness: is there an interface with an address and a route to the image server?
+//! And, for the standalone initramfs, bringing the network up ([`bring_up`]: drivers, links,
+//! DHCPv4 or a static `ip=`).
 //!
 //! `rustlive boot` waits for this itself instead of relying on dracut's netroot hook, which
 //! never fires with systemd-networkd (dracut-ng issue 719). The probe is a UDP `connect`: it
 //! sends nothing, but the kernel must pick a route and a source address for it, so it fails
 //! (`ENETUNREACH`) exactly while there is no route.
+
+pub mod dhcp;
+pub mod ipconfig;
+pub mod rtnl;
+pub mod up;
+
+pub use up::{bring_up, NetError};
 
 use nix::ifaddrs::getifaddrs;
 use std::net::{IpAddr, SocketAddr, ToSocketAddrs, UdpSocket};
