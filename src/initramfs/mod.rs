@@ -167,53 +167,76 @@ pub fn select(
         absent: Vec::new(),
     };
     let mut seen_files = BTreeSet::new();
-    let mut queue: Vec<(String, bool)> = optional
-        .iter()
-        .map(|m| (m.clone(), false))
-        .chain(required.iter().map(|m| (m.clone(), true)))
-        .collect();
-    queue.reverse();
     let mut done = BTreeSet::new();
-    while let Some((name, is_required)) = queue.pop() {
-        let name = name.replace('-', "_");
-        if !done.insert(name.clone()) {
-            continue;
-        }
-        if builtin.contains(&name) {
-            sel.builtin.push(name);
-            continue;
-        }
-        let files = match deps.load_order(&[&name]) {
-            Ok(f) => f,
-            Err(_) if is_required => {
-                return Err(BuildError::UnknownModule(name, kver.to_string()));
-            }
-            Err(_) => {
-                sel.absent.push(name);
-                continue;
-            }
-        };
-        let mut soft = Vec::new();
-        for f in files {
-            let m = kmod::module_name(&f);
-            if let Some(pre) = softdeps.get(&m) {
-                for p in pre {
-                    // `crypto-crc32c` names alternatives through modules.alias.
-                    for c in aliases.get(p).cloned().unwrap_or_else(|| vec![p.clone()]) {
-                        soft.push((c, false));
-                    }
-                }
-            }
-            if seen_files.insert(f.clone()) {
-                sel.files.push(f);
-            }
-        }
-        // Soft pre-dependencies go next, so they still precede later modules.
-        for s in soft.into_iter().rev() {
-            queue.push(s);
-        }
+    let mut state = SelectState {
+        deps: &deps,
+        builtin: &builtin,
+        softdeps: &softdeps,
+        aliases: &aliases,
+        kver,
+        seen_files: &mut seen_files,
+        done: &mut done,
+        sel: &mut sel,
+    };
+    for m in optional {
+        state.add(m, false, 0)?;
+    }
+    for m in required {
+        state.add(m, true, 0)?;
     }
     Ok(sel)
+}
+
+struct SelectState<'a> {
+    deps: &'a ModulesDep,
+    builtin: &'a std::collections::HashSet<String>,
+    softdeps: &'a std::collections::HashMap<String, Vec<String>>,
+    aliases: &'a std::collections::HashMap<String, Vec<String>>,
+    kver: &'a str,
+    seen_files: &'a mut BTreeSet<PathBuf>,
+    done: &'a mut BTreeSet<String>,
+    sel: &'a mut Selection,
+}
+
+impl SelectState<'_> {
+    /// Adds `name`: its soft pre-dependencies, then its dependencies, then itself. `depth`
+    /// bounds softdep chains (they may form cycles; `done` also ends those).
+    fn add(&mut self, name: &str, required: bool, depth: u32) -> Result<(), BuildError> {
+        let name = name.replace('-', "_");
+        if depth > 8 || !self.done.insert(name.clone()) {
+            return Ok(());
+        }
+        if self.builtin.contains(&name) {
+            self.sel.builtin.push(name);
+            return Ok(());
+        }
+        let files = match self.deps.load_order(&[&name]) {
+            Ok(f) => f,
+            Err(_) if required => {
+                return Err(BuildError::UnknownModule(name, self.kver.to_string()));
+            }
+            Err(_) => {
+                self.sel.absent.push(name);
+                return Ok(());
+            }
+        };
+        for f in &files {
+            let pre = self.softdeps.get(&kmod::module_name(f)).cloned().unwrap_or_default();
+            for p in pre {
+                // `crypto-crc32c` names alternatives through modules.alias.
+                let alts = self.aliases.get(&p).cloned().unwrap_or_else(|| vec![p.clone()]);
+                for c in alts {
+                    self.add(&c, false, depth + 1)?;
+                }
+            }
+        }
+        for f in files {
+            if self.seen_files.insert(f.clone()) {
+                self.sel.files.push(f);
+            }
+        }
+        Ok(())
+    }
 }
 
 /// Only the `modules.dep` lines of included files.
