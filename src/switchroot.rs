@@ -185,7 +185,10 @@ fn move_api_mount(m: &Path, newroot: &Path, root_dev: u64) {
 fn log_peak_memory() {
     let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
     if let Some(hwm) = status.lines().find_map(|l| l.strip_prefix("VmHWM:")) {
-        log::info!("peak memory of rustlive before switch-root: VmHWM {}", hwm.trim());
+        log::info!(
+            "peak memory of rustlive before switch-root: VmHWM {}",
+            hwm.trim()
+        );
     }
 }
 

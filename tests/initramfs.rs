@@ -16,7 +16,11 @@ fn elf_with_modinfo(modinfo: &[u8]) -> Vec<u8> {
     let mi_off = f.len();
     f.extend_from_slice(modinfo);
     let shoff = f.len();
-    for (name, off, size) in [(0u32, 0usize, 0usize), (1, data_off, shstrtab.len()), (11, mi_off, modinfo.len())] {
+    for (name, off, size) in [
+        (0u32, 0usize, 0usize),
+        (1, data_off, shstrtab.len()),
+        (11, mi_off, modinfo.len()),
+    ] {
         let mut h = vec![0u8; 0x40];
         h[0..4].copy_from_slice(&name.to_le_bytes());
         h[0x18..0x20].copy_from_slice(&(off as u64).to_le_bytes());
@@ -51,9 +55,18 @@ fn tree() -> Tree {
     m("kernel/drivers/virtio/virtio.ko", "name=virtio\0");
     m("kernel/drivers/virtio/virtio_ring.ko", "name=virtio_ring\0");
     m("kernel/drivers/virtio/virtio_pci.ko", "name=virtio_pci\0");
-    m("kernel/drivers/net/ethernet/intel/e1000/e1000.ko", "name=e1000\0");
-    m("kernel/drivers/net/ethernet/broadcom/tg3.ko", "firmware=tigon/tg3.bin\0firmware=tigon/tg3_tso.bin\0");
-    m("kernel/drivers/net/ethernet/realtek/r8169.ko", "name=r8169\0");
+    m(
+        "kernel/drivers/net/ethernet/intel/e1000/e1000.ko",
+        "name=e1000\0",
+    );
+    m(
+        "kernel/drivers/net/ethernet/broadcom/tg3.ko",
+        "firmware=tigon/tg3.bin\0firmware=tigon/tg3_tso.bin\0",
+    );
+    m(
+        "kernel/drivers/net/ethernet/realtek/r8169.ko",
+        "name=r8169\0",
+    );
     m("kernel/fs/ext4/ext4.ko", "name=ext4\0");
     m("kernel/crypto/crc32c_generic.ko", "name=crc32c_generic\0");
     m("kernel/sound/snd.ko", "name=snd\0");
@@ -81,8 +94,14 @@ alias crypto-crc32c crc32c_generic
 alias pci:v00008086d*sv*sd*bc04sc03i* snd
 ",
     );
-    write(&k.join("modules.softdep"), b"softdep ext4 pre: crypto-crc32c\nsoftdep snd pre: x\n");
-    write(&k.join("modules.builtin"), b"kernel/drivers/block/loop.ko\nkernel/fs/squashfs/squashfs.ko\n");
+    write(
+        &k.join("modules.softdep"),
+        b"softdep ext4 pre: crypto-crc32c\nsoftdep snd pre: x\n",
+    );
+    write(
+        &k.join("modules.builtin"),
+        b"kernel/drivers/block/loop.ko\nkernel/fs/squashfs/squashfs.ko\n",
+    );
     write(&root.join("firmware/tigon/tg3.bin"), b"FIRMWARE");
     write(&root.join("ca.pem"), b"-----BEGIN CERTIFICATE-----\n");
     write(&root.join("keys/site.pub"), b"untrusted comment: k\nRWQ\n");
@@ -98,7 +117,12 @@ fn opts(t: &Tree, compress: Compress) -> Options {
     Options {
         kver: "6.1.0-test".into(),
         kmoddir: t.root.join("modules"),
-        net_drivers: vec!["virtio_net".into(), "e1000".into(), "tg3".into(), "ice".into()],
+        net_drivers: vec![
+            "virtio_net".into(),
+            "e1000".into(),
+            "tg3".into(),
+            "ice".into(),
+        ],
         add_drivers: vec!["ext4".into()],
         firmware_dir: t.root.join("firmware"),
         ca: Some(t.root.join("ca.pem")),
@@ -116,10 +140,15 @@ fn cpio_list(path: &Path) -> Vec<String> {
         .stdin(std::fs::File::open(path).unwrap())
         .output();
     match out {
-        Ok(o) if o.status.success() => String::from_utf8_lossy(&o.stdout).lines().map(String::from).collect(),
+        Ok(o) if o.status.success() => String::from_utf8_lossy(&o.stdout)
+            .lines()
+            .map(String::from)
+            .collect(),
         Ok(o) => panic!("cpio -it failed: {}", String::from_utf8_lossy(&o.stderr)),
         Err(e) => {
-            rustlive::testing::skip(&format!("cpio is not installed (scripts/install-deps.sh): {e}"));
+            rustlive::testing::skip(&format!(
+                "cpio is not installed (scripts/install-deps.sh): {e}"
+            ));
             Vec::new()
         }
     }
@@ -134,9 +163,18 @@ fn contents_of_the_archive() {
     assert!(r.absent.contains(&"ice".to_string()), "{:?}", r.absent);
     assert_eq!(r.firmware, ["tigon/tg3.bin"]);
     assert_eq!(r.firmware_missing, ["tigon/tg3_tso.bin"]);
-    let pos = |m: &str| r.modules.iter().position(|x| x == m).unwrap_or_else(|| panic!("{m} in {:?}", r.modules));
+    let pos = |m: &str| {
+        r.modules
+            .iter()
+            .position(|x| x == m)
+            .unwrap_or_else(|| panic!("{m} in {:?}", r.modules))
+    };
     assert!(pos("virtio_ring") < pos("virtio") && pos("virtio") < pos("virtio_net"));
-    assert!(pos("crc32c_generic") < pos("ext4"), "soft pre-dependency first: {:?}", r.modules);
+    assert!(
+        pos("crc32c_generic") < pos("ext4"),
+        "soft pre-dependency first: {:?}",
+        r.modules
+    );
     assert!(!r.modules.contains(&"snd".to_string()) && !r.modules.contains(&"r8169".to_string()));
 
     let list = cpio_list(&out);
@@ -158,9 +196,17 @@ fn contents_of_the_archive() {
         "sysroot",
         "proc",
     ] {
-        assert!(list.iter().any(|p| p == want), "{want} missing from {list:?}");
+        assert!(
+            list.iter().any(|p| p == want),
+            "{want} missing from {list:?}"
+        );
     }
-    assert!(!list.iter().any(|p| p.contains("snd.ko") || p.contains("README")), "{list:?}");
+    assert!(
+        !list
+            .iter()
+            .any(|p| p.contains("snd.ko") || p.contains("README")),
+        "{list:?}"
+    );
     let mut sorted = list.clone();
     sorted.sort();
     assert_eq!(sorted, list, "entries are sorted");
@@ -177,8 +223,14 @@ fn contents_of_the_archive() {
     assert!(st.success());
     let m = x.join("lib/modules/6.1.0-test");
     let alias = std::fs::read_to_string(m.join("modules.alias")).unwrap();
-    assert!(alias.contains("virtio_net") && alias.contains("crc32c_generic"), "{alias}");
-    assert!(!alias.contains("snd") && !alias.contains("r8169"), "{alias}");
+    assert!(
+        alias.contains("virtio_net") && alias.contains("crc32c_generic"),
+        "{alias}"
+    );
+    assert!(
+        !alias.contains("snd") && !alias.contains("r8169"),
+        "{alias}"
+    );
     let dep = std::fs::read_to_string(m.join("modules.dep")).unwrap();
     assert_eq!(dep.lines().count(), r.modules.len(), "{dep}");
     let soft = std::fs::read_to_string(m.join("modules.softdep")).unwrap();
@@ -191,7 +243,10 @@ fn contents_of_the_archive() {
 #[test]
 fn two_builds_give_identical_bytes() {
     let t = tree();
-    for (i, how) in [Compress::None, Compress::Gzip, Compress::Zstd, Compress::Xz].into_iter().enumerate() {
+    for (i, how) in [Compress::None, Compress::Gzip, Compress::Zstd, Compress::Xz]
+        .into_iter()
+        .enumerate()
+    {
         let a = t.root.join(format!("a{i}"));
         let b = t.root.join(format!("b{i}"));
         build(&opts(&t, how), &a).unwrap();
@@ -211,7 +266,10 @@ fn unknown_added_driver_and_dynamic_init_are_errors() {
     let mut o = opts(&t, Compress::None);
     o.add_drivers = vec!["no_such_nic".into()];
     let e = build(&o, &t.root.join("o")).unwrap_err();
-    assert!(e.to_string().contains("no_such_nic") && e.to_string().contains("6.1.0-test"), "{e}");
+    assert!(
+        e.to_string().contains("no_such_nic") && e.to_string().contains("6.1.0-test"),
+        "{e}"
+    );
     let mut o = opts(&t, Compress::None);
     // This test binary (host target, glibc) is dynamically linked.
     o.shell = Some(std::env::current_exe().unwrap());

@@ -221,10 +221,18 @@ impl SelectState<'_> {
             }
         };
         for f in &files {
-            let pre = self.softdeps.get(&kmod::module_name(f)).cloned().unwrap_or_default();
+            let pre = self
+                .softdeps
+                .get(&kmod::module_name(f))
+                .cloned()
+                .unwrap_or_default();
             for p in pre {
                 // `crypto-crc32c` names alternatives through modules.alias.
-                let alts = self.aliases.get(&p).cloned().unwrap_or_else(|| vec![p.clone()]);
+                let alts = self
+                    .aliases
+                    .get(&p)
+                    .cloned()
+                    .unwrap_or_else(|| vec![p.clone()]);
                 for c in alts {
                     self.add(&c, false, depth + 1)?;
                 }

@@ -84,7 +84,7 @@ pub fn parse_netmask(s: &str) -> Result<u8, String> {
 pub fn mask_prefix(m: Ipv4Addr) -> Option<u8> {
     let bits = u32::from(m);
     let ones = bits.leading_ones();
-    (ones > 0 && bits.checked_shl(ones).unwrap_or(0) == 0).then(|| ones as u8)
+    (ones > 0 && bits.checked_shl(ones).unwrap_or(0) == 0).then_some(ones as u8)
 }
 
 /// The classful prefix the kernel assumes when no netmask is given.

@@ -107,7 +107,7 @@ fn has_carrier(sys: &Path, name: &str) -> bool {
 fn already_configured() -> Option<(String, Ipv4Addr)> {
     nix::ifaddrs::getifaddrs().ok()?.find_map(|i| {
         let a = i.address?.as_sockaddr_in()?.ip();
-        (!a.is_loopback()).then(|| (i.interface_name, a))
+        (!a.is_loopback()).then_some((i.interface_name, a))
     })
 }
 
