@@ -268,12 +268,17 @@ build_standalone() {
 	shift
 	kver=$(cat "$B/kernel/kver")
 	mkdir -p "$IMG" "$B/tls"
+	# Rebuilt only when the binary or the arguments changed (the build is deterministic).
+	if [ -s "$IMG/$name.img" ] && [ "$IMG/$name.img" -nt "$BIN" ] && [ "$(cat "$IMG/$name.args" 2>/dev/null)" = "$*" ]; then
+		return 0
+	fi
 	"$BIN" initramfs -o "$IMG/$name.img" --kver "$kver" --kmoddir "$B/kernel/root/lib/modules/$kver" \
 		--ca "$B/tls/ca.pem" --keys "$B/no-keys" "$@" >"$IMG/$name.log" 2>&1 || {
 		cat "$IMG/$name.log" >&2
 		die "rustlive initramfs failed for $name"
 	}
 	chmod 0644 "$IMG/$name.img"
+	printf '%s' "$*" >"$IMG/$name.args"
 	say "standalone initramfs $name: $(stat -c %s "$IMG/$name.img") bytes ($*)"
 }
 
