@@ -97,9 +97,14 @@ pub fn ethernet_links(sys: &Path) -> Vec<Link> {
     out
 }
 
+/// Carrier, and the kernel has finished bringing the link up: `operstate` turns `up` only once
+/// linkwatch has activated the queueing discipline (up to a second after carrier), and a
+/// DISCOVER sent before that is silently dropped, costing a 4 s retransmission.
 fn has_carrier(sys: &Path, name: &str) -> bool {
-    std::fs::read_to_string(sys.join("class/net").join(name).join("carrier"))
-        .is_ok_and(|c| c.trim() == "1")
+    let read = |f: &str| {
+        std::fs::read_to_string(sys.join("class/net").join(name).join(f)).unwrap_or_default()
+    };
+    read("carrier").trim() == "1" && matches!(read("operstate").trim(), "up" | "unknown" | "")
 }
 
 /// Whether some interface other than loopback already has an IPv4 address (the kernel's own
@@ -510,6 +515,7 @@ mod tests {
             std::fs::write(p.join("ifindex"), "2\n").unwrap();
             std::fs::write(p.join("address"), "52:54:00:12:34:56\n").unwrap();
             std::fs::write(p.join("carrier"), "1\n").unwrap();
+            std::fs::write(p.join("operstate"), "up\n").unwrap();
             if dev {
                 std::fs::create_dir(p.join("device")).unwrap();
             }
@@ -521,6 +527,11 @@ mod tests {
         assert_eq!(l.len(), 1);
         assert_eq!(l[0].name, "eth0");
         assert!(has_carrier(d.path(), "eth0"));
+        std::fs::write(d.path().join("class/net/eth0/operstate"), "down\n").unwrap();
+        assert!(
+            !has_carrier(d.path(), "eth0"),
+            "carrier before linkwatch set the link up"
+        );
         assert!(!has_carrier(d.path(), "eth9"));
     }
 
