@@ -385,22 +385,22 @@ sa_booted() {
 t_standalone_virtio() {
 	say "  initramfs: $(stat -c %s "$IMG/sa.img") bytes (default NIC set), $(stat -c %s "$IMG/sa-virtio.img") bytes (virtio-net only)"
 	sa_boot standalone-virtio "$IMG/sa.img" "root=live:$URL/root.squashfs rd.rustlive.sha256=$(sha_of root.squashfs)" \
-		180 'TESTROOT: done' "$SA_NOBOOT" && sa_booted &&
+		300 'TESTROOT: done' "$SA_NOBOOT" && sa_booted &&
 		check 'rustlive.*loaded kernel modules: .*virtio_net' "virtio_net loaded by modalias" &&
 		check 'rustlive.*DHCP from 10\.0\.2\.2' "a DHCP lease from slirp" &&
 		check 'TESTROOT: lease .*"method":"dhcp"' "the lease's method"
 }
 
-t_standalone_e1000() {
-	sa_boot standalone-e1000 "$IMG/sa.img" "root=live:$URL/root.squashfs rd.rustlive.sha256=$(sha_of root.squashfs)" \
-		180 'TESTROOT: done' "$SA_NOBOOT" -netdev "user,id=n0" -device "e1000,netdev=n0,mac=$GUEST_MAC" &&
-		sa_booted && check 'rustlive.*loaded kernel modules: .*e1000' "e1000 loaded by modalias"
+t_standalone_e1000e() {
+	sa_boot standalone-e1000e "$IMG/sa.img" "root=live:$URL/root.squashfs rd.rustlive.sha256=$(sha_of root.squashfs)" \
+		300 'TESTROOT: done' "$SA_NOBOOT" -netdev "user,id=n0" -device "e1000e,netdev=n0,mac=$GUEST_MAC" &&
+		sa_booted && check 'rustlive.*loaded kernel modules: .*e1000e' "e1000e loaded by modalias"
 }
 
 t_standalone_static() {
 	sa_boot standalone-static "$IMG/sa.img" \
 		"ip=10.0.2.15::10.0.2.2:255.255.255.0:node1:eth0:none nameserver=10.0.2.3 root=live:$URL/root.squashfs" \
-		180 'TESTROOT: done' "$SA_NOBOOT" && sa_booted &&
+		300 'TESTROOT: done' "$SA_NOBOOT" && sa_booted &&
 		check 'rustlive.*network up in .*\(static\), gateway 10\.0\.2\.2, DNS 10\.0\.2\.3' "the static configuration" &&
 		check_not 'DHCP from' "a DHCP exchange"
 }
@@ -409,20 +409,20 @@ t_standalone_hash_mismatch() {
 	local zero
 	zero=$(printf '0%.0s' $(seq 64))
 	sa_boot standalone-hash-mismatch "$IMG/sa.img" "root=live:$URL/root.squashfs rd.rustlive.sha256=$zero" \
-		180 'rustlive failed: powering off' 'TESTROOT|Kernel panic' &&
+		300 'rustlive failed: powering off' 'TESTROOT|Kernel panic' &&
 		check 'rustlive.*(sha256|SHA-256|hash)' "the reason (hash)" && check_not 'TESTROOT' "the image's init"
 }
 
 t_standalone_no_nic() {
 	sa_boot standalone-no-nic "$IMG/sa.img" "root=live:$URL/root.squashfs" \
-		120 'rustlive failed: powering off' 'TESTROOT|Kernel panic' none &&
+		300 'rustlive failed: powering off' 'TESTROOT|Kernel panic' none &&
 		check 'rustlive.*no Ethernet interface found' "the reason (no NIC)"
 }
 
 t_standalone_no_driver() {
 	# Built with virtio-net only, booted on an e1000: the message names the device and the fix.
 	sa_boot standalone-no-driver "$IMG/sa-virtio.img" "root=live:$URL/root.squashfs" \
-		120 'rustlive failed: powering off' 'TESTROOT|Kernel panic' \
+		300 'rustlive failed: powering off' 'TESTROOT|Kernel panic' \
 		-netdev "user,id=n0" -device "e1000,netdev=n0,mac=$GUEST_MAC" &&
 		check 'rustlive.*network device .*PCI 8086:100e, modalias pci:v00008086d0000100E.*has no driver in this initramfs' "vendor:device and modalias" &&
 		check 'rustlive.*--add-drivers e1000' "the --add-drivers fix"
@@ -431,7 +431,7 @@ t_standalone_no_driver() {
 t_standalone_no_dhcp() {
 	# A hub with nothing else on it: carrier, but no DHCP server.
 	sa_boot standalone-no-dhcp "$IMG/sa.img" "root=live:$URL/root.squashfs rd.rustlive.timeout=20" \
-		120 'rustlive failed: powering off' 'TESTROOT|Kernel panic' \
+		300 'rustlive failed: powering off' 'TESTROOT|Kernel panic' \
 		-netdev "hubport,id=n0,hubid=0" -device "virtio-net-pci,netdev=n0,mac=$GUEST_MAC" &&
 		check 'rustlive.*no DHCP answer within [0-9]+ s: [0-9]+ DISCOVER/REQUEST on eth0' "interfaces and DISCOVER counts"
 }
@@ -464,7 +464,7 @@ t_standalone_secrets_mtls() {
 		ssl_client_certificate $B/tls/ca.pem; ssl_verify_client on; }"
 	sa_boot standalone-secrets-mtls "$IMG/sa+mtls.img" \
 		"root=live:$SURL/root.squashfs rd.rustlive.sha256=$(sha_of root.squashfs) rd.rustlive.secrets=https://10.0.2.2:$mtls/nodes/{mac}.json rd.rustlive.secrets.cert=/etc/rustlive/node.crt rd.rustlive.secrets.key=/etc/rustlive/node.key" \
-		180 'TESTROOT: done' "$SA_NOBOOT"
+		300 'TESTROOT: done' "$SA_NOBOOT"
 	local rc=$?
 	nginx_stop mtls
 	[ "$rc" -eq 0 ] && sa_booted && secrets_ok &&
@@ -474,7 +474,7 @@ t_standalone_secrets_mtls() {
 ALL="happy_nm happy_networkd livenet_cmdline root_http_alias nested erofs hash_mismatch bad_cmdline bad_cmdline_shell server_late broken_transfer
 secrets_initrd secrets_https no_network signature_valid signature_missing pxe no_systemd
 no_systemd_fail file_image no_systemd_file pid1_switch_root
-standalone_virtio standalone_e1000 standalone_static standalone_hash_mismatch standalone_no_nic
+standalone_virtio standalone_e1000e standalone_static standalone_hash_mismatch standalone_no_nic
 standalone_no_driver standalone_no_dhcp standalone_pxe standalone_secrets_mtls"
 
 # shellcheck disable=SC2086 # the default list is split on whitespace
