@@ -100,14 +100,9 @@ impl Client {
 
     /// The message to (re)send in the current state: DISCOVER or REQUEST.
     pub fn packet(&self, now: Instant) -> Vec<u8> {
-        let mut m = Message::new_with_id(
-            self.xid,
-            Ipv4Addr::UNSPECIFIED,
-            Ipv4Addr::UNSPECIFIED,
-            Ipv4Addr::UNSPECIFIED,
-            Ipv4Addr::UNSPECIFIED,
-            &self.mac,
-        );
+        let Some(mut m) = blank(1, self.xid, &self.mac) else {
+            return Vec::new();
+        };
         m.set_opcode(Opcode::BootRequest)
             .set_htype(HType::Eth)
             .set_flags(Flags::default().set_broadcast())
@@ -212,6 +207,23 @@ impl Client {
             _ => Outcome::NotOurs,
         }
     }
+}
+
+/// An empty BOOTP message with `op`, `xid` and `mac`. Decoded from bytes on purpose:
+/// dhcproto's constructors go through `Message::default()`, which draws a random xid from
+/// `rand`'s OS-seeded generator, and that blocks in getrandom(2) until the kernel's CRNG is
+/// initialised: seconds, early in a boot, on a machine with little entropy (measured: 3 s
+/// under QEMU TCG).
+fn blank(op: u8, xid: u32, mac: &[u8; 6]) -> Option<Message> {
+    let mut b = vec![0u8; 240];
+    b[0] = op;
+    b[1] = 1; // Ethernet
+    b[2] = 6;
+    b[4..8].copy_from_slice(&xid.to_be_bytes());
+    b[28..34].copy_from_slice(mac);
+    b[236..240].copy_from_slice(&[99, 130, 83, 99]);
+    b.push(255);
+    Message::decode(&mut Decoder::new(&b)).ok()
 }
 
 fn server_id(msg: &Message) -> Option<Ipv4Addr> {
@@ -504,15 +516,10 @@ pub fn encode_reply(
     kind: MessageType,
     opts: Vec<DhcpOption>,
 ) -> Vec<u8> {
-    let mut m = Message::new_with_id(
-        xid,
-        Ipv4Addr::UNSPECIFIED,
-        yiaddr,
-        Ipv4Addr::UNSPECIFIED,
-        Ipv4Addr::UNSPECIFIED,
-        mac,
-    );
-    m.set_opcode(Opcode::BootReply);
+    let Some(mut m) = blank(2, xid, mac) else {
+        return Vec::new();
+    };
+    m.set_yiaddr(yiaddr);
     m.opts_mut().insert(DhcpOption::MessageType(kind));
     for o in opts {
         m.opts_mut().insert(o);
