@@ -6,7 +6,7 @@ DESTDIR  ?=
 MODDIR   := $(DESTDIR)$(PREFIX)/lib/dracut/modules.d/90rustlive
 MAX_SIZE := 6291456
 
-.PHONY: all build deps test unit-test qemu-test lint demo install packages bench clean
+.PHONY: all build deps test unit-test qemu-test lint demo demo-standalone install packages bench clean
 
 all: build
 
@@ -40,6 +40,10 @@ test: lint unit-test packages qemu-test
 
 demo: build
 	qemu/demo.sh
+
+# The same PXE boot with the standalone initramfs (rustlive as /init, no dracut).
+demo-standalone: build
+	STANDALONE=1 qemu/demo.sh
 
 install: build
 	install -d $(MODDIR)

@@ -3,6 +3,8 @@
 # the NIC's iPXE ROM gets boot.ipxe over (slirp) TFTP, which fetches the kernel, the rustlive
 # initramfs and the node's own secrets initrd from nginx. Shows the node's console until the new
 # root's init has run with its secrets in place, then a summary.
+# STANDALONE=1 (`make demo-standalone`): the same boot with the standalone initramfs
+# (`rustlive initramfs`, rustlive as /init, no dracut) instead of the dracut one.
 set -eu
 # shellcheck source=qemu/lib.sh
 . "$(dirname "$0")/lib.sh"
@@ -10,8 +12,18 @@ set -eu
 prerequisites
 build_images
 build_secrets_initrd
-install_module
-build_initramfs nm --add "rustlive network-manager" "${COMMON_DRACUT[@]}"
+initrd="$IMG/nm.img"
+extra=
+if [ "${STANDALONE:-0}" = 1 ]; then
+	build_tls
+	build_standalone demo-standalone
+	initrd="$IMG/demo-standalone.img"
+	# As PID 1 rustlive logs through /dev/kmsg; keep every line on the console.
+	extra="printk.devkmsg=on"
+else
+	install_module
+	build_initramfs nm --add "rustlive network-manager" "${COMMON_DRACUT[@]}"
+fi
 
 port=$(free_port)
 url="http://10.0.2.2:$port"
@@ -22,11 +34,11 @@ nginx_start demo "$port"
 
 mkdir -p "$B/tftp" "$WWW/boot"
 ln -sf "$KERNEL" "$WWW/boot/vmlinuz"
-ln -sf "$IMG/nm.img" "$WWW/boot/initramfs.img"
+ln -sf "$initrd" "$WWW/boot/initramfs.img"
 cat >"$B/tftp/demo.ipxe" <<EOF
 #!ipxe
 echo rustlive demo: kernel, initramfs and this node's secrets from $url
-kernel $url/boot/vmlinuz console=ttyS0 root=live:$url/root.squashfs rd.rustlive.sha256=$sha
+kernel $url/boot/vmlinuz console=ttyS0 $extra root=live:$url/root.squashfs rd.rustlive.sha256=$sha
 initrd $url/boot/initramfs.img
 initrd $url/node-secrets.cpio
 boot
@@ -39,7 +51,7 @@ qemu_start "$log" -boot n -netdev "user,id=n0,tftp=$B/tftp,bootfile=demo.ipxe" \
 tail -n +1 -f --pid="$QEMU_PID" "$log" &
 tail_pid=$!
 ok=0
-wait_serial "$log" 300 'TESTROOT: done' 'Entering emergency mode|Kernel panic' || ok=$?
+wait_serial "$log" 300 'TESTROOT: done' 'Entering emergency mode|Kernel panic|rustlive failed' || ok=$?
 kill "$tail_pid" 2>/dev/null || true
 wait "$tail_pid" 2>/dev/null || true
 
@@ -51,6 +63,7 @@ if [ "$ok" -ne 0 ]; then
 fi
 up=$(sed -n 's/.*TESTROOT: init running at uptime \([0-9.]*\)s.*/\1/p' "$log" | head -n1)
 echo "time to root:   the image's init started ${up} s after the kernel booted"
+echo "initramfs:      $(stat -L -c %s "$WWW/boot/initramfs.img") bytes ($initrd)"
 echo "fetched by the node from nginx (path, HTTP status, bytes):"
 awk '/curl\// { next } { gsub(/"/, "", $7); printf "    %-28s %s %12d\n", $7, $9, $10; total += $10 }
 	END { printf "    %-28s     %12d\n", "total", total }' "$B/nginx/demo/logs/access.log"

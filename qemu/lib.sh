@@ -80,6 +80,9 @@ build_testroot() {
 			echo "TESTROOT: secret $f $(stat -c '%a %U:%G' "$f") $(sha256sum <"$f" | cut -d' ' -f1)"
 		done
 		[ -e /rustlive/secrets.json ] && echo "TESTROOT: LEFTOVER bundle in the new root"
+		# What the standalone initramfs leaves configured for the booted system.
+		echo "TESTROOT: inet $(ip -4 -o addr show 2>/dev/null | awk '$2 != "lo" { printf "%s %s ", $2, $4 }')"
+		[ -e /run/rustlive/lease.json ] && echo "TESTROOT: lease $(tr -d ' \n' </run/rustlive/lease.json)"
 		echo "TESTROOT: done"
 		sync
 		poweroff -f
@@ -305,6 +308,28 @@ build_initramfs() {
 	# Served to PXE clients by nginx workers; an initramfs holds no secret.
 	chmod 0644 "$out"
 	echo "$key" >"$out.key"
+}
+
+# build_standalone NAME [rustlive initramfs ARGS...]: build/initramfs/NAME.img, the standalone
+# initramfs (no dracut) from the fetched Debian kernel's modules, with the suite's CA and no
+# signing keys. Prints its size.
+build_standalone() {
+	local name=$1 kver
+	shift
+	kver=$(cat "$B/kernel/kver")
+	mkdir -p "$IMG" "$B/tls"
+	# Rebuilt only when the binary or the arguments changed (the build is deterministic).
+	if [ -s "$IMG/$name.img" ] && [ "$IMG/$name.img" -nt "$BIN" ] && [ "$(cat "$IMG/$name.args" 2>/dev/null)" = "$*" ]; then
+		return 0
+	fi
+	"$BIN" initramfs -o "$IMG/$name.img" --kver "$kver" --kmoddir "$B/kernel/root/lib/modules/$kver" \
+		--ca "$B/tls/ca.pem" --keys "$B/no-keys" "$@" >"$IMG/$name.log" 2>&1 || {
+		cat "$IMG/$name.log" >&2
+		die "rustlive initramfs failed for $name"
+	}
+	chmod 0644 "$IMG/$name.img"
+	printf '%s' "$*" >"$IMG/$name.args"
+	say "standalone initramfs $name: $(stat -c %s "$IMG/$name.img") bytes ($*)"
 }
 
 # --- QEMU ----------------------------------------------------------------------------------------

@@ -14,6 +14,13 @@ prepare() {
 	build_tls
 	mkdir -p "$WWW/nodes"
 	write_secrets_bundle "$WWW/nodes/$GUEST_MAC.json"
+	prepare_standalone
+	# Standalone scenarios need no dracut image: skip building them when only those run.
+	local t
+	for t in "$@"; do
+		case $t in standalone*) ;; *) t= && break ;; esac
+	done
+	[ -n "${t:-}" ] && return 0
 	install_module
 	build_initramfs nm --add "rustlive network-manager" "${COMMON_DRACUT[@]}" \
 		--include "$B/tls/ca.pem" /etc/rustlive/test-ca.pem
@@ -525,17 +532,168 @@ t_debian_root() {
 	fi
 }
 
+# --- standalone initramfs (rustlive as /init, no dracut) --------------------------------------
+
+# The node's client certificate for mTLS, signed by the suite's CA, in a per-node initrd with
+# the secrets bundle source's key pair (what a boot server would append for each node).
+build_client_tls() {
+	local t="$B/tls" d="$B/client-initrd"
+	[ -s "$WWW/node-mtls.cpio" ] && return 0
+	openssl req -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -subj "/CN=node-$GUEST_MAC" \
+		-keyout "$t/client.key" -out "$t/client.csr" 2>/dev/null
+	printf 'basicConstraints=CA:FALSE\nextendedKeyUsage=clientAuth\n' >"$t/client-ext.cnf"
+	openssl x509 -req -in "$t/client.csr" -CA "$t/ca.pem" -CAkey "$t/ca.key" -CAcreateserial \
+		-days 30 -extfile "$t/client-ext.cnf" -out "$t/client.pem" 2>/dev/null
+	rm -rf "$d" && mkdir -p "$d/etc/rustlive"
+	cp "$t/client.pem" "$d/etc/rustlive/node.crt"
+	cp "$t/client.key" "$d/etc/rustlive/node.key"
+	chmod 0600 "$d/etc/rustlive/node.key"
+	(cd "$d" && find etc | cpio -o -H newc --quiet -R 0:0) >"$WWW/node-mtls.cpio"
+	rm -rf "$d"
+}
+
+# cat_initrds OUT A B: what a boot loader does with two initrds (4-byte aligned concatenation).
+cat_initrds() {
+	cp "$2" "$1"
+	truncate -s %4 "$1"
+	cat "$3" >>"$1"
+}
+
+prepare_standalone() {
+	build_client_tls
+	# The default NIC set, and one with virtio-net only (the "NIC without its driver" case and
+	# the smallest useful image).
+	build_standalone sa
+	build_standalone sa-virtio --net-drivers virtio_net
+	cat_initrds "$IMG/sa+mtls.img" "$IMG/sa.img" "$WWW/node-mtls.cpio"
+}
+
+# The standalone initramfs logs through /dev/kmsg as PID 1; devkmsg=on keeps every line.
+SA_ARGS="printk.devkmsg=on rd.rustlive.onfail=poweroff"
+SA_NOBOOT='Kernel panic|rustlive failed'
+
+# sa_boot NAME INITRD CMDLINE TIMEOUT OK-REGEX FAIL-REGEX [QEMU NET ARGS...]: direct kernel boot
+# with the given NIC (default: virtio-net on slirp).
+sa_boot() {
+	local name=$1 initrd=$2 cmdline=$3 timeout=$4 ok=$5 fail=$6
+	shift 6
+	local net=("$@")
+	[ ${#net[@]} -gt 0 ] || net=(-netdev "user,id=n0" -device "virtio-net-pci,netdev=n0,mac=$GUEST_MAC")
+	[ "${net[0]}" = none ] && net=()
+	LOG="$LOGS/$name.log"
+	qemu_start "$LOG" -kernel "$KERNEL" -initrd "$initrd" -append "console=ttyS0 $SA_ARGS $cmdline" "${net[@]}"
+	wait_serial "$LOG" "$timeout" "$ok" "$fail"
+}
+
+sa_booted() {
+	booted && check 'rustlive.*network up in' "the network stage's summary" &&
+		check 'TESTROOT: inet eth0 10\.0\.2\.15/24' "the address kept for the booted system" &&
+		check 'TESTROOT: lease \{' "/run/rustlive/lease.json in the booted system" &&
+		check 'rustlive.*VmHWM' "rustlive's peak memory before switch-root"
+}
+
+t_standalone_virtio() {
+	say "  initramfs: $(stat -c %s "$IMG/sa.img") bytes (default NIC set), $(stat -c %s "$IMG/sa-virtio.img") bytes (virtio-net only)"
+	sa_boot standalone-virtio "$IMG/sa.img" "root=live:$URL/root.squashfs rd.rustlive.sha256=$(sha_of root.squashfs)" \
+		300 'TESTROOT: done' "$SA_NOBOOT" && sa_booted &&
+		check 'rustlive.*loaded kernel modules: .*virtio_net' "virtio_net loaded by modalias" &&
+		check 'rustlive.*DHCP from 10\.0\.2\.2' "a DHCP lease from slirp" &&
+		check 'TESTROOT: lease .*"method":"dhcp"' "the lease's method"
+}
+
+t_standalone_e1000e() {
+	sa_boot standalone-e1000e "$IMG/sa.img" "root=live:$URL/root.squashfs rd.rustlive.sha256=$(sha_of root.squashfs)" \
+		300 'TESTROOT: done' "$SA_NOBOOT" -netdev "user,id=n0" -device "e1000e,netdev=n0,mac=$GUEST_MAC" &&
+		sa_booted && check 'rustlive.*loaded kernel modules: .*e1000e' "e1000e loaded by modalias"
+}
+
+t_standalone_static() {
+	sa_boot standalone-static "$IMG/sa.img" \
+		"ip=10.0.2.15::10.0.2.2:255.255.255.0:node1:eth0:none nameserver=10.0.2.3 root=live:$URL/root.squashfs" \
+		300 'TESTROOT: done' "$SA_NOBOOT" && sa_booted &&
+		check 'rustlive.*network up in .*\(static\), gateway 10\.0\.2\.2, DNS 10\.0\.2\.3' "the static configuration" &&
+		check_not 'DHCP from' "a DHCP exchange"
+}
+
+t_standalone_hash_mismatch() {
+	local zero
+	zero=$(printf '0%.0s' $(seq 64))
+	sa_boot standalone-hash-mismatch "$IMG/sa.img" "root=live:$URL/root.squashfs rd.rustlive.sha256=$zero" \
+		300 'rustlive failed: powering off' 'TESTROOT|Kernel panic' &&
+		check 'rustlive.*(sha256|SHA-256|hash)' "the reason (hash)" && check_not 'TESTROOT' "the image's init"
+}
+
+t_standalone_no_nic() {
+	sa_boot standalone-no-nic "$IMG/sa.img" "root=live:$URL/root.squashfs" \
+		300 'rustlive failed: powering off' 'TESTROOT|Kernel panic' none &&
+		check 'rustlive.*no Ethernet interface found' "the reason (no NIC)"
+}
+
+t_standalone_no_driver() {
+	# Built with virtio-net only, booted on an e1000: the message names the device and the fix.
+	sa_boot standalone-no-driver "$IMG/sa-virtio.img" "root=live:$URL/root.squashfs" \
+		300 'rustlive failed: powering off' 'TESTROOT|Kernel panic' \
+		-netdev "user,id=n0" -device "e1000,netdev=n0,mac=$GUEST_MAC" &&
+		check 'rustlive.*network device .*PCI 8086:100e, modalias pci:v00008086d0000100E.*has no driver in this initramfs' "vendor:device and modalias" &&
+		check 'rustlive.*--add-drivers e1000' "the --add-drivers fix"
+}
+
+t_standalone_no_dhcp() {
+	# A hub with nothing else on it: carrier, but no DHCP server.
+	sa_boot standalone-no-dhcp "$IMG/sa.img" "root=live:$URL/root.squashfs rd.rustlive.timeout=20" \
+		300 'rustlive failed: powering off' 'TESTROOT|Kernel panic' \
+		-netdev "hubport,id=n0,hubid=0" -device "virtio-net-pci,netdev=n0,mac=$GUEST_MAC" &&
+		check 'rustlive.*no DHCP answer within [0-9]+ s: [0-9]+ DISCOVER/REQUEST on eth0' "interfaces and DISCOVER counts"
+}
+
+t_standalone_pxe() {
+	mkdir -p "$B/tftp" "$WWW/boot"
+	ln -sf "$KERNEL" "$WWW/boot/vmlinuz"
+	ln -sf "$IMG/sa.img" "$WWW/boot/standalone.img"
+	cat >"$B/tftp/standalone.ipxe" <<-EOF
+		#!ipxe
+		kernel $URL/boot/vmlinuz console=ttyS0 $SA_ARGS root=live:$URL/root.squashfs rd.rustlive.sha256=$(sha_of root.squashfs)
+		initrd $URL/boot/standalone.img
+		initrd $URL/node-secrets.cpio
+		boot
+	EOF
+	LOG="$LOGS/standalone-pxe.log"
+	qemu_start "$LOG" -boot n -netdev "user,id=n0,tftp=$B/tftp,bootfile=standalone.ipxe" \
+		-device "virtio-net-pci,netdev=n0,mac=$GUEST_MAC"
+	wait_serial "$LOG" 300 'TESTROOT: done' "$SA_NOBOOT" && sa_booted && secrets_ok
+}
+
+t_standalone_secrets_mtls() {
+	# Image and secrets over https; the secrets server requires the node's client certificate,
+	# which arrives in a per-node initrd.
+	local mport mtls
+	mport=$(free_port)
+	mtls=$(free_port)
+	nginx_start mtls "$mport" "" "server { listen 127.0.0.1:$mtls ssl; root $WWW;
+		ssl_certificate $B/tls/server.pem; ssl_certificate_key $B/tls/server.key;
+		ssl_client_certificate $B/tls/ca.pem; ssl_verify_client on; }"
+	sa_boot standalone-secrets-mtls "$IMG/sa+mtls.img" \
+		"root=live:$SURL/root.squashfs rd.rustlive.sha256=$(sha_of root.squashfs) rd.rustlive.secrets=https://10.0.2.2:$mtls/nodes/{mac}.json rd.rustlive.secrets.cert=/etc/rustlive/node.crt rd.rustlive.secrets.key=/etc/rustlive/node.key" \
+		300 'TESTROOT: done' "$SA_NOBOOT"
+	local rc=$?
+	nginx_stop mtls
+	[ "$rc" -eq 0 ] && sa_booted && secrets_ok &&
+		grep -q "GET /nodes/$GUEST_MAC.json HTTP/1.1\" 200" "$B/nginx/mtls/logs/access.log"
+}
+
 ALL="initramfs_cache_key happy_nm happy_networkd livenet_cmdline root_http_alias nested erofs hash_mismatch bad_cmdline bad_cmdline_shell server_late broken_transfer
 secrets_initrd secrets_cat secrets_cat_plain secrets_https no_network signature_valid signature_missing pxe no_systemd
-no_systemd_fail file_image no_systemd_file pid1_switch_root syslog_failure oci"
+no_systemd_fail file_image no_systemd_file pid1_switch_root syslog_failure oci
+standalone_virtio standalone_e1000e standalone_static standalone_hash_mismatch standalone_no_nic
+standalone_no_driver standalone_no_dhcp standalone_pxe standalone_secrets_mtls"
 # Not in the default list yet: debian_root (run it by name; see the README).
 
-prepare
+# shellcheck disable=SC2086 # the default list is split on whitespace
+[ $# -gt 0 ] || set -- $ALL
+prepare "$@"
 nginx_start main "$PORT" "$SSLPORT"
 passed=0
 failed=0
-# shellcheck disable=SC2086 # the default list is split on whitespace
-[ $# -gt 0 ] || set -- $ALL
 for t in "$@"; do
 	t=${t//-/_}
 	say "scenario ${t//_/-}"

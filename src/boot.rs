@@ -49,6 +49,10 @@ pub enum Error {
     Network(#[from] crate::net::NoRoute),
     #[error(transparent)]
     Oci(#[from] crate::oci::OciError),
+    #[error(transparent)]
+    Net(#[from] crate::net::NetError),
+    #[error("cannot build the initramfs")]
+    Initramfs(#[from] crate::initramfs::BuildError),
 }
 
 impl Error {
@@ -60,7 +64,9 @@ impl Error {
             Error::Assemble(_) => Exit::Assemble,
             Error::SwitchRoot(_) => Exit::SwitchRoot,
             Error::Fetch(e) => e.exit_code(),
-            Error::Network(_) => Exit::Transfer,
+            // No network means no image: the contract's "transfer failed".
+            Error::Network(_) | Error::Net(_) => Exit::Transfer,
+            Error::Initramfs(_) => Exit::Usage,
             Error::Oci(e) => e.exit_code(),
         }
     }
@@ -143,6 +149,11 @@ fn run(
 ) -> Result<(), Error> {
     let started = Instant::now();
     set_stage(Stage::Fetch);
+    if req.pid1 {
+        // The standalone initramfs: drivers by modalias, then ip= or DHCP; nothing else
+        // brings the NIC up or gets an address.
+        crate::net::bring_up(cfg, &deadline)?;
+    }
     wait_for_network(cfg, deadline)?;
     facts.mac = node_mac(cfg);
     let staged = fetch_image(cfg, req, deadline)?;

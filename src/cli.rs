@@ -59,6 +59,10 @@ pub enum Command {
 Credentials (docker config.json format): --registry-auth, else $REGISTRY_AUTH_FILE, $DOCKER_CONFIG/config.json, ~/.docker/config.json."
     )]
     Publish(PublishArgs),
+    /// Build a standalone netboot initramfs (no dracut): rustlive as /init, the kernel
+    /// modules for the image filesystems and the usual server NICs with their dependencies and
+    /// firmware, the CA bundle and minisign keys. Deterministic: same inputs, same bytes.
+    Initramfs(Box<InitramfsArgs>),
 }
 
 #[derive(Debug, Args)]
@@ -98,6 +102,47 @@ fn chunk_size(s: &str) -> Result<u64, String> {
         crate::values::Size::Bytes(b) if b > 0 => Ok(b),
         _ => Err("expected a size in bytes (K/M/G suffixes)".into()),
     }
+}
+
+#[derive(Debug, Args)]
+#[command(
+    after_help = "Example: rustlive initramfs -o /srv/tftp/rustlive.img --kver 6.1.0-57-amd64 --add-drivers bonding"
+)]
+pub struct InitramfsArgs {
+    /// Write the initramfs here.
+    #[arg(short, long, value_name = "FILE")]
+    pub output: std::path::PathBuf,
+    /// Kernel version (default: the running kernel's).
+    #[arg(long, value_name = "KVER")]
+    pub kver: Option<String>,
+    /// The kernel's modules directory, lib/modules/KVER (default /lib/modules/KVER).
+    #[arg(long, value_name = "DIR")]
+    pub kmoddir: Option<std::path::PathBuf>,
+    /// Extra kernel modules (comma-separated, repeatable), with their dependencies.
+    #[arg(long, value_name = "M,…", value_delimiter = ',')]
+    pub add_drivers: Vec<String>,
+    /// Replace the default NIC driver set (virtio_net e1000 e1000e igb igc ixgbe i40e ice
+    /// bnxt_en tg3 mlx4_en mlx5_core) with these.
+    #[arg(long, value_name = "M,…", value_delimiter = ',')]
+    pub net_drivers: Option<Vec<String>>,
+    /// Where the firmware the modules declare is looked up.
+    #[arg(long, value_name = "DIR", default_value = "/lib/firmware")]
+    pub firmware_dir: std::path::PathBuf,
+    /// PEM CA bundle for https (default: /etc/rustlive/ca.pem, else the distribution's bundle).
+    #[arg(long, value_name = "PEM")]
+    pub ca: Option<std::path::PathBuf>,
+    /// Directory of trusted minisign keys (*.pub); any key makes signatures mandatory.
+    #[arg(long, value_name = "DIR", default_value = crate::initramfs::KEYS_DEFAULT)]
+    pub keys: std::path::PathBuf,
+    /// A static shell installed as /bin/sh, for rd.rustlive.onfail=shell.
+    #[arg(long, value_name = "PATH")]
+    pub shell: Option<std::path::PathBuf>,
+    /// Compression of the archive.
+    #[arg(long, value_enum, default_value = "zstd")]
+    pub compress: crate::initramfs::Compress,
+    /// The rustlive binary to install as /init (default: this one).
+    #[arg(long, value_name = "FILE")]
+    pub init: Option<std::path::PathBuf>,
 }
 
 #[derive(Debug, Args)]
@@ -393,6 +438,7 @@ pub fn main() -> ExitCode {
         Command::SwitchRoot(a) => switch_root(a),
         // A boot server's command: its own error type and exit code (6, or 2 for the output name).
         Command::Bundle(a) => return bundle(&a),
+        Command::Initramfs(a) => initramfs(&a),
     };
     match result {
         Ok(()) => Exit::Success.into(),
@@ -588,6 +634,45 @@ fn assemble(a: &AssembleArgs) -> Result<(), Error> {
         let never = crate::switchroot::switch_root(&a.newroot, &opts.init, &[])?;
         match never {}
     }
+    Ok(())
+}
+
+fn initramfs(a: &InitramfsArgs) -> Result<(), Error> {
+    let kver = match &a.kver {
+        Some(k) => k.clone(),
+        None => std::fs::read_to_string("/proc/sys/kernel/osrelease")
+            .map(|s| s.trim().to_string())
+            .map_err(|source| crate::initramfs::BuildError::Read {
+                path: "/proc/sys/kernel/osrelease".into(),
+                source,
+            })?,
+    };
+    let opts = crate::initramfs::Options {
+        kmoddir: a
+            .kmoddir
+            .clone()
+            .unwrap_or_else(|| crate::initramfs::default_kmoddir(&kver)),
+        kver,
+        net_drivers: a.net_drivers.clone().unwrap_or_else(|| {
+            crate::initramfs::NIC_MODULES
+                .iter()
+                .map(|s| s.to_string())
+                .collect()
+        }),
+        add_drivers: a.add_drivers.clone(),
+        firmware_dir: a.firmware_dir.clone(),
+        ca: a.ca.clone(),
+        keys: a.keys.clone(),
+        shell: a.shell.clone(),
+        compress: a.compress,
+        init: a
+            .init
+            .clone()
+            .unwrap_or_else(|| std::path::PathBuf::from("/proc/self/exe")),
+    };
+    let report = crate::initramfs::build(&opts, &a.output)?;
+    log::info!("{}", crate::initramfs::summary(&report, &a.output));
+    println!("{}", report.bytes);
     Ok(())
 }
 

@@ -38,6 +38,8 @@ pub struct Config {
     pub root: Root,
     pub secrets: Secrets,
     pub failure: Failure,
+    /// Network and drivers, used when rustlive is PID 1 (the standalone initramfs).
+    pub network: Network,
     pub debug: bool,
     /// Whether the image or the secrets come over the network (the dracut hooks ask for the
     /// network on this, not on URL spellings).
@@ -141,6 +143,16 @@ impl Secrets {
     }
 }
 
+/// `ip=`, `nameserver=`, `rd.rustlive.drivers=`, `rd.driver.blacklist=` (each accumulates).
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct Network {
+    /// Empty: DHCP on every Ethernet interface with carrier.
+    pub ip: Vec<crate::ipconfig::IpConfig>,
+    pub nameservers: Vec<std::net::Ipv4Addr>,
+    pub drivers: Vec<String>,
+    pub blacklist: Vec<String>,
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum OnFail {
@@ -194,6 +206,7 @@ impl Default for Config {
                 onfail: OnFail::Shell,
                 delay: Duration::from_secs(30),
             },
+            network: Network::default(),
             debug: false,
             needs_network: false,
             syslog: None,
@@ -227,6 +240,7 @@ pub const RUSTLIVE_KEYS: &[&str] = &[
     "rd.rustlive.debug",
     "rd.rustlive.syslog",
     "rd.rustlive.mirrors",
+    "rd.rustlive.drivers",
 ];
 
 impl Config {
@@ -555,6 +569,35 @@ impl Builder {
             "rd.rustlive.syslog" => {
                 c.syslog = Some(crate::syslog::parse_target(val()?).map_err(|r| err(p, r))?);
                 "syslog"
+            }
+            "ip" => {
+                let v = crate::ipconfig::parse_ip(val()?).map_err(|r| err(p, r))?;
+                c.network.ip.push(v);
+                "network.ip"
+            }
+            "nameserver" => {
+                let v = crate::ipconfig::parse_nameserver(val()?).map_err(|r| err(p, r))?;
+                c.network.nameservers.push(v);
+                "network.nameservers"
+            }
+            "rd.rustlive.drivers" | "rd.driver.blacklist" => {
+                let mut names = Vec::new();
+                for m in val()?.split(',').filter(|m| !m.is_empty()) {
+                    if !m
+                        .bytes()
+                        .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+                    {
+                        return Err(err(p, format!("{m:?} is not a module name")));
+                    }
+                    names.push(m.replace('-', "_"));
+                }
+                if key == "rd.rustlive.drivers" {
+                    c.network.drivers.extend(names);
+                    "network.drivers"
+                } else {
+                    c.network.blacklist.extend(names);
+                    "network.blacklist"
+                }
             }
             k if k.starts_with("rd.rustlive.") => {
                 let hint = suggest(k)
@@ -993,6 +1036,34 @@ mod tests {
         let e = Config::from_cmdline("rd.rustlive.mirrors=random").unwrap_err();
         assert_eq!(e.option, "rd.rustlive.mirrors");
         assert!(e.reason.contains("spread or listed"), "{e}");
+    }
+
+    #[test]
+    fn network_options() {
+        let c = parse(
+            "ip=eth0:dhcp ip=10.0.2.15::10.0.2.2:255.255.255.0:n1:eth1:none nameserver=10.0.2.3 \
+             rd.rustlive.drivers=e1000,virtio-net rd.rustlive.drivers=igb rd.driver.blacklist=ice",
+        );
+        assert_eq!(c.network.ip.len(), 2);
+        assert_eq!(c.network.ip[1].addr, Some("10.0.2.15".parse().unwrap()));
+        assert_eq!(
+            c.network.nameservers,
+            ["10.0.2.3".parse::<std::net::Ipv4Addr>().unwrap()]
+        );
+        assert_eq!(c.network.drivers, ["e1000", "virtio_net", "igb"]);
+        assert_eq!(c.network.blacklist, ["ice"]);
+        assert!(parse("").network.ip.is_empty());
+        for (line, needle) in [
+            ("ip=10.0.2.15::10.0.2.2:255.0.255.0::eth0:none", "ip"),
+            ("ip=bogus", "ip"),
+            ("nameserver=x", "nameserver"),
+            ("rd.rustlive.drivers=../evil", "rd.rustlive.drivers"),
+            ("rd.driver.blacklist=a;b", "rd.driver.blacklist"),
+        ] {
+            let e = Config::from_cmdline(line).unwrap_err();
+            assert_eq!(e.option, needle, "{line}");
+            assert!(line.contains(&e.value), "{line}: the value is named: {e}");
+        }
     }
 
     #[test]

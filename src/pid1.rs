@@ -112,6 +112,9 @@ pub fn emergency_shell() -> ! {
         }
         halt(std::time::Duration::from_secs(1));
     }
+    log::error!(
+        "rd.rustlive.onfail=shell, but this initramfs has no /bin/sh (build it with `rustlive initramfs --shell PATH`)"
+    );
     halt(std::time::Duration::from_secs(30))
 }
 

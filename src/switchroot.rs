@@ -85,6 +85,7 @@ pub fn switch_root(
             newroot: newroot.to_owned(),
         });
     }
+    log_peak_memory();
     // Opened before the move: afterwards the old root is reachable only through this.
     let old_root = std::fs::File::open("/").map_err(|source| SwitchRootError::Stat {
         path: "/".into(),
@@ -176,6 +177,18 @@ fn move_api_mount(m: &Path, newroot: &Path, root_dev: u64) {
             );
             let _ = nix::mount::umount2(m, MntFlags::MNT_DETACH);
         }
+    }
+}
+
+/// Logs this process's peak resident memory (VmHWM), the figure the standalone initramfs
+/// promises to keep bounded whatever the image size.
+fn log_peak_memory() {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    if let Some(hwm) = status.lines().find_map(|l| l.strip_prefix("VmHWM:")) {
+        log::info!(
+            "peak memory of rustlive before switch-root: VmHWM {}",
+            hwm.trim()
+        );
     }
 }
 

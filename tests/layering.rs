@@ -22,6 +22,7 @@ const LAYERS: &[(&str, &[&str])] = &[
             "cpio",
             "testing",
             "url_template",
+            "ipconfig",
             "oci_ref",
             "config",
         ],

@@ -1,4 +1,6 @@
 //! Network readiness: is there an interface with an address and a route to the image server?
+//! And, for the standalone initramfs, bringing the network up ([`bring_up`]: drivers, links,
+//! DHCPv4 or a static `ip=`).
 //!
 //! `rustlive boot` waits for this itself instead of relying on dracut's netroot hook, which
 //! never fires with systemd-networkd (dracut-ng issue 719). The probe is a UDP `connect`: it
@@ -6,6 +8,12 @@
 //! (`ENETUNREACH`) exactly while there is no route.
 
 use crate::deadline::Deadline;
+pub mod dhcp;
+pub mod rtnl;
+pub mod up;
+
+pub use up::{bring_up, NetError};
+
 use nix::ifaddrs::getifaddrs;
 use std::net::{IpAddr, SocketAddr, ToSocketAddrs, UdpSocket};
 use std::time::{Duration, Instant};

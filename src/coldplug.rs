@@ -1,0 +1,256 @@
+//! Loading the drivers for the devices present, as udev's coldplug would, when rustlive is PID
+//! 1: every `/sys/bus/*/devices/*/modalias` is matched against the initramfs's
+//! `modules.alias`, the matching modules are loaded (dependencies first, each once), and the
+//! scan repeats while loading created new devices (virtio_pci → the virtio-net device).
+
+use crate::modalias::{self, AliasTable};
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+
+/// Bounded: a driver that keeps creating devices cannot keep PID 1 here forever.
+const MAX_PASSES: usize = 6;
+
+/// A network controller that no driver claimed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Unclaimed {
+    /// The PCI address (`0000:00:03.0`).
+    pub device: String,
+    pub pci_id: Option<String>,
+    pub modalias: String,
+    /// The kernel's module for it, from the aliases of the NIC drivers left out at build time.
+    pub module: Option<String>,
+}
+
+impl std::fmt::Display for Unclaimed {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "network device {} (PCI {}, modalias {}) has no driver in this initramfs",
+            self.device,
+            self.pci_id.as_deref().unwrap_or("?"),
+            self.modalias
+        )?;
+        match &self.module {
+            Some(m) => write!(
+                f,
+                "; its driver is {m}: rebuild with `rustlive initramfs --add-drivers {m}`"
+            ),
+            None => write!(
+                f,
+                "; rebuild with `rustlive initramfs --add-drivers MODULE` naming its driver"
+            ),
+        }
+    }
+}
+
+/// `(device path, modalias)` of every device on every bus under `sys` (`/sys`), sorted.
+pub fn modaliases(sys: &Path) -> Vec<(PathBuf, String)> {
+    let mut out = Vec::new();
+    let Ok(buses) = std::fs::read_dir(sys.join("bus")) else {
+        return out;
+    };
+    for bus in buses.flatten() {
+        let Ok(devs) = std::fs::read_dir(bus.path().join("devices")) else {
+            continue;
+        };
+        for d in devs.flatten() {
+            if let Ok(a) = std::fs::read_to_string(d.path().join("modalias")) {
+                let a = a.trim();
+                if !a.is_empty() {
+                    out.push((d.path(), a.to_string()));
+                }
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
+/// The modules to load for `aliases` (modalias strings), in order, without those already
+/// `tried` and without blacklisted ones. Pure.
+pub fn plan(
+    table: &AliasTable,
+    aliases: &[String],
+    blacklist: &[String],
+    tried: &BTreeSet<String>,
+) -> Vec<String> {
+    let mut out: Vec<String> = Vec::new();
+    for a in aliases {
+        for m in table.modules_for(a) {
+            if !tried.contains(&m) && !blacklist.contains(&m) && !out.contains(&m) {
+                out.push(m);
+            }
+        }
+    }
+    out
+}
+
+/// PCI network controllers (class 0x02xxxx) under `sys` with no bound driver.
+pub fn unclaimed_nics(sys: &Path, hints: &AliasTable) -> Vec<Unclaimed> {
+    let mut out = Vec::new();
+    let Ok(devs) = std::fs::read_dir(sys.join("bus/pci/devices")) else {
+        return out;
+    };
+    let mut devs: Vec<PathBuf> = devs.flatten().map(|d| d.path()).collect();
+    devs.sort();
+    for d in devs {
+        let class = std::fs::read_to_string(d.join("class")).unwrap_or_default();
+        if !class.trim().starts_with("0x02") || d.join("driver").exists() {
+            continue;
+        }
+        let modalias = std::fs::read_to_string(d.join("modalias"))
+            .unwrap_or_default()
+            .trim()
+            .to_string();
+        out.push(Unclaimed {
+            device: d
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default(),
+            pci_id: modalias::pci_id(&modalias),
+            module: hints.modules_for(&modalias).into_iter().next(),
+            modalias,
+        });
+    }
+    out
+}
+
+/// What coldplug did.
+#[derive(Debug, Default)]
+pub struct Report {
+    pub loaded: Vec<String>,
+    pub unclaimed: Vec<Unclaimed>,
+}
+
+/// Loads `extra` (rd.rustlive.drivers) and the drivers of every device present, from
+/// `/lib/modules/$(uname -r)`, honouring `blacklist` (rd.driver.blacklist).
+pub fn load_drivers(extra: &[String], blacklist: &[String]) -> Report {
+    let mut report = Report::default();
+    let sys = Path::new("/sys");
+    let Ok(release) = std::fs::read_to_string("/proc/sys/kernel/osrelease") else {
+        log::warn!("cannot read the kernel release; not loading drivers");
+        return report;
+    };
+    let dir = Path::new("/lib/modules").join(release.trim());
+    let table =
+        AliasTable::parse(&std::fs::read_to_string(dir.join("modules.alias")).unwrap_or_default());
+    let hints = AliasTable::parse(
+        &std::fs::read_to_string(dir.join(crate::initramfs::NET_HINTS_FILE)).unwrap_or_default(),
+    );
+    let mut tried: BTreeSet<String> = BTreeSet::new();
+    let mut first: Vec<String> = Vec::new();
+    for m in extra {
+        if blacklist.contains(m) {
+            log::warn!(
+                "{m} is both in rd.rustlive.drivers and rd.driver.blacklist; not loading it"
+            );
+        } else {
+            first.push(m.clone());
+        }
+    }
+    for pass in 0..MAX_PASSES {
+        let aliases: Vec<String> = modaliases(sys).into_iter().map(|(_, a)| a).collect();
+        let mut todo = if pass == 0 {
+            std::mem::take(&mut first)
+        } else {
+            Vec::new()
+        };
+        for m in plan(&table, &aliases, blacklist, &tried) {
+            if !todo.contains(&m) {
+                todo.push(m);
+            }
+        }
+        todo.retain(|m| !tried.contains(m));
+        if todo.is_empty() {
+            break;
+        }
+        log::debug!(
+            "coldplug pass {}: {}",
+            pass.saturating_add(1),
+            todo.join(", ")
+        );
+        let names: Vec<&str> = todo.iter().map(String::as_str).collect();
+        if let Err(e) = crate::kmod::load(&dir, &names) {
+            log::warn!("{}", crate::error::report(&e));
+            break;
+        }
+        tried.extend(todo.iter().cloned());
+        report.loaded.extend(todo);
+    }
+    report.unclaimed = unclaimed_nics(sys, &hints);
+    report
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const FIXTURE: &str = include_str!("testdata/modules.alias");
+
+    #[test]
+    fn plan_matches_blacklists_and_skips_tried() {
+        let t = AliasTable::parse(FIXTURE);
+        let devs = vec![
+            "pci:v00001AF4d00001000sv00001AF4sd00000001bc02sc00i00".to_string(),
+            "virtio:d00000001v00001AF4".to_string(),
+            "pci:v00008086d0000100Esv00001AF4sd00001100bc02sc00i00".to_string(),
+            "acpi:PNP0A03:".to_string(),
+        ];
+        assert_eq!(
+            plan(&t, &devs, &[], &BTreeSet::new()),
+            ["virtio_pci", "virtio_net", "e1000"]
+        );
+        assert_eq!(
+            plan(&t, &devs, &["e1000".into()], &BTreeSet::new()),
+            ["virtio_pci", "virtio_net"]
+        );
+        let tried: BTreeSet<String> = ["virtio_pci".to_string()].into();
+        assert_eq!(plan(&t, &devs, &[], &tried), ["virtio_net", "e1000"]);
+    }
+
+    #[test]
+    fn sysfs_scan_and_unclaimed_nics() {
+        let d = tempfile::tempdir().unwrap();
+        let sys = d.path();
+        let dev = |bus: &str, name: &str, alias: &str, class: Option<&str>, driver: bool| {
+            let p = sys.join("bus").join(bus).join("devices").join(name);
+            std::fs::create_dir_all(&p).unwrap();
+            std::fs::write(p.join("modalias"), format!("{alias}\n")).unwrap();
+            if let Some(c) = class {
+                std::fs::write(p.join("class"), format!("{c}\n")).unwrap();
+            }
+            if driver {
+                std::fs::create_dir(p.join("driver")).unwrap();
+            }
+        };
+        let e1000 = "pci:v00008086d0000100Esv00001AF4sd00001100bc02sc00i00";
+        dev("pci", "0000:00:03.0", e1000, Some("0x020000"), false);
+        dev(
+            "pci",
+            "0000:00:01.0",
+            "pci:v00008086d00007000sv00001AF4sd00001100bc06sc01i00",
+            Some("0x060100"),
+            false,
+        );
+        dev(
+            "pci",
+            "0000:00:04.0",
+            "pci:v00001AF4d00001000sv00001AF4sd00000001bc02sc00i00",
+            Some("0x020000"),
+            true,
+        );
+        dev("virtio", "virtio0", "virtio:d00000001v00001AF4", None, true);
+        let all = modaliases(sys);
+        assert_eq!(all.len(), 4);
+        let hints = AliasTable::parse("alias pci:v00008086d0000100Esv*sd*bc*sc*i* e1000\n");
+        let u = unclaimed_nics(sys, &hints);
+        assert_eq!(u.len(), 1, "{u:?}");
+        assert_eq!(u[0].device, "0000:00:03.0");
+        assert_eq!(u[0].pci_id.as_deref(), Some("8086:100e"));
+        let msg = u[0].to_string();
+        assert!(msg.contains("8086:100e") && msg.contains(e1000), "{msg}");
+        assert!(msg.contains("--add-drivers e1000"), "{msg}");
+        let none = unclaimed_nics(sys, &AliasTable::default());
+        assert!(none[0].to_string().contains("--add-drivers MODULE"));
+    }
+}

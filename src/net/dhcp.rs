@@ -1,0 +1,803 @@
+//! DHCPv4 client (RFC 2131): a state machine as pure functions over `dhcproto` messages, and a
+//! thin driver that runs it on every candidate interface at once until the first lease.
+//!
+//! The driver uses one UDP socket per interface, bound to port 68 with `SO_BINDTODEVICE` and
+//! `SO_BROADCAST`: the DISCOVER goes out from 0.0.0.0 with the broadcast flag set, so the
+//! server's replies are broadcast and the kernel delivers them to that socket even though the
+//! interface has no address yet. Retransmissions follow RFC 2131 §4.1 (4 s doubling to 64 s,
+//! randomized by ±1 s), bounded by the caller's [`Deadline`].
+
+use crate::deadline::Deadline;
+use dhcproto::v4::{self, DhcpOption, Flags, HType, Message, MessageType, Opcode, OptionCode};
+use dhcproto::{Decodable, Decoder, Encodable};
+use serde::Serialize;
+use std::net::Ipv4Addr;
+use std::time::{Duration, Instant};
+
+/// What a lease gives the node.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Lease {
+    pub iface: String,
+    pub addr: Ipv4Addr,
+    pub prefix: u8,
+    pub server: Ipv4Addr,
+    pub routers: Vec<Ipv4Addr>,
+    pub dns: Vec<Ipv4Addr>,
+    pub domain: Option<String>,
+    pub hostname: Option<String>,
+    pub mtu: Option<u16>,
+    /// Classless static routes (option 121): destination, prefix, gateway (0.0.0.0: on-link).
+    pub routes: Vec<(Ipv4Addr, u8, Ipv4Addr)>,
+    /// Seconds; `None` when the server gave none (treated as infinite).
+    pub lease_secs: Option<u32>,
+}
+
+/// The options requested (parameter request list).
+pub const REQUESTED: &[OptionCode] = &[
+    OptionCode::SubnetMask,
+    OptionCode::Router,
+    OptionCode::DomainNameServer,
+    OptionCode::DomainName,
+    OptionCode::Hostname,
+    OptionCode::InterfaceMtu,
+    OptionCode::ClasslessStaticRoute,
+    OptionCode::AddressLeaseTime,
+];
+
+pub const MTU_RANGE: std::ops::RangeInclusive<u16> = 576..=9216;
+/// Smaller networks are not a LAN a node boots on; a server sending one is misconfigured.
+pub const MIN_PREFIX: u8 = 8;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum State {
+    Selecting,
+    Requesting { offer: Lease, requests: u32 },
+    Bound,
+}
+
+/// What a received datagram did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    /// Not for this client (another transaction, another MAC, a request): silently dropped.
+    NotOurs,
+    /// For this client but unusable: dropped, with the reason for a warning.
+    Rejected(String),
+    /// An offer was taken: send [`Client::packet`] (a REQUEST) now.
+    Requesting,
+    Bound(Lease),
+    /// The server refused the address: back to DISCOVER with a new transaction.
+    Nak(String),
+}
+
+/// One interface's DHCP exchange.
+#[derive(Debug, Clone)]
+pub struct Client {
+    pub iface: String,
+    mac: [u8; 6],
+    xid: u32,
+    state: State,
+    started: Instant,
+}
+
+impl Client {
+    pub fn new(iface: &str, mac: [u8; 6], xid: u32, now: Instant) -> Client {
+        Client {
+            iface: iface.to_string(),
+            mac,
+            xid,
+            state: State::Selecting,
+            started: now,
+        }
+    }
+
+    pub fn xid(&self) -> u32 {
+        self.xid
+    }
+
+    pub fn is_requesting(&self) -> bool {
+        matches!(self.state, State::Requesting { .. })
+    }
+
+    /// The message to (re)send in the current state: DISCOVER or REQUEST.
+    pub fn packet(&self, now: Instant) -> Vec<u8> {
+        let Some(mut m) = blank(1, self.xid, &self.mac) else {
+            return Vec::new();
+        };
+        m.set_opcode(Opcode::BootRequest)
+            .set_htype(HType::Eth)
+            .set_flags(Flags::default().set_broadcast())
+            .set_secs(
+                u16::try_from(now.saturating_duration_since(self.started).as_secs())
+                    .unwrap_or(u16::MAX),
+            );
+        let o = m.opts_mut();
+        let mut client_id = vec![1u8];
+        client_id.extend_from_slice(&self.mac);
+        o.insert(DhcpOption::ClientIdentifier(client_id));
+        o.insert(DhcpOption::ParameterRequestList(REQUESTED.to_vec()));
+        o.insert(DhcpOption::MaxMessageSize(1500));
+        match &self.state {
+            State::Requesting { offer, .. } => {
+                o.insert(DhcpOption::MessageType(MessageType::Request));
+                o.insert(DhcpOption::RequestedIpAddress(offer.addr));
+                o.insert(DhcpOption::ServerIdentifier(offer.server));
+            }
+            _ => {
+                o.insert(DhcpOption::MessageType(MessageType::Discover));
+            }
+        }
+        // A message this small always encodes; an empty datagram is dropped by servers.
+        m.to_vec().unwrap_or_default()
+    }
+
+    /// Counts a retransmission of REQUEST; after 4 unanswered ones, starts over (RFC 2131
+    /// §3.1.5: the client "SHOULD restart the initialization procedure").
+    pub fn note_retransmit(&mut self, new_xid: u32) {
+        if let State::Requesting { requests, .. } = &mut self.state {
+            *requests = requests.saturating_add(1);
+            if *requests > 4 {
+                self.state = State::Selecting;
+                self.xid = new_xid;
+            }
+        }
+    }
+
+    /// Feeds one received datagram (a BOOTP message, UDP payload).
+    pub fn handle(&mut self, bytes: &[u8], new_xid: u32) -> Outcome {
+        // Checked on the raw bytes first: dhcproto slices chaddr by the message's own hlen
+        // and panics when it exceeds 16, so nothing with another hlen reaches the decoder.
+        let head_ok = bytes.get(0..3) == Some(&[2, 1, 6][..])
+            && bytes.get(4..8) == Some(&self.xid.to_be_bytes()[..])
+            && bytes.get(28..34) == Some(&self.mac[..]);
+        if !head_ok {
+            return if bytes.len() < 240 && bytes.first() == Some(&2) {
+                Outcome::Rejected(format!("malformed DHCP message ({} bytes)", bytes.len()))
+            } else {
+                Outcome::NotOurs
+            };
+        }
+        let Ok(msg) = Message::decode(&mut Decoder::new(bytes)) else {
+            return Outcome::Rejected(format!("malformed DHCP message ({} bytes)", bytes.len()));
+        };
+        if msg.opcode() != Opcode::BootReply
+            || msg.xid() != self.xid
+            || msg.chaddr().get(..6) != Some(&self.mac[..])
+        {
+            return Outcome::NotOurs;
+        }
+        let kind = msg.opts().msg_type();
+        match (&self.state, kind) {
+            (State::Selecting, Some(MessageType::Offer)) => match lease_of(&self.iface, &msg) {
+                Ok(offer) => {
+                    self.state = State::Requesting { offer, requests: 0 };
+                    Outcome::Requesting
+                }
+                Err(why) => Outcome::Rejected(format!("offer from {}: {why}", source(&msg))),
+            },
+            (State::Requesting { offer, .. }, Some(MessageType::Ack)) => {
+                match lease_of(&self.iface, &msg) {
+                    Ok(l) if l.server != offer.server => Outcome::Rejected(format!(
+                        "ACK from server {} while requesting from {}",
+                        l.server, offer.server
+                    )),
+                    Ok(l) if l.addr != offer.addr => Outcome::Rejected(format!(
+                        "ACK for {} while requesting {}",
+                        l.addr, offer.addr
+                    )),
+                    Ok(l) => {
+                        self.state = State::Bound;
+                        Outcome::Bound(l)
+                    }
+                    Err(why) => Outcome::Rejected(format!("ACK from {}: {why}", source(&msg))),
+                }
+            }
+            (State::Requesting { offer, .. }, Some(MessageType::Nak)) => {
+                let (server, addr) = (offer.server, offer.addr);
+                if server_id(&msg).is_some_and(|s| s != server) {
+                    return Outcome::NotOurs;
+                }
+                let text = match msg.opts().get(OptionCode::Message) {
+                    Some(DhcpOption::Message(t)) => format!(": {}", printable(t)),
+                    _ => String::new(),
+                };
+                self.state = State::Selecting;
+                self.xid = new_xid;
+                Outcome::Nak(format!("server {server} refused {addr}{text}"))
+            }
+            _ => Outcome::NotOurs,
+        }
+    }
+}
+
+/// An empty BOOTP message with `op`, `xid` and `mac`. Decoded from bytes on purpose:
+/// dhcproto's constructors go through `Message::default()`, which draws a random xid from
+/// `rand`'s OS-seeded generator, and that blocks in getrandom(2) until the kernel's CRNG is
+/// initialised: seconds, early in a boot, on a machine with little entropy (measured: 3 s
+/// under QEMU TCG).
+fn blank(op: u8, xid: u32, mac: &[u8; 6]) -> Option<Message> {
+    let mut b = Vec::with_capacity(241);
+    b.extend_from_slice(&[op, 1, 6, 0]); // op, htype Ethernet, hlen 6, hops
+    b.extend_from_slice(&xid.to_be_bytes()); // 4..8
+    b.extend_from_slice(&[0u8; 20]); // secs, flags, ciaddr, yiaddr, siaddr, giaddr
+    b.extend_from_slice(mac); // chaddr 28..34
+    b.extend_from_slice(&[0u8; 202]); // chaddr padding, sname, file
+    b.extend_from_slice(&[99, 130, 83, 99]); // magic cookie 236..240
+    b.push(255);
+    Message::decode(&mut Decoder::new(&b)).ok()
+}
+
+fn server_id(msg: &Message) -> Option<Ipv4Addr> {
+    match msg.opts().get(OptionCode::ServerIdentifier) {
+        Some(DhcpOption::ServerIdentifier(s)) => Some(*s),
+        _ => None,
+    }
+}
+
+fn source(msg: &Message) -> String {
+    server_id(msg).map_or_else(|| "an unidentified server".to_string(), |s| s.to_string())
+}
+
+/// A server string for a log line: control characters replaced, length bounded.
+fn printable(s: &str) -> String {
+    s.chars()
+        .take(120)
+        .map(|c| if c.is_control() { '?' } else { c })
+        .collect()
+}
+
+fn unicast(a: Ipv4Addr) -> bool {
+    !(a.is_unspecified() || a.is_broadcast() || a.is_multicast() || a.is_loopback())
+        && a.octets()[0] < 240
+}
+
+/// The lease an OFFER or ACK describes, or why it is unusable. Every value a hostile server
+/// controls is checked here, before anything reaches the kernel or a file.
+pub fn lease_of(iface: &str, msg: &Message) -> Result<Lease, String> {
+    let addr = msg.yiaddr();
+    if !unicast(addr) {
+        return Err(format!("offered address {addr} is not a unicast address"));
+    }
+    let server = server_id(msg).ok_or("no server identifier (option 54)")?;
+    let o = msg.opts();
+    let prefix = match o.get(OptionCode::SubnetMask) {
+        Some(DhcpOption::SubnetMask(m)) => {
+            let p = crate::ipconfig::mask_prefix(*m)
+                .ok_or_else(|| format!("subnet mask {m} is not contiguous"))?;
+            if p < MIN_PREFIX {
+                return Err(format!("subnet mask {m} (/{p}) is absurdly large"));
+            }
+            p
+        }
+        _ => crate::ipconfig::classful_prefix(addr),
+    };
+    let list = |code| match o.get(code) {
+        Some(DhcpOption::Router(v)) | Some(DhcpOption::DomainNameServer(v)) => v.clone(),
+        _ => Vec::new(),
+    };
+    let routers = list(OptionCode::Router);
+    let dns = list(OptionCode::DomainNameServer);
+    if let Some(bad) = routers.iter().chain(&dns).find(|a| !unicast(**a)) {
+        return Err(format!(
+            "router or name server {bad} is not a unicast address"
+        ));
+    }
+    let name = |code, what| -> Result<Option<String>, String> {
+        match o.get(code) {
+            Some(DhcpOption::Hostname(s)) | Some(DhcpOption::DomainName(s)) => {
+                let s = s.trim_end_matches(['\0', '.']);
+                if crate::ipconfig::valid_hostname(s) {
+                    Ok(Some(s.to_string()))
+                } else {
+                    Err(format!("{what} {:?} is not a valid name", printable(s)))
+                }
+            }
+            _ => Ok(None),
+        }
+    };
+    let hostname = name(OptionCode::Hostname, "host name")?;
+    let domain = name(OptionCode::DomainName, "domain name")?;
+    let mtu = match o.get(OptionCode::InterfaceMtu) {
+        Some(DhcpOption::InterfaceMtu(m)) if MTU_RANGE.contains(m) => Some(*m),
+        Some(DhcpOption::InterfaceMtu(m)) => {
+            return Err(format!(
+                "MTU {m} is outside {}..{}",
+                MTU_RANGE.start(),
+                MTU_RANGE.end()
+            ))
+        }
+        _ => None,
+    };
+    let mut routes = Vec::new();
+    if let Some(DhcpOption::ClasslessStaticRoute(list)) = o.get(OptionCode::ClasslessStaticRoute) {
+        for (net, gw) in list {
+            if !(gw.is_unspecified() || unicast(*gw)) {
+                return Err(format!(
+                    "static route to {net} via {gw}: not a unicast gateway"
+                ));
+            }
+            routes.push((net.network(), net.prefix_len(), *gw));
+        }
+    }
+    let lease_secs = match o.get(OptionCode::AddressLeaseTime) {
+        Some(DhcpOption::AddressLeaseTime(t)) if *t != u32::MAX => Some(*t),
+        _ => None,
+    };
+    Ok(Lease {
+        iface: iface.to_string(),
+        addr,
+        prefix,
+        server,
+        routers,
+        dns,
+        domain,
+        hostname,
+        mtu,
+        routes,
+        lease_secs,
+    })
+}
+
+/// RFC 2131 §4.1 retransmission delay for attempt `n` (0-based): 4 s doubling to 64 s, plus a
+/// uniform −1..+1 s (`jitter_ms` in 0..=2000).
+pub fn backoff(n: u32, jitter_ms: u64) -> Duration {
+    let base = 4u64
+        .saturating_mul(1u64 << n.min(4))
+        .min(64)
+        .saturating_mul(1000);
+    Duration::from_millis(
+        base.saturating_add(jitter_ms.min(2000))
+            .saturating_sub(1000),
+    )
+}
+
+// --- the driver ----------------------------------------------------------------------------
+
+/// An interface to run DHCP on.
+#[derive(Debug, Clone)]
+pub struct Candidate {
+    pub name: String,
+    pub mac: [u8; 6],
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum DhcpError {
+    #[error("cannot open a DHCP socket on {iface}")]
+    Socket {
+        iface: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("no DHCP answer within {waited_secs} s: {}", sent_summary(.sent))]
+    NoAnswer {
+        waited_secs: u64,
+        sent: Vec<(String, u32)>,
+    },
+}
+
+fn sent_summary(sent: &[(String, u32)]) -> String {
+    sent.iter()
+        .map(|(i, n)| format!("{n} DISCOVER/REQUEST on {i}"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+fn socket_on(iface: &str) -> std::io::Result<std::net::UdpSocket> {
+    use nix::sys::socket::{self, sockopt, AddressFamily, SockFlag, SockType, SockaddrIn};
+    let fd = socket::socket(
+        AddressFamily::Inet,
+        SockType::Datagram,
+        SockFlag::SOCK_CLOEXEC,
+        None,
+    )?;
+    socket::setsockopt(&fd, sockopt::ReuseAddr, &true)?;
+    socket::setsockopt(&fd, sockopt::Broadcast, &true)?;
+    socket::setsockopt(&fd, sockopt::BindToDevice, &std::ffi::OsString::from(iface))?;
+    socket::bind(
+        std::os::fd::AsRawFd::as_raw_fd(&fd),
+        &SockaddrIn::new(0, 0, 0, 0, 68),
+    )?;
+    Ok(std::net::UdpSocket::from(fd))
+}
+
+/// Runs DHCP on every candidate until the first lease, or until `deadline`.
+pub fn acquire(cands: &[Candidate], deadline: &Deadline) -> Result<Lease, DhcpError> {
+    struct Run {
+        client: Client,
+        sock: std::net::UdpSocket,
+        next: Instant,
+        attempt: u32,
+        sent: u32,
+    }
+    let start = Instant::now();
+    let mut rng = fastrand::Rng::new();
+    let mut runs = Vec::new();
+    for c in cands {
+        let sock = socket_on(&c.name).map_err(|source| DhcpError::Socket {
+            iface: c.name.clone(),
+            source,
+        })?;
+        // Non-blocking: the poll below says when there is something to read.
+        let _ = sock.set_nonblocking(true);
+        runs.push(Run {
+            client: Client::new(&c.name, c.mac, rng.u32(..), start),
+            sock,
+            next: start,
+            attempt: 0,
+            sent: 0,
+        });
+    }
+    let dest = std::net::SocketAddrV4::new(Ipv4Addr::BROADCAST, 67);
+    let mut buf = vec![0u8; 2048];
+    loop {
+        let now = Instant::now();
+        if deadline.passed_at(now) {
+            return Err(DhcpError::NoAnswer {
+                waited_secs: now.saturating_duration_since(start).as_secs(),
+                sent: runs
+                    .iter()
+                    .map(|r| (r.client.iface.clone(), r.sent))
+                    .collect(),
+            });
+        }
+        for r in runs.iter_mut().filter(|r| r.next <= now) {
+            if r.sent > 0 {
+                r.client.note_retransmit(rng.u32(..));
+            }
+            let kind = if r.client.is_requesting() {
+                "REQUEST"
+            } else {
+                "DISCOVER"
+            };
+            match r.sock.send_to(&r.client.packet(now), dest) {
+                Ok(_) => log::debug!(
+                    "DHCP {kind} on {} (xid {:08x})",
+                    r.client.iface,
+                    r.client.xid()
+                ),
+                Err(e) => log::warn!("cannot send a DHCP {kind} on {}: {e}", r.client.iface),
+            }
+            r.sent = r.sent.saturating_add(1);
+            r.next = now
+                .checked_add(backoff(r.attempt, rng.u64(0..=2000)))
+                .unwrap_or(now);
+            r.attempt = r.attempt.saturating_add(1);
+        }
+        let wake = runs.iter().map(|r| r.next).min().unwrap_or(now);
+        let wait = deadline.clamp_at(now, wake.saturating_duration_since(now));
+        let mut fds: Vec<nix::poll::PollFd> = runs
+            .iter()
+            .map(|r| {
+                nix::poll::PollFd::new(
+                    std::os::fd::AsFd::as_fd(&r.sock),
+                    nix::poll::PollFlags::POLLIN,
+                )
+            })
+            .collect();
+        let ms = u16::try_from(wait.as_millis()).unwrap_or(u16::MAX);
+        if nix::poll::poll(&mut fds, nix::poll::PollTimeout::from(ms)).unwrap_or(0) == 0 {
+            continue;
+        }
+        let ready: Vec<bool> = fds
+            .iter()
+            .map(|f| {
+                f.revents()
+                    .is_some_and(|e| e.contains(nix::poll::PollFlags::POLLIN))
+            })
+            .collect();
+        drop(fds);
+        for (r, _) in runs.iter_mut().zip(ready).filter(|(_, ok)| *ok) {
+            while let Ok((n, from)) = r.sock.recv_from(&mut buf) {
+                let Some(data) = buf.get(..n) else { break };
+                match r.client.handle(data, rng.u32(..)) {
+                    Outcome::NotOurs => {}
+                    Outcome::Rejected(why) => {
+                        log::warn!(
+                            "ignoring a DHCP reply on {} from {from}: {why}",
+                            r.client.iface
+                        )
+                    }
+                    Outcome::Requesting => {
+                        // Send the REQUEST now; the retransmission schedule starts over.
+                        r.next = Instant::now();
+                        r.attempt = 0;
+                    }
+                    Outcome::Nak(why) => {
+                        log::warn!("DHCP NAK on {}: {why}; starting over", r.client.iface);
+                        r.next = Instant::now();
+                        r.attempt = 0;
+                    }
+                    Outcome::Bound(lease) => return Ok(lease),
+                }
+            }
+        }
+    }
+}
+
+/// Encodes a server reply; for tests and the recorded-reply fixtures.
+pub fn encode_reply(
+    xid: u32,
+    mac: &[u8; 6],
+    yiaddr: Ipv4Addr,
+    kind: MessageType,
+    opts: Vec<DhcpOption>,
+) -> Vec<u8> {
+    let Some(mut m) = blank(2, xid, mac) else {
+        return Vec::new();
+    };
+    m.set_yiaddr(yiaddr);
+    m.opts_mut().insert(DhcpOption::MessageType(kind));
+    for o in opts {
+        m.opts_mut().insert(o);
+    }
+    m.to_vec().unwrap_or_default()
+}
+
+pub use v4::MessageType as Kind;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    const MAC: [u8; 6] = [0x52, 0x54, 0, 0x12, 0x34, 0x56];
+    const SERVER: Ipv4Addr = Ipv4Addr::new(10, 0, 2, 2);
+    const ADDR: Ipv4Addr = Ipv4Addr::new(10, 0, 2, 15);
+
+    fn slirp_opts() -> Vec<DhcpOption> {
+        // What QEMU's slirp sends (recorded from a boot): mask, router, DNS, lease, server id.
+        vec![
+            DhcpOption::ServerIdentifier(SERVER),
+            DhcpOption::SubnetMask(Ipv4Addr::new(255, 255, 255, 0)),
+            DhcpOption::Router(vec![SERVER]),
+            DhcpOption::DomainNameServer(vec![Ipv4Addr::new(10, 0, 2, 3)]),
+            DhcpOption::AddressLeaseTime(86400),
+        ]
+    }
+
+    fn client() -> Client {
+        Client::new("eth0", MAC, 0x1234_5678, Instant::now())
+    }
+
+    fn decode(b: &[u8]) -> Message {
+        Message::decode(&mut Decoder::new(b)).unwrap()
+    }
+
+    #[test]
+    fn discover_request_ack() {
+        let mut c = client();
+        let d = decode(&c.packet(Instant::now()));
+        assert_eq!(d.opts().msg_type(), Some(MessageType::Discover));
+        assert!(d.flags().broadcast());
+        assert_eq!(d.xid(), 0x1234_5678);
+        assert_eq!(&d.chaddr()[..6], &MAC);
+        match d.opts().get(OptionCode::ParameterRequestList) {
+            Some(DhcpOption::ParameterRequestList(l)) => {
+                let codes: Vec<u8> = l.iter().map(|c| u8::from(*c)).collect();
+                assert_eq!(codes, [1, 3, 6, 15, 12, 26, 121, 51]);
+            }
+            o => panic!("no parameter request list: {o:?}"),
+        }
+        let offer = encode_reply(c.xid(), &MAC, ADDR, MessageType::Offer, slirp_opts());
+        assert_eq!(c.handle(&offer, 1), Outcome::Requesting);
+        let r = decode(&c.packet(Instant::now()));
+        assert_eq!(r.opts().msg_type(), Some(MessageType::Request));
+        assert_eq!(
+            r.opts().get(OptionCode::RequestedIpAddress),
+            Some(&DhcpOption::RequestedIpAddress(ADDR))
+        );
+        assert_eq!(
+            r.opts().get(OptionCode::ServerIdentifier),
+            Some(&DhcpOption::ServerIdentifier(SERVER))
+        );
+        // A second offer while requesting is not ours to act on.
+        assert_eq!(c.handle(&offer, 1), Outcome::NotOurs);
+        let ack = encode_reply(c.xid(), &MAC, ADDR, MessageType::Ack, slirp_opts());
+        let Outcome::Bound(l) = c.handle(&ack, 1) else {
+            panic!("not bound")
+        };
+        assert_eq!((l.addr, l.prefix, l.server), (ADDR, 24, SERVER));
+        assert_eq!(l.routers, [SERVER]);
+        assert_eq!(l.dns, [Ipv4Addr::new(10, 0, 2, 3)]);
+        assert_eq!(l.lease_secs, Some(86400));
+    }
+
+    #[test]
+    fn nak_starts_over_with_a_new_transaction() {
+        let mut c = client();
+        let offer = encode_reply(c.xid(), &MAC, ADDR, MessageType::Offer, slirp_opts());
+        c.handle(&offer, 7);
+        let mut opts = vec![DhcpOption::ServerIdentifier(SERVER)];
+        opts.push(DhcpOption::Message("address in use\n".into()));
+        let nak = encode_reply(c.xid(), &MAC, Ipv4Addr::UNSPECIFIED, MessageType::Nak, opts);
+        match c.handle(&nak, 7) {
+            Outcome::Nak(why) => {
+                assert!(why.contains("refused 10.0.2.15: address in use?"), "{why}")
+            }
+            o => panic!("{o:?}"),
+        }
+        assert_eq!(c.xid(), 7);
+        let d = decode(&c.packet(Instant::now()));
+        assert_eq!(d.opts().msg_type(), Some(MessageType::Discover));
+    }
+
+    #[test]
+    fn unanswered_requests_restart_discovery() {
+        let mut c = client();
+        c.handle(
+            &encode_reply(c.xid(), &MAC, ADDR, MessageType::Offer, slirp_opts()),
+            0,
+        );
+        for _ in 0..4 {
+            c.note_retransmit(9);
+            assert!(c.is_requesting());
+        }
+        c.note_retransmit(9);
+        assert!(!c.is_requesting());
+        assert_eq!(c.xid(), 9);
+    }
+
+    #[test]
+    fn other_transactions_and_macs_are_not_ours() {
+        let mut c = client();
+        let wrong_xid = encode_reply(1, &MAC, ADDR, MessageType::Offer, slirp_opts());
+        assert_eq!(c.handle(&wrong_xid, 0), Outcome::NotOurs);
+        let wrong_mac = encode_reply(
+            c.xid(),
+            &[1, 2, 3, 4, 5, 6],
+            ADDR,
+            MessageType::Offer,
+            slirp_opts(),
+        );
+        assert_eq!(c.handle(&wrong_mac, 0), Outcome::NotOurs);
+        // Our own DISCOVER, looped back by a broadcast.
+        let mine = c.packet(Instant::now());
+        assert_eq!(c.handle(&mine, 0), Outcome::NotOurs);
+    }
+
+    #[test]
+    fn hostile_replies_are_rejected_with_a_reason() {
+        let with = |extra: Vec<DhcpOption>, yi: Ipv4Addr| {
+            let mut o = slirp_opts();
+            o.extend(extra);
+            encode_reply(0x1234_5678, &MAC, yi, MessageType::Offer, o)
+        };
+        let cases: Vec<(Vec<u8>, &str)> = vec![
+            (with(vec![DhcpOption::InterfaceMtu(68)], ADDR), "MTU 68"),
+            (
+                with(vec![DhcpOption::InterfaceMtu(65000)], ADDR),
+                "MTU 65000",
+            ),
+            (
+                with(
+                    vec![DhcpOption::SubnetMask(Ipv4Addr::new(255, 0, 255, 0))],
+                    ADDR,
+                ),
+                "not contiguous",
+            ),
+            (
+                with(
+                    vec![DhcpOption::SubnetMask(Ipv4Addr::new(240, 0, 0, 0))],
+                    ADDR,
+                ),
+                "absurdly large",
+            ),
+            (with(vec![], Ipv4Addr::BROADCAST), "not a unicast"),
+            (with(vec![], Ipv4Addr::UNSPECIFIED), "not a unicast"),
+            (
+                with(
+                    vec![DhcpOption::Router(vec![Ipv4Addr::new(224, 0, 0, 1)])],
+                    ADDR,
+                ),
+                "224.0.0.1",
+            ),
+            (
+                with(
+                    vec![DhcpOption::Hostname("a b\nnameserver 6.6.6.6".into())],
+                    ADDR,
+                ),
+                "host name",
+            ),
+            (
+                with(vec![DhcpOption::DomainName("evil;rm".into())], ADDR),
+                "domain name",
+            ),
+            (b"\x02\x01\x06".to_vec(), "malformed"),
+        ];
+        for (bytes, why) in cases {
+            let mut c = client();
+            match c.handle(&bytes, 0) {
+                Outcome::Rejected(r) => assert!(r.contains(why), "{why}: {r}"),
+                o => panic!("{why}: {o:?}"),
+            }
+            assert!(!c.is_requesting(), "{why}: a rejected offer is not taken");
+        }
+        // No server identifier.
+        let mut c = client();
+        let bare = encode_reply(c.xid(), &MAC, ADDR, MessageType::Offer, vec![]);
+        assert!(
+            matches!(c.handle(&bare, 0), Outcome::Rejected(r) if r.contains("server identifier"))
+        );
+    }
+
+    #[test]
+    fn truncated_replies_are_rejected() {
+        let good = encode_reply(0x1234_5678, &MAC, ADDR, MessageType::Offer, slirp_opts());
+        for cut in [0, 10, 100, 236, 240, good.len() - 3] {
+            let mut c = client();
+            let o = c.handle(&good[..cut], 0);
+            assert!(
+                !matches!(o, Outcome::Requesting | Outcome::Bound(_)),
+                "cut {cut}: {o:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn classless_routes_and_names() {
+        let mut o = slirp_opts();
+        o.push(DhcpOption::ClasslessStaticRoute(vec![
+            ("0.0.0.0/0".parse().unwrap(), Ipv4Addr::new(10, 0, 2, 1)),
+            (
+                "192.168.7.0/24".parse().unwrap(),
+                Ipv4Addr::new(10, 0, 2, 9),
+            ),
+        ]));
+        o.push(DhcpOption::Hostname("node17".into()));
+        o.push(DhcpOption::DomainName("cluster.example".into()));
+        o.push(DhcpOption::InterfaceMtu(9000));
+        let m = decode(&encode_reply(1, &MAC, ADDR, MessageType::Ack, o));
+        let l = lease_of("eth0", &m).unwrap();
+        assert_eq!(
+            l.routes,
+            [
+                (Ipv4Addr::UNSPECIFIED, 0, Ipv4Addr::new(10, 0, 2, 1)),
+                (
+                    Ipv4Addr::new(192, 168, 7, 0),
+                    24,
+                    Ipv4Addr::new(10, 0, 2, 9)
+                )
+            ]
+        );
+        assert_eq!(l.hostname.as_deref(), Some("node17"));
+        assert_eq!(l.domain.as_deref(), Some("cluster.example"));
+        assert_eq!(l.mtu, Some(9000));
+    }
+
+    #[test]
+    fn backoff_follows_rfc2131() {
+        let secs: Vec<u64> = (0..7).map(|n| backoff(n, 1000).as_secs()).collect();
+        assert_eq!(secs, [4, 8, 16, 32, 64, 64, 64]);
+        assert_eq!(backoff(0, 0), Duration::from_secs(3));
+        assert_eq!(backoff(0, 2000), Duration::from_secs(5));
+        assert_eq!(backoff(u32::MAX, u64::MAX), Duration::from_secs(65));
+    }
+
+    #[test]
+    fn no_answer_names_interfaces_and_counts() {
+        let e = DhcpError::NoAnswer {
+            waited_secs: 20,
+            sent: vec![("eth0".into(), 4), ("eth1".into(), 3)],
+        };
+        assert_eq!(
+            e.to_string(),
+            "no DHCP answer within 20 s: 4 DISCOVER/REQUEST on eth0, 3 DISCOVER/REQUEST on eth1"
+        );
+    }
+
+    proptest! {
+        #[test]
+        fn arbitrary_bytes_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..600)) {
+            let mut c = client();
+            let _ = c.handle(&bytes, 0);
+        }
+
+        #[test]
+        fn mutated_offers_never_panic(pos in 0usize..400, val in any::<u8>(), cut in 0usize..400) {
+            let mut b = encode_reply(0x1234_5678, &MAC, ADDR, MessageType::Offer, slirp_opts());
+            if let Some(x) = b.get_mut(pos) { *x = val; }
+            b.truncate(cut.max(1));
+            let mut c = client();
+            let _ = c.handle(&b, 0);
+        }
+    }
+}

@@ -1,0 +1,181 @@
+//! The few rtnetlink requests the standalone initramfs makes (link up, MTU, address, routes),
+//! synchronous, each acknowledged by the kernel before the next. This is the syscall seam of
+//! the network stage: everything above it is pure.
+
+use netlink_packet_core::{
+    NetlinkHeader, NetlinkMessage, NetlinkPayload, NLM_F_ACK, NLM_F_CREATE, NLM_F_REPLACE,
+    NLM_F_REQUEST,
+};
+use netlink_packet_route::address::{AddressAttribute, AddressMessage, AddressScope};
+use netlink_packet_route::link::{LinkAttribute, LinkFlags, LinkMessage};
+use netlink_packet_route::route::{
+    RouteAddress, RouteAttribute, RouteFlags, RouteHeader, RouteMessage, RouteProtocol, RouteScope,
+    RouteType,
+};
+use netlink_packet_route::{AddressFamily, RouteNetlinkMessage};
+use netlink_sys::{protocols::NETLINK_ROUTE, Socket, SocketAddr};
+use std::net::{IpAddr, Ipv4Addr};
+
+#[derive(Debug, thiserror::Error)]
+#[error("netlink: cannot {what}")]
+pub struct RtnlError {
+    pub what: String,
+    #[source]
+    pub source: std::io::Error,
+}
+
+pub struct Rtnl {
+    sock: Socket,
+    seq: u32,
+}
+
+impl Rtnl {
+    pub fn open() -> Result<Rtnl, RtnlError> {
+        let err = |source| RtnlError {
+            what: "open a NETLINK_ROUTE socket".into(),
+            source,
+        };
+        let mut sock = Socket::new(NETLINK_ROUTE).map_err(err)?;
+        sock.bind_auto().map_err(err)?;
+        sock.connect(&SocketAddr::new(0, 0)).map_err(err)?;
+        Ok(Rtnl { sock, seq: 0 })
+    }
+
+    /// Sends one request and waits for its acknowledgement.
+    fn request(
+        &mut self,
+        what: String,
+        msg: RouteNetlinkMessage,
+        flags: u16,
+    ) -> Result<(), RtnlError> {
+        self.seq = self.seq.wrapping_add(1);
+        let mut hdr = NetlinkHeader::default();
+        hdr.flags = NLM_F_REQUEST | NLM_F_ACK | flags;
+        hdr.sequence_number = self.seq;
+        let mut m = NetlinkMessage::new(hdr, NetlinkPayload::from(msg));
+        m.finalize();
+        let mut buf = vec![0u8; m.buffer_len()];
+        m.serialize(&mut buf);
+        let fail = |source| RtnlError {
+            what: what.clone(),
+            source,
+        };
+        self.sock.send(&buf, 0).map_err(fail)?;
+        let mut rx = vec![0u8; 8192];
+        loop {
+            let n = self.sock.recv(&mut &mut rx[..], 0).map_err(fail)?;
+            let mut off = 0usize;
+            while off < n {
+                let Some(chunk) = rx.get(off..n) else { break };
+                let reply = NetlinkMessage::<RouteNetlinkMessage>::deserialize(chunk)
+                    .map_err(|e| fail(std::io::Error::other(e.to_string())))?;
+                let len = usize::try_from(reply.header.length).unwrap_or(0);
+                if reply.header.sequence_number == self.seq {
+                    if let NetlinkPayload::Error(e) = &reply.payload {
+                        return match e.code {
+                            None => Ok(()),
+                            Some(_) => Err(fail(e.to_io())),
+                        };
+                    }
+                }
+                if len == 0 {
+                    break;
+                }
+                off = off.saturating_add(len.saturating_add(3) & !3);
+            }
+        }
+    }
+
+    /// `ip link set IFACE up` (and `mtu MTU`).
+    pub fn link_up(&mut self, iface: &str, index: u32, mtu: Option<u16>) -> Result<(), RtnlError> {
+        let mut m = LinkMessage::default();
+        m.header.index = index;
+        m.header.flags = LinkFlags::Up;
+        m.header.change_mask = LinkFlags::Up;
+        if let Some(mtu) = mtu {
+            m.attributes.push(LinkAttribute::Mtu(u32::from(mtu)));
+        }
+        let what = match mtu {
+            Some(v) => format!("bring {iface} up with MTU {v}"),
+            None => format!("bring {iface} up"),
+        };
+        self.request(what, RouteNetlinkMessage::SetLink(m), 0)
+    }
+
+    /// `ip addr replace ADDR/PREFIX brd + dev IFACE`.
+    pub fn add_address(
+        &mut self,
+        iface: &str,
+        index: u32,
+        addr: Ipv4Addr,
+        prefix: u8,
+    ) -> Result<(), RtnlError> {
+        let mut m = AddressMessage::default();
+        m.header.family = AddressFamily::Inet;
+        m.header.prefix_len = prefix;
+        m.header.scope = AddressScope::Universe;
+        m.header.index = index;
+        m.attributes.push(AddressAttribute::Local(IpAddr::V4(addr)));
+        m.attributes
+            .push(AddressAttribute::Address(IpAddr::V4(addr)));
+        let host_bits = u32::MAX.checked_shr(u32::from(prefix)).unwrap_or(0);
+        if prefix < 31 {
+            m.attributes
+                .push(AddressAttribute::Broadcast(Ipv4Addr::from(
+                    u32::from(addr) | host_bits,
+                )));
+        }
+        self.request(
+            format!("add address {addr}/{prefix} to {iface}"),
+            RouteNetlinkMessage::NewAddress(m),
+            NLM_F_CREATE | NLM_F_REPLACE,
+        )
+    }
+
+    /// `ip route replace DEST/PREFIX [via GW] dev IFACE [onlink]`. A gateway outside the
+    /// subnet (a /32 lease, a classless route) is added on-link, as DHCP clients do.
+    pub fn add_route(
+        &mut self,
+        iface: &str,
+        index: u32,
+        dest: Ipv4Addr,
+        prefix: u8,
+        gateway: Option<Ipv4Addr>,
+        onlink: bool,
+    ) -> Result<(), RtnlError> {
+        let mut m = RouteMessage::default();
+        m.header = RouteHeader {
+            address_family: AddressFamily::Inet,
+            destination_prefix_length: prefix,
+            table: RouteHeader::RT_TABLE_MAIN,
+            protocol: RouteProtocol::Dhcp,
+            scope: if gateway.is_some() {
+                RouteScope::Universe
+            } else {
+                RouteScope::Link
+            },
+            kind: RouteType::Unicast,
+            flags: if onlink {
+                RouteFlags::Onlink
+            } else {
+                RouteFlags::empty()
+            },
+            ..RouteHeader::default()
+        };
+        if prefix > 0 {
+            m.attributes
+                .push(RouteAttribute::Destination(RouteAddress::Inet(dest)));
+        }
+        if let Some(gw) = gateway {
+            m.attributes
+                .push(RouteAttribute::Gateway(RouteAddress::Inet(gw)));
+        }
+        m.attributes.push(RouteAttribute::Oif(index));
+        let via = gateway.map(|g| format!(" via {g}")).unwrap_or_default();
+        self.request(
+            format!("add route {dest}/{prefix}{via} on {iface}"),
+            RouteNetlinkMessage::NewRoute(m),
+            NLM_F_CREATE | NLM_F_REPLACE,
+        )
+    }
+}
