@@ -3,7 +3,7 @@
 # Idempotent and quiet when everything is present: `make` and `make test` call it every time.
 set -eu
 
-PKGS="musl-tools libclang-dev clang squashfs-tools erofs-utils e2fsprogs cpio curl nginx-light
+PKGS="musl-tools squashfs-tools erofs-utils e2fsprogs cpio curl nginx-light
 openssl minisign shellcheck util-linux qemu-system-x86 ipxe-qemu dracut dracut-live
 dracut-network network-manager busybox-static zstd kmod file xorriso time
 isc-dhcp-client iproute2 openssh-client rpm"

@@ -13,7 +13,7 @@ use crate::secrets::{self, Applied, NodeFacts};
 use crate::{fetch, mount, onfail, switchroot};
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 /// What `rustlive boot` was asked to do.
 #[derive(Debug, Clone)]
@@ -44,6 +44,8 @@ pub enum Error {
     SwitchRoot(#[from] crate::switchroot::SwitchRootError),
     #[error(transparent)]
     Fetch(#[from] crate::fetch::FetchError),
+    #[error("the network did not come up")]
+    Network(#[from] crate::net::NoRoute),
 }
 
 impl Error {
@@ -55,6 +57,7 @@ impl Error {
             Error::Assemble(_) => Exit::Assemble,
             Error::SwitchRoot(_) => Exit::SwitchRoot,
             Error::Fetch(e) => e.exit_code(),
+            Error::Network(_) => Exit::Transfer,
         }
     }
 }
@@ -116,14 +119,15 @@ fn run(
     facts: &mut NodeFacts,
 ) -> Result<(), Error> {
     let started = Instant::now();
-    let staged = fetch::stage_image(cfg, &req.paths.run_dir())?;
+    wait_for_network(cfg, deadline)?;
     facts.mac = node_mac(cfg);
+    let staged = fetch_image(cfg, req, deadline)?;
     let root = mount::assemble(
         &staged.path,
         &req.sysroot,
         &mount::AssembleOptions::from_config(cfg),
     )?;
-    install_secrets(cfg, req, facts)?;
+    install_secrets(cfg, req, facts, deadline)?;
 
     // Success: the image tmpfs and every mount stay for the booted system.
     if let Some(tmpfs) = staged.tmpfs {
@@ -142,10 +146,50 @@ fn run(
     hand_over(cfg, req)
 }
 
+/// A route to the image server or the secrets server, whichever the network gives first
+/// (DHCP in dracut, or rustlive's own network stage as PID 1); nothing to wait for when both
+/// are `file://`.
+fn wait_for_network(cfg: &Config, deadline: Deadline) -> Result<(), Error> {
+    let mut hosts: Vec<String> = cfg
+        .image_urls()
+        .iter()
+        .filter(|u| u.scheme() != "file")
+        .filter_map(|u| u.host_str().map(String::from))
+        .collect();
+    hosts.extend(cfg.secrets.source.as_ref().and_then(|t| t.host()));
+    if hosts.is_empty() {
+        return Ok(());
+    }
+    let hosts: Vec<&str> = hosts.iter().map(String::as_str).collect();
+    crate::net::wait_for_route(&hosts, deadline, Duration::from_secs(5))?;
+    Ok(())
+}
+
+/// The verified image in its own tmpfs, within the boot's deadline.
+fn fetch_image(
+    cfg: &Config,
+    req: &Request,
+    deadline: Deadline,
+) -> Result<fetch::StagedImage, Error> {
+    let keys = req.paths.join(crate::verify::KEYS_DIR);
+    let opts = fetch::FetchOptions::from_config(cfg, &keys)?.with_deadline(deadline);
+    Ok(fetch::stage_image(
+        cfg.image_urls(),
+        &opts,
+        cfg.transfer.minmem,
+        &req.paths,
+    )?)
+}
+
 /// The node's secrets into the new root; a failure stops the boot unless
 /// `rd.rustlive.secrets.required=0`.
-fn install_secrets(cfg: &Config, req: &Request, facts: &NodeFacts) -> Result<(), Error> {
-    if let Applied::Skipped = secrets::apply(cfg, &req.sysroot, facts, &req.paths)? {
+fn install_secrets(
+    cfg: &Config,
+    req: &Request,
+    facts: &NodeFacts,
+    deadline: Deadline,
+) -> Result<(), Error> {
+    if let Applied::Skipped = secrets::apply(cfg, &req.sysroot, facts, &req.paths, deadline)? {
         log::warn!("booting without the node's secrets (rd.rustlive.secrets.required=0)");
     }
     Ok(())

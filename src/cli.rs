@@ -100,6 +100,9 @@ pub struct AssembleArgs {
     /// /sbin/init), as `rustlive switch-root` does.
     #[arg(long)]
     pub switch_root: bool,
+    /// Parent of the helper mounts (tests point it at a temporary directory).
+    #[arg(long, value_name = "DIR", default_value = crate::mount::RUN_DIR, hide = true)]
+    pub run_dir: std::path::PathBuf,
 }
 
 #[derive(Debug, Args)]
@@ -319,7 +322,7 @@ pub fn main() -> ExitCode {
             })
         }
         Command::InjectSecrets(a) => inject_secrets(&a),
-        Command::Fetch(a) => crate::fetch::command::run(&a).map_err(Error::from),
+        Command::Fetch(a) => fetch(&a).map_err(Error::from),
         Command::Config(a) => config(&a),
         Command::Assemble(a) => assemble(&a),
         Command::SwitchRoot(a) => switch_root(a),
@@ -401,6 +404,36 @@ fn bundle_build_all(a: &BundleBuildAllArgs) -> Result<(), crate::bundle::BuildEr
     Ok(())
 }
 
+/// `rustlive fetch`: the engine on its own, for operators debugging a node and for benchmarks.
+fn fetch(a: &FetchArgs) -> Result<(), crate::fetch::FetchError> {
+    use crate::fetch::{fetch_to_file, FetchOptions};
+    use crate::verify;
+    let mut keys = match &a.keys_dir {
+        Some(d) => verify::load_keys_dir(d)?,
+        None => Vec::new(),
+    };
+    for p in &a.pubkey {
+        keys.push(verify::load_key(p)?);
+    }
+    let opts = FetchOptions {
+        retries: a.retries,
+        deadline: crate::deadline::Deadline::after(a.timeout),
+        stall: a.stall,
+        connect_timeout: a.stall.min(std::time::Duration::from_secs(15)),
+        ca: a.ca.clone(),
+        insecure_tls: a.insecure_tls,
+        proxy: a.proxy.clone(),
+        sha256: a.sha256,
+        sha256sums: a.sha256sums.clone(),
+        sig: a.sig.clone(),
+        keys,
+        verify_required: a.require_verified,
+        ..FetchOptions::default()
+    };
+    fetch_to_file(&a.urls, &a.output, &opts)?;
+    Ok(())
+}
+
 /// `rustlive inject-secrets`.
 fn inject_secrets(a: &InjectSecretsArgs) -> Result<(), Error> {
     let mut cfg = a.cmdline.load()?;
@@ -410,7 +443,8 @@ fn inject_secrets(a: &InjectSecretsArgs) -> Result<(), Error> {
     }
     let paths = Paths::system();
     let facts = crate::secrets::NodeFacts::gather(&paths, a.mac.clone());
-    crate::secrets::apply(&cfg, &a.root, &facts, &paths)?;
+    let deadline = crate::deadline::Deadline::after(cfg.transfer.timeout);
+    crate::secrets::apply(&cfg, &a.root, &facts, &paths, deadline)?;
     Ok(())
 }
 
@@ -430,6 +464,7 @@ fn assemble(a: &AssembleArgs) -> Result<(), Error> {
     if let Some(size) = a.overlay_size {
         opts.overlay_size = size;
     }
+    opts.run_dir.clone_from(&a.run_dir);
     let root = crate::mount::assemble(&a.image, &a.newroot, &opts)?;
     root.persist();
     if a.switch_root {

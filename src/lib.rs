@@ -3,6 +3,21 @@
 //! The stages of `rustlive boot`, each in its own module: [`config`] (the kernel command line),
 //! fetch and verify (the image into RAM), mount and image (the overlay root), secrets, and
 //! switchroot. [`cli`] maps subcommands onto them; `main.rs` only calls [`cli::main`].
+//!
+//! As PID 1 a panic is a kernel panic, so outside tests nothing may panic on data from the
+//! network, an image, a bundle or the command line: no unwrap/expect, no indexing that can go
+//! out of bounds, no unchecked arithmetic. The one `unsafe` (ioctls) is in [`sys`].
+#![deny(unsafe_code)]
+#![cfg_attr(
+    not(test),
+    deny(
+        clippy::unwrap_used,
+        clippy::expect_used,
+        clippy::panic,
+        clippy::indexing_slicing,
+        clippy::arithmetic_side_effects
+    )
+)]
 
 pub mod boot;
 pub mod bundle;
@@ -26,6 +41,7 @@ pub mod ram;
 pub mod rootfs;
 pub mod secrets;
 pub mod switchroot;
+pub mod sys;
 #[doc(hidden)]
 pub mod testing;
 pub mod url_template;

@@ -18,12 +18,14 @@
 //! undone on drop, so a failure leaves a clean system for the emergency shell or a retry.
 
 use crate::config::Config;
-use crate::image::{self, Format, ImageError, LiveLayout, MAX_DEPTH};
+use crate::image::{Format, ImageError, ImageFile, LiveLayout, MAX_DEPTH};
 use crate::ram::MemInfo;
 use crate::rootfs::{self, NotBootable};
+use crate::sys::loopdev::{LoopDevice, LoopError};
+use crate::sys::mount::MountGuard;
 use crate::values::Size;
-use nix::errno::Errno;
-use nix::mount::{MntFlags, MsFlags};
+use rustix::io::Errno;
+use rustix::mount::MountFlags;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
@@ -60,7 +62,10 @@ impl AssembleOptions {
 
     /// Mount point of the filesystem at nesting `depth` (0 is the image itself).
     pub fn layer_dir(&self, depth: usize) -> PathBuf {
-        self.run_dir.join(LAYER_DIRS[depth])
+        match LAYER_DIRS.get(depth) {
+            Some(name) => self.run_dir.join(name),
+            None => self.run_dir.join(format!("nested{depth}")),
+        }
     }
 
     pub fn overlay_dir(&self) -> PathBuf {
@@ -94,7 +99,7 @@ pub enum AssembleError {
     Loop {
         image: PathBuf,
         #[source]
-        source: std::io::Error,
+        source: LoopError,
     },
     #[error("loop device {device} for {image} is not {what}")]
     LoopFlags {
@@ -131,7 +136,7 @@ pub struct Assembled {
 #[derive(Debug)]
 enum Guard {
     Mount(MountGuard),
-    Loop(LoopGuard),
+    Loop(LoopDevice),
 }
 
 impl Assembled {
@@ -157,7 +162,7 @@ impl Assembled {
     /// directory) through `/run/rustlive`, which survives switch-root.
     pub fn persist(mut self) {
         if let Some(overlay) = self.upper.parent() {
-            match nix::mount::umount2(overlay, MntFlags::MNT_DETACH) {
+            match crate::sys::mount::detach(overlay) {
                 Ok(()) => log::debug!("detached {} (the overlay keeps it)", overlay.display()),
                 Err(e) => log::warn!("cannot detach {}: {e}", overlay.display()),
             }
@@ -165,7 +170,7 @@ impl Assembled {
         for g in self.guards.drain(..) {
             match g {
                 Guard::Mount(m) => m.keep(),
-                Guard::Loop(l) => l.keep(),
+                Guard::Loop(l) => l.persist(),
             }
         }
     }
@@ -197,48 +202,50 @@ pub fn assemble(
         upper: PathBuf::new(),
         guards: Vec::new(),
     };
-    let mut file = image.to_path_buf();
-    let mut fmt = image::detect_file(&file)?;
-    for depth in 0.. {
+    // Each layer is opened once: the open file that was checked is the one attached.
+    let mut next = Some(ImageFile::open(image)?);
+    let mut lower = None;
+    for depth in 0..MAX_DEPTH {
+        let Some(file) = next.take() else { break };
+        let fmt = file.detect()?;
         let target = opts.layer_dir(depth);
         mount_image(&mut a, &file, fmt, &target)?;
-        match opts.layout.nested(fmt, |p| target.join(p).is_file()) {
-            Some(rel) => {
-                if depth + 1 >= MAX_DEPTH {
-                    return Err(AssembleError::TooDeep {
-                        image: image.to_owned(),
-                    });
-                }
-                file = target.join(rel);
-                log::info!(
-                    "{} holds the nested image {}",
-                    target.display(),
-                    file.display()
-                );
-                fmt = image::detect_file(&file)?;
-            }
+        next = find_nested(&opts.layout, fmt, &target)?;
+        match &next {
+            Some(inner) => log::info!(
+                "{} holds the nested image {}",
+                target.display(),
+                inner.path().display()
+            ),
             None => {
                 if let Some(expected) = opts.layout.required_inside(fmt) {
                     return Err(AssembleError::NestedMissing {
-                        image: file,
+                        image: file.path().to_owned(),
                         format: fmt,
                         expected,
                     });
                 }
-                a.lower = target;
-                break;
+                lower = Some(target);
             }
         }
     }
+    a.lower = match (next, lower) {
+        (None, Some(lower)) => lower,
+        _ => {
+            return Err(AssembleError::TooDeep {
+                image: image.to_owned(),
+            })
+        }
+    };
 
     let overlay = opts.overlay_dir();
     mkdir(&overlay, 0o755)?;
     let data = tmpfs_data(overlay_bytes);
     let m = MountGuard::mount(
-        Some(Path::new("tmpfs")),
+        Path::new("tmpfs"),
         &overlay,
         "tmpfs",
-        MsFlags::MS_NOSUID | MsFlags::MS_NODEV,
+        MountFlags::NOSUID | MountFlags::NODEV,
         Some(&data),
     )
     .map_err(|source| mount_error("a tmpfs for the writable layer", &overlay, "tmpfs", source))?;
@@ -257,10 +264,10 @@ pub fn assemble(
     mkdir(newroot, 0o755)?;
     let data = overlay_data(&a.lower, &a.upper, &work);
     let m = MountGuard::mount(
-        Some(Path::new("overlay")),
+        Path::new("overlay"),
         newroot,
         "overlay",
-        MsFlags::empty(),
+        MountFlags::empty(),
         Some(&data),
     )
     .map_err(|source| mount_error("the overlay", newroot, "overlay", source))?;
@@ -279,30 +286,83 @@ pub fn assemble(
     Ok(a)
 }
 
-/// Attaches `file` to a read-only loop device and mounts it read-only on `target`.
+/// The nested image inside the filesystem mounted on `dir`, if it holds one. Opened without
+/// following symlinks: a link in a hostile image must not lead to a file outside it (an
+/// initramfs file mounted as the root).
+fn find_nested(
+    layout: &LiveLayout,
+    fmt: Format,
+    dir: &Path,
+) -> Result<Option<ImageFile>, ImageError> {
+    for rel in layout.candidates(fmt) {
+        if let Some(f) = ImageFile::open_nested(dir, &rel)? {
+            return Ok(Some(f));
+        }
+    }
+    Ok(None)
+}
+
+/// Attaches `file` to a read-only loop device and mounts it read-only on `target`. Every step
+/// is guarded in `a` as soon as it exists, so an error anywhere unwinds all of them.
 fn mount_image(
     a: &mut Assembled,
-    file: &Path,
+    file: &ImageFile,
     fmt: Format,
     target: &Path,
 ) -> Result<(), AssembleError> {
     mkdir(target, 0o755)?;
-    let lo = LoopGuard::attach_read_only(file)?;
-    let dev = lo.device.clone();
+    let lo = LoopDevice::attach_read_only(file.as_fd(), file.path()).map_err(|source| {
+        AssembleError::Loop {
+            image: file.path().to_owned(),
+            source,
+        }
+    })?;
+    let dev = lo.path().to_owned();
     a.guards.push(Guard::Loop(lo));
-    let m = MountGuard::mount(Some(&dev), target, fmt.fstype(), MsFlags::MS_RDONLY, None).map_err(
+    check_loop_flags(&dev, file.path())?;
+    log::debug!("attached {} to {}", file.path().display(), dev.display());
+    let m = MountGuard::mount(&dev, target, fmt.fstype(), MountFlags::RDONLY, None).map_err(
         |source| {
-            let what = format!("the {fmt} image {} (on {})", file.display(), dev.display());
+            let what = format!(
+                "the {fmt} image {} (on {})",
+                file.path().display(),
+                dev.display()
+            );
             mount_error(&what, target, fmt.fstype(), source)
         },
     )?;
     a.guards.push(Guard::Mount(m));
     log::info!(
         "mounted {} ({fmt}) read-only on {} via {}",
-        file.display(),
+        file.path().display(),
         target.display(),
         dev.display()
     );
+    Ok(())
+}
+
+/// Double-checks in sysfs that the kernel really made `device` read-only and autoclear.
+fn check_loop_flags(device: &Path, file: &Path) -> Result<(), AssembleError> {
+    let Some(name) = device.file_name() else {
+        return Ok(());
+    };
+    let sys = Path::new("/sys/block").join(name);
+    if !sys.is_dir() {
+        log::debug!("no {}; cannot double-check the loop flags", sys.display());
+        return Ok(());
+    }
+    let read = |rel: &str| std::fs::read_to_string(sys.join(rel)).unwrap_or_default();
+    let bad = |what| AssembleError::LoopFlags {
+        device: device.to_owned(),
+        image: file.to_owned(),
+        what,
+    };
+    if read("ro").trim() != "1" {
+        return Err(bad("read-only"));
+    }
+    if read("loop/autoclear").trim() != "1" {
+        return Err(bad("autoclear"));
+    }
     Ok(())
 }
 
@@ -318,13 +378,12 @@ fn mount_error(what: &str, target: &Path, fstype: &str, source: Errno) -> Assemb
 /// A hint for the errors an operator meets in practice.
 fn mount_hint(e: Errno, fstype: &str) -> &'static str {
     match (e, fstype) {
-        (Errno::ENODEV, "overlay") => " (the kernel has no overlayfs: load the overlay module)",
-        (Errno::ENODEV, "tmpfs") => " (the kernel has no tmpfs)",
-        (Errno::ENODEV, _) => " (the kernel does not support this filesystem: load its module)",
-        (
-            Errno::EINVAL | Errno::EUCLEAN | Errno::EIO,
-            "squashfs" | "erofs" | "ext4" | "iso9660",
-        ) => " (the image is corrupt or uses a feature this kernel lacks; see dmesg)",
+        (Errno::NODEV, "overlay") => " (the kernel has no overlayfs: load the overlay module)",
+        (Errno::NODEV, "tmpfs") => " (the kernel has no tmpfs)",
+        (Errno::NODEV, _) => " (the kernel does not support this filesystem: load its module)",
+        (Errno::INVAL | Errno::UCLEAN | Errno::IO, "squashfs" | "erofs" | "ext4" | "iso9660") => {
+            " (the image is corrupt or uses a feature this kernel lacks; see dmesg)"
+        }
         _ => "",
     }
 }
@@ -382,144 +441,6 @@ fn escape_overlay_path(p: &Path) -> String {
         out.push(c);
     }
     out
-}
-
-/// A mount that is unmounted on drop unless kept.
-#[derive(Debug)]
-pub struct MountGuard {
-    target: PathBuf,
-    active: bool,
-}
-
-impl MountGuard {
-    pub fn mount(
-        source: Option<&Path>,
-        target: &Path,
-        fstype: &str,
-        flags: MsFlags,
-        data: Option<&str>,
-    ) -> Result<Self, Errno> {
-        nix::mount::mount(source, target, Some(fstype), flags, data)?;
-        Ok(MountGuard {
-            target: target.to_owned(),
-            active: true,
-        })
-    }
-
-    pub fn target(&self) -> &Path {
-        &self.target
-    }
-
-    /// Leaves the mount in place.
-    pub fn keep(mut self) {
-        self.active = false;
-    }
-}
-
-impl Drop for MountGuard {
-    fn drop(&mut self) {
-        if !self.active {
-            return;
-        }
-        match nix::mount::umount2(&self.target, MntFlags::empty()) {
-            Ok(()) => log::debug!("unmounted {}", self.target.display()),
-            Err(Errno::EBUSY) => {
-                // Something still uses it (a shell cd'ed into it): detach it now, the kernel
-                // frees it when the last user goes.
-                log::warn!("{} is busy; detaching it lazily", self.target.display());
-                if let Err(e) = nix::mount::umount2(&self.target, MntFlags::MNT_DETACH) {
-                    log::warn!("cannot detach {}: {e}", self.target.display());
-                }
-            }
-            Err(e) => log::warn!("cannot unmount {}: {e}", self.target.display()),
-        }
-    }
-}
-
-/// A read-only, autoclear loop device attached to a file; detached on drop unless kept.
-#[derive(Debug)]
-pub struct LoopGuard {
-    dev: loopdev::LoopDevice,
-    device: PathBuf,
-    active: bool,
-}
-
-impl LoopGuard {
-    /// Attaches `file` read-only with `LO_FLAGS_AUTOCLEAR` and checks in sysfs that the kernel
-    /// really set both.
-    pub fn attach_read_only(file: &Path) -> Result<Self, AssembleError> {
-        let err = |source| AssembleError::Loop {
-            image: file.to_owned(),
-            source,
-        };
-        let control = loopdev::LoopControl::open().map_err(err)?;
-        // Another process may take the free device between LOOP_CTL_GET_FREE and LOOP_SET_FD.
-        let mut attempts = 0;
-        let dev = loop {
-            let dev = control.next_free().map_err(err)?;
-            match dev.with().read_only(true).autoclear(true).attach(file) {
-                Ok(()) => break dev,
-                Err(e) if e.raw_os_error() == Some(Errno::EBUSY as i32) && attempts < 8 => {
-                    attempts += 1;
-                }
-                Err(e) => return Err(err(e)),
-            }
-        };
-        let device = dev
-            .path()
-            .ok_or_else(|| err(std::io::Error::other("cannot name the loop device")))?;
-        let guard = LoopGuard {
-            dev,
-            device,
-            active: true,
-        };
-        guard.check_flags(file)?;
-        log::debug!("attached {} to {}", file.display(), guard.device.display());
-        Ok(guard)
-    }
-
-    fn check_flags(&self, file: &Path) -> Result<(), AssembleError> {
-        let Some(name) = self.device.file_name() else {
-            return Ok(());
-        };
-        let sys = Path::new("/sys/block").join(name);
-        if !sys.is_dir() {
-            log::debug!("no {}; cannot double-check the loop flags", sys.display());
-            return Ok(());
-        }
-        let read = |rel: &str| std::fs::read_to_string(sys.join(rel)).unwrap_or_default();
-        let bad = |what| AssembleError::LoopFlags {
-            device: self.device.clone(),
-            image: file.to_owned(),
-            what,
-        };
-        if read("ro").trim() != "1" {
-            return Err(bad("read-only"));
-        }
-        if read("loop/autoclear").trim() != "1" {
-            return Err(bad("autoclear"));
-        }
-        Ok(())
-    }
-
-    pub fn device(&self) -> &Path {
-        &self.device
-    }
-
-    /// Leaves the device attached; autoclear detaches it once its filesystem is unmounted.
-    pub fn keep(mut self) {
-        self.active = false;
-    }
-}
-
-impl Drop for LoopGuard {
-    fn drop(&mut self) {
-        if self.active {
-            if let Err(e) = self.dev.detach() {
-                log::warn!("cannot detach {}: {e}", self.device.display());
-            }
-        }
-    }
 }
 
 #[cfg(test)]
@@ -599,11 +520,11 @@ mod tests {
             "the squashfs image /x.img (on /dev/loop0)",
             Path::new("/run/rustlive/mnt/image"),
             "squashfs",
-            Errno::EINVAL,
+            Errno::INVAL,
         );
         let msg = crate::error::report(&e);
         assert!(msg.contains("/x.img") && msg.contains("corrupt"), "{msg}");
-        assert!(mount_hint(Errno::ENODEV, "overlay").contains("overlay module"));
-        assert_eq!(mount_hint(Errno::EPERM, "squashfs"), "");
+        assert!(mount_hint(Errno::NODEV, "overlay").contains("overlay module"));
+        assert_eq!(mount_hint(Errno::PERM, "squashfs"), "");
     }
 }

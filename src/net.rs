@@ -5,6 +5,7 @@
 //! sends nothing, but the kernel must pick a route and a source address for it, so it fails
 //! (`ENETUNREACH`) exactly while there is no route.
 
+use crate::deadline::Deadline;
 use nix::ifaddrs::getifaddrs;
 use std::net::{IpAddr, SocketAddr, ToSocketAddrs, UdpSocket};
 use std::time::{Duration, Instant};
@@ -45,9 +46,9 @@ pub fn route_to(host: &str) -> Option<Route> {
     // Port 9 (discard): no datagram is ever sent, any port works for route selection.
     let targets: Vec<SocketAddr> = (host, 9).to_socket_addrs().ok()?.collect();
     targets.iter().find_map(|t| {
-        let bind: SocketAddr = match t {
-            SocketAddr::V4(_) => "0.0.0.0:0".parse().unwrap(),
-            SocketAddr::V6(_) => "[::]:0".parse().unwrap(),
+        let bind = match t {
+            SocketAddr::V4(_) => SocketAddr::from((std::net::Ipv4Addr::UNSPECIFIED, 0)),
+            SocketAddr::V6(_) => SocketAddr::from((std::net::Ipv6Addr::UNSPECIFIED, 0)),
         };
         let sock = UdpSocket::bind(bind).ok()?;
         sock.connect(t).ok()?;
@@ -80,11 +81,11 @@ fn interface_of(addr: IpAddr) -> Option<Route> {
 /// Waits until [`route_to`] finds one of `hosts`, logging every `log_every`, until `deadline`.
 pub fn wait_for_route(
     hosts: &[&str],
-    deadline: Option<Instant>,
+    deadline: Deadline,
     log_every: Duration,
 ) -> Result<Route, NoRoute> {
     let start = Instant::now();
-    let mut next_log = start + log_every;
+    let mut next_log = start.checked_add(log_every);
     loop {
         if let Some(r) = hosts.iter().find_map(|h| route_to(h)) {
             if start.elapsed() > Duration::from_secs(1) {
@@ -98,22 +99,22 @@ pub fn wait_for_route(
             return Ok(r);
         }
         let now = Instant::now();
-        if deadline.is_some_and(|d| now >= d) {
+        if deadline.passed_at(now) {
             return Err(NoRoute {
                 host: hosts.join(", "),
                 waited_secs: start.elapsed().as_secs(),
             });
         }
-        if now >= next_log {
+        if next_log.is_some_and(|t| now >= t) {
             log::info!(
                 "waiting for a route to {} ({} s so far)",
                 hosts.join(", "),
                 start.elapsed().as_secs()
             );
-            next_log = now + log_every;
+            next_log = now.checked_add(log_every);
         }
         let nap = Duration::from_millis(250);
-        std::thread::sleep(deadline.map_or(nap, |d| nap.min(d.saturating_duration_since(now))));
+        std::thread::sleep(deadline.clamp_at(now, nap));
     }
 }
 
@@ -139,13 +140,17 @@ mod tests {
         let t = Instant::now();
         let e = wait_for_route(
             &["no-such-host.invalid"],
-            Some(t + Duration::from_millis(600)),
+            Deadline::after_from(t, Some(Duration::from_millis(600))),
             Duration::from_secs(5),
         )
         .unwrap_err();
         assert!(t.elapsed() < Duration::from_secs(3));
         assert!(e.to_string().contains("no-such-host.invalid"), "{e}");
-        let r = wait_for_route(&["127.0.0.1"], Some(t), Duration::from_secs(5)).unwrap();
+        let passed = Deadline::after_from(t, Some(Duration::ZERO));
+        let r = wait_for_route(&["127.0.0.1"], passed, Duration::from_secs(5)).unwrap();
+        assert_eq!(r.ifname, "lo");
+        // An absurd log interval does not overflow either.
+        let r = wait_for_route(&["127.0.0.1"], Deadline::NONE, Duration::MAX).unwrap();
         assert_eq!(r.ifname, "lo");
     }
 

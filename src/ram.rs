@@ -4,8 +4,8 @@
 //! 10–20% of RAM and a large image would fill it (a known dmsquash-live/livenet failure).
 
 use crate::log::mib;
-use crate::mount::MountGuard;
-use nix::mount::MsFlags;
+use crate::sys::mount::MountGuard;
+use rustix::mount::MountFlags;
 use std::path::{Path, PathBuf};
 
 pub const PROC_MEMINFO: &str = "/proc/meminfo";
@@ -78,7 +78,13 @@ pub enum RamError {
 /// Headroom on top of the image: filesystem metadata and rounding.
 pub fn tmpfs_size(image_len: u64) -> u64 {
     let slack = (image_len / 64).max(16 << 20);
-    (image_len + slack).next_multiple_of(4096)
+    page_round(image_len.saturating_add(slack))
+}
+
+/// `n` rounded up to whole pages; a length announced by a server can be anything, so the
+/// rounding saturates instead of overflowing.
+fn page_round(n: u64) -> u64 {
+    n.checked_next_multiple_of(4096).unwrap_or(!4095u64)
 }
 
 /// The tmpfs size for an image of `len` bytes (`None`: unknown length), or why it does not fit.
@@ -96,7 +102,7 @@ pub fn plan(len: Option<u64>, mem: MemInfo, reserve: u64) -> Result<u64, RamErro
             available: mem.available,
             reserve,
         }),
-        None => Ok(room.next_multiple_of(4096)),
+        None => Ok(page_round(room)),
     }
 }
 
@@ -117,10 +123,10 @@ impl Tmpfs {
         std::fs::create_dir_all(path).map_err(merr)?;
         let data = format!("size={size},mode=0700");
         let guard = MountGuard::mount(
-            Some(Path::new("rustlive-image")),
+            Path::new("rustlive-image"),
             path,
             "tmpfs",
-            MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC,
+            MountFlags::NOSUID | MountFlags::NODEV | MountFlags::NOEXEC,
             Some(&data),
         )
         .map_err(|e| merr(e.into()))?;
@@ -184,11 +190,14 @@ mod tests {
         assert_eq!(tmpfs_size(0), 16 << 20);
         assert_eq!(tmpfs_size(4 << 30), (4 << 30) + (64 << 20));
         assert_eq!(tmpfs_size(1) % 4096, 0);
+        // A length near u64::MAX saturates instead of overflowing.
+        assert_eq!(tmpfs_size(u64::MAX), !4095u64);
+        assert_eq!(tmpfs_size(u64::MAX - 5000) % 4096, 0);
     }
 
     #[test]
     fn mounts_and_unmounts() {
-        if !nix::unistd::Uid::effective().is_root() {
+        if !crate::testing::is_root() {
             crate::testing::skip("mounting a tmpfs needs root");
             return;
         }

@@ -19,7 +19,7 @@ pub fn resolve_in_root(root: &Path, path: &Path) -> io::Result<PathBuf> {
     let mut todo: Vec<std::ffi::OsString> = Vec::new();
     push_components(&mut todo, path);
     let mut done: Vec<std::ffi::OsString> = Vec::new();
-    let mut links = 0;
+    let mut links: usize = 0;
     while let Some(c) = todo.pop() {
         if c == ".." {
             done.pop();
@@ -30,7 +30,7 @@ pub fn resolve_in_root(root: &Path, path: &Path) -> io::Result<PathBuf> {
         candidate.push(&c);
         match std::fs::symlink_metadata(&candidate) {
             Ok(m) if m.file_type().is_symlink() => {
-                links += 1;
+                links = links.saturating_add(1);
                 if links > MAX_SYMLINKS {
                     return Err(io::Error::from_raw_os_error(libc_eloop()));
                 }
@@ -73,7 +73,7 @@ fn push_components(todo: &mut Vec<std::ffi::OsString>, path: &Path) {
 }
 
 fn libc_eloop() -> i32 {
-    nix::errno::Errno::ELOOP as i32
+    rustix::io::Errno::LOOP.raw_os_error()
 }
 
 /// Why a root cannot be booted.
@@ -170,7 +170,10 @@ mod tests {
         symlink("b", d.path().join("a")).unwrap();
         symlink("a", d.path().join("b")).unwrap();
         let e = resolve_in_root(d.path(), Path::new("/a")).unwrap_err();
-        assert_eq!(e.raw_os_error(), Some(nix::errno::Errno::ELOOP as i32));
+        assert_eq!(
+            e.raw_os_error(),
+            Some(rustix::io::Errno::LOOP.raw_os_error())
+        );
     }
 
     #[test]

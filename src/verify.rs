@@ -4,6 +4,17 @@
 //! Hashing is incremental ([`Digests`]) so the fetch engine verifies on the same pass that
 //! writes the file; nothing here holds the image in memory.
 
+#![cfg_attr(
+    not(test),
+    deny(
+        clippy::unwrap_used,
+        clippy::expect_used,
+        clippy::panic,
+        clippy::indexing_slicing,
+        clippy::arithmetic_side_effects
+    )
+)]
+
 use crate::values::{parse_sha256, Sha256Hex};
 use minisign_verify::{PublicKey, Signature};
 use sha2::{Digest, Sha256};
@@ -130,19 +141,23 @@ pub fn parse_signature(text: &str, url: &str) -> Result<Signature, VerifyError> 
 }
 
 /// The hash `sha256sum`-format text gives for `name`. Accepts `HASH  NAME`, `HASH *NAME`
-/// (binary mode), `./NAME` and path prefixes (`images/NAME`), and BSD `SHA256 (NAME) = HASH`.
+/// (binary mode), `HASH NAME`, `./NAME` and path prefixes (`images/NAME`), and BSD
+/// `SHA256 (NAME) = HASH`; CRLF line ends. The name is the rest of the line verbatim, as
+/// `sha256sum` writes it (a trailing space is part of a name, not something to trim away).
 /// Several lines for the same name must agree.
 pub fn parse_sha256sums(text: &str, name: &str, url: &str) -> Result<Sha256Hex, VerifyError> {
     let mut found: Vec<Sha256Hex> = Vec::new();
-    for line in text.lines().map(str::trim).filter(|l| !l.is_empty()) {
+    for line in text.lines().map(|l| l.strip_suffix('\r').unwrap_or(l)) {
+        let line = line.trim_start();
         let (hash, file) = if let Some(rest) = line.strip_prefix("SHA256 (") {
             match rest.rsplit_once(") = ") {
-                Some((f, h)) => (h, f),
+                Some((f, h)) => (h.trim_end(), f),
                 None => continue,
             }
         } else {
-            match line.split_once(char::is_whitespace) {
-                Some((h, f)) => (h, f.trim_start().trim_start_matches('*')),
+            match line.split_once([' ', '\t']) {
+                // One separator, then the mode character: ' ' (text) or '*' (binary).
+                Some((h, f)) => (h, f.strip_prefix([' ', '*']).unwrap_or(f)),
                 None => continue,
             }
         };
@@ -156,13 +171,13 @@ pub fn parse_sha256sums(text: &str, name: &str, url: &str) -> Result<Sha256Hex, 
             }
         }
     }
-    match found.len() {
-        0 => Err(VerifyError::SumsNoEntry {
+    match (found.first(), found.len()) {
+        (None, _) => Err(VerifyError::SumsNoEntry {
             url: url.into(),
             name: name.into(),
         }),
-        1 => Ok(found[0]),
-        count => Err(VerifyError::SumsAmbiguous {
+        (Some(h), 1) => Ok(*h),
+        (_, count) => Err(VerifyError::SumsAmbiguous {
             url: url.into(),
             name: name.into(),
             count,
@@ -222,11 +237,12 @@ impl Expected {
     pub fn digests(&self) -> Digests<'_> {
         Digests {
             sha256: Sha256::new(),
-            minisign: self.signature.as_ref().map(|s| {
-                s.key
-                    .verify_stream(&s.signature)
-                    .expect("key and signature were matched in SignatureCheck::new")
-            }),
+            // SignatureCheck::new matched key and signature, so this is Ok; were it not, the
+            // error surfaces in finish() as a bad signature instead of a panic.
+            minisign: self
+                .signature
+                .as_ref()
+                .map(|s| s.key.verify_stream(&s.signature)),
             expected: self,
         }
     }
@@ -235,14 +251,14 @@ impl Expected {
 /// The running hashes of one pass over the bytes.
 pub struct Digests<'a> {
     sha256: Sha256,
-    minisign: Option<minisign_verify::StreamVerifier<'a>>,
+    minisign: Option<Result<minisign_verify::StreamVerifier<'a>, minisign_verify::Error>>,
     expected: &'a Expected,
 }
 
 impl Digests<'_> {
     pub fn update(&mut self, buf: &[u8]) {
         self.sha256.update(buf);
-        if let Some(m) = &mut self.minisign {
+        if let Some(Ok(m)) = &mut self.minisign {
             m.update(buf);
         }
     }
@@ -264,11 +280,12 @@ impl Digests<'_> {
                 });
             }
         }
-        if let Some(mut m) = self.minisign {
-            m.finalize().map_err(|source| VerifyError::BadSignature {
-                what: what.into(),
-                source,
-            })?;
+        if let Some(m) = self.minisign {
+            m.and_then(|mut m| m.finalize())
+                .map_err(|source| VerifyError::BadSignature {
+                    what: what.into(),
+                    source,
+                })?;
         }
         Ok(actual)
     }
@@ -367,6 +384,19 @@ HYGYWEVlc0olRgaRtM94S05mv9TT01q74aoCzQAXhTSjqAApt4K0aHQbJwhwDP5g54hD/rlZTgPY9FRx
         ));
         let same = format!("{a}  r.img\n{}  r.img\n", a.to_uppercase());
         assert_eq!(parse_sha256sums(&same, "r.img", "u").unwrap().to_hex(), a);
+        let crlf = format!("{a}  r.img\r\n{b} r2.img\r\n");
+        assert_eq!(parse_sha256sums(&crlf, "r.img", "u").unwrap().to_hex(), a);
+        assert_eq!(parse_sha256sums(&crlf, "r2.img", "u").unwrap().to_hex(), b);
+    }
+
+    #[test]
+    fn a_trailing_space_is_part_of_the_name() {
+        // Found by tests/fetch_fuzz.rs (sha256sums_finds_its_line): the line for "b " was
+        // trimmed into a second, conflicting hash for "b".
+        let (a, b) = ("0".repeat(64), "1".repeat(64));
+        let text = format!("{a}  b \n{b}  b\n");
+        assert_eq!(parse_sha256sums(&text, "b", "u").unwrap().to_hex(), b);
+        assert_eq!(parse_sha256sums(&text, "b ", "u").unwrap().to_hex(), a);
     }
 
     #[test]

@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 const HELLO: &str = "hello from the image\n";
 
 fn skip_reason(tools: &[&str]) -> Option<String> {
-    if !nix::unistd::Uid::effective().is_root() {
+    if !rustlive::testing::is_root() {
         return Some("needs root (mounts and loop devices)".into());
     }
     if !Path::new("/dev/loop-control").exists() {
@@ -257,7 +257,11 @@ fn check_format(fs: Fs) {
         HELLO
     );
     let e = std::fs::write(a.lower().join("etc/x"), "x").unwrap_err();
-    assert_eq!(e.raw_os_error(), Some(nix::libc::EROFS), "{e}");
+    assert_eq!(
+        e.raw_os_error(),
+        Some(rustix::io::Errno::ROFS.raw_os_error()),
+        "{e}"
+    );
 
     drop(a);
     fx.assert_clean(&img);
@@ -312,7 +316,11 @@ fn overlay_size_limit_is_enforced() {
             "wrote {written} bytes into a 2 MiB overlay"
         );
     };
-    assert_eq!(err.raw_os_error(), Some(nix::libc::ENOSPC), "{err}");
+    assert_eq!(
+        err.raw_os_error(),
+        Some(rustix::io::Errno::NOSPC.raw_os_error()),
+        "{err}"
+    );
     assert!(written >= 1 << 20, "only {written} bytes fit");
     drop(f);
     drop(a);
@@ -537,9 +545,9 @@ fn cli_overlay_size_is_validated() {
 #[test]
 fn switch_root_in_a_mount_namespace() {
     require!("unshare", "busybox");
-    let st = nix::sys::statfs::statfs("/").unwrap();
+    let st = rustix::fs::statfs("/").unwrap();
     #[allow(clippy::unnecessary_cast)]
-    let f_type = st.filesystem_type().0 as u64;
+    let f_type = st.f_type as u64;
     if rustlive::switchroot::is_initramfs(f_type) {
         rustlive::testing::skip("/ is a tmpfs/ramfs here, and switch-root would empty it");
         return;
@@ -627,7 +635,7 @@ fn persisted_root_hides_its_writable_layer_from_run() {
         .into_iter()
         .chain(mps)
     {
-        let _ = nix::mount::umount2(Path::new(&mp), nix::mount::MntFlags::MNT_DETACH);
+        let _ = rustix::mount::unmount(Path::new(&mp), rustix::mount::UnmountFlags::DETACH);
     }
     fx.assert_clean(&img);
 }

@@ -26,7 +26,7 @@ fn opts(content: &[u8]) -> FetchOptions {
             base: Duration::from_millis(20),
             cap: Duration::from_millis(200),
         },
-        deadline: Some(Instant::now() + Duration::from_secs(60)),
+        deadline: rustlive::deadline::Deadline::after(Some(Duration::from_secs(60))),
         ..FetchOptions::default()
     }
 }
@@ -177,6 +177,9 @@ fn slow_but_moving_transfer_is_never_timed_out() {
     let (_d, p) = dest();
     let mut o = opts(&content);
     o.stall = Duration::from_secs(1);
+    // About 6.8 KiB/s: above the default minimum rate, but a loaded machine can stretch the
+    // pauses; this test is about the stall timer, so the floor is set well below.
+    o.min_rate = 1024;
     let rep = fetch_to_file(&[url(&s, "/img")], &p, &o).unwrap();
     assert_eq!(rep.attempts, 1);
     assert!(rep.elapsed > Duration::from_secs(3));
@@ -519,6 +522,44 @@ fn cli_reports_progress_and_summary() {
         summary.contains("1 resume,") && summary.contains(&hex),
         "{summary}"
     );
+}
+
+#[test]
+fn a_transfer_above_the_minimum_rate_is_never_dropped_but_one_below_is() {
+    // 2 KiB every 200 ms (10 KiB/s) against a floor of 4 KiB/s over 1 s windows: kept. The same
+    // pieces 2 s apart (1 KiB/s, never silent for the 3 s stall): dropped as too slow.
+    let content = Arc::new(random_bytes(24 * 1024, 21));
+    for (pause, ok) in [(200, true), (2000, false)] {
+        let c = content.clone();
+        let s = Server::start(move |_| {
+            Reply::ok(&c).fault(Fault::Trickle {
+                piece: 2048,
+                pause: Duration::from_millis(pause),
+            })
+        });
+        let (_d, p) = dest();
+        let mut o = opts(&content);
+        o.stall = Duration::from_secs(if ok { 1 } else { 3 });
+        o.retries = Some(0);
+        let r = fetch_to_file(&[url(&s, "/img")], &p, &o);
+        if ok {
+            assert_eq!(r.unwrap().attempts, 1);
+            assert_eq!(std::fs::read(&p).unwrap(), *content);
+        } else {
+            let e = r.unwrap_err();
+            assert!(
+                matches!(
+                    &e,
+                    FetchError::GaveUp {
+                        last: AttemptError::TooSlow { .. },
+                        ..
+                    }
+                ),
+                "{e:?}"
+            );
+            no_leftovers(&p);
+        }
+    }
 }
 
 #[test]

@@ -4,7 +4,8 @@
 mod support;
 
 use rustlive::fetch::retry::Backoff;
-use rustlive::fetch::{stage_image_with, FetchError, FetchOptions};
+use rustlive::fetch::{stage_image, FetchError, FetchOptions};
+use rustlive::paths::Paths;
 use rustlive::ram::RamError;
 use rustlive::values::parse_sha256;
 use std::path::Path;
@@ -28,8 +29,10 @@ fn mounted(p: &Path) -> bool {
         .any(|l| l.split(' ').nth(4) == Some(p))
 }
 
+/// A fake `/proc/meminfo` below the test's root.
 fn meminfo(dir: &Path, available_mib: u64) -> std::path::PathBuf {
-    let p = dir.join("meminfo");
+    std::fs::create_dir_all(dir.join("proc")).unwrap();
+    let p = dir.join("proc/meminfo");
     std::fs::write(
         &p,
         format!(
@@ -62,10 +65,16 @@ fn image_lands_verified_in_its_own_tmpfs() {
     let c = content.clone();
     let s = Server::start(move |_| Reply::ok(&c));
     let run = tempfile::tempdir().unwrap();
-    let mi = meminfo(run.path(), 1024);
+    meminfo(run.path(), 1024);
     let url = reqwest::Url::parse(&s.url("/images/root.squashfs")).unwrap();
-    let staged = stage_image_with(&[url], &opts(&content), 512 << 20, run.path(), &mi).unwrap();
-    let dir = run.path().join("image");
+    let staged = stage_image(
+        &[url],
+        &opts(&content),
+        512 << 20,
+        &Paths::under(run.path()),
+    )
+    .unwrap();
+    let dir = run.path().join("run/rustlive/image");
     assert_eq!(staged.path, dir.join("root.squashfs"));
     assert!(mounted(&dir), "tmpfs on {}", dir.display());
     assert_eq!(std::fs::read(&staged.path).unwrap(), content);
@@ -88,9 +97,15 @@ fn too_little_memory_is_refused_before_downloading() {
     let s = Server::start(move |_| Reply::ok(&c));
     let run = tempfile::tempdir().unwrap();
     // 514 MiB available, 512 MiB reserved: 2 MiB of room for a 3 MiB image.
-    let mi = meminfo(run.path(), 514);
+    meminfo(run.path(), 514);
     let url = reqwest::Url::parse(&s.url("/img")).unwrap();
-    let e = stage_image_with(&[url], &opts(&content), 512 << 20, run.path(), &mi).unwrap_err();
+    let e = stage_image(
+        &[url],
+        &opts(&content),
+        512 << 20,
+        &Paths::under(run.path()),
+    )
+    .unwrap_err();
     assert!(
         matches!(e, FetchError::Ram(RamError::NotEnoughMemory { image, .. }) if image == 3 << 20),
         "{e:?}"
@@ -101,7 +116,7 @@ fn too_little_memory_is_refused_before_downloading() {
          512.0 MiB; refusing to download it into RAM"
     );
     assert_eq!(e.exit_code() as u8, 3);
-    let dir = run.path().join("image");
+    let dir = run.path().join("run/rustlive/image");
     assert!(!mounted(&dir));
     assert!(!dir.join("img.part").exists() && !dir.join("img").exists());
 }

@@ -6,6 +6,7 @@
 //! Writing files owned by other users needs root; those tests print why they skip otherwise.
 
 use base64::Engine;
+use rustlive::deadline::Deadline;
 use rustlive::paths::Paths;
 use rustlive::secrets::{self, Applied, NodeFacts, SecretsError};
 use rustlive::{Config, Exit};
@@ -298,6 +299,7 @@ fn valid_bundle_gives_exact_bytes_modes_and_owners() {
         &f.root(),
         &facts(),
         &Paths::under(f.tmp.path().join("no-default")),
+        Deadline::NONE,
     )
     .unwrap();
     assert_eq!(got, Applied::Installed { files: 4 });
@@ -352,6 +354,7 @@ fn hostile_bundles_write_nothing_at_all() {
             &f.root(),
             &facts(),
             &Paths::under(f.tmp.path().join("no-default")),
+            Deadline::NONE,
         )
         .expect_err(name);
         assert_eq!(err.exit_code(), Exit::Secrets, "{name}");
@@ -684,7 +687,13 @@ fn https_cfg(port: u16, pki: &Pki, extra: &str) -> Config {
 }
 
 fn apply_in(cfg: &Config, root: &Path) -> Result<Applied, SecretsError> {
-    secrets::apply(cfg, root, &facts(), &Paths::under(root.join("no-default")))
+    secrets::apply(
+        cfg,
+        root,
+        &facts(),
+        &Paths::under(root.join("no-default")),
+        Deadline::NONE,
+    )
 }
 
 #[test]
@@ -926,6 +935,7 @@ fn a_bundle_that_does_not_fit_writes_nothing() {
             &root,
             &facts(),
             &Paths::under(f.tmp.path().join("no-default")),
+            Deadline::NONE,
         );
         match (required, &got) {
             (true, Err(e)) => {

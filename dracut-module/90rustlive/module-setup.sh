@@ -20,7 +20,8 @@ depends() {
 
 # called by dracut
 installkernel() {
-    hostonly='' instmods squashfs erofs overlay loop ext4
+    # isofs: a live ISO (LiveOS/squashfs.img inside) is a supported root image.
+    hostonly='' instmods squashfs erofs overlay loop ext4 isofs
 }
 
 # called by dracut

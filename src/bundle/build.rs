@@ -106,7 +106,7 @@ pub fn build(dir: &Path, opts: &Options) -> Result<Bundle, BuildError> {
     };
     // Sized up front so that growing the buffer leaves no copy of a secret in freed memory.
     let mut json = Zeroizing::new(Vec::with_capacity(
-        total.saturating_add(256 * items.len() + 64),
+        total.saturating_add(items.len().saturating_mul(256).saturating_add(64)),
     ));
     serde_json::to_writer_pretty(&mut *json, &out).map_err(|e| BuildError::Write {
         path: dir.to_path_buf(),

@@ -66,7 +66,7 @@ pub fn cpio_gz(json: &[u8]) -> Result<Zeroizing<Vec<u8>>, BuildError> {
     a.file(CPIO_ENTRY, 0o600, json.to_vec())
         .map_err(|e| io(std::io::Error::other(e)))?;
     // The archive is small (1 MiB at most): one buffer, sized once.
-    let mut out = Zeroizing::new(Vec::with_capacity(json.len() + 1024));
+    let mut out = Zeroizing::new(Vec::with_capacity(json.len().saturating_add(1024)));
     let mut gz = flate2::GzBuilder::new()
         .mtime(0)
         .operating_system(3) // Unix, fixed rather than whatever the build host is

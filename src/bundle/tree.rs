@@ -194,12 +194,12 @@ pub fn read_file(path: &Path) -> Result<(Zeroizing<Vec<u8>>, u32), BuildError> {
         return Err(BuildError::FileTooLarge(path.to_path_buf()));
     }
     // One allocation up front (plus one byte to notice growth): no stray copy in freed memory.
-    let mut buf = Zeroizing::new(vec![0u8; len + 1]);
+    let mut buf = Zeroizing::new(vec![0u8; len.saturating_add(1)]);
     let mut n = 0;
     while let Some(rest) = buf.get_mut(n..).filter(|r| !r.is_empty()) {
         match f.read(rest) {
             Ok(0) => break,
-            Ok(k) => n += k,
+            Ok(k) => n = n.saturating_add(k),
             Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
             Err(e) => return Err(read_err(e)),
         }

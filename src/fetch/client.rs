@@ -6,8 +6,7 @@
 //! timer: a slow but moving download never times out, a silent one does after `stall`.
 //! Leaving it at its 30 s default would silently override `rd.rustlive.stall`.
 
-use super::FetchError;
-use crate::log::redact_url;
+pub use super::redirect::{check_redirect, redirect_refusal, RedirectRefused};
 use reqwest::blocking::Client;
 use reqwest::{redirect, Certificate, Identity, Url};
 use std::path::{Path, PathBuf};
@@ -21,6 +20,49 @@ pub const DEFAULT_CA_BUNDLES: &[&str] = &[
     "/etc/ssl/certs/ca-certificates.crt",
     "/etc/pki/tls/certs/ca-bundle.crt",
 ];
+
+/// Why no client could be built. Apart from [`ClientError::Build`], these are local
+/// configuration errors (exit 2): a CA bundle or client identity that cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    #[error("cannot build the HTTP client")]
+    Build(#[source] reqwest::Error),
+    #[error("cannot read the CA bundle {path}")]
+    CaRead {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("the CA bundle {path} holds no usable PEM certificate")]
+    CaParse {
+        path: PathBuf,
+        #[source]
+        source: Option<reqwest::Error>,
+    },
+    #[error("cannot read the client certificate or key {path}")]
+    IdentityRead {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("the client certificate {cert} and its key do not form a usable identity")]
+    IdentityParse {
+        cert: PathBuf,
+        #[source]
+        source: reqwest::Error,
+    },
+}
+
+impl ClientError {
+    /// A file given on the command line is unusable (as opposed to reqwest failing).
+    pub fn is_local_configuration(&self) -> bool {
+        !matches!(self, ClientError::Build(_))
+    }
+}
+
+/// Longest single wait handed to reqwest (which adds it to `Instant::now()` unchecked): a
+/// day, far beyond any sensible stall, far below any overflow.
+pub const MAX_WAIT: Duration = Duration::from_secs(86_400);
 
 /// A client certificate and key (PEM files) for mutual TLS.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -44,40 +86,7 @@ pub struct Settings<'a> {
     pub allow_downgrade: bool,
 }
 
-/// Why a redirect was not followed. Found in a reqwest error's source chain.
-#[derive(Debug, thiserror::Error)]
-pub enum RedirectRefused {
-    #[error("more than {0} redirects")]
-    TooMany(usize),
-    #[error("redirect loop back to {0}")]
-    Loop(String),
-    #[error(
-        "redirect from https to plain http ({0}) refused because no hash or signature pins the content"
-    )]
-    Downgrade(String),
-}
-
-/// The redirect decision, separate from reqwest so it is unit-tested directly.
-pub fn check_redirect(
-    next: &Url,
-    previous: &[Url],
-    max: usize,
-    allow_downgrade: bool,
-) -> Result<(), RedirectRefused> {
-    if previous.contains(next) {
-        return Err(RedirectRefused::Loop(redact_url(next)));
-    }
-    if previous.len() > max {
-        return Err(RedirectRefused::TooMany(max));
-    }
-    if !allow_downgrade && next.scheme() == "http" && previous.iter().any(|u| u.scheme() == "https")
-    {
-        return Err(RedirectRefused::Downgrade(redact_url(next)));
-    }
-    Ok(())
-}
-
-pub fn build(s: &Settings) -> Result<Client, FetchError> {
+pub fn build(s: &Settings) -> Result<Client, ClientError> {
     let (max, downgrade) = (s.max_redirects, s.allow_downgrade);
     let policy = redirect::Policy::custom(move |a| {
         match check_redirect(a.url(), a.previous(), max, downgrade) {
@@ -90,14 +99,16 @@ pub fn build(s: &Settings) -> Result<Client, FetchError> {
         .tls_built_in_root_certs(false)
         .https_only(false)
         .redirect(policy)
-        .connect_timeout(s.connect_timeout)
-        .timeout(s.stall)
+        .connect_timeout(s.connect_timeout.min(MAX_WAIT))
+        // A backstop only: the transfer enforces the stall and the deadline itself. reqwest
+        // adds this to `Instant::now()` unchecked, hence the clamp.
+        .timeout(s.stall.min(MAX_WAIT))
         // One connection per download: nothing to gain from idle pooled sockets, and a
         // connection that went bad must not be reused by the retry.
         .pool_max_idle_per_host(0)
         .no_proxy();
     if let Some(p) = s.proxy {
-        b = b.proxy(reqwest::Proxy::all(p.clone()).map_err(FetchError::Client)?);
+        b = b.proxy(reqwest::Proxy::all(p.clone()).map_err(ClientError::Build)?);
     }
     for c in load_ca(s.ca)? {
         b = b.add_root_certificate(c);
@@ -108,10 +119,10 @@ pub fn build(s: &Settings) -> Result<Client, FetchError> {
     if let Some(id) = s.identity {
         b = b.identity(load_identity(id)?);
     }
-    b.build().map_err(FetchError::Client)
+    b.build().map_err(ClientError::Build)
 }
 
-fn load_ca(explicit: Option<&Path>) -> Result<Vec<Certificate>, FetchError> {
+fn load_ca(explicit: Option<&Path>) -> Result<Vec<Certificate>, ClientError> {
     let path = match explicit {
         Some(p) => p.to_path_buf(),
         None => match DEFAULT_CA_BUNDLES
@@ -124,25 +135,25 @@ fn load_ca(explicit: Option<&Path>) -> Result<Vec<Certificate>, FetchError> {
             None => return Ok(Vec::new()),
         },
     };
-    let pem = std::fs::read(&path).map_err(|source| FetchError::CaRead {
+    let pem = std::fs::read(&path).map_err(|source| ClientError::CaRead {
         path: path.clone(),
         source,
     })?;
-    let certs = Certificate::from_pem_bundle(&pem).map_err(|source| FetchError::CaParse {
+    let certs = Certificate::from_pem_bundle(&pem).map_err(|source| ClientError::CaParse {
         path: path.clone(),
         source: Some(source),
     })?;
     if certs.is_empty() {
-        return Err(FetchError::CaParse { path, source: None });
+        return Err(ClientError::CaParse { path, source: None });
     }
     Ok(certs)
 }
 
-fn load_identity(id: &ClientIdentity) -> Result<Identity, FetchError> {
+fn load_identity(id: &ClientIdentity) -> Result<Identity, ClientError> {
     let read = |p: &Path| {
         std::fs::read(p)
             .map(Zeroizing::new)
-            .map_err(|source| FetchError::IdentityRead {
+            .map_err(|source| ClientError::IdentityRead {
                 path: p.into(),
                 source,
             })
@@ -150,61 +161,25 @@ fn load_identity(id: &ClientIdentity) -> Result<Identity, FetchError> {
     let mut pem = read(&id.key)?;
     pem.push(b'\n');
     pem.extend_from_slice(&read(&id.cert)?);
-    Identity::from_pem(&pem).map_err(|source| FetchError::IdentityParse {
+    Identity::from_pem(&pem).map_err(|source| ClientError::IdentityParse {
         cert: id.cert.clone(),
         source,
     })
-}
-
-/// The first [`RedirectRefused`] in an error's source chain.
-pub fn redirect_refusal(e: &reqwest::Error) -> Option<&RedirectRefused> {
-    let mut cur: Option<&(dyn std::error::Error + 'static)> = Some(e);
-    while let Some(c) = cur {
-        if let Some(r) = c.downcast_ref::<RedirectRefused>() {
-            return Some(r);
-        }
-        cur = c.source();
-    }
-    None
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    fn u(s: &str) -> Url {
-        Url::parse(s).unwrap()
-    }
-
-    #[test]
-    fn redirects() {
-        let a = u("https://a/img");
-        let b = u("https://b/img");
-        let plain = u("http://c/img");
-        assert!(check_redirect(&b, std::slice::from_ref(&a), 10, false).is_ok());
-        assert!(matches!(
-            check_redirect(&a, &[a.clone(), b.clone()], 10, false),
-            Err(RedirectRefused::Loop(_))
-        ));
-        assert!(matches!(
-            check_redirect(&plain, std::slice::from_ref(&a), 10, false),
-            Err(RedirectRefused::Downgrade(_))
-        ));
-        assert!(check_redirect(&plain, std::slice::from_ref(&a), 10, true).is_ok());
-        assert!(check_redirect(&u("http://d/"), std::slice::from_ref(&plain), 10, false).is_ok());
-        let chain: Vec<Url> = (0..11).map(|i| u(&format!("http://h/{i}"))).collect();
-        assert!(matches!(
-            check_redirect(&u("http://h/x"), &chain, 10, false),
-            Err(RedirectRefused::TooMany(10))
-        ));
-    }
-
     #[test]
     fn explicit_ca_must_hold_certificates() {
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("ca.pem");
-        assert!(matches!(load_ca(Some(&p)), Err(FetchError::CaRead { .. })));
+        assert!(matches!(load_ca(Some(&p)), Err(ClientError::CaRead { .. })));
         std::fs::write(&p, "no certificates here\n").unwrap();
-        assert!(matches!(load_ca(Some(&p)), Err(FetchError::CaParse { .. })));
+        assert!(matches!(
+            load_ca(Some(&p)),
+            Err(ClientError::CaParse { .. })
+        ));
     }
 }

@@ -4,15 +4,34 @@
 //! [`fetch_to_file`] is the engine; [`stage_image`] is what `rustlive boot` calls (network
 //! wait, memory check, image tmpfs, download); [`fetch_bytes`] is the bounded in-memory variant
 //! for small files (checksum lists, signatures, the secrets bundle).
+//!
+//! Layering inside `fetch`: `mod.rs` (options, errors, mirrors and retries, sinks) uses
+//! `transfer` (one attempt), `client`, `retry`, `progress`; `transfer` uses only `redirect`,
+//! `retry`, `progress` and crate-level pieces (`deadline`, `log`), never this file.
+//!
+//! Everything here handles bytes and headers from the network: no unwrap, expect, panic,
+//! indexing or unchecked arithmetic outside tests (checked by the lints below).
+#![cfg_attr(
+    not(test),
+    deny(
+        clippy::unwrap_used,
+        clippy::expect_used,
+        clippy::panic,
+        clippy::indexing_slicing,
+        clippy::arithmetic_side_effects
+    )
+)]
 
 pub mod client;
-pub mod command;
 pub mod progress;
+pub mod redirect;
 pub mod retry;
 pub mod transfer;
 
 use crate::config::Config;
+use crate::deadline::Deadline;
 use crate::log::{mib, redact_url};
+use crate::paths::Paths;
 use crate::ram::{self, MemInfo, RamError, Tmpfs};
 use crate::values::Sha256Hex;
 use crate::verify::{self, Expected, SignatureCheck, VerifyError};
@@ -27,7 +46,7 @@ use std::fs::File;
 use std::io::{Seek, Write};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
-use transfer::{AttemptError, Sink, State};
+use transfer::{AttemptError, Failure, Sink, State};
 use zeroize::Zeroizing;
 
 /// Largest checksum list or signature rustlive downloads.
@@ -35,14 +54,14 @@ const SMALL_FILE_MAX: usize = 1 << 20;
 
 #[derive(Debug, thiserror::Error)]
 pub enum FetchError {
-    #[error("gave up on {url} after {attempts} attempts")]
+    #[error("gave up on {url} after {}", attempts_shown(.attempts))]
     GaveUp {
         url: String,
         attempts: u32,
         #[source]
         last: AttemptError,
     },
-    #[error("the deadline passed while fetching {url} ({attempts} attempts)")]
+    #[error("the deadline passed while fetching {url} ({})", attempts_shown(.attempts))]
     Deadline {
         url: String,
         attempts: u32,
@@ -69,34 +88,15 @@ pub enum FetchError {
     },
     #[error("{url} is larger than the {max} bytes allowed")]
     TooLarge { url: String, max: usize },
-    #[error("cannot build the HTTP client")]
-    Client(#[source] reqwest::Error),
-    #[error("cannot read the CA bundle {path}")]
-    CaRead {
-        path: PathBuf,
-        #[source]
-        source: std::io::Error,
-    },
-    #[error("the CA bundle {path} holds no usable PEM certificate")]
-    CaParse {
-        path: PathBuf,
-        #[source]
-        source: Option<reqwest::Error>,
-    },
-    #[error("cannot read the client certificate or key {path}")]
-    IdentityRead {
-        path: PathBuf,
-        #[source]
-        source: std::io::Error,
-    },
-    #[error("the client certificate {cert} and its key do not form a usable identity")]
-    IdentityParse {
-        cert: PathBuf,
-        #[source]
-        source: reqwest::Error,
-    },
+    #[error(transparent)]
+    Client(#[from] client::ClientError),
     #[error("no image URL to fetch")]
     NoUrl,
+}
+
+/// `1 attempt`, `2 attempts`.
+fn attempts_shown(n: &u32) -> String {
+    format!("{n} attempt{}", if *n == 1 { "" } else { "s" })
 }
 
 impl FetchError {
@@ -105,11 +105,8 @@ impl FetchError {
     pub fn exit_code(&self) -> Exit {
         match self {
             FetchError::Verify(_) => Exit::Verify,
-            FetchError::CaRead { .. }
-            | FetchError::CaParse { .. }
-            | FetchError::IdentityRead { .. }
-            | FetchError::IdentityParse { .. }
-            | FetchError::NoUrl => Exit::Usage,
+            FetchError::Client(e) if e.is_local_configuration() => Exit::Usage,
+            FetchError::NoUrl => Exit::Usage,
             _ => Exit::Transfer,
         }
     }
@@ -124,8 +121,13 @@ pub struct FetchOptions {
     /// Retries after the first attempt; `None`: until the deadline.
     pub retries: Option<u32>,
     /// Overall deadline shared by every stage that uses these options.
-    pub deadline: Option<Instant>,
+    pub deadline: Deadline,
+    /// Abort and resume an attempt that received nothing for this long; also the window of
+    /// the minimum-progress rule.
     pub stall: Duration,
+    /// Bytes per second an attempt must average over each stall window, so a server that
+    /// trickles bytes to keep the stall timer quiet is dropped and retried (0: no minimum).
+    pub min_rate: u64,
     pub connect_timeout: Duration,
     /// PEM CA bundle; `None` uses [`client::DEFAULT_CA_BUNDLES`].
     pub ca: Option<PathBuf>,
@@ -150,8 +152,9 @@ impl Default for FetchOptions {
     fn default() -> Self {
         FetchOptions {
             retries: None,
-            deadline: None,
+            deadline: Deadline::NONE,
             stall: Duration::from_secs(30),
+            min_rate: transfer::MIN_RATE,
             connect_timeout: Duration::from_secs(15),
             ca: None,
             insecure_tls: false,
@@ -176,7 +179,7 @@ impl FetchOptions {
         let t = &cfg.transfer;
         Ok(FetchOptions {
             retries: t.retries,
-            deadline: t.timeout.map(|d| Instant::now() + d),
+            deadline: Deadline::after(t.timeout),
             stall: t.stall,
             connect_timeout: t.stall.min(Duration::from_secs(15)),
             ca: t.ca.clone(),
@@ -201,7 +204,7 @@ impl FetchOptions {
         let s = &cfg.secrets;
         FetchOptions {
             retries: Some(t.retries.unwrap_or(SECRETS_DEFAULT_RETRIES)),
-            deadline: t.timeout.map(|d| Instant::now() + d),
+            deadline: Deadline::after(t.timeout),
             stall: t.stall,
             connect_timeout: t.stall.min(Duration::from_secs(15)),
             ca: t.ca.clone(),
@@ -217,8 +220,13 @@ impl FetchOptions {
         }
     }
 
+    /// The same options bound by `deadline` (the one a boot owns) instead of their own.
+    pub fn with_deadline(self, deadline: Deadline) -> FetchOptions {
+        FetchOptions { deadline, ..self }
+    }
+
     fn client(&self, insecure: bool, pinned: bool) -> Result<Client, FetchError> {
-        client::build(&client::Settings {
+        Ok(client::build(&client::Settings {
             ca: self.ca.as_deref(),
             insecure_tls: insecure,
             identity: self.identity.as_ref(),
@@ -227,7 +235,7 @@ impl FetchOptions {
             stall: self.stall,
             max_redirects: self.max_redirects,
             allow_downgrade: pinned,
-        })
+        })?)
     }
 }
 
@@ -269,12 +277,12 @@ pub fn fetch_to_file(
     dest: &Path,
     opts: &FetchOptions,
 ) -> Result<FetchReport, FetchError> {
-    fetch_to_file_with(urls, dest, opts, &mut |_| Ok(()))
+    download_to_file(urls, dest, opts, &mut |_| Ok(()))
 }
 
 /// [`fetch_to_file`] with a hook run once, before the first byte is written, with the image
 /// length when the server announced it (the memory check and tmpfs mount of [`stage_image`]).
-pub fn fetch_to_file_with(
+fn download_to_file(
     urls: &[Url],
     dest: &Path,
     opts: &FetchOptions,
@@ -294,6 +302,8 @@ pub fn fetch_to_file_with(
         );
     }
     let part = part_path(dest);
+    // Whatever is there from an earlier run is not ours to resume from.
+    let _ = std::fs::remove_file(&part);
     let mut sink = FileSink {
         path: part.clone(),
         file: None,
@@ -349,38 +359,22 @@ pub struct StagedImage {
     pub tmpfs: Option<Tmpfs>,
 }
 
-/// The boot stage: wait for a route to the image server, fetch and verify the image into a
-/// tmpfs of its own at `run_dir/image` sized for it, refusing early when RAM minus
-/// `rd.minmem` cannot hold it.
-pub fn stage_image(cfg: &Config, run_dir: &Path) -> Result<StagedImage, FetchError> {
-    let opts = FetchOptions::from_config(cfg, Path::new(verify::KEYS_DIR))?;
-    stage_image_with(
-        cfg.image_urls(),
-        &opts,
-        cfg.transfer.minmem,
-        run_dir,
-        Path::new(ram::PROC_MEMINFO),
-    )
-}
-
-/// [`stage_image`] with its inputs explicit (tests use a fake meminfo).
-pub fn stage_image_with(
+/// The boot stage: fetch and verify the image into a tmpfs of its own at
+/// `/run/rustlive/image` sized for it, refusing early when RAM minus `minmem` cannot hold it
+/// (`/proc/meminfo` read below `paths`). The network is already up (boot waited for it).
+pub fn stage_image(
     urls: &[Url],
     opts: &FetchOptions,
     minmem: u64,
-    run_dir: &Path,
-    meminfo: &Path,
+    paths: &Paths,
 ) -> Result<StagedImage, FetchError> {
-    let hosts: Vec<&str> = urls.iter().filter_map(|u| u.host_str()).collect();
-    if !hosts.is_empty() {
-        crate::net::wait_for_route(&hosts, opts.deadline, Duration::from_secs(5))?;
-    }
-    let dir = run_dir.join("image");
+    let meminfo = paths.join(ram::PROC_MEMINFO);
+    let dir = paths.run_dir().join("image");
     let first = urls.first().ok_or(FetchError::NoUrl)?;
-    let name = file_name(first).unwrap_or("root.img").to_string();
+    let name = file_name(first).unwrap_or_else(|| "root.img".into());
     let mut tmpfs = None;
-    let report = fetch_to_file_with(urls, &dir.join(&name), opts, &mut |len| {
-        let mem = MemInfo::read(meminfo)?;
+    let report = download_to_file(urls, &dir.join(&name), opts, &mut |len| {
+        let mem = MemInfo::read(&meminfo)?;
         let size = ram::plan(len, mem, minmem)?;
         log::info!(
             "image {}; {} of RAM available, {} reserved; tmpfs of {} on {}",
@@ -426,10 +420,11 @@ fn fetch_small(
     max_len: usize,
 ) -> Result<Zeroizing<Vec<u8>>, FetchError> {
     let client = opts.client(insecure, false)?;
+    let first = urls.first().ok_or(FetchError::NoUrl)?;
     let mut sink = MemSink {
         buf: Zeroizing::new(Vec::with_capacity(max_len)),
         max: max_len,
-        url: redact_url(&urls[0]),
+        url: redact_url(first),
     };
     download(urls, &client, opts, &mut sink, None)?;
     Ok(sink.buf)
@@ -441,11 +436,11 @@ fn expectations(urls: &[Url], opts: &FetchOptions) -> Result<Expected, FetchErro
     let mut exp = Expected::default();
     exp.sha256.extend(opts.sha256);
     if let Some(u) = &opts.sha256sums {
-        let name = file_name(&urls[0]).unwrap_or_default();
+        let name = urls.first().and_then(file_name).unwrap_or_default();
         // Checksums are fetched with certificate checks even under rd.noverifyssl: they are
         // what makes the image trustworthy.
         let text = fetch_small(std::slice::from_ref(u), opts, false, SMALL_FILE_MAX)?;
-        let h = verify::parse_sha256sums(&String::from_utf8_lossy(&text), name, &redact_url(u))?;
+        let h = verify::parse_sha256sums(&String::from_utf8_lossy(&text), &name, &redact_url(u))?;
         exp.sha256.push(h);
     }
     if !opts.keys.is_empty() {
@@ -453,7 +448,7 @@ fn expectations(urls: &[Url], opts: &FetchOptions) -> Result<Expected, FetchErro
             Some(u) => vec![u.clone()],
             None => urls.iter().map(minisig_url).collect(),
         };
-        let shown = redact_url(&sig_urls[0]);
+        let shown = sig_urls.first().map(redact_url).unwrap_or_default();
         // The signature authenticates itself, so rd.noverifyssl may apply to it too.
         let text = match fetch_small(&sig_urls, opts, opts.insecure_tls, SMALL_FILE_MAX) {
             Ok(t) => t,
@@ -485,12 +480,17 @@ fn expectations(urls: &[Url], opts: &FetchOptions) -> Result<Expected, FetchErro
     Ok(exp)
 }
 
-/// The last segment of the URL's path: the name the image is stored under, and the one a
-/// sha256sums line must name.
-fn file_name(u: &Url) -> Option<&str> {
-    u.path_segments()
-        .and_then(|mut s| s.next_back())
-        .filter(|n| !n.is_empty() && *n != "." && *n != "..")
+/// The last segment of the URL's path, percent-decoded (`my%20img` is `my img`): the name the
+/// image is stored under, and the one a sha256sums line must name. `None` when it is empty,
+/// `.`/`..`, not UTF-8, or decodes to something that is not a single file name (`%2F`, NUL).
+pub fn file_name(u: &Url) -> Option<String> {
+    let raw = u.path_segments()?.next_back()?;
+    let name = percent_encoding::percent_decode_str(raw)
+        .decode_utf8()
+        .ok()?
+        .into_owned();
+    let bad = name.is_empty() || name == "." || name == ".." || name.contains(['/', '\0']);
+    (!bad).then_some(name)
 }
 
 /// `IMAGEURL.minisig`.
@@ -512,48 +512,51 @@ fn download(
     urls: &[Url],
     client: &Client,
     opts: &FetchOptions,
-    sink: &mut dyn Sink,
+    sink: &mut dyn Sink<Error = FetchError>,
     mut progress: Option<&mut Progress>,
 ) -> Result<(State, u32, String), FetchError> {
     let mut state = State::default();
     let mut rng = Rng::from_entropy();
     let mut attempts = 0u32;
     let mut failures = 0u32;
+    // What went wrong before the attempt the deadline cut short: the more useful cause.
+    let mut previous: Option<AttemptError> = None;
     // Mirrors that gave an answer retrying cannot change (404, TLS, redirect refused).
     let mut dead = vec![false; urls.len()];
     let mut m = 0;
     loop {
-        attempts += 1;
-        let url = &urls[m];
+        attempts = attempts.saturating_add(1);
+        let url = urls.get(m).ok_or(FetchError::NoUrl)?;
         let before = state.have;
         let mut ctx = transfer::Ctx {
             stall: opts.stall,
             deadline: opts.deadline,
+            min_rate: opts.min_rate,
             progress: progress.as_deref_mut(),
         };
         let err = match transfer::run(client, url, &mut state, sink, &mut ctx) {
             Ok(()) => return Ok((state, attempts, redact_url(url))),
-            Err(e) => e,
+            Err(Failure::Sink(e)) => return Err(e),
+            Err(Failure::Attempt(e)) => e,
         };
         let shown = redact_url(url);
-        if let AttemptError::Sink(inner) = err {
-            return Err(*inner);
-        }
         if matches!(err, AttemptError::Deadline) {
             return Err(FetchError::Deadline {
                 url: shown,
                 attempts,
-                last: err,
+                last: previous.take().unwrap_or(err),
             });
         }
         if !err.is_retryable() {
-            dead[m] = true;
+            if let Some(d) = dead.get_mut(m) {
+                *d = true;
+            }
             match next_mirror(&dead, m) {
                 Some(n) => {
                     log::warn!(
                         "{shown}: {}; trying {}",
                         crate::error::report(&err),
-                        redact_url(&urls[n])
+                        urls.get(n).map(redact_url).unwrap_or_default()
                     );
                     m = n;
                     continue;
@@ -566,7 +569,11 @@ fn download(
                 }
             }
         }
-        failures = if state.have > before { 0 } else { failures + 1 };
+        failures = if state.have > before {
+            0
+        } else {
+            failures.saturating_add(1)
+        };
         let delay = opts
             .backoff
             .delay(failures.saturating_sub(1), err.retry_after(), &mut rng);
@@ -579,12 +586,13 @@ fn download(
                     attempts,
                     d.as_secs_f64(),
                     if urls.len() > 1 {
-                        format!(" from {}", redact_url(&urls[m]))
+                        format!(" from {}", urls.get(m).map(redact_url).unwrap_or_default())
                     } else {
                         String::new()
                     }
                 );
                 std::thread::sleep(d);
+                previous = Some(err);
             }
             Next::RetriesExhausted => {
                 return Err(FetchError::GaveUp {
@@ -606,9 +614,10 @@ fn download(
 
 /// The next mirror after `m` that is still worth trying (possibly `m` itself).
 fn next_mirror(dead: &[bool], m: usize) -> Option<usize> {
-    (1..=dead.len())
-        .map(|i| (m + i) % dead.len())
-        .find(|&i| !dead[i])
+    let n = dead.len();
+    (1..=n)
+        .filter_map(|i| m.checked_add(i).and_then(|x| x.checked_rem(n)))
+        .find(|&i| dead.get(i) == Some(&false))
 }
 
 /// The image's `.part` file and the running hashes.
@@ -620,6 +629,8 @@ struct FileSink<'e, 'p> {
 }
 
 impl Sink for FileSink<'_, '_> {
+    type Error = FetchError;
+
     fn begin(&mut self, offset: u64, total: Option<u64>) -> Result<(), FetchError> {
         if let Some(p) = self.prepare.take() {
             p(total)?;
@@ -628,10 +639,10 @@ impl Sink for FileSink<'_, '_> {
             path: self.path.clone(),
             source,
         };
-        if self.file.is_none() {
-            self.file = Some(File::create(&self.path).map_err(werr)?);
-        }
-        let f = self.file.as_mut().expect("created above");
+        let f = match &mut self.file {
+            Some(f) => f,
+            None => self.file.insert(File::create(&self.path).map_err(werr)?),
+        };
         if offset == 0 {
             f.set_len(0).map_err(werr)?;
             f.rewind().map_err(werr)?;
@@ -643,12 +654,16 @@ impl Sink for FileSink<'_, '_> {
     }
 
     fn write(&mut self, buf: &[u8]) -> Result<(), FetchError> {
-        self.digests.update(buf);
-        let f = self.file.as_mut().expect("begin() opened the file");
-        f.write_all(buf).map_err(|source| FetchError::Write {
+        let werr = |source| FetchError::Write {
             path: self.path.clone(),
             source,
-        })
+        };
+        let f = self
+            .file
+            .as_mut()
+            .ok_or_else(|| werr(std::io::Error::other("written before begin()")))?;
+        self.digests.update(buf);
+        f.write_all(buf).map_err(werr)
     }
 }
 
@@ -659,18 +674,36 @@ struct MemSink {
     url: String,
 }
 
+impl MemSink {
+    fn too_large(&self) -> FetchError {
+        FetchError::TooLarge {
+            url: self.url.clone(),
+            max: self.max,
+        }
+    }
+}
+
 impl Sink for MemSink {
-    fn begin(&mut self, offset: u64, _total: Option<u64>) -> Result<(), FetchError> {
-        self.buf.truncate(offset as usize);
+    type Error = FetchError;
+
+    fn begin(&mut self, offset: u64, total: Option<u64>) -> Result<(), FetchError> {
+        // Refused before the first byte when the length is announced.
+        if total.is_some_and(|t| usize::try_from(t).map_or(true, |t| t > self.max)) {
+            return Err(self.too_large());
+        }
+        let keep = usize::try_from(offset).map_err(|_| self.too_large())?;
+        self.buf.truncate(keep);
         Ok(())
     }
 
     fn write(&mut self, buf: &[u8]) -> Result<(), FetchError> {
-        if self.buf.len() + buf.len() > self.max {
-            return Err(FetchError::TooLarge {
-                url: self.url.clone(),
-                max: self.max,
-            });
+        if self
+            .buf
+            .len()
+            .checked_add(buf.len())
+            .is_none_or(|l| l > self.max)
+        {
+            return Err(self.too_large());
         }
         self.buf.extend_from_slice(buf);
         Ok(())
@@ -718,7 +751,7 @@ mod tests {
         assert_eq!(o.connect_timeout, Duration::from_secs(7));
         assert!(o.insecure_tls && o.keys.is_empty());
         assert_eq!(o.sha256.as_ref().unwrap().to_hex(), h);
-        let left = o.deadline.unwrap() - Instant::now();
+        let left = o.deadline.remaining().unwrap();
         assert!(left <= Duration::from_secs(60) && left > Duration::from_secs(50));
         let s = FetchOptions::for_secrets(&cfg);
         assert!(!s.insecure_tls && s.sha256.is_none() && s.keys.is_empty());
@@ -726,6 +759,8 @@ mod tests {
         assert_eq!(s.identity.unwrap().cert, Path::new("/c.pem"));
         let s = FetchOptions::for_secrets(&Config::default());
         assert_eq!(s.retries, Some(SECRETS_DEFAULT_RETRIES));
+        let boot = Deadline::after(Some(Duration::from_secs(5)));
+        assert_eq!(s.with_deadline(boot).deadline, boot);
     }
 
     #[test]

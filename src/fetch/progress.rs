@@ -54,7 +54,7 @@ pub fn line(have: u64, total: Option<u64>, bytes_per_sec: f64) -> String {
     let rate = bytes_per_sec / (1u64 << 20) as f64;
     match total {
         Some(t) if t > 0 => {
-            let pct = have.saturating_mul(100) / t;
+            let pct = have.saturating_mul(100).checked_div(t).unwrap_or(0);
             let left = t.saturating_sub(have) as f64;
             let eta = if bytes_per_sec > 0.0 {
                 format!("{:.0}s", (left / bytes_per_sec).round())

@@ -2,6 +2,7 @@
 //! deadline. Pure functions of their inputs (the random source is passed in) so every rule is
 //! unit-tested without sleeping.
 
+use crate::deadline::Deadline;
 use std::time::{Duration, Instant, SystemTime};
 
 /// Backoff parameters. Delay before retry `n` (0-based count of consecutive failures without
@@ -31,8 +32,11 @@ impl Backoff {
     pub fn delay(&self, failures: u32, retry_after: Option<Duration>, rng: &mut Rng) -> Duration {
         if let Some(ra) = retry_after {
             let ra = ra.min(self.cap);
-            let spread = (ra / 4).min(self.cap - ra);
-            return ra + rng.below(spread);
+            let spread = ra
+                .checked_div(4)
+                .unwrap_or_default()
+                .min(self.cap.saturating_sub(ra));
+            return ra.saturating_add(rng.below(spread));
         }
         let window = self
             .base
@@ -61,17 +65,16 @@ pub fn next(
     retries: Option<u32>,
     delay: Duration,
     now: Instant,
-    deadline: Option<Instant>,
+    deadline: Deadline,
 ) -> Next {
     if retries.is_some_and(|r| attempts > r) {
         return Next::RetriesExhausted;
     }
-    match deadline {
-        Some(d) if now >= d => Next::DeadlinePassed,
-        // Sleep what is left, then make one last attempt: it may still finish in time.
-        Some(d) => Next::Retry(delay.min(d - now)),
-        None => Next::Retry(delay),
+    if deadline.passed_at(now) {
+        return Next::DeadlinePassed;
     }
+    // Sleep at most what is left, then make one last attempt: it may still finish in time.
+    Next::Retry(deadline.clamp_at(now, delay))
 }
 
 /// Parses `Retry-After`: delay-seconds or an HTTP-date (RFC 9110 §10.2.3).
@@ -84,38 +87,64 @@ pub fn parse_retry_after(value: &str, now: SystemTime) -> Option<Duration> {
     Some(when.duration_since(now).unwrap_or(Duration::ZERO))
 }
 
-/// IMF-fixdate only (`Sun, 06 Nov 1994 08:49:37 GMT`), the form servers must send.
+/// IMF-fixdate only (`Sun, 06 Nov 1994 08:49:37 GMT`), the form servers must send. Years
+/// outside 1970..=9999 are refused: a date the calendar arithmetic or `SystemTime` cannot hold
+/// is a hostile header, not a reason to wait (or to overflow).
 fn parse_http_date(s: &str) -> Option<SystemTime> {
     let rest = s.split_once(", ")?.1;
     let mut it = rest.split(' ');
     let day: u64 = it.next()?.parse().ok()?;
     let mon = it.next()?;
-    let year: i64 = it.next()?.parse().ok()?;
+    let year: u64 = it.next()?.parse().ok()?;
     let mut hms = it.next()?.split(':').map(|x| x.parse::<u64>().ok());
     let (h, m, sec) = (hms.next()??, hms.next()??, hms.next()??);
     if it.next()? != "GMT" || it.next().is_some() || h > 23 || m > 59 || sec > 60 {
         return None;
     }
+    if hms.next().is_some() || !(1970..=9999).contains(&year) || !(1..=31).contains(&day) {
+        return None;
+    }
     const MONTHS: [&str; 12] = [
         "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
     ];
-    let month = MONTHS.iter().position(|&x| x == mon)? as i64 + 1;
-    if !(1..=31).contains(&day) {
-        return None;
-    }
-    // Days from civil (Howard Hinnant's algorithm).
+    let month = u64::try_from(MONTHS.iter().position(|&x| x == mon)?)
+        .ok()?
+        .checked_add(1)?;
+    let secs = days_from_civil(year, month, day)?
+        .checked_mul(86_400)?
+        .checked_add(
+            h.checked_mul(3600)?
+                .checked_add(m.checked_mul(60)?)?
+                .checked_add(sec)?,
+        )?;
+    SystemTime::UNIX_EPOCH.checked_add(Duration::from_secs(secs))
+}
+
+/// Days since 1970-01-01 of a date on or after it (Howard Hinnant's algorithm, restricted to
+/// years ≥ 1970 so every step is unsigned and checked).
+fn days_from_civil(year: u64, month: u64, day: u64) -> Option<u64> {
     let (y, mo) = if month <= 2 {
-        (year - 1, month + 9)
+        (year.checked_sub(1)?, month.checked_add(9)?)
     } else {
-        (year, month - 3)
+        (year, month.checked_sub(3)?)
     };
-    let era = y.div_euclid(400);
-    let yoe = y - era * 400;
-    let doy = (153 * mo + 2) / 5 + day as i64 - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    let days = era * 146_097 + doe - 719_468;
-    let secs = u64::try_from(days).ok()? * 86_400 + h * 3600 + m * 60 + sec;
-    Some(SystemTime::UNIX_EPOCH + Duration::from_secs(secs))
+    let era = y.checked_div(400)?;
+    let yoe = y.checked_rem(400)?;
+    // Day of the year from March 1st, then day of the 400-year era.
+    let doy = mo
+        .checked_mul(153)?
+        .checked_add(2)?
+        .checked_div(5)?
+        .checked_add(day)?
+        .checked_sub(1)?;
+    let doe = yoe
+        .checked_mul(365)?
+        .checked_add(yoe.checked_div(4)?)?
+        .checked_sub(yoe.checked_div(100)?)?
+        .checked_add(doy)?;
+    era.checked_mul(146_097)?
+        .checked_add(doe)?
+        .checked_sub(719_468)
 }
 
 /// A small non-cryptographic generator (SplitMix64). Jitter needs spread, not secrecy; the
@@ -146,8 +175,11 @@ impl Rng {
 
     /// Uniform in `[0, max]` at millisecond resolution.
     pub fn below(&mut self, max: Duration) -> Duration {
-        let ms = max.as_millis() as u64;
-        Duration::from_millis(self.next_u64() % (ms + 1))
+        let ms = u64::try_from(max.as_millis()).unwrap_or(u64::MAX);
+        match ms.checked_add(1) {
+            Some(range) => Duration::from_millis(self.next_u64().checked_rem(range).unwrap_or(0)),
+            None => Duration::from_millis(self.next_u64()),
+        }
     }
 }
 
@@ -197,18 +229,43 @@ mod tests {
     #[test]
     fn retries_and_deadline() {
         let now = Instant::now();
-        assert_eq!(next(1, Some(0), S(1), now, None), Next::RetriesExhausted);
-        assert_eq!(next(3, Some(3), S(1), now, None), Next::Retry(S(1)));
-        assert_eq!(next(4, Some(3), S(1), now, None), Next::RetriesExhausted);
-        assert_eq!(next(100, None, S(2), now, None), Next::Retry(S(2)));
+        let none = Deadline::NONE;
+        assert_eq!(next(1, Some(0), S(1), now, none), Next::RetriesExhausted);
+        assert_eq!(next(3, Some(3), S(1), now, none), Next::Retry(S(1)));
+        assert_eq!(next(4, Some(3), S(1), now, none), Next::RetriesExhausted);
+        assert_eq!(next(100, None, S(2), now, none), Next::Retry(S(2)));
+        let in3 = Deadline::after_from(now, Some(S(3)));
+        assert_eq!(next(1, None, S(10), now, in3), Next::Retry(S(3)));
+        let passed = Deadline::after_from(now, Some(S(0)));
         assert_eq!(
-            next(1, None, S(10), now, Some(now + S(3))),
-            Next::Retry(S(3))
-        );
-        assert_eq!(
-            next(1, None, S(1), now + S(5), Some(now)),
+            next(1, None, S(1), now + S(5), passed),
             Next::DeadlinePassed
         );
+        // Any delay, any deadline: never an overflow.
+        let far = Deadline::after_from(now, Some(Duration::MAX));
+        assert_eq!(
+            next(1, None, Duration::MAX, now, far),
+            Next::Retry(Duration::MAX)
+        );
+    }
+
+    #[test]
+    fn far_future_retry_after_is_a_long_but_finite_wait_capped_by_the_backoff() {
+        let now = SystemTime::UNIX_EPOCH + S(1_700_000_000);
+        let d = parse_retry_after("Fri, 31 Dec 9999 23:59:59 GMT", now).unwrap();
+        assert!(d > S(200 * 365 * 86_400), "{d:?}");
+        let mut rng = Rng::from_seed(9);
+        assert_eq!(Backoff::default().delay(0, Some(d), &mut rng), S(30));
+        let huge = parse_retry_after("18446744073709551615", now).unwrap();
+        assert_eq!(Backoff::default().delay(0, Some(huge), &mut rng), S(30));
+        // A cap that is itself absurd still cannot overflow the jitter.
+        let b = Backoff {
+            base: Duration::MAX,
+            cap: Duration::MAX,
+        };
+        b.delay(0, Some(Duration::MAX), &mut rng);
+        b.delay(31, None, &mut rng);
+        let _ = rng.below(Duration::MAX);
     }
 
     #[test]
@@ -231,6 +288,12 @@ mod tests {
             "soon",
             "Sun, 06 Nov 1994 08:49:47 PST",
             "Sun, 32 Nov 1994 08:49:47 GMT",
+            "Sun, 06 Nov 1994 08:49:47:01 GMT",
+            // Issue 9 item 2: far-future dates once overflowed `SystemTime + Duration`.
+            "Mon, 01 Jan 99999999999999999 00:00:00 GMT",
+            "Mon, 01 Jan 18446744073709551615 00:00:00 GMT",
+            "Fri, 31 Dec 10000 23:59:59 GMT",
+            "Thu, 01 Jan 1969 00:00:00 GMT",
         ] {
             assert_eq!(parse_retry_after(bad, now), None, "{bad}");
         }

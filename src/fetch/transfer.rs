@@ -6,16 +6,30 @@
 //! long as SHA-256 and the write take. A reader thread keeps pulling into a small bounded queue
 //! of recycled buffers (at most `DEPTH + 2` of `BUF` bytes), so receiving overlaps hashing and
 //! writing, and memory stays flat whatever the image size.
+//!
+//! The same thread also sends the request, so the calling thread never blocks in reqwest: it
+//! waits on the queue with a timeout computed from the overall [`Deadline`], the stall timer
+//! and the minimum-progress window, and gives up the moment any of them runs out, whatever
+//! the server does (silence before the status line, a trickle of bytes, a body that never
+//! ends). The reader counts every byte it receives in a shared counter, so a trickle is seen
+//! even before a whole buffer is filled. An abandoned reader stops at its next read (bounded by
+//! the client's own timeout, the stall), dropping the connection.
+//!
+//! This module uses nothing from `fetch/mod.rs`: a sink reports its own error type, handed
+//! back untouched in [`Failure::Sink`].
 
-use super::client::redirect_refusal;
 use super::progress::Progress;
+use super::redirect::redirect_refusal;
 use super::retry::parse_retry_after;
+use crate::deadline::Deadline;
 use crate::log::{mib, redact_url};
-use reqwest::blocking::{Client, Response};
+use reqwest::blocking::{Client, Request, Response};
 use reqwest::header::{self, HeaderMap};
 use reqwest::{StatusCode, Url};
 use std::io::{self, Read};
-use std::sync::mpsc;
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{mpsc, Arc};
 use std::time::{Duration, Instant, SystemTime};
 
 /// Size of one buffer handed from the reader thread to the sink.
@@ -24,28 +38,90 @@ const BUF: usize = 256 << 10;
 const FILL: usize = 128 << 10;
 /// Buffers queued between the reader and the sink.
 const DEPTH: usize = 8;
+/// Longest single wait on the reader (the deadline, stall and window are checked at least
+/// this often).
+const MAX_TICK: Duration = Duration::from_secs(3600);
+
+/// Default minimum transfer rate, bytes per second, averaged over each stall window. Low
+/// enough that ten thousand nodes sharing one 1 Gb/s server all stay above it; high enough
+/// that a server dribbling bytes to keep the stall timer quiet is dropped and retried.
+pub const MIN_RATE: u64 = 4 << 10;
 
 /// Where the body goes.
 pub trait Sink {
+    type Error;
     /// Called once per accepted response, before its first byte: the body starts at `offset`
     /// (0: from scratch, drop anything received so far) of a file `total` bytes long.
-    fn begin(&mut self, offset: u64, total: Option<u64>) -> Result<(), super::FetchError>;
-    fn write(&mut self, buf: &[u8]) -> Result<(), super::FetchError>;
+    fn begin(&mut self, offset: u64, total: Option<u64>) -> Result<(), Self::Error>;
+    fn write(&mut self, buf: &[u8]) -> Result<(), Self::Error>;
 }
 
-/// What makes a resumed body the continuation of the bytes already received.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Validator {
-    /// A strong entity tag, quotes included.
-    ETag(String),
-    LastModified(String),
+/// How an attempt ended badly: the transfer, or the sink (its own error, passed through).
+#[derive(Debug)]
+pub enum Failure<E> {
+    Attempt(AttemptError),
+    Sink(E),
 }
 
-impl Validator {
-    fn header_value(&self) -> &str {
-        match self {
-            Validator::ETag(s) | Validator::LastModified(s) => s,
+impl<E> From<AttemptError> for Failure<E> {
+    fn from(e: AttemptError) -> Self {
+        Failure::Attempt(e)
+    }
+}
+
+/// What makes a resumed body the continuation of the bytes already received: the entity tag
+/// and the modification date as the first response gave them (verbatim).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Validators {
+    pub etag: Option<String>,
+    pub last_modified: Option<String>,
+}
+
+impl Validators {
+    pub fn from_headers(h: &HeaderMap) -> Validators {
+        let get = |n| h.get(n).and_then(|v| v.to_str().ok()).map(str::to_string);
+        Validators {
+            etag: get(header::ETAG),
+            last_modified: get(header::LAST_MODIFIED),
         }
+    }
+
+    /// The `If-Range` value: a strong ETag, else Last-Modified. Weak ETags cannot be used for
+    /// ranges (RFC 9110 §13.1.5). `None`: there is no way to resume safely.
+    pub fn if_range(&self) -> Option<&str> {
+        match &self.etag {
+            Some(e) if !e.starts_with("W/") => Some(e),
+            _ => self.last_modified.as_deref(),
+        }
+    }
+
+    /// Whether a 206 carrying `new` continues the file these validators describe. A changed
+    /// ETag or Last-Modified is a new file whatever the server claims (a cache that ignores
+    /// `If-Range`); a missing ETag where there was one is treated as changed (RFC 9110
+    /// §15.3.7 requires it on a 206); a missing Last-Modified is accepted only when a strong
+    /// ETag matched. `Err` describes the change.
+    pub fn check_continues(&self, new: &Validators) -> Result<(), String> {
+        let shown = |v: &Option<String>| v.clone().unwrap_or_else(|| "none".into());
+        if self.etag.is_some() && self.etag != new.etag {
+            return Err(format!(
+                "the ETag changed from {} to {}",
+                shown(&self.etag),
+                shown(&new.etag)
+            ));
+        }
+        let strong_match = self.etag.as_ref().is_some_and(|e| !e.starts_with("W/"));
+        let lm_changed = match (&self.last_modified, &new.last_modified) {
+            (a, Some(b)) => a.as_ref() != Some(b),
+            (_, None) => !strong_match,
+        };
+        if lm_changed {
+            return Err(format!(
+                "the Last-Modified changed from {} to {}",
+                shown(&self.last_modified),
+                shown(&new.last_modified)
+            ));
+        }
+        Ok(())
     }
 }
 
@@ -56,7 +132,7 @@ pub struct State {
     pub have: u64,
     /// Length of the whole file, once a response told it.
     pub total: Option<u64>,
-    pub validator: Option<Validator>,
+    pub validators: Validators,
     /// Attempts that continued with a 206.
     pub resumes: u32,
     /// Times the bytes received so far were thrown away (200 to a Range, changed validator).
@@ -64,9 +140,14 @@ pub struct State {
 }
 
 impl State {
-    fn forget(&mut self) {
-        self.validator = None;
+    /// Throws away what was received: the next attempt asks for the whole file.
+    fn restart(&mut self) {
+        if self.have > 0 {
+            self.restarts = self.restarts.saturating_add(1);
+        }
+        self.have = 0;
         self.total = None;
+        self.validators = Validators::default();
     }
 }
 
@@ -79,8 +160,18 @@ pub enum AttemptError {
     Tls(#[source] reqwest::Error),
     #[error("redirect refused")]
     Redirect(#[source] reqwest::Error),
+    #[error("no valid HTTP response")]
+    Protocol(#[source] reqwest::Error),
     #[error("no data for {0} s (stalled)")]
     Stall(u64),
+    #[error(
+        "too slow: {bytes} bytes in {secs} s, below the minimum of {min_rate} bytes/s (trickling?)"
+    )]
+    TooSlow {
+        bytes: u64,
+        secs: u64,
+        min_rate: u64,
+    },
     #[error("the server answered {status}")]
     Status {
         status: StatusCode,
@@ -102,8 +193,6 @@ pub enum AttemptError {
     },
     #[error("the overall deadline passed")]
     Deadline,
-    #[error(transparent)]
-    Sink(Box<super::FetchError>),
 }
 
 impl AttemptError {
@@ -111,7 +200,9 @@ impl AttemptError {
     pub fn is_retryable(&self) -> bool {
         match self {
             AttemptError::Connect(_)
+            | AttemptError::Protocol(_)
             | AttemptError::Stall(_)
+            | AttemptError::TooSlow { .. }
             | AttemptError::Body(_)
             | AttemptError::Incomplete { .. }
             | AttemptError::BadRange(_) => true,
@@ -124,8 +215,7 @@ impl AttemptError {
             | AttemptError::Redirect(_)
             | AttemptError::Oversize { .. }
             | AttemptError::File { .. }
-            | AttemptError::Deadline
-            | AttemptError::Sink(_) => false,
+            | AttemptError::Deadline => false,
         }
     }
 
@@ -137,16 +227,13 @@ impl AttemptError {
     }
 }
 
-impl From<super::FetchError> for AttemptError {
-    fn from(e: super::FetchError) -> Self {
-        AttemptError::Sink(Box::new(e))
-    }
-}
-
 /// Per-attempt context.
 pub struct Ctx<'a> {
+    /// Abort when nothing arrives for this long; also the minimum-progress window.
     pub stall: Duration,
-    pub deadline: Option<Instant>,
+    pub deadline: Deadline,
+    /// Bytes per second the transfer must average over each stall window (0: no minimum).
+    pub min_rate: u64,
     pub progress: Option<&'a mut Progress>,
 }
 
@@ -155,10 +242,17 @@ pub fn parse_content_range(v: &str) -> Option<(u64, u64, Option<u64>)> {
     let rest = v.trim().strip_prefix("bytes ")?;
     let (range, total) = rest.split_once('/')?;
     let (start, end) = range.split_once('-')?;
-    let (start, end): (u64, u64) = (start.parse().ok()?, end.parse().ok()?);
+    let digits = |s: &str| -> Option<u64> {
+        // `u64::from_str` takes a leading `+`; a header does not.
+        if s.is_empty() || !s.bytes().all(|b| b.is_ascii_digit()) {
+            return None;
+        }
+        s.parse().ok()
+    };
+    let (start, end) = (digits(start)?, digits(end)?);
     let total = match total {
         "*" => None,
-        t => Some(t.parse().ok()?),
+        t => Some(digits(t)?),
     };
     if end < start || total.is_some_and(|t| end >= t) {
         return None;
@@ -166,14 +260,8 @@ pub fn parse_content_range(v: &str) -> Option<(u64, u64, Option<u64>)> {
     Some((start, end, total))
 }
 
-/// The validator `If-Range` may carry: a strong ETag, else Last-Modified. Weak ETags cannot
-/// be used for ranges (RFC 9110 §13.1.5).
-pub fn validator(h: &HeaderMap) -> Option<Validator> {
-    let get = |n| h.get(n).and_then(|v| v.to_str().ok()).map(str::to_string);
-    match get(header::ETAG) {
-        Some(e) if !e.starts_with("W/") => Some(Validator::ETag(e)),
-        _ => get(header::LAST_MODIFIED).map(Validator::LastModified),
-    }
+fn len_shown(l: Option<u64>) -> String {
+    l.map_or_else(|| "unknown".into(), |n| n.to_string())
 }
 
 /// Decides how a response continues the download. Returns the offset the body starts at, the
@@ -198,8 +286,12 @@ pub fn accept(
             .get(header::CONTENT_RANGE)
             .and_then(|v| v.to_str().ok())
             .ok_or_else(|| AttemptError::BadRange("206 without Content-Range".into()))?;
-        let (start, end, total) = parse_content_range(cr)
-            .ok_or_else(|| AttemptError::BadRange(format!("unparsable Content-Range {cr:?}")))?;
+        let (start, end, total) = parse_content_range(cr).ok_or_else(|| {
+            AttemptError::BadRange(format!(
+                "unparsable Content-Range {:?}",
+                cr.chars().take(80).collect::<String>()
+            ))
+        })?;
         if start != state.have {
             return Err(AttemptError::BadRange(format!(
                 "asked for byte {} on, got a range starting at {start}",
@@ -208,25 +300,26 @@ pub fn accept(
         }
         if total != state.total {
             return Err(AttemptError::BadRange(format!(
-                "the file length changed from {:?} to {total:?}",
-                state.total
+                "the file length changed from {} to {} bytes",
+                len_shown(state.total),
+                len_shown(total)
             )));
         }
-        if let (Some(Validator::ETag(old)), Some(Validator::ETag(new))) =
-            (&state.validator, validator(headers))
-        {
-            if *old != new {
-                return Err(AttemptError::BadRange(format!(
-                    "the ETag changed from {old} to {new}"
-                )));
-            }
-        }
-        if content_length.is_some_and(|l| l != end - start + 1) {
+        state
+            .validators
+            .check_continues(&Validators::from_headers(headers))
+            .map_err(AttemptError::BadRange)?;
+        // end >= start, so the length is at least 1; only END = u64::MAX (with total `*`)
+        // cannot be represented, and no file is that long.
+        let stop = end
+            .checked_add(1)
+            .ok_or_else(|| AttemptError::BadRange("the range ends past 2^64 bytes".into()))?;
+        if content_length.is_some_and(|l| Some(l) != stop.checked_sub(start)) {
             return Err(AttemptError::BadRange(
                 "Content-Length disagrees with Content-Range".into(),
             ));
         }
-        return Ok((start, total, Some(end + 1)));
+        return Ok((start, total, Some(stop)));
     }
     if status == StatusCode::RANGE_NOT_SATISFIABLE && ranged {
         return Err(AttemptError::BadRange(
@@ -244,47 +337,56 @@ pub fn accept(
 }
 
 /// One GET of `url`, continuing from `state` when it can.
-pub fn run(
+pub fn run<S: Sink + ?Sized>(
     client: &Client,
     url: &Url,
     state: &mut State,
-    sink: &mut dyn Sink,
+    sink: &mut S,
     ctx: &mut Ctx,
-) -> Result<(), AttemptError> {
+) -> Result<(), Failure<S::Error>> {
     if url.scheme() == "file" {
-        return run_file(url, state, sink);
+        return run_file(url, state, sink, ctx.deadline);
     }
     // Without a validator there is no way to know the bytes on the server are the ones
     // already received: start over.
-    if state.validator.is_none() && state.have > 0 {
+    if state.have > 0 && state.validators.if_range().is_none() {
         log::warn!(
-            "{}: cannot resume, the server sent no ETag or Last-Modified; starting over",
+            "{}: cannot resume, the server sent no strong ETag or Last-Modified; starting over",
             redact_url(url)
         );
-        state.have = 0;
-        state.restarts += 1;
+        state.restart();
     }
     let ranged = state.have > 0;
     let mut req = client.get(url.clone());
-    if let (true, Some(v)) = (ranged, &state.validator) {
+    if let (true, Some(v)) = (ranged, state.validators.if_range()) {
         req = req
             .header(header::RANGE, format!("bytes={}-", state.have))
-            .header(header::IF_RANGE, v.header_value());
+            .header(header::IF_RANGE, v);
     }
-    let resp = req.send().map_err(|e| classify_send(e, ctx.stall))?;
+    let req = req
+        .build()
+        .map_err(|e| AttemptError::Protocol(e.without_url()))?;
+    let reader = Reader::start(client, req)?;
+    let head = reader.head(ctx)?;
     let (offset, total, end) = match accept(
-        resp.status(),
-        resp.headers(),
-        resp.content_length(),
+        head.status,
+        &head.headers,
+        head.content_length,
         state,
         ranged,
     ) {
         Ok(x) => x,
         Err(e) => {
-            if matches!(e, AttemptError::BadRange(_)) {
-                state.forget();
+            if let AttemptError::BadRange(why) = &e {
+                // Whatever went wrong, the next attempt starts from zero: resuming against a
+                // server that lied once can only splice.
+                log::warn!(
+                    "{}: {why}; the bytes received so far are dropped, restarting from zero",
+                    redact_url(url)
+                );
+                state.restart();
             }
-            return Err(e);
+            return Err(e.into());
         }
     };
     if offset == 0 {
@@ -293,13 +395,13 @@ pub fn run(
                 "{}: the server sent the whole file again (it changed, or ignores ranges); restarting from zero",
                 redact_url(url)
             );
-            state.restarts += 1;
+            state.restarts = state.restarts.saturating_add(1);
         }
         state.have = 0;
         state.total = total;
-        state.validator = validator(resp.headers());
+        state.validators = Validators::from_headers(&head.headers);
     } else {
-        state.resumes += 1;
+        state.resumes = state.resumes.saturating_add(1);
         log::info!(
             "{}: resuming at {} of {}",
             redact_url(url),
@@ -307,11 +409,11 @@ pub fn run(
             total.map_or("?".into(), mib)
         );
     }
-    sink.begin(offset, total)?;
+    sink.begin(offset, total).map_err(Failure::Sink)?;
     if let Some(p) = ctx.progress.as_deref_mut() {
         p.rebase(Instant::now(), state.have);
     }
-    stream(resp, end, state, sink, ctx)
+    reader.stream(end, state, sink, ctx)
 }
 
 fn classify_send(e: reqwest::Error, stall: Duration) -> AttemptError {
@@ -326,7 +428,12 @@ fn classify_send(e: reqwest::Error, stall: Duration) -> AttemptError {
     if is_tls_failure(&e) {
         return AttemptError::Tls(e);
     }
-    AttemptError::Connect(e)
+    if e.is_connect() {
+        return AttemptError::Connect(e);
+    }
+    // Connected, but what came back was not a usable HTTP response (garbage, absurd
+    // headers, a connection closed before the status line).
+    AttemptError::Protocol(e)
 }
 
 /// A certificate or handshake error from rustls: retrying cannot fix it.
@@ -353,68 +460,277 @@ fn classify_read(e: io::Error, stall: Duration) -> AttemptError {
     }
 }
 
-type Chunk = io::Result<(Vec<u8>, usize)>;
+/// The status line and headers, as the reader thread got them.
+struct Head {
+    status: StatusCode,
+    headers: HeaderMap,
+    content_length: Option<u64>,
+}
 
-/// Moves the body into the sink. `end` is the byte count the body must stop at when known.
-fn stream(
-    resp: Response,
-    end: Option<u64>,
-    state: &mut State,
-    sink: &mut dyn Sink,
-    ctx: &mut Ctx,
-) -> Result<(), AttemptError> {
-    let (tx, rx) = mpsc::sync_channel::<Chunk>(DEPTH);
-    let (free_tx, free_rx) = mpsc::channel::<Vec<u8>>();
-    // Detached on purpose: when the sink fails, dropping `rx` makes the reader's next send
-    // fail and it exits on its own (within one stall timeout at worst).
-    std::thread::Builder::new()
-        .name("rustlive-read".into())
-        .spawn(move || read_loop(resp, tx, free_rx))
-        .map_err(AttemptError::Body)?;
-    loop {
-        let (buf, n) = match rx.recv() {
-            Ok(Ok(chunk)) => chunk,
-            Ok(Err(e)) => return Err(classify_read(e, ctx.stall)),
-            Err(mpsc::RecvError) => break,
-        };
-        if end.is_some_and(|e| state.have + n as u64 > e) {
-            return Err(AttemptError::Oversize {
-                expected: end.unwrap(),
-            });
-        }
-        sink.write(&buf[..n])?;
-        state.have += n as u64;
-        let _ = free_tx.send(buf);
-        let now = Instant::now();
-        if let Some(line) = ctx
-            .progress
-            .as_deref_mut()
-            .and_then(|p| p.tick(now, state.have, state.total))
-        {
-            log::info!("{line}");
-        }
-        if ctx.deadline.is_some_and(|d| now >= d) {
-            return Err(AttemptError::Deadline);
-        }
-    }
-    match end {
-        Some(e) if state.have < e => Err(AttemptError::Incomplete {
-            got: state.have,
-            expected: e,
-        }),
-        _ => Ok(()),
+enum Msg {
+    Head(Result<Head, reqwest::Error>),
+    Data(io::Result<(Vec<u8>, usize)>),
+}
+
+/// What the reader thread and the attempt share.
+#[derive(Default)]
+struct Shared {
+    /// Body bytes received from the socket so far, handed over or not.
+    received: AtomicU64,
+    /// Set when the attempt is over: the reader stops at its next read.
+    abandoned: AtomicBool,
+}
+
+/// The attempt's end of the reader thread. Dropping it abandons the reader.
+struct Reader {
+    rx: mpsc::Receiver<Msg>,
+    free: mpsc::Sender<Vec<u8>>,
+    shared: Arc<Shared>,
+    started: Instant,
+}
+
+impl Drop for Reader {
+    fn drop(&mut self) {
+        self.shared.abandoned.store(true, Ordering::Relaxed);
     }
 }
 
-fn read_loop(mut resp: Response, tx: mpsc::SyncSender<Chunk>, free: mpsc::Receiver<Vec<u8>>) {
+/// When a wait on the reader must end, and why.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Watch {
+    /// Keep waiting, at most this long before checking again.
+    Wait(Duration),
+    Deadline,
+    Stall,
+    /// Fewer than the minimum bytes arrived in the last window.
+    TooSlow {
+        bytes: u64,
+    },
+}
+
+/// The deadline, the stall timer and the minimum-progress rule, as a pure state machine over
+/// a byte counter and a clock (unit-tested without a server or a sleep).
+#[derive(Debug, Clone)]
+pub struct Watchdog {
+    deadline: Deadline,
+    stall: Duration,
+    min_bytes: u64,
+    last_count: u64,
+    last_progress: Instant,
+    window_start: Instant,
+    window_count: u64,
+}
+
+impl Watchdog {
+    pub fn new(now: Instant, deadline: Deadline, stall: Duration, min_rate: u64) -> Watchdog {
+        // The window is the stall period (at least a second, so a tiny stall setting does not
+        // demand a burst); the bytes it needs are min_rate per second of it.
+        let stall = stall.clamp(Duration::from_millis(1), MAX_TICK.saturating_mul(24));
+        let window_ms = u64::try_from(Self::window(stall).as_millis()).unwrap_or(u64::MAX);
+        Watchdog {
+            deadline,
+            stall,
+            min_bytes: min_rate.saturating_mul(window_ms) / 1000,
+            last_count: 0,
+            last_progress: now,
+            window_start: now,
+            window_count: 0,
+        }
+    }
+
+    fn window(stall: Duration) -> Duration {
+        stall.max(Duration::from_secs(1))
+    }
+
+    /// Checks the rules at `now` with `count` bytes received so far.
+    pub fn check(&mut self, now: Instant, count: u64) -> Watch {
+        if self.deadline.passed_at(now) {
+            return Watch::Deadline;
+        }
+        if count != self.last_count {
+            self.last_count = count;
+            self.last_progress = now;
+        }
+        let silent = now.saturating_duration_since(self.last_progress);
+        if silent >= self.stall {
+            return Watch::Stall;
+        }
+        let window = Self::window(self.stall);
+        if now.saturating_duration_since(self.window_start) >= window {
+            let bytes = count.saturating_sub(self.window_count);
+            if bytes < self.min_bytes {
+                return Watch::TooSlow { bytes };
+            }
+            self.window_start = now;
+            self.window_count = count;
+        }
+        let until_window = window.saturating_sub(now.saturating_duration_since(self.window_start));
+        let wait = self
+            .stall
+            .saturating_sub(silent)
+            .min(until_window)
+            .min(MAX_TICK);
+        Watch::Wait(
+            self.deadline
+                .clamp_at(now, wait)
+                .max(Duration::from_millis(1)),
+        )
+    }
+
+    fn secs(&self) -> u64 {
+        Self::window(self.stall).as_secs()
+    }
+}
+
+impl Reader {
+    /// Spawns the thread that sends `req` and reads the response.
+    fn start(client: &Client, req: Request) -> Result<Reader, AttemptError> {
+        let (tx, rx) = mpsc::sync_channel::<Msg>(DEPTH);
+        let (free_tx, free_rx) = mpsc::channel::<Vec<u8>>();
+        let shared = Arc::new(Shared::default());
+        let (client, sh) = (client.clone(), shared.clone());
+        // Detached on purpose: when the attempt ends early, `abandoned` and the dropped
+        // receiver make it exit at its next read (within one stall timeout at worst).
+        std::thread::Builder::new()
+            .name("rustlive-read".into())
+            .spawn(move || reader_thread(client, req, tx, free_rx, sh))
+            .map_err(AttemptError::Body)?;
+        Ok(Reader {
+            rx,
+            free: free_tx,
+            shared,
+            started: Instant::now(),
+        })
+    }
+
+    /// Waits for the status line and headers: within the stall period, within the deadline.
+    fn head(&self, ctx: &Ctx) -> Result<Head, AttemptError> {
+        // The headers count no bytes, so the stall timer runs from the request.
+        let mut dog = Watchdog::new(self.started, ctx.deadline, ctx.stall, 0);
+        loop {
+            let wait = match dog.check(Instant::now(), 0) {
+                Watch::Wait(w) => w,
+                Watch::Deadline => return Err(AttemptError::Deadline),
+                Watch::Stall | Watch::TooSlow { .. } => {
+                    return Err(AttemptError::Stall(ctx.stall.as_secs()))
+                }
+            };
+            match self.rx.recv_timeout(wait) {
+                Ok(Msg::Head(Ok(h))) => return Ok(h),
+                Ok(Msg::Head(Err(e))) => return Err(classify_send(e, ctx.stall)),
+                Ok(Msg::Data(_)) | Err(mpsc::RecvTimeoutError::Disconnected) => {
+                    return Err(AttemptError::Body(io::Error::other(
+                        "the reader stopped before the response headers",
+                    )))
+                }
+                Err(mpsc::RecvTimeoutError::Timeout) => {}
+            }
+        }
+    }
+
+    /// Moves the body into the sink. `end` is the byte count the body must stop at when known.
+    fn stream<S: Sink + ?Sized>(
+        self,
+        end: Option<u64>,
+        state: &mut State,
+        sink: &mut S,
+        ctx: &mut Ctx,
+    ) -> Result<(), Failure<S::Error>> {
+        let mut dog = Watchdog::new(Instant::now(), ctx.deadline, ctx.stall, ctx.min_rate);
+        loop {
+            let now = Instant::now();
+            let wait = match dog.check(now, self.shared.received.load(Ordering::Relaxed)) {
+                Watch::Wait(w) => w,
+                Watch::Deadline => return Err(AttemptError::Deadline.into()),
+                Watch::Stall => return Err(AttemptError::Stall(ctx.stall.as_secs()).into()),
+                Watch::TooSlow { bytes } => {
+                    return Err(AttemptError::TooSlow {
+                        bytes,
+                        secs: dog.secs(),
+                        min_rate: ctx.min_rate,
+                    }
+                    .into())
+                }
+            };
+            let (buf, n) = match self.rx.recv_timeout(wait) {
+                Ok(Msg::Data(Ok(chunk))) => chunk,
+                Ok(Msg::Data(Err(e))) => return Err(classify_read(e, ctx.stall).into()),
+                Ok(Msg::Head(_)) | Err(mpsc::RecvTimeoutError::Timeout) => continue,
+                Err(mpsc::RecvTimeoutError::Disconnected) => break,
+            };
+            let data = buf.get(..n).unwrap_or(&buf);
+            let after = state.have.saturating_add(data.len() as u64);
+            if let Some(e) = end.filter(|&e| after > e) {
+                return Err(AttemptError::Oversize { expected: e }.into());
+            }
+            sink.write(data).map_err(Failure::Sink)?;
+            state.have = after;
+            let _ = self.free.send(buf);
+            if let Some(line) = ctx
+                .progress
+                .as_deref_mut()
+                .and_then(|p| p.tick(Instant::now(), state.have, state.total))
+            {
+                log::info!("{line}");
+            }
+        }
+        match end {
+            Some(e) if state.have < e => Err(AttemptError::Incomplete {
+                got: state.have,
+                expected: e,
+            }
+            .into()),
+            _ => Ok(()),
+        }
+    }
+}
+
+fn reader_thread(
+    client: Client,
+    req: Request,
+    tx: mpsc::SyncSender<Msg>,
+    free: mpsc::Receiver<Vec<u8>>,
+    shared: Arc<Shared>,
+) {
+    let resp = match client.execute(req) {
+        Ok(r) => r,
+        Err(e) => {
+            let _ = tx.send(Msg::Head(Err(e)));
+            return;
+        }
+    };
+    let head = Head {
+        status: resp.status(),
+        headers: resp.headers().clone(),
+        content_length: resp.content_length(),
+    };
+    if tx.send(Msg::Head(Ok(head))).is_err() {
+        return;
+    }
+    read_loop(resp, &tx, &free, &shared);
+}
+
+fn read_loop(
+    mut resp: Response,
+    tx: &mpsc::SyncSender<Msg>,
+    free: &mpsc::Receiver<Vec<u8>>,
+    shared: &Shared,
+) {
     loop {
         let mut buf = free.try_recv().unwrap_or_else(|_| vec![0; BUF]);
         let mut n = 0;
         let mut err = None;
         while n < FILL {
-            match resp.read(&mut buf[n..]) {
+            if shared.abandoned.load(Ordering::Relaxed) {
+                return;
+            }
+            let Some(space) = buf.get_mut(n..) else { break };
+            match resp.read(space) {
                 Ok(0) => break,
-                Ok(k) => n += k,
+                Ok(k) => {
+                    n = n.saturating_add(k);
+                    shared.received.fetch_add(k as u64, Ordering::Relaxed);
+                }
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) => {
                     err = Some(e);
@@ -423,11 +739,11 @@ fn read_loop(mut resp: Response, tx: mpsc::SyncSender<Chunk>, free: mpsc::Receiv
             }
         }
         let eof = n < FILL;
-        if n > 0 && tx.send(Ok((buf, n))).is_err() {
+        if n > 0 && tx.send(Msg::Data(Ok((buf, n)))).is_err() {
             return;
         }
         if let Some(e) = err {
-            let _ = tx.send(Err(e));
+            let _ = tx.send(Msg::Data(Err(e)));
             return;
         }
         if eof {
@@ -436,30 +752,65 @@ fn read_loop(mut resp: Response, tx: mpsc::SyncSender<Chunk>, free: mpsc::Receiv
     }
 }
 
-/// `file://` sources: a path inside the initramfs, copied through the same sink.
-fn run_file(url: &Url, state: &mut State, sink: &mut dyn Sink) -> Result<(), AttemptError> {
-    let path = url.path();
+/// `file://` sources: a path inside the initramfs (percent-decoded), copied through the same
+/// sink. Only a regular file is read, and only as many bytes as it had when opened: a FIFO
+/// would block forever and a device (`/dev/zero`) never ends. Opened non-blocking so even the
+/// `open` of a FIFO without a writer returns at once; the copy checks the deadline per buffer.
+fn run_file<S: Sink + ?Sized>(
+    url: &Url,
+    state: &mut State,
+    sink: &mut S,
+    deadline: Deadline,
+) -> Result<(), Failure<S::Error>> {
+    let path = url.to_file_path().unwrap_or_else(|()| url.path().into());
+    let shown = path.display().to_string();
     let ferr = |source| AttemptError::File {
-        path: path.into(),
+        path: shown.clone(),
         source,
     };
-    let mut f = std::fs::File::open(path).map_err(ferr)?;
+    let f = open_regular(&path).map_err(ferr)?;
     let len = f.metadata().map_err(ferr)?.len();
     state.have = 0;
     state.total = Some(len);
-    sink.begin(0, Some(len))?;
+    sink.begin(0, Some(len)).map_err(Failure::Sink)?;
+    let mut r = io::Read::take(f, len);
     let mut buf = vec![0; BUF];
     loop {
-        let n = match f.read(&mut buf) {
+        if deadline.passed() {
+            return Err(AttemptError::Deadline.into());
+        }
+        let n = match r.read(&mut buf) {
             Ok(0) => break,
             Ok(n) => n,
             Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-            Err(e) => return Err(ferr(e)),
+            Err(e) => return Err(ferr(e).into()),
         };
-        sink.write(&buf[..n])?;
-        state.have += n as u64;
+        sink.write(buf.get(..n).unwrap_or(&buf))
+            .map_err(Failure::Sink)?;
+        state.have = state.have.saturating_add(n as u64);
+    }
+    if state.have < len {
+        return Err(AttemptError::Incomplete {
+            got: state.have,
+            expected: len,
+        }
+        .into());
     }
     Ok(())
+}
+
+fn open_regular(path: &Path) -> io::Result<std::fs::File> {
+    use rustix::fs::{Mode, OFlags};
+    let fd = rustix::fs::open(
+        path,
+        OFlags::RDONLY | OFlags::NONBLOCK | OFlags::NOCTTY | OFlags::CLOEXEC,
+        Mode::empty(),
+    )?;
+    let f = std::fs::File::from(fd);
+    if !f.metadata()?.is_file() {
+        return Err(io::Error::other("not a regular file"));
+    }
+    Ok(f)
 }
 
 #[cfg(test)]
@@ -506,30 +857,116 @@ mod tests {
     #[test]
     fn validators() {
         let lm = "Sun, 06 Nov 1994 08:49:37 GMT";
-        assert_eq!(
-            validator(&headers(&[
-                (header::ETAG, "\"abc\""),
-                (header::LAST_MODIFIED, lm)
-            ])),
-            Some(Validator::ETag("\"abc\"".into()))
-        );
-        assert_eq!(
-            validator(&headers(&[
-                (header::ETAG, "W/\"abc\""),
-                (header::LAST_MODIFIED, lm)
-            ])),
-            Some(Validator::LastModified(lm.into()))
-        );
-        assert_eq!(validator(&headers(&[(header::ETAG, "W/\"abc\"")])), None);
+        let v = Validators::from_headers(&headers(&[
+            (header::ETAG, "\"abc\""),
+            (header::LAST_MODIFIED, lm),
+        ]));
+        assert_eq!(v.if_range(), Some("\"abc\""));
+        let weak = Validators::from_headers(&headers(&[
+            (header::ETAG, "W/\"abc\""),
+            (header::LAST_MODIFIED, lm),
+        ]));
+        assert_eq!(weak.if_range(), Some(lm));
+        let only_weak = Validators::from_headers(&headers(&[(header::ETAG, "W/\"abc\"")]));
+        assert_eq!(only_weak.if_range(), None);
     }
 
     fn resuming(have: u64, total: u64) -> State {
         State {
             have,
             total: Some(total),
-            validator: Some(Validator::ETag("\"v1\"".into())),
+            validators: val(Some("\"v1\""), None),
             ..State::default()
         }
+    }
+
+    fn val(etag: Option<&str>, lm: Option<&str>) -> Validators {
+        Validators {
+            etag: etag.map(Into::into),
+            last_modified: lm.map(Into::into),
+        }
+    }
+
+    #[test]
+    fn any_validator_change_on_a_206_is_a_new_file() {
+        let (l1, l2) = (Some("Mon, 01 Jan 2024 00:00:00 GMT"), Some("Tue"));
+        let (e1, e2) = (Some("\"1\""), Some("\"2\""));
+        // Issue 9 item 7: Last-Modified alone, changed on the 206, once spliced two versions.
+        assert!(val(None, l1).check_continues(&val(None, l2)).is_err());
+        assert!(val(None, l1).check_continues(&val(None, None)).is_err());
+        assert!(val(None, l1).check_continues(&val(None, l1)).is_ok());
+        assert!(val(e1, l1).check_continues(&val(e2, l1)).is_err());
+        assert!(val(e1, l1).check_continues(&val(e1, l2)).is_err());
+        assert!(val(e1, l1).check_continues(&val(None, l1)).is_err());
+        // A strong ETag that matches is enough; Last-Modified is optional on a 206.
+        assert!(val(e1, l1).check_continues(&val(e1, None)).is_ok());
+        assert!(val(e1, None).check_continues(&val(e1, None)).is_ok());
+        // A weak ETag proves nothing about bytes: Last-Modified must match.
+        let w = Some("W/\"1\"");
+        assert!(val(w, l1).check_continues(&val(w, None)).is_err());
+        assert!(val(w, l1).check_continues(&val(w, l1)).is_ok());
+    }
+
+    #[test]
+    fn a_changed_length_is_reported_in_bytes_not_debug_options() {
+        let st = resuming(100, 1_048_576);
+        let h = headers(&[
+            (header::CONTENT_RANGE, "bytes 100-2097151/2097152"),
+            (header::ETAG, "\"v1\""),
+        ]);
+        let e = accept(StatusCode::PARTIAL_CONTENT, &h, None, &st, true).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "bad partial response: the file length changed from 1048576 to 2097152 bytes"
+        );
+    }
+
+    #[test]
+    fn content_range_signs_and_extremes() {
+        for bad in [
+            "bytes +1-2/3",
+            "bytes 1-+2/3",
+            "bytes 0-1/+3",
+            "bytes -1-2/3",
+            "bytes 0-1/",
+        ] {
+            assert_eq!(parse_content_range(bad), None, "{bad}");
+        }
+        let max = u64::MAX;
+        assert_eq!(
+            parse_content_range(&format!("bytes 0-{max}/*")),
+            Some((0, max, None))
+        );
+        let st = resuming(0, 0);
+        let st = State { total: None, ..st };
+        let h = headers(&[
+            (header::CONTENT_RANGE, &format!("bytes 0-{max}/*")),
+            (header::ETAG, "\"v1\""),
+        ]);
+        let e = accept(StatusCode::PARTIAL_CONTENT, &h, None, &st, true).unwrap_err();
+        assert!(matches!(e, AttemptError::BadRange(_)), "{e:?}");
+    }
+
+    #[test]
+    fn watchdog_enforces_deadline_stall_and_minimum_rate() {
+        let t0 = Instant::now();
+        let s = Duration::from_secs;
+        let dl = Deadline::after_from(t0, Some(s(10)));
+        let mut d = Watchdog::new(t0, dl, s(3), 1024);
+        assert_eq!(d.check(t0, 0), Watch::Wait(s(3)));
+        // A byte every 2 s keeps the stall timer quiet, not the minimum rate.
+        assert!(matches!(d.check(t0 + s(2), 1), Watch::Wait(_)));
+        assert_eq!(d.check(t0 + s(3), 1), Watch::TooSlow { bytes: 1 });
+        let mut d = Watchdog::new(t0, dl, s(3), 1024);
+        assert!(matches!(d.check(t0 + s(2), 5000), Watch::Wait(_)));
+        assert!(matches!(d.check(t0 + s(3), 5000), Watch::Wait(_)));
+        assert_eq!(d.check(t0 + s(6), 5000), Watch::Stall);
+        let mut d = Watchdog::new(t0, dl, s(30), 0);
+        assert_eq!(d.check(t0 + s(9), 0), Watch::Wait(s(1)));
+        assert_eq!(d.check(t0 + s(10), 0), Watch::Deadline);
+        // Absurd settings: no overflow, a bounded wait.
+        let mut d = Watchdog::new(t0, Deadline::NONE, Duration::MAX, u64::MAX);
+        assert!(matches!(d.check(t0, 0), Watch::Wait(w) if w <= MAX_TICK));
     }
 
     #[test]

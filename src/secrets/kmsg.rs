@@ -21,12 +21,11 @@ const MAX_BYTES: usize = 16 << 20;
 /// initramfs could not be unpacked whole.
 pub fn unpack_failure(log: &str) -> Option<&str> {
     log.lines().find_map(|line| {
-        if let Some(at) = line.find(UNPACK_FAILED) {
-            return line.get(at + UNPACK_FAILED.len()..).map(str::trim);
+        if let Some((_, reason)) = line.split_once(UNPACK_FAILED) {
+            return Some(reason.trim());
         }
         // A kernel with CONFIG_BLK_DEV_RAM=y says it this way and keeps the rest as an initrd.
-        let at = line.find(NOT_INITRAMFS)?;
-        let rest = line.get(at + NOT_INITRAMFS.len()..)?;
+        let (_, rest) = line.split_once(NOT_INITRAMFS)?;
         rest.split_once(')').map(|(reason, _)| reason.trim())
     })
 }

@@ -7,12 +7,14 @@
 //! log line, an error or a `Debug` output; the initramfs copy is wiped once used.
 
 pub mod bundle;
+pub mod facts;
 pub mod kmsg;
 pub mod owners;
 pub mod source;
 pub mod write;
 
 use crate::config::Config;
+use crate::deadline::Deadline;
 use crate::error::{report, Exit};
 use crate::paths::Paths;
 use crate::url_template::Placeholder;
@@ -23,70 +25,10 @@ use source::{Source, SourceError};
 use std::path::{Path, PathBuf};
 use write::{RootDir, Transaction, WriteError};
 
+pub use facts::NodeFacts;
+
 /// Largest account file read from the new root.
 const MAX_ACCOUNTS_FILE: u64 = 16 << 20;
-
-/// What the node knows about itself, for `{mac}`, `{uuid}` and `{hostname}`.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct NodeFacts {
-    /// MAC of the interface that routes to the secrets server.
-    pub mac: Option<String>,
-    /// SMBIOS product UUID.
-    pub uuid: Option<String>,
-    pub hostname: Option<String>,
-}
-
-impl NodeFacts {
-    /// Reads the UUID from `SYS_ROOT/sys/class/dmi/id/product_uuid` and the host name from
-    /// `SYS_ROOT/proc/sys/kernel/hostname` (set by DHCP in the initramfs); `sys_root` is `/`
-    /// except in tests.
-    pub fn gather(paths: &Paths, mac: Option<String>) -> NodeFacts {
-        let read = |p: &str| {
-            std::fs::read_to_string(paths.join(p))
-                .ok()
-                .map(|s| s.trim().to_string())
-                .filter(|s| !s.is_empty())
-        };
-        NodeFacts {
-            mac,
-            uuid: read("sys/class/dmi/id/product_uuid"),
-            hostname: read("proc/sys/kernel/hostname"),
-        }
-    }
-
-    /// The MAC, lowercase `xx:xx:xx:xx:xx:xx`, when well formed.
-    pub fn mac(&self) -> Option<String> {
-        let m = self.mac.as_deref()?.to_ascii_lowercase();
-        let ok = m.len() == 17
-            && m.split(':').count() == 6
-            && m.split(':')
-                .all(|b| b.len() == 2 && b.bytes().all(|c| c.is_ascii_hexdigit()));
-        ok.then_some(m)
-    }
-
-    /// The UUID, lowercase, when it is hex digits and dashes. Firmware that leaves it unset
-    /// reports all zeros or all `f`s, which identify no node.
-    pub fn uuid(&self) -> Option<String> {
-        let u = self.uuid.as_deref()?.to_ascii_lowercase();
-        let ok = u.len() == 36
-            && u.bytes().all(|c| c.is_ascii_hexdigit() || c == b'-')
-            && u.bytes().any(|c| c != b'0' && c != b'-')
-            && u.bytes().any(|c| c != b'f' && c != b'-');
-        ok.then_some(u)
-    }
-
-    /// The host name, when it is a real DNS name (not `localhost` or the kernel's `(none)`).
-    pub fn hostname(&self) -> Option<String> {
-        let h = self.hostname.as_deref()?;
-        let ok = !h.is_empty()
-            && h.len() <= 253
-            && h.bytes()
-                .all(|c| c.is_ascii_alphanumeric() || c == b'-' || c == b'.')
-            && !h.starts_with(['-', '.'])
-            && !matches!(h, "localhost" | "localhost.localdomain");
-        ok.then(|| h.to_string())
-    }
-}
 
 /// What [`apply`] did.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -163,6 +105,7 @@ pub fn apply(
     newroot: &Path,
     facts: &NodeFacts,
     paths: &Paths,
+    deadline: Deadline,
 ) -> Result<Applied, SecretsError> {
     let default_file = paths.default_secrets();
     let have_default = default_file.symlink_metadata().is_ok();
@@ -182,7 +125,7 @@ pub fn apply(
     let required = cfg.secrets.required(true);
     let result = source::resolve(&template, facts, cfg.secrets.sha256.is_some())
         .map_err(SecretsError::Source)
-        .and_then(|src| install(cfg, newroot, &src));
+        .and_then(|src| install(cfg, newroot, &src, deadline));
     wipe_sources(cfg, facts, paths);
     match result {
         Ok(files) => Ok(Applied::Installed { files }),
@@ -207,14 +150,19 @@ fn source_template(cfg: &Config, default_file: &Path, have_default: bool) -> Opt
 }
 
 /// Gets, validates, checks and writes the bundle; returns the number of files written.
-fn install(cfg: &Config, newroot: &Path, src: &Source) -> Result<usize, SecretsError> {
+fn install(
+    cfg: &Config,
+    newroot: &Path,
+    src: &Source,
+    deadline: Deadline,
+) -> Result<usize, SecretsError> {
     let from = src.describe();
     log::info!("secrets: reading the bundle from {from}");
     let fetch_err = |source| SecretsError::Fetch {
         from: from.clone(),
         source,
     };
-    let text = source::load(src, cfg).map_err(fetch_err)?;
+    let text = source::load(src, cfg, deadline).map_err(fetch_err)?;
     if let Some(pin) = &cfg.secrets.sha256 {
         if crate::verify::sha256(&text) != *pin {
             return Err(fetch_err(SourceError::PinMismatch));
@@ -423,6 +371,7 @@ mod tests {
             &root,
             &NodeFacts::default(),
             &Paths::under(t.path()),
+            Deadline::NONE,
         )
         .unwrap();
         assert_eq!(got, Applied::NoSource);
@@ -439,7 +388,14 @@ mod tests {
         std::fs::create_dir_all(default.parent().unwrap()).unwrap();
         // An empty bundle: exercises source selection and wiping without needing root for chown.
         std::fs::write(&default, br#"{"version": 1, "files": []}"#).unwrap();
-        let got = apply(&Config::default(), &root, &NodeFacts::default(), &paths).unwrap();
+        let got = apply(
+            &Config::default(),
+            &root,
+            &NodeFacts::default(),
+            &paths,
+            Deadline::NONE,
+        )
+        .unwrap();
         assert_eq!(got, Applied::Installed { files: 0 });
         assert!(!default.exists());
     }
@@ -455,7 +411,14 @@ mod tests {
         let bad = br#"{"version": 2, "files": []}"#;
 
         std::fs::write(&default, bad).unwrap();
-        let err = apply(&Config::default(), &root, &NodeFacts::default(), &paths).unwrap_err();
+        let err = apply(
+            &Config::default(),
+            &root,
+            &NodeFacts::default(),
+            &paths,
+            Deadline::NONE,
+        )
+        .unwrap_err();
         assert_eq!(err.exit_code(), Exit::Secrets);
         assert!(matches!(err, SecretsError::Bundle { .. }));
         assert!(
@@ -465,7 +428,7 @@ mod tests {
 
         std::fs::write(&default, bad).unwrap();
         let cfg = Config::from_cmdline("rd.rustlive.secrets.required=0").unwrap();
-        let got = apply(&cfg, &root, &NodeFacts::default(), &paths).unwrap();
+        let got = apply(&cfg, &root, &NodeFacts::default(), &paths, Deadline::NONE).unwrap();
         assert_eq!(got, Applied::Skipped);
     }
 
@@ -487,6 +450,7 @@ mod tests {
             &root,
             &NodeFacts::default(),
             &Paths::under(t.path().join("none")),
+            Deadline::NONE,
         )
         .unwrap_err();
         assert!(

@@ -8,8 +8,9 @@
 //! certificate, a 1 MiB cap, and TLS verification that `rd.noverifyssl` never turns off.
 
 use super::bundle::MAX_BUNDLE_SIZE;
-use super::NodeFacts;
+use super::facts::NodeFacts;
 use crate::config::Config;
+use crate::deadline::Deadline;
 use crate::fetch::{fetch_bytes, FetchError, FetchOptions};
 use crate::log::redact_url;
 use crate::url_template::{MissingFact, Placeholder, Scheme, UrlTemplate};
@@ -90,7 +91,11 @@ pub fn resolve(
 }
 
 /// The bundle's bytes, at most [`MAX_BUNDLE_SIZE`], in a buffer zeroed on drop.
-pub fn load(src: &Source, cfg: &Config) -> Result<Zeroizing<Vec<u8>>, SourceError> {
+pub fn load(
+    src: &Source,
+    cfg: &Config,
+    deadline: Deadline,
+) -> Result<Zeroizing<Vec<u8>>, SourceError> {
     match src {
         Source::File(p) => {
             let mut f = File::open(p).map_err(|e| SourceError::Read(p.clone(), e))?;
@@ -100,7 +105,7 @@ pub fn load(src: &Source, cfg: &Config) -> Result<Zeroizing<Vec<u8>>, SourceErro
             })
         }
         Source::Url(u) => {
-            let opts = FetchOptions::for_secrets(cfg);
+            let opts = FetchOptions::for_secrets(cfg).with_deadline(deadline);
             fetch_bytes(u, &opts, MAX_BUNDLE_SIZE).map_err(|e| match e {
                 FetchError::TooLarge { .. } => SourceError::TooLarge,
                 e => SourceError::Fetch(e),
@@ -281,15 +286,20 @@ mod tests {
         let ok = t.path().join("ok.json");
         std::fs::write(&ok, b"{}").unwrap();
         let opts = Config::default();
-        assert_eq!(load(&Source::File(ok), &opts).unwrap().as_slice(), b"{}");
+        assert_eq!(
+            load(&Source::File(ok), &opts, Deadline::NONE)
+                .unwrap()
+                .as_slice(),
+            b"{}"
+        );
         let big = t.path().join("big.json");
         std::fs::write(&big, vec![b' '; MAX_BUNDLE_SIZE + 1]).unwrap();
         assert!(matches!(
-            load(&Source::File(big), &opts),
+            load(&Source::File(big), &opts, Deadline::NONE),
             Err(SourceError::TooLarge)
         ));
         assert!(matches!(
-            load(&Source::File(t.path().join("none")), &opts),
+            load(&Source::File(t.path().join("none")), &opts, Deadline::NONE),
             Err(SourceError::Read(..))
         ));
     }

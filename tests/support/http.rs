@@ -51,6 +51,17 @@ pub enum Fault {
         piece: usize,
         pause: Duration,
     },
+    /// Read the request, then send nothing at all (no status line) for the duration, then
+    /// close: a server that accepts and never answers.
+    Silent(Duration),
+    /// Send these bytes instead of the reply (garbage, absurd headers, a non-HTTP service),
+    /// then linger for the duration before closing.
+    Raw(Vec<u8>, Duration),
+    /// Send the status line and headers one byte every `pause` (slowloris in reverse).
+    HeadTrickle(Duration),
+    /// After the headers (use with `chunked()`), an endless chunked body of zeros, as fast as
+    /// the client takes it, for at most the duration.
+    Endless(Duration),
 }
 
 #[derive(Debug, Clone)]
@@ -132,6 +143,8 @@ pub struct Server {
     pub addr: SocketAddr,
     requests: Arc<Mutex<Vec<Request>>>,
     stop: Arc<AtomicBool>,
+    /// Connections accepted and not yet finished (the reply written or the write failed).
+    open: Arc<AtomicUsize>,
 }
 
 impl Server {
@@ -157,8 +170,9 @@ impl Server {
         let handler: Arc<Handler> = Arc::new(handler);
         let wrap = Arc::new(wrap);
         let counter = Arc::new(AtomicUsize::new(0));
+        let open = Arc::new(AtomicUsize::new(0));
         {
-            let (requests, stop) = (requests.clone(), stop.clone());
+            let (requests, stop, open) = (requests.clone(), stop.clone(), open.clone());
             std::thread::spawn(move || {
                 // Polling accept so the thread ends with the test (no leaked listener).
                 while !stop.load(Ordering::Relaxed) {
@@ -171,7 +185,12 @@ impl Server {
                                 wrap.clone(),
                                 counter.clone(),
                             );
-                            std::thread::spawn(move || serve(s, &*h, &r, &*w, &c));
+                            open.fetch_add(1, Ordering::SeqCst);
+                            let open = open.clone();
+                            std::thread::spawn(move || {
+                                serve(s, &*h, &r, &*w, &c);
+                                open.fetch_sub(1, Ordering::SeqCst);
+                            });
                         }
                         Err(_) => std::thread::sleep(Duration::from_millis(5)),
                     }
@@ -182,7 +201,14 @@ impl Server {
             addr,
             requests,
             stop,
+            open,
         }
+    }
+
+    /// Connections still being served: a client that abandoned one must have closed it, which
+    /// a trickling reply notices at its next write.
+    pub fn open_connections(&self) -> usize {
+        self.open.load(Ordering::SeqCst)
     }
 
     pub fn url(&self, path: &str) -> String {
@@ -269,6 +295,19 @@ fn reason(status: u16) -> &'static str {
 }
 
 fn write_reply(conn: &mut Box<dyn Conn>, r: &Reply) -> std::io::Result<()> {
+    match &r.fault {
+        Fault::Silent(d) => {
+            std::thread::sleep(*d);
+            return Ok(());
+        }
+        Fault::Raw(bytes, d) => {
+            conn.write_all(bytes)?;
+            conn.flush()?;
+            std::thread::sleep(*d);
+            return Ok(());
+        }
+        _ => {}
+    }
     let mut head = format!(
         "HTTP/1.1 {} {}\r\nConnection: close\r\n",
         r.status,
@@ -283,13 +322,31 @@ fn write_reply(conn: &mut Box<dyn Conn>, r: &Reply) -> std::io::Result<()> {
         head.push_str("Transfer-Encoding: chunked\r\n");
     }
     head.push_str("\r\n");
-    conn.write_all(head.as_bytes())?;
+    if let Fault::HeadTrickle(pause) = r.fault {
+        for b in head.as_bytes() {
+            conn.write_all(std::slice::from_ref(b))?;
+            conn.flush()?;
+            std::thread::sleep(pause);
+        }
+    } else {
+        conn.write_all(head.as_bytes())?;
+    }
     let limit = match r.fault {
         Fault::ResetAfter(n) | Fault::StallAfter(n, _) | Fault::CloseAfter(n) => {
             n.min(r.body.len())
         }
         _ => r.body.len(),
     };
+    if let Fault::Endless(d) = r.fault {
+        let chunk = vec![0u8; 64 << 10];
+        let end = std::time::Instant::now() + d;
+        while std::time::Instant::now() < end {
+            conn.write_all(format!("{:x}\r\n", chunk.len()).as_bytes())?;
+            conn.write_all(&chunk)?;
+            conn.write_all(b"\r\n")?;
+        }
+        return Ok(());
+    }
     let mut body = r.body[..limit].to_vec();
     let complete = limit == r.body.len();
     if complete {
