@@ -21,8 +21,8 @@ const MAX_BYTES: usize = 16 << 20;
 /// initramfs could not be unpacked whole.
 pub fn unpack_failure(log: &str) -> Option<&str> {
     log.lines().find_map(|line| {
-        if let Some((_, rest)) = line.split_once(UNPACK_FAILED) {
-            return Some(rest.trim());
+        if let Some((_, reason)) = line.split_once(UNPACK_FAILED) {
+            return Some(reason.trim());
         }
         // A kernel with CONFIG_BLK_DEV_RAM=y says it this way and keeps the rest as an initrd.
         let (_, rest) = line.split_once(NOT_INITRAMFS)?;
