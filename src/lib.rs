@@ -25,6 +25,7 @@ pub mod ram;
 pub mod rootfs;
 pub mod secrets;
 pub mod switchroot;
+pub mod tpm;
 #[doc(hidden)]
 pub mod testing;
 pub mod url_template;
