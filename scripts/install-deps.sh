@@ -6,7 +6,7 @@ set -eu
 PKGS="musl-tools libclang-dev clang squashfs-tools erofs-utils e2fsprogs cpio curl nginx-light
 openssl minisign shellcheck util-linux qemu-system-x86 ipxe-qemu dracut dracut-live
 dracut-network network-manager busybox-static zstd kmod file xorriso time
-isc-dhcp-client iproute2"
+isc-dhcp-client iproute2 swtpm swtpm-tools tpm2-tools libtss2-tcti-swtpm0"
 
 missing=""
 for p in $PKGS; do

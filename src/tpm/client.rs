@@ -362,7 +362,7 @@ impl Tpm {
     ) -> Result<Zeroizing<Vec<u8>>, TpmError> {
         let mut params = Writer::new();
         params
-            .tpm2b(&Writer::new().tpm2b(&ActivationObject::sensitive()).0)
+            .tpm2b(&ActivationObject::sensitive())
             .tpm2b(&ActivationObject::public_area())
             .u32(RH_NULL);
         let r = self.run(Cc::LoadExternal, &[], &[], &params.0, 1)?;

@@ -17,3 +17,23 @@ pub mod envelope;
 pub mod kdf;
 pub mod transport;
 pub mod wire;
+
+/// The EK in an EK certificate (PEM `CERTIFICATE` or DER, as read from NV index 0x01c00002 or
+/// 0x01c0000a or handed out by the TPM vendor). The certificate's signature chain is the site's
+/// business at enrollment; here it only carries the key.
+pub fn ek_from_certificate(bytes: &[u8]) -> Result<ek::EkPublic, ek::EkError> {
+    use x509_cert::der::{Decode, DecodePem, Encode};
+    let cert = match std::str::from_utf8(bytes) {
+        Ok(s) if s.contains("-----BEGIN CERTIFICATE-----") => {
+            x509_cert::Certificate::from_pem(s.trim().as_bytes())
+        }
+        _ => x509_cert::Certificate::from_der(bytes),
+    }
+    .map_err(|e| ek::EkError::Pem(format!("not an X.509 certificate: {e}")))?;
+    let spki = cert
+        .tbs_certificate
+        .subject_public_key_info
+        .to_der()
+        .map_err(|e| ek::EkError::Pem(e.to_string()))?;
+    ek::EkPublic::from_spki_der(&spki)
+}
