@@ -44,6 +44,8 @@ pub enum Error {
     SwitchRoot(#[from] crate::switchroot::SwitchRootError),
     #[error(transparent)]
     Fetch(#[from] crate::fetch::FetchError),
+    #[error(transparent)]
+    Tpm(#[from] crate::tpm::command::CommandError),
 }
 
 impl Error {
@@ -55,6 +57,7 @@ impl Error {
             Error::Assemble(_) => Exit::Assemble,
             Error::SwitchRoot(_) => Exit::SwitchRoot,
             Error::Fetch(e) => e.exit_code(),
+            Error::Tpm(e) => e.exit_code(),
         }
     }
 }

@@ -49,6 +49,48 @@ pub enum Command {
     /// Download a file the way `boot` downloads the image: retries with backoff, resume,
     /// mirrors, SHA-256 and minisign verification. The file appears only once verified.
     Fetch(Box<FetchArgs>),
+    /// The node's TPM: `tpm ek` prints its endorsement key for enrollment.
+    #[command(subcommand)]
+    Tpm(TpmCommand),
+    /// Secrets bundles on the boot server: `bundle seal` encrypts one to a node's TPM.
+    #[command(subcommand)]
+    Bundle(BundleCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum TpmCommand {
+    /// Print the TPM's endorsement keys (TCG default templates RSA 2048 and ECC P-256: the
+    /// persistent one when provisioned, else created as a primary), their certificates from
+    /// NV when present, the node's MACs and DMI UUID: what the site records to seal to it.
+    Ek(TpmEkArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct TpmEkArgs {
+    /// Print JSON instead of text and PEM.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum BundleCommand {
+    /// Seal a plain bundle (JSON) to a node's EK: only that node's TPM can open the result,
+    /// which may then be served over plain http.
+    Seal(BundleSealArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct BundleSealArgs {
+    /// The node's EK: a PEM public key (`rustlive tpm ek`, `tpm2_createek -f pem`) or its EK
+    /// certificate (PEM or DER).
+    #[arg(long, value_name = "EK")]
+    pub ek: std::path::PathBuf,
+    /// The plain bundle (JSON, format 1).
+    #[arg(value_name = "IN")]
+    pub input: std::path::PathBuf,
+    /// Where the sealed bundle is written.
+    #[arg(short, long, value_name = "OUT")]
+    pub output: std::path::PathBuf,
 }
 
 #[derive(Debug, Args)]
@@ -250,6 +292,12 @@ pub fn main() -> ExitCode {
         Command::Config(a) => config(&a),
         Command::Assemble(a) => assemble(&a),
         Command::SwitchRoot(a) => switch_root(a),
+        Command::Tpm(TpmCommand::Ek(a)) => {
+            crate::tpm::command::ek_command(a.json, &Paths::system()).map_err(Error::from)
+        }
+        Command::Bundle(BundleCommand::Seal(a)) => {
+            crate::tpm::command::seal_command(&a.ek, &a.input, &a.output).map_err(Error::from)
+        }
     };
     match result {
         Ok(()) => Exit::Success.into(),

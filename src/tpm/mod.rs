@@ -11,6 +11,7 @@
 //! parameter bytes anyway.
 
 pub mod client;
+pub mod command;
 pub mod credential;
 pub mod ek;
 pub mod envelope;
