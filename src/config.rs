@@ -7,7 +7,7 @@
 
 use crate::cmdline::{self, Param};
 use crate::log::redact_url_str;
-use crate::url_template::{self, UrlTemplate};
+use crate::url_template::UrlTemplate;
 use crate::values::{self, Schemes, Sha256Hex, Size};
 use reqwest::Url;
 use serde::{Serialize, Serializer};
@@ -103,6 +103,8 @@ pub struct Secrets {
     /// Explicit `rd.rustlive.secrets.required`; see [`Secrets::required`].
     #[serde(rename = "required_option")]
     pub required_opt: Option<bool>,
+    /// `rd.rustlive.secrets.sealed=required`: only a bundle sealed to the node's TPM is accepted.
+    pub sealed_required: bool,
 }
 
 impl Secrets {
@@ -160,6 +162,7 @@ impl Default for Config {
                 cert: None,
                 key: None,
                 required_opt: None,
+                sealed_required: false,
             },
             failure: Failure {
                 onfail: OnFail::Shell,
@@ -191,6 +194,7 @@ pub const RUSTLIVE_KEYS: &[&str] = &[
     "rd.rustlive.secrets.cert",
     "rd.rustlive.secrets.key",
     "rd.rustlive.secrets.required",
+    "rd.rustlive.secrets.sealed",
     "rd.rustlive.onfail",
     "rd.rustlive.onfail.delay",
     "rd.rustlive.debug",
@@ -487,6 +491,14 @@ impl Builder {
                 c.secrets.required_opt = Some(flag()?);
                 "secrets.required"
             }
+            "rd.rustlive.secrets.sealed" => {
+                c.secrets.sealed_required = match val()? {
+                    "required" => true,
+                    "optional" => false,
+                    _ => return Err(err(p, "expected required or optional")),
+                };
+                "secrets.sealed"
+            }
             "rd.rustlive.onfail" => {
                 c.failure.onfail = match val()? {
                     "shell" => OnFail::Shell,
@@ -550,16 +562,9 @@ impl Builder {
             c.root.init = i;
         }
         // Cross-option rules, checked once every value is known.
+        // Unpinned plain http is accepted here: a bundle sealed to the node's TPM may travel
+        // that way; the secrets stage refuses an unsealed one (secrets::install).
         let s = &c.secrets;
-        if let Some(src) = &s.source {
-            if src.scheme() == url_template::Scheme::Http && s.sha256.is_none() {
-                return Err(ConfigError {
-                    option: "rd.rustlive.secrets".into(),
-                    value: src.redacted(),
-                    reason: "plain http exposes the secrets; use https, or pin the bundle with rd.rustlive.secrets.sha256".into(),
-                });
-            }
-        }
         match (&s.cert, &s.key) {
             (Some(_), None) => {
                 return Err(ConfigError {
@@ -1051,8 +1056,8 @@ mod tests {
                 "rd.rustlive.secrets",
             ),
             (
-                "rd.rustlive.secrets=http://h/s.json".into(),
-                "rd.rustlive.secrets",
+                "rd.rustlive.secrets.sealed=yes".into(),
+                "rd.rustlive.secrets.sealed",
             ),
             (
                 "rd.rustlive.secrets=secrets.json".into(),
@@ -1119,6 +1124,20 @@ mod tests {
     }
 
     #[test]
+    fn unpinned_http_secrets_and_the_sealed_policy_parse() {
+        let c =
+            parse("rd.rustlive.secrets=http://h/{mac}.sealed rd.rustlive.secrets.sealed=required");
+        assert!(c.secrets.source.is_some());
+        assert!(c.secrets.sealed_required);
+        assert!(
+            !parse("rd.rustlive.secrets.sealed=optional")
+                .secrets
+                .sealed_required
+        );
+        assert!(!Config::default().secrets.sealed_required);
+    }
+
+    #[test]
     fn http_secrets_are_accepted_when_pinned() {
         let c = parse(&format!(
             "rd.rustlive.secrets=http://h/{{hostname}}.json rd.rustlive.secrets.sha256={H1}"
@@ -1133,7 +1152,7 @@ mod tests {
         let msg = e.to_string();
         assert!(!msg.contains("pw@") && !msg.contains("s3cr3t"), "{msg}");
         let e =
-            Config::from_cmdline("rd.rustlive.secrets=http://h/s.json?token=s3cr3t").unwrap_err();
+            Config::from_cmdline("rd.rustlive.secrets=ftp://h/s.json?token=s3cr3t").unwrap_err();
         assert!(!e.to_string().contains("s3cr3t"), "{e}");
     }
 
@@ -1158,10 +1177,9 @@ mod tests {
         for leak in ["hunter2", "bob", "t0k"] {
             assert!(!json.contains(leak), "{leak} in {json}");
         }
-        let e = Config::from_cmdline(
-            "rd.rustlive.url=http://a:pw1@m1/i,gopher://b:pw2@m2/i?token=t2",
-        )
-        .unwrap_err();
+        let e =
+            Config::from_cmdline("rd.rustlive.url=http://a:pw1@m1/i,gopher://b:pw2@m2/i?token=t2")
+                .unwrap_err();
         let msg = e.to_string();
         for leak in ["pw1", "pw2", "t2"] {
             assert!(!msg.contains(leak), "{leak} in {msg}");
@@ -1182,7 +1200,10 @@ mod tests {
         for (line, option) in [
             (&b"root=live:http://h/\xffimg"[..], "root"),
             (b"root=live:http://h/i rd.live.dir=Live\xff", "rd.live.dir"),
-            (b"root=live:http://h/i rd.rustlive.typo\xff=1", "rd.rustlive.typo\u{fffd}"),
+            (
+                b"root=live:http://h/i rd.rustlive.typo\xff=1",
+                "rd.rustlive.typo\u{fffd}",
+            ),
         ] {
             let e = Config::from_cmdline_bytes(line).unwrap_err();
             assert_eq!(e.option, option);
@@ -1198,8 +1219,7 @@ mod tests {
             ("rd.rustlive.overlay.size=0G", "rd.rustlive.overlay.size"),
             ("rd.live.overlay.size=0", "rd.live.overlay.size"),
             ("rd.overlay=tmpfs:size=0", "rd.overlay"),
-            ("rd.rustlive.secrets=HTTP://h/s.json", "rd.rustlive.secrets"),
-            ("rd.rustlive.secrets=Http://h/{mac}", "rd.rustlive.secrets"),
+            ("rd.rustlive.secrets=FTP://h/s.json", "rd.rustlive.secrets"),
             (
                 "rd.rustlive.sha256=+0+0+0+0+0+0+0+0+0+0+0+0+0+0+0+0+0+0+0+0+0+0+0+0+0+0+0+0+0+0+0+0",
                 "rd.rustlive.sha256",
@@ -1213,7 +1233,9 @@ mod tests {
         }
         // An upper-case https scheme is https, and the hooks see it as a network source.
         let c = parse("root=live:http://h/i rd.rustlive.secrets=HTTPS://s/{mac}");
-        assert!(serde_json::to_string(&c).unwrap().contains("\"https://s/{mac}\""));
+        assert!(serde_json::to_string(&c)
+            .unwrap()
+            .contains("\"https://s/{mac}\""));
     }
 
     proptest::proptest! {

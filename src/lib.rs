@@ -25,9 +25,9 @@ pub mod ram;
 pub mod rootfs;
 pub mod secrets;
 pub mod switchroot;
-pub mod tpm;
 #[doc(hidden)]
 pub mod testing;
+pub mod tpm;
 pub mod url_template;
 pub mod values;
 pub mod verify;

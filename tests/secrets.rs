@@ -808,8 +808,19 @@ fn plain_http_only_with_a_matching_pin() {
     let cmdline = |port: u16, pin: &str| {
         format!("rd.rustlive.secrets=http://127.0.0.1:{port}/b.json rd.rustlive.secrets.sha256={pin} rd.rustlive.retries=0")
     };
-    // Without a pin the command line itself is refused.
-    assert!(Config::from_cmdline("rd.rustlive.secrets=http://127.0.0.1/b.json").is_err());
+    // Without a pin the command line is accepted (a sealed bundle may come over http), but an
+    // unsealed bundle that came that way is refused and nothing is written.
+    let (port, _) = serve(None, 200, body.clone(), 1);
+    let cfg = Config::from_cmdline(&format!(
+        "rd.rustlive.secrets=http://127.0.0.1:{port}/b.json rd.rustlive.retries=0"
+    ))
+    .unwrap();
+    let err = rustlive::error::report(&apply_in(&cfg, root.path()).unwrap_err());
+    assert!(
+        err.contains("plain http exposes an unsealed bundle"),
+        "{err}"
+    );
+    assert!(!root.path().join("etc/k").exists());
 
     let (port, _) = serve(None, 200, body.clone(), 1);
     let cfg = Config::from_cmdline(&cmdline(port, &"0".repeat(64))).unwrap();
@@ -889,10 +900,11 @@ fn a_bundle_that_does_not_fit_writes_nothing() {
         let f = Fixture::new();
         let root = f.root();
         // A 256 KiB tmpfs stands in for a full overlay; it holds the fixture's files.
-        let snapshot_files: Vec<(PathBuf, Vec<u8>)> = ["etc/passwd", "etc/group", "etc/ssh/ssh_host_ed25519_key"]
-            .iter()
-            .map(|p| (PathBuf::from(p), std::fs::read(root.join(p)).unwrap()))
-            .collect();
+        let snapshot_files: Vec<(PathBuf, Vec<u8>)> =
+            ["etc/passwd", "etc/group", "etc/ssh/ssh_host_ed25519_key"]
+                .iter()
+                .map(|p| (PathBuf::from(p), std::fs::read(root.join(p)).unwrap()))
+                .collect();
         nix::mount::mount(
             Some("tmpfs"),
             &root,
@@ -908,7 +920,13 @@ fn a_bundle_that_does_not_fit_writes_nothing() {
         let before = f.snapshot();
         let big = vec![0x5au8; 400 << 10];
         let src = f.write_bundle(&bundle(&[
-            entry("/etc/munge/munge.key", "0400", "\"munge\"", "\"munge\"", b"small"),
+            entry(
+                "/etc/munge/munge.key",
+                "0400",
+                "\"munge\"",
+                "\"munge\"",
+                b"small",
+            ),
             entry("/var/lib/new/dir/big", "0600", "\"root\"", "\"root\"", &big),
         ]));
         let mut cfg = cfg_for(&src);
@@ -927,7 +945,11 @@ fn a_bundle_that_does_not_fit_writes_nothing() {
             (false, Ok(Applied::Skipped)) => {}
             other => panic!("required={required}: {other:?}"),
         }
-        assert_eq!(f.snapshot(), before, "required={required}: the tree changed");
+        assert_eq!(
+            f.snapshot(),
+            before,
+            "required={required}: the tree changed"
+        );
         nix::mount::umount(&root).unwrap();
     }
 }

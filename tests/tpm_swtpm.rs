@@ -2,18 +2,24 @@
 //! temporary state directory; tpm2-tools for the cross-checks. Needs `swtpm`, `swtpm-tools`
 //! and `tpm2-tools` (scripts/install-deps.sh installs them).
 
+mod support;
+
+use rustlive::paths::Paths;
+use rustlive::secrets::{self, Applied, NodeFacts, SecretsError};
 use rustlive::testing::skip;
 use rustlive::tpm::client::{ActivationObject, Tpm};
 use rustlive::tpm::credential::{make_credential, Credential};
 use rustlive::tpm::ek::EkPublic;
 use rustlive::tpm::envelope::{self, EnvelopeError};
 use rustlive::tpm::transport::Swtpm;
+use rustlive::Config;
 use std::net::{TcpListener, TcpStream};
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-const PLAIN: &[u8] = br#"{"version": 1, "files": [{"path": "/etc/munge/munge.key", "content_base64": "c2VjcmV0"}]}"#;
+const PLAIN: &[u8] =
+    br#"{"version": 1, "files": [{"path": "/etc/munge/munge.key", "content_base64": "c2VjcmV0"}]}"#;
 
 fn have(tool: &str) -> bool {
     Command::new("sh")
@@ -36,26 +42,44 @@ impl SoftTpm {
     fn start(manufactured: bool) -> Option<SoftTpm> {
         for tool in ["swtpm", "swtpm_setup", "tpm2_makecredential"] {
             if !have(tool) {
-                skip(&format!("{tool} is not installed (scripts/install-deps.sh installs it)"));
+                skip(&format!(
+                    "{tool} is not installed (scripts/install-deps.sh installs it)"
+                ));
                 return None;
             }
         }
         let state = tempfile::tempdir().unwrap();
         if manufactured {
             let out = Command::new("swtpm_setup")
-                .args(["--tpm2", "--create-ek-cert", "--lock-nvram", "--overwrite", "--tpmstate"])
+                .args([
+                    "--tpm2",
+                    "--create-ek-cert",
+                    "--lock-nvram",
+                    "--overwrite",
+                    "--tpmstate",
+                ])
                 .arg(state.path())
                 .args(["--config", "/etc/swtpm_setup.conf"])
                 .output()
                 .unwrap();
-            assert!(out.status.success(), "swtpm_setup: {}", String::from_utf8_lossy(&out.stderr));
+            assert!(
+                out.status.success(),
+                "swtpm_setup: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
         }
         let port = free_port_pair();
         let child = Command::new("swtpm")
             .args(["socket", "--tpm2", "--flags", "not-need-init", "--tpmstate"])
             .arg(format!("dir={}", state.path().display()))
-            .args(["--server", &format!("type=tcp,port={port},bindaddr=127.0.0.1")])
-            .args(["--ctrl", &format!("type=tcp,port={},bindaddr=127.0.0.1", port + 1)])
+            .args([
+                "--server",
+                &format!("type=tcp,port={port},bindaddr=127.0.0.1"),
+            ])
+            .args([
+                "--ctrl",
+                &format!("type=tcp,port={},bindaddr=127.0.0.1", port + 1),
+            ])
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
@@ -77,7 +101,9 @@ impl SoftTpm {
     }
 
     fn connect(&self) -> Tpm {
-        Tpm::new(Box::new(Swtpm::connect(&format!("127.0.0.1:{}", self.port)).unwrap()))
+        Tpm::new(Box::new(
+            Swtpm::connect(&format!("127.0.0.1:{}", self.port)).unwrap(),
+        ))
     }
 
     fn tcti(&self) -> String {
@@ -128,7 +154,9 @@ fn enroll(t: &SoftTpm, rsa: bool) -> EkPublic {
 
 #[test]
 fn enroll_seal_open_rsa_and_ecc_on_a_bare_tpm() {
-    let Some(t) = SoftTpm::start(false) else { return };
+    let Some(t) = SoftTpm::start(false) else {
+        return;
+    };
     for rsa in [true, false] {
         let ek = enroll(&t, rsa);
         let sealed = envelope::seal(PLAIN, &ek).unwrap();
@@ -139,22 +167,37 @@ fn enroll_seal_open_rsa_and_ecc_on_a_bare_tpm() {
 
 #[test]
 fn persistent_ek_and_its_certificate_are_used() {
-    let Some(t) = SoftTpm::start(true) else { return };
+    let Some(t) = SoftTpm::start(true) else {
+        return;
+    };
     let mut tpm = t.connect();
     let ek = tpm.ek(true).unwrap();
-    assert!(!ek.transient, "swtpm_setup's EK at 0x81010001 is the default template");
-    let cert = tpm.nv_read_all(0x01c0_0002).unwrap().expect("an EK certificate");
+    assert!(
+        !ek.transient,
+        "swtpm_setup's EK at 0x81010001 is the default template"
+    );
+    let cert = tpm
+        .nv_read_all(0x01c0_0002)
+        .unwrap()
+        .expect("an EK certificate");
     let from_cert = rustlive::tpm::ek_from_certificate(&cert).unwrap();
     assert_eq!(from_cert, ek.public);
     drop(tpm);
     let sealed = envelope::seal(PLAIN, &from_cert).unwrap();
-    assert_eq!(&envelope::open(&sealed, &mut t.connect()).unwrap()[..], PLAIN);
+    assert_eq!(
+        &envelope::open(&sealed, &mut t.connect()).unwrap()[..],
+        PLAIN
+    );
 }
 
 #[test]
 fn another_tpm_and_flipped_bytes_are_refused() {
-    let Some(a) = SoftTpm::start(false) else { return };
-    let Some(b) = SoftTpm::start(false) else { return };
+    let Some(a) = SoftTpm::start(false) else {
+        return;
+    };
+    let Some(b) = SoftTpm::start(false) else {
+        return;
+    };
     let sealed = envelope::seal(PLAIN, &enroll(&a, true)).unwrap();
 
     let err = envelope::open(&sealed, &mut b.connect()).unwrap_err();
@@ -183,14 +226,19 @@ fn another_tpm_and_flipped_bytes_are_refused() {
     assert!(matches!(err, EnvelopeError::Malformed(_)), "{err}");
 
     // The untouched bundle still opens: the refusals left the TPM usable.
-    assert_eq!(&envelope::open(&sealed, &mut a.connect()).unwrap()[..], PLAIN);
+    assert_eq!(
+        &envelope::open(&sealed, &mut a.connect()).unwrap()[..],
+        PLAIN
+    );
 }
 
 /// tpm2_makecredential (tpm2-tools) binds a key to rustlive's activation object; rustlive's
 /// ActivateCredential on the TPM opens it.
 #[test]
 fn tpm2_makecredential_output_opens_with_rustlive() {
-    let Some(t) = SoftTpm::start(false) else { return };
+    let Some(t) = SoftTpm::start(false) else {
+        return;
+    };
     let ek = enroll(&t, true);
     let dir = tempfile::tempdir().unwrap();
     let mut tss = (ek.public_area().len() as u16).to_be_bytes().to_vec();
@@ -198,9 +246,24 @@ fn tpm2_makecredential_output_opens_with_rustlive() {
     std::fs::write(dir.path().join("ek.tss"), tss).unwrap();
     let key = [0x5au8; 32];
     std::fs::write(dir.path().join("key"), key).unwrap();
-    let name: String = ActivationObject::name().iter().map(|b| format!("{b:02x}")).collect();
+    let name: String = ActivationObject::name()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
     t.tool(
-        &["tpm2_makecredential", "-T", "none", "-e", "ek.tss", "-s", "key", "-n", &name, "-o", "cred"],
+        &[
+            "tpm2_makecredential",
+            "-T",
+            "none",
+            "-e",
+            "ek.tss",
+            "-s",
+            "key",
+            "-n",
+            &name,
+            "-o",
+            "cred",
+        ],
         dir.path(),
     );
     let cred = Credential::from_file(&std::fs::read(dir.path().join("cred")).unwrap()).unwrap();
@@ -215,12 +278,24 @@ fn tpm2_makecredential_output_opens_with_rustlive() {
 /// tpm2_activatecredential on the TPM.
 #[test]
 fn rustlive_credential_opens_with_tpm2_activatecredential() {
-    let Some(t) = SoftTpm::start(true) else { return };
+    let Some(t) = SoftTpm::start(true) else {
+        return;
+    };
     let ek = enroll(&t, true);
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("aes.key"), [7u8; 16]).unwrap();
     let out = t.tool(
-        &["tpm2_loadexternal", "-C", "n", "-G", "aes", "-r", "aes.key", "-c", "obj.ctx"],
+        &[
+            "tpm2_loadexternal",
+            "-C",
+            "n",
+            "-G",
+            "aes",
+            "-r",
+            "aes.key",
+            "-c",
+            "obj.ctx",
+        ],
         dir.path(),
     );
     let name_hex = out
@@ -235,12 +310,24 @@ fn rustlive_credential_opens_with_tpm2_activatecredential() {
     let secret = b"credential made by rustlive 1234";
     let cred = make_credential(&ek, &name, secret).unwrap();
     std::fs::write(dir.path().join("cred"), cred.to_file()).unwrap();
-    t.tool(&["tpm2_startauthsession", "--policy-session", "-S", "s.ctx"], dir.path());
+    t.tool(
+        &["tpm2_startauthsession", "--policy-session", "-S", "s.ctx"],
+        dir.path(),
+    );
     t.tool(&["tpm2_policysecret", "-S", "s.ctx", "-c", "e"], dir.path());
     t.tool(
         &[
-            "tpm2_activatecredential", "-c", "obj.ctx", "-C", "0x81010001", "-i", "cred", "-o", "out",
-            "-P", "session:s.ctx",
+            "tpm2_activatecredential",
+            "-c",
+            "obj.ctx",
+            "-C",
+            "0x81010001",
+            "-i",
+            "cred",
+            "-o",
+            "out",
+            "-P",
+            "session:s.ctx",
         ],
         dir.path(),
     );
@@ -255,4 +342,128 @@ fn base64_decode(s: &str) -> Vec<u8> {
 fn base64_encode(b: &[u8]) -> String {
     use base64::Engine as _;
     base64::engine::general_purpose::STANDARD.encode(b)
+}
+
+const CANARY: &str = "CANARY-sealed-munge-key-7f3a";
+
+/// A bundle any user can apply: one file owned by the current user.
+fn own_bundle() -> Vec<u8> {
+    use base64::Engine as _;
+    let uid = nix::unistd::geteuid().as_raw();
+    let gid = nix::unistd::getegid().as_raw();
+    format!(
+        r#"{{"version": 1, "files": [{{"path": "/etc/munge/munge.key", "mode": "0400", "owner": {uid}, "group": {gid}, "content_base64": "{}"}}]}}"#,
+        base64::engine::general_purpose::STANDARD.encode(CANARY)
+    )
+    .into_bytes()
+}
+
+fn scratch_root() -> tempfile::TempDir {
+    let t = tempfile::tempdir().unwrap();
+    std::fs::create_dir(t.path().join("etc")).unwrap();
+    t
+}
+
+fn apply_in(cfg: &str, root: &Path) -> Result<Applied, SecretsError> {
+    let facts = NodeFacts {
+        mac: Some("52:54:00:12:34:56".into()),
+        ..NodeFacts::default()
+    };
+    let cfg = Config::from_cmdline(cfg).unwrap();
+    secrets::apply(&cfg, root, &facts, &Paths::under(root.join("no-default")))
+}
+
+/// The boot's secrets stage: a bundle sealed to TPM A, served over plain http by MAC, installs
+/// on the node with TPM A; the node with TPM B writes nothing and says why; an unsealed bundle
+/// is refused under rd.rustlive.secrets.sealed=required; a sealed bundle with no TPM is a
+/// clear failure. (One test: RUSTLIVE_TPM is process-wide.)
+#[test]
+fn boot_installs_a_sealed_bundle_over_plain_http_only_on_its_node() {
+    let Some(a) = SoftTpm::start(false) else {
+        return;
+    };
+    let Some(b) = SoftTpm::start(false) else {
+        return;
+    };
+    let sealed = envelope::seal(&own_bundle(), &enroll(&a, false)).unwrap();
+    assert!(!String::from_utf8_lossy(&sealed).contains(CANARY));
+    let body = sealed.clone();
+    let server = support::http::Server::start(move |req| {
+        if req.path == "/nodes/52:54:00:12:34:56.sealed" {
+            support::http::Reply::ok(&body)
+        } else {
+            support::http::Reply::status(404)
+        }
+    });
+    let cmdline = format!(
+        "rd.rustlive.secrets={} rd.rustlive.retries=0",
+        server.url("/nodes/{mac}.sealed")
+    );
+
+    std::env::set_var("RUSTLIVE_TPM", format!("swtpm:127.0.0.1:{}", a.port));
+    let root = scratch_root();
+    assert_eq!(
+        apply_in(&cmdline, root.path()).unwrap(),
+        Applied::Installed { files: 1 }
+    );
+    let key = root.path().join("etc/munge/munge.key");
+    assert_eq!(std::fs::read_to_string(&key).unwrap(), CANARY);
+
+    // The same bundle on the node with the other TPM.
+    std::env::set_var("RUSTLIVE_TPM", format!("swtpm:127.0.0.1:{}", b.port));
+    let root = scratch_root();
+    let err = apply_in(&cmdline, root.path()).unwrap_err();
+    let msg = rustlive::error::report(&err);
+    assert!(matches!(err, SecretsError::Sealed { .. }), "{msg}");
+    assert!(
+        msg.contains("sealed to another TPM") && msg.contains("nothing was written"),
+        "{msg}"
+    );
+    assert!(!msg.contains(CANARY));
+    assert_eq!(
+        std::fs::read_dir(root.path().join("etc")).unwrap().count(),
+        0
+    );
+
+    // An unsealed bundle when sealing is required: refused before any TPM work.
+    let plain = root.path().join("plain.json");
+    std::fs::write(&plain, own_bundle()).unwrap();
+    let err = apply_in(
+        &format!(
+            "rd.rustlive.secrets=file://{} rd.rustlive.secrets.sealed=required",
+            plain.display()
+        ),
+        root.path(),
+    )
+    .unwrap_err();
+    assert!(matches!(err, SecretsError::Unsealed { .. }), "{err}");
+    assert_eq!(
+        std::fs::read_dir(root.path().join("etc")).unwrap().count(),
+        0
+    );
+    assert!(
+        !plain.exists(),
+        "the initramfs copy is wiped after a refusal too"
+    );
+
+    // A sealed bundle and no TPM at all.
+    let dead = TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    std::env::set_var("RUSTLIVE_TPM", format!("swtpm:127.0.0.1:{dead}"));
+    let err = apply_in(&cmdline, root.path()).unwrap_err();
+    assert!(matches!(err, SecretsError::NoTpm { .. }), "{err}");
+    assert_eq!(err.exit_code(), rustlive::Exit::Secrets);
+
+    // With sealing required, the sealed bundle still installs on its node.
+    std::env::set_var("RUSTLIVE_TPM", format!("swtpm:127.0.0.1:{}", a.port));
+    let root = scratch_root();
+    let got = apply_in(
+        &format!("{cmdline} rd.rustlive.secrets.sealed=required"),
+        root.path(),
+    );
+    assert_eq!(got.unwrap(), Applied::Installed { files: 1 });
+    std::env::remove_var("RUSTLIVE_TPM");
 }

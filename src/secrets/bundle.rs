@@ -702,7 +702,8 @@ mod tests {
         );
         // Issue 9, item 14: the message names the rule, never the field's value.
         for field in ["owner", "group"] {
-            let text = format!(r#"{{"path": "/etc/x", "{field}": "k3yMaterial", "content_base64": ""}}"#);
+            let text =
+                format!(r#"{{"path": "/etc/x", "{field}": "k3yMaterial", "content_base64": ""}}"#);
             let msg = rule(&text).to_string();
             assert!(!msg.contains("k3yMaterial"), "{msg}");
         }

@@ -63,7 +63,11 @@ pub enum TpmError {
 
 /// What a response code means, in words an operator can act on.
 pub fn describe_rc(rc: u32) -> String {
-    let base = if rc & 0x80 != 0 { 0x80 | (rc & 0x3F) } else { rc & 0xFFF };
+    let base = if rc & 0x80 != 0 {
+        0x80 | (rc & 0x3F)
+    } else {
+        rc & 0xFFF
+    };
     let what = match base {
         0x921 => "dictionary-attack lockout: the TPM refuses authorizations until its lockout time passes or it is reset",
         0x922 | 0x908 | 0x90A | 0x920 => "the TPM is busy (retry, yielded or self-testing)",
@@ -199,7 +203,11 @@ impl Tpm {
             body.u32(area.0.len() as u32).bytes(&area.0);
         }
         body.bytes(params);
-        let tag = if auths.is_empty() { ST_NO_SESSIONS } else { ST_SESSIONS };
+        let tag = if auths.is_empty() {
+            ST_NO_SESSIONS
+        } else {
+            ST_SESSIONS
+        };
         let mut cmd = Writer::new();
         cmd.u16(tag)
             .u32((body.0.len() + 10) as u32)
@@ -252,7 +260,11 @@ impl Tpm {
     /// The TCG default EK (RSA when `rsa`, else ECC P-256): the persistent one when it has the
     /// default template, else created with TPM2_CreatePrimary under the endorsement hierarchy.
     pub fn ek(&mut self, rsa: bool) -> Result<LoadedEk, TpmError> {
-        let handle = if rsa { ek::EK_HANDLE_RSA } else { ek::EK_HANDLE_ECC };
+        let handle = if rsa {
+            ek::EK_HANDLE_RSA
+        } else {
+            ek::EK_HANDLE_ECC
+        };
         if let Some(area) = self.read_public(handle)? {
             if let Ok(public) = EkPublic::from_public_area(&area) {
                 return Ok(LoadedEk {
@@ -278,14 +290,15 @@ impl Tpm {
             &params.0,
             1,
         )?;
-        let h = *r.handles.first().ok_or(TpmError::Malformed("CreatePrimary"))?;
+        let h = *r
+            .handles
+            .first()
+            .ok_or(TpmError::Malformed("CreatePrimary"))?;
         let mut rd = Reader::new(&r.params);
         let public = rd
             .tpm2b()
             .map_err(|_| TpmError::Malformed("CreatePrimary"))
-            .and_then(|a| {
-                EkPublic::from_public_area(a).map_err(|e| TpmError::NoEk(e.to_string()))
-            });
+            .and_then(|a| EkPublic::from_public_area(a).map_err(|e| TpmError::NoEk(e.to_string())));
         match public {
             Ok(public) => Ok(LoadedEk {
                 handle: h,
@@ -366,7 +379,10 @@ impl Tpm {
             .tpm2b(&ActivationObject::public_area())
             .u32(RH_NULL);
         let r = self.run(Cc::LoadExternal, &[], &[], &params.0, 1)?;
-        let obj = *r.handles.first().ok_or(TpmError::Malformed("LoadExternal"))?;
+        let obj = *r
+            .handles
+            .first()
+            .ok_or(TpmError::Malformed("LoadExternal"))?;
         let result = self.activate_with(ek, obj, cred);
         self.flush(obj);
         result
@@ -392,7 +408,8 @@ impl Tpm {
     fn policy_session(&mut self, ek: &LoadedEk) -> Result<Session, TpmError> {
         let mut nonce_caller = vec![0u8; 32];
         OsRng.fill_bytes(&mut nonce_caller);
-        let (salt, encrypted_salt) = secret_for_ek(&ek.public, "SECRET").map_err(|_| TpmError::Salt)?;
+        let (salt, encrypted_salt) =
+            secret_for_ek(&ek.public, "SECRET").map_err(|_| TpmError::Salt)?;
         let mut params = Writer::new();
         params
             .tpm2b(&nonce_caller)
@@ -402,7 +419,13 @@ impl Tpm {
             .u16(128)
             .u16(ek::ALG_CFB)
             .u16(ek::ALG_SHA256);
-        let r = self.run(Cc::StartAuthSession, &[ek.handle, RH_NULL], &[], &params.0, 1)?;
+        let r = self.run(
+            Cc::StartAuthSession,
+            &[ek.handle, RH_NULL],
+            &[],
+            &params.0,
+            1,
+        )?;
         let handle = *r
             .handles
             .first()
@@ -461,7 +484,13 @@ impl Tpm {
                 hmac,
             },
         ];
-        let r = match self.run(Cc::ActivateCredential, &[obj, ek.handle], &auths, &params.0, 0) {
+        let r = match self.run(
+            Cc::ActivateCredential,
+            &[obj, ek.handle],
+            &auths,
+            &params.0,
+            0,
+        ) {
             Ok(r) => r,
             Err(TpmError::Rc { rc, .. }) if is_refusal(rc) => return Err(TpmError::Refused(rc)),
             Err(e) => return Err(e),
@@ -579,7 +608,10 @@ mod tests {
 
     #[test]
     fn responses_are_parsed_without_trusting_sizes() {
-        assert_eq!(response_code(&[0x80, 0x01, 0, 0, 0, 10, 0, 0, 0x09, 0x21]), Some(0x921));
+        assert_eq!(
+            response_code(&[0x80, 0x01, 0, 0, 0, 10, 0, 0, 0x09, 0x21]),
+            Some(0x921)
+        );
         assert_eq!(response_code(&[0x80, 0x01, 0, 0, 0, 99, 0, 0, 0, 0]), None);
         assert_eq!(response_code(&[0x80]), None);
         // ST_SESSIONS with a parameter size beyond the end.

@@ -48,8 +48,7 @@ pub fn open_tpm(paths: &Paths) -> Result<Tpm, io::Error> {
     // swtpm started without --flags startup-clear needs it; a started TPM answers
     // TPM_RC_INITIALIZE, which `startup` accepts.
     if std::env::var_os(transport::ENV_OVERRIDE).is_some() {
-        tpm.startup()
-            .map_err(|e| io::Error::other(e.to_string()))?;
+        tpm.startup().map_err(|e| io::Error::other(e.to_string()))?;
     }
     Ok(tpm)
 }
@@ -83,7 +82,11 @@ pub fn ek_report(tpm: &mut Tpm, paths: &Paths) -> Result<EkReport, CommandError>
             Ok(l) => l,
             Err(e) => {
                 // A TPM without ECC (or without RSA) still has the other.
-                log::warn!("tpm: no {} EK: {}", if rsa { "RSA" } else { "ECC" }, crate::error::report(&e));
+                log::warn!(
+                    "tpm: no {} EK: {}",
+                    if rsa { "RSA" } else { "ECC" },
+                    crate::error::report(&e)
+                );
                 last_err = Some(e);
                 continue;
             }
@@ -158,7 +161,10 @@ pub fn ek_command(json: bool, paths: &Paths) -> Result<(), CommandError> {
         serde_json::to_string_pretty(&report).unwrap_or_default() + "\n"
     } else {
         let mut s = String::new();
-        s.push_str(&format!("uuid: {}\n", report.uuid.as_deref().unwrap_or("(unknown)")));
+        s.push_str(&format!(
+            "uuid: {}\n",
+            report.uuid.as_deref().unwrap_or("(unknown)")
+        ));
         for (ifname, mac) in &report.macs {
             s.push_str(&format!("mac: {ifname} {mac}\n"));
         }
@@ -237,7 +243,11 @@ fn check_plain(plain: &[u8]) -> Result<(), String> {
     match serde_json::from_slice::<Head>(plain) {
         Ok(Head { version: Some(1) }) => Ok(()),
         Ok(_) => Err("\"version\" must be 1".into()),
-        Err(e) => Err(format!("not JSON (line {}, column {})", e.line(), e.column())),
+        Err(e) => Err(format!(
+            "not JSON (line {}, column {})",
+            e.line(),
+            e.column()
+        )),
     }
 }
 
@@ -263,7 +273,10 @@ mod tests {
         let again = seal_command(&ek, &out, &t.path().join("x"));
         assert!(matches!(again, Err(CommandError::Input(..))));
         std::fs::write(&input, b"{\"version\": 2}").unwrap();
-        assert!(matches!(seal_command(&ek, &input, &out), Err(CommandError::Input(..))));
+        assert!(matches!(
+            seal_command(&ek, &input, &out),
+            Err(CommandError::Input(..))
+        ));
         std::fs::write(&ek, b"garbage").unwrap();
         let e = seal_command(&ek, &input, &out).unwrap_err();
         assert!(matches!(e, CommandError::Ek(..)));

@@ -166,18 +166,19 @@ pub(crate) mod tests {
         name: &[u8],
         cred: &Credential,
     ) -> Option<Vec<u8>> {
-        let seed: Zeroizing<Vec<u8>> = if let Ok(k) = rsa::RsaPrivateKey::from_pkcs8_pem(private_pem) {
-            let padding = rsa::Oaep::new_with_label::<Sha256, _>("IDENTITY\0".to_string());
-            Zeroizing::new(k.decrypt(padding, &cred.secret).ok()?)
-        } else {
-            let k = p256::SecretKey::from_pkcs8_pem(private_pem).ok()?;
-            let mut r = Reader::new(&cred.secret);
-            let eph = super::super::ek::ecc_from_xy(r.tpm2b().ok()?, r.tpm2b().ok()?)?;
-            let shared = p256::ecdh::diffie_hellman(k.to_nonzero_scalar(), eph.as_affine());
-            let (ex, _) = ecc_xy(&eph);
-            let (kx, _) = ecc_xy(&k.public_key());
-            kdfe(shared.raw_secret_bytes(), "IDENTITY", &ex, &kx, 256)
-        };
+        let seed: Zeroizing<Vec<u8>> =
+            if let Ok(k) = rsa::RsaPrivateKey::from_pkcs8_pem(private_pem) {
+                let padding = rsa::Oaep::new_with_label::<Sha256, _>("IDENTITY\0");
+                Zeroizing::new(k.decrypt(padding, &cred.secret).ok()?)
+            } else {
+                let k = p256::SecretKey::from_pkcs8_pem(private_pem).ok()?;
+                let mut r = Reader::new(&cred.secret);
+                let eph = super::super::ek::ecc_from_xy(r.tpm2b().ok()?, r.tpm2b().ok()?)?;
+                let shared = p256::ecdh::diffie_hellman(k.to_nonzero_scalar(), eph.as_affine());
+                let (ex, _) = ecc_xy(&eph);
+                let (kx, _) = ecc_xy(&k.public_key());
+                kdfe(shared.raw_secret_bytes(), "IDENTITY", &ex, &kx, 256)
+            };
         let mut r = Reader::new(&cred.id_object);
         let mac = r.tpm2b().ok()?;
         let enc = r.rest();

@@ -256,6 +256,9 @@ mod tests {
             Err(EkError::NotDefault)
         ));
         assert!(EkPublic::from_public_area(&area[..40]).is_err());
-        assert!(EkPublic::from_pem("-----BEGIN PUBLIC KEY-----\nAAAA\n-----END PUBLIC KEY-----\n").is_err());
+        assert!(
+            EkPublic::from_pem("-----BEGIN PUBLIC KEY-----\nAAAA\n-----END PUBLIC KEY-----\n")
+                .is_err()
+        );
     }
 }

@@ -9,7 +9,13 @@ type HmacSha256 = Hmac<Sha256>;
 
 /// KDFa(SHA-256, key, label, contextU, contextV, bits): counter-mode HMAC (SP 800-108). `label`
 /// is given without its terminating NUL, which the TPM includes.
-pub fn kdfa(key: &[u8], label: &str, context_u: &[u8], context_v: &[u8], bits: u32) -> Zeroizing<Vec<u8>> {
+pub fn kdfa(
+    key: &[u8],
+    label: &str,
+    context_u: &[u8],
+    context_v: &[u8],
+    bits: u32,
+) -> Zeroizing<Vec<u8>> {
     let bytes = bits.div_ceil(8) as usize;
     let mut out = Zeroizing::new(Vec::with_capacity(bytes + 32));
     let mut counter: u32 = 0;
@@ -33,7 +39,13 @@ pub fn kdfa(key: &[u8], label: &str, context_u: &[u8], context_v: &[u8], bits: u
 
 /// KDFe(SHA-256, Z, label, partyUInfo, partyVInfo, bits): the one-step KDF of SP 800-56A that
 /// the TPM uses after ECDH.
-pub fn kdfe(z: &[u8], label: &str, party_u: &[u8], party_v: &[u8], bits: u32) -> Zeroizing<Vec<u8>> {
+pub fn kdfe(
+    z: &[u8],
+    label: &str,
+    party_u: &[u8],
+    party_v: &[u8],
+    bits: u32,
+) -> Zeroizing<Vec<u8>> {
     let bytes = bits.div_ceil(8) as usize;
     let mut out = Zeroizing::new(Vec::with_capacity(bytes + 32));
     let mut counter: u32 = 0;
@@ -79,7 +91,10 @@ mod tests {
         want.extend_from_slice(&block(2)[..16]);
         assert_eq!(hex(&got), hex(&want));
         // A 128-bit request is not the prefix of a 256-bit one: the length is in the input.
-        assert_ne!(kdfa(key, "CFB", b"", b"", 128)[..], kdfa(key, "CFB", b"", b"", 256)[..16]);
+        assert_ne!(
+            kdfa(key, "CFB", b"", b"", 128)[..],
+            kdfa(key, "CFB", b"", b"", 256)[..16]
+        );
     }
 
     #[test]

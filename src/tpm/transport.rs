@@ -84,7 +84,8 @@ impl Transport for Swtpm {
         }
         let mut resp = head.to_vec();
         resp.resize(size, 0);
-        self.stream.read_exact(resp.get_mut(10..).unwrap_or_default())?;
+        self.stream
+            .read_exact(resp.get_mut(10..).unwrap_or_default())?;
         Ok(resp)
     }
     fn describe(&self) -> String {
