@@ -21,6 +21,9 @@ depends() {
 # called by dracut
 installkernel() {
     hostonly='' instmods squashfs erofs overlay loop ext4
+    # The TPM drivers, so a bundle sealed to the node's TPM can be opened (/dev/tpmrm0); a
+    # kernel with them built in, or without them, still builds an initramfs.
+    hostonly='' instmods tpm_tis tpm_crb || :
 }
 
 # called by dracut
