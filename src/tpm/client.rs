@@ -510,9 +510,9 @@ impl Tpm {
         rp.update(&r.params);
         let rp_hash = rp.finalize();
         let want = session_hmac(&s.key, &[&rp_hash, &nonce_tpm, &nonce_caller, &[rattrs]]);
-        // A policy session without PolicyAuthValue may answer with an empty HMAC; when the TPM
-        // sends one, it must match (a tampered answer would otherwise decrypt to garbage).
-        if !rhmac.is_empty() && rhmac != want.as_slice() {
+        // The TPM authenticates its answer with the salted session key: a man in the middle on
+        // the bus can neither forge nor strip it.
+        if rhmac != want.as_slice() {
             return Err(TpmError::ResponseHmac);
         }
         let mut rd = Reader::new(&r.params);
