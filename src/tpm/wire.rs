@@ -61,8 +61,8 @@ impl<'a> Reader<'a> {
         Ok(*self.take(1)?.first().ok_or(Short)?)
     }
     pub fn u16(&mut self) -> Result<u16, Short> {
-        let b = self.take(2)?;
-        Ok(u16::from_be_bytes([b[0], b[1]]))
+        let b: [u8; 2] = self.take(2)?.try_into().map_err(|_| Short)?;
+        Ok(u16::from_be_bytes(b))
     }
     pub fn u32(&mut self) -> Result<u32, Short> {
         let b: [u8; 4] = self.take(4)?.try_into().map_err(|_| Short)?;
