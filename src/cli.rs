@@ -91,6 +91,10 @@ pub struct BundleSealArgs {
     /// Where the sealed bundle is written.
     #[arg(short, long, value_name = "OUT")]
     pub output: std::path::PathBuf,
+    /// Also require these SHA-256 PCR values on the node (`N=HEX[,N=HEX…]`, as
+    /// `rustlive tpm ek` prints them; e.g. PCR 7, the Secure Boot state).
+    #[arg(long, value_name = "N=HEX,…")]
+    pub pcr: Option<String>,
 }
 
 #[derive(Debug, Args)]
@@ -296,7 +300,8 @@ pub fn main() -> ExitCode {
             crate::tpm::command::ek_command(a.json, &Paths::system()).map_err(Error::from)
         }
         Command::Bundle(BundleCommand::Seal(a)) => {
-            crate::tpm::command::seal_command(&a.ek, &a.input, &a.output).map_err(Error::from)
+            crate::tpm::command::seal_command(&a.ek, &a.input, &a.output, a.pcr.as_deref())
+                .map_err(Error::from)
         }
     };
     match result {

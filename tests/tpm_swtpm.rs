@@ -467,3 +467,48 @@ fn boot_installs_a_sealed_bundle_over_plain_http_only_on_its_node() {
     assert_eq!(got.unwrap(), Applied::Installed { files: 1 });
     std::env::remove_var("RUSTLIVE_TPM");
 }
+
+/// A PCR policy: sealed to the node's current PCR 7 (as `tpm ek` reads it) opens; sealed to
+/// another value, or opened after PCR 7 was extended, is refused as a PCR mismatch.
+#[test]
+fn pcr_policy_opens_only_with_the_sealed_values() {
+    use rustlive::tpm::pcr::PcrPolicy;
+    let Some(t) = SoftTpm::start(false) else {
+        return;
+    };
+    let ek = enroll(&t, true);
+    let mut tpm = t.connect();
+    let pcrs = tpm.pcr_read(&[0, 7]).unwrap();
+    drop(tpm);
+    assert_eq!(pcrs.len(), 2);
+    let spec: Vec<String> = pcrs
+        .iter()
+        .map(|(n, v)| {
+            format!(
+                "{n}={}",
+                v.iter().map(|b| format!("{b:02x}")).collect::<String>()
+            )
+        })
+        .collect();
+    let good = PcrPolicy::parse(&spec.join(",")).unwrap();
+    let sealed = envelope::seal_with(PLAIN, &ek, Some(&good)).unwrap();
+    assert_eq!(
+        &envelope::open(&sealed, &mut t.connect()).unwrap()[..],
+        PLAIN
+    );
+
+    let wrong = PcrPolicy::parse(&format!("7={}", "11".repeat(32))).unwrap();
+    let sealed_wrong = envelope::seal_with(PLAIN, &ek, Some(&wrong)).unwrap();
+    let err = envelope::open(&sealed_wrong, &mut t.connect()).unwrap_err();
+    assert!(matches!(err, EnvelopeError::PcrMismatch), "{err}");
+
+    // The node boots into something else: PCR 7 changes.
+    let dir = tempfile::tempdir().unwrap();
+    t.tool(
+        &["tpm2_pcrextend", &format!("7:sha256={}", "22".repeat(32))],
+        dir.path(),
+    );
+    let err = envelope::open(&sealed, &mut t.connect()).unwrap_err();
+    assert!(matches!(err, EnvelopeError::PcrMismatch), "{err}");
+    assert!(err.to_string().contains("PCRs differ"));
+}

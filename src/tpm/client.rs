@@ -5,6 +5,7 @@
 use super::credential::{cfb_decrypt, secret_for_ek, Credential};
 use super::ek::{self, EkPublic};
 use super::kdf::kdfa;
+use super::pcr::PcrPolicy;
 use super::transport::Transport;
 use super::wire::{Reader, Short, Writer};
 use hmac::{Hmac, Mac};
@@ -35,6 +36,9 @@ enum Cc {
     FlushContext = 0x165,
     LoadExternal = 0x167,
     NvReadPublic = 0x169,
+    PolicyCommandCode = 0x16C,
+    PcrRead = 0x17E,
+    PolicyPcr = 0x17F,
     ReadPublic = 0x173,
     StartAuthSession = 0x176,
 }
@@ -59,6 +63,10 @@ pub enum TpmError {
     ResponseHmac,
     #[error("cannot encrypt the session salt to the EK")]
     Salt,
+    #[error(
+        "the node's PCRs do not have the values the bundle was sealed to (PCR policy mismatch)"
+    )]
+    PcrMismatch,
 }
 
 /// What a response code means, in words an operator can act on.
@@ -141,16 +149,21 @@ impl ActivationObject {
     const DATA: &'static [u8] = b"rustlive credential activation v1";
 
     /// TPMT_PUBLIC: KEYEDHASH, SHA-256, userWithAuth | noDA, no policy, NULL scheme,
-    /// unique = SHA-256(seed || data).
-    pub fn public_area() -> Vec<u8> {
+    /// unique = SHA-256(seed || data). With a PCR policy: adminWithPolicy, and the policy as
+    /// authPolicy, so ActivateCredential (ADMIN role) needs it satisfied.
+    pub fn public_area_with(pcr: Option<&PcrPolicy>) -> Vec<u8> {
         let mut h = Sha256::new();
         h.update(Self::SEED);
         h.update(Self::DATA);
         let mut w = Writer::new();
+        let (attrs, policy) = match pcr {
+            Some(p) => (0x0000_04C0, p.policy_digest().to_vec()),
+            None => (0x0000_0440, Vec::new()),
+        };
         w.u16(ek::ALG_KEYEDHASH)
             .u16(ek::ALG_SHA256)
-            .u32(0x0000_0440)
-            .tpm2b(&[])
+            .u32(attrs)
+            .tpm2b(&policy)
             .u16(ek::ALG_NULL)
             .tpm2b(&h.finalize());
         w.0
@@ -166,8 +179,16 @@ impl ActivationObject {
         w.0
     }
 
+    pub fn public_area() -> Vec<u8> {
+        Self::public_area_with(None)
+    }
+
     pub fn name() -> Vec<u8> {
         ek::object_name(&Self::public_area())
+    }
+
+    pub fn name_with(pcr: Option<&PcrPolicy>) -> Vec<u8> {
+        ek::object_name(&Self::public_area_with(pcr))
     }
 }
 
@@ -373,17 +394,39 @@ impl Tpm {
         ek: &LoadedEk,
         cred: &Credential,
     ) -> Result<Zeroizing<Vec<u8>>, TpmError> {
+        self.activate_pcr(ek, cred, None)
+    }
+
+    /// [`Tpm::activate`] for a bundle sealed with a PCR policy (`pcr`), or without (`None`).
+    pub fn activate_pcr(
+        &mut self,
+        ek: &LoadedEk,
+        cred: &Credential,
+        pcr: Option<&PcrPolicy>,
+    ) -> Result<Zeroizing<Vec<u8>>, TpmError> {
         let mut params = Writer::new();
         params
             .tpm2b(&ActivationObject::sensitive())
-            .tpm2b(&ActivationObject::public_area())
+            .tpm2b(&ActivationObject::public_area_with(pcr))
             .u32(RH_NULL);
         let r = self.run(Cc::LoadExternal, &[], &[], &params.0, 1)?;
         let obj = *r
             .handles
             .first()
             .ok_or(TpmError::Malformed("LoadExternal"))?;
-        let result = self.activate_with(ek, obj, cred);
+        let result = match pcr {
+            None => self.activate_with(ek, obj, cred, None, None),
+            Some(p) => match self.pcr_session(p) {
+                Ok(s) => {
+                    let r = self.activate_with(ek, obj, cred, Some(&s), pcr);
+                    if r.is_err() {
+                        self.flush(s.handle);
+                    }
+                    r
+                }
+                Err(e) => Err(e),
+            },
+        };
         self.flush(obj);
         result
     }
@@ -393,14 +436,95 @@ impl Tpm {
         ek: &LoadedEk,
         obj: u32,
         cred: &Credential,
+        pcr_session: Option<&Session>,
+        pcr: Option<&PcrPolicy>,
     ) -> Result<Zeroizing<Vec<u8>>, TpmError> {
         let session = self.policy_session(ek)?;
-        let result = self.activate_in(ek, obj, cred, &session);
+        let result = self.activate_in(ek, obj, cred, &session, pcr_session, pcr);
         if result.is_err() {
             // A failed command leaves the session loaded.
             self.flush(session.handle);
         }
         result
+    }
+
+    /// An unsalted policy session satisfying the PCR policy: PolicyPCR with the expected
+    /// values (the TPM compares them with its own), then PolicyCommandCode.
+    fn pcr_session(&mut self, p: &PcrPolicy) -> Result<Session, TpmError> {
+        let mut nonce_caller = vec![0u8; 32];
+        OsRng.fill_bytes(&mut nonce_caller);
+        let mut params = Writer::new();
+        params
+            .tpm2b(&nonce_caller)
+            .tpm2b(&[])
+            .u8(SE_POLICY)
+            .u16(ek::ALG_NULL)
+            .u16(ek::ALG_SHA256);
+        let r = self.run(Cc::StartAuthSession, &[RH_NULL, RH_NULL], &[], &params.0, 1)?;
+        let handle = *r
+            .handles
+            .first()
+            .ok_or(TpmError::Malformed("StartAuthSession"))?;
+        let nonce_tpm = Reader::new(&r.params)
+            .tpm2b()
+            .map_err(|_| TpmError::Malformed("StartAuthSession"))?
+            .to_vec();
+        let mut pp = Writer::new();
+        pp.tpm2b(&p.pcr_digest()).bytes(&p.selection());
+        let step = self
+            .run(Cc::PolicyPcr, &[handle], &[], &pp.0, 0)
+            .and_then(|_| {
+                let code = super::pcr::CC_ACTIVATE_CREDENTIAL.to_be_bytes();
+                self.run(Cc::PolicyCommandCode, &[handle], &[], &code, 0)
+            });
+        match step {
+            Ok(_) => Ok(Session {
+                handle,
+                key: Zeroizing::new(Vec::new()),
+                nonce_tpm,
+            }),
+            Err(e) => {
+                self.flush(handle);
+                // PolicyPCR answers TPM_RC_VALUE when the PCRs differ from the digest.
+                Err(match e {
+                    TpmError::Rc { rc, .. } if rc & 0x80 != 0 && (rc & 0x3F) == 0x04 => {
+                        TpmError::PcrMismatch
+                    }
+                    e => e,
+                })
+            }
+        }
+    }
+
+    /// The SHA-256 bank's values of PCRs `indices` (at most 8 per call, as TPMs answer).
+    pub fn pcr_read(&mut self, indices: &[u8]) -> Result<Vec<(u8, Vec<u8>)>, TpmError> {
+        let mut out = Vec::new();
+        for chunk in indices.chunks(8) {
+            let sel = super::pcr::selection(chunk.iter().copied());
+            let r = self.run(Cc::PcrRead, &[], &[], &sel, 0)?;
+            let bad = |_: Short| TpmError::Malformed("PCR_Read");
+            let mut rd = Reader::new(&r.params);
+            rd.u32().map_err(bad)?; // update counter
+            let count = rd.u32().map_err(bad)?;
+            let mut got = Vec::new();
+            for _ in 0..count.min(16) {
+                rd.u16().map_err(bad)?;
+                let n = rd.u8().map_err(bad)?;
+                let map = rd.take(usize::from(n)).map_err(bad)?;
+                for (i, b) in map.iter().enumerate() {
+                    for bit in 0..8u8 {
+                        if b & (1 << bit) != 0 {
+                            got.push((i as u8).saturating_mul(8).saturating_add(bit));
+                        }
+                    }
+                }
+            }
+            let digests = rd.u32().map_err(bad)?;
+            for idx in got.into_iter().take(digests as usize) {
+                out.push((idx, rd.tpm2b().map_err(bad)?.to_vec()));
+            }
+        }
+        Ok(out)
     }
 
     /// A policy session salted with the EK (so only this TPM knows the session key), AES-128-CFB
@@ -461,6 +585,8 @@ impl Tpm {
         obj: u32,
         cred: &Credential,
         s: &Session,
+        pcr_session: Option<&Session>,
+        pcr: Option<&PcrPolicy>,
     ) -> Result<Zeroizing<Vec<u8>>, TpmError> {
         let mut params = Writer::new();
         params.tpm2b(&cred.id_object).tpm2b(&cred.secret);
@@ -469,14 +595,29 @@ impl Tpm {
         let cc = Cc::ActivateCredential as u32;
         let mut cp = Sha256::new();
         cp.update(cc.to_be_bytes());
-        cp.update(ActivationObject::name());
+        cp.update(ActivationObject::name_with(pcr));
         cp.update(ek.public.name());
         cp.update(&params.0);
         let cp_hash = cp.finalize();
         let attrs = ATTR_ENCRYPT;
         let hmac = session_hmac(&s.key, &[&cp_hash, &nonce_caller, &s.nonce_tpm, &[attrs]]);
+        let first = match pcr_session {
+            None => Auth::password(),
+            Some(ps) => {
+                let mut n = vec![0u8; 32];
+                OsRng.fill_bytes(&mut n);
+                // Unsalted and unbound, no PolicyAuthValue: the HMAC key is empty, and the TPM
+                // wants an empty HMAC (a computed one is refused with TPM_RC_BAD_AUTH).
+                Auth {
+                    handle: ps.handle,
+                    nonce: n,
+                    attrs: 0,
+                    hmac: Vec::new(),
+                }
+            }
+        };
         let auths = [
-            Auth::password(),
+            first,
             Auth {
                 handle: s.handle,
                 nonce: nonce_caller.clone(),
@@ -492,6 +633,15 @@ impl Tpm {
             0,
         ) {
             Ok(r) => r,
+            // A policy failure on session 1 (the PCR session): the PCRs changed since PolicyPCR.
+            Err(TpmError::Rc { rc, .. })
+                if pcr.is_some()
+                    && rc & 0x80 != 0
+                    && rc & 0x3F == 0x1D
+                    && (rc >> 8) & 0xF == 0x9 =>
+            {
+                return Err(TpmError::PcrMismatch)
+            }
             Err(TpmError::Rc { rc, .. }) if is_refusal(rc) => return Err(TpmError::Refused(rc)),
             Err(e) => return Err(e),
         };
@@ -562,6 +712,9 @@ fn command_name(cc: Cc) -> &'static str {
         Cc::LoadExternal => "LoadExternal",
         Cc::NvReadPublic => "NV_ReadPublic",
         Cc::ReadPublic => "ReadPublic",
+        Cc::PolicyCommandCode => "PolicyCommandCode",
+        Cc::PcrRead => "PCR_Read",
+        Cc::PolicyPcr => "PolicyPCR",
         Cc::StartAuthSession => "StartAuthSession",
     }
 }

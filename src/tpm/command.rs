@@ -30,12 +30,17 @@ pub enum CommandError {
     Input(PathBuf, String),
     #[error("cannot seal the bundle")]
     Seal(#[source] EnvelopeError),
+    #[error("--pcr: {0}")]
+    Pcr(String),
 }
 
 impl CommandError {
     pub fn exit_code(&self) -> Exit {
         match self {
-            CommandError::Ek(..) | CommandError::Input(..) | CommandError::Read(..) => Exit::Usage,
+            CommandError::Ek(..)
+            | CommandError::Input(..)
+            | CommandError::Read(..)
+            | CommandError::Pcr(..) => Exit::Usage,
             _ => Exit::Secrets,
         }
     }
@@ -59,6 +64,8 @@ pub struct EkReport {
     /// Interface name and MAC of every non-loopback interface.
     pub macs: Vec<(String, String)>,
     pub keys: Vec<EkEntry>,
+    /// SHA-256 PCRs 0-7 now, for `bundle seal --pcr` (e.g. 7, the Secure Boot state).
+    pub pcrs: Vec<(u8, String)>,
 }
 
 #[derive(Debug, Serialize)]
@@ -112,11 +119,19 @@ pub fn ek_report(tpm: &mut Tpm, paths: &Paths) -> Result<EkReport, CommandError>
             return Err(CommandError::Tpm(e));
         }
     }
+    let pcrs = match tpm.pcr_read(&[0, 1, 2, 3, 4, 5, 6, 7]) {
+        Ok(v) => v.into_iter().map(|(n, d)| (n, hex(&d))).collect(),
+        Err(e) => {
+            log::warn!("tpm: cannot read the PCRs: {e}");
+            Vec::new()
+        }
+    };
     let facts = crate::secrets::NodeFacts::gather(paths, None);
     Ok(EkReport {
         uuid: facts.uuid(),
         macs: macs(paths),
         keys,
+        pcrs,
     })
 }
 
@@ -180,6 +195,9 @@ pub fn ek_command(json: bool, paths: &Paths) -> Result<(), CommandError> {
                 s.push_str(c);
             }
         }
+        for (n, v) in &report.pcrs {
+            s.push_str(&format!("pcr: sha256:{n} {v}\n"));
+        }
         s
     };
     out.write_all(text.as_bytes())
@@ -200,7 +218,16 @@ pub fn load_ek(path: &Path) -> Result<EkPublic, CommandError> {
 
 /// `rustlive bundle seal --ek EK IN -o OUT`: OUT is written whole (a temporary file renamed)
 /// and readable by all: it is made to be served to anyone.
-pub fn seal_command(ek_path: &Path, input: &Path, output: &Path) -> Result<(), CommandError> {
+pub fn seal_command(
+    ek_path: &Path,
+    input: &Path,
+    output: &Path,
+    pcr: Option<&str>,
+) -> Result<(), CommandError> {
+    let pcr = pcr
+        .map(super::pcr::PcrPolicy::parse)
+        .transpose()
+        .map_err(CommandError::Pcr)?;
     let ek = load_ek(ek_path)?;
     let mut f = std::fs::File::open(input).map_err(|e| CommandError::Read(input.into(), e))?;
     let mut plain = Zeroizing::new(Vec::new());
@@ -209,7 +236,7 @@ pub fn seal_command(ek_path: &Path, input: &Path, output: &Path) -> Result<(), C
         .read_to_end(&mut plain)
         .map_err(|e| CommandError::Read(input.into(), e))?;
     check_plain(&plain).map_err(|why| CommandError::Input(input.into(), why))?;
-    let sealed = envelope::seal(&plain, &ek).map_err(CommandError::Seal)?;
+    let sealed = envelope::seal_with(&plain, &ek, pcr.as_ref()).map_err(CommandError::Seal)?;
     let tmp = output.with_extension("sealing");
     std::fs::write(&tmp, &sealed)
         .and_then(|()| std::fs::rename(&tmp, output))
@@ -263,22 +290,22 @@ mod tests {
         let input = t.path().join("b.json");
         std::fs::write(&input, br#"{"version": 1, "files": []}"#).unwrap();
         let out = t.path().join("b.sealed");
-        seal_command(&ek, &input, &out).unwrap();
+        seal_command(&ek, &input, &out, None).unwrap();
         let sealed = std::fs::read(&out).unwrap();
         assert!(envelope::is_sealed(&sealed));
         let p = envelope::parse(&sealed).unwrap();
         assert_eq!(hex(&p.ek_name), include_str!("testdata/ek-rsa.name").trim());
 
         // Sealing a sealed bundle, or something that is not a bundle, is refused.
-        let again = seal_command(&ek, &out, &t.path().join("x"));
+        let again = seal_command(&ek, &out, &t.path().join("x"), None);
         assert!(matches!(again, Err(CommandError::Input(..))));
         std::fs::write(&input, b"{\"version\": 2}").unwrap();
         assert!(matches!(
-            seal_command(&ek, &input, &out),
+            seal_command(&ek, &input, &out, None),
             Err(CommandError::Input(..))
         ));
         std::fs::write(&ek, b"garbage").unwrap();
-        let e = seal_command(&ek, &input, &out).unwrap_err();
+        let e = seal_command(&ek, &input, &out, None).unwrap_err();
         assert!(matches!(e, CommandError::Ek(..)));
         assert_eq!(e.exit_code(), Exit::Usage);
     }

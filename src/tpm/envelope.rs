@@ -20,6 +20,7 @@
 use super::client::{ActivationObject, Tpm, TpmError};
 use super::credential::{make_credential, Credential, CredentialError};
 use super::ek::{hex, EkPublic};
+use super::pcr::PcrPolicy;
 use aes_gcm::aead::{Aead, KeyInit, Payload};
 use aes_gcm::{Aes256Gcm, Nonce};
 use base64::Engine as _;
@@ -42,6 +43,9 @@ pub struct Envelope {
     pub credential: String,
     pub nonce: String,
     pub ciphertext: String,
+    /// `N=HEX,…`: the SHA-256 PCR values the node must have (see [`PcrPolicy`]); absent: none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pcr_policy: Option<String>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -64,6 +68,10 @@ pub enum EnvelopeError {
     },
     #[error("the sealed bundle was tampered with or truncated (authentication failed)")]
     Tampered,
+    #[error(
+        "the node's PCRs differ from those the bundle was sealed to (booted into something else?)"
+    )]
+    PcrMismatch,
     #[error(transparent)]
     Credential(#[from] CredentialError),
     #[error("cannot encrypt the bundle")]
@@ -96,12 +104,21 @@ fn b64() -> base64::engine::general_purpose::GeneralPurpose {
 
 /// Seals `plain` (a bundle's JSON) to `ek`.
 pub fn seal(plain: &[u8], ek: &EkPublic) -> Result<Vec<u8>, EnvelopeError> {
+    seal_with(plain, ek, None)
+}
+
+/// Seals `plain` to `ek`, and to the PCR values of `pcr` when given.
+pub fn seal_with(
+    plain: &[u8],
+    ek: &EkPublic,
+    pcr: Option<&PcrPolicy>,
+) -> Result<Vec<u8>, EnvelopeError> {
     let mut key = Zeroizing::new([0u8; 32]);
     OsRng.fill_bytes(key.as_mut());
     let mut nonce = [0u8; 12];
     OsRng.fill_bytes(&mut nonce);
     let name = ek.name();
-    let cred = make_credential(ek, &ActivationObject::name(), key.as_ref())?;
+    let cred = make_credential(ek, &ActivationObject::name_with(pcr), key.as_ref())?;
     let cipher = Aes256Gcm::new_from_slice(key.as_ref()).map_err(|_| EnvelopeError::Encrypt)?;
     let ct = cipher
         .encrypt(
@@ -120,6 +137,7 @@ pub fn seal(plain: &[u8], ek: &EkPublic) -> Result<Vec<u8>, EnvelopeError> {
         credential: b64().encode(cred.to_file()),
         nonce: b64().encode(nonce),
         ciphertext: b64().encode(ct),
+        pcr_policy: pcr.map(PcrPolicy::to_spec),
     };
     let mut out = serde_json::to_vec_pretty(&env).map_err(|_| EnvelopeError::Encrypt)?;
     out.push(b'\n');
@@ -134,6 +152,7 @@ pub struct Parsed {
     pub credential: Credential,
     pub nonce: [u8; 12],
     pub ciphertext: Vec<u8>,
+    pub pcr: Option<PcrPolicy>,
 }
 
 pub fn parse(bytes: &[u8]) -> Result<Parsed, EnvelopeError> {
@@ -173,12 +192,20 @@ pub fn parse(bytes: &[u8]) -> Result<Parsed, EnvelopeError> {
     if ciphertext.len() < 16 {
         return Err(bad("ciphertext is shorter than its tag"));
     }
+    let pcr = match &env.pcr_policy {
+        None => None,
+        Some(spec) => Some(
+            PcrPolicy::parse(spec)
+                .map_err(|_| bad("pcr_policy must be N=HEX,… (SHA-256 PCR values)"))?,
+        ),
+    };
     Ok(Parsed {
         rsa,
         ek_name,
         credential,
         nonce,
         ciphertext,
+        pcr,
     })
 }
 
@@ -236,10 +263,11 @@ pub fn open(bytes: &[u8], tpm: &mut Tpm) -> Result<Zeroizing<Vec<u8>>, EnvelopeE
             kind: ek.public.kind(),
         });
     }
-    let key = tpm.activate(&ek, &p.credential);
+    let key = tpm.activate_pcr(&ek, &p.credential, p.pcr.as_ref());
     tpm.release(&ek);
     let key = key.map_err(|e| match e {
         TpmError::Refused(_) => EnvelopeError::Tampered,
+        TpmError::PcrMismatch => EnvelopeError::PcrMismatch,
         e => tpm_err(tpm, e),
     })?;
     if key.len() != 32 {
@@ -267,8 +295,12 @@ mod tests {
 
     fn open_soft(pem: &str, sealed: &[u8]) -> Result<Zeroizing<Vec<u8>>, EnvelopeError> {
         let p = parse(sealed)?;
-        let key = activate_in_software(pem, &ActivationObject::name(), &p.credential)
-            .ok_or(EnvelopeError::Tampered)?;
+        let key = activate_in_software(
+            pem,
+            &ActivationObject::name_with(p.pcr.as_ref()),
+            &p.credential,
+        )
+        .ok_or(EnvelopeError::Tampered)?;
         decrypt(&p, &key)
     }
 
@@ -285,6 +317,21 @@ mod tests {
         // Sealed to the RSA key, opened with the ECC one: refused.
         let sealed = seal(plain, &soft_ek(RSA_KEY)).unwrap();
         assert!(open_soft(ECC_KEY, &sealed).is_err());
+    }
+
+    #[test]
+    fn a_pcr_policy_binds_the_credential() {
+        let v = "ab".repeat(32);
+        let pcr = PcrPolicy::parse(&format!("7={v}")).unwrap();
+        let sealed = seal_with(b"{}", &soft_ek(ECC_KEY), Some(&pcr)).unwrap();
+        assert_eq!(&open_soft(ECC_KEY, &sealed).unwrap()[..], b"{}");
+        // Dropping or changing the policy changes the activation object's name: the
+        // credential's integrity check fails.
+        let mut env: Envelope = serde_json::from_slice(&sealed).unwrap();
+        env.pcr_policy = None;
+        assert!(open_soft(ECC_KEY, &serde_json::to_vec(&env).unwrap()).is_err());
+        env.pcr_policy = Some(format!("7={}", "cd".repeat(32)));
+        assert!(open_soft(ECC_KEY, &serde_json::to_vec(&env).unwrap()).is_err());
     }
 
     #[test]
@@ -321,12 +368,12 @@ mod tests {
         /// arbitrary text, never panic and never parse into something that opens.
         #[test]
         fn hostile_envelopes_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..600),
-                                         field in 0usize..7, text in ".{0,80}") {
+                                         field in 0usize..8, text in ".{0,80}") {
             let _ = parse(&bytes);
             let _ = is_sealed(&bytes);
             let sealed = seal(b"{}", &soft_ek(ECC_KEY)).unwrap();
             let mut v: serde_json::Value = serde_json::from_slice(&sealed).unwrap();
-            let key = ["format", "version", "ek", "ek_name", "credential", "nonce", "ciphertext"][field];
+            let key = ["format", "version", "ek", "ek_name", "credential", "nonce", "ciphertext", "pcr_policy"][field];
             v[key] = serde_json::Value::String(text.clone());
             let bytes = serde_json::to_vec(&v).unwrap();
             if let Ok(p) = parse(&bytes) {

@@ -16,6 +16,7 @@ pub mod credential;
 pub mod ek;
 pub mod envelope;
 pub mod kdf;
+pub mod pcr;
 pub mod transport;
 pub mod wire;
 
