@@ -392,6 +392,83 @@ t_pid1_switch_root() {
 	grep -q '^PASS switchroot-test (squashfs)' "$LOG" && grep -q '^PASS switchroot-test (iso)' "$LOG"
 }
 
+# tpm_prepare NAME: a manufactured swtpm state under build/tpm/NAME (EK at 0x81010001 with its
+# certificate), and its RSA EK as rustlive tpm ek prints it (through swtpm's TCP channel).
+tpm_prepare() {
+	local d="$B/tpm/$1" port pid
+	[ -s "$d/ek.pem" ] && return 0
+	rm -rf "$d" && mkdir -p "$d/state"
+	swtpm_setup --tpm2 --tpmstate "$d/state" --create-ek-cert --lock-nvram --overwrite \
+		>"$d/setup.log" 2>&1 || return 1
+	port=$(free_port)
+	swtpm socket --tpm2 --tpmstate "dir=$d/state" --flags not-need-init,startup-clear \
+		--server "type=tcp,port=$port,bindaddr=127.0.0.1" >"$d/swtpm-enroll.log" 2>&1 &
+	pid=$!
+	for _ in $(seq 40); do
+		ss -Htln "sport = :$port" | grep -q . && break
+		sleep 0.25
+	done
+	RUSTLIVE_TPM="swtpm:127.0.0.1:$port" "$BIN" tpm ek >"$d/ek.txt" || {
+		kill "$pid"
+		return 1
+	}
+	kill "$pid"
+	wait "$pid" 2>/dev/null || true
+	awk '/^ek: rsa2048/{f=1; next} f && /BEGIN PUBLIC KEY/{p=1} p{print} p && /END PUBLIC KEY/{exit}' \
+		"$d/ek.txt" >"$d/ek.pem"
+	[ -s "$d/ek.pem" ]
+}
+
+# boot_tpm NAME TPM CMDLINE TIMEOUT OK-REGEX FAIL-REGEX: boot() with swtpm TPM attached (TIS).
+boot_tpm() {
+	local name=$1 d="$B/tpm/$2" cmdline=$3 timeout=$4 ok=$5 fail=$6 args tpm_pid rc=0
+	rm -f "$d/sock"
+	swtpm socket --tpm2 --tpmstate "dir=$d/state" --ctrl "type=unixio,path=$d/sock" \
+		>"$d/swtpm-$name.log" 2>&1 &
+	tpm_pid=$!
+	for _ in $(seq 40); do
+		[ -S "$d/sock" ] && break
+		sleep 0.25
+	done
+	mapfile -t args < <(direct_boot_args "$IMG/nm.img" "$cmdline")
+	LOG="$LOGS/$name.log"
+	qemu_start "$LOG" "${args[@]}" -chardev "socket,id=chrtpm,path=$d/sock" \
+		-tpmdev "emulator,id=tpm0,chardev=chrtpm" -device "tpm-tis,tpmdev=tpm0"
+	wait_serial "$LOG" "$timeout" "$ok" "$fail" || rc=1
+	kill "$tpm_pid" 2>/dev/null || true
+	wait "$tpm_pid" 2>/dev/null || true
+	return "$rc"
+}
+
+# A bundle sealed to node A's TPM, served over plain http by MAC.
+tpm_sealed_bundle() {
+	tpm_prepare node-a && tpm_prepare node-b || return 1
+	[ -s "$WWW/nodes/$GUEST_MAC.sealed" ] && return 0
+	write_secrets_bundle "$B/tpm/plain.json"
+	"$BIN" bundle seal --ek "$B/tpm/node-a/ek.pem" "$B/tpm/plain.json" -o "$WWW/nodes/$GUEST_MAC.sealed"
+	rm -f "$B/tpm/plain.json"
+}
+
+TPM_CMDLINE='rd.rustlive.secrets.sealed=required'
+
+t_secrets_tpm() {
+	tpm_sealed_bundle || return 1
+	boot_tpm secrets-tpm node-a \
+		"root=live:$URL/root.squashfs rd.rustlive.sha256=$(sha_of root.squashfs) rd.rustlive.secrets=$URL/nodes/{mac}.sealed $TPM_CMDLINE" \
+		300 'TESTROOT: done' "$NOBOOT" && booted && secrets_ok &&
+		check 'sealed bundle opened with this node' "the bundle opened by the node's TPM"
+}
+
+t_secrets_tpm_other() {
+	tpm_sealed_bundle || return 1
+	boot_tpm secrets-tpm-other node-b \
+		"root=live:$URL/root.squashfs rd.rustlive.sha256=$(sha_of root.squashfs) rd.rustlive.secrets=$URL/nodes/{mac}.sealed $TPM_CMDLINE" \
+		300 'Entering emergency mode|boot failed \(exit code' 'TESTROOT: init' &&
+		check 'sealed to another TPM' "the reason on the console" &&
+		check 'boot failed \(exit code 6' "exit code 6 (secrets)" &&
+		check_not 'TESTROOT' "the image's init" && check_not "$CANARY" "a secret value"
+}
+
 t_initramfs_cache_key() {
 	# The cache key covers every input: demo's nm.img (no test CA) never passes for the suite's.
 	LOG="$LOGS/initramfs-cache-key.log"
@@ -683,7 +760,7 @@ t_standalone_secrets_mtls() {
 
 ALL="initramfs_cache_key happy_nm happy_networkd livenet_cmdline root_http_alias nested erofs hash_mismatch bad_cmdline bad_cmdline_shell server_late broken_transfer
 secrets_initrd secrets_cat secrets_cat_plain secrets_https no_network signature_valid signature_missing pxe no_systemd
-no_systemd_fail file_image no_systemd_file pid1_switch_root syslog_failure oci
+no_systemd_fail file_image no_systemd_file pid1_switch_root syslog_failure oci secrets_tpm secrets_tpm_other
 standalone_virtio standalone_e1000e standalone_static standalone_hash_mismatch standalone_no_nic
 standalone_no_driver standalone_no_dhcp standalone_pxe standalone_secrets_mtls"
 # Not in the default list yet: debian_root (run it by name; see the README).

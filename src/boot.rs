@@ -53,6 +53,8 @@ pub enum Error {
     Net(#[from] crate::net::NetError),
     #[error("cannot build the initramfs")]
     Initramfs(#[from] crate::initramfs::BuildError),
+    #[error(transparent)]
+    Tpm(#[from] crate::sealing::CommandError),
 }
 
 impl Error {
@@ -68,6 +70,7 @@ impl Error {
             Error::Network(_) | Error::Net(_) => Exit::Transfer,
             Error::Initramfs(_) => Exit::Usage,
             Error::Oci(e) => e.exit_code(),
+            Error::Tpm(e) => e.exit_code(),
         }
     }
 }

@@ -63,6 +63,42 @@ Credentials (docker config.json format): --registry-auth, else $REGISTRY_AUTH_FI
     /// modules for the image filesystems and the usual server NICs with their dependencies and
     /// firmware, the CA bundle and minisign keys. Deterministic: same inputs, same bytes.
     Initramfs(Box<InitramfsArgs>),
+    /// The node's TPM: `tpm ek` prints its endorsement key for enrollment.
+    #[command(subcommand)]
+    Tpm(TpmCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum TpmCommand {
+    /// Print the TPM's endorsement keys (TCG default templates RSA 2048 and ECC P-256: the
+    /// persistent one when provisioned, else created as a primary), their certificates from
+    /// NV when present, the node's MACs and DMI UUID: what the site records to seal to it.
+    Ek(TpmEkArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct TpmEkArgs {
+    /// Print JSON instead of text and PEM.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct BundleSealArgs {
+    /// The node's EK: a PEM public key (`rustlive tpm ek`, `tpm2_createek -f pem`) or its EK
+    /// certificate (PEM or DER).
+    #[arg(long, value_name = "EK")]
+    pub ek: std::path::PathBuf,
+    /// The plain bundle (JSON, format 1).
+    #[arg(value_name = "IN")]
+    pub input: std::path::PathBuf,
+    /// Where the sealed bundle is written.
+    #[arg(short, long, value_name = "OUT")]
+    pub output: std::path::PathBuf,
+    /// Also require these SHA-256 PCR values on the node (`N=HEX[,N=HEX…]`, as
+    /// `rustlive tpm ek` prints them; e.g. PCR 7, the Secure Boot state).
+    #[arg(long, value_name = "N=HEX,…")]
+    pub pcr: Option<String>,
 }
 
 #[derive(Debug, Args)]
@@ -314,6 +350,9 @@ pub struct BundleArgs {
 
 #[derive(Debug, Subcommand)]
 pub enum BundleCommand {
+    /// Seal a plain bundle (JSON) to a node's EK: only that node's TPM can open the result,
+    /// which may then be served over plain http.
+    Seal(BundleSealArgs),
     /// Build one node's bundle from DIR, a directory that mirrors the node's root
     /// (DIR/etc/munge/munge.key is /etc/munge/munge.key).
     ///
@@ -439,6 +478,9 @@ pub fn main() -> ExitCode {
         // A boot server's command: its own error type and exit code (6, or 2 for the output name).
         Command::Bundle(a) => return bundle(&a),
         Command::Initramfs(a) => initramfs(&a),
+        Command::Tpm(TpmCommand::Ek(a)) => {
+            crate::sealing::ek_command(a.json, &Paths::system()).map_err(Error::from)
+        }
     };
     match result {
         Ok(()) => Exit::Success.into(),
@@ -504,6 +546,16 @@ fn fetch(a: &FetchArgs) -> Result<(), Error> {
 /// `rustlive bundle build` and `rustlive bundle build-all`.
 fn bundle(args: &BundleArgs) -> ExitCode {
     let result = match &args.command {
+        BundleCommand::Seal(a) => {
+            return match crate::sealing::seal_command(&a.ek, &a.input, &a.output, a.pcr.as_deref())
+            {
+                Ok(()) => Exit::Success.into(),
+                Err(e) => {
+                    log::error!("cannot seal the secrets bundle: {}", report(&e));
+                    e.exit_code().into()
+                }
+            };
+        }
         BundleCommand::Build(a) => bundle_build(a),
         BundleCommand::BuildAll(a) => bundle_build_all(a),
     };

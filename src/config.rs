@@ -7,7 +7,7 @@
 
 use crate::cmdline::{self, Param};
 use crate::log::redact_url_str;
-use crate::url_template::{self, UrlTemplate};
+use crate::url_template::UrlTemplate;
 use crate::values::{self, Schemes, Sha256Hex, Size};
 use reqwest::Url;
 use serde::{Serialize, Serializer};
@@ -133,6 +133,8 @@ pub struct Secrets {
     /// Explicit `rd.rustlive.secrets.required`; see [`Secrets::required`].
     #[serde(rename = "required_option")]
     pub required_opt: Option<bool>,
+    /// `rd.rustlive.secrets.sealed=required`: only a bundle sealed to the node's TPM is accepted.
+    pub sealed_required: bool,
 }
 
 impl Secrets {
@@ -201,6 +203,7 @@ impl Default for Config {
                 cert: None,
                 key: None,
                 required_opt: None,
+                sealed_required: false,
             },
             failure: Failure {
                 onfail: OnFail::Shell,
@@ -235,6 +238,7 @@ pub const RUSTLIVE_KEYS: &[&str] = &[
     "rd.rustlive.secrets.cert",
     "rd.rustlive.secrets.key",
     "rd.rustlive.secrets.required",
+    "rd.rustlive.secrets.sealed",
     "rd.rustlive.onfail",
     "rd.rustlive.onfail.delay",
     "rd.rustlive.debug",
@@ -548,6 +552,14 @@ impl Builder {
                 c.secrets.required_opt = Some(flag()?);
                 "secrets.required"
             }
+            "rd.rustlive.secrets.sealed" => {
+                c.secrets.sealed_required = match val()? {
+                    "required" => true,
+                    "optional" => false,
+                    _ => return Err(err(p, "expected required or optional")),
+                };
+                "secrets.sealed"
+            }
             "rd.rustlive.onfail" => {
                 c.failure.onfail = match val()? {
                     "shell" => OnFail::Shell,
@@ -655,16 +667,23 @@ impl Builder {
         if let Some(img) = &c.image {
             check_oci_sources(&img.urls, &c.verify)?;
         }
-        let s = &c.secrets;
-        if let Some(src) = &s.source {
-            if src.scheme() == url_template::Scheme::Http && s.sha256.is_none() {
+        // Plain http without a pin exposes the bundle: only a bundle sealed to the node's TPM
+        // may travel that way, so it needs rd.rustlive.secrets.sealed=required (the secrets
+        // stage then refuses anything unsealed, whatever the source).
+        if let Some(src) = &c.secrets.source {
+            let s = &c.secrets;
+            if src.scheme() == crate::url_template::Scheme::Http
+                && s.sha256.is_none()
+                && !s.sealed_required
+            {
                 return Err(ConfigError {
                     option: "rd.rustlive.secrets".into(),
                     value: src.redacted(),
-                    reason: "plain http exposes the secrets; use https, or pin the bundle with rd.rustlive.secrets.sha256".into(),
+                    reason: "plain http exposes the secrets; use https, pin the bundle with rd.rustlive.secrets.sha256, or require a TPM-sealed bundle with rd.rustlive.secrets.sealed=required".into(),
                 });
             }
         }
+        let s = &c.secrets;
         match (&s.cert, &s.key) {
             (Some(cert), None) => {
                 return Err(ConfigError {
@@ -1317,8 +1336,8 @@ mod tests {
                 "rd.rustlive.secrets",
             ),
             (
-                "rd.rustlive.secrets=http://h/s.json".into(),
-                "rd.rustlive.secrets",
+                "rd.rustlive.secrets.sealed=yes".into(),
+                "rd.rustlive.secrets.sealed",
             ),
             (
                 "rd.rustlive.secrets=secrets.json".into(),
@@ -1385,6 +1404,20 @@ mod tests {
     }
 
     #[test]
+    fn unpinned_http_secrets_and_the_sealed_policy_parse() {
+        let c =
+            parse("rd.rustlive.secrets=http://h/{mac}.sealed rd.rustlive.secrets.sealed=required");
+        assert!(c.secrets.source.is_some());
+        assert!(c.secrets.sealed_required);
+        assert!(
+            !parse("rd.rustlive.secrets.sealed=optional")
+                .secrets
+                .sealed_required
+        );
+        assert!(!Config::default().secrets.sealed_required);
+    }
+
+    #[test]
     fn http_secrets_are_accepted_when_pinned() {
         let c = parse(&format!(
             "rd.rustlive.secrets=http://h/{{hostname}}.json rd.rustlive.secrets.sha256={H1}"
@@ -1399,7 +1432,7 @@ mod tests {
         let msg = e.to_string();
         assert!(!msg.contains("pw@") && !msg.contains("s3cr3t"), "{msg}");
         let e =
-            Config::from_cmdline("rd.rustlive.secrets=http://h/s.json?token=s3cr3t").unwrap_err();
+            Config::from_cmdline("rd.rustlive.secrets=ftp://h/s.json?token=s3cr3t").unwrap_err();
         assert!(!e.to_string().contains("s3cr3t"), "{e}");
     }
 
@@ -1466,8 +1499,7 @@ mod tests {
             ("rd.rustlive.overlay.size=0G", "rd.rustlive.overlay.size"),
             ("rd.live.overlay.size=0", "rd.live.overlay.size"),
             ("rd.overlay=tmpfs:size=0", "rd.overlay"),
-            ("rd.rustlive.secrets=HTTP://h/s.json", "rd.rustlive.secrets"),
-            ("rd.rustlive.secrets=Http://h/{mac}", "rd.rustlive.secrets"),
+            ("rd.rustlive.secrets=FTP://h/s.json", "rd.rustlive.secrets"),
             (
                 "rd.rustlive.sha256=+0+0+0+0+0+0+0+0+0+0+0+0+0+0+0+0+0+0+0+0+0+0+0+0+0+0+0+0+0+0+0+0",
                 "rd.rustlive.sha256",

@@ -45,12 +45,14 @@ pub mod paths;
 pub mod pid1;
 pub mod ram;
 pub mod rootfs;
+pub mod sealing;
 pub mod secrets;
 pub mod switchroot;
 pub mod sys;
 pub mod syslog;
 #[doc(hidden)]
 pub mod testing;
+pub mod tpm;
 pub mod url_template;
 pub mod values;
 pub mod verify;

@@ -152,6 +152,22 @@ pub fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
+/// Bytes from hex digits (either case); `None` for an odd length or a non-hex character
+/// (`from_str_radix` alone would take a sign).
+pub fn decode_hex(s: &str) -> Option<Vec<u8>> {
+    if s.len() % 2 != 0 || !s.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return None;
+    }
+    s.as_bytes()
+        .chunks(2)
+        .map(|pair| {
+            std::str::from_utf8(pair)
+                .ok()
+                .and_then(|h| u8::from_str_radix(h, 16).ok())
+        })
+        .collect()
+}
+
 /// Parses 64 hex digits (either case).
 pub fn parse_sha256(s: &str) -> Result<Sha256Hex, String> {
     if s.len() == 64 && !s.bytes().all(|b| b.is_ascii_hexdigit()) {

@@ -49,6 +49,7 @@ const LAYERS: &[(&str, &[&str])] = &[
             "pid1",
             "initramfs",
             "bundle",
+            "sealing",
         ],
     ),
     ("boot", &["boot", "panic_hook"]),

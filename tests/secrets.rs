@@ -818,8 +818,19 @@ fn plain_http_only_with_a_matching_pin() {
     let cmdline = |port: u16, pin: &str| {
         format!("rd.rustlive.secrets=http://127.0.0.1:{port}/b.json rd.rustlive.secrets.sha256={pin} rd.rustlive.retries=0")
     };
-    // Without a pin the command line itself is refused.
-    assert!(Config::from_cmdline("rd.rustlive.secrets=http://127.0.0.1/b.json").is_err());
+    // Without a pin the command line is accepted (a sealed bundle may come over http), but an
+    // unsealed bundle that came that way is refused and nothing is written.
+    let (port, _) = serve(None, 200, body.clone(), 1);
+    let cfg = Config::from_cmdline(&format!(
+        "rd.rustlive.secrets=http://127.0.0.1:{port}/b.json rd.rustlive.retries=0"
+    ))
+    .unwrap();
+    let err = rustlive::error::report(&apply_in(&cfg, root.path()).unwrap_err());
+    assert!(
+        err.contains("plain http exposes an unsealed bundle"),
+        "{err}"
+    );
+    assert!(!root.path().join("etc/k").exists());
 
     let (port, _) = serve(None, 200, body.clone(), 1);
     let cfg = Config::from_cmdline(&cmdline(port, &"0".repeat(64))).unwrap();

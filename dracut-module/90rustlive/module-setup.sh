@@ -22,6 +22,9 @@ depends() {
 installkernel() {
     # isofs: a live ISO (LiveOS/squashfs.img inside) is a supported root image.
     hostonly='' instmods squashfs erofs overlay loop ext4 isofs
+    # The TPM drivers, so a bundle sealed to the node's TPM can be opened (/dev/tpmrm0); a
+    # kernel with them built in, or without them, still builds an initramfs.
+    hostonly='' instmods tpm_tis tpm_crb || :
 }
 
 # called by dracut

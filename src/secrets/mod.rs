@@ -89,6 +89,20 @@ pub enum SecretsError {
     },
     #[error("cannot install the node secrets")]
     Root(#[source] WriteError),
+    #[error("the node secrets bundle from {from} is not sealed to this node's TPM and rd.rustlive.secrets.sealed=required, nothing was written")]
+    Unsealed { from: String },
+    #[error("the node secrets bundle from {from} is sealed, but this node has no usable TPM, nothing was written")]
+    NoTpm {
+        from: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("the sealed node secrets bundle from {from} cannot be opened, nothing was written")]
+    Sealed {
+        from: String,
+        #[source]
+        source: crate::tpm::envelope::EnvelopeError,
+    },
 }
 
 impl SecretsError {
@@ -123,9 +137,9 @@ pub fn apply(
         return Ok(Applied::NoSource);
     };
     let required = cfg.secrets.required(true);
-    let result = source::resolve(&template, facts, cfg.secrets.sha256.is_some())
+    let result = source::resolve(&template, facts)
         .map_err(SecretsError::Source)
-        .and_then(|src| install(cfg, newroot, &src, deadline));
+        .and_then(|src| install(cfg, newroot, &src, deadline, paths));
     wipe_sources(cfg, facts, paths);
     match result {
         Ok(files) => Ok(Applied::Installed { files }),
@@ -155,6 +169,7 @@ fn install(
     newroot: &Path,
     src: &Source,
     deadline: Deadline,
+    paths: &Paths,
 ) -> Result<usize, SecretsError> {
     let from = src.describe();
     log::info!("secrets: reading the bundle from {from}");
@@ -168,6 +183,7 @@ fn install(
             return Err(fetch_err(SourceError::PinMismatch));
         }
     }
+    let text = unseal(cfg, src, text, &from, paths)?;
     let root = RootDir::open(newroot).map_err(SecretsError::Root)?;
     let accounts = load_accounts(&root);
     let entries = bundle::parse(&text, &accounts).map_err(|source| SecretsError::Bundle {
@@ -230,6 +246,45 @@ fn install(
     Ok(entries.len())
 }
 
+/// The plain bundle: a sealed one opened with the node's TPM (the key never leaves rustlive's
+/// memory, and is zeroized), an unsealed one as it came, when the policy accepts it:
+/// `rd.rustlive.secrets.sealed=required` refuses it, and so does plain http without a pin.
+fn unseal(
+    cfg: &Config,
+    src: &Source,
+    text: zeroize::Zeroizing<Vec<u8>>,
+    from: &str,
+    paths: &Paths,
+) -> Result<zeroize::Zeroizing<Vec<u8>>, SecretsError> {
+    if !crate::tpm::envelope::is_sealed(&text) {
+        if cfg.secrets.sealed_required {
+            return Err(SecretsError::Unsealed { from: from.into() });
+        }
+        if src.is_plain_http() && cfg.secrets.sha256.is_none() {
+            return Err(SecretsError::Fetch {
+                from: from.into(),
+                source: SourceError::UnpinnedHttp,
+            });
+        }
+        return Ok(text);
+    }
+    let mut tpm = crate::tpm::open_tpm(paths).map_err(|source| SecretsError::NoTpm {
+        from: from.into(),
+        source,
+    })?;
+    log::info!(
+        "secrets: the bundle is sealed; opening it with {}",
+        tpm.describe()
+    );
+    let plain =
+        crate::tpm::envelope::open(&text, &mut tpm).map_err(|source| SecretsError::Sealed {
+            from: from.into(),
+            source,
+        })?;
+    log::info!("secrets: the sealed bundle opened with this node's TPM");
+    Ok(plain)
+}
+
 /// The new root's accounts. A missing or unsafe (symlinked) file leaves only `root` and numeric
 /// ids resolvable; an entry naming anyone else then fails with a clear message.
 fn load_accounts(root: &RootDir) -> Accounts {
@@ -270,7 +325,7 @@ pub fn wipe_sources(cfg: &Config, facts: &NodeFacts, paths: &Paths) {
                 ..facts.clone()
             };
             // The template names a real path (not one below `paths`), as in `apply`.
-            if let Ok(Source::File(p)) = source::resolve(t, &f, false) {
+            if let Ok(Source::File(p)) = source::resolve(t, &f) {
                 if !files.contains(&p) {
                     files.push(p);
                 }

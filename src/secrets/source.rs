@@ -1,6 +1,6 @@
 //! Where the bundle comes from: `file://` (a file inside the initramfs, by default
-//! `/rustlive/secrets.json`), `https://`, or `http://` only when the bundle is pinned by
-//! `rd.rustlive.secrets.sha256`. `{mac}`, `{uuid}` and `{hostname}` in the URL are filled in
+//! `/rustlive/secrets.json`), `https://`, or `http://` (whose bundle the secrets stage accepts
+//! only when it is sealed to the node's TPM or pinned by `rd.rustlive.secrets.sha256`). `{mac}`, `{uuid}` and `{hostname}` in the URL are filled in
 //! from [`NodeFacts`].
 //!
 //! Network sources go through the image's fetch engine ([`crate::fetch::fetch_bytes`]) with
@@ -26,7 +26,7 @@ use zeroize::Zeroizing;
 pub enum Source {
     /// A file inside the initramfs.
     File(PathBuf),
-    /// `https://`, or `http://` with a pin.
+    /// `https://` or `http://`.
     Url(Url),
 }
 
@@ -38,6 +38,11 @@ impl Source {
             Source::Url(u) => redact_url(u),
         }
     }
+
+    /// Whether the bundle travels over plain http, where anyone on the path can read it.
+    pub fn is_plain_http(&self) -> bool {
+        matches!(self, Source::Url(u) if u.scheme() == "http")
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -46,7 +51,7 @@ pub enum SourceError {
     MissingFact(#[from] MissingFact),
     #[error("the source is not a valid URL once filled in ({0})")]
     BadUrl(String),
-    #[error("plain http exposes the secrets; use https, or pin the bundle with rd.rustlive.secrets.sha256")]
+    #[error("plain http exposes an unsealed bundle; seal it to the node's TPM (rustlive bundle seal), use https, or pin it with rd.rustlive.secrets.sha256")]
     UnpinnedHttp,
     #[error("cannot read {}", .0.display())]
     Read(PathBuf, #[source] io::Error),
@@ -68,13 +73,9 @@ pub fn fact(facts: &NodeFacts, p: Placeholder) -> Option<String> {
     }
 }
 
-/// Fills a template with this node's facts and checks its scheme: `file`, `https`, or `http`
-/// when `pinned`.
-pub fn resolve(
-    template: &UrlTemplate,
-    facts: &NodeFacts,
-    pinned: bool,
-) -> Result<Source, SourceError> {
+/// Fills a template with this node's facts and checks its scheme: `file`, `https` or `http`
+/// (an unpinned http bundle must turn out sealed: checked once its bytes are in).
+pub fn resolve(template: &UrlTemplate, facts: &NodeFacts) -> Result<Source, SourceError> {
     let filled = template.fill(|p| fact(facts, p))?;
     let url = Url::parse(&filled).map_err(|e| {
         SourceError::BadUrl(format!("{e}: {}", crate::log::redact_url_str(&filled)))
@@ -84,9 +85,7 @@ pub fn resolve(
             .to_file_path()
             .map(Source::File)
             .map_err(|()| SourceError::BadUrl("a file URL must be an absolute local path".into())),
-        Scheme::Https => Ok(Source::Url(url)),
-        Scheme::Http if pinned => Ok(Source::Url(url)),
-        Scheme::Http => Err(SourceError::UnpinnedHttp),
+        Scheme::Https | Scheme::Http => Ok(Source::Url(url)),
     }
 }
 
@@ -240,30 +239,25 @@ mod tests {
     fn resolves_schemes() {
         let f = facts();
         assert_eq!(
-            resolve(&t("file:///rustlive/{hostname}.json"), &f, false).unwrap(),
+            resolve(&t("file:///rustlive/{hostname}.json"), &f).unwrap(),
             Source::File("/rustlive/node001.cluster.json".into())
         );
         assert!(matches!(
-            resolve(&t("https://s/{uuid}"), &f, false).unwrap(),
+            resolve(&t("https://s/{uuid}"), &f).unwrap(),
             Source::Url(u) if u.as_str().ends_with("4a4b33")
         ));
-        assert!(matches!(
-            resolve(&t("http://s/x"), &f, false),
-            Err(SourceError::UnpinnedHttp)
-        ));
-        assert!(matches!(
-            resolve(&t("HTTP://s/x"), &f, false),
-            Err(SourceError::UnpinnedHttp)
-        ));
-        assert!(matches!(
-            resolve(&t("http://s/x"), &f, true),
-            Ok(Source::Url(_))
-        ));
+        // Plain http resolves (a sealed bundle may come that way); install refuses an
+        // unsealed, unpinned one once it has its bytes.
+        for u in ["http://s/x", "HTTP://s/x"] {
+            let s = resolve(&t(u), &f).unwrap();
+            assert!(s.is_plain_http(), "{u}");
+        }
+        assert!(!resolve(&t("https://s/x"), &f).unwrap().is_plain_http());
     }
 
     #[test]
     fn describe_redacts_credentials_and_query() {
-        let s = resolve(&t("https://u:pw@s/b?token=t0psecret"), &facts(), false).unwrap();
+        let s = resolve(&t("https://u:pw@s/b?token=t0psecret"), &facts()).unwrap();
         assert_eq!(s.describe(), "https://s/b?…");
     }
 

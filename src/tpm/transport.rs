@@ -1,0 +1,129 @@
+//! The seam to the TPM: one command in, one response out. In production the kernel's resource
+//! manager `/dev/tpmrm0` (else the raw `/dev/tpm0`); in tests swtpm's TCP command channel,
+//! which carries the same bytes.
+
+use std::fs::{File, OpenOptions};
+use std::io::{self, Read, Write};
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// Largest response accepted (TPM2's MAX_RESPONSE_SIZE is 4096 on every TPM seen so far).
+pub const MAX_RESPONSE: usize = 8192;
+
+/// `RUSTLIVE_TPM=swtpm:HOST:PORT` talks to a swtpm instead of the device: for tests and for
+/// trying a bundle on a machine without the node's TPM.
+pub const ENV_OVERRIDE: &str = "RUSTLIVE_TPM";
+
+pub trait Transport {
+    /// Sends one command and returns the whole response.
+    fn transact(&mut self, command: &[u8]) -> io::Result<Vec<u8>>;
+    /// What this is, for error messages.
+    fn describe(&self) -> String;
+}
+
+/// The kernel's TPM character device.
+pub struct Device {
+    file: File,
+    path: PathBuf,
+}
+
+impl Device {
+    pub fn open(path: &Path) -> io::Result<Device> {
+        let file = OpenOptions::new().read(true).write(true).open(path)?;
+        Ok(Device {
+            file,
+            path: path.to_path_buf(),
+        })
+    }
+}
+
+impl Transport for Device {
+    fn transact(&mut self, command: &[u8]) -> io::Result<Vec<u8>> {
+        self.file.write_all(command)?;
+        // The driver hands the whole response to one read.
+        let mut buf = vec![0u8; MAX_RESPONSE];
+        let n = self.file.read(&mut buf)?;
+        buf.truncate(n);
+        Ok(buf)
+    }
+    fn describe(&self) -> String {
+        self.path.display().to_string()
+    }
+}
+
+/// swtpm's `--server type=tcp` command channel.
+pub struct Swtpm {
+    stream: TcpStream,
+    addr: String,
+}
+
+impl Swtpm {
+    pub fn connect(addr: &str) -> io::Result<Swtpm> {
+        let stream = TcpStream::connect(addr)?;
+        // A TPM command takes well under a second; RSA key generation in swtpm a few.
+        stream.set_read_timeout(Some(Duration::from_secs(60)))?;
+        Ok(Swtpm {
+            stream,
+            addr: addr.to_string(),
+        })
+    }
+}
+
+impl Transport for Swtpm {
+    fn transact(&mut self, command: &[u8]) -> io::Result<Vec<u8>> {
+        self.stream.write_all(command)?;
+        let mut head = [0u8; 10];
+        self.stream.read_exact(&mut head)?;
+        let size = u32::from_be_bytes([head[2], head[3], head[4], head[5]]) as usize;
+        if !(10..=MAX_RESPONSE).contains(&size) {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!("response size {size} out of range"),
+            ));
+        }
+        let mut resp = head.to_vec();
+        resp.resize(size, 0);
+        self.stream
+            .read_exact(resp.get_mut(10..).unwrap_or_default())?;
+        Ok(resp)
+    }
+    fn describe(&self) -> String {
+        format!("swtpm at {}", self.addr)
+    }
+}
+
+/// Opens the TPM: `RUSTLIVE_TPM` when set, else `DEV/tpmrm0`, else `DEV/tpm0` (`dev` is `/dev`
+/// except in tests). `None` when there is none.
+pub fn open_default(dev: &Path) -> io::Result<Box<dyn Transport>> {
+    if let Ok(spec) = std::env::var(ENV_OVERRIDE) {
+        let addr = spec.strip_prefix("swtpm:").ok_or_else(|| {
+            io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!("{ENV_OVERRIDE} must be swtpm:HOST:PORT"),
+            )
+        })?;
+        return Ok(Box::new(Swtpm::connect(addr)?));
+    }
+    let mut last = io::Error::new(io::ErrorKind::NotFound, "no TPM device");
+    for name in ["tpmrm0", "tpm0"] {
+        match Device::open(&dev.join(name)) {
+            Ok(d) => return Ok(Box::new(d)),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => last = e,
+            Err(e) => {
+                return Err(io::Error::new(
+                    e.kind(),
+                    format!("{}: {e}", dev.join(name).display()),
+                ))
+            }
+        }
+    }
+    Err(io::Error::new(
+        last.kind(),
+        format!(
+            "no TPM: neither {} nor {} exists (is tpm_tis or tpm_crb loaded?)",
+            dev.join("tpmrm0").display(),
+            dev.join("tpm0").display()
+        ),
+    ))
+}

@@ -1,0 +1,524 @@
+//! Sealing against a real (software) TPM: swtpm started by each test on 127.0.0.1 with a
+//! temporary state directory; tpm2-tools for the cross-checks. Needs `swtpm`, `swtpm-tools`
+//! and `tpm2-tools` (scripts/install-deps.sh installs them).
+
+mod support;
+
+use rustlive::paths::Paths;
+use rustlive::secrets::{self, Applied, NodeFacts, SecretsError};
+use rustlive::testing::skip;
+use rustlive::tpm::client::{ActivationObject, Tpm};
+use rustlive::tpm::credential::{make_credential, Credential};
+use rustlive::tpm::ek::EkPublic;
+use rustlive::tpm::envelope::{self, EnvelopeError};
+use rustlive::tpm::transport::Swtpm;
+use rustlive::Config;
+use std::net::{TcpListener, TcpStream};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+const PLAIN: &[u8] =
+    br#"{"version": 1, "files": [{"path": "/etc/munge/munge.key", "content_base64": "c2VjcmV0"}]}"#;
+
+fn have(tool: &str) -> bool {
+    Command::new("sh")
+        .args(["-c", &format!("command -v {tool}")])
+        .stdout(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
+/// A swtpm on 127.0.0.1:port (commands) and port+1 (control), killed on drop.
+struct SoftTpm {
+    child: Child,
+    port: u16,
+    _state: tempfile::TempDir,
+}
+
+impl SoftTpm {
+    /// `manufactured`: run swtpm_setup first (persistent EKs and EK certificates, as a real
+    /// TPM ships); otherwise a bare TPM where rustlive creates the EK as a primary.
+    fn start(manufactured: bool) -> Option<SoftTpm> {
+        for tool in ["swtpm", "swtpm_setup", "tpm2_makecredential"] {
+            if !have(tool) {
+                skip(&format!(
+                    "{tool} is not installed (scripts/install-deps.sh installs it)"
+                ));
+                return None;
+            }
+        }
+        let state = tempfile::tempdir().unwrap();
+        if manufactured {
+            let out = Command::new("swtpm_setup")
+                .args([
+                    "--tpm2",
+                    "--create-ek-cert",
+                    "--lock-nvram",
+                    "--overwrite",
+                    "--tpmstate",
+                ])
+                .arg(state.path())
+                .args(["--config", "/etc/swtpm_setup.conf"])
+                .output()
+                .unwrap();
+            assert!(
+                out.status.success(),
+                "swtpm_setup: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        let port = free_port_pair();
+        let child = Command::new("swtpm")
+            .args(["socket", "--tpm2", "--flags", "not-need-init", "--tpmstate"])
+            .arg(format!("dir={}", state.path().display()))
+            .args([
+                "--server",
+                &format!("type=tcp,port={port},bindaddr=127.0.0.1"),
+            ])
+            .args([
+                "--ctrl",
+                &format!("type=tcp,port={},bindaddr=127.0.0.1", port + 1),
+            ])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let t = SoftTpm {
+            child,
+            port,
+            _state: state,
+        };
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(Instant::now() < deadline, "swtpm did not listen on {port}");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        // That probe connection was closed; swtpm accepts the next one.
+        let mut tpm = t.connect();
+        tpm.startup().unwrap();
+        Some(t)
+    }
+
+    fn connect(&self) -> Tpm {
+        Tpm::new(Box::new(
+            Swtpm::connect(&format!("127.0.0.1:{}", self.port)).unwrap(),
+        ))
+    }
+
+    fn tcti(&self) -> String {
+        format!("swtpm:host=127.0.0.1,port={}", self.port)
+    }
+
+    fn tool(&self, args: &[&str], dir: &Path) -> String {
+        let out = Command::new(args[0])
+            .args(&args[1..])
+            .env("TPM2TOOLS_TCTI", self.tcti())
+            .current_dir(dir)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+}
+
+impl Drop for SoftTpm {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn free_port_pair() -> u16 {
+    for _ in 0..50 {
+        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        let p = l.local_addr().unwrap().port();
+        if p < u16::MAX && TcpListener::bind(("127.0.0.1", p + 1)).is_ok() {
+            return p;
+        }
+    }
+    panic!("no free pair of ports");
+}
+
+/// Enrollment as `rustlive tpm ek` does it, then the PEM round trip the boot server sees.
+fn enroll(t: &SoftTpm, rsa: bool) -> EkPublic {
+    let mut tpm = t.connect();
+    let ek = tpm.ek(rsa).unwrap();
+    tpm.release(&ek);
+    EkPublic::from_pem(&ek.public.to_pem()).unwrap()
+}
+
+#[test]
+fn enroll_seal_open_rsa_and_ecc_on_a_bare_tpm() {
+    let Some(t) = SoftTpm::start(false) else {
+        return;
+    };
+    for rsa in [true, false] {
+        let ek = enroll(&t, rsa);
+        let sealed = envelope::seal(PLAIN, &ek).unwrap();
+        let plain = envelope::open(&sealed, &mut t.connect()).unwrap();
+        assert_eq!(&plain[..], PLAIN, "rsa={rsa}");
+    }
+}
+
+#[test]
+fn persistent_ek_and_its_certificate_are_used() {
+    let Some(t) = SoftTpm::start(true) else {
+        return;
+    };
+    let mut tpm = t.connect();
+    let ek = tpm.ek(true).unwrap();
+    assert!(
+        !ek.transient,
+        "swtpm_setup's EK at 0x81010001 is the default template"
+    );
+    let cert = tpm
+        .nv_read_all(0x01c0_0002)
+        .unwrap()
+        .expect("an EK certificate");
+    let from_cert = rustlive::tpm::ek_from_certificate(&cert).unwrap();
+    assert_eq!(from_cert, ek.public);
+    drop(tpm);
+    let sealed = envelope::seal(PLAIN, &from_cert).unwrap();
+    assert_eq!(
+        &envelope::open(&sealed, &mut t.connect()).unwrap()[..],
+        PLAIN
+    );
+}
+
+#[test]
+fn another_tpm_and_flipped_bytes_are_refused() {
+    let Some(a) = SoftTpm::start(false) else {
+        return;
+    };
+    let Some(b) = SoftTpm::start(false) else {
+        return;
+    };
+    let sealed = envelope::seal(PLAIN, &enroll(&a, true)).unwrap();
+
+    let err = envelope::open(&sealed, &mut b.connect()).unwrap_err();
+    assert!(matches!(err, EnvelopeError::OtherTpm { .. }), "{err}");
+    assert!(err.to_string().contains("sealed to another TPM"));
+
+    // A flipped byte in the ciphertext: the TPM releases the key, GCM refuses the payload.
+    let mut env: envelope::Envelope = serde_json::from_slice(&sealed).unwrap();
+    let mut ct = base64_decode(&env.ciphertext);
+    ct[3] ^= 0x10;
+    env.ciphertext = base64_encode(&ct);
+    let err = envelope::open(&serde_json::to_vec(&env).unwrap(), &mut a.connect()).unwrap_err();
+    assert!(matches!(err, EnvelopeError::Tampered), "{err}");
+
+    // A flipped byte in the credential's encrypted identity: the TPM's integrity check refuses.
+    let mut env: envelope::Envelope = serde_json::from_slice(&sealed).unwrap();
+    let mut cred = base64_decode(&env.credential);
+    let n = cred.len();
+    cred[n - 300] ^= 0x01; // inside the TPM2B_ID_OBJECT (the 256-byte secret follows it)
+    env.credential = base64_encode(&cred);
+    let err = envelope::open(&serde_json::to_vec(&env).unwrap(), &mut a.connect()).unwrap_err();
+    assert!(matches!(err, EnvelopeError::Tampered), "{err}");
+
+    // A truncated bundle.
+    let err = envelope::open(&sealed[..sealed.len() - 40], &mut a.connect()).unwrap_err();
+    assert!(matches!(err, EnvelopeError::Malformed(_)), "{err}");
+
+    // The untouched bundle still opens: the refusals left the TPM usable.
+    assert_eq!(
+        &envelope::open(&sealed, &mut a.connect()).unwrap()[..],
+        PLAIN
+    );
+}
+
+/// tpm2_makecredential (tpm2-tools) binds a key to rustlive's activation object; rustlive's
+/// ActivateCredential on the TPM opens it.
+#[test]
+fn tpm2_makecredential_output_opens_with_rustlive() {
+    let Some(t) = SoftTpm::start(false) else {
+        return;
+    };
+    let ek = enroll(&t, true);
+    let dir = tempfile::tempdir().unwrap();
+    let mut tss = (ek.public_area().len() as u16).to_be_bytes().to_vec();
+    tss.extend_from_slice(&ek.public_area());
+    std::fs::write(dir.path().join("ek.tss"), tss).unwrap();
+    let key = [0x5au8; 32];
+    std::fs::write(dir.path().join("key"), key).unwrap();
+    let name: String = ActivationObject::name()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    t.tool(
+        &[
+            "tpm2_makecredential",
+            "-T",
+            "none",
+            "-e",
+            "ek.tss",
+            "-s",
+            "key",
+            "-n",
+            &name,
+            "-o",
+            "cred",
+        ],
+        dir.path(),
+    );
+    let cred = Credential::from_file(&std::fs::read(dir.path().join("cred")).unwrap()).unwrap();
+    let mut tpm = t.connect();
+    let loaded = tpm.ek(true).unwrap();
+    let got = tpm.activate(&loaded, &cred).unwrap();
+    tpm.release(&loaded);
+    assert_eq!(&got[..], &key);
+}
+
+/// rustlive's software MakeCredential, bound to an object tpm2-tools loads, opened by
+/// tpm2_activatecredential on the TPM.
+#[test]
+fn rustlive_credential_opens_with_tpm2_activatecredential() {
+    let Some(t) = SoftTpm::start(true) else {
+        return;
+    };
+    let ek = enroll(&t, true);
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("aes.key"), [7u8; 16]).unwrap();
+    let out = t.tool(
+        &[
+            "tpm2_loadexternal",
+            "-C",
+            "n",
+            "-G",
+            "aes",
+            "-r",
+            "aes.key",
+            "-c",
+            "obj.ctx",
+        ],
+        dir.path(),
+    );
+    let name_hex = out
+        .lines()
+        .find_map(|l| l.strip_prefix("name: "))
+        .expect("tpm2_loadexternal prints the name")
+        .trim()
+        .to_string();
+    let name: Vec<u8> = (0..name_hex.len() / 2)
+        .map(|i| u8::from_str_radix(&name_hex[2 * i..2 * i + 2], 16).unwrap())
+        .collect();
+    let secret = b"credential made by rustlive 1234";
+    let cred = make_credential(&ek, &name, secret).unwrap();
+    std::fs::write(dir.path().join("cred"), cred.to_file()).unwrap();
+    t.tool(
+        &["tpm2_startauthsession", "--policy-session", "-S", "s.ctx"],
+        dir.path(),
+    );
+    t.tool(&["tpm2_policysecret", "-S", "s.ctx", "-c", "e"], dir.path());
+    t.tool(
+        &[
+            "tpm2_activatecredential",
+            "-c",
+            "obj.ctx",
+            "-C",
+            "0x81010001",
+            "-i",
+            "cred",
+            "-o",
+            "out",
+            "-P",
+            "session:s.ctx",
+        ],
+        dir.path(),
+    );
+    assert_eq!(std::fs::read(dir.path().join("out")).unwrap(), secret);
+}
+
+fn base64_decode(s: &str) -> Vec<u8> {
+    use base64::Engine as _;
+    base64::engine::general_purpose::STANDARD.decode(s).unwrap()
+}
+
+fn base64_encode(b: &[u8]) -> String {
+    use base64::Engine as _;
+    base64::engine::general_purpose::STANDARD.encode(b)
+}
+
+const CANARY: &str = "CANARY-sealed-munge-key-7f3a";
+
+/// A bundle any user can apply: one file owned by the current user.
+fn own_bundle() -> Vec<u8> {
+    use base64::Engine as _;
+    let uid = nix::unistd::geteuid().as_raw();
+    let gid = nix::unistd::getegid().as_raw();
+    format!(
+        r#"{{"version": 1, "files": [{{"path": "/etc/munge/munge.key", "mode": "0400", "owner": {uid}, "group": {gid}, "content_base64": "{}"}}]}}"#,
+        base64::engine::general_purpose::STANDARD.encode(CANARY)
+    )
+    .into_bytes()
+}
+
+fn scratch_root() -> tempfile::TempDir {
+    let t = tempfile::tempdir().unwrap();
+    std::fs::create_dir(t.path().join("etc")).unwrap();
+    t
+}
+
+fn apply_in(cfg: &str, root: &Path) -> Result<Applied, SecretsError> {
+    let facts = NodeFacts {
+        mac: Some("52:54:00:12:34:56".into()),
+        ..NodeFacts::default()
+    };
+    let cfg = Config::from_cmdline(cfg).unwrap();
+    secrets::apply(
+        &cfg,
+        root,
+        &facts,
+        &Paths::under(root.join("no-default")),
+        rustlive::deadline::Deadline::NONE,
+    )
+}
+
+/// The boot's secrets stage: a bundle sealed to TPM A, served over plain http by MAC, installs
+/// on the node with TPM A; the node with TPM B writes nothing and says why; an unsealed bundle
+/// is refused under rd.rustlive.secrets.sealed=required; a sealed bundle with no TPM is a
+/// clear failure. (One test: RUSTLIVE_TPM is process-wide.)
+#[test]
+fn boot_installs_a_sealed_bundle_over_plain_http_only_on_its_node() {
+    let Some(a) = SoftTpm::start(false) else {
+        return;
+    };
+    let Some(b) = SoftTpm::start(false) else {
+        return;
+    };
+    let sealed = envelope::seal(&own_bundle(), &enroll(&a, false)).unwrap();
+    assert!(!String::from_utf8_lossy(&sealed).contains(CANARY));
+    let body = sealed.clone();
+    let server = support::http::Server::start(move |req| {
+        if req.path == "/nodes/52:54:00:12:34:56.sealed" {
+            support::http::Reply::ok(&body)
+        } else {
+            support::http::Reply::status(404)
+        }
+    });
+    // Unpinned plain http is for sealed bundles only: config refuses it unless they are required.
+    let plain_http = format!(
+        "rd.rustlive.secrets={} rd.rustlive.retries=0",
+        server.url("/nodes/{mac}.sealed")
+    );
+    let e = Config::from_cmdline(&plain_http).unwrap_err();
+    assert_eq!(e.option, "rd.rustlive.secrets");
+    let cmdline = format!("{plain_http} rd.rustlive.secrets.sealed=required");
+
+    std::env::set_var("RUSTLIVE_TPM", format!("swtpm:127.0.0.1:{}", a.port));
+    let root = scratch_root();
+    assert_eq!(
+        apply_in(&cmdline, root.path()).unwrap(),
+        Applied::Installed { files: 1 }
+    );
+    let key = root.path().join("etc/munge/munge.key");
+    assert_eq!(std::fs::read_to_string(&key).unwrap(), CANARY);
+
+    // The same bundle on the node with the other TPM.
+    std::env::set_var("RUSTLIVE_TPM", format!("swtpm:127.0.0.1:{}", b.port));
+    let root = scratch_root();
+    let err = apply_in(&cmdline, root.path()).unwrap_err();
+    let msg = rustlive::error::report(&err);
+    assert!(matches!(err, SecretsError::Sealed { .. }), "{msg}");
+    assert!(
+        msg.contains("sealed to another TPM") && msg.contains("nothing was written"),
+        "{msg}"
+    );
+    assert!(!msg.contains(CANARY));
+    assert_eq!(
+        std::fs::read_dir(root.path().join("etc")).unwrap().count(),
+        0
+    );
+
+    // An unsealed bundle when sealing is required: refused before any TPM work.
+    let plain = root.path().join("plain.json");
+    std::fs::write(&plain, own_bundle()).unwrap();
+    let err = apply_in(
+        &format!(
+            "rd.rustlive.secrets=file://{} rd.rustlive.secrets.sealed=required",
+            plain.display()
+        ),
+        root.path(),
+    )
+    .unwrap_err();
+    assert!(matches!(err, SecretsError::Unsealed { .. }), "{err}");
+    assert_eq!(
+        std::fs::read_dir(root.path().join("etc")).unwrap().count(),
+        0
+    );
+    assert!(
+        !plain.exists(),
+        "the initramfs copy is wiped after a refusal too"
+    );
+
+    // A sealed bundle and no TPM at all.
+    let dead = TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    std::env::set_var("RUSTLIVE_TPM", format!("swtpm:127.0.0.1:{dead}"));
+    let err = apply_in(&cmdline, root.path()).unwrap_err();
+    assert!(matches!(err, SecretsError::NoTpm { .. }), "{err}");
+    assert_eq!(err.exit_code(), rustlive::Exit::Secrets);
+
+    // With sealing required, the sealed bundle still installs on its node.
+    std::env::set_var("RUSTLIVE_TPM", format!("swtpm:127.0.0.1:{}", a.port));
+    let root = scratch_root();
+    let got = apply_in(
+        &format!("{cmdline} rd.rustlive.secrets.sealed=required"),
+        root.path(),
+    );
+    assert_eq!(got.unwrap(), Applied::Installed { files: 1 });
+    std::env::remove_var("RUSTLIVE_TPM");
+}
+
+/// A PCR policy: sealed to the node's current PCR 7 (as `tpm ek` reads it) opens; sealed to
+/// another value, or opened after PCR 7 was extended, is refused as a PCR mismatch.
+#[test]
+fn pcr_policy_opens_only_with_the_sealed_values() {
+    use rustlive::tpm::pcr::PcrPolicy;
+    let Some(t) = SoftTpm::start(false) else {
+        return;
+    };
+    let ek = enroll(&t, true);
+    let mut tpm = t.connect();
+    let pcrs = tpm.pcr_read(&[0, 7]).unwrap();
+    drop(tpm);
+    assert_eq!(pcrs.len(), 2);
+    let spec: Vec<String> = pcrs
+        .iter()
+        .map(|(n, v)| {
+            format!(
+                "{n}={}",
+                v.iter().map(|b| format!("{b:02x}")).collect::<String>()
+            )
+        })
+        .collect();
+    let good = PcrPolicy::parse(&spec.join(",")).unwrap();
+    let sealed = envelope::seal_with(PLAIN, &ek, Some(&good)).unwrap();
+    assert_eq!(
+        &envelope::open(&sealed, &mut t.connect()).unwrap()[..],
+        PLAIN
+    );
+
+    let wrong = PcrPolicy::parse(&format!("7={}", "11".repeat(32))).unwrap();
+    let sealed_wrong = envelope::seal_with(PLAIN, &ek, Some(&wrong)).unwrap();
+    let err = envelope::open(&sealed_wrong, &mut t.connect()).unwrap_err();
+    assert!(matches!(err, EnvelopeError::PcrMismatch), "{err}");
+
+    // The node boots into something else: PCR 7 changes.
+    let dir = tempfile::tempdir().unwrap();
+    t.tool(
+        &["tpm2_pcrextend", &format!("7:sha256={}", "22".repeat(32))],
+        dir.path(),
+    );
+    let err = envelope::open(&sealed, &mut t.connect()).unwrap_err();
+    assert!(matches!(err, EnvelopeError::PcrMismatch), "{err}");
+    assert!(err.to_string().contains("PCRs differ"));
+}
