@@ -282,7 +282,10 @@ mod tests {
         let sealed = std::fs::read(&out).unwrap();
         assert!(envelope::is_sealed(&sealed));
         let p = envelope::parse(&sealed).unwrap();
-        assert_eq!(hex(&p.ek_name), include_str!("tpm/testdata/ek-rsa.name").trim());
+        assert_eq!(
+            hex(&p.ek_name),
+            include_str!("tpm/testdata/ek-rsa.name").trim()
+        );
 
         // Sealing a sealed bundle, or something that is not a bundle, is refused.
         let again = seal_command(&ek, &out, &t.path().join("x"), None);
