@@ -818,18 +818,18 @@ fn plain_http_only_with_a_matching_pin() {
     let cmdline = |port: u16, pin: &str| {
         format!("rd.rustlive.secrets=http://127.0.0.1:{port}/b.json rd.rustlive.secrets.sha256={pin} rd.rustlive.retries=0")
     };
-    // Without a pin the command line is accepted (a sealed bundle may come over http), but an
-    // unsealed bundle that came that way is refused and nothing is written.
+    // Without a pin, plain http is refused by the configuration unless only TPM-sealed bundles
+    // are accepted; then an unsealed bundle that came that way is refused, nothing written.
+    let plain = "rd.rustlive.secrets=http://127.0.0.1:1/b.json rd.rustlive.retries=0";
+    let e = Config::from_cmdline(plain).unwrap_err();
+    assert_eq!(e.option, "rd.rustlive.secrets");
     let (port, _) = serve(None, 200, body.clone(), 1);
     let cfg = Config::from_cmdline(&format!(
-        "rd.rustlive.secrets=http://127.0.0.1:{port}/b.json rd.rustlive.retries=0"
+        "rd.rustlive.secrets=http://127.0.0.1:{port}/b.json rd.rustlive.retries=0 rd.rustlive.secrets.sealed=required"
     ))
     .unwrap();
     let err = rustlive::error::report(&apply_in(&cfg, root.path()).unwrap_err());
-    assert!(
-        err.contains("plain http exposes an unsealed bundle"),
-        "{err}"
-    );
+    assert!(err.contains("is not sealed to this node's TPM"), "{err}");
     assert!(!root.path().join("etc/k").exists());
 
     let (port, _) = serve(None, 200, body.clone(), 1);
