@@ -45,8 +45,11 @@ free_port() {
 
 # build/testroot: busybox, os-release, users for secrets owners, an init that reports and powers off.
 build_testroot() {
-	local r="$B/testroot"
-	[ -e "$r/.done" ] && return 0
+	local r="$B/testroot" key
+	# Keyed by this function's own text and busybox: a changed test root is rebuilt (and the
+	# images made from it, which are newer-than checked against .done).
+	key=$({ declare -f build_testroot; sha256sum /usr/bin/busybox; } | sha256sum | cut -d' ' -f1)
+	[ "$(cat "$r/.done" 2>/dev/null)" = "$key" ] && return 0
 	say "building the test root"
 	rm -rf "$r"
 	mkdir -p "$r"/{bin,sbin,etc,proc,sys,dev,run,tmp,root,usr/share/testroot,etc/munge,etc/ssh}
@@ -88,14 +91,14 @@ build_testroot() {
 		poweroff -f
 	EOF
 	chmod 0755 "$r/sbin/init"
-	touch "$r/.done"
+	echo "$key" >"$r/.done"
 }
 
 # build/www: the images nginx serves, with their hashes and signatures.
 build_images() {
 	build_testroot
 	mkdir -p "$WWW"
-	if ! [ -s "$WWW/root.squashfs" ]; then
+	if ! [ -s "$WWW/root.squashfs" ] || [ "$B/testroot/.done" -nt "$WWW/root.squashfs" ]; then
 		say "building root.squashfs and the nested LiveOS image"
 		mksquashfs "$B/testroot" "$WWW/root.squashfs" -comp zstd -noappend -quiet -e .done >/dev/null
 		# dmsquash-live's nested layout: a squashfs holding LiveOS/rootfs.img (ext4).
@@ -108,11 +111,11 @@ build_images() {
 		cp "$WWW/root.squashfs" "$WWW/unsigned.squashfs"
 		(cd "$WWW" && sha256sum root.squashfs nested.squashfs unsigned.squashfs >SHA256SUMS)
 	fi
-	if ! [ -s "$WWW/root.erofs" ]; then
+	if ! [ -s "$WWW/root.erofs" ] || [ "$B/testroot/.done" -nt "$WWW/root.erofs" ]; then
 		mkfs.erofs -zlz4hc --exclude-path=.done "$WWW/root.erofs" "$B/testroot" >/dev/null
 		(cd "$WWW" && sha256sum root.erofs >>SHA256SUMS)
 	fi
-	if ! [ -s "$WWW/root.squashfs.minisig" ]; then
+	if ! [ -s "$WWW/root.squashfs.minisig" ] || [ "$WWW/root.squashfs" -nt "$WWW/root.squashfs.minisig" ]; then
 		mkdir -p "$B/keys"
 		rm -f "$B/keys/test.key" "$B/keys/test.pub"
 		minisign -G -W -p "$B/keys/test.pub" -s "$B/keys/test.key" >/dev/null
