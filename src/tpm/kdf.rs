@@ -7,6 +7,23 @@ use zeroize::Zeroizing;
 
 type HmacSha256 = Hmac<Sha256>;
 
+/// The counter loop both KDFs share: blocks `block(1)`, `block(2)`, … concatenated and cut to
+/// `bits` (rounded up to bytes).
+fn counter_mode(bits: u32, mut block: impl FnMut(u32) -> Option<Vec<u8>>) -> Zeroizing<Vec<u8>> {
+    let bytes = bits.div_ceil(8) as usize;
+    let mut out = Zeroizing::new(Vec::with_capacity(bytes.saturating_add(32)));
+    let mut counter: u32 = 0;
+    while out.len() < bytes {
+        counter = counter.wrapping_add(1);
+        let Some(b) = block(counter) else {
+            break;
+        };
+        out.extend_from_slice(&Zeroizing::new(b));
+    }
+    out.truncate(bytes);
+    out
+}
+
 /// KDFa(SHA-256, key, label, contextU, contextV, bits): counter-mode HMAC (SP 800-108). `label`
 /// is given without its terminating NUL, which the TPM includes.
 pub fn kdfa(
@@ -16,25 +33,17 @@ pub fn kdfa(
     context_v: &[u8],
     bits: u32,
 ) -> Zeroizing<Vec<u8>> {
-    let bytes = bits.div_ceil(8) as usize;
-    let mut out = Zeroizing::new(Vec::with_capacity(bytes.saturating_add(32)));
-    let mut counter: u32 = 0;
-    while out.len() < bytes {
-        counter = counter.wrapping_add(1);
+    counter_mode(bits, |counter| {
         // HMAC takes a key of any length; new_from_slice cannot fail for HMAC.
-        let Ok(mut mac) = HmacSha256::new_from_slice(key) else {
-            break;
-        };
+        let mut mac = HmacSha256::new_from_slice(key).ok()?;
         mac.update(&counter.to_be_bytes());
         mac.update(label.as_bytes());
         mac.update(&[0]);
         mac.update(context_u);
         mac.update(context_v);
         mac.update(&bits.to_be_bytes());
-        out.extend_from_slice(&mac.finalize().into_bytes());
-    }
-    out.truncate(bytes);
-    out
+        Some(mac.finalize().into_bytes().to_vec())
+    })
 }
 
 /// KDFe(SHA-256, Z, label, partyUInfo, partyVInfo, bits): the one-step KDF of SP 800-56A that
@@ -46,11 +55,7 @@ pub fn kdfe(
     party_v: &[u8],
     bits: u32,
 ) -> Zeroizing<Vec<u8>> {
-    let bytes = bits.div_ceil(8) as usize;
-    let mut out = Zeroizing::new(Vec::with_capacity(bytes.saturating_add(32)));
-    let mut counter: u32 = 0;
-    while out.len() < bytes {
-        counter = counter.wrapping_add(1);
+    counter_mode(bits, |counter| {
         let mut h = Sha256::new();
         h.update(counter.to_be_bytes());
         h.update(z);
@@ -58,10 +63,8 @@ pub fn kdfe(
         h.update([0]);
         h.update(party_u);
         h.update(party_v);
-        out.extend_from_slice(&h.finalize());
-    }
-    out.truncate(bytes);
-    out
+        Some(h.finalize().to_vec())
+    })
 }
 
 #[cfg(test)]
