@@ -156,7 +156,9 @@ impl Client {
                 Outcome::NotOurs
             };
         }
-        let Ok(msg) = Message::decode(&mut Decoder::new(bytes)) else {
+        let Some(msg) =
+            options_we_read(bytes).and_then(|b| Message::decode(&mut Decoder::new(&b)).ok())
+        else {
             return Outcome::Rejected(format!("malformed DHCP message ({} bytes)", bytes.len()));
         };
         if msg.opcode() != Opcode::BootReply
@@ -224,6 +226,55 @@ fn blank(op: u8, xid: u32, mac: &[u8; 6]) -> Option<Message> {
     b.extend_from_slice(&[99, 130, 83, 99]); // magic cookie 236..240
     b.push(255);
     Message::decode(&mut Decoder::new(&b)).ok()
+}
+
+/// The message with only the options the client reads, each with a length its type allows.
+///
+/// dhcproto decodes fixed-size options without looking at their length byte (so a wrong one
+/// misaligns every option after it) and `debug_assert!`s the length of a few it does not use,
+/// which panics in debug builds. A server's other options mean nothing to a booting node, so they
+/// are dropped here instead of being trusted to the decoder. `None`: not a DHCP message, or an
+/// option runs past the end.
+fn options_we_read(bytes: &[u8]) -> Option<Vec<u8>> {
+    const COOKIE_END: usize = 240;
+    let head = bytes.get(..COOKIE_END)?;
+    if head.get(236..) != Some(&[99, 130, 83, 99][..]) {
+        return None;
+    }
+    let mut out = head.to_vec();
+    let mut rest = bytes.get(COOKIE_END..)?;
+    loop {
+        match rest {
+            [] | [255, ..] => break,
+            [0, tail @ ..] => rest = tail,
+            [code, len, tail @ ..] => {
+                let (value, tail) = tail.split_at_checked(usize::from(*len))?;
+                if option_length_ok(*code, value.len()) {
+                    out.extend_from_slice(&[*code, *len]);
+                    out.extend_from_slice(value);
+                }
+                rest = tail;
+            }
+            [_] => return None,
+        }
+    }
+    out.push(255);
+    Some(out)
+}
+
+/// Whether option `code` is one the client reads, with a length its type allows.
+fn option_length_ok(code: u8, len: usize) -> bool {
+    match code {
+        // subnet mask, server identifier, lease time
+        1 | 54 | 51 => len == 4,
+        // routers, DNS servers
+        3 | 6 => len >= 4 && len % 4 == 0,
+        // host name, domain name, NAK message, classless static routes (parsed in bounds)
+        12 | 15 | 56 | 121 => len >= 1,
+        26 => len == 2,
+        53 => len == 1,
+        _ => false,
+    }
 }
 
 fn server_id(msg: &Message) -> Option<Ipv4Addr> {
@@ -782,6 +833,27 @@ mod tests {
             e.to_string(),
             "no DHCP answer within 20 s: 4 DISCOVER/REQUEST on eth0, 3 DISCOVER/REQUEST on eth1"
         );
+    }
+
+    #[test]
+    fn options_the_client_does_not_read_are_dropped_before_decoding() {
+        let good = encode_reply(0x1234_5678, &MAC, ADDR, MessageType::Offer, slirp_opts());
+        // Found by mutated_offers_never_panic: option 152 (bulk lease query base time) with a
+        // length other than 4 tripped a debug_assert! inside dhcproto.
+        let mut b = good.clone();
+        let end = b.iter().rposition(|&x| x == 255).unwrap();
+        b.splice(end..end, [152, 1, 7, 26, 3, 1, 2, 3, 1, 2, 255, 255]);
+        let mut c = client();
+        assert_eq!(c.handle(&b, 0), Outcome::Requesting);
+        let kept = options_we_read(&b).unwrap();
+        assert!(!kept.windows(2).any(|w| w == [152, 1]));
+        // A wrong-length MTU is dropped, not read as the start of the next option.
+        assert!(!kept.windows(2).any(|w| w == [26, 3]));
+        // An option that runs past the end makes the message malformed.
+        let mut cut = good[..good.len() - 1].to_vec();
+        cut.extend_from_slice(&[12, 9, b'x']);
+        assert!(options_we_read(&cut).is_none());
+        assert!(matches!(client().handle(&cut, 0), Outcome::Rejected(_)));
     }
 
     proptest! {
