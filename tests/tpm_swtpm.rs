@@ -68,6 +68,10 @@ impl SoftTpm {
                 String::from_utf8_lossy(&out.stderr)
             );
         }
+        // Tests run in parallel threads: without the lock two of them can be handed the same
+        // free port, and the one whose swtpm then fails to bind talks to the other's TPM.
+        static STARTING: std::sync::Mutex<()> = std::sync::Mutex::new(());
+        let _one_at_a_time = STARTING.lock().unwrap_or_else(|e| e.into_inner());
         let port = free_port_pair();
         let child = Command::new("swtpm")
             .args(["socket", "--tpm2", "--flags", "not-need-init", "--tpmstate"])
@@ -84,7 +88,7 @@ impl SoftTpm {
             .stderr(Stdio::null())
             .spawn()
             .unwrap();
-        let t = SoftTpm {
+        let mut t = SoftTpm {
             child,
             port,
             _state: state,
@@ -92,8 +96,16 @@ impl SoftTpm {
         let deadline = Instant::now() + Duration::from_secs(20);
         while TcpStream::connect(("127.0.0.1", port)).is_err() {
             assert!(Instant::now() < deadline, "swtpm did not listen on {port}");
+            assert!(
+                t.child.try_wait().unwrap().is_none(),
+                "swtpm exited before listening on {port} (port taken?)"
+            );
             std::thread::sleep(Duration::from_millis(50));
         }
+        assert!(
+            t.child.try_wait().unwrap().is_none(),
+            "swtpm exited; something else answers on {port}"
+        );
         // That probe connection was closed; swtpm accepts the next one.
         let mut tpm = t.connect();
         tpm.startup().unwrap();
