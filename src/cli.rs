@@ -107,7 +107,7 @@ pub struct PublishArgs {
     #[arg(value_name = "IMAGE")]
     pub image: std::path::PathBuf,
     /// Where to push it: oci://HOST[:PORT]/REPO:TAG (or oci+http:// for a plain-http registry).
-    #[arg(value_name = "REFERENCE", value_parser = oci_reference)]
+    #[arg(value_name = "REFERENCE", value_parser = publish_reference)]
     pub reference: crate::oci::Reference,
     /// A minisign signature of IMAGE, pushed as a second layer.
     #[arg(long, value_name = "FILE")]
@@ -131,6 +131,18 @@ pub struct PublishArgs {
 
 fn oci_reference(s: &str) -> Result<crate::oci::Reference, String> {
     crate::oci::Reference::parse(s)
+}
+
+/// A tag, never a digest: the digest is what publishing produces (a usage error, exit 2).
+fn publish_reference(s: &str) -> Result<crate::oci::Reference, String> {
+    let r = oci_reference(s)?;
+    if r.pinned() {
+        return Err(
+            "publish to a tag (oci://HOST/REPO:TAG); the manifest digest is printed afterwards"
+                .into(),
+        );
+    }
+    Ok(r)
 }
 
 fn chunk_size(s: &str) -> Result<u64, String> {

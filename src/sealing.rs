@@ -157,7 +157,10 @@ fn macs(paths: &Paths) -> Vec<(String, String)> {
 
 /// `rustlive tpm ek [--json]`.
 pub fn ek_command(json: bool, paths: &Paths) -> Result<(), CommandError> {
-    let mut tpm = open_tpm(paths).map_err(CommandError::NoTpm)?;
+    // Creating an RSA EK as a primary takes a slow TPM tens of seconds; a TPM that has not
+    // answered in two minutes is not going to.
+    let deadline = crate::deadline::Deadline::after(Some(std::time::Duration::from_secs(120)));
+    let mut tpm = open_tpm(paths, deadline).map_err(CommandError::NoTpm)?;
     let report = ek_report(&mut tpm, paths)?;
     let mut out = io::stdout().lock();
     let text = if json {

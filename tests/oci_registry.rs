@@ -225,6 +225,11 @@ fn publish_then_pull_by_digest_and_tag_and_skopeo_agrees() {
     let o = fetch(&dest, &wrong, &[]);
     assert_ne!(o.status.code(), Some(0));
     assert!(!dest.exists());
+
+    // Publishing to a digest is a usage error: the digest is what publishing produces.
+    let o = run(&["publish", file.to_str().unwrap(), &wrong]);
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    assert!(stderr(&o).contains("publish to a tag"), "{}", stderr(&o));
 }
 
 #[test]

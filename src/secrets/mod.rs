@@ -183,7 +183,7 @@ fn install(
             return Err(fetch_err(SourceError::PinMismatch));
         }
     }
-    let text = unseal(cfg, src, text, &from, paths)?;
+    let text = unseal(cfg, src, text, &from, deadline, paths)?;
     let root = RootDir::open(newroot).map_err(SecretsError::Root)?;
     let accounts = load_accounts(&root);
     let entries = bundle::parse(&text, &accounts).map_err(|source| SecretsError::Bundle {
@@ -254,6 +254,7 @@ fn unseal(
     src: &Source,
     text: zeroize::Zeroizing<Vec<u8>>,
     from: &str,
+    deadline: Deadline,
     paths: &Paths,
 ) -> Result<zeroize::Zeroizing<Vec<u8>>, SecretsError> {
     if !crate::tpm::envelope::is_sealed(&text) {
@@ -268,7 +269,7 @@ fn unseal(
         }
         return Ok(text);
     }
-    let mut tpm = crate::tpm::open_tpm(paths).map_err(|source| SecretsError::NoTpm {
+    let mut tpm = crate::tpm::open_tpm(paths, deadline).map_err(|source| SecretsError::NoTpm {
         from: from.into(),
         source,
     })?;

@@ -39,10 +39,14 @@ pub fn ek_from_certificate(bytes: &[u8]) -> Result<ek::EkPublic, ek::EkError> {
     ek::EkPublic::from_spki_der(&spki)
 }
 
-/// Opens the node's TPM (`RUSTLIVE_TPM`, else `/dev/tpmrm0`, else `/dev/tpm0`).
-pub fn open_tpm(paths: &crate::paths::Paths) -> Result<client::Tpm, std::io::Error> {
+/// Opens the node's TPM (`RUSTLIVE_TPM`, else `/dev/tpmrm0`, else `/dev/tpm0`); every command
+/// sent to it ends by `deadline`.
+pub fn open_tpm(
+    paths: &crate::paths::Paths,
+    deadline: crate::deadline::Deadline,
+) -> Result<client::Tpm, std::io::Error> {
     let t = transport::open_default(&paths.join("dev"))?;
-    let mut tpm = client::Tpm::new(t);
+    let mut tpm = client::Tpm::new(Box::new(transport::Bounded::new(t, deadline)));
     // swtpm started without --flags startup-clear needs it; a started TPM answers
     // TPM_RC_INITIALIZE, which `startup` accepts.
     if std::env::var_os(transport::ENV_OVERRIDE).is_some() {
