@@ -425,6 +425,17 @@ pub struct BundleBuildAllArgs {
     /// The web server's directory for the bundles.
     #[arg(short, long, value_name = "WWW_DIR")]
     pub output: std::path::PathBuf,
+    /// Seal every node's bundle to its TPM's endorsement key, EK_DIR/HOSTNAME.pem (or .crt,
+    /// .der: what `rustlive tpm ek` prints on the node); a node without one is refused.
+    #[arg(long, value_name = "EK_DIR")]
+    pub seal_to: Option<std::path::PathBuf>,
+    /// With --seal-to: also bind each bundle to these PCR values (N=HEX[,N=HEX…]).
+    #[arg(long, value_name = "SPEC", requires = "seal_to", value_parser = pcr_policy)]
+    pub pcr: Option<crate::tpm::pcr::PcrPolicy>,
+}
+
+fn pcr_policy(s: &str) -> Result<crate::tpm::pcr::PcrPolicy, String> {
+    crate::tpm::pcr::PcrPolicy::parse(s)
 }
 
 fn fetchable_url(s: &str) -> Result<reqwest::Url, String> {
@@ -616,6 +627,13 @@ fn bundle_build_all(a: &BundleBuildAllArgs) -> Result<(), crate::bundle::BuildEr
         &a.output,
         &bundle_options(&a.opts),
         keygen.as_ref(),
+        a.seal_to
+            .as_ref()
+            .map(|ek_dir| crate::bundle::all::Sealing {
+                ek_dir: ek_dir.clone(),
+                pcr: a.pcr.clone(),
+            })
+            .as_ref(),
     )?;
     log::info!(
         "bundle: {} nodes: {} written, {} unchanged, {} stale files removed, into {}",

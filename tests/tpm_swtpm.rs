@@ -534,3 +534,54 @@ fn pcr_policy_opens_only_with_the_sealed_values() {
     assert!(matches!(err, EnvelopeError::PcrMismatch), "{err}");
     assert!(err.to_string().contains("PCRs differ"));
 }
+
+/// `rustlive bundle build-all --seal-to EK_DIR`: each node's outputs open only with its own TPM,
+/// and hold exactly what the plain build would.
+#[test]
+fn build_all_seals_each_node_to_its_own_ek() {
+    let (Some(a), Some(b)) = (SoftTpm::start(false), SoftTpm::start(false)) else {
+        return;
+    };
+    let t = tempfile::tempdir().unwrap();
+    let (nodes, www, eks) = (
+        t.path().join("nodes"),
+        t.path().join("www"),
+        t.path().join("eks"),
+    );
+    for (host, mac, key) in [
+        ("n1", "52:54:00:aa:00:01", "key one"),
+        ("n2", "52:54:00:aa:00:02", "key two"),
+    ] {
+        std::fs::create_dir_all(nodes.join(host).join("etc/munge")).unwrap();
+        std::fs::write(nodes.join(host).join("etc/munge/munge.key"), key).unwrap();
+        std::fs::write(
+            nodes.join(host).join("rustlive-bundle.json"),
+            format!(r#"{{"macs": ["{mac}"]}}"#),
+        )
+        .unwrap();
+    }
+    std::fs::create_dir_all(&eks).unwrap();
+    std::fs::write(eks.join("n1.pem"), enroll(&a, true).to_pem()).unwrap();
+    std::fs::write(eks.join("n2.pem"), enroll(&b, false).to_pem()).unwrap();
+    let opts = rustlive::bundle::build::Options::default();
+    let sealing = rustlive::bundle::all::Sealing {
+        ek_dir: eks,
+        pcr: None,
+    };
+    let r = rustlive::bundle::all::build_all(&nodes, &www, &opts, None, Some(&sealing)).unwrap();
+    assert_eq!(r.written, ["n1", "n2"]);
+    for (host, mac, tpm, other) in [
+        ("n1", "52:54:00:aa:00:01", &a, &b),
+        ("n2", "52:54:00:aa:00:02", &b, &a),
+    ] {
+        let sealed = std::fs::read(www.join(format!("by-mac/{mac}.json"))).unwrap();
+        let plain = envelope::open(&sealed, &mut tpm.connect()).unwrap();
+        let want = rustlive::bundle::build::build(&nodes.join(host), &opts).unwrap();
+        assert_eq!(&plain[..], &want.json[..], "{host}");
+        let err = envelope::open(&sealed, &mut other.connect()).unwrap_err();
+        assert!(
+            matches!(err, EnvelopeError::OtherTpm { .. }),
+            "{host}: {err}"
+        );
+    }
+}

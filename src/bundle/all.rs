@@ -13,14 +13,24 @@
 //! file to drift, and unchanged files keep their mtime for caches and rsync). Files in `by-mac/`
 //! and `by-host/` that no node produces any more (a node removed, a NIC replaced) are removed,
 //! so a retired node's secrets stop being served.
+//!
+//! With [`Sealing`] every node's outputs are sealed to its own TPM's EK, enrolled as
+//! `EK_DIR/HOSTNAME.pem` (or `.crt`, `.der`); a node without one is refused, so a directory
+//! served over plain http never holds an unsealed bundle. Sealing is randomized (a fresh key
+//! each time), so the bytes cannot tell whether the inputs changed: a digest of the plain bundle,
+//! the EK and the PCR policy is kept in `NODES_DIR/.sealed/HOSTNAME` (beside the plain trees,
+//! never in the served directory) and a node is sealed again only when it differs.
 
 use super::build::{build, Options};
 use super::error::BuildError;
 use super::hostkeys::{self, Keygen};
-use super::output::{render, write_private, Kind};
+use super::output::{render, write_mode, Kind};
 use crate::secrets::NodeFacts;
+use crate::tpm::ek::EkPublic;
+use crate::tpm::pcr::PcrPolicy;
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
+use zeroize::Zeroizing;
 
 /// What [`build_all`] did.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
@@ -121,14 +131,60 @@ pub fn nodes(nodes_dir: &Path) -> Result<Vec<Node>, BuildError> {
     Ok(out)
 }
 
+/// `build-all --seal-to EK_DIR [--pcr SPEC]`.
+#[derive(Debug, Clone)]
+pub struct Sealing {
+    pub ek_dir: PathBuf,
+    pub pcr: Option<PcrPolicy>,
+}
+
+/// Where a sealed node's input digest is kept (see the module doc).
+pub const SEALED_STATE: &str = ".sealed";
+
+/// What the write step does with one output path.
+enum Plan {
+    /// Write these bytes (when they differ from what is there) with this mode.
+    Bytes(Zeroizing<Vec<u8>>, u32),
+    /// A sealed output whose inputs are unchanged: leave it.
+    Keep,
+}
+
+fn enrolled_ek(s: &Sealing, host: &str) -> Result<EkPublic, BuildError> {
+    let path = ["pem", "crt", "der"]
+        .iter()
+        .map(|ext| s.ek_dir.join(format!("{host}.{ext}")))
+        .find(|p| p.is_file())
+        .ok_or_else(|| BuildError::NoEk {
+            host: host.into(),
+            ek_dir: s.ek_dir.clone(),
+        })?;
+    crate::sealing::load_ek(&path).map_err(|source| BuildError::Seal {
+        host: host.into(),
+        source,
+    })
+}
+
+/// Digest of what a sealed output depends on: the plain bundle, the EK and the PCR policy.
+fn sealed_inputs(json: &[u8], ek: &EkPublic, pcr: Option<&PcrPolicy>) -> String {
+    let mut all = b"rustlive-sealed-inputs-v1\0".to_vec();
+    all.extend_from_slice(&crate::verify::sha256(json).0);
+    all.extend_from_slice(&ek.name());
+    if let Some(p) = pcr {
+        all.extend_from_slice(p.to_spec().as_bytes());
+    }
+    crate::verify::sha256(&all).to_string()
+}
+
 /// Builds every node's bundle into `www` (see the module doc). With `keygen`, missing SSH host
-/// keys are generated into each node's tree first. Every bundle is built and validated before
-/// anything is written, so one bad node leaves every output as it was.
+/// keys are generated into each node's tree first; with `sealing`, every output is sealed to its
+/// node's EK. Every bundle is built, validated (and sealed) before anything is written, so one
+/// bad node leaves every output as it was.
 pub fn build_all(
     nodes_dir: &Path,
     www: &Path,
     opts: &Options,
     keygen: Option<&Keygen>,
+    sealing: Option<&Sealing>,
 ) -> Result<Report, BuildError> {
     let nodes = nodes(nodes_dir)?;
     if let Some(k) = keygen {
@@ -138,20 +194,53 @@ pub fn build_all(
             }
         }
     }
-    let mut planned: BTreeMap<PathBuf, (String, zeroize::Zeroizing<Vec<u8>>)> = BTreeMap::new();
+    let state_dir = nodes_dir.join(SEALED_STATE);
+    let mut planned: BTreeMap<PathBuf, (String, Plan)> = BTreeMap::new();
+    // Sealed nodes to record once their outputs are written: host, input digest.
+    let mut sealed_state: Vec<(String, String)> = Vec::new();
     for n in &nodes {
         let b = build(&n.dir, opts)?;
-        for kind in [Kind::Json, Kind::Cpio] {
-            let bytes = render(&b.json, kind)?;
-            let ext = match kind {
-                Kind::Json => "json",
-                Kind::Cpio => "cpio",
+        let outputs = |ext: &str| {
+            std::iter::once(("by-host", &n.hostname))
+                .chain(n.macs.iter().map(|m| ("by-mac", m)))
+                .map(|(sub, name)| www.join(sub).join(format!("{name}.{ext}")))
+                .collect::<Vec<_>>()
+        };
+        let (content, mode) = match sealing {
+            None => (Some(Zeroizing::new(b.json.to_vec())), 0o600),
+            Some(s) => {
+                let ek = enrolled_ek(s, &n.hostname)?;
+                let digest = sealed_inputs(&b.json, &ek, s.pcr.as_ref());
+                let recorded = std::fs::read_to_string(state_dir.join(&n.hostname))
+                    .is_ok_and(|old| old.trim() == digest);
+                let present = ["json", "cpio"]
+                    .iter()
+                    .flat_map(|ext| outputs(ext))
+                    .all(|p| p.is_file());
+                if recorded && present {
+                    (None, 0o644)
+                } else {
+                    let sealed = crate::tpm::envelope::seal_with(&b.json, &ek, s.pcr.as_ref())
+                        .map_err(|e| BuildError::Seal {
+                            host: n.hostname.clone(),
+                            source: crate::sealing::CommandError::Seal(e),
+                        })?;
+                    sealed_state.push((n.hostname.clone(), digest));
+                    (Some(Zeroizing::new(sealed)), 0o644)
+                }
+            }
+        };
+        for (kind, ext) in [(Kind::Json, "json"), (Kind::Cpio, "cpio")] {
+            let plan = match &content {
+                Some(c) => Plan::Bytes(render(c, kind)?, mode),
+                None => Plan::Keep,
             };
-            let names = std::iter::once(("by-host", &n.hostname))
-                .chain(n.macs.iter().map(|m| ("by-mac", m)));
-            for (sub, name) in names {
-                let path = www.join(sub).join(format!("{name}.{ext}"));
-                planned.insert(path, (n.hostname.clone(), bytes.clone()));
+            for path in outputs(ext) {
+                let plan = match &plan {
+                    Plan::Bytes(b, m) => Plan::Bytes(b.clone(), *m),
+                    Plan::Keep => Plan::Keep,
+                };
+                planned.insert(path, (n.hostname.clone(), plan));
             }
         }
     }
@@ -165,17 +254,34 @@ pub fn build_all(
         std::fs::create_dir_all(&d).map_err(|source| BuildError::Write { path: d, source })?;
     }
     let mut written = BTreeSet::new();
-    for (path, (host, bytes)) in &planned {
+    for (path, (host, plan)) in &planned {
+        let Plan::Bytes(bytes, mode) = plan else {
+            continue;
+        };
         let same = std::fs::read(path).is_ok_and(|old| {
-            let old = zeroize::Zeroizing::new(old);
+            let old = Zeroizing::new(old);
             old.as_slice() == bytes.as_slice()
         });
         if !same {
-            write_private(path, bytes)?;
+            write_mode(path, bytes, *mode)?;
             written.insert(host.clone());
         }
     }
     report.written = written.into_iter().collect();
+    if !sealed_state.is_empty() {
+        std::fs::create_dir_all(&state_dir).map_err(|source| BuildError::Write {
+            path: state_dir.clone(),
+            source,
+        })?;
+    }
+    // Written last: a run interrupted before this point seals those nodes again next time.
+    for (host, digest) in &sealed_state {
+        write_mode(
+            &state_dir.join(host),
+            format!("{digest}\n").as_bytes(),
+            0o600,
+        )?;
+    }
     for sub in ["by-host", "by-mac"] {
         let d = www.join(sub);
         let entries = std::fs::read_dir(&d).map_err(|source| BuildError::Read {
@@ -229,7 +335,7 @@ mod tests {
         );
         std::fs::create_dir_all(nodes_dir.join("_common")).unwrap();
         let opts = Options::default();
-        let r = build_all(&nodes_dir, &www, &opts, None).unwrap();
+        let r = build_all(&nodes_dir, &www, &opts, None, None).unwrap();
         assert_eq!(r.nodes, ["n1", "n2"]);
         assert_eq!(r.written, ["n1", "n2"]);
         let mut names: Vec<String> = ["by-host", "by-mac"]
@@ -272,7 +378,7 @@ mod tests {
 
         // Nothing changed: nothing written (mtimes kept).
         let mtime = std::fs::metadata(&mac1).unwrap().modified().unwrap();
-        let r = build_all(&nodes_dir, &www, &opts, None).unwrap();
+        let r = build_all(&nodes_dir, &www, &opts, None, None).unwrap();
         assert!(r.written.is_empty() && r.removed.is_empty(), "{r:?}");
         assert_eq!(std::fs::metadata(&mac1).unwrap().modified().unwrap(), mtime);
 
@@ -283,10 +389,76 @@ mod tests {
             r#"{"macs": ["52:54:00:aa:00:02"]}"#,
         )
         .unwrap();
-        let r = build_all(&nodes_dir, &www, &opts, None).unwrap();
+        let r = build_all(&nodes_dir, &www, &opts, None, None).unwrap();
         assert_eq!(r.written, ["n1"]);
         assert_eq!(r.removed.len(), 2, "{r:?}");
         assert!(!www.join("by-mac/52:54:00:aa:01:02.cpio").exists());
+    }
+
+    #[test]
+    fn sealed_outputs_need_an_ek_are_public_and_reseal_only_on_change() {
+        let t = tempfile::tempdir().unwrap();
+        let nodes_dir = t.path().join("nodes");
+        let www = t.path().join("www");
+        let eks = t.path().join("eks");
+        std::fs::create_dir_all(&eks).unwrap();
+        node(&nodes_dir, "n1", r#"{"macs": ["52:54:00:aa:00:01"]}"#, "k1");
+        node(&nodes_dir, "n2", r#"{"macs": ["52:54:00:aa:00:02"]}"#, "k2");
+        let opts = Options::default();
+        let sealing = Sealing {
+            ek_dir: eks.clone(),
+            pcr: None,
+        };
+        let ek = include_str!("../tpm/testdata/ek-rsa.pem");
+        std::fs::write(eks.join("n1.pem"), ek).unwrap();
+        // n2 is not enrolled: refused, and nothing is written for anyone.
+        let e = build_all(&nodes_dir, &www, &opts, None, Some(&sealing)).unwrap_err();
+        assert!(
+            matches!(&e, BuildError::NoEk { host, .. } if host == "n2"),
+            "{e}"
+        );
+        assert!(!www.exists());
+        std::fs::write(eks.join("n2.pem"), ek).unwrap();
+
+        let r = build_all(&nodes_dir, &www, &opts, None, Some(&sealing)).unwrap();
+        assert_eq!(r.written, ["n1", "n2"]);
+        let json = www.join("by-mac/52:54:00:aa:00:01.json");
+        let sealed = std::fs::read(&json).unwrap();
+        assert!(crate::tpm::envelope::is_sealed(&sealed));
+        assert!(!String::from_utf8_lossy(&sealed).contains("k1"));
+        assert_eq!(
+            std::fs::metadata(&json).unwrap().permissions().mode() & 0o777,
+            0o644
+        );
+        // The initrd form carries the same sealed envelope.
+        let cpio = std::fs::read(www.join("by-host/n1.cpio")).unwrap();
+        let mut raw = Vec::new();
+        std::io::Read::read_to_end(&mut flate2::read::GzDecoder::new(&cpio[..]), &mut raw).unwrap();
+        assert!(raw.windows(sealed.len()).any(|w| w == sealed.as_slice()));
+        assert!(nodes_dir.join(SEALED_STATE).join("n1").is_file());
+
+        // Unchanged inputs: nothing sealed or written again.
+        let r = build_all(&nodes_dir, &www, &opts, None, Some(&sealing)).unwrap();
+        assert!(r.written.is_empty() && r.removed.is_empty(), "{r:?}");
+        assert_eq!(std::fs::read(&json).unwrap(), sealed);
+
+        // A changed key reseals that node only; a PCR policy reseals every node.
+        std::fs::write(nodes_dir.join("n1/etc/munge/munge.key"), "k1 new").unwrap();
+        let r = build_all(&nodes_dir, &www, &opts, None, Some(&sealing)).unwrap();
+        assert_eq!(r.written, ["n1"]);
+        assert_ne!(std::fs::read(&json).unwrap(), sealed);
+        let with_pcr = Sealing {
+            pcr: Some(PcrPolicy::parse(&format!("7={}", "ab".repeat(32))).unwrap()),
+            ..sealing.clone()
+        };
+        let r = build_all(&nodes_dir, &www, &opts, None, Some(&with_pcr)).unwrap();
+        assert_eq!(r.written, ["n1", "n2"]);
+        // A deleted output is sealed again even though the inputs are unchanged.
+        std::fs::remove_file(www.join("by-host/n2.cpio")).unwrap();
+        let r = build_all(&nodes_dir, &www, &opts, None, Some(&with_pcr)).unwrap();
+        assert_eq!(r.written, ["n2"]);
+        // The state directory is not a node.
+        assert_eq!(r.nodes, ["n1", "n2"]);
     }
 
     #[test]
@@ -297,23 +469,23 @@ mod tests {
         let opts = Options::default();
         node(&nodes_dir, "n1", r#"{"macs": ["52:54:00:aa:00:01"]}"#, "k1");
         let n2 = node(&nodes_dir, "n2", r#"{"macs": ["52:54:00:AA:00:01"]}"#, "k2");
-        let e = build_all(&nodes_dir, &www, &opts, None).unwrap_err();
+        let e = build_all(&nodes_dir, &www, &opts, None, None).unwrap_err();
         assert!(e.to_string().contains("is also the MAC of n1"), "{e}");
         std::fs::write(
             n2.join(super::super::tree::MANIFEST),
             r#"{"macs": ["52-54-00-aa-00-02"]}"#,
         )
         .unwrap();
-        let e = build_all(&nodes_dir, &www, &opts, None).unwrap_err();
+        let e = build_all(&nodes_dir, &www, &opts, None, None).unwrap_err();
         assert!(e.to_string().contains("is not a MAC address"), "{e}");
         std::fs::remove_dir_all(&n2).unwrap();
         node(&nodes_dir, "bad name", "{}", "k");
-        let e = build_all(&nodes_dir, &www, &opts, None).unwrap_err();
+        let e = build_all(&nodes_dir, &www, &opts, None, None).unwrap_err();
         assert!(e.to_string().contains("host name"), "{e}");
         std::fs::remove_dir_all(nodes_dir.join("bad name")).unwrap();
         std::os::unix::fs::symlink(nodes_dir.join("n1"), nodes_dir.join("n3")).unwrap();
         assert!(matches!(
-            build_all(&nodes_dir, &www, &opts, None),
+            build_all(&nodes_dir, &www, &opts, None, None),
             Err(BuildError::Symlink(_))
         ));
         assert!(!www.exists(), "nothing written when a node is refused");

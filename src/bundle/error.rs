@@ -72,6 +72,14 @@ pub enum BuildError {
     },
     #[error("{}: {what}", dir.display())]
     Node { dir: PathBuf, what: String },
+    #[error("node {host} has no enrolled EK in {} ({host}.pem, .crt or .der; `rustlive tpm ek` on the node prints it)", ek_dir.display())]
+    NoEk { host: String, ek_dir: PathBuf },
+    #[error("cannot seal the bundle of node {host}")]
+    Seal {
+        host: String,
+        #[source]
+        source: crate::sealing::CommandError,
+    },
 }
 
 impl BuildError {

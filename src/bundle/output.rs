@@ -84,6 +84,12 @@ fn write_archive(a: &Archive, gz: &mut GzEncoder<&mut Vec<u8>>) -> std::io::Resu
 /// Writes `bytes` to `path` with mode 0600: a new file created 0600 beside it (never readable
 /// beyond that, even for a moment), synced, then renamed over `path`.
 pub fn write_private(path: &Path, bytes: &[u8]) -> Result<(), BuildError> {
+    write_mode(path, bytes, 0o600)
+}
+
+/// Like [`write_private`], with mode `mode` (0644 for a sealed bundle, made to be served to
+/// anyone).
+pub fn write_mode(path: &Path, bytes: &[u8], mode: u32) -> Result<(), BuildError> {
     let err = |source| BuildError::Write {
         path: path.to_path_buf(),
         source,
@@ -102,7 +108,7 @@ pub fn write_private(path: &Path, bytes: &[u8]) -> Result<(), BuildError> {
         let mut f = std::fs::OpenOptions::new()
             .write(true)
             .create_new(true)
-            .mode(0o600)
+            .mode(mode)
             .custom_flags(nix::fcntl::OFlag::O_NOFOLLOW.bits())
             .open(&tmp)?;
         f.write_all(bytes)?;

@@ -2,10 +2,10 @@
 //! manager `/dev/tpmrm0` (else the raw `/dev/tpm0`); in tests swtpm's TCP command channel,
 //! which carries the same bytes.
 
+use crate::deadline::Deadline;
 use std::fs::{File, OpenOptions};
 use std::io::{self, Read, Write};
 use std::net::TcpStream;
-use crate::deadline::Deadline;
 use std::path::{Path, PathBuf};
 use std::sync::mpsc;
 use std::time::Duration;
@@ -227,7 +227,10 @@ mod tests {
         assert_eq!(e.kind(), io::ErrorKind::TimedOut);
         assert!(start.elapsed() < Duration::from_secs(5));
         // The unanswered command keeps the transport: nothing else may be sent.
-        assert_eq!(t.transact(b"y").unwrap_err().kind(), io::ErrorKind::TimedOut);
+        assert_eq!(
+            t.transact(b"y").unwrap_err().kind(),
+            io::ErrorKind::TimedOut
+        );
         assert_eq!(t.describe(), "slow");
     }
 
