@@ -402,16 +402,17 @@ debian_root_hook() {
 		: >"$r/etc/machine-id"
 		printf 'NAME="rustlive Debian root"\n' >"$r/etc/rustlive-root"
 		rm -rf "$r"/var/lib/apt/lists/* "$r"/var/cache/apt/*.bin
-		# A report on the serial console once sshd is up (or after 5 minutes): what the suite
-		# waits for, and what it shows when the node misbehaves.
+		# A report on the console once sshd is up (or after 5 minutes): what the suite shows
+		# when the node misbehaves. Through journald, which opens the console for each line:
+		# serial-getty's vhangup() on ttyS0 cuts off a service's own tty as soon as the login
+		# prompt appears (and /dev/kmsg refuses records over 1 KiB).
 		cat >"$r/etc/systemd/system/debianroot-report.service" <<-'UNIT'
 			[Unit]
 			Description=Report the node's services on the console (rustlive suite)
 			After=basic.target
 			[Service]
 			Type=simple
-			StandardOutput=tty
-			TTYPath=/dev/ttyS0
+			StandardOutput=journal+console
 			ExecStart=/bin/sh -c 'for i in $$(seq 60); do systemctl is-active -q ssh && break; sleep 5; done; systemctl status --no-pager -l -n 15 ssh munge | sed "s/^/DEBIANROOT: /"; ss -tln | sed "s/^/DEBIANROOT: /"; echo "DEBIANROOT: ssh $$(systemctl is-active ssh)"'
 			[Install]
 			WantedBy=multi-user.target
@@ -494,33 +495,30 @@ rsyslog_stop_all() {
 
 DEBNODE="$B/debian-node"
 
-# build/debian-node: the node's SSH host key (kept between runs, as a site keeps it), a munge
-# key carrying the canary, a client key for root, and the secrets bundle (secrets.md format 1)
-# that carries them, as an extra initrd (debian-secrets.cpio).
+# build_debian_secrets SQUASHFS: build/debian-node/tree, the node's bundle tree (kept between
+# runs, as a site keeps it), and debian-secrets.cpio built from it by `rustlive bundle build`.
 build_debian_secrets() {
-	local d=$DEBNODE b64 json
-	mkdir -p "$d"
-	[ -s "$d/ssh_host_ed25519_key" ] ||
-		ssh-keygen -q -t ed25519 -N '' -C node -f "$d/ssh_host_ed25519_key"
+	# The node's tree as a site keeps it for `rustlive bundle build`: host keys generated once
+	# by --ssh-host-keys (ed25519, ecdsa, rsa) and kept, the cluster's munge key 0400
+	# munge:munge by name, root's authorized_keys for the suite's client key; owner names
+	# checked against the image's own accounts. The .cpio is gzip'ed: a plain cat after any
+	# initramfs, or a second iPXE initrd.
+	local d=$DEBNODE t="$DEBNODE/tree" sq=$1 acct="$DEBNODE/accounts"
+	mkdir -p "$t/etc/munge" "$t/root/.ssh"
 	[ -s "$d/client" ] || ssh-keygen -q -t ed25519 -N '' -C suite -f "$d/client"
 	# munged wants at least 32 bytes; the canary must never be printed by anyone.
-	[ -s "$d/munge.key" ] || {
+	[ -s "$t/etc/munge/munge.key" ] || {
 		printf '%s ' "$CANARY" && head -c 64 /dev/urandom | od -An -tx1 | tr -d ' \n'
-	} >"$d/munge.key"
-	b64() { base64 -w0 "$1"; }
-	json="$d/initrd/rustlive/secrets.json"
-	rm -rf "$d/initrd" && mkdir -p "$d/initrd/rustlive"
-	cat >"$json" <<-EOF
-		{"version": 1, "files": [
-		 {"path": "/etc/ssh/ssh_host_ed25519_key", "mode": "0600", "content_base64": "$(b64 "$d/ssh_host_ed25519_key")"},
-		 {"path": "/etc/ssh/ssh_host_ed25519_key.pub", "mode": "0644", "content_base64": "$(b64 "$d/ssh_host_ed25519_key.pub")"},
-		 {"path": "/etc/munge/munge.key", "mode": "0400", "owner": "munge", "group": "munge", "content_base64": "$(b64 "$d/munge.key")"},
-		 {"path": "/root/.ssh/authorized_keys", "mode": "0600", "content_base64": "$(b64 "$d/client.pub")"}
-		]}
-	EOF
-	chmod 0600 "$json"
-	(cd "$d/initrd" && find rustlive | cpio -o -H newc --quiet -R 0:0) >"$d/debian-secrets.cpio"
-	rm -rf "$d/initrd"
+	} >"$t/etc/munge/munge.key"
+	chmod 0400 "$t/etc/munge/munge.key"
+	install -m 0600 "$d/client.pub" "$t/root/.ssh/authorized_keys"
+	printf '{"owners": {"/etc/munge/munge.key": "munge:munge"}, "macs": ["%s"]}\n' "$GUEST_MAC" \
+		>"$t/rustlive-bundle.json"
+	rm -rf "$acct"
+	unsquashfs -q -n -d "$acct" "$sq" etc/passwd etc/group >/dev/null
+	"$BIN" bundle build "$t" --ssh-host-keys --image-root "$acct" -o "$d/debian-secrets.cpio"
+	# What ssh-keyscan must return: exactly these keys (the image's own were removed).
+	cat "$t"/etc/ssh/ssh_host_*_key.pub | cut -d' ' -f1-2 | sort >"$d/host-keys"
 }
 
 # wait_console LOG TIMEOUT OK-REGEX [FAIL-REGEX]: like wait_serial, but leaves the guest

@@ -419,6 +419,8 @@ tpm_prepare() {
 }
 
 # boot_tpm NAME TPM CMDLINE TIMEOUT OK-REGEX FAIL-REGEX: boot() with swtpm TPM attached (TIS).
+# boot_tpm NAME NODE CMDLINE TIMEOUT OK FAIL [standalone]: a boot with NODE's swtpm attached,
+# by the dracut module (nm.img) or the standalone initramfs.
 boot_tpm() {
 	local name=$1 d="$B/tpm/$2" cmdline=$3 timeout=$4 ok=$5 fail=$6 args tpm_pid rc=0
 	rm -f "$d/sock"
@@ -429,7 +431,11 @@ boot_tpm() {
 		[ -S "$d/sock" ] && break
 		sleep 0.25
 	done
-	mapfile -t args < <(direct_boot_args "$IMG/nm.img" "$cmdline")
+	if [ "${7:-}" = standalone ]; then
+		mapfile -t args < <(direct_boot_args "$IMG/sa.img" "$SA_ARGS $cmdline")
+	else
+		mapfile -t args < <(direct_boot_args "$IMG/nm.img" "$cmdline")
+	fi
 	LOG="$LOGS/$name.log"
 	qemu_start "$LOG" "${args[@]}" -chardev "socket,id=chrtpm,path=$d/sock" \
 		-tpmdev "emulator,id=tpm0,chardev=chrtpm" -device "tpm-tis,tpmdev=tpm0"
@@ -466,6 +472,17 @@ t_secrets_tpm_other() {
 		check 'sealed to another TPM' "the reason on the console" &&
 		check 'boot failed \(exit code 6' "exit code 6 (secrets)" &&
 		check_not 'TESTROOT' "the image's init" && check_not "$CANARY" "a secret value"
+}
+
+t_standalone_tpm() {
+	# The standalone initramfs opens the sealed bundle too (the TPM drivers are built into
+	# Debian's kernel; the builder adds tpm_tis/tpm_crb where they are modules).
+	tpm_sealed_bundle || return 1
+	boot_tpm standalone-tpm node-a \
+		"root=live:$URL/root.squashfs rd.rustlive.sha256=$(sha_of root.squashfs) rd.rustlive.secrets=$URL/nodes/{mac}.sealed $TPM_CMDLINE" \
+		300 'TESTROOT: done' "$SA_NOBOOT" standalone && sa_booted && secrets_ok &&
+		check 'sealed bundle opened with this node' "the bundle opened by the node's TPM" &&
+		check_not "$CANARY" "a secret value"
 }
 
 t_initramfs_cache_key() {
@@ -529,51 +546,51 @@ ssh_node() {
 		root@127.0.0.1 "$@"
 }
 
-t_debian_root() {
-	# A real Debian 12 (systemd, sshd, munge) booted by the dracut module (NetworkManager), its
-	# host key, munge key and root's authorized_keys from its secrets bundle.
-	local sq img rc=0 keys want state
+# The Debian root's command line: image pinned by hash, boot logs to the suite's collector.
+debian_cmdline() {
+	echo "root=live:$URL/debian.squashfs rd.rustlive.sha256=$(sha_of debian.squashfs) rd.rustlive.syslog=udp://10.0.2.2:$SYSLOG_UDP"
+}
+
+debian_prepare() {
+	local sq
 	sq=$(build_debian_root) || return 1
 	ln -f "$sq" "$WWW/debian.squashfs" 2>/dev/null || cp "$sq" "$WWW/debian.squashfs"
-	build_debian_secrets
-	img="$IMG/nm+debian.img"
-	cp "$IMG/nm.img" "$img"
-	truncate -s %4 "$img"
-	cat "$DEBNODE/debian-secrets.cpio" >>"$img"
+	build_debian_secrets "$sq" || return 1
 	syslog_up
 	: >"$SYSLOG_LOG"
 	SSHPORT=$(free_port)
-	printf '[127.0.0.1]:%s %s\n' "$SSHPORT" "$(cut -d' ' -f1-2 "$DEBNODE/ssh_host_ed25519_key.pub")" \
-		>"$DEBNODE/known_hosts"
-	LOG="$LOGS/debian-root.log"
-	qemu_start "$LOG" -kernel "$KERNEL" -initrd "$img" \
-		-append "console=ttyS0 root=live:$URL/debian.squashfs rd.rustlive.sha256=$(sha_of debian.squashfs) rd.rustlive.syslog=udp://10.0.2.2:$SYSLOG_UDP" \
-		-netdev "user,id=n0,hostfwd=tcp:127.0.0.1:$SSHPORT-:22" -device "virtio-net-pci,netdev=n0,mac=$GUEST_MAC"
-	wait_console "$LOG" 600 'login:' "$NOBOOT" || rc=1
-	# sshd may come up after the login prompt (TCG, a loaded machine).
-	if [ "$rc" -eq 0 ] && ! wait_console "$LOG" 330 'DEBIANROOT: ssh active'; then
-		say "  ssh.service did not start:"
-		tr -d '\r' <"$LOG" | grep -a 'DEBIANROOT:' >&2
-		rc=1
-	fi
+	sed "s/^/[127.0.0.1]:$SSHPORT /" "$DEBNODE/host-keys" >"$DEBNODE/known_hosts"
+}
+
+# debian_run NAME NETDEV-OPTIONS QEMU-ARGS...: boots the Debian root with sshd forwarded to
+# 127.0.0.1:SSHPORT and checks it from the host: exactly the injected host keys, munged running
+# with the injected key at 0400 munge:munge, the system state, the overlay root; then that no
+# secret reached the console or the collector.
+debian_run() {
+	local name=$1 netopts=$2 rc=0 keys state
+	shift 2
+	LOG="$LOGS/$name.log"
+	qemu_start "$LOG" "$@" -netdev "user,id=n0$netopts,hostfwd=tcp:127.0.0.1:$SSHPORT-:22" \
+		-device "virtio-net-pci,netdev=n0,mac=$GUEST_MAC"
+	wait_console "$LOG" 600 'login:' "$NOBOOT|$SA_NOBOOT" || rc=1
 	if [ "$rc" -eq 0 ]; then
-		# Exactly the injected host key, and no other (the image's own were removed).
-		keys=$(for _ in $(seq 10); do
+		# sshd may come up after the login prompt (TCG, a loaded machine): up to 5 minutes.
+		keys=$(end=$((SECONDS + 300)); while [ "$SECONDS" -lt "$end" ]; do
 			out=$(ssh-keyscan -T 10 -p "$SSHPORT" 127.0.0.1 2>/dev/null) && [ -n "$out" ] && {
 				echo "$out" | cut -d' ' -f2- | sort
 				break
 			}
 			sleep 3
 		done)
-		want=$(cut -d' ' -f1-2 "$DEBNODE/ssh_host_ed25519_key.pub")
-		[ "$keys" = "$want" ] || {
-			say "  ssh-keyscan returned: ${keys:-nothing}; injected: $want"
+		[ "$keys" = "$(cat "$DEBNODE/host-keys")" ] || {
+			say "  ssh-keyscan returned: ${keys:-nothing}; injected: $(cat "$DEBNODE/host-keys")"
+			tr -d '\r' <"$LOG" | grep -a 'DEBIANROOT:' >&2
 			rc=1
 		}
 	fi
 	if [ "$rc" -eq 0 ]; then
 		# First line: the system state (once boot is over); then the failed units, if any.
-		ssh_node sh -s >"$LOGS/debian-root.ssh" 2>&1 <<-'EOF' || true
+		ssh_node sh -s >"$LOGS/$name.ssh" 2>&1 <<-'EOF' || true
 			timeout 240 systemctl is-system-running --wait
 			systemctl --failed --no-legend --plain
 			echo "munge $(systemctl is-active munge)"
@@ -582,18 +599,18 @@ t_debian_root() {
 			munge -n | unmunge | grep '^STATUS'
 			echo "root $(findmnt -no FSTYPE /)"
 		EOF
-		sed 's/^/    node: /' "$LOGS/debian-root.ssh" >&2
-		state=$(head -n1 "$LOGS/debian-root.ssh")
+		sed 's/^/    node: /' "$LOGS/$name.ssh" >&2
+		state=$(head -n1 "$LOGS/$name.ssh")
 		case "$state" in
 		running | degraded) ;;
 		*) say "  systemctl is-system-running: ${state:-no answer}" && rc=1 ;;
 		esac
-		grep -qx 'munge active' "$LOGS/debian-root.ssh" || { say "  munged is not active" && rc=1; }
-		grep -qx 'key 400 munge:munge' "$LOGS/debian-root.ssh" || { say "  munge key not 0400 munge:munge" && rc=1; }
-		grep -qx "keysum $(sha256sum <"$DEBNODE/munge.key" | cut -d' ' -f1)" "$LOGS/debian-root.ssh" ||
+		grep -qx 'munge active' "$LOGS/$name.ssh" || { say "  munged is not active" && rc=1; }
+		grep -qx 'key 400 munge:munge' "$LOGS/$name.ssh" || { say "  munge key not 0400 munge:munge" && rc=1; }
+		grep -qx "keysum $(sha256sum <"$DEBNODE/tree/etc/munge/munge.key" | cut -d' ' -f1)" "$LOGS/$name.ssh" ||
 			{ say "  the munge key is not the injected one" && rc=1; }
-		grep -q '^STATUS: *Success' "$LOGS/debian-root.ssh" || { say "  munge -n | unmunge failed" && rc=1; }
-		grep -qx 'root overlay' "$LOGS/debian-root.ssh" || { say "  / is not the overlay" && rc=1; }
+		grep -q '^STATUS: *Success' "$LOGS/$name.ssh" || { say "  munge -n | unmunge failed" && rc=1; }
+		grep -qx 'root overlay' "$LOGS/$name.ssh" || { say "  / is not the overlay" && rc=1; }
 	fi
 	kill "$QEMU_PID" 2>/dev/null || true
 	wait "$QEMU_PID" 2>/dev/null || true
@@ -606,6 +623,35 @@ t_debian_root() {
 		say "  a secret value at the collector"
 		return 1
 	fi
+}
+
+t_debian_root() {
+	# A real Debian 12 (systemd, sshd, munge) booted by the dracut module (NetworkManager); its
+	# bundle (`rustlive bundle build`) appended to the initramfs with a plain cat.
+	debian_prepare || return 1
+	local img="$IMG/nm+debian.img"
+	cp "$IMG/nm.img" "$img"
+	cat "$DEBNODE/debian-secrets.cpio" >>"$img"
+	debian_run debian-root "" -kernel "$KERNEL" -initrd "$img" -append "console=ttyS0 $(debian_cmdline)"
+}
+
+t_debian_root_pxe() {
+	# The same root through real PXE: iPXE loads the standalone initramfs and the node's own
+	# bundle by ${mac}, as a site's boot server serves them.
+	debian_prepare || return 1
+	mkdir -p "$B/tftp" "$WWW/boot" "$WWW/debian-nodes/by-mac"
+	ln -sf "$KERNEL" "$WWW/boot/vmlinuz"
+	ln -sf "$IMG/sa.img" "$WWW/boot/standalone.img"
+	cp "$DEBNODE/debian-secrets.cpio" "$WWW/debian-nodes/by-mac/$GUEST_MAC.cpio"
+	cat >"$B/tftp/debian.ipxe" <<-EOF
+		#!ipxe
+		kernel $URL/boot/vmlinuz console=ttyS0 $SA_ARGS $(debian_cmdline)
+		initrd $URL/boot/standalone.img
+		initrd $URL/debian-nodes/by-mac/\${mac}.cpio
+		boot
+	EOF
+	debian_run debian-root-pxe ",tftp=$B/tftp,bootfile=debian.ipxe" -boot n &&
+		grep -q "GET /debian-nodes/by-mac/$GUEST_MAC.cpio HTTP/1.1\" 200" "$B/nginx/main/logs/access.log"
 }
 
 # --- standalone initramfs (rustlive as /init, no dracut) --------------------------------------
@@ -761,8 +807,8 @@ ALL="initramfs_cache_key happy_nm happy_networkd livenet_cmdline root_http_alias
 secrets_initrd secrets_cat secrets_cat_plain secrets_https no_network signature_valid signature_missing pxe no_systemd
 no_systemd_fail file_image no_systemd_file pid1_switch_root syslog_failure oci secrets_tpm secrets_tpm_other
 standalone_virtio standalone_e1000e standalone_static standalone_hash_mismatch standalone_no_nic
-standalone_no_driver standalone_no_dhcp standalone_pxe standalone_secrets_mtls"
-# Not in the default list yet: debian_root (run it by name; see the README).
+standalone_no_driver standalone_no_dhcp standalone_pxe standalone_secrets_mtls standalone_tpm
+debian_root debian_root_pxe"
 
 # shellcheck disable=SC2086 # the default list is split on whitespace
 [ $# -gt 0 ] || set -- $ALL

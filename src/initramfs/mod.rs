@@ -33,7 +33,9 @@ pub const NIC_MODULES: &[&str] = &[
 ];
 
 /// Bus drivers a NIC sits behind: without virtio_pci no virtio device ever appears.
-pub const BUS_MODULES: &[&str] = &["virtio_pci"];
+/// Also: the TPM interface drivers, for sealed bundles (built into Debian's and Fedora's kernels,
+/// modules elsewhere; loaded by their ACPI modalias like any other device's driver).
+pub const BUS_MODULES: &[&str] = &["virtio_pci", "tpm_tis", "tpm_crb"];
 
 /// PCI aliases of the kernel's network drivers that were left out, so that a node with a NIC
 /// but no driver for it can name the module to add (see [`crate::coldplug`]).
