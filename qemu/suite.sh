@@ -485,6 +485,15 @@ t_standalone_tpm() {
 		check_not "$CANARY" "a secret value"
 }
 
+t_standalone_oci() {
+	# The standalone initramfs pulls the image from the registry too, pinned by digest.
+	registry_start || return 1
+	sa_boot standalone-oci "$IMG/sa.img" "root=live:oci+http://10.0.2.2:$REGPORT/rustlive/root@$OCI_DIGEST" \
+		300 'TESTROOT: done' "$SA_NOBOOT" && sa_booted &&
+		check 'manifest digest verified' "the pinned manifest checked" &&
+		check "root layer sha256:$(sha_of root.squashfs)" "the layer chosen by media type"
+}
+
 t_initramfs_cache_key() {
 	# The cache key covers every input: demo's nm.img (no test CA) never passes for the suite's.
 	LOG="$LOGS/initramfs-cache-key.log"
@@ -650,8 +659,10 @@ t_debian_root_pxe() {
 		initrd $URL/debian-nodes/by-mac/\${mac}.cpio
 		boot
 	EOF
+	# iPXE percent-encodes the colons of ${mac} in the request line.
 	debian_run debian-root-pxe ",tftp=$B/tftp,bootfile=debian.ipxe" -boot n &&
-		grep -q "GET /debian-nodes/by-mac/$GUEST_MAC.cpio HTTP/1.1\" 200" "$B/nginx/main/logs/access.log"
+		grep -Eq "GET /debian-nodes/by-mac/($GUEST_MAC|${GUEST_MAC//:/%3A})\.cpio HTTP/1\.1\" 200" \
+			"$B/nginx/main/logs/access.log"
 }
 
 # --- standalone initramfs (rustlive as /init, no dracut) --------------------------------------
@@ -807,7 +818,7 @@ ALL="initramfs_cache_key happy_nm happy_networkd livenet_cmdline root_http_alias
 secrets_initrd secrets_cat secrets_cat_plain secrets_https no_network signature_valid signature_missing pxe no_systemd
 no_systemd_fail file_image no_systemd_file pid1_switch_root syslog_failure oci secrets_tpm secrets_tpm_other
 standalone_virtio standalone_e1000e standalone_static standalone_hash_mismatch standalone_no_nic
-standalone_no_driver standalone_no_dhcp standalone_pxe standalone_secrets_mtls standalone_tpm
+standalone_no_driver standalone_no_dhcp standalone_pxe standalone_secrets_mtls standalone_tpm standalone_oci
 debian_root debian_root_pxe"
 
 # shellcheck disable=SC2086 # the default list is split on whitespace
