@@ -1,7 +1,9 @@
-//! Shared test helpers: a fault-injecting HTTP/1.1 server, TLS material, nginx, rsyslog.
+//! Shared test helpers: a fault-injecting HTTP/1.1 server, TLS material, nginx, rsyslog, root
+//! images.
 #![allow(dead_code)]
 
 pub mod http;
+pub mod image;
 pub mod nginx;
 pub mod registry;
 pub mod rsyslog;
