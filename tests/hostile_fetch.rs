@@ -123,6 +123,7 @@ fn secs(n: u64) -> Duration {
 
 /// Fetches `path` from `s` by its secret URL with `args` into a fresh destination, `limit`
 /// seconds allowed; asserts the common checks, exit `code` and that nothing was written.
+#[track_caller]
 fn fetch_fails(s: &Server, path: &str, args: &[&str], limit: u64, code: i32) -> Run {
     let (_d, p) = dest();
     let r = fetch(args, &p, &secret_url(s, path), secs(limit));
@@ -132,6 +133,7 @@ fn fetch_fails(s: &Server, path: &str, args: &[&str], limit: u64, code: i32) -> 
 
 /// Fetches `path` from `s` like [`fetch_fails`], but asserts the common checks and success;
 /// returns the bytes written.
+#[track_caller]
 fn fetch_ok(s: &Server, path: &str, args: &[&str], limit: u64) -> (Vec<u8>, Run) {
     let (_d, p) = dest();
     let r = fetch(args, &p, &secret_url(s, path), secs(limit));
