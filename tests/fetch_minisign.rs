@@ -6,7 +6,7 @@ mod support;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use support::http::{Reply, Server};
-use support::random_bytes;
+use support::{random_bytes, run_ok};
 
 struct Keys {
     dir: tempfile::TempDir,
@@ -57,16 +57,14 @@ impl Keys {
         if legacy {
             c.arg("-l");
         }
-        let o = c
-            .arg("-s")
-            .arg(self.dir.path().join("site.key"))
-            .arg("-m")
-            .arg(&f)
-            .arg("-x")
-            .arg(&sig)
-            .output()
-            .unwrap();
-        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        run_ok(
+            c.arg("-s")
+                .arg(self.dir.path().join("site.key"))
+                .arg("-m")
+                .arg(&f)
+                .arg("-x")
+                .arg(&sig),
+        );
         std::fs::read(sig).unwrap()
     }
 }

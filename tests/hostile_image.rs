@@ -18,7 +18,8 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::time::{Duration, Instant};
-use support::image::{self, run, Fs};
+use support::image::{self, Fs};
+use support::run_ok;
 
 const ALL: [Fs; 4] = [Fs::Squashfs, Fs::Erofs, Fs::Ext4, Fs::Iso];
 
@@ -405,7 +406,7 @@ fn nested_truncated_and_special_images() {
     fx.refused(&img, &["not a regular file but a directory"]);
     // A FIFO would hang an open for reading; it is refused without being opened.
     let img = fx.outer_squashfs("nested-fifo.squashfs", |live| {
-        run(Command::new("mkfifo").arg(live.join("rootfs.img")));
+        run_ok(Command::new("mkfifo").arg(live.join("rootfs.img")));
     });
     let t = Instant::now();
     fx.refused(&img, &["not a regular file but a FIFO"]);
@@ -432,9 +433,11 @@ fn hostile_iso_contents() {
     std::fs::create_dir_all(iso_src.join("LiveOS")).unwrap();
     std::fs::write(iso_src.join("README"), "no image here\n").unwrap();
     let img = fx.path("empty.iso");
-    run(Command::new("xorriso")
-        .args(["-as", "mkisofs", "-quiet", "-R", "-o"])
-        .args([&img, &iso_src]));
+    run_ok(
+        Command::new("xorriso")
+            .args(["-as", "mkisofs", "-quiet", "-R", "-o"])
+            .args([&img, &iso_src]),
+    );
     if kernel_has_isofs() {
         fx.refused(&img, &["holds no LiveOS/squashfs.img"]);
     } else {
@@ -446,9 +449,11 @@ fn hostile_iso_contents() {
     prefix(&sq, &iso_src.join("LiveOS/squashfs.img"), len / 2);
     std::fs::remove_file(&sq).unwrap();
     let img = fx.path("cut-inside.iso");
-    run(Command::new("xorriso")
-        .args(["-as", "mkisofs", "-quiet", "-R", "-o"])
-        .args([&img, &iso_src]));
+    run_ok(
+        Command::new("xorriso")
+            .args(["-as", "mkisofs", "-quiet", "-R", "-o"])
+            .args([&img, &iso_src]),
+    );
     if kernel_has_isofs() {
         fx.refused(&img, &["LiveOS/squashfs.img", "truncated squashfs"]);
     } else {

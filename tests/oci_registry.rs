@@ -11,7 +11,7 @@ use std::process::{Command, Output};
 use std::time::Duration;
 use support::http::{Reply, Server};
 use support::registry::{Proxy, ProxyFault, Registry};
-use support::{random_bytes, sha256_hex};
+use support::{random_bytes, run_ok, sha256_hex};
 
 const RUSTLIVE: &str = env!("CARGO_BIN_EXE_rustlive");
 
@@ -166,20 +166,12 @@ fn publish_then_pull_by_digest_and_tag_and_skopeo_agrees() {
     assert_eq!(cmdline, format!("root=live:{pinned}"));
 
     // An independent client reads the same manifest, with our media type in it.
-    let out = Command::new("skopeo")
-        .args([
-            "inspect",
-            "--raw",
-            "--tls-verify=false",
-            &format!("docker://{}/site/compute:v1", reg.addr),
-        ])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let out = run_ok(Command::new("skopeo").args([
+        "inspect",
+        "--raw",
+        "--tls-verify=false",
+        &format!("docker://{}/site/compute:v1", reg.addr),
+    ]));
     assert_eq!(format!("sha256:{}", sha256_hex(&out.stdout)), digest);
     let m: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(
@@ -776,33 +768,25 @@ fn the_signature_layer_is_checked_with_the_installed_key() {
     let (img, file) = image_file(dir.path(), "root.squashfs", 1 << 20, 12);
     let (pk, sk) = (dir.path().join("k.pub"), dir.path().join("k.key"));
     let keygen = |p: &Path, s: &Path| {
-        let o = Command::new("minisign")
-            .args([
-                "-G",
-                "-W",
-                "-f",
-                "-p",
-                p.to_str().unwrap(),
-                "-s",
-                s.to_str().unwrap(),
-            ])
-            .output()
-            .unwrap();
-        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        run_ok(Command::new("minisign").args([
+            "-G",
+            "-W",
+            "-f",
+            "-p",
+            p.to_str().unwrap(),
+            "-s",
+            s.to_str().unwrap(),
+        ]));
     };
     keygen(&pk, &sk);
     let sig = dir.path().join("root.squashfs.minisig");
-    let o = Command::new("minisign")
-        .args([
-            "-S",
-            "-s",
-            sk.to_str().unwrap(),
-            "-m",
-            file.to_str().unwrap(),
-        ])
-        .output()
-        .unwrap();
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    run_ok(Command::new("minisign").args([
+        "-S",
+        "-s",
+        sk.to_str().unwrap(),
+        "-m",
+        file.to_str().unwrap(),
+    ]));
     let r = format!("oci+http://{}/site/signed:v1", reg.addr);
     let (digest, _) = publish(&file, &r, &["--signature", sig.to_str().unwrap()]);
     let pinned = format!("oci+http://{}/site/signed@{digest}", reg.addr);

@@ -1,6 +1,7 @@
 //! Root images built with the real tools (mksquashfs, mkfs.erofs, mkfs.ext4, xorriso), and the
 //! check that a test may build and mount them at all.
 
+use super::run_ok;
 use std::path::Path;
 use std::process::Command;
 
@@ -39,30 +40,28 @@ macro_rules! require {
     };
 }
 
-/// Runs `cmd`, failing the test when it does not succeed.
-pub fn run(cmd: &mut Command) {
-    let out = cmd.output().expect("spawn");
-    assert!(
-        out.status.success(),
-        "{cmd:?} failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
 /// Builds an image of format `fs` from the directory `src` into `out`; an ext4 image is
 /// `ext4_size` large (a mkfs.ext4 size such as "16M").
 pub fn build(fs: Fs, src: &Path, out: &Path, ext4_size: &str) {
     match fs {
-        Fs::Squashfs => run(Command::new("mksquashfs").args([src, out]).args([
-            "-noappend",
-            "-quiet",
-            "-no-progress",
-        ])),
-        Fs::Erofs => run(Command::new("mkfs.erofs").arg("--quiet").args([out, src])),
-        Fs::Ext4 => run(Command::new("mkfs.ext4")
-            .args(["-q", "-F", "-d"])
-            .args([src, out])
-            .arg(ext4_size)),
+        Fs::Squashfs => {
+            run_ok(Command::new("mksquashfs").args([src, out]).args([
+                "-noappend",
+                "-quiet",
+                "-no-progress",
+            ]));
+        }
+        Fs::Erofs => {
+            run_ok(Command::new("mkfs.erofs").arg("--quiet").args([out, src]));
+        }
+        Fs::Ext4 => {
+            run_ok(
+                Command::new("mkfs.ext4")
+                    .args(["-q", "-F", "-d"])
+                    .args([src, out])
+                    .arg(ext4_size),
+            );
+        }
         Fs::Iso => {
             let iso_src = out.with_extension("isodir");
             std::fs::create_dir_all(iso_src.join("LiveOS")).unwrap();
@@ -72,9 +71,11 @@ pub fn build(fs: Fs, src: &Path, out: &Path, ext4_size: &str) {
                 &iso_src.join("LiveOS/squashfs.img"),
                 ext4_size,
             );
-            run(Command::new("xorriso")
-                .args(["-as", "mkisofs", "-quiet", "-R", "-V", "HOSTILE", "-o"])
-                .args([out, &iso_src]));
+            run_ok(
+                Command::new("xorriso")
+                    .args(["-as", "mkisofs", "-quiet", "-R", "-V", "HOSTILE", "-o"])
+                    .args([out, &iso_src]),
+            );
             std::fs::remove_dir_all(&iso_src).unwrap();
         }
     }
