@@ -3,6 +3,8 @@
 //! `unshare -m --propagation private cargo test --test assemble`. Without root or the tools they
 //! skip with a printed reason. Loop devices are global, so every test checks it left none.
 
+mod support;
+
 use rustlive::image::ImageError;
 use rustlive::mount::{self, AssembleError, AssembleOptions};
 use rustlive::rootfs::NotBootable;
@@ -13,66 +15,13 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
+use support::image::{self, Fs};
 
 const HELLO: &str = "hello from the image\n";
 
-fn skip_reason(tools: &[&str]) -> Option<String> {
-    if !rustlive::testing::is_root() {
-        return Some("needs root (mounts and loop devices)".into());
-    }
-    if !Path::new("/dev/loop-control").exists() {
-        return Some("no /dev/loop-control".into());
-    }
-    for t in tools {
-        let found = std::env::var_os("PATH")
-            .map(|p| std::env::split_paths(&p).any(|d| d.join(t).is_file()))
-            .unwrap_or(false);
-        if !found {
-            return Some(format!("{t} is not installed"));
-        }
-    }
-    None
-}
-
-macro_rules! require {
-    ($($tool:expr),*) => {
-        if let Some(why) = skip_reason(&[$($tool),*]) {
-            rustlive::testing::skip(&why);
-            return;
-        }
-    };
-}
-
-#[derive(Clone, Copy, Debug)]
-enum Fs {
-    Squashfs,
-    Erofs,
-    Ext4,
-}
-
-fn run(cmd: &mut Command) {
-    let out = cmd.output().expect("spawn");
-    assert!(
-        out.status.success(),
-        "{cmd:?} failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
 /// Builds an image of format `fs` from the directory `src`.
 fn build(fs: Fs, src: &Path, out: &Path) {
-    match fs {
-        Fs::Squashfs => run(Command::new("mksquashfs").args([src, out]).args([
-            "-noappend",
-            "-quiet",
-            "-no-progress",
-        ])),
-        Fs::Erofs => run(Command::new("mkfs.erofs").arg("--quiet").args([out, src])),
-        Fs::Ext4 => run(Command::new("mkfs.ext4")
-            .args(["-q", "-F", "-d"])
-            .args([src, out])
-            .arg("16M")),
-    }
+    image::build(fs, src, out, "16M");
 }
 
 /// Writes a minimal bootable root (or one missing `init` / `os-release`) into `dir`.
@@ -274,6 +223,7 @@ impl Fs {
             Fs::Squashfs => "squashfs",
             Fs::Erofs => "erofs",
             Fs::Ext4 => "ext4",
+            Fs::Iso => "iso9660",
         }
     }
 }
@@ -428,16 +378,7 @@ fn truncated_squashfs_is_refused_before_mounting() {
     let src = fx.path("src");
     make_root(&src, true, true);
     // Incompressible data, so that half of the image misses part of the filesystem.
-    let mut x = 0x9e37_79b9_7f4a_7c15u64;
-    let noise: Vec<u8> = (0..256 << 10)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x as u8
-        })
-        .collect();
-    std::fs::write(src.join("noise"), noise).unwrap();
+    std::fs::write(src.join("noise"), image::incompressible(256 << 10)).unwrap();
     let img = fx.path("root.img");
     build(Fs::Squashfs, &src, &img);
     let len = std::fs::metadata(&img).unwrap().len();

@@ -85,6 +85,11 @@ impl Site {
         self.tmp.path().join(rel)
     }
 
+    /// Replaces the node tree's manifest with `json`.
+    fn manifest(&self, json: &str) {
+        write(&self.p("node/rustlive-bundle.json"), json, 0o644);
+    }
+
     fn s(&self, rel: &str) -> String {
         self.p(rel).to_str().unwrap().to_string()
     }
@@ -333,13 +338,7 @@ fn hostile_trees_are_refused_with_the_nodes_messages() {
         ),
         (
             "a manifest path outside the tree",
-            Box::new(|s: &Site| {
-                write(
-                    &s.p("node/rustlive-bundle.json"),
-                    r#"{"owners": {"/etc/../../x": "root"}}"#,
-                    0o644,
-                )
-            }),
+            Box::new(|s: &Site| s.manifest(r#"{"owners": {"/etc/../../x": "root"}}"#)),
             Rule::PathNotNormalized.to_string(),
         ),
         (
@@ -356,44 +355,28 @@ fn hostile_trees_are_refused_with_the_nodes_messages() {
         (
             "a manifest naming a file absent from the tree",
             Box::new(|s: &Site| {
-                write(
-                    &s.p("node/rustlive-bundle.json"),
-                    r#"{"owners": {"/etc/rustlive-test/tokn": "root:munge"}}"#,
-                    0o644,
-                )
+                s.manifest(r#"{"owners": {"/etc/rustlive-test/tokn": "root:munge"}}"#)
             }),
             "names /etc/rustlive-test/tokn, which is not a file of".into(),
         ),
         (
             "an owner name absent from the image",
             Box::new(|s: &Site| {
-                write(
-                    &s.p("node/rustlive-bundle.json"),
-                    r#"{"owners": {"/etc/rustlive-test/token": "slurm:munge"}}"#,
-                    0o644,
-                )
+                s.manifest(r#"{"owners": {"/etc/rustlive-test/token": "slurm:munge"}}"#)
             }),
             Rule::UnknownOwner.to_string(),
         ),
         (
             "a group name absent from the image",
             Box::new(|s: &Site| {
-                write(
-                    &s.p("node/rustlive-bundle.json"),
-                    r#"{"owners": {"/etc/rustlive-test/token": "root:slurm"}}"#,
-                    0o644,
-                )
+                s.manifest(r#"{"owners": {"/etc/rustlive-test/token": "root:slurm"}}"#)
             }),
             Rule::UnknownGroup.to_string(),
         ),
         (
             "a malformed owner name",
             Box::new(|s: &Site| {
-                write(
-                    &s.p("node/rustlive-bundle.json"),
-                    r#"{"owners": {"/etc/rustlive-test/token": "bad name"}}"#,
-                    0o644,
-                )
+                s.manifest(r#"{"owners": {"/etc/rustlive-test/token": "bad name"}}"#)
             }),
             Rule::IdSyntax("owner").to_string(),
         ),
@@ -426,17 +409,21 @@ fn build_all_names_outputs_by_mac_and_host() {
     let nodes = s.p("nodes");
     std::fs::create_dir(&nodes).unwrap();
     std::fs::rename(s.p("node"), nodes.join("n001")).unwrap();
-    let (code, out) = run(&[
-        "bundle",
-        "build-all",
-        nodes.to_str().unwrap(),
-        "--common",
-        &s.s("common"),
-        "-o",
-        &s.s("www"),
-    ]);
-    assert_eq!(code, 0, "{out}");
-    assert!(out.contains("1 nodes: 1 written, 0 unchanged"), "{out}");
+    // `bundle build-all` of the one node into www/, which must succeed and say `counts`.
+    let build_all = |counts: &str| {
+        let (code, out) = run(&[
+            "bundle",
+            "build-all",
+            nodes.to_str().unwrap(),
+            "--common",
+            &s.s("common"),
+            "-o",
+            &s.s("www"),
+        ]);
+        assert_eq!(code, 0, "{out}");
+        assert!(out.contains(&format!("1 nodes: {counts}")), "{out}");
+    };
+    build_all("1 written, 0 unchanged");
     let by_mac = s.p("www/by-mac/52:54:00:12:34:56.cpio");
     assert_eq!(
         std::fs::read(&by_mac).unwrap(),
@@ -458,17 +445,7 @@ fn build_all_names_outputs_by_mac_and_host() {
         std::fs::read(&by_mac).unwrap(),
         std::fs::read(s.p("one.cpio")).unwrap()
     );
-    let (code, out) = run(&[
-        "bundle",
-        "build-all",
-        nodes.to_str().unwrap(),
-        "--common",
-        &s.s("common"),
-        "-o",
-        &s.s("www"),
-    ]);
-    assert_eq!(code, 0, "{out}");
-    assert!(out.contains("1 nodes: 0 written, 1 unchanged"), "{out}");
+    build_all("0 written, 1 unchanged");
 }
 
 #[test]

@@ -6,7 +6,7 @@ mod support;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use support::http::{Reply, Server};
-use support::random_bytes;
+use support::{random_bytes, run_ok};
 
 struct Keys {
     dir: tempfile::TempDir,
@@ -35,6 +35,18 @@ impl Keys {
         self.dir.path().join("site.pub")
     }
 
+    /// `rustlive fetch --pubkey` (this key) of `/img` from `s` into `out` here: the output
+    /// and `out`.
+    fn fetch(&self, s: &Server) -> (Output, PathBuf) {
+        let out = self.dir.path().join("out");
+        let o = fetch(
+            &["--pubkey", self.public().to_str().unwrap()],
+            &out,
+            &s.url("/img"),
+        );
+        (o, out)
+    }
+
     /// Signs `data` (prehashed, or legacy with `-l`) and returns the .minisig text.
     fn sign(&self, data: &[u8], legacy: bool) -> Vec<u8> {
         let f = self.dir.path().join("data");
@@ -45,16 +57,14 @@ impl Keys {
         if legacy {
             c.arg("-l");
         }
-        let o = c
-            .arg("-s")
-            .arg(self.dir.path().join("site.key"))
-            .arg("-m")
-            .arg(&f)
-            .arg("-x")
-            .arg(&sig)
-            .output()
-            .unwrap();
-        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        run_ok(
+            c.arg("-s")
+                .arg(self.dir.path().join("site.key"))
+                .arg("-m")
+                .arg(&f)
+                .arg("-x")
+                .arg(&sig),
+        );
         std::fs::read(sig).unwrap()
     }
 }
@@ -78,6 +88,26 @@ fn fetch(args: &[&str], out: &Path, url: &str) -> Output {
         .unwrap()
 }
 
+/// Asserts that the fetch succeeded and wrote exactly `want` to `out`.
+#[track_caller]
+fn assert_fetched(o: &Output, out: &Path, want: &[u8]) {
+    assert_eq!(
+        o.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    assert_eq!(std::fs::read(out).unwrap(), want);
+}
+
+/// Asserts that the fetch failed verification (exit 4) saying `want`.
+#[track_caller]
+fn assert_refused(o: &Output, want: &str) {
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(4), "{err}");
+    assert!(err.contains(want), "{err}");
+}
+
 fn image_requests(s: &Server) -> usize {
     s.requests().iter().filter(|r| r.path == "/img").count()
 }
@@ -87,19 +117,8 @@ fn valid_signature_is_accepted() {
     let Some(k) = Keys::new() else { return };
     let img = random_bytes(400_000, 31);
     let s = serve(img.clone(), Some(k.sign(&img, false)));
-    let out = k.dir.path().join("out");
-    let o = fetch(
-        &["--pubkey", k.public().to_str().unwrap()],
-        &out,
-        &s.url("/img"),
-    );
-    assert_eq!(
-        o.status.code(),
-        Some(0),
-        "{}",
-        String::from_utf8_lossy(&o.stderr)
-    );
-    assert_eq!(std::fs::read(&out).unwrap(), img);
+    let (o, out) = k.fetch(&s);
+    assert_fetched(&o, &out, &img);
 }
 
 #[test]
@@ -126,13 +145,7 @@ fn keys_dir_and_explicit_signature_url() {
         &out,
         &s.url("/img"),
     );
-    assert_eq!(
-        o.status.code(),
-        Some(0),
-        "{}",
-        String::from_utf8_lossy(&o.stderr)
-    );
-    assert_eq!(std::fs::read(&out).unwrap(), img);
+    assert_fetched(&o, &out, &img);
 }
 
 #[test]
@@ -142,15 +155,8 @@ fn invalid_signature_exits_4_and_leaves_nothing() {
     let mut tampered = img.clone();
     tampered[1000] ^= 1;
     let s = serve(tampered, Some(k.sign(&img, false)));
-    let out = k.dir.path().join("out");
-    let o = fetch(
-        &["--pubkey", k.public().to_str().unwrap()],
-        &out,
-        &s.url("/img"),
-    );
-    let err = String::from_utf8_lossy(&o.stderr);
-    assert_eq!(o.status.code(), Some(4), "{err}");
-    assert!(err.contains("signature"), "{err}");
+    let (o, out) = k.fetch(&s);
+    assert_refused(&o, "signature");
     assert!(!out.exists() && !k.dir.path().join("out.part").exists());
 }
 
@@ -161,12 +167,7 @@ fn signature_from_another_key_is_refused() {
     };
     let img = random_bytes(1000, 34);
     let s = serve(img.clone(), Some(other.sign(&img, false)));
-    let out = k.dir.path().join("out");
-    let o = fetch(
-        &["--pubkey", k.public().to_str().unwrap()],
-        &out,
-        &s.url("/img"),
-    );
+    let (o, out) = k.fetch(&s);
     assert_eq!(o.status.code(), Some(4));
     assert_eq!(
         image_requests(&s),
@@ -180,15 +181,8 @@ fn signature_from_another_key_is_refused() {
 fn missing_signature_with_a_key_installed_exits_4() {
     let Some(k) = Keys::new() else { return };
     let s = serve(random_bytes(1000, 35), None);
-    let out = k.dir.path().join("out");
-    let o = fetch(
-        &["--pubkey", k.public().to_str().unwrap()],
-        &out,
-        &s.url("/img"),
-    );
-    let err = String::from_utf8_lossy(&o.stderr);
-    assert_eq!(o.status.code(), Some(4), "{err}");
-    assert!(err.contains("img.minisig"), "{err}");
+    let (o, out) = k.fetch(&s);
+    assert_refused(&o, "img.minisig");
     assert_eq!(image_requests(&s), 0);
     assert!(!out.exists());
 }
@@ -198,13 +192,6 @@ fn legacy_signature_is_refused_with_a_hint() {
     let Some(k) = Keys::new() else { return };
     let img = random_bytes(1000, 36);
     let s = serve(img.clone(), Some(k.sign(&img, true)));
-    let out = k.dir.path().join("out");
-    let o = fetch(
-        &["--pubkey", k.public().to_str().unwrap()],
-        &out,
-        &s.url("/img"),
-    );
-    let err = String::from_utf8_lossy(&o.stderr);
-    assert_eq!(o.status.code(), Some(4), "{err}");
-    assert!(err.contains("legacy"), "{err}");
+    let (o, _) = k.fetch(&s);
+    assert_refused(&o, "legacy");
 }

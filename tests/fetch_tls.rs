@@ -43,6 +43,48 @@ fn stderr(o: &Output) -> String {
     String::from_utf8_lossy(&o.stderr).into_owned()
 }
 
+/// `rustlive fetch ARGS -o OUT` of `/img` on the https server `s`.
+fn fetch_img(s: &Server, out: &Path, args: &[&str]) -> (Output, Duration) {
+    let url = https_url(s, "/img");
+    let mut all = args.to_vec();
+    all.extend(["-o", out.to_str().unwrap(), &url]);
+    fetch(&all)
+}
+
+/// Asserts that the fetch succeeded and wrote exactly `want` to `out`.
+#[track_caller]
+fn assert_fetched(o: &Output, out: &Path, want: &[u8]) {
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(o));
+    assert_eq!(std::fs::read(out).unwrap(), want);
+}
+
+/// Fetches `/img` from `s` trusting `ca_pem` and pinned to the hash of `body`: it must
+/// succeed and write exactly `body` to `out`.
+#[track_caller]
+fn assert_fetches_pinned(s: &Server, out: &Path, ca_pem: &Path, body: &[u8]) {
+    let (o, _) = fetch_img(
+        s,
+        out,
+        &[
+            "--ca",
+            ca_pem.to_str().unwrap(),
+            "--sha256",
+            &sha256_hex(body),
+        ],
+    );
+    assert_fetched(&o, out, body);
+}
+
+/// Asserts that the fetch was refused as a connection failure (exit 3) saying `want`, in
+/// well under the time a retry loop would take.
+#[track_caller]
+fn assert_refused(o: &Output, took: Duration, want: &str) {
+    let err = stderr(o);
+    assert_eq!(o.status.code(), Some(3), "{err}");
+    assert!(took < Duration::from_secs(3), "{took:?}");
+    assert!(err.contains(want), "{err}");
+}
+
 #[test]
 fn test_ca_is_accepted() {
     let d = tempfile::tempdir().unwrap();
@@ -51,17 +93,7 @@ fn test_ca_is_accepted() {
     let s = https(&ca, &["127.0.0.1", "localhost"], body.clone());
     let ca_pem = write(d.path(), "ca.pem", &ca.pem());
     let out = d.path().join("img");
-    let (o, _) = fetch(&[
-        "--ca",
-        ca_pem.to_str().unwrap(),
-        "--sha256",
-        &sha256_hex(&body),
-        "-o",
-        out.to_str().unwrap(),
-        &https_url(&s, "/img"),
-    ]);
-    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
-    assert_eq!(std::fs::read(&out).unwrap(), body);
+    assert_fetches_pinned(&s, &out, &ca_pem, &body);
 }
 
 #[test]
@@ -71,17 +103,8 @@ fn unknown_ca_is_refused_without_retrying() {
     let s = https(&site, &["127.0.0.1"], b"secret image".to_vec());
     let other_pem = write(d.path(), "other.pem", &other.pem());
     let out = d.path().join("img");
-    let (o, took) = fetch(&[
-        "--ca",
-        other_pem.to_str().unwrap(),
-        "-o",
-        out.to_str().unwrap(),
-        &https_url(&s, "/img"),
-    ]);
-    let err = stderr(&o);
-    assert_eq!(o.status.code(), Some(3), "{err}");
-    assert!(took < Duration::from_secs(3), "{took:?}");
-    assert!(err.contains("certificate"), "{err}");
+    let (o, took) = fetch_img(&s, &out, &["--ca", other_pem.to_str().unwrap()]);
+    assert_refused(&o, took, "certificate");
     assert!(s.requests().is_empty(), "no request got through");
     assert!(!out.exists());
 }
@@ -93,17 +116,8 @@ fn wrong_host_name_is_refused() {
     let s = https(&ca, &["images.example.org"], b"img".to_vec());
     let ca_pem = write(d.path(), "ca.pem", &ca.pem());
     let out = d.path().join("img");
-    let (o, took) = fetch(&[
-        "--ca",
-        ca_pem.to_str().unwrap(),
-        "-o",
-        out.to_str().unwrap(),
-        &https_url(&s, "/img"),
-    ]);
-    let err = stderr(&o);
-    assert_eq!(o.status.code(), Some(3), "{err}");
-    assert!(took < Duration::from_secs(3));
-    assert!(err.contains("certificate"), "{err}");
+    let (o, took) = fetch_img(&s, &out, &["--ca", ca_pem.to_str().unwrap()]);
+    assert_refused(&o, took, "certificate");
     assert!(s.requests().is_empty());
 }
 
@@ -114,25 +128,15 @@ fn insecure_tls_skips_the_check_loudly_but_the_hash_still_applies() {
     let body = random_bytes(10_000, 22);
     let s = https(&ca, &["127.0.0.1"], body.clone());
     let out = d.path().join("img");
-    let (o, _) = fetch(&[
-        "--insecure-tls",
-        "--sha256",
-        &sha256_hex(&body),
-        "-o",
-        out.to_str().unwrap(),
-        &https_url(&s, "/img"),
-    ]);
+    let (o, _) = fetch_img(
+        &s,
+        &out,
+        &["--insecure-tls", "--sha256", &sha256_hex(&body)],
+    );
     assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
     assert!(stderr(&o).contains("verification is OFF"));
     let out2 = d.path().join("img2");
-    let (o, _) = fetch(&[
-        "--insecure-tls",
-        "--sha256",
-        &"0".repeat(64),
-        "-o",
-        out2.to_str().unwrap(),
-        &https_url(&s, "/img"),
-    ]);
+    let (o, _) = fetch_img(&s, &out2, &["--insecure-tls", "--sha256", &"0".repeat(64)]);
     assert_eq!(o.status.code(), Some(4));
 }
 
@@ -151,34 +155,15 @@ fn https_to_http_redirect_needs_a_pin() {
     );
     let ca_pem = write(d.path(), "ca.pem", &ca.pem());
     let out = d.path().join("img");
-    let (o, took) = fetch(&[
-        "--ca",
-        ca_pem.to_str().unwrap(),
-        "-o",
-        out.to_str().unwrap(),
-        &https_url(&s, "/img"),
-    ]);
-    let err = stderr(&o);
-    assert_eq!(o.status.code(), Some(3), "{err}");
-    assert!(took < Duration::from_secs(3));
-    assert!(err.contains("https to plain http"), "{err}");
+    let (o, took) = fetch_img(&s, &out, &["--ca", ca_pem.to_str().unwrap()]);
+    assert_refused(&o, took, "https to plain http");
     assert!(
         plain.requests().is_empty(),
         "the http URL was never fetched"
     );
     assert!(!out.exists());
 
-    let (o, _) = fetch(&[
-        "--ca",
-        ca_pem.to_str().unwrap(),
-        "--sha256",
-        &sha256_hex(&body),
-        "-o",
-        out.to_str().unwrap(),
-        &https_url(&s, "/img"),
-    ]);
-    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
-    assert_eq!(std::fs::read(&out).unwrap(), body);
+    assert_fetches_pinned(&s, &out, &ca_pem, &body);
 }
 
 #[test]

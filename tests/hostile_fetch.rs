@@ -121,71 +121,57 @@ fn secs(n: u64) -> Duration {
     Duration::from_secs(n)
 }
 
+/// Fetches `path` from `s` by its secret URL with `args` into a fresh destination, `limit`
+/// seconds allowed; asserts the common checks, exit `code` and that nothing was written.
+#[track_caller]
+fn fetch_fails(s: &Server, path: &str, args: &[&str], limit: u64, code: i32) -> Run {
+    let (_d, p) = dest();
+    let r = fetch(args, &p, &secret_url(s, path), secs(limit));
+    failed(&r, &p, secs(limit), code);
+    r
+}
+
+/// Fetches `path` from `s` like [`fetch_fails`], but asserts the common checks and success;
+/// returns the bytes written.
+#[track_caller]
+fn fetch_ok(s: &Server, path: &str, args: &[&str], limit: u64) -> (Vec<u8>, Run) {
+    let (_d, p) = dest();
+    let r = fetch(args, &p, &secret_url(s, path), secs(limit));
+    common(&r, &p, secs(limit));
+    assert_eq!(r.code, Some(0), "{}", r.stderr);
+    (std::fs::read(&p).unwrap(), r)
+}
+
+/// A server that sends `content` `piece` bytes at a time, `pause` apart.
+fn trickler(content: Vec<u8>, piece: usize, pause: Duration) -> Server {
+    Server::start(move |_| Reply::ok(&content).fault(Fault::Trickle { piece, pause }))
+}
+
 #[test]
 fn trickle_of_one_byte_every_two_seconds_is_bounded_by_the_deadline() {
-    let content = random_bytes(MIB, 1);
-    let s = Server::start(move |_| {
-        Reply::ok(&content).fault(Fault::Trickle {
-            piece: 1,
-            pause: secs(2),
-        })
-    });
-    let (_d, p) = dest();
-    let r = fetch(
-        &["--timeout", "10", "--stall", "3"],
-        &p,
-        &secret_url(&s, "/img"),
-        secs(10),
-    );
-    failed(&r, &p, secs(10), 3);
+    let s = trickler(random_bytes(MIB, 1), 1, secs(2));
+    let r = fetch_fails(&s, "/img", &["--timeout", "10", "--stall", "3"], 10, 3);
     // The minimum-progress rule catches it before the deadline does.
     assert!(r.stderr.contains("too slow"), "{}", r.stderr);
 }
 
 #[test]
 fn trickle_of_one_kib_per_second_is_bounded_by_the_deadline() {
-    let content = random_bytes(MIB, 2);
-    let s = Server::start(move |_| {
-        Reply::ok(&content).fault(Fault::Trickle {
-            piece: 1024,
-            pause: secs(1),
-        })
-    });
-    let (_d, p) = dest();
-    let r = fetch(
-        &["--timeout", "10", "--stall", "3"],
-        &p,
-        &secret_url(&s, "/img"),
-        secs(10),
-    );
-    failed(&r, &p, secs(10), 3);
+    let s = trickler(random_bytes(MIB, 2), 1024, secs(1));
+    let r = fetch_fails(&s, "/img", &["--timeout", "10", "--stall", "3"], 10, 3);
     assert!(r.stderr.contains("deadline"), "{}", r.stderr);
 }
 
 #[test]
 fn status_line_trickled_byte_by_byte_is_bounded() {
     let s = Server::start(|_| Reply::ok(b"never").fault(Fault::HeadTrickle(secs(1))));
-    let (_d, p) = dest();
-    let r = fetch(
-        &["--timeout", "6", "--stall", "2"],
-        &p,
-        &secret_url(&s, "/img"),
-        secs(6),
-    );
-    failed(&r, &p, secs(6), 3);
+    fetch_fails(&s, "/img", &["--timeout", "6", "--stall", "2"], 6, 3);
 }
 
 #[test]
 fn server_that_accepts_and_never_answers_does_not_overrun_the_deadline() {
     let s = Server::start(|_| Reply::ok(b"never").fault(Fault::Silent(secs(60))));
-    let (_d, p) = dest();
-    let r = fetch(
-        &["--timeout", "5", "--stall", "4"],
-        &p,
-        &secret_url(&s, "/img"),
-        secs(5),
-    );
-    failed(&r, &p, secs(5), 3);
+    let r = fetch_fails(&s, "/img", &["--timeout", "5", "--stall", "4"], 5, 3);
     assert!(r.stderr.contains("deadline"), "{}", r.stderr);
 }
 
@@ -198,14 +184,7 @@ fn retry_after_far_in_the_future_neither_panics_nor_waits() {
         "Mon, 01 Jan 99999999999999999 00:00:00 GMT",
     ] {
         let s = Server::start(move |_| Reply::status(503).header("Retry-After", ra));
-        let (_d, p) = dest();
-        let r = fetch(
-            &["--timeout", "3", "--stall", "2"],
-            &p,
-            &secret_url(&s, "/img"),
-            secs(3),
-        );
-        failed(&r, &p, secs(3), 3);
+        fetch_fails(&s, "/img", &["--timeout", "3", "--stall", "2"], 3, 3);
     }
 }
 
@@ -262,17 +241,8 @@ fn resume_never_splices_two_versions_told_apart_by_last_modified() {
     let old = Arc::new(random_bytes(2 * MIB, 4));
     let new = Arc::new(random_bytes(2 * MIB, 5));
     let s = splicing_server(old.clone(), new.clone());
-    let (_d, p) = dest();
     // Unverified, as livenet boots by default: nothing but the validators protects the bytes.
-    let r = fetch(
-        &["--timeout", "20", "--stall", "3"],
-        &p,
-        &secret_url(&s, "/img"),
-        secs(20),
-    );
-    common(&r, &p, secs(20));
-    assert_eq!(r.code, Some(0), "{}", r.stderr);
-    let got = std::fs::read(&p).unwrap();
+    let (got, r) = fetch_ok(&s, "/img", &["--timeout", "20", "--stall", "3"], 20);
     assert!(
         got == *new,
         "spliced: {} bytes, sha256 {}, new is {}:\n{}",
@@ -301,16 +271,8 @@ fn partial_response_with_another_length_is_reported_in_bytes() {
             None => Reply::ok(&n).header("ETag", "\"e2\""),
         }
     });
-    let (_d, p) = dest();
-    let r = fetch(
-        &["--timeout", "20", "--stall", "3"],
-        &p,
-        &secret_url(&s, "/img"),
-        secs(20),
-    );
-    common(&r, &p, secs(20));
-    assert_eq!(r.code, Some(0), "{}", r.stderr);
-    assert_eq!(std::fs::read(&p).unwrap(), *new);
+    let (got, r) = fetch_ok(&s, "/img", &["--timeout", "20", "--stall", "3"], 20);
+    assert_eq!(got, *new);
     assert!(
         r.stderr
             .contains("the file length changed from 1048576 to 2097152 bytes"),
@@ -326,14 +288,13 @@ fn a_non_http_answer_is_a_protocol_error_not_a_connection_failure() {
     let s = Server::start(|_| {
         Reply::status(200).fault(Fault::Raw(b"SSH-2.0-OpenSSH_9.2\r\n\r\n".to_vec(), secs(0)))
     });
-    let (_d, p) = dest();
-    let r = fetch(
+    let r = fetch_fails(
+        &s,
+        "/img",
         &["--timeout", "4", "--stall", "2", "--retries", "0"],
-        &p,
-        &secret_url(&s, "/img"),
-        secs(4),
+        4,
+        3,
     );
-    failed(&r, &p, secs(4), 3);
     assert!(!r.stderr.contains("cannot connect"), "{}", r.stderr);
     assert!(r.stderr.contains("HTTP"), "{}", r.stderr);
     // One attempt, said so in the singular.
@@ -359,28 +320,20 @@ fn absurd_headers_are_refused_cleanly() {
         let bytes = raw.into_bytes();
         let s =
             Server::start(move |_| Reply::status(200).fault(Fault::Raw(bytes.clone(), secs(0))));
-        let (_d, p) = dest();
-        let r = fetch(
+        fetch_fails(
+            &s,
+            "/img",
             &["--timeout", "4", "--stall", "2", "--retries", "1"],
-            &p,
-            &secret_url(&s, "/img"),
-            secs(4),
+            4,
+            3,
         );
-        failed(&r, &p, secs(4), 3);
     }
 }
 
 #[test]
 fn an_endless_body_is_cut_by_the_deadline_and_leaves_nothing() {
     let s = Server::start(|_| Reply::status(200).chunked().fault(Fault::Endless(secs(30))));
-    let (_d, p) = dest();
-    let r = fetch(
-        &["--timeout", "3", "--stall", "2"],
-        &p,
-        &secret_url(&s, "/img"),
-        secs(3),
-    );
-    failed(&r, &p, secs(3), 3);
+    fetch_fails(&s, "/img", &["--timeout", "3", "--stall", "2"], 3, 3);
     // The in-memory fetch stops at its cap, long before any deadline.
     let t = Instant::now();
     let e = fetch_bytes(&lib_url(&s, "/s.json"), &lib_opts(20, 3), 1 << 20).unwrap_err();
@@ -394,14 +347,7 @@ fn redirect_loops_are_refused_without_leaking() {
         let next = if r.path.starts_with("/a") { "/b" } else { "/a" };
         Reply::status(302).header("Location", &format!("{next}?token=sekrit"))
     });
-    let (_d, p) = dest();
-    let r = fetch(
-        &["--timeout", "5", "--stall", "2"],
-        &p,
-        &secret_url(&s, "/a"),
-        secs(5),
-    );
-    failed(&r, &p, secs(5), 3);
+    let r = fetch_fails(&s, "/a", &["--timeout", "5", "--stall", "2"], 5, 3);
     assert!(r.stderr.contains("redirect"), "{}", r.stderr);
 }
 
@@ -455,21 +401,18 @@ fn a_percent_encoded_image_name_is_looked_up_decoded_in_sha256sums() {
             Reply::file(r, &c, "\"n\"")
         }
     });
-    let (_d, p) = dest();
-    let r = fetch(
+    let (got, _) = fetch_ok(
+        &s,
+        "/my%20img",
         &[
             "--timeout",
             "10",
             "--sha256sums",
             &secret_url(&s, "/SHA256SUMS"),
         ],
-        &p,
-        &secret_url(&s, "/my%20img"),
-        secs(10),
+        10,
     );
-    common(&r, &p, secs(10));
-    assert_eq!(r.code, Some(0), "{}", r.stderr);
-    assert_eq!(std::fs::read(&p).unwrap(), *content);
+    assert_eq!(got, *content);
 }
 
 #[test]
@@ -477,15 +420,8 @@ fn a_wrong_hash_exits_4_and_leaves_nothing() {
     let content = random_bytes(100_000, 10);
     let c = content.clone();
     let s = Server::start(move |r| Reply::file(r, &c, "\"w\""));
-    let (_d, p) = dest();
     let wrong = "1".repeat(64);
-    let r = fetch(
-        &["--timeout", "5", "--sha256", &wrong],
-        &p,
-        &secret_url(&s, "/img"),
-        secs(5),
-    );
-    failed(&r, &p, secs(5), 4);
+    fetch_fails(&s, "/img", &["--timeout", "5", "--sha256", &wrong], 5, 4);
 }
 
 // The in-memory fetch (secrets bundle, sha256sums, signatures) and the engine's own options,
@@ -517,12 +453,7 @@ fn assert_no_secret(e: &FetchError) {
 
 #[test]
 fn fetch_bytes_trickle_is_bounded_by_the_deadline() {
-    let s = Server::start(|_| {
-        Reply::ok(&[b'x'; 5000]).fault(Fault::Trickle {
-            piece: 1,
-            pause: secs(2),
-        })
-    });
+    let s = trickler(vec![b'x'; 5000], 1, secs(2));
     let t = Instant::now();
     let e = fetch_bytes(&lib_url(&s, "/s.json"), &lib_opts(7, 3), 1 << 20).unwrap_err();
     assert!(t.elapsed() <= secs(7) + SLACK, "{:?}", t.elapsed());

@@ -11,51 +11,15 @@
 //! Needs root, loop devices and the image tools; run it in a private mount namespace:
 //! `unshare -m --propagation private cargo test --test hostile_image`.
 
+mod support;
+
 use sha2::{Digest, Sha256};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::time::{Duration, Instant};
-
-fn missing(tools: &[&str]) -> Option<String> {
-    if !rustlive::testing::is_root() {
-        return Some("needs root (mounts and loop devices)".into());
-    }
-    if !Path::new("/dev/loop-control").exists() {
-        return Some("no /dev/loop-control".into());
-    }
-    let path = std::env::var_os("PATH").unwrap_or_default();
-    tools
-        .iter()
-        .find(|t| !std::env::split_paths(&path).any(|d| d.join(t).is_file()))
-        .map(|t| format!("{t} is not installed"))
-}
-
-macro_rules! require {
-    ($($tool:expr),*) => {
-        if let Some(why) = missing(&[$($tool),*]) {
-            rustlive::testing::skip(&why);
-            return;
-        }
-    };
-}
-
-fn run(cmd: &mut Command) {
-    let out = cmd.output().expect("spawn");
-    assert!(
-        out.status.success(),
-        "{cmd:?} failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
-#[derive(Clone, Copy, Debug)]
-enum Fs {
-    Squashfs,
-    Erofs,
-    Ext4,
-    Iso,
-}
+use support::image::{self, Fs};
+use support::run_ok;
 
 const ALL: [Fs; 4] = [Fs::Squashfs, Fs::Erofs, Fs::Ext4, Fs::Iso];
 
@@ -87,43 +51,14 @@ impl Fx {
         std::fs::write(&init, "#!/bin/sh\n").unwrap();
         std::fs::set_permissions(&init, std::fs::Permissions::from_mode(0o755)).unwrap();
         // Incompressible content, so that a cut-off image misses real data.
-        let mut x = 0x9e37_79b9_7f4a_7c15u64;
-        let noise: Vec<u8> = (0..128 << 10)
-            .map(|_| {
-                x ^= x << 13;
-                x ^= x >> 7;
-                x ^= x << 17;
-                x as u8
-            })
-            .collect();
-        std::fs::write(d.join("noise"), noise).unwrap();
+        std::fs::write(d.join("noise"), image::incompressible(128 << 10)).unwrap();
         d
     }
 
     /// An image of format `fs` built from the directory `src`, written to `out`. An ISO holds
     /// the squashfs of `src` as `LiveOS/squashfs.img`, the way live media do.
     fn build(&self, fs: Fs, src: &Path, out: &Path) {
-        match fs {
-            Fs::Squashfs => run(Command::new("mksquashfs").args([src, out]).args([
-                "-noappend",
-                "-quiet",
-                "-no-progress",
-            ])),
-            Fs::Erofs => run(Command::new("mkfs.erofs").arg("--quiet").args([out, src])),
-            Fs::Ext4 => run(Command::new("mkfs.ext4")
-                .args(["-q", "-F", "-d"])
-                .args([src, out])
-                .arg("8M")),
-            Fs::Iso => {
-                let iso_src = out.with_extension("isodir");
-                std::fs::create_dir_all(iso_src.join("LiveOS")).unwrap();
-                self.build(Fs::Squashfs, src, &iso_src.join("LiveOS/squashfs.img"));
-                run(Command::new("xorriso")
-                    .args(["-as", "mkisofs", "-quiet", "-R", "-V", "HOSTILE", "-o"])
-                    .args([out, &iso_src]));
-                std::fs::remove_dir_all(&iso_src).unwrap();
-            }
-        }
+        image::build(fs, src, out, "8M");
     }
 
     /// A bootable image of format `fs` at `name`.
@@ -471,7 +406,7 @@ fn nested_truncated_and_special_images() {
     fx.refused(&img, &["not a regular file but a directory"]);
     // A FIFO would hang an open for reading; it is refused without being opened.
     let img = fx.outer_squashfs("nested-fifo.squashfs", |live| {
-        run(Command::new("mkfifo").arg(live.join("rootfs.img")));
+        run_ok(Command::new("mkfifo").arg(live.join("rootfs.img")));
     });
     let t = Instant::now();
     fx.refused(&img, &["not a regular file but a FIFO"]);
@@ -498,9 +433,11 @@ fn hostile_iso_contents() {
     std::fs::create_dir_all(iso_src.join("LiveOS")).unwrap();
     std::fs::write(iso_src.join("README"), "no image here\n").unwrap();
     let img = fx.path("empty.iso");
-    run(Command::new("xorriso")
-        .args(["-as", "mkisofs", "-quiet", "-R", "-o"])
-        .args([&img, &iso_src]));
+    run_ok(
+        Command::new("xorriso")
+            .args(["-as", "mkisofs", "-quiet", "-R", "-o"])
+            .args([&img, &iso_src]),
+    );
     if kernel_has_isofs() {
         fx.refused(&img, &["holds no LiveOS/squashfs.img"]);
     } else {
@@ -512,9 +449,11 @@ fn hostile_iso_contents() {
     prefix(&sq, &iso_src.join("LiveOS/squashfs.img"), len / 2);
     std::fs::remove_file(&sq).unwrap();
     let img = fx.path("cut-inside.iso");
-    run(Command::new("xorriso")
-        .args(["-as", "mkisofs", "-quiet", "-R", "-o"])
-        .args([&img, &iso_src]));
+    run_ok(
+        Command::new("xorriso")
+            .args(["-as", "mkisofs", "-quiet", "-R", "-o"])
+            .args([&img, &iso_src]),
+    );
     if kernel_has_isofs() {
         fx.refused(&img, &["LiveOS/squashfs.img", "truncated squashfs"]);
     } else {

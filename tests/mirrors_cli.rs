@@ -5,20 +5,13 @@ mod support;
 
 use std::process::Command;
 use support::http::{Reply, Server};
-use support::{random_bytes, sha256_hex};
+use support::{random_bytes, run_ok, sha256_hex};
 
 const RUSTLIVE: &str = env!("CARGO_BIN_EXE_rustlive");
 
 fn order(cmdline: &str, id: &str) -> Vec<String> {
-    let out = Command::new(RUSTLIVE)
-        .args(["config", "--cmdline", cmdline, "--node-id", id])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let out =
+        run_ok(Command::new(RUSTLIVE).args(["config", "--cmdline", cmdline, "--node-id", id]));
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     v["mirror_order"]["urls"]
         .as_array()
@@ -65,12 +58,7 @@ fn fetch_follows_the_order_config_shows() {
             id.clone(),
         ];
         args.extend(urls.iter().cloned());
-        let out = Command::new(RUSTLIVE).args(&args).output().unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        run_ok(Command::new(RUSTLIVE).args(&args));
         assert_eq!(std::fs::read(&dest).unwrap(), img);
         for (s, b) in servers.iter().zip(before) {
             let got = s.requests().len() - b;

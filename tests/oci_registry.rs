@@ -6,12 +6,12 @@
 mod support;
 
 use serde_json::json;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::time::Duration;
 use support::http::{Reply, Server};
 use support::registry::{Proxy, ProxyFault, Registry};
-use support::{random_bytes, sha256_hex};
+use support::{random_bytes, run_ok, sha256_hex};
 
 const RUSTLIVE: &str = env!("CARGO_BIN_EXE_rustlive");
 
@@ -46,6 +46,31 @@ fn stderr(o: &Output) -> String {
     String::from_utf8_lossy(&o.stderr).into_owned()
 }
 
+/// Writes `image(len, seed)` to `dir/name`: returns the bytes and the path.
+fn image_file(dir: &Path, name: &str, len: usize, seed: u64) -> (Vec<u8>, PathBuf) {
+    let img = image(len, seed);
+    let file = dir.join(name);
+    std::fs::write(&file, &img).unwrap();
+    (img, file)
+}
+
+/// A manifest with an empty config and `img` as its one rustlive squashfs layer, and its
+/// digest.
+fn squashfs_manifest(img: &[u8]) -> (Vec<u8>, String) {
+    let layer_d = format!("sha256:{}", sha256_hex(img));
+    let manifest = serde_json::to_vec(&json!({
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.oci.image.manifest.v1+json",
+        "config": {"mediaType": "application/vnd.oci.empty.v1+json",
+                   "digest": format!("sha256:{}", sha256_hex(b"{}")), "size": 2},
+        "layers": [{"mediaType": "application/vnd.rustlive.image.v1.squashfs",
+                    "digest": layer_d, "size": img.len()}],
+    }))
+    .unwrap();
+    let manifest_d = format!("sha256:{}", sha256_hex(&manifest));
+    (manifest, manifest_d)
+}
+
 /// `rustlive publish`: returns (manifest digest, kernel command line).
 fn publish(file: &Path, reference: &str, extra: &[&str]) -> (String, String) {
     let mut args = vec!["publish", file.to_str().unwrap(), reference];
@@ -77,6 +102,15 @@ fn fetch(dest: &Path, url: &str, extra: &[&str]) -> Output {
     args.extend_from_slice(extra);
     args.push(url);
     run(&args)
+}
+
+/// [`fetch`], which must succeed and write exactly `want`.
+#[track_caller]
+fn pulled(dest: &Path, url: &str, extra: &[&str], want: &[u8]) -> Output {
+    let o = fetch(dest, url, extra);
+    assert!(o.status.success());
+    assert_eq!(std::fs::read(dest).unwrap(), want);
+    o
 }
 
 /// Pushes a blob through the registry HTTP API (monolithic POST + PUT), as a second client.
@@ -125,29 +159,19 @@ fn empty_config(base: &str, repo: &str) -> serde_json::Value {
 fn publish_then_pull_by_digest_and_tag_and_skopeo_agrees() {
     let Some(reg) = registry("") else { return };
     let dir = tempfile::tempdir().unwrap();
-    let img = image(3 << 20, 1);
-    let file = dir.path().join("compute.squashfs");
-    std::fs::write(&file, &img).unwrap();
+    let (img, file) = image_file(dir.path(), "compute.squashfs", 3 << 20, 1);
     let tag_ref = format!("oci+http://{}/site/compute:v1", reg.addr);
     let (digest, cmdline) = publish(&file, &tag_ref, &[]);
     let pinned = format!("oci+http://{}/site/compute@{digest}", reg.addr);
     assert_eq!(cmdline, format!("root=live:{pinned}"));
 
     // An independent client reads the same manifest, with our media type in it.
-    let out = Command::new("skopeo")
-        .args([
-            "inspect",
-            "--raw",
-            "--tls-verify=false",
-            &format!("docker://{}/site/compute:v1", reg.addr),
-        ])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let out = run_ok(Command::new("skopeo").args([
+        "inspect",
+        "--raw",
+        "--tls-verify=false",
+        &format!("docker://{}/site/compute:v1", reg.addr),
+    ]));
     assert_eq!(format!("sha256:{}", sha256_hex(&out.stdout)), digest);
     let m: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(
@@ -161,9 +185,7 @@ fn publish_then_pull_by_digest_and_tag_and_skopeo_agrees() {
 
     // Pinned by digest: accepted over plain http, byte-exact.
     let dest = dir.path().join("out");
-    let o = fetch(&dest, &pinned, &[]);
-    assert!(o.status.success());
-    assert_eq!(std::fs::read(&dest).unwrap(), img);
+    let o = pulled(&dest, &pinned, &[], &img);
     assert!(
         stderr(&o).contains("manifest digest verified"),
         "{}",
@@ -177,9 +199,7 @@ fn publish_then_pull_by_digest_and_tag_and_skopeo_agrees() {
     // …and accepted when a hash covers the image; the resolved digest is logged for pinning.
     std::fs::remove_file(&dest).unwrap();
     let h = sha256_hex(&img);
-    let o = fetch(&dest, &tag_ref, &["--sha256", &h]);
-    assert!(o.status.success());
-    assert_eq!(std::fs::read(&dest).unwrap(), img);
+    let o = pulled(&dest, &tag_ref, &["--sha256", &h], &img);
     assert!(
         stderr(&o).contains(&format!("pin it with root=live:{pinned}")),
         "{}",
@@ -207,13 +227,12 @@ fn publish_then_pull_by_digest_and_tag_and_skopeo_agrees() {
         &format!("oci+http://{}/site/other:v2", reg.addr),
         &["--chunk-size", "1M"],
     );
-    let o = fetch(
+    pulled(
         &dest,
         &format!("oci+http://{}/site/other@{d2}", reg.addr),
         &[],
+        &img2,
     );
-    assert!(o.status.success());
-    assert_eq!(std::fs::read(&dest).unwrap(), img2);
 
     // A wrong pin is refused as a verification failure.
     std::fs::remove_file(&dest).unwrap();
@@ -323,9 +342,7 @@ fn second_client_ironcore_index_and_container_images() {
 fn a_blob_broken_mid_way_resumes_and_a_flipped_byte_is_refused() {
     let Some(reg) = registry("") else { return };
     let dir = tempfile::tempdir().unwrap();
-    let img = image(4 << 20, 6);
-    let file = dir.path().join("root.squashfs");
-    std::fs::write(&file, &img).unwrap();
+    let (img, file) = image_file(dir.path(), "root.squashfs", 4 << 20, 6);
     let (digest, _) = publish(&file, &format!("oci+http://{}/x/root:v1", reg.addr), &[]);
     let dest = dir.path().join("out");
 
@@ -336,13 +353,12 @@ fn a_blob_broken_mid_way_resumes_and_a_flipped_byte_is_refused() {
             pause: Duration::ZERO,
         },
     );
-    let o = fetch(
+    let o = pulled(
         &dest,
         &format!("oci+http://{}/x/root@{digest}", cut.addr),
         &[],
+        &img,
     );
-    assert!(o.status.success());
-    assert_eq!(std::fs::read(&dest).unwrap(), img);
     assert!(stderr(&o).contains("resuming at 1.0 MiB"), "{}", stderr(&o));
     assert_eq!(
         cut.blob_requests.load(std::sync::atomic::Ordering::SeqCst),
@@ -365,9 +381,7 @@ fn a_blob_broken_mid_way_resumes_and_a_flipped_byte_is_refused() {
 fn a_pull_through_cache_serves_the_origin_image() {
     let Some(origin) = registry("") else { return };
     let dir = tempfile::tempdir().unwrap();
-    let img = image(3 << 20, 7);
-    let file = dir.path().join("root.squashfs");
-    std::fs::write(&file, &img).unwrap();
+    let (img, file) = image_file(dir.path(), "root.squashfs", 3 << 20, 7);
     let (digest, _) = publish(
         &file,
         &format!("oci+http://{}/site/root:v1", origin.addr),
@@ -428,17 +442,7 @@ fn bearer_tokens_refresh_and_redirects_drop_authorization() {
     // manifests and blobs need a Bearer token; the first token is refused once mid-blob
     // (expired); the blob redirects to a storage server on another port.
     let img = image(2 << 20, 8);
-    let layer_d = format!("sha256:{}", sha256_hex(&img));
-    let manifest = serde_json::to_vec(&json!({
-        "schemaVersion": 2,
-        "mediaType": "application/vnd.oci.image.manifest.v1+json",
-        "config": {"mediaType": "application/vnd.oci.empty.v1+json",
-                   "digest": format!("sha256:{}", sha256_hex(b"{}")), "size": 2},
-        "layers": [{"mediaType": "application/vnd.rustlive.image.v1.squashfs",
-                    "digest": layer_d, "size": img.len()}],
-    }))
-    .unwrap();
-    let manifest_d = format!("sha256:{}", sha256_hex(&manifest));
+    let (manifest, manifest_d) = squashfs_manifest(&img);
     let storage_img = img.clone();
     let storage = Server::start(move |req| {
         let r = Reply::file(req, &storage_img, "\"blob-etag\"");
@@ -491,13 +495,12 @@ fn bearer_tokens_refresh_and_redirects_drop_authorization() {
     });
     let dir = tempfile::tempdir().unwrap();
     let dest = dir.path().join("out");
-    let o = fetch(
+    let o = pulled(
         &dest,
         &format!("oci+http://{}/site/root@{manifest_d}", reg.addr),
         &[],
+        &img,
     );
-    assert!(o.status.success());
-    assert_eq!(std::fs::read(&dest).unwrap(), img);
     assert_eq!(
         tokens.load(SeqCst),
         2,
@@ -625,9 +628,7 @@ fn token_auth_with_credentials_and_a_token_expiring_mid_blob() {
     )) else {
         return;
     };
-    let img = image(3 << 20, 9);
-    let file = dir.path().join("root.squashfs");
-    std::fs::write(&file, &img).unwrap();
+    let (img, file) = image_file(dir.path(), "root.squashfs", 3 << 20, 9);
     // The pull goes through a proxy that holds the blob for 5 s after 1 MiB, then cuts it.
     let proxy = Proxy::start(
         reg.addr,
@@ -679,13 +680,12 @@ fn token_auth_with_credentials_and_a_token_expiring_mid_blob() {
 
     let before = ts.pull_tokens.load(SeqCst);
     ts.arm.store(true, SeqCst);
-    let o = fetch(
+    let o = pulled(
         &dest,
         &format!("oci+http://{}/site/root@{digest}", proxy.addr),
         &["--registry-auth", creds_s],
+        &img,
     );
-    assert!(o.status.success());
-    assert_eq!(std::fs::read(&dest).unwrap(), img);
     let log = stderr(&o);
     assert!(log.contains("resuming at 1.0 MiB"), "{log}");
     // The resumed blob request is the one refused: its token expired during the hold.
@@ -728,9 +728,7 @@ fn oci_over_https_with_the_sites_ca() {
         rustlive::testing::skip("docker-registry is not installed (scripts/install-deps.sh)");
         return;
     };
-    let img = image(2 << 20, 10);
-    let file = dir.path().join("root.squashfs");
-    std::fs::write(&file, &img).unwrap();
+    let (img, file) = image_file(dir.path(), "root.squashfs", 2 << 20, 10);
     let ca_s = ca_pem.to_str().unwrap();
     let tag = format!("oci://{}/site/root:v1", reg.addr);
     let (digest, cmdline) = publish(&file, &tag, &["--ca", ca_s]);
@@ -741,9 +739,7 @@ fn oci_over_https_with_the_sites_ca() {
     // A tag over https is accepted without a pin (TLS authenticates the registry); the layer
     // digest is still checked while streaming.
     let dest = dir.path().join("out");
-    let o = fetch(&dest, &tag, &["--ca", ca_s]);
-    assert!(o.status.success());
-    assert_eq!(std::fs::read(&dest).unwrap(), img);
+    let o = pulled(&dest, &tag, &["--ca", ca_s], &img);
     assert!(
         stderr(&o).contains("NOT verified"),
         "a tag alone does not pin the image"
@@ -752,13 +748,12 @@ fn oci_over_https_with_the_sites_ca() {
     std::fs::remove_file(&dest).unwrap();
     let o = fetch(&dest, &tag, &["--ca", ca_s, "--require-verified"]);
     assert_eq!(o.status.code(), Some(4), "{}", stderr(&o));
-    let o = fetch(
+    pulled(
         &dest,
         &format!("oci://{}/site/root@{digest}", reg.addr),
         &["--ca", ca_s, "--require-verified"],
+        &img,
     );
-    assert!(o.status.success());
-    assert_eq!(std::fs::read(&dest).unwrap(), img);
     // Without the CA, the registry's certificate is refused.
     std::fs::remove_file(&dest).unwrap();
     let o = fetch(&dest, &tag, &["--ca", "/etc/ssl/certs/ca-certificates.crt"]);
@@ -770,45 +765,33 @@ fn oci_over_https_with_the_sites_ca() {
 fn the_signature_layer_is_checked_with_the_installed_key() {
     let Some(reg) = registry("") else { return };
     let dir = tempfile::tempdir().unwrap();
-    let img = image(1 << 20, 12);
-    let file = dir.path().join("root.squashfs");
-    std::fs::write(&file, &img).unwrap();
+    let (img, file) = image_file(dir.path(), "root.squashfs", 1 << 20, 12);
     let (pk, sk) = (dir.path().join("k.pub"), dir.path().join("k.key"));
     let keygen = |p: &Path, s: &Path| {
-        let o = Command::new("minisign")
-            .args([
-                "-G",
-                "-W",
-                "-f",
-                "-p",
-                p.to_str().unwrap(),
-                "-s",
-                s.to_str().unwrap(),
-            ])
-            .output()
-            .unwrap();
-        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        run_ok(Command::new("minisign").args([
+            "-G",
+            "-W",
+            "-f",
+            "-p",
+            p.to_str().unwrap(),
+            "-s",
+            s.to_str().unwrap(),
+        ]));
     };
     keygen(&pk, &sk);
     let sig = dir.path().join("root.squashfs.minisig");
-    let o = Command::new("minisign")
-        .args([
-            "-S",
-            "-s",
-            sk.to_str().unwrap(),
-            "-m",
-            file.to_str().unwrap(),
-        ])
-        .output()
-        .unwrap();
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    run_ok(Command::new("minisign").args([
+        "-S",
+        "-s",
+        sk.to_str().unwrap(),
+        "-m",
+        file.to_str().unwrap(),
+    ]));
     let r = format!("oci+http://{}/site/signed:v1", reg.addr);
     let (digest, _) = publish(&file, &r, &["--signature", sig.to_str().unwrap()]);
     let pinned = format!("oci+http://{}/site/signed@{digest}", reg.addr);
     let dest = dir.path().join("out");
-    let o = fetch(&dest, &pinned, &["--pubkey", pk.to_str().unwrap()]);
-    assert!(o.status.success());
-    assert_eq!(std::fs::read(&dest).unwrap(), img);
+    let o = pulled(&dest, &pinned, &["--pubkey", pk.to_str().unwrap()], &img);
     assert!(
         stderr(&o).contains("with a signature layer"),
         "{}",
@@ -827,17 +810,7 @@ fn the_signature_layer_is_checked_with_the_installed_key() {
 fn a_layer_longer_than_its_descriptor_is_refused_before_its_bytes() {
     // A hostile registry: the manifest promises 1 MiB, the blob response announces more.
     let img = image(1 << 20, 13);
-    let layer_d = format!("sha256:{}", sha256_hex(&img));
-    let manifest = serde_json::to_vec(&json!({
-        "schemaVersion": 2,
-        "mediaType": "application/vnd.oci.image.manifest.v1+json",
-        "config": {"mediaType": "application/vnd.oci.empty.v1+json",
-                   "digest": format!("sha256:{}", sha256_hex(b"{}")), "size": 2},
-        "layers": [{"mediaType": "application/vnd.rustlive.image.v1.squashfs",
-                    "digest": layer_d, "size": img.len()}],
-    }))
-    .unwrap();
-    let manifest_d = format!("sha256:{}", sha256_hex(&manifest));
+    let (manifest, manifest_d) = squashfs_manifest(&img);
     let mut longer = img.clone();
     longer.extend_from_slice(&[0u8; 4096]);
     let reg = Server::start(move |req| {

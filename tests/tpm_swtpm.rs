@@ -50,22 +50,17 @@ impl SoftTpm {
         }
         let state = tempfile::tempdir().unwrap();
         if manufactured {
-            let out = Command::new("swtpm_setup")
-                .args([
-                    "--tpm2",
-                    "--create-ek-cert",
-                    "--lock-nvram",
-                    "--overwrite",
-                    "--tpmstate",
-                ])
-                .arg(state.path())
-                .args(["--config", "/etc/swtpm_setup.conf"])
-                .output()
-                .unwrap();
-            assert!(
-                out.status.success(),
-                "swtpm_setup: {}",
-                String::from_utf8_lossy(&out.stderr)
+            support::run_ok(
+                Command::new("swtpm_setup")
+                    .args([
+                        "--tpm2",
+                        "--create-ek-cert",
+                        "--lock-nvram",
+                        "--overwrite",
+                        "--tpmstate",
+                    ])
+                    .arg(state.path())
+                    .args(["--config", "/etc/swtpm_setup.conf"]),
             );
         }
         // Tests run in parallel threads: without the lock two of them can be handed the same
@@ -123,16 +118,11 @@ impl SoftTpm {
     }
 
     fn tool(&self, args: &[&str], dir: &Path) -> String {
-        let out = Command::new(args[0])
-            .args(&args[1..])
-            .env("TPM2TOOLS_TCTI", self.tcti())
-            .current_dir(dir)
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{args:?}: {}",
-            String::from_utf8_lossy(&out.stderr)
+        let out = support::run_ok(
+            Command::new(args[0])
+                .args(&args[1..])
+                .env("TPM2TOOLS_TCTI", self.tcti())
+                .current_dir(dir),
         );
         String::from_utf8_lossy(&out.stdout).into_owned()
     }

@@ -448,6 +448,26 @@ impl Tpm {
         result
     }
 
+    /// TPM2_StartAuthSession with `tpm_key` (the salt's decryption key, or TPM_RH_NULL) and no
+    /// bind; `params` are the command's parameters. Returns the session handle and the TPM's
+    /// nonce from the response.
+    fn start_auth_session(
+        &mut self,
+        tpm_key: u32,
+        params: &[u8],
+    ) -> Result<(u32, Vec<u8>), TpmError> {
+        let r = self.run(Cc::StartAuthSession, &[tpm_key, RH_NULL], &[], params, 1)?;
+        let handle = *r
+            .handles
+            .first()
+            .ok_or(TpmError::Malformed("StartAuthSession"))?;
+        let nonce_tpm = Reader::new(&r.params)
+            .tpm2b()
+            .map_err(|_| TpmError::Malformed("StartAuthSession"))?
+            .to_vec();
+        Ok((handle, nonce_tpm))
+    }
+
     /// An unsalted policy session satisfying the PCR policy: PolicyPCR with the expected
     /// values (the TPM compares them with its own), then PolicyCommandCode.
     fn pcr_session(&mut self, p: &PcrPolicy) -> Result<Session, TpmError> {
@@ -460,15 +480,7 @@ impl Tpm {
             .u8(SE_POLICY)
             .u16(ek::ALG_NULL)
             .u16(ek::ALG_SHA256);
-        let r = self.run(Cc::StartAuthSession, &[RH_NULL, RH_NULL], &[], &params.0, 1)?;
-        let handle = *r
-            .handles
-            .first()
-            .ok_or(TpmError::Malformed("StartAuthSession"))?;
-        let nonce_tpm = Reader::new(&r.params)
-            .tpm2b()
-            .map_err(|_| TpmError::Malformed("StartAuthSession"))?
-            .to_vec();
+        let (handle, nonce_tpm) = self.start_auth_session(RH_NULL, &params.0)?;
         let mut pp = Writer::new();
         pp.tpm2b(&p.pcr_digest()).bytes(&p.selection());
         let step = self
@@ -543,21 +555,7 @@ impl Tpm {
             .u16(128)
             .u16(ek::ALG_CFB)
             .u16(ek::ALG_SHA256);
-        let r = self.run(
-            Cc::StartAuthSession,
-            &[ek.handle, RH_NULL],
-            &[],
-            &params.0,
-            1,
-        )?;
-        let handle = *r
-            .handles
-            .first()
-            .ok_or(TpmError::Malformed("StartAuthSession"))?;
-        let nonce_tpm = Reader::new(&r.params)
-            .tpm2b()
-            .map_err(|_| TpmError::Malformed("StartAuthSession"))?
-            .to_vec();
+        let (handle, nonce_tpm) = self.start_auth_session(ek.handle, &params.0)?;
         let key = kdfa(&salt, "ATH", &nonce_tpm, &nonce_caller, 256);
         let session = Session {
             handle,

@@ -1,7 +1,9 @@
-//! Shared test helpers: a fault-injecting HTTP/1.1 server, TLS material, nginx, rsyslog.
+//! Shared test helpers: a fault-injecting HTTP/1.1 server, TLS material, nginx, rsyslog, root
+//! images.
 #![allow(dead_code)]
 
 pub mod http;
+pub mod image;
 pub mod nginx;
 pub mod registry;
 pub mod rsyslog;
@@ -19,6 +21,19 @@ pub fn random_bytes(len: usize, seed: u64) -> Vec<u8> {
         out.extend_from_slice(&(z ^ (z >> 31)).to_le_bytes());
     }
     out.truncate(len);
+    out
+}
+
+/// Runs `cmd`, failing the test (with the command and its stderr) when it cannot be started
+/// or does not succeed.
+#[track_caller]
+pub fn run_ok(cmd: &mut std::process::Command) -> std::process::Output {
+    let out = cmd.output().expect("spawn");
+    assert!(
+        out.status.success(),
+        "{cmd:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     out
 }
 
