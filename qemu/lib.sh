@@ -251,7 +251,8 @@ nginx_stop() {
 nginx_stop_all() {
 	local d
 	for d in "$B"/nginx/*/; do
-		[ -d "$d" ] && nginx_stop "$(basename "$d")"
+		[ -d "$d" ] || continue
+		nginx_stop "$(basename "$d")"
 	done
 }
 
@@ -487,7 +488,8 @@ rsyslog_stop() {
 rsyslog_stop_all() {
 	local d
 	for d in "$B"/rsyslog/*/; do
-		[ -d "$d" ] && rsyslog_stop "$(basename "$d")"
+		[ -d "$d" ] || continue
+		rsyslog_stop "$(basename "$d")"
 	done
 }
 

@@ -61,12 +61,15 @@ PORT=$(free_port)
 SSLPORT=$(free_port)
 URL="http://10.0.2.2:$PORT"
 SURL="https://10.0.2.2:$SSLPORT"
+# Never fails: under set -e a failing command in the EXIT trap (a kill of a process that has
+# already exited) would replace the suite's own exit status.
 cleanup() {
-	[ -n "${BG_PID:-}" ] && kill "$BG_PID" 2>/dev/null
-	[ -n "${QEMU_PID:-}" ] && kill "$QEMU_PID" 2>/dev/null
-	[ -n "${REGISTRY_PID:-}" ] && kill "$REGISTRY_PID" 2>/dev/null
-	nginx_stop_all
-	rsyslog_stop_all
+	local p
+	for p in "${BG_PID:-}" "${QEMU_PID:-}" "${REGISTRY_PID:-}"; do
+		[ -z "$p" ] || kill "$p" 2>/dev/null || true
+	done
+	nginx_stop_all || true
+	rsyslog_stop_all || true
 }
 trap cleanup EXIT
 

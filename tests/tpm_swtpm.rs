@@ -13,7 +13,7 @@ use rustlive::tpm::ek::EkPublic;
 use rustlive::tpm::envelope::{self, EnvelopeError};
 use rustlive::tpm::transport::Swtpm;
 use rustlive::Config;
-use std::net::{TcpListener, TcpStream};
+use std::net::TcpListener;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -67,41 +67,51 @@ impl SoftTpm {
         // free port, and the one whose swtpm then fails to bind talks to the other's TPM.
         static STARTING: std::sync::Mutex<()> = std::sync::Mutex::new(());
         let _one_at_a_time = STARTING.lock().unwrap_or_else(|e| e.into_inner());
-        let port = free_port_pair();
-        let child = Command::new("swtpm")
-            .args(["socket", "--tpm2", "--flags", "not-need-init", "--tpmstate"])
-            .arg(format!("dir={}", state.path().display()))
-            .args([
-                "--server",
-                &format!("type=tcp,port={port},bindaddr=127.0.0.1"),
-            ])
-            .args([
-                "--ctrl",
-                &format!("type=tcp,port={},bindaddr=127.0.0.1", port + 1),
-            ])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        let mut t = SoftTpm {
+        // A port found free can still be taken, before swtpm binds it, by another test's
+        // outgoing connection (same ephemeral range): swtpm then exits, and a new pair is tried.
+        let mut attempts = 0;
+        let (mut child, port) = loop {
+            attempts += 1;
+            let port = free_port_pair();
+            let mut child = Command::new("swtpm")
+                .args(["socket", "--tpm2", "--flags", "not-need-init", "--tpmstate"])
+                .arg(format!("dir={}", state.path().display()))
+                .args([
+                    "--server",
+                    &format!("type=tcp,port={port},bindaddr=127.0.0.1"),
+                ])
+                .args([
+                    "--ctrl",
+                    &format!("type=tcp,port={},bindaddr=127.0.0.1", port + 1),
+                ])
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .unwrap();
+            let deadline = Instant::now() + Duration::from_secs(20);
+            // Watched in /proc/net/tcp rather than probed with a connection: under load swtpm
+            // could still be closing the probe when the next connection arrived, and reset it.
+            while !(listening(port) && listening(port + 1)) && child.try_wait().unwrap().is_none() {
+                if Instant::now() > deadline {
+                    let _ = child.kill();
+                    panic!("swtpm did not listen on {port}");
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            if child.try_wait().unwrap().is_none() {
+                break (child, port);
+            }
+            assert!(
+                attempts < 5,
+                "swtpm exited {attempts} times before listening"
+            );
+        };
+        assert!(child.try_wait().unwrap().is_none());
+        let t = SoftTpm {
             child,
             port,
             _state: state,
         };
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(Instant::now() < deadline, "swtpm did not listen on {port}");
-            assert!(
-                t.child.try_wait().unwrap().is_none(),
-                "swtpm exited before listening on {port} (port taken?)"
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        assert!(
-            t.child.try_wait().unwrap().is_none(),
-            "swtpm exited; something else answers on {port}"
-        );
-        // That probe connection was closed; swtpm accepts the next one.
         let mut tpm = t.connect();
         tpm.startup().unwrap();
         Some(t)
@@ -133,6 +143,17 @@ impl Drop for SoftTpm {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// Whether something listens on 127.0.0.1:`port` (a LISTEN row, state 0A, in /proc/net/tcp).
+fn listening(port: u16) -> bool {
+    let want = format!("0100007F:{port:04X}");
+    std::fs::read_to_string("/proc/net/tcp").is_ok_and(|t| {
+        t.lines().skip(1).any(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            f.get(1) == Some(&want.as_str()) && f.get(3) == Some(&"0A")
+        })
+    })
 }
 
 fn free_port_pair() -> u16 {
