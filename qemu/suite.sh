@@ -519,8 +519,11 @@ t_initramfs_cache_key() {
 SYSLOG_UDP=$(free_port)
 SYSLOG_TCP=$(free_port)
 SYSLOG_LOG="$B/rsyslog/main/received.log"
+# Started once per run, on this run's ports (rsyslog_start stops one a previous run left).
 syslog_up() {
-	[ -s "$B/rsyslog/main/rsyslogd.pid" ] || rsyslog_start main "$SYSLOG_UDP" "$SYSLOG_TCP"
+	[ -n "${SYSLOG_UP:-}" ] && return 0
+	rsyslog_start main "$SYSLOG_UDP" "$SYSLOG_TCP"
+	SYSLOG_UP=1
 }
 # collector_has REGEX DESCRIPTION [WAIT-SECONDS]: rsyslog filed a line matching it.
 collector_has() {
