@@ -740,6 +740,14 @@ t_standalone_virtio() {
 		check 'TESTROOT: lease .*"method":"dhcp"' "the lease's method"
 }
 
+t_standalone_e1000() {
+	# The 82540EM most hypervisors emulate: carrier comes from the driver's watchdog, ~2 s
+	# after the module loads.
+	sa_boot standalone-e1000 "$IMG/sa.img" "root=live:$URL/root.squashfs rd.rustlive.sha256=$(sha_of root.squashfs)" \
+		300 'TESTROOT: done' "$SA_NOBOOT" -netdev "user,id=n0" -device "e1000,netdev=n0,mac=$GUEST_MAC" &&
+		sa_booted && check 'rustlive.*loaded kernel modules: e1000([^e]|$)' "e1000 loaded by modalias"
+}
+
 t_standalone_e1000e() {
 	sa_boot standalone-e1000e "$IMG/sa.img" "root=live:$URL/root.squashfs rd.rustlive.sha256=$(sha_of root.squashfs)" \
 		300 'TESTROOT: done' "$SA_NOBOOT" -netdev "user,id=n0" -device "e1000e,netdev=n0,mac=$GUEST_MAC" &&
@@ -823,7 +831,7 @@ t_standalone_secrets_mtls() {
 ALL="initramfs_cache_key happy_nm happy_networkd livenet_cmdline root_http_alias nested erofs hash_mismatch bad_cmdline bad_cmdline_shell server_late broken_transfer
 secrets_initrd secrets_cat secrets_cat_plain secrets_https no_network signature_valid signature_missing pxe no_systemd
 no_systemd_fail file_image no_systemd_file pid1_switch_root syslog_failure oci secrets_tpm secrets_tpm_other
-standalone_virtio standalone_e1000e standalone_static standalone_hash_mismatch standalone_no_nic
+standalone_virtio standalone_e1000 standalone_e1000e standalone_static standalone_hash_mismatch standalone_no_nic
 standalone_no_driver standalone_no_dhcp standalone_pxe standalone_secrets_mtls standalone_tpm standalone_oci
 debian_root debian_root_pxe"
 
