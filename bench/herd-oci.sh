@@ -7,7 +7,10 @@
 # WARM=1 first pulls once through each cache (what a site does after publishing).
 # CACHE_KIND=nginx: nginx proxy_cache instances (proxy_cache_lock: one origin read per cache)
 # instead of distribution pull-through registries.
-# Env: RUSTLIVE, N (64), CACHES (2), SIZE_MIB (64), WARM (0), CACHE_KIND (registry), PORT0 (18190).
+# CHAIN=1 (registry caches): each cache pulls through the previous one (cache N -> ... -> cache 1
+# -> origin) instead of all from the origin: the origin then sees cache 1's reads only.
+# Env: RUSTLIVE, N (64), CACHES (2), SIZE_MIB (64), WARM (0), CACHE_KIND (registry), CHAIN (0),
+# PORT0 (18190).
 set -eu
 cd "$(dirname "$0")/.."
 BIN=${RUSTLIVE:-target/x86_64-unknown-linux-musl/release/rustlive}
@@ -16,6 +19,7 @@ CACHES=${CACHES:-2}
 SIZE_MIB=${SIZE_MIB:-64}
 WARM=${WARM:-0}
 CACHE_KIND=${CACHE_KIND:-registry}
+CHAIN=${CHAIN:-0}
 PORT0=${PORT0:-18190}
 REGISTRY=/usr/bin/docker-registry
 [ -x "$BIN" ] || { echo "no $BIN: run make build" >&2; exit 1; }
@@ -84,8 +88,10 @@ fi
 nginx_start "$WORK/nginx" $((PORT0 + 3)) "$servers"
 URLS=()
 if [ "$CACHE_KIND" = registry ]; then
+	upstream=$COUNT
 	for c in $(seq "$CACHES"); do
-		registry "cache$c" $((PORT0 + 10 + c)) "$(printf 'proxy:\n  remoteurl: http://127.0.0.1:%s' "$COUNT")"
+		registry "cache$c" $((PORT0 + 10 + c)) "$(printf 'proxy:\n  remoteurl: http://127.0.0.1:%s' "$upstream")"
+		[ "$CHAIN" = 1 ] && upstream=$((PORT0 + 10 + c))
 	done
 fi
 
@@ -95,13 +101,23 @@ DIGEST=$("$BIN" publish "$WORK/root.squashfs" "oci+http://127.0.0.1:$ORIGIN/benc
 for c in $(seq "$CACHES"); do
 	URLS+=("oci+http://127.0.0.1:$((PORT0 + 10 + c))/bench/root@$DIGEST")
 done
-echo "oci herd: $N clients x $SIZE_MIB MiB via $CACHES $CACHE_KIND caches, manifest $DIGEST, warm=$WARM, cores: $(nproc)"
+echo "oci herd: $N clients x $SIZE_MIB MiB via $CACHES $CACHE_KIND caches, manifest $DIGEST, warm=$WARM, chain=$CHAIN, cores: $(nproc)"
 
 mkdir -p "$WORK/out"
 if [ "$WARM" = 1 ]; then
-	for u in "${URLS[@]}"; do
-		"$BIN" fetch -o "$WORK/out/warm.img" "$u" 2>/dev/null
+	# One pull through each cache, in order, each time waiting until that cache has stored the
+	# layer (the registry stores a proxied blob in the background after serving it): in a chain,
+	# cache 2 then finds it stored in cache 1. What a site's warm-up after publishing does.
+	layer=$(sha256sum "$WORK/root.squashfs" | cut -c1-64)
+	for c in $(seq "$CACHES"); do
+		"$BIN" fetch -o "$WORK/out/warm.img" "${URLS[c - 1]}" 2>/dev/null
 		rm -f "$WORK/out/warm.img"
+		[ "$CACHE_KIND" = registry ] || continue
+		f="$WORK/cache$c/storage/docker/registry/v2/blobs/sha256/${layer:0:2}/$layer/data"
+		for _ in $(seq 240); do
+			[ "$(stat -c %s "$f" 2>/dev/null || echo 0)" -eq $((SIZE_MIB << 20)) ] && break
+			sleep 0.5
+		done
 	done
 fi
 t0=$SECONDS
