@@ -590,13 +590,15 @@ debian_run() {
 	wait_console "$LOG" 600 'login:' "$NOBOOT|$SA_NOBOOT" || rc=1
 	if [ "$rc" -eq 0 ]; then
 		# sshd may come up after the login prompt (TCG, a loaded machine): up to 5 minutes.
-		keys=$(end=$((SECONDS + 300)); while [ "$SECONDS" -lt "$end" ]; do
-			out=$(ssh-keyscan -T 10 -p "$SSHPORT" 127.0.0.1 2>/dev/null) && [ -n "$out" ] && {
-				echo "$out" | cut -d' ' -f2- | sort
-				break
-			}
-			sleep 3
-		done)
+		# One key type per scan, each retried until it answers: a scan of all types at once
+		# runs their key exchanges side by side, and under TCG one of them can outlast -T.
+		keys=$(end=$((SECONDS + 300)); for type in ed25519 ecdsa rsa; do
+			while [ "$SECONDS" -lt "$end" ]; do
+				out=$(ssh-keyscan -T 30 -t "$type" -p "$SSHPORT" 127.0.0.1 2>/dev/null) &&
+					[ -n "$out" ] && echo "$out" && break
+				sleep 3
+			done
+		done | cut -d' ' -f2- | sort)
 		[ "$keys" = "$(cat "$DEBNODE/host-keys")" ] || {
 			say "  ssh-keyscan returned: ${keys:-nothing}; injected: $(cat "$DEBNODE/host-keys")"
 			tr -d '\r' <"$LOG" | grep -a 'DEBIANROOT:' >&2
