@@ -142,6 +142,7 @@ pub struct Sealing {
 pub const SEALED_STATE: &str = ".sealed";
 
 /// What the write step does with one output path.
+#[derive(Clone)]
 enum Plan {
     /// Write these bytes (when they differ from what is there) with this mode.
     Bytes(Zeroizing<Vec<u8>>, u32),
@@ -236,11 +237,7 @@ pub fn build_all(
                 None => Plan::Keep,
             };
             for path in outputs(ext) {
-                let plan = match &plan {
-                    Plan::Bytes(b, m) => Plan::Bytes(b.clone(), *m),
-                    Plan::Keep => Plan::Keep,
-                };
-                planned.insert(path, (n.hostname.clone(), plan));
+                planned.insert(path, (n.hostname.clone(), plan.clone()));
             }
         }
     }
