@@ -248,13 +248,16 @@ nginx_stop() {
 	rm -f "$pidf"
 }
 
-nginx_stop_all() {
+# stop_each KIND STOP: STOP NAME for every build/KIND/NAME directory.
+stop_each() {
 	local d
-	for d in "$B"/nginx/*/; do
+	for d in "$B/$1"/*/; do
 		[ -d "$d" ] || continue
-		nginx_stop "$(basename "$d")"
+		"$2" "$(basename "$d")"
 	done
 }
+
+nginx_stop_all() { stop_each nginx nginx_stop; }
 
 # --- initramfs -----------------------------------------------------------------------------------
 
@@ -485,13 +488,7 @@ rsyslog_stop() {
 	rm -f "$pidf"
 }
 
-rsyslog_stop_all() {
-	local d
-	for d in "$B"/rsyslog/*/; do
-		[ -d "$d" ] || continue
-		rsyslog_stop "$(basename "$d")"
-	done
-}
+rsyslog_stop_all() { stop_each rsyslog rsyslog_stop; }
 
 # --- the Debian node's secrets ------------------------------------------------------------------
 

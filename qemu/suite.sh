@@ -298,19 +298,21 @@ t_signature_missing() {
 		check_not 'TESTROOT' "the image's init"
 }
 
-t_pxe() {
+# ipxe_script NAME INITRAMFS KERNEL-ARGS NODE-INITRD-URL: build/tftp/NAME.ipxe, what a boot
+# server hands a node: the kernel, INITRAMFS (served as /boot/NAME.img) and its own initrd.
+ipxe_script() {
 	mkdir -p "$B/tftp" "$WWW/boot"
 	ln -sf "$KERNEL" "$WWW/boot/vmlinuz"
-	ln -sf "$IMG/nm.img" "$WWW/boot/initramfs.img"
-	cat >"$B/tftp/boot.ipxe" <<-EOF
-		#!ipxe
-		kernel $URL/boot/vmlinuz console=ttyS0 root=live:$URL/root.squashfs rd.rustlive.sha256=$(sha_of root.squashfs)
-		initrd $URL/boot/initramfs.img
-		initrd $URL/node-secrets.cpio
-		boot
-	EOF
+	ln -sf "$2" "$WWW/boot/$1.img"
+	printf '#!ipxe\nkernel %s\ninitrd %s\ninitrd %s\nboot\n' "$URL/boot/vmlinuz console=ttyS0 $3" \
+		"$URL/boot/$1.img" "$4" >"$B/tftp/$1.ipxe"
+}
+
+t_pxe() {
+	ipxe_script pxe "$IMG/nm.img" "root=live:$URL/root.squashfs rd.rustlive.sha256=$(sha_of root.squashfs)" \
+		"$URL/node-secrets.cpio"
 	LOG="$LOGS/pxe.log"
-	qemu_start "$LOG" -boot n -netdev "user,id=n0,tftp=$B/tftp,bootfile=boot.ipxe" \
+	qemu_start "$LOG" -boot n -netdev "user,id=n0,tftp=$B/tftp,bootfile=pxe.ipxe" \
 		-device "virtio-net-pci,netdev=n0,mac=$GUEST_MAC"
 	wait_serial "$LOG" 300 'TESTROOT: done' "$NOBOOT" && booted && secrets_ok
 }
@@ -656,17 +658,10 @@ t_debian_root_pxe() {
 	# The same root through real PXE: iPXE loads the standalone initramfs and the node's own
 	# bundle by ${mac}, as a site's boot server serves them.
 	debian_prepare || return 1
-	mkdir -p "$B/tftp" "$WWW/boot" "$WWW/debian-nodes/by-mac"
-	ln -sf "$KERNEL" "$WWW/boot/vmlinuz"
-	ln -sf "$IMG/sa.img" "$WWW/boot/standalone.img"
+	mkdir -p "$WWW/debian-nodes/by-mac"
 	cp "$DEBNODE/debian-secrets.cpio" "$WWW/debian-nodes/by-mac/$GUEST_MAC.cpio"
-	cat >"$B/tftp/debian.ipxe" <<-EOF
-		#!ipxe
-		kernel $URL/boot/vmlinuz console=ttyS0 $SA_ARGS $(debian_cmdline)
-		initrd $URL/boot/standalone.img
-		initrd $URL/debian-nodes/by-mac/\${mac}.cpio
-		boot
-	EOF
+	# shellcheck disable=SC2016 # ${mac} is iPXE's, expanded by iPXE
+	ipxe_script debian "$IMG/sa.img" "$SA_ARGS $(debian_cmdline)" "$URL/debian-nodes/by-mac/"'${mac}.cpio'
 	# iPXE percent-encodes the colons of ${mac} in the request line.
 	debian_run debian-root-pxe ",tftp=$B/tftp,bootfile=debian.ipxe" -boot n &&
 		grep -Eq "GET /debian-nodes/by-mac/($GUEST_MAC|${GUEST_MAC//:/%3A})\.cpio HTTP/1\.1\" 200" \
@@ -796,16 +791,8 @@ t_standalone_no_dhcp() {
 }
 
 t_standalone_pxe() {
-	mkdir -p "$B/tftp" "$WWW/boot"
-	ln -sf "$KERNEL" "$WWW/boot/vmlinuz"
-	ln -sf "$IMG/sa.img" "$WWW/boot/standalone.img"
-	cat >"$B/tftp/standalone.ipxe" <<-EOF
-		#!ipxe
-		kernel $URL/boot/vmlinuz console=ttyS0 $SA_ARGS root=live:$URL/root.squashfs rd.rustlive.sha256=$(sha_of root.squashfs)
-		initrd $URL/boot/standalone.img
-		initrd $URL/node-secrets.cpio
-		boot
-	EOF
+	ipxe_script standalone "$IMG/sa.img" \
+		"$SA_ARGS root=live:$URL/root.squashfs rd.rustlive.sha256=$(sha_of root.squashfs)" "$URL/node-secrets.cpio"
 	LOG="$LOGS/standalone-pxe.log"
 	qemu_start "$LOG" -boot n -netdev "user,id=n0,tftp=$B/tftp,bootfile=standalone.ipxe" \
 		-device "virtio-net-pci,netdev=n0,mac=$GUEST_MAC"
