@@ -233,6 +233,11 @@ fn fetch_image(
         .then(|| node_identity(urls.first().and_then(|u| u.host_str()), &req.paths))
         .flatten();
     let urls = fetch::mirrors::order_for_node(urls, policy, node.as_ref());
+    // ...and spreads the image's pieces over all of them (`fetch::pieces`).
+    let opts = fetch::FetchOptions {
+        spread: node.map(|n| n.id),
+        ..opts
+    };
     // An oci:// source: the manifest now, then the root layer's blob on each registry.
     let creds = req.paths.join(crate::oci::auth::CREDENTIALS_FILE);
     let (urls, opts) = crate::oci::pull::prepare(&urls, &opts, &creds)?;

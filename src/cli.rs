@@ -557,6 +557,12 @@ fn fetch(a: &FetchArgs) -> Result<(), Error> {
         let shown: Vec<String> = urls.iter().map(crate::log::redact_url).collect();
         log::debug!("mirrors for {} ({}): {}", n.id, n.source, shown.join(", "));
     }
+    let opts = FetchOptions {
+        spread: node
+            .filter(|_| mirrors::needs_identity(&urls, a.mirrors))
+            .map(|n| n.id),
+        ..opts
+    };
     let creds = a
         .registry_auth
         .clone()
@@ -670,9 +676,19 @@ fn config(a: &ConfigArgs) -> Result<(), Error> {
         let order =
             crate::fetch::mirrors::order(cfg.image_urls(), cfg.transfer.mirrors, Some(&node));
         let shown: Vec<String> = order.iter().map(crate::log::redact_url).collect();
+        // Spread over http(s) mirrors, each piece of the image has an order of its own; `urls`
+        // is the first piece's, and the whole file's when it cannot be spread.
+        let by_piece =
+            crate::fetch::mirrors::needs_identity(cfg.image_urls(), cfg.transfer.mirrors)
+                && crate::fetch::pieces::applies(cfg.image_urls());
         obj.insert(
             "mirror_order".into(),
-            serde_json::json!({ "node_id": id, "policy": cfg.transfer.mirrors, "urls": shown }),
+            serde_json::json!({
+                "node_id": id,
+                "policy": cfg.transfer.mirrors,
+                "urls": shown,
+                "by_piece": by_piece,
+            }),
         );
     }
     let json = serde_json::to_string_pretty(&value).unwrap_or_default();

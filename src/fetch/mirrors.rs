@@ -98,12 +98,28 @@ pub fn rank(id: &str, mirrors: &[&str]) -> Vec<usize> {
     idx.into_iter().map(|(_, i)| i).collect()
 }
 
+/// The order a node fetches piece `piece` of the image in (see `pieces`): piece 0 in the
+/// node's own order (the one `rustlive config --node-id` shows), every later piece in an
+/// order of its own, so the pieces of one node spread over all the mirrors and a failed
+/// mirror's pieces spread over the others.
+pub fn piece_rank(id: &str, piece: u64, keys: &[&str]) -> Vec<usize> {
+    if piece == 0 {
+        return rank(id, keys);
+    }
+    rank(&format!("{id}\0{piece}"), keys)
+}
+
+/// Each mirror's key for hashing (see [`mirror_key`]), in the order given.
+pub fn keys(urls: &[Url]) -> Vec<String> {
+    urls.iter().map(mirror_key).collect()
+}
+
 /// The order a node tries `urls` in under `policy`. Without an identity, `spread` falls back
 /// to the listed order (every node then agrees, which is the old behaviour, never worse).
 pub fn order(urls: &[Url], policy: MirrorPolicy, node: Option<&NodeId>) -> Vec<Url> {
     match (policy, node) {
         (MirrorPolicy::Spread, Some(n)) if urls.len() > 1 => {
-            let keys: Vec<String> = urls.iter().map(mirror_key).collect();
+            let keys = keys(urls);
             let refs: Vec<&str> = keys.iter().map(String::as_str).collect();
             rank(&n.id, &refs)
                 .into_iter()

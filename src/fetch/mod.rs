@@ -15,6 +15,7 @@
 pub mod auth;
 pub mod client;
 pub mod mirrors;
+pub mod pieces;
 pub mod progress;
 pub mod redirect;
 pub mod retry;
@@ -160,6 +161,9 @@ pub struct FetchOptions {
     pub auth: Option<std::sync::Arc<dyn RequestAuth>>,
     /// The digest and length the source itself gives (OCI layers).
     pub content: Option<ContentDigest>,
+    /// The node identity to spread the image's pieces over the mirrors for (`pieces`);
+    /// `None`: one mirror at a time, in the listed order.
+    pub spread: Option<String>,
 }
 
 impl Default for FetchOptions {
@@ -184,6 +188,7 @@ impl Default for FetchOptions {
             progress_interval: progress::INTERVAL,
             auth: None,
             content: None,
+            spread: None,
         }
     }
 }
@@ -345,7 +350,20 @@ fn download_to_file(
     };
     let mut progress = Progress::new(Instant::now(), opts.progress_interval);
     let what = redact_url(first);
-    let outcome = download(urls, &client, opts, &mut sink, Some(&mut progress));
+    // A hash or signature checks the assembled bytes; without one, only mirrors with the
+    // same validators may share the pieces.
+    let plan = opts.spread.as_ref().map(|node| pieces::Plan {
+        node: node.clone(),
+        same_validators: !expected.pins(),
+    });
+    let outcome = download(
+        urls,
+        &client,
+        opts,
+        &mut sink,
+        Some(&mut progress),
+        plan.as_ref(),
+    );
     let FileSink { file, digests, .. } = sink;
     let result = outcome.and_then(|(state, attempts, url)| {
         let file = file.ok_or_else(|| FetchError::Write {
@@ -460,7 +478,7 @@ pub(crate) fn fetch_small(
         max: max_len,
         url: redact_url(first),
     };
-    download(urls, &client, opts, &mut sink, None)?;
+    download(urls, &client, opts, &mut sink, None, None)?;
     Ok(sink.buf)
 }
 
@@ -544,69 +562,117 @@ fn part_path(dest: &Path) -> PathBuf {
     PathBuf::from(s)
 }
 
-/// The attempt loop: mirrors, backoff, deadline. Returns the final state, the number of
-/// attempts and the mirror that finished.
+/// The attempt loop: mirrors (or pieces spread over them, with a `plan`), backoff, deadline.
+/// Returns the final state, the number of attempts and the mirror that finished.
 fn download(
     urls: &[Url],
     client: &Client,
     opts: &FetchOptions,
     sink: &mut dyn Sink<Error = FetchError>,
     mut progress: Option<&mut Progress>,
+    plan: Option<&pieces::Plan>,
 ) -> Result<(State, u32, String), FetchError> {
     let mut state = State::default();
     let mut rng = Rng::from_entropy();
-    let mut attempts = 0u32;
+    let mut pool = pieces::Pool::new(urls, plan);
+    let same_validators = plan.is_some_and(|p| p.same_validators);
+    // Requests that failed; the next piece of a spread download is not a new attempt.
+    let mut failed = 0u32;
     let mut failures = 0u32;
     // What went wrong before the attempt the deadline cut short: the more useful cause.
     let mut previous: Option<AttemptError> = None;
-    // Mirrors that gave an answer retrying cannot change (404, TLS, redirect refused).
-    let mut dead = vec![false; urls.len()];
-    let mut m = 0;
+    // Bytes each mirror delivered (of the final file), for the summary of a spread download.
+    let mut served = vec![0u64; urls.len()];
+    let mut resume = false;
     loop {
-        attempts = attempts.saturating_add(1);
+        let pick = pool
+            .pick(state.have, state.total, Instant::now())
+            .ok_or(FetchError::NoUrl)?;
+        let m = pick.mirror;
         let url = urls.get(m).ok_or(FetchError::NoUrl)?;
-        let before = state.have;
+        let (before, restarts) = (state.have, state.restarts);
         let mut ctx = transfer::Ctx {
             stall: opts.stall,
             deadline: opts.deadline,
             min_rate: opts.min_rate,
             progress: progress.as_deref_mut(),
             auth: opts.auth.as_deref(),
+            piece: pick.end.map(|end| transfer::Piece {
+                end,
+                same_validators,
+                resume,
+            }),
         };
-        let err = match transfer::run(client, url, &mut state, sink, &mut ctx) {
-            Ok(()) => return Ok((state, attempts, redact_url(url))),
+        let result = transfer::run(client, url, &mut state, sink, &mut ctx);
+        tally(&mut served, m, before, state.have, state.restarts != restarts);
+        let err = match result {
+            Ok(()) => {
+                resume = false;
+                pool.succeeded(m);
+                let done = state.total.is_none_or(|t| state.have >= t);
+                if !done && pool.pieces() {
+                    // Pieces need the length, and, unverified, a validator to tie mirrors.
+                    if state.total.is_none()
+                        || (same_validators && state.validators.if_range().is_none())
+                    {
+                        log::warn!(
+                            "{}: no length or validator to share the image's pieces with the other mirrors; fetching the rest from it",
+                            redact_url(url)
+                        );
+                        pool.single_from(m);
+                    }
+                    continue;
+                }
+                if pool.pieces() {
+                    log::info!("pieces served by {}", served_line(urls, &served));
+                }
+                return Ok((state, failed.saturating_add(1), redact_url(url)));
+            }
             Err(Failure::Sink(e)) => return Err(e),
             Err(Failure::Attempt(e)) => e,
         };
+        failed = failed.saturating_add(1);
+        resume = true;
         let shown = redact_url(url);
         if matches!(err, AttemptError::Deadline) {
             return Err(FetchError::Deadline {
                 url: shown,
-                attempts,
+                attempts: failed,
                 last: previous.take().unwrap_or(err),
             });
         }
+        if let AttemptError::OtherFile(_) = &err {
+            if pool.other_file(m) {
+                log::warn!(
+                    "{shown}: {}; the other mirrors serve its pieces",
+                    crate::error::report(&err)
+                );
+            } else {
+                let first = pool.first_alive().unwrap_or(0);
+                log::warn!(
+                    "{shown}: {}; no two mirrors agree, starting over from {}",
+                    crate::error::report(&err),
+                    urls.get(first).map(redact_url).unwrap_or_default()
+                );
+                state.restart();
+                served.fill(0);
+                pool.single_from(first);
+            }
+            continue;
+        }
         if !err.is_retryable() {
-            if let Some(d) = dead.get_mut(m) {
-                *d = true;
+            if !pool.dead(m) {
+                return Err(FetchError::Refused {
+                    url: shown,
+                    source: err,
+                });
             }
-            match next_mirror(&dead, m) {
-                Some(n) => {
-                    log::warn!(
-                        "{shown}: {}; trying {}",
-                        crate::error::report(&err),
-                        urls.get(n).map(redact_url).unwrap_or_default()
-                    );
-                    m = n;
-                    continue;
-                }
-                None => {
-                    return Err(FetchError::Refused {
-                        url: shown,
-                        source: err,
-                    })
-                }
-            }
+            log::warn!(
+                "{shown}: {}; trying {}",
+                crate::error::report(&err),
+                next_shown(&pool, urls, &state)
+            );
+            continue;
         }
         failures = if state.have > before {
             0
@@ -616,16 +682,16 @@ fn download(
         let delay = opts
             .backoff
             .delay(failures.saturating_sub(1), err.retry_after(), &mut rng);
-        match retry::next(attempts, opts.retries, delay, Instant::now(), opts.deadline) {
+        match retry::next(failed, opts.retries, delay, Instant::now(), opts.deadline) {
             Next::Retry(d) => {
-                m = next_mirror(&dead, m).unwrap_or(m);
+                pool.failed(m, Instant::now());
                 log::warn!(
                     "{shown}: {}; retry {} in {:.1} s{}",
                     crate::error::report(&err),
-                    attempts,
+                    failed,
                     d.as_secs_f64(),
                     if urls.len() > 1 {
-                        format!(" from {}", urls.get(m).map(redact_url).unwrap_or_default())
+                        format!(" from {}", next_shown(&pool, urls, &state))
                     } else {
                         String::new()
                     }
@@ -636,14 +702,14 @@ fn download(
             Next::RetriesExhausted => {
                 return Err(FetchError::GaveUp {
                     url: shown,
-                    attempts,
+                    attempts: failed,
                     last: err,
                 })
             }
             Next::DeadlinePassed => {
                 return Err(FetchError::Deadline {
                     url: shown,
-                    attempts,
+                    attempts: failed,
                     last: err,
                 })
             }
@@ -651,12 +717,35 @@ fn download(
     }
 }
 
-/// The next mirror after `m` that is still worth trying (possibly `m` itself).
-fn next_mirror(dead: &[bool], m: usize) -> Option<usize> {
-    let n = dead.len();
-    (1..=n)
-        .filter_map(|i| m.checked_add(i).and_then(|x| x.checked_rem(n)))
-        .find(|&i| dead.get(i) == Some(&false))
+/// Counts what mirror `m` added to the file; when the attempt started over (`restarted`), the
+/// file is what it sent from zero.
+fn tally(served: &mut [u64], m: usize, before: u64, after: u64, restarted: bool) {
+    let from = if restarted {
+        served.fill(0);
+        0
+    } else {
+        before
+    };
+    if let Some(s) = served.get_mut(m) {
+        *s = s.saturating_add(after.saturating_sub(from));
+    }
+}
+
+/// The mirror the next request goes to, for the log.
+fn next_shown(pool: &pieces::Pool, urls: &[Url], state: &State) -> String {
+    pool.pick(state.have, state.total, Instant::now())
+        .and_then(|p| urls.get(p.mirror))
+        .map(redact_url)
+        .unwrap_or_default()
+}
+
+/// `http://a/img 4.0 MiB, http://b/img 3.0 MiB`.
+fn served_line(urls: &[Url], served: &[u64]) -> String {
+    urls.iter()
+        .zip(served)
+        .map(|(u, b)| format!("{} {}", redact_url(u), mib(*b)))
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 /// The image's `.part` file and the running hashes.
@@ -754,11 +843,13 @@ mod tests {
     use super::*;
 
     #[test]
-    fn mirror_rotation_skips_dead_mirrors() {
-        assert_eq!(next_mirror(&[false], 0), Some(0));
-        assert_eq!(next_mirror(&[false, false, false], 2), Some(0));
-        assert_eq!(next_mirror(&[false, true, false], 0), Some(2));
-        assert_eq!(next_mirror(&[true, true], 0), None);
+    fn a_restart_clears_what_mirrors_served() {
+        let mut s = vec![0u64; 3];
+        tally(&mut s, 0, 0, 100, false);
+        tally(&mut s, 1, 100, 250, false);
+        assert_eq!(s, [100, 150, 0]);
+        tally(&mut s, 2, 250, 400, true);
+        assert_eq!(s, [0, 0, 400]);
     }
 
     #[test]

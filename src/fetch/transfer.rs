@@ -141,7 +141,7 @@ pub struct State {
 
 impl State {
     /// Throws away what was received: the next attempt asks for the whole file.
-    fn restart(&mut self) {
+    pub fn restart(&mut self) {
         if self.have > 0 {
             self.restarts = self.restarts.saturating_add(1);
         }
@@ -197,6 +197,11 @@ pub enum AttemptError {
     /// registry token): worth repeating at once.
     #[error("the server refused the credentials (401); new ones were obtained")]
     Reauthorized,
+    /// A mirror asked for one piece of an image spread over several mirrors answered with
+    /// something that does not continue the bytes received so far (another length, other
+    /// validators, the whole file). The bytes received are kept; that mirror is left out.
+    #[error("it does not serve the same file as the other mirrors: {0}")]
+    OtherFile(String),
 }
 
 impl AttemptError {
@@ -220,6 +225,7 @@ impl AttemptError {
             | AttemptError::Redirect(_)
             | AttemptError::Oversize { .. }
             | AttemptError::File { .. }
+            | AttemptError::OtherFile(_)
             | AttemptError::Deadline => false,
         }
     }
@@ -243,6 +249,34 @@ pub struct Ctx<'a> {
     pub progress: Option<&'a mut Progress>,
     /// Extra headers and 401 handling (OCI registries); `None` for plain HTTP sources.
     pub auth: Option<&'a dyn super::auth::RequestAuth>,
+    /// Ask for one piece of the file (a download spread over mirrors) instead of all of it.
+    pub piece: Option<Piece>,
+}
+
+/// One piece of a download spread over several mirrors: `Range: bytes=HAVE-(END-1)`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Piece {
+    /// The piece ends before this byte.
+    pub end: u64,
+    /// Whether the mirror must carry the validators of the first response (sent as
+    /// `If-Range`). Without a hash or signature over the image, identical validators are the
+    /// only sign two mirrors hold the same file; with one, the hash decides and only the
+    /// length has to agree (mirrors copied without keeping mtimes differ in ETag).
+    pub same_validators: bool,
+    /// The previous request failed: a 206 here is a resume (counted and logged as one).
+    pub resume: bool,
+}
+
+/// What a request asked for, which decides how its answer may continue the download.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Asked {
+    /// The whole file (no `Range`).
+    Whole,
+    /// The rest of the file from `State::have`, with the first response's validators in
+    /// `If-Range` (a resume from one source).
+    Rest,
+    /// One piece (a download spread over mirrors).
+    Piece(Piece),
 }
 
 /// `Content-Range: bytes START-END/TOTAL` (TOTAL may be `*`).
@@ -279,58 +313,43 @@ pub fn accept(
     headers: &HeaderMap,
     content_length: Option<u64>,
     state: &State,
-    ranged: bool,
+    asked: Asked,
 ) -> Result<(u64, Option<u64>, Option<u64>), AttemptError> {
+    // A piece's mirror that does not continue the file is left out, the bytes kept; a single
+    // source that lied once restarts from zero (BadRange).
+    let piece = matches!(asked, Asked::Piece(_));
+    let refuse = |why: String| {
+        if piece {
+            AttemptError::OtherFile(why)
+        } else {
+            AttemptError::BadRange(why)
+        }
+    };
     if status == StatusCode::OK {
+        if piece && state.have > 0 {
+            return Err(refuse(
+                "it answered a range request with the whole file".into(),
+            ));
+        }
         return Ok((0, content_length, content_length));
     }
     if status == StatusCode::PARTIAL_CONTENT {
-        if !ranged {
-            return Err(AttemptError::BadRange(
-                "206 to a request without Range".into(),
-            ));
-        }
-        let cr = headers
-            .get(header::CONTENT_RANGE)
-            .and_then(|v| v.to_str().ok())
-            .ok_or_else(|| AttemptError::BadRange("206 without Content-Range".into()))?;
-        let (start, end, total) = parse_content_range(cr).ok_or_else(|| {
-            AttemptError::BadRange(format!(
-                "unparsable Content-Range {:?}",
-                cr.chars().take(80).collect::<String>()
-            ))
-        })?;
-        if start != state.have {
-            return Err(AttemptError::BadRange(format!(
-                "asked for byte {} on, got a range starting at {start}",
-                state.have
-            )));
-        }
-        if total != state.total {
-            return Err(AttemptError::BadRange(format!(
-                "the file length changed from {} to {} bytes",
-                len_shown(state.total),
-                len_shown(total)
-            )));
-        }
-        state
-            .validators
-            .check_continues(&Validators::from_headers(headers))
-            .map_err(AttemptError::BadRange)?;
-        // end >= start, so the length is at least 1; only END = u64::MAX (with total `*`)
-        // cannot be represented, and no file is that long.
-        let stop = end
-            .checked_add(1)
-            .ok_or_else(|| AttemptError::BadRange("the range ends past 2^64 bytes".into()))?;
-        if content_length.is_some_and(|l| Some(l) != stop.checked_sub(start)) {
-            return Err(AttemptError::BadRange(
-                "Content-Length disagrees with Content-Range".into(),
-            ));
-        }
+        let check_validators = match asked {
+            Asked::Whole => {
+                return Err(AttemptError::BadRange(
+                    "206 to a request without Range".into(),
+                ))
+            }
+            Asked::Rest => true,
+            // The first piece is where the validators come from.
+            Asked::Piece(p) => p.same_validators && state.have > 0,
+        };
+        let (start, total, stop) =
+            partial(headers, content_length, state, check_validators).map_err(refuse)?;
         return Ok((start, total, Some(stop)));
     }
-    if status == StatusCode::RANGE_NOT_SATISFIABLE && ranged {
-        return Err(AttemptError::BadRange(
+    if status == StatusCode::RANGE_NOT_SATISFIABLE && asked != Asked::Whole {
+        return Err(refuse(
             "the server cannot satisfy the range (the file shrank?)".into(),
         ));
     }
@@ -342,6 +361,55 @@ pub fn accept(
         status,
         retry_after,
     })
+}
+
+/// The checks on a 206: where it starts, the file length, the validators (`check_validators`),
+/// Content-Length against Content-Range. Returns start, total and the byte the body ends before.
+fn partial(
+    headers: &HeaderMap,
+    content_length: Option<u64>,
+    state: &State,
+    check_validators: bool,
+) -> Result<(u64, Option<u64>, u64), String> {
+    let cr = headers
+        .get(header::CONTENT_RANGE)
+        .and_then(|v| v.to_str().ok())
+        .ok_or_else(|| format!("206 without Content-Range"))?;
+    let (start, end, total) = parse_content_range(cr).ok_or_else(|| {
+        format!(
+            "unparsable Content-Range {:?}",
+            cr.chars().take(80).collect::<String>()
+        )
+    })?;
+    if start != state.have {
+        return Err(format!(
+            "asked for byte {} on, got a range starting at {start}",
+            state.have
+        ));
+    }
+    // The first piece (nothing received yet) is where the length is learnt.
+    let first = state.have == 0 && state.total.is_none();
+    if !first && total != state.total {
+        return Err(format!(
+            "the file length changed from {} to {} bytes",
+            len_shown(state.total),
+            len_shown(total)
+        ));
+    }
+    if check_validators {
+        state
+            .validators
+            .check_continues(&Validators::from_headers(headers))?;
+    }
+    // end >= start, so the length is at least 1; only END = u64::MAX (with total `*`)
+    // cannot be represented, and no file is that long.
+    let stop = end
+        .checked_add(1)
+        .ok_or_else(|| format!("the range ends past 2^64 bytes"))?;
+    if content_length.is_some_and(|l| Some(l) != stop.checked_sub(start)) {
+        return Err(format!("Content-Length disagrees with Content-Range"));
+    }
+    Ok((start, total, stop))
 }
 
 /// One GET of `url`, continuing from `state` when it can.
@@ -356,23 +424,48 @@ pub fn run<S: Sink + ?Sized>(
         return run_file(url, state, sink, ctx.deadline);
     }
     // Without a validator there is no way to know the bytes on the server are the ones
-    // already received: start over.
-    if state.have > 0 && state.validators.if_range().is_none() {
+    // already received: start over. (A piece's caller decided what ties its mirrors together.)
+    if ctx.piece.is_none() && state.have > 0 && state.validators.if_range().is_none() {
         log::warn!(
             "{}: cannot resume, the server sent no strong ETag or Last-Modified; starting over",
             redact_url(url)
         );
         state.restart();
     }
-    let ranged = state.have > 0;
+    let asked = match ctx.piece {
+        Some(p) => Asked::Piece(p),
+        None if state.have > 0 => Asked::Rest,
+        None => Asked::Whole,
+    };
     let mut req = client.get(url.clone());
     if let Some(a) = ctx.auth {
         req = req.headers(a.headers(url));
     }
-    if let (true, Some(v)) = (ranged, state.validators.if_range()) {
-        req = req
-            .header(header::RANGE, format!("bytes={}-", state.have))
-            .header(header::IF_RANGE, v);
+    let if_range = match asked {
+        Asked::Whole => None,
+        Asked::Rest => state.validators.if_range(),
+        Asked::Piece(p) if p.same_validators && state.have > 0 => state.validators.if_range(),
+        Asked::Piece(_) => None,
+    };
+    match asked {
+        Asked::Whole => {}
+        Asked::Rest => req = req.header(header::RANGE, format!("bytes={}-", state.have)),
+        Asked::Piece(p) => {
+            let last = p
+                .end
+                .checked_sub(1)
+                .filter(|&l| l >= state.have)
+                .ok_or_else(|| {
+                    AttemptError::BadRange(format!(
+                        "an empty piece: byte {} on, ending before {}",
+                        state.have, p.end
+                    ))
+                })?;
+            req = req.header(header::RANGE, format!("bytes={}-{last}", state.have));
+        }
+    }
+    if let Some(v) = if_range {
+        req = req.header(header::IF_RANGE, v);
     }
     let req = req
         .build()
@@ -391,7 +484,7 @@ pub fn run<S: Sink + ?Sized>(
         &head.headers,
         head.content_length,
         state,
-        ranged,
+        asked,
     ) {
         Ok(x) => x,
         Err(e) => {
@@ -407,6 +500,8 @@ pub fn run<S: Sink + ?Sized>(
             return Err(e.into());
         }
     };
+    // The next piece of a spread download is no resume: only one after a failure is.
+    let resumed = offset > 0 && ctx.piece.is_none_or(|p| p.resume);
     if offset == 0 {
         if state.have > 0 {
             log::warn!(
@@ -418,7 +513,7 @@ pub fn run<S: Sink + ?Sized>(
         state.have = 0;
         state.total = total;
         state.validators = Validators::from_headers(&head.headers);
-    } else {
+    } else if resumed {
         state.resumes = state.resumes.saturating_add(1);
         log::info!(
             "{}: resuming at {} of {}",
@@ -426,9 +521,17 @@ pub fn run<S: Sink + ?Sized>(
             mib(offset),
             total.map_or("?".into(), mib)
         );
+    } else {
+        log::debug!(
+            "{}: bytes {offset}-{} of {}",
+            redact_url(url),
+            end.map_or("?".into(), |e| e.saturating_sub(1).to_string()),
+            len_shown(total)
+        );
     }
     sink.begin(offset, total).map_err(Failure::Sink)?;
-    if let Some(p) = ctx.progress.as_deref_mut() {
+    // A piece that continues the last one continues the rate measurement too.
+    if let (Some(p), true) = (ctx.progress.as_deref_mut(), offset == 0 || resumed) {
         p.rebase(Instant::now(), state.have);
     }
     reader.stream(end, state, sink, ctx)
@@ -932,7 +1035,7 @@ mod tests {
             (header::CONTENT_RANGE, "bytes 100-2097151/2097152"),
             (header::ETAG, "\"v1\""),
         ]);
-        let e = accept(StatusCode::PARTIAL_CONTENT, &h, None, &st, true).unwrap_err();
+        let e = accept(StatusCode::PARTIAL_CONTENT, &h, None, &st, Asked::Rest).unwrap_err();
         assert_eq!(
             e.to_string(),
             "bad partial response: the file length changed from 1048576 to 2097152 bytes"
@@ -961,7 +1064,7 @@ mod tests {
             (header::CONTENT_RANGE, &format!("bytes 0-{max}/*")),
             (header::ETAG, "\"v1\""),
         ]);
-        let e = accept(StatusCode::PARTIAL_CONTENT, &h, None, &st, true).unwrap_err();
+        let e = accept(StatusCode::PARTIAL_CONTENT, &h, None, &st, Asked::Rest).unwrap_err();
         assert!(matches!(e, AttemptError::BadRange(_)), "{e:?}");
     }
 
@@ -994,7 +1097,7 @@ mod tests {
             (header::CONTENT_RANGE, "bytes 100-999/1000"),
             (header::ETAG, "\"v1\""),
         ]);
-        let r = accept(StatusCode::PARTIAL_CONTENT, &h, Some(900), &st, true).unwrap();
+        let r = accept(StatusCode::PARTIAL_CONTENT, &h, Some(900), &st, Asked::Rest).unwrap();
         assert_eq!(r, (100, Some(1000), Some(1000)));
     }
 
@@ -1007,7 +1110,7 @@ mod tests {
             ("bytes 100-999/1000", "\"v2\""),
         ] {
             let h = headers(&[(header::CONTENT_RANGE, cr), (header::ETAG, etag)]);
-            let r = accept(StatusCode::PARTIAL_CONTENT, &h, None, &st, true);
+            let r = accept(StatusCode::PARTIAL_CONTENT, &h, None, &st, Asked::Rest);
             assert!(matches!(r, Err(AttemptError::BadRange(_))), "{cr} {etag}");
         }
         let r = accept(
@@ -1015,7 +1118,7 @@ mod tests {
             &HeaderMap::new(),
             None,
             &st,
-            true,
+            Asked::Rest,
         );
         assert!(matches!(r, Err(AttemptError::BadRange(_))));
         let r = accept(
@@ -1023,7 +1126,7 @@ mod tests {
             &HeaderMap::new(),
             None,
             &st,
-            false,
+            Asked::Whole,
         );
         assert!(matches!(r, Err(AttemptError::BadRange(_))));
     }
@@ -1032,16 +1135,123 @@ mod tests {
     fn a_200_restarts_from_zero() {
         let st = resuming(100, 1000);
         assert_eq!(
-            accept(StatusCode::OK, &HeaderMap::new(), Some(1200), &st, true).unwrap(),
+            accept(
+                StatusCode::OK,
+                &HeaderMap::new(),
+                Some(1200),
+                &st,
+                Asked::Rest
+            )
+            .unwrap(),
             (0, Some(1200), Some(1200))
         );
+    }
+
+    fn piece(end: u64, same_validators: bool) -> Asked {
+        Asked::Piece(Piece {
+            end,
+            same_validators,
+            resume: false,
+        })
+    }
+
+    #[test]
+    fn the_first_piece_learns_the_length_and_validators() {
+        let h = headers(&[
+            (header::CONTENT_RANGE, "bytes 0-1048575/16777216"),
+            (header::ETAG, "\"v1\""),
+        ]);
+        let r = accept(
+            StatusCode::PARTIAL_CONTENT,
+            &h,
+            Some(1 << 20),
+            &State::default(),
+            piece(1 << 20, true),
+        );
+        assert_eq!(r.unwrap(), (0, Some(16 << 20), Some(1 << 20)));
+        // A server without ranges: the whole file, from the start, is fine.
+        let r = accept(
+            StatusCode::OK,
+            &HeaderMap::new(),
+            Some(99),
+            &State::default(),
+            piece(1 << 20, true),
+        );
+        assert_eq!(r.unwrap(), (0, Some(99), Some(99)));
+    }
+
+    #[test]
+    fn a_piece_that_does_not_continue_leaves_the_mirror_out_and_keeps_the_bytes() {
+        let st = resuming(100, 1000);
+        let cases = [
+            (StatusCode::OK, "bytes 100-199/1000", "\"v1\"", true),
+            (
+                StatusCode::PARTIAL_CONTENT,
+                "bytes 100-199/2000",
+                "\"v1\"",
+                false,
+            ),
+            (
+                StatusCode::PARTIAL_CONTENT,
+                "bytes 0-199/1000",
+                "\"v1\"",
+                false,
+            ),
+            (
+                StatusCode::PARTIAL_CONTENT,
+                "bytes 100-199/1000",
+                "\"v2\"",
+                true,
+            ),
+            (StatusCode::PARTIAL_CONTENT, "nonsense", "\"v1\"", false),
+            (StatusCode::RANGE_NOT_SATISFIABLE, "", "\"v1\"", false),
+        ];
+        for (status, cr, etag, same) in cases {
+            let h = headers(&[(header::CONTENT_RANGE, cr), (header::ETAG, etag)]);
+            let r = accept(status, &h, None, &st, piece(200, same));
+            assert!(
+                matches!(r, Err(AttemptError::OtherFile(_))),
+                "{status} {cr} {etag}: {r:?}"
+            );
+            assert!(!r.unwrap_err().is_retryable());
+        }
+        // Another mirror's ETag is fine when a hash checks the bytes: only the length counts.
+        let h = headers(&[
+            (header::CONTENT_RANGE, "bytes 100-199/1000"),
+            (header::ETAG, "\"other mirror\""),
+        ]);
+        let r = accept(
+            StatusCode::PARTIAL_CONTENT,
+            &h,
+            Some(100),
+            &st,
+            piece(200, false),
+        );
+        assert_eq!(r.unwrap(), (100, Some(1000), Some(200)));
+        let r = accept(
+            StatusCode::PARTIAL_CONTENT,
+            &h,
+            Some(100),
+            &st,
+            piece(200, true),
+        );
+        assert!(matches!(r, Err(AttemptError::OtherFile(_))));
+        // Errors that are not about the file stay what they were.
+        let r = accept(
+            StatusCode::SERVICE_UNAVAILABLE,
+            &HeaderMap::new(),
+            None,
+            &st,
+            piece(200, true),
+        );
+        assert!(r.unwrap_err().is_retryable());
     }
 
     #[test]
     fn status_classes() {
         let st = State::default();
         let h = headers(&[(header::RETRY_AFTER, "7")]);
-        let e = accept(StatusCode::TOO_MANY_REQUESTS, &h, None, &st, false).unwrap_err();
+        let e = accept(StatusCode::TOO_MANY_REQUESTS, &h, None, &st, Asked::Whole).unwrap_err();
         assert!(e.is_retryable());
         assert_eq!(e.retry_after(), Some(Duration::from_secs(7)));
         for (code, retry) in [
@@ -1057,7 +1267,7 @@ mod tests {
                 &HeaderMap::new(),
                 None,
                 &st,
-                false,
+                Asked::Whole,
             )
             .unwrap_err();
             assert_eq!(e.is_retryable(), retry, "{code}");

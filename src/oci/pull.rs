@@ -183,6 +183,9 @@ pub fn prepare(
     let first = refs.first().ok_or(crate::fetch::FetchError::NoUrl)?;
     let creds = auth::load_credentials(credentials)?;
     let mut o = opts.clone();
+    // A blob comes whole from each node's registry: a pull-through cache serves a blob it is
+    // still fetching by streaming it, and ranges of such a blob are not something to count on.
+    o.spread = None;
     o.auth = Some(Arc::new(RegistryAuth::new(
         creds,
         &first.repository,

@@ -26,13 +26,22 @@ impl Request {
             .map(|(_, v)| v.as_str())
     }
 
-    /// The start of a `Range: bytes=N-` header.
+    /// The start of a `Range: bytes=N-` or `bytes=N-M` header.
     pub fn range_start(&self) -> Option<u64> {
-        self.header("range")?
+        self.range().map(|(start, _)| start)
+    }
+
+    /// `Range: bytes=N-` as `(N, None)`, `bytes=N-M` as `(N, Some(M))` (M inclusive).
+    pub fn range(&self) -> Option<(u64, Option<u64>)> {
+        let (start, end) = self
+            .header("range")?
             .strip_prefix("bytes=")?
-            .strip_suffix('-')?
-            .parse()
-            .ok()
+            .split_once('-')?;
+        let end = match end {
+            "" => None,
+            e => Some(e.parse().ok()?),
+        };
+        Some((start.parse().ok()?, end))
     }
 }
 
@@ -99,9 +108,10 @@ impl Reply {
     /// request has `Range: bytes=N-` and `If-Range` (if any) matches.
     pub fn file(req: &Request, content: &[u8], etag: &str) -> Reply {
         let if_range_ok = req.header("if-range").is_none_or(|v| v == etag);
-        match req.range_start() {
-            Some(start) if if_range_ok && (start as usize) < content.len() => {
-                Reply::partial(content, start as usize, content.len(), etag)
+        match req.range() {
+            Some((start, end)) if if_range_ok && (start as usize) < content.len() => {
+                let stop = end.map_or(content.len(), |e| (e as usize + 1).min(content.len()));
+                Reply::partial(&content[..stop], start as usize, content.len(), etag)
             }
             _ => Reply::ok(content).header("ETag", etag),
         }

@@ -1,0 +1,203 @@
+//! One node's image spread over several mirrors piece by piece (`rustlive fetch --mirrors
+//! spread --node-id`, as a booting node does): every byte fetched once, from all mirrors;
+//! a mirror that fails hands its pieces to the others; mirrors are mixed only when a hash
+//! covers the image or their validators agree (real servers on 127.0.0.1, byte-exact results).
+
+mod support;
+
+use std::process::{Command, Output};
+use support::http::{Fault, Reply, Request, Server};
+use support::{random_bytes, run_ok, sha256_hex};
+
+const RUSTLIVE: &str = env!("CARGO_BIN_EXE_rustlive");
+const MIB: usize = 1 << 20;
+
+/// Mirrors serving `img` with these ETags (a correct server each: ranges, If-Range).
+fn mirrors(img: &[u8], etags: &[&'static str]) -> Vec<Server> {
+    etags
+        .iter()
+        .map(|&etag| {
+            let body = img.to_vec();
+            Server::start(move |req| Reply::file(req, &body, etag))
+        })
+        .collect()
+}
+
+fn urls(servers: &[Server]) -> Vec<String> {
+    servers.iter().map(|s| s.url("/img")).collect()
+}
+
+/// `rustlive fetch --mirrors spread --node-id ID [--sha256 HEX] -o DEST URLS…`.
+fn fetch(id: &str, sha256: Option<&str>, dest: &std::path::Path, urls: &[String]) -> Output {
+    let mut c = Command::new(RUSTLIVE);
+    c.args(["fetch", "--mirrors", "spread", "--node-id", id, "--stall", "5"]);
+    c.args(["--timeout", "120", "-o"]).arg(dest);
+    if let Some(h) = sha256 {
+        c.args(["--sha256", h]);
+    }
+    c.args(urls).output().unwrap()
+}
+
+/// The bytes a request's reply carried, from its `Range` (the whole file without one).
+fn asked(req: &Request, len: usize) -> usize {
+    match req.range() {
+        Some((start, Some(end))) => (end as usize + 1).min(len) - start as usize,
+        Some((start, None)) => len - start as usize,
+        None => len,
+    }
+}
+
+/// The node id whose first piece goes to mirror `want` (as `rustlive config` shows it).
+fn node_starting_on(urls: &[String], want: usize) -> String {
+    let cmdline = format!("rd.rustlive.url={}", urls.join(","));
+    (0..200)
+        .map(|i| format!("52:54:00:00:01:{i:02x}"))
+        .find(|id| {
+            let out = run_ok(Command::new(RUSTLIVE).args([
+                "config",
+                "--cmdline",
+                &cmdline,
+                "--node-id",
+                id,
+            ]));
+            let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+            assert_eq!(v["mirror_order"]["by_piece"], true);
+            v["mirror_order"]["urls"][0] == urls[want].as_str()
+        })
+        .expect("some node starts on each mirror")
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+#[test]
+fn one_node_fetches_every_byte_once_from_all_mirrors() {
+    // 41 pieces: a mirror gets none of them with probability 4 × 0.75^41 ≈ 0.00003.
+    let img = random_bytes(40 * MIB + 12345, 41);
+    let servers = mirrors(&img, &["\"a\"", "\"b\"", "\"c\"", "\"d\""]);
+    let dir = tempfile::tempdir().unwrap();
+    let dest = dir.path().join("img");
+    let out = fetch("node-7", Some(&sha256_hex(&img)), &dest, &urls(&servers));
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(std::fs::read(&dest).unwrap(), img);
+    let mut total = 0;
+    for (i, s) in servers.iter().enumerate() {
+        let reqs = s.requests();
+        assert!(!reqs.is_empty(), "mirror {i} served no piece");
+        for r in &reqs {
+            let (_, end) = r.range().expect("every request asks for a piece");
+            assert!(end.is_some(), "a closed range: {:?}", r.header("range"));
+            // Verified by a hash: no If-Range, mirrors with other ETags may serve pieces.
+            assert_eq!(r.header("if-range"), None);
+            total += asked(r, img.len());
+        }
+    }
+    assert_eq!(total, img.len(), "each byte asked for exactly once");
+    let log = stderr(&out);
+    assert!(log.contains("pieces served by"), "{log}");
+    assert!(
+        log.contains("1 attempt, 0 resumes") && !log.contains("resuming"),
+        "pieces are neither attempts nor resumes: {log}"
+    );
+}
+
+#[test]
+fn a_mirror_that_breaks_hands_its_pieces_to_the_others() {
+    let img = random_bytes(16 * MIB, 42);
+    let mut servers = mirrors(&img, &["\"e\"", "\"e\""]);
+    // The third mirror sends 100 KiB of every piece it is asked for, then resets.
+    let body = img.clone();
+    servers.push(Server::start(move |req| {
+        Reply::file(req, &body, "\"e\"").fault(Fault::ResetAfter(100 << 10))
+    }));
+    let dir = tempfile::tempdir().unwrap();
+    let dest = dir.path().join("img");
+    let u = urls(&servers);
+    let id = node_starting_on(&u, 2);
+    let out = fetch(&id, Some(&sha256_hex(&img)), &dest, &u);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(std::fs::read(&dest).unwrap(), img);
+    // It is passed over once it failed: one request, not one per piece it ranks first.
+    assert_eq!(servers[2].requests().len(), 1, "{}", stderr(&out));
+    // The piece it broke resumes on another mirror where it stopped.
+    let resumed = servers[..2]
+        .iter()
+        .flat_map(|s| s.requests())
+        .any(|r| r.range_start() == Some(100 << 10));
+    assert!(resumed, "{}", stderr(&out));
+    assert!(servers[0].requests().len() > 1 && servers[1].requests().len() > 1);
+}
+
+#[test]
+fn unverified_pieces_come_only_from_mirrors_with_the_same_validators() {
+    let img = random_bytes(24 * MIB, 43);
+    let servers = mirrors(&img, &["\"v1\"", "\"v2\"", "\"v1\""]);
+    let dir = tempfile::tempdir().unwrap();
+    let dest = dir.path().join("img");
+    let u = urls(&servers);
+    let id = node_starting_on(&u, 0);
+    let out = fetch(&id, None, &dest, &u);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(std::fs::read(&dest).unwrap(), img);
+    // Mirror 1 was asked once, with If-Range "v1", answered the whole file and was left out.
+    let other = servers[1].requests();
+    assert_eq!(other.len(), 1, "{}", stderr(&out));
+    assert_eq!(other[0].header("if-range"), Some("\"v1\""));
+    assert!(stderr(&out).contains("does not serve the same file"));
+    let total: usize = [&servers[0], &servers[2]]
+        .iter()
+        .flat_map(|s| s.requests())
+        .map(|r| asked(&r, img.len()))
+        .sum();
+    assert_eq!(total, img.len());
+    assert!(servers[2].requests().len() > 1, "the agreeing mirror shares");
+}
+
+#[test]
+fn a_mirror_with_another_length_is_left_out() {
+    let img = random_bytes(8 * MIB, 44);
+    let stale = random_bytes(6 * MIB, 45);
+    let mut servers = mirrors(&img, &["\"a\"", "\"b\""]);
+    servers.push(Server::start(move |req| Reply::file(req, &stale, "\"s\"")));
+    let dir = tempfile::tempdir().unwrap();
+    let dest = dir.path().join("img");
+    let u = urls(&servers);
+    let id = node_starting_on(&u, 0);
+    let out = fetch(&id, Some(&sha256_hex(&img)), &dest, &u);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(std::fs::read(&dest).unwrap(), img);
+    assert!(servers[2].requests().len() <= 1, "{}", stderr(&out));
+}
+
+#[test]
+fn a_spliced_image_of_the_same_length_fails_verification_and_leaves_nothing() {
+    let img = random_bytes(8 * MIB, 46);
+    let mut other = img.clone();
+    other[5 * MIB] ^= 1;
+    let mut servers = mirrors(&img, &["\"a\"", "\"a\""]);
+    servers.push(Server::start(move |req| Reply::file(req, &other, "\"a\"")));
+    let dir = tempfile::tempdir().unwrap();
+    let dest = dir.path().join("img");
+    // A node for which the flipped byte's piece (5 of 8) comes from the third mirror.
+    let u = urls(&servers);
+    let mut tried = 0;
+    for i in 0..64 {
+        let id = format!("n{i}");
+        let out = fetch(&id, Some(&sha256_hex(&img)), &dest, &u);
+        let reqs = servers[2].requests();
+        let served_flip = reqs.iter().any(|r| {
+            let (s, e) = r.range().unwrap();
+            s as usize <= 5 * MIB && e.is_none_or(|e| e as usize >= 5 * MIB)
+        });
+        if served_flip {
+            assert_eq!(out.status.code(), Some(4), "{}", stderr(&out));
+            assert!(!dest.exists() && !dir.path().join("img.part").exists());
+            return;
+        }
+        assert!(out.status.success(), "{}", stderr(&out));
+        std::fs::remove_file(&dest).unwrap();
+        tried += 1;
+    }
+    panic!("none of {tried} nodes fetched piece 5 from the third mirror");
+}
