@@ -737,6 +737,36 @@ t_standalone_virtio() {
 		check 'TESTROOT: lease .*"method":"dhcp"' "the lease's method"
 }
 
+t_standalone_mirrors() {
+	# Three mirrors, the third never up: the node spreads the image's pieces over the two that
+	# answer (each byte once, 206s only) and boots the verified image.
+	local m1 m2 dead n total=0 b rc=0
+	m1=$(free_port)
+	m2=$(free_port)
+	dead=$(free_port)
+	for n in pieces1 pieces2; do rm -rf "$B/nginx/$n/logs"; done
+	nginx_start pieces1 "$m1"
+	nginx_start pieces2 "$m2"
+	sa_boot standalone-mirrors "$IMG/sa.img" \
+		"rd.rustlive.url=http://10.0.2.2:$m1/root.squashfs,http://10.0.2.2:$m2/root.squashfs,http://10.0.2.2:$dead/root.squashfs rd.rustlive.sha256=$(sha_of root.squashfs)" \
+		300 'TESTROOT: done' "$SA_NOBOOT" || rc=1
+	nginx_stop pieces1
+	nginx_stop pieces2
+	[ "$rc" -eq 0 ] && sa_booted && check 'rustlive.*pieces served by http://10\.0\.2\.2' "the pieces' summary" || return 1
+	for n in pieces1 pieces2; do
+		b=$(awk '$7 == "/root.squashfs" && $9 == 206 { s += $10 } END { printf "%d", s }' "$B/nginx/$n/logs/access.log")
+		total=$((total + b))
+		! awk '$7 == "/root.squashfs" && $9 != 206' "$B/nginx/$n/logs/access.log" | grep -q . || {
+			say "  $n answered the image with something other than a piece"
+			return 1
+		}
+	done
+	[ "$total" -eq "$(stat -c %s "$WWW/root.squashfs")" ] || {
+		say "  the mirrors served $total bytes of the image, not $(stat -c %s "$WWW/root.squashfs") once"
+		return 1
+	}
+}
+
 t_standalone_e1000() {
 	# The 82540EM most hypervisors emulate: carrier comes from the driver's watchdog, ~2 s
 	# after the module loads.
@@ -820,7 +850,7 @@ t_standalone_secrets_mtls() {
 ALL="initramfs_cache_key happy_nm happy_networkd livenet_cmdline root_http_alias nested erofs hash_mismatch bad_cmdline bad_cmdline_shell server_late broken_transfer
 secrets_initrd secrets_cat secrets_cat_plain secrets_https no_network signature_valid signature_missing pxe no_systemd
 no_systemd_fail file_image no_systemd_file pid1_switch_root syslog_failure oci secrets_tpm secrets_tpm_other
-standalone_virtio standalone_e1000 standalone_e1000e standalone_static standalone_hash_mismatch standalone_no_nic
+standalone_virtio standalone_mirrors standalone_e1000 standalone_e1000e standalone_static standalone_hash_mismatch standalone_no_nic
 standalone_no_driver standalone_no_dhcp standalone_pxe standalone_secrets_mtls standalone_tpm standalone_oci
 debian_root debian_root_pxe"
 

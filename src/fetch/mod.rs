@@ -604,7 +604,13 @@ fn download(
             }),
         };
         let result = transfer::run(client, url, &mut state, sink, &mut ctx);
-        tally(&mut served, m, before, state.have, state.restarts != restarts);
+        tally(
+            &mut served,
+            m,
+            before,
+            state.have,
+            state.restarts != restarts,
+        );
         let err = match result {
             Ok(()) => {
                 resume = false;
@@ -685,6 +691,11 @@ fn download(
         match retry::next(failed, opts.retries, delay, Instant::now(), opts.deadline) {
             Next::Retry(d) => {
                 pool.failed(m, Instant::now());
+                // Spread, a mirror that has not failed takes the piece over at once.
+                let d = match pool.pick(state.have, state.total, Instant::now()) {
+                    Some(p) if p.healthy && p.mirror != m => Duration::ZERO,
+                    _ => d,
+                };
                 log::warn!(
                     "{shown}: {}; retry {} in {:.1} s{}",
                     crate::error::report(&err),

@@ -83,6 +83,9 @@ enum Health {
 pub struct Pick {
     pub mirror: usize,
     pub end: Option<u64>,
+    /// Spread, and the mirror has not failed recently: after another mirror's failure this
+    /// one can be asked at once, with no backoff (its load is the same bytes either way).
+    pub healthy: bool,
 }
 
 /// The mirrors of one download and how each has behaved. Without a [`Plan`] (or after
@@ -118,6 +121,7 @@ impl Pool {
             return (self.health.get(self.current)? != &Health::Dead).then_some(Pick {
                 mirror: self.current,
                 end: None,
+                healthy: false,
             });
         };
         let (k, end) = piece_at(have, total);
@@ -138,10 +142,11 @@ impl Pool {
                 _ => None,
             })
         };
-        let (mirror, _) = ready.or_else(least_recent)?;
+        let (mirror, health) = ready.or_else(least_recent)?;
         Some(Pick {
             mirror: *mirror,
             end: Some(end),
+            healthy: *health == Health::Up,
         })
     }
 
@@ -326,9 +331,11 @@ mod tests {
         pool.failed(0, t0);
         pool.failed(1, t0 + Duration::from_secs(1));
         assert!(pool.dead(2));
-        assert_eq!(pool.pick(0, None, t0).unwrap().mirror, 0);
+        let p = pool.pick(0, None, t0).unwrap();
+        assert_eq!((p.mirror, p.healthy), (0, false));
         pool.succeeded(0);
-        assert_eq!(pool.pick(0, None, t0).unwrap().mirror, 0);
+        let p = pool.pick(0, None, t0).unwrap();
+        assert_eq!((p.mirror, p.healthy), (0, true));
         assert!(pool.dead(0));
         assert!(!pool.dead(1));
         assert_eq!(pool.pick(0, None, t0), None);
@@ -351,7 +358,8 @@ mod tests {
             pool.pick(MIB, None, now),
             Some(Pick {
                 mirror: 0,
-                end: None
+                end: None,
+                healthy: false
             })
         );
     }

@@ -374,7 +374,7 @@ fn partial(
     let cr = headers
         .get(header::CONTENT_RANGE)
         .and_then(|v| v.to_str().ok())
-        .ok_or_else(|| format!("206 without Content-Range"))?;
+        .ok_or_else(|| "206 without Content-Range".to_string())?;
     let (start, end, total) = parse_content_range(cr).ok_or_else(|| {
         format!(
             "unparsable Content-Range {:?}",
@@ -405,9 +405,9 @@ fn partial(
     // cannot be represented, and no file is that long.
     let stop = end
         .checked_add(1)
-        .ok_or_else(|| format!("the range ends past 2^64 bytes"))?;
+        .ok_or_else(|| "the range ends past 2^64 bytes".to_string())?;
     if content_length.is_some_and(|l| Some(l) != stop.checked_sub(start)) {
-        return Err(format!("Content-Length disagrees with Content-Range"));
+        return Err("Content-Length disagrees with Content-Range".to_string());
     }
     Ok((start, total, stop))
 }
