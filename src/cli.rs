@@ -340,8 +340,9 @@ pub struct FetchArgs {
     /// Log retries and resumes in detail.
     #[arg(long)]
     pub debug: bool,
-    /// Mirror order: `listed` (as given, the default here) or `spread` (rendezvous order of
-    /// this node, as `rustlive boot` does by default).
+    /// Mirror order: `listed` (one mirror at a time as given, the default here) or `spread`
+    /// (the image's pieces from all mirrors, each piece from the mirror this node's rendezvous
+    /// order for it ranks first, as `rustlive boot` does by default).
     #[arg(long, value_name = "POLICY", default_value = "listed", value_parser = crate::fetch::mirrors::MirrorPolicy::parse)]
     pub mirrors: crate::fetch::mirrors::MirrorPolicy,
     /// Registry credentials for oci:// URLs (docker config.json format; default
