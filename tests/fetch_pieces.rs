@@ -129,7 +129,11 @@ fn a_mirror_that_breaks_hands_its_pieces_to_the_others() {
     // It is passed over once it failed: one request, not one per piece it ranks first; a
     // mirror that has not failed takes its piece over at once.
     assert_eq!(servers[2].requests().len(), 1, "{}", stderr(&out));
-    assert!(stderr(&out).contains("retry 1 in 0.0 s from"), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("retry 1 in 0.0 s from"),
+        "{}",
+        stderr(&out)
+    );
     // The piece it broke resumes on another mirror where it stopped.
     let resumed = servers[..2]
         .iter()
@@ -213,4 +217,65 @@ fn a_spliced_image_of_the_same_length_fails_verification_and_leaves_nothing() {
         tried += 1;
     }
     panic!("none of {tried} nodes fetched piece 5 from the third mirror");
+}
+
+#[test]
+fn unverified_mirrors_without_validators_are_not_mixed() {
+    let img = random_bytes(4 * MIB, 47);
+    let servers: Vec<Server> = (0..3)
+        .map(|_| {
+            let body = img.clone();
+            Server::start(move |req| {
+                let mut r = Reply::file(req, &body, "\"x\"");
+                r.headers.retain(|(k, _)| k != "ETag");
+                r
+            })
+        })
+        .collect();
+    let dir = tempfile::tempdir().unwrap();
+    let dest = dir.path().join("img");
+    let u = urls(&servers);
+    let id = node_starting_on(&u, 1);
+    let out = fetch(&id, None, &dest, &u);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(std::fs::read(&dest).unwrap(), img);
+    // The first piece, then the whole file again from the same mirror: nothing ties a second
+    // mirror's bytes to the first's.
+    assert!(servers[0].requests().is_empty() && servers[2].requests().is_empty());
+    let reqs = servers[1].requests();
+    assert_eq!(reqs.len(), 2, "{}", stderr(&out));
+    assert_eq!(reqs[1].header("range"), None);
+    assert!(stderr(&out).contains("fetching it all from this mirror"));
+}
+
+#[test]
+fn pieces_without_a_file_length_fall_back_to_one_whole_file() {
+    let img = random_bytes(3 * MIB, 48);
+    let servers: Vec<Server> = (0..2)
+        .map(|_| {
+            let body = img.clone();
+            Server::start(move |req| match req.range() {
+                Some((s, Some(e))) => {
+                    let (s, e) = (s as usize, (e as usize).min(body.len() - 1));
+                    Reply {
+                        body: body[s..=e].to_vec(),
+                        ..Reply::status(206)
+                    }
+                    .header("ETag", "\"x\"")
+                    .header("Content-Range", &format!("bytes {s}-{e}/*"))
+                }
+                _ => Reply::ok(&body).header("ETag", "\"x\""),
+            })
+        })
+        .collect();
+    let dir = tempfile::tempdir().unwrap();
+    let dest = dir.path().join("img");
+    let out = fetch("n", Some(&sha256_hex(&img)), &dest, &urls(&servers));
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(std::fs::read(&dest).unwrap(), img);
+    assert!(
+        stderr(&out).contains("no mirror is left to serve pieces"),
+        "{}",
+        stderr(&out)
+    );
 }

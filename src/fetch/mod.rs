@@ -615,14 +615,14 @@ fn download(
             Ok(()) => {
                 resume = false;
                 pool.succeeded(m);
+                // Not done: the next piece, or the rest of a range a server cut short (each
+                // answer that ends well adds at least a byte).
                 let done = state.total.is_none_or(|t| state.have >= t);
-                if !done && pool.pieces() {
-                    // Pieces need the length, and, unverified, a validator to tie mirrors.
-                    if state.total.is_none()
-                        || (same_validators && state.validators.if_range().is_none())
-                    {
+                if !done {
+                    // Unverified, pieces need a validator to tie the mirrors together.
+                    if pool.pieces() && same_validators && state.validators.if_range().is_none() {
                         log::warn!(
-                            "{}: no length or validator to share the image's pieces with the other mirrors; fetching the rest from it",
+                            "{}: no ETag or Last-Modified to tie the other mirrors' pieces to, and no hash over the image; fetching it all from this mirror",
                             redact_url(url)
                         );
                         pool.single_from(m);
@@ -656,7 +656,7 @@ fn download(
             } else {
                 let first = pool.first_alive().unwrap_or(0);
                 log::warn!(
-                    "{shown}: {}; no two mirrors agree, starting over from {}",
+                    "{shown}: {}; no mirror is left to serve pieces, fetching the whole file from {}",
                     crate::error::report(&err),
                     urls.get(first).map(redact_url).unwrap_or_default()
                 );

@@ -346,6 +346,10 @@ pub fn accept(
         };
         let (start, total, stop) =
             partial(headers, content_length, state, check_validators).map_err(refuse)?;
+        // Without the length, the end of a piece cannot tell the end of the file.
+        if piece && total.is_none() {
+            return Err(refuse("its Content-Range gives no file length".into()));
+        }
         return Ok((start, total, Some(stop)));
     }
     if status == StatusCode::RANGE_NOT_SATISFIABLE && asked != Asked::Whole {
@@ -1204,6 +1208,12 @@ mod tests {
                 true,
             ),
             (StatusCode::PARTIAL_CONTENT, "nonsense", "\"v1\"", false),
+            (
+                StatusCode::PARTIAL_CONTENT,
+                "bytes 100-199/*",
+                "\"v1\"",
+                false,
+            ),
             (StatusCode::RANGE_NOT_SATISFIABLE, "", "\"v1\"", false),
         ];
         for (status, cr, etag, same) in cases {
