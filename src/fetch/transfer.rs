@@ -344,8 +344,16 @@ pub fn accept(
             // The first piece is where the validators come from.
             Asked::Piece(p) => p.same_validators && state.have > 0,
         };
-        let (start, total, stop) =
-            partial(headers, content_length, state, check_validators).map_err(refuse)?;
+        // The first piece (nothing received yet) is where the length is learnt.
+        let first_piece = piece && state.have == 0 && state.total.is_none();
+        let (start, total, stop) = partial(
+            headers,
+            content_length,
+            state,
+            check_validators,
+            first_piece,
+        )
+        .map_err(refuse)?;
         // Without the length, the end of a piece cannot tell the end of the file.
         if piece && total.is_none() {
             return Err(refuse("its Content-Range gives no file length".into()));
@@ -367,13 +375,15 @@ pub fn accept(
     })
 }
 
-/// The checks on a 206: where it starts, the file length, the validators (`check_validators`),
-/// Content-Length against Content-Range. Returns start, total and the byte the body ends before.
+/// The checks on a 206: where it starts, the file length (any, when `learn_length`), the
+/// validators (`check_validators`), Content-Length against Content-Range. Returns start, total
+/// and the byte the body ends before.
 fn partial(
     headers: &HeaderMap,
     content_length: Option<u64>,
     state: &State,
     check_validators: bool,
+    learn_length: bool,
 ) -> Result<(u64, Option<u64>, u64), String> {
     let cr = headers
         .get(header::CONTENT_RANGE)
@@ -391,9 +401,7 @@ fn partial(
             state.have
         ));
     }
-    // The first piece (nothing received yet) is where the length is learnt.
-    let first = state.have == 0 && state.total.is_none();
-    if !first && total != state.total {
+    if !learn_length && total != state.total {
         return Err(format!(
             "the file length changed from {} to {} bytes",
             len_shown(state.total),
