@@ -279,3 +279,34 @@ fn pieces_without_a_file_length_fall_back_to_one_whole_file() {
         stderr(&out)
     );
 }
+
+#[test]
+fn a_piece_that_breaks_after_the_next_was_sent_ahead_is_retried_in_order() {
+    let img = random_bytes(8 * MIB, 49);
+    let mut servers = mirrors(&img, &["\"e\"", "\"e\""]);
+    // The third mirror serves the first piece, then ends every later one 10 KiB short: by
+    // then the next piece's request has gone out (to whichever mirror ranks first for it).
+    let body = img.clone();
+    servers.push(Server::start(move |req| {
+        let r = Reply::file(req, &body, "\"e\"");
+        match req.range() {
+            Some((s, Some(e))) if s > 0 => {
+                let short = (e - s + 1) as usize - (10 << 10);
+                r.fault(Fault::CloseAfter(short))
+            }
+            _ => r,
+        }
+    }));
+    let dir = tempfile::tempdir().unwrap();
+    let dest = dir.path().join("img");
+    let u = urls(&servers);
+    let id = node_starting_on(&u, 2);
+    let out = fetch(&id, Some(&sha256_hex(&img)), &dest, &u);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(std::fs::read(&dest).unwrap(), img);
+    assert!(
+        stderr(&out).contains("retry 1 in 0.0 s from"),
+        "{}",
+        stderr(&out)
+    );
+}

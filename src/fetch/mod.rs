@@ -584,26 +584,53 @@ fn download(
     // Bytes each mirror delivered (of the final file), for the summary of a spread download.
     let mut served = vec![0u64; urls.len()];
     let mut resume = false;
+    // The next piece's request, sent while this one drains.
+    let mut ahead: Option<transfer::Ahead> = None;
     loop {
+        let now = Instant::now();
         let pick = pool
-            .pick(state.have, state.total, Instant::now())
+            .pick(state.have, state.total, now)
             .ok_or(FetchError::NoUrl)?;
         let m = pick.mirror;
         let url = urls.get(m).ok_or(FetchError::NoUrl)?;
         let (before, restarts) = (state.have, state.restarts);
+        let piece = |end, resume| transfer::Piece {
+            end,
+            same_validators,
+            resume,
+        };
+        // Once the length is known, the piece after this one and its mirror are too (as long
+        // as this one succeeds; if not, the request sent ahead is dropped unused).
+        let next = pick
+            .end
+            .filter(|&e| state.total.is_some_and(|t| e < t))
+            .and_then(|e| Some((e, pool.pick(e, state.total, now)?)));
+        let validators = state.validators.clone();
+        let sent = ahead.take();
+        let mut send_next = || {
+            ahead = next.and_then(|(from, p)| {
+                transfer::send_ahead(
+                    client,
+                    urls.get(p.mirror)?,
+                    from,
+                    piece(p.end?, false),
+                    &validators,
+                    opts.auth.as_deref(),
+                )
+            });
+        };
         let mut ctx = transfer::Ctx {
             stall: opts.stall,
             deadline: opts.deadline,
             min_rate: opts.min_rate,
             progress: progress.as_deref_mut(),
             auth: opts.auth.as_deref(),
-            piece: pick.end.map(|end| transfer::Piece {
-                end,
-                same_validators,
-                resume,
-            }),
+            piece: pick.end.map(|end| piece(end, resume)),
+            ahead: sent,
+            received_all: next.is_some().then_some(&mut send_next as &mut dyn FnMut()),
         };
         let result = transfer::run(client, url, &mut state, sink, &mut ctx);
+        drop(ctx);
         tally(
             &mut served,
             m,

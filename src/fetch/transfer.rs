@@ -38,6 +38,9 @@ const BUF: usize = 256 << 10;
 const FILL: usize = 128 << 10;
 /// Buffers queued between the reader and the sink.
 const DEPTH: usize = 8;
+/// How close to the end of its body a piece sends the next piece's request: about one
+/// queue of buffers, so the next answer starts arriving while the sink drains this one.
+const AHEAD: u64 = (DEPTH * BUF) as u64;
 /// Longest single wait on the reader (the deadline, stall and window are checked at least
 /// this often).
 const MAX_TICK: Duration = Duration::from_secs(3600);
@@ -251,6 +254,50 @@ pub struct Ctx<'a> {
     pub auth: Option<&'a dyn super::auth::RequestAuth>,
     /// Ask for one piece of the file (a download spread over mirrors) instead of all of it.
     pub piece: Option<Piece>,
+    /// This piece's request, sent ahead while the previous piece drained ([`send_ahead`]);
+    /// used when it asks for exactly what this attempt would, dropped otherwise.
+    pub ahead: Option<Ahead>,
+    /// Called once when the body is about to end (its last [`AHEAD`] bytes are on the way),
+    /// while the sink still takes earlier buffers: the moment to send the next piece's request
+    /// ([`send_ahead`]).
+    pub received_all: Option<&'a mut dyn FnMut()>,
+}
+
+/// A piece's request sent before its turn: its reader thread fills its queue while the sink
+/// still takes the previous piece's bytes, so the connection never idles between pieces.
+pub struct Ahead {
+    url: Url,
+    from: u64,
+    piece: Piece,
+    reader: Reader,
+}
+
+impl std::fmt::Debug for Ahead {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Ahead({} from {})", redact_url(&self.url), self.from)
+    }
+}
+
+/// Sends the request for `piece` of `url` from byte `from` on, to be handed to [`run`] in
+/// [`Ctx::ahead`]. `None` when it cannot be sent (the attempt then sends its own).
+pub fn send_ahead(
+    client: &Client,
+    url: &Url,
+    from: u64,
+    piece: Piece,
+    validators: &Validators,
+    auth: Option<&dyn super::auth::RequestAuth>,
+) -> Option<Ahead> {
+    if url.scheme() == "file" {
+        return None;
+    }
+    let req = request(client, url, from, Asked::Piece(piece), validators, auth).ok()?;
+    Some(Ahead {
+        url: url.clone(),
+        from,
+        piece,
+        reader: Reader::start(client, req).ok()?,
+    })
 }
 
 /// One piece of a download spread over several mirrors: `Range: bytes=HAVE-(END-1)`.
@@ -449,40 +496,18 @@ pub fn run<S: Sink + ?Sized>(
         None if state.have > 0 => Asked::Rest,
         None => Asked::Whole,
     };
-    let mut req = client.get(url.clone());
-    if let Some(a) = ctx.auth {
-        req = req.headers(a.headers(url));
-    }
-    let if_range = match asked {
-        Asked::Whole => None,
-        Asked::Rest => state.validators.if_range(),
-        Asked::Piece(p) if p.same_validators && state.have > 0 => state.validators.if_range(),
-        Asked::Piece(_) => None,
+    // A request sent ahead for exactly this piece replaces a new one.
+    let ahead = ctx.ahead.take().filter(|a| {
+        let same = |p: Piece| (p.end, p.same_validators) == (a.piece.end, a.piece.same_validators);
+        &a.url == url && a.from == state.have && ctx.piece.is_some_and(same)
+    });
+    let reader = match ahead {
+        Some(a) => a.reader,
+        None => Reader::start(
+            client,
+            request(client, url, state.have, asked, &state.validators, ctx.auth)?,
+        )?,
     };
-    match asked {
-        Asked::Whole => {}
-        Asked::Rest => req = req.header(header::RANGE, format!("bytes={}-", state.have)),
-        Asked::Piece(p) => {
-            let last = p
-                .end
-                .checked_sub(1)
-                .filter(|&l| l >= state.have)
-                .ok_or_else(|| {
-                    AttemptError::BadRange(format!(
-                        "an empty piece: byte {} on, ending before {}",
-                        state.have, p.end
-                    ))
-                })?;
-            req = req.header(header::RANGE, format!("bytes={}-{last}", state.have));
-        }
-    }
-    if let Some(v) = if_range {
-        req = req.header(header::IF_RANGE, v);
-    }
-    let req = req
-        .build()
-        .map_err(|e| AttemptError::Protocol(e.without_url()))?;
-    let reader = Reader::start(client, req)?;
     let head = reader.head(ctx)?;
     if head.status == StatusCode::UNAUTHORIZED
         && ctx
@@ -547,6 +572,46 @@ pub fn run<S: Sink + ?Sized>(
         p.rebase(Instant::now(), state.have);
     }
     reader.stream(end, state, sink, ctx)
+}
+
+/// The GET for what `asked` says, from byte `have` on: `Range` for a resume or a piece,
+/// `If-Range` with the first response's validators where they must match.
+fn request(
+    client: &Client,
+    url: &Url,
+    have: u64,
+    asked: Asked,
+    validators: &Validators,
+    auth: Option<&dyn super::auth::RequestAuth>,
+) -> Result<Request, AttemptError> {
+    let mut req = client.get(url.clone());
+    if let Some(a) = auth {
+        req = req.headers(a.headers(url));
+    }
+    let if_range = match asked {
+        Asked::Whole => None,
+        Asked::Rest => validators.if_range(),
+        Asked::Piece(p) if p.same_validators && have > 0 => validators.if_range(),
+        Asked::Piece(_) => None,
+    };
+    match asked {
+        Asked::Whole => {}
+        Asked::Rest => req = req.header(header::RANGE, format!("bytes={have}-")),
+        Asked::Piece(p) => {
+            let last = p.end.checked_sub(1).filter(|&l| l >= have).ok_or_else(|| {
+                AttemptError::BadRange(format!(
+                    "an empty piece: byte {have} on, ending before {}",
+                    p.end
+                ))
+            })?;
+            req = req.header(header::RANGE, format!("bytes={have}-{last}"));
+        }
+    }
+    if let Some(v) = if_range {
+        req = req.header(header::IF_RANGE, v);
+    }
+    req.build()
+        .map_err(|e| AttemptError::Protocol(e.without_url()))
 }
 
 fn classify_send(e: reqwest::Error, stall: Duration) -> AttemptError {
@@ -740,6 +805,10 @@ impl Reader {
     fn head(&self, ctx: &Ctx) -> Result<Head, AttemptError> {
         // The headers count no bytes, so the stall timer runs from the request.
         let mut dog = Watchdog::new(self.started, ctx.deadline, ctx.stall, 0);
+        // A request sent ahead may have had its answer for a while: take it before the clock.
+        if let Ok(Msg::Head(h)) = self.rx.try_recv() {
+            return h.map_err(|e| classify_send(e, ctx.stall));
+        }
         loop {
             let wait = match dog.check(Instant::now(), 0) {
                 Watch::Wait(w) => w,
@@ -770,9 +839,16 @@ impl Reader {
         ctx: &mut Ctx,
     ) -> Result<(), Failure<S::Error>> {
         let mut dog = Watchdog::new(Instant::now(), ctx.deadline, ctx.stall, ctx.min_rate);
+        let from = state.have;
         loop {
             let now = Instant::now();
-            let wait = match dog.check(now, self.shared.received.load(Ordering::Relaxed)) {
+            let received = self.shared.received.load(Ordering::Relaxed);
+            if end.is_some_and(|e| from.saturating_add(received).saturating_add(AHEAD) >= e) {
+                if let Some(f) = ctx.received_all.take() {
+                    f();
+                }
+            }
+            let wait = match dog.check(now, received) {
                 Watch::Wait(w) => w,
                 Watch::Deadline => return Err(AttemptError::Deadline.into()),
                 Watch::Stall => return Err(AttemptError::Stall(ctx.stall.as_secs()).into()),
