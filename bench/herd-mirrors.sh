@@ -8,7 +8,7 @@
 # STOP_MIRROR stopped STOP_AT s in: what each other mirror served beyond run 1 is what moved to
 # it from the stopped one; how those bytes split over the others is reported.
 # Env: RUSTLIVE, N (64), M (4), SIZE_MIB (64: 64 pieces of 1 MiB per node), RATE (512k per
-#      request), STOP_AT (30 s),
+#      request), STOP_AT (default: half of run 1's time, so the stop falls mid-way),
 #      STOP_MIRROR (1), PORT0 (18090: mirrors on PORT0+1..PORT0+M).
 set -eu
 cd "$(dirname "$0")/.."
@@ -17,7 +17,7 @@ N=${N:-64}
 M=${M:-4}
 SIZE_MIB=${SIZE_MIB:-64}
 RATE=${RATE:-512k}
-STOP_AT=${STOP_AT:-30}
+STOP_AT=${STOP_AT:-}
 STOP_MIRROR=${STOP_MIRROR:-1}
 PORT0=${PORT0:-18090}
 [ -x "$BIN" ] || { echo "no $BIN: run make build" >&2; exit 1; }
@@ -86,7 +86,8 @@ run_herd() {
 	for i in $(seq "$N"); do
 		[ "$(stat -c %s "$WORK/out-$tag/$i.img" 2>/dev/null || echo 0)" -eq $((SIZE_MIB << 20)) ] && ok=$((ok + 1))
 	done
-	echo "$tag: $ok/$N verified, $fail failed, $((SECONDS - t0)) s"
+	ELAPSED=$((SECONDS - t0))
+	echo "$tag: $ok/$N verified, $fail failed, $ELAPSED s"
 	rm -f "$WORK/out-$tag"/*.img
 	[ "$ok" -eq "$N" ] && [ "$fail" -eq 0 ]
 }
@@ -107,6 +108,7 @@ done
 for m in $(seq "$M"); do stop_mirror "$m"; done
 
 start_mirrors
+STOP_AT=${STOP_AT:-$((ELAPSED / 2))}
 run_herd failover yes || status=1
 echo "  bytes that moved from the stopped mirror (served beyond run 1):"
 moved=()
