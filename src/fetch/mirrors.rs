@@ -282,6 +282,22 @@ mod tests {
     }
 
     #[test]
+    fn the_first_piece_follows_the_nodes_order_and_the_others_their_own() {
+        let m = mirrors(4);
+        let refs: Vec<&str> = m.iter().map(String::as_str).collect();
+        let mut firsts = std::collections::BTreeSet::new();
+        for k in 0..64 {
+            let r = piece_rank("node-3", k, &refs);
+            if k == 0 {
+                assert_eq!(r, rank("node-3", &refs));
+            }
+            assert_eq!(r, piece_rank("node-3", k, &refs), "stable");
+            firsts.insert(r[0]);
+        }
+        assert_eq!(firsts.len(), 4, "one node's pieces reach every mirror");
+    }
+
+    #[test]
     fn weight_separates_its_inputs() {
         assert_ne!(weight("ab", "c"), weight("a", "bc"));
         assert_eq!(weight("n", "m"), weight("n", "m"));
