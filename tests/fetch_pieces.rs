@@ -55,23 +55,23 @@ fn asked(req: &Request, len: usize) -> usize {
     }
 }
 
-/// The node id whose first piece goes to mirror `want` (as `rustlive config` shows it).
-fn node_starting_on(urls: &[String], want: usize) -> String {
+/// The mirror a node's first piece goes to (as `rustlive config` shows it).
+fn first_mirror(urls: &[String], id: &str) -> usize {
     let cmdline = format!("rd.rustlive.url={}", urls.join(","));
+    let out =
+        run_ok(Command::new(RUSTLIVE).args(["config", "--cmdline", &cmdline, "--node-id", id]));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["mirror_order"]["by_piece"], true);
+    urls.iter()
+        .position(|u| v["mirror_order"]["urls"][0] == u.as_str())
+        .unwrap()
+}
+
+/// The node id whose first piece goes to mirror `want`.
+fn node_starting_on(urls: &[String], want: usize) -> String {
     (0..200)
         .map(|i| format!("52:54:00:00:01:{i:02x}"))
-        .find(|id| {
-            let out = run_ok(Command::new(RUSTLIVE).args([
-                "config",
-                "--cmdline",
-                &cmdline,
-                "--node-id",
-                id,
-            ]));
-            let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-            assert_eq!(v["mirror_order"]["by_piece"], true);
-            v["mirror_order"]["urls"][0] == urls[want].as_str()
-        })
+        .find(|id| first_mirror(urls, id) == want)
         .expect("some node starts on each mirror")
 }
 
@@ -187,36 +187,72 @@ fn a_mirror_with_another_length_is_left_out() {
     assert!(servers[2].requests().len() <= 1, "{}", stderr(&out));
 }
 
-#[test]
-fn a_spliced_image_of_the_same_length_fails_verification_and_leaves_nothing() {
-    let img = random_bytes(8 * MIB, 46);
-    let mut other = img.clone();
-    other[5 * MIB] ^= 1;
-    let mut servers = mirrors(&img, &["\"a\"", "\"a\""]);
+/// Three mirrors, the third serving the image with the bytes at `flips` flipped.
+fn with_a_stale_mirror(img: &[u8], flips: &[usize]) -> Vec<Server> {
+    let mut other = img.to_vec();
+    for &at in flips {
+        other[at] ^= 1;
+    }
+    let mut servers = mirrors(img, &["\"a\"", "\"a\""]);
     servers.push(Server::start(move |req| Reply::file(req, &other, "\"a\"")));
+    servers
+}
+
+/// Whether mirror `s` was asked for a piece holding byte `at`.
+fn served_byte(s: &Server, at: usize) -> bool {
+    s.requests().iter().any(|r| match r.range() {
+        Some((a, e)) => a as usize <= at && e.is_none_or(|e| e as usize >= at),
+        None => true,
+    })
+}
+
+#[test]
+fn pieces_that_do_not_verify_are_fetched_again_whole_from_the_nodes_first_mirror() {
+    let img = random_bytes(8 * MIB, 46);
     let dir = tempfile::tempdir().unwrap();
     let dest = dir.path().join("img");
-    // A node for which the flipped byte's piece (5 of 8) comes from the third mirror.
-    let u = urls(&servers);
-    let mut tried = 0;
+    // A node whose first mirror is good and whose piece 5 comes from the stale one.
     for i in 0..64 {
+        let servers = with_a_stale_mirror(&img, &[5 * MIB]);
+        let u = urls(&servers);
         let id = format!("n{i}");
-        let out = fetch(&id, Some(&sha256_hex(&img)), &dest, &u);
-        let reqs = servers[2].requests();
-        let served_flip = reqs.iter().any(|r| {
-            let (s, e) = r.range().unwrap();
-            s as usize <= 5 * MIB && e.is_none_or(|e| e as usize >= 5 * MIB)
-        });
-        if served_flip {
-            assert_eq!(out.status.code(), Some(4), "{}", stderr(&out));
-            assert!(!dest.exists() && !dir.path().join("img.part").exists());
-            return;
+        if first_mirror(&u, &id) == 2 {
+            continue;
         }
-        assert!(out.status.success(), "{}", stderr(&out));
-        std::fs::remove_file(&dest).unwrap();
-        tried += 1;
+        let out = fetch(&id, Some(&sha256_hex(&img)), &dest, &u);
+        if !served_byte(&servers[2], 5 * MIB) {
+            assert!(out.status.success(), "{}", stderr(&out));
+            std::fs::remove_file(&dest).unwrap();
+            continue;
+        }
+        // The split did not verify; the retry from the node's first mirror did, byte-exact.
+        let log = stderr(&out);
+        assert!(out.status.success(), "{log}");
+        assert!(log.contains("SHA-256 mismatch") && log.contains("fetching it whole from"));
+        assert_eq!(std::fs::read(&dest).unwrap(), img);
+        return;
     }
-    panic!("none of {tried} nodes fetched piece 5 from the third mirror");
+    panic!("no node of 64 fetched piece 5 from the stale mirror");
+}
+
+#[test]
+fn a_spliced_image_fails_verification_and_leaves_nothing_when_no_mirror_is_whole() {
+    let img = random_bytes(8 * MIB, 50);
+    let dir = tempfile::tempdir().unwrap();
+    let dest = dir.path().join("img");
+    // The node's first mirror is the stale one, wrong in every piece: whatever the split took
+    // from it does not verify, and neither does the whole-file retry from it.
+    let flips: Vec<usize> = (0..8).map(|k| k * MIB + 7).collect();
+    let servers = with_a_stale_mirror(&img, &flips);
+    let u = urls(&servers);
+    let id = node_starting_on(&u, 2);
+    let out = fetch(&id, Some(&sha256_hex(&img)), &dest, &u);
+    assert_eq!(out.status.code(), Some(4), "{}", stderr(&out));
+    assert!(!dest.exists() && !dir.path().join("img.part").exists());
+    assert!(stderr(&out).contains("fetching it whole from"));
+    // The retry is one whole-file request to the node's first mirror, not another split.
+    let last = servers[2].requests().pop().unwrap();
+    assert_eq!(last.header("range"), None);
 }
 
 #[test]

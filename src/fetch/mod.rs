@@ -395,6 +395,25 @@ fn download_to_file(
             log::info!("{}", r.summary());
             Ok(r)
         }
+        // Pieces from several mirrors that do not verify: one of them serves other bytes of
+        // the same length, and nothing tells which. Once more from one mirror at a time, the
+        // node's own first, so a split never fails a boot a single mirror would have passed
+        // (the tmpfs prepared for the first try holds the second).
+        Err(FetchError::Verify(
+            e @ (VerifyError::Sha256Mismatch { .. } | VerifyError::BadSignature { .. }),
+        )) if plan.is_some() => {
+            let _ = std::fs::remove_file(&part);
+            log::warn!(
+                "{}; the image came in pieces from several mirrors, one of which serves other bytes: fetching it whole from {}",
+                crate::error::report(&e),
+                redact_url(first)
+            );
+            let single = FetchOptions {
+                spread: None,
+                ..opts.clone()
+            };
+            download_to_file(urls, dest, &single, &mut |_| Ok(()))
+        }
         Err(e) => {
             let _ = std::fs::remove_file(&part);
             Err(e)
