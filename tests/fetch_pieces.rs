@@ -23,6 +23,17 @@ fn mirrors(img: &[u8], etags: &[&'static str]) -> Vec<Server> {
         .collect()
 }
 
+/// Two correct mirrors with these ETags and a third answering as `third` does.
+fn two_and_a_third(
+    img: &[u8],
+    etags: [&'static str; 2],
+    third: impl Fn(&Request) -> Reply + Send + Sync + 'static,
+) -> Vec<Server> {
+    let mut servers = mirrors(img, &etags);
+    servers.push(Server::start(third));
+    servers
+}
+
 fn urls(servers: &[Server]) -> Vec<String> {
     servers.iter().map(|s| s.url("/img")).collect()
 }
@@ -79,16 +90,24 @@ fn stderr(o: &Output) -> String {
     String::from_utf8_lossy(&o.stderr).into_owned()
 }
 
+/// [`fetch`] as node `id` into a scratch directory, which must succeed with exactly `img`;
+/// returns what it logged.
+fn fetch_ok(id: &str, sha256: Option<&str>, urls: &[String], img: &[u8]) -> String {
+    let dir = tempfile::tempdir().unwrap();
+    let dest = dir.path().join("img");
+    let out = fetch(id, sha256, &dest, urls);
+    let log = stderr(&out);
+    assert!(out.status.success(), "{log}");
+    assert_eq!(std::fs::read(&dest).unwrap(), img);
+    log
+}
+
 #[test]
 fn one_node_fetches_every_byte_once_from_all_mirrors() {
     // 41 pieces: a mirror gets none of them with probability 4 × 0.75^41 ≈ 0.00003.
     let img = random_bytes(40 * MIB + 12345, 41);
     let servers = mirrors(&img, &["\"a\"", "\"b\"", "\"c\"", "\"d\""]);
-    let dir = tempfile::tempdir().unwrap();
-    let dest = dir.path().join("img");
-    let out = fetch("node-7", Some(&sha256_hex(&img)), &dest, &urls(&servers));
-    assert!(out.status.success(), "{}", stderr(&out));
-    assert_eq!(std::fs::read(&dest).unwrap(), img);
+    let log = fetch_ok("node-7", Some(&sha256_hex(&img)), &urls(&servers), &img);
     let mut total = 0;
     for (i, s) in servers.iter().enumerate() {
         let reqs = s.requests();
@@ -102,7 +121,6 @@ fn one_node_fetches_every_byte_once_from_all_mirrors() {
         }
     }
     assert_eq!(total, img.len(), "each byte asked for exactly once");
-    let log = stderr(&out);
     assert!(log.contains("pieces served by"), "{log}");
     assert!(
         log.contains("1 attempt, 0 resumes") && !log.contains("resuming"),
@@ -113,33 +131,23 @@ fn one_node_fetches_every_byte_once_from_all_mirrors() {
 #[test]
 fn a_mirror_that_breaks_hands_its_pieces_to_the_others() {
     let img = random_bytes(16 * MIB, 42);
-    let mut servers = mirrors(&img, &["\"e\"", "\"e\""]);
     // The third mirror sends 100 KiB of every piece it is asked for, then resets.
     let body = img.clone();
-    servers.push(Server::start(move |req| {
+    let servers = two_and_a_third(&img, ["\"e\"", "\"e\""], move |req| {
         Reply::file(req, &body, "\"e\"").fault(Fault::ResetAfter(100 << 10))
-    }));
-    let dir = tempfile::tempdir().unwrap();
-    let dest = dir.path().join("img");
+    });
     let u = urls(&servers);
-    let id = node_starting_on(&u, 2);
-    let out = fetch(&id, Some(&sha256_hex(&img)), &dest, &u);
-    assert!(out.status.success(), "{}", stderr(&out));
-    assert_eq!(std::fs::read(&dest).unwrap(), img);
+    let log = fetch_ok(&node_starting_on(&u, 2), Some(&sha256_hex(&img)), &u, &img);
     // It is passed over once it failed: one request, not one per piece it ranks first; a
     // mirror that has not failed takes its piece over at once.
-    assert_eq!(servers[2].requests().len(), 1, "{}", stderr(&out));
-    assert!(
-        stderr(&out).contains("retry 1 in 0.0 s from"),
-        "{}",
-        stderr(&out)
-    );
+    assert_eq!(servers[2].requests().len(), 1, "{log}");
+    assert!(log.contains("retry 1 in 0.0 s from"), "{log}");
     // The piece it broke resumes on another mirror where it stopped.
     let resumed = servers[..2]
         .iter()
         .flat_map(|s| s.requests())
         .any(|r| r.range_start() == Some(100 << 10));
-    assert!(resumed, "{}", stderr(&out));
+    assert!(resumed, "{log}");
     assert!(servers[0].requests().len() > 1 && servers[1].requests().len() > 1);
 }
 
@@ -147,18 +155,13 @@ fn a_mirror_that_breaks_hands_its_pieces_to_the_others() {
 fn unverified_pieces_come_only_from_mirrors_with_the_same_validators() {
     let img = random_bytes(24 * MIB, 43);
     let servers = mirrors(&img, &["\"v1\"", "\"v2\"", "\"v1\""]);
-    let dir = tempfile::tempdir().unwrap();
-    let dest = dir.path().join("img");
     let u = urls(&servers);
-    let id = node_starting_on(&u, 0);
-    let out = fetch(&id, None, &dest, &u);
-    assert!(out.status.success(), "{}", stderr(&out));
-    assert_eq!(std::fs::read(&dest).unwrap(), img);
+    let log = fetch_ok(&node_starting_on(&u, 0), None, &u, &img);
     // Mirror 1 was asked once, with If-Range "v1", answered the whole file and was left out.
     let other = servers[1].requests();
-    assert_eq!(other.len(), 1, "{}", stderr(&out));
+    assert_eq!(other.len(), 1, "{log}");
     assert_eq!(other[0].header("if-range"), Some("\"v1\""));
-    assert!(stderr(&out).contains("does not serve the same file"));
+    assert!(log.contains("does not serve the same file"));
     let total: usize = [&servers[0], &servers[2]]
         .iter()
         .flat_map(|s| s.requests())
@@ -175,16 +178,12 @@ fn unverified_pieces_come_only_from_mirrors_with_the_same_validators() {
 fn a_mirror_with_another_length_is_left_out() {
     let img = random_bytes(8 * MIB, 44);
     let stale = random_bytes(6 * MIB, 45);
-    let mut servers = mirrors(&img, &["\"a\"", "\"b\""]);
-    servers.push(Server::start(move |req| Reply::file(req, &stale, "\"s\"")));
-    let dir = tempfile::tempdir().unwrap();
-    let dest = dir.path().join("img");
+    let servers = two_and_a_third(&img, ["\"a\"", "\"b\""], move |req| {
+        Reply::file(req, &stale, "\"s\"")
+    });
     let u = urls(&servers);
-    let id = node_starting_on(&u, 0);
-    let out = fetch(&id, Some(&sha256_hex(&img)), &dest, &u);
-    assert!(out.status.success(), "{}", stderr(&out));
-    assert_eq!(std::fs::read(&dest).unwrap(), img);
-    assert!(servers[2].requests().len() <= 1, "{}", stderr(&out));
+    let log = fetch_ok(&node_starting_on(&u, 0), Some(&sha256_hex(&img)), &u, &img);
+    assert!(servers[2].requests().len() <= 1, "{log}");
 }
 
 /// Three mirrors, the third serving the image with the bytes at `flips` flipped.
@@ -193,9 +192,9 @@ fn with_a_stale_mirror(img: &[u8], flips: &[usize]) -> Vec<Server> {
     for &at in flips {
         other[at] ^= 1;
     }
-    let mut servers = mirrors(img, &["\"a\"", "\"a\""]);
-    servers.push(Server::start(move |req| Reply::file(req, &other, "\"a\"")));
-    servers
+    two_and_a_third(img, ["\"a\"", "\"a\""], move |req| {
+        Reply::file(req, &other, "\"a\"")
+    })
 }
 
 /// Whether mirror `s` was asked for a piece holding byte `at`.
@@ -268,20 +267,15 @@ fn unverified_mirrors_without_validators_are_not_mixed() {
             })
         })
         .collect();
-    let dir = tempfile::tempdir().unwrap();
-    let dest = dir.path().join("img");
     let u = urls(&servers);
-    let id = node_starting_on(&u, 1);
-    let out = fetch(&id, None, &dest, &u);
-    assert!(out.status.success(), "{}", stderr(&out));
-    assert_eq!(std::fs::read(&dest).unwrap(), img);
+    let log = fetch_ok(&node_starting_on(&u, 1), None, &u, &img);
     // The first piece, then the whole file again from the same mirror: nothing ties a second
     // mirror's bytes to the first's.
     assert!(servers[0].requests().is_empty() && servers[2].requests().is_empty());
     let reqs = servers[1].requests();
-    assert_eq!(reqs.len(), 2, "{}", stderr(&out));
+    assert_eq!(reqs.len(), 2, "{log}");
     assert_eq!(reqs[1].header("range"), None);
-    assert!(stderr(&out).contains("fetching it all from this mirror"));
+    assert!(log.contains("fetching it all from this mirror"));
 }
 
 #[test]
@@ -304,26 +298,17 @@ fn pieces_without_a_file_length_fall_back_to_one_whole_file() {
             })
         })
         .collect();
-    let dir = tempfile::tempdir().unwrap();
-    let dest = dir.path().join("img");
-    let out = fetch("n", Some(&sha256_hex(&img)), &dest, &urls(&servers));
-    assert!(out.status.success(), "{}", stderr(&out));
-    assert_eq!(std::fs::read(&dest).unwrap(), img);
-    assert!(
-        stderr(&out).contains("no mirror is left to serve pieces"),
-        "{}",
-        stderr(&out)
-    );
+    let log = fetch_ok("n", Some(&sha256_hex(&img)), &urls(&servers), &img);
+    assert!(log.contains("no mirror is left to serve pieces"), "{log}");
 }
 
 #[test]
 fn a_piece_that_breaks_after_the_next_was_sent_ahead_is_retried_in_order() {
     let img = random_bytes(8 * MIB, 49);
-    let mut servers = mirrors(&img, &["\"e\"", "\"e\""]);
     // The third mirror serves the first piece, then ends every later one 10 KiB short: by
     // then the next piece's request has gone out (to whichever mirror ranks first for it).
     let body = img.clone();
-    servers.push(Server::start(move |req| {
+    let servers = two_and_a_third(&img, ["\"e\"", "\"e\""], move |req| {
         let r = Reply::file(req, &body, "\"e\"");
         match req.range() {
             Some((s, Some(e))) if s > 0 => {
@@ -332,17 +317,8 @@ fn a_piece_that_breaks_after_the_next_was_sent_ahead_is_retried_in_order() {
             }
             _ => r,
         }
-    }));
-    let dir = tempfile::tempdir().unwrap();
-    let dest = dir.path().join("img");
+    });
     let u = urls(&servers);
-    let id = node_starting_on(&u, 2);
-    let out = fetch(&id, Some(&sha256_hex(&img)), &dest, &u);
-    assert!(out.status.success(), "{}", stderr(&out));
-    assert_eq!(std::fs::read(&dest).unwrap(), img);
-    assert!(
-        stderr(&out).contains("retry 1 in 0.0 s from"),
-        "{}",
-        stderr(&out)
-    );
+    let log = fetch_ok(&node_starting_on(&u, 2), Some(&sha256_hex(&img)), &u, &img);
+    assert!(log.contains("retry 1 in 0.0 s from"), "{log}");
 }
