@@ -352,10 +352,10 @@ fn download_to_file(
     let what = redact_url(first);
     // A hash or signature checks the assembled bytes; without one, only mirrors with the
     // same validators may share the pieces.
-    let plan = opts.spread.as_ref().map(|node| pieces::Plan {
-        node: node.clone(),
-        same_validators: !expected.pins(),
-    });
+    let plan = opts
+        .spread
+        .as_deref()
+        .and_then(|node| pieces::Plan::new(urls, node, !expected.pins()));
     let outcome = download(
         urls,
         &client,

@@ -42,6 +42,16 @@ pub struct Plan {
     pub same_validators: bool,
 }
 
+impl Plan {
+    /// The plan for spreading a download from `urls` as `node`, when it can be spread.
+    pub fn new(urls: &[Url], node: &str, same_validators: bool) -> Option<Plan> {
+        applies(urls).then(|| Plan {
+            node: node.to_string(),
+            same_validators,
+        })
+    }
+}
+
 /// Whether a download from `urls` can be spread: several mirrors, all HTTP(S) (a `file://`
 /// source has no ranges to spread).
 pub fn applies(urls: &[Url]) -> bool {
@@ -99,13 +109,11 @@ pub struct Pool {
 }
 
 impl Pool {
-    /// `urls` in the node's order; `plan` spreads pieces over them.
+    /// `urls` in the node's order; `plan` (from [`Plan::new`]) spreads pieces over them.
     pub fn new(urls: &[Url], plan: Option<&Plan>) -> Pool {
         Pool {
             health: vec![Health::Up; urls.len()],
-            spread: plan
-                .filter(|_| applies(urls))
-                .map(|p| (p.node.clone(), mirrors::keys(urls))),
+            spread: plan.map(|p| (p.node.clone(), mirrors::keys(urls))),
             current: 0,
         }
     }
@@ -231,10 +239,7 @@ mod tests {
     }
 
     fn plan(node: &str) -> Plan {
-        Plan {
-            node: node.into(),
-            same_validators: false,
-        }
+        Plan::new(&urls(2), node, false).unwrap()
     }
 
     #[test]
@@ -377,8 +382,10 @@ mod tests {
         assert_eq!(pool.pick(0, None, now).unwrap().mirror, 2);
         pool.failed(2, now);
         assert_eq!(pool.pick(0, None, now).unwrap().mirror, 0);
-        // A lone mirror retries itself.
-        let mut one = Pool::new(&urls(1), Some(&plan("n")));
+        // A lone mirror is not spread, and retries itself.
+        let lone = Plan::new(&urls(1), "n", false);
+        assert_eq!(lone, None);
+        let mut one = Pool::new(&urls(1), lone.as_ref());
         assert!(!one.pieces());
         one.failed(0, now);
         assert_eq!(one.pick(0, None, now).unwrap().mirror, 0);
