@@ -326,6 +326,18 @@ pub enum Asked {
     Piece(Piece),
 }
 
+impl Asked {
+    /// Whether the answer, from byte `have` on, must carry the first response's validators
+    /// (sent as `If-Range`, checked on the 206). The first piece is where they come from.
+    fn ties_validators(self, have: u64) -> bool {
+        match self {
+            Asked::Whole => false,
+            Asked::Rest => true,
+            Asked::Piece(p) => p.same_validators && have > 0,
+        }
+    }
+}
+
 /// `Content-Range: bytes START-END/TOTAL` (TOTAL may be `*`).
 pub fn parse_content_range(v: &str) -> Option<(u64, u64, Option<u64>)> {
     let rest = v.trim().strip_prefix("bytes ")?;
@@ -381,23 +393,18 @@ pub fn accept(
         return Ok((0, content_length, content_length));
     }
     if status == StatusCode::PARTIAL_CONTENT {
-        let check_validators = match asked {
-            Asked::Whole => {
-                return Err(AttemptError::BadRange(
-                    "206 to a request without Range".into(),
-                ))
-            }
-            Asked::Rest => true,
-            // The first piece is where the validators come from.
-            Asked::Piece(p) => p.same_validators && state.have > 0,
-        };
+        if asked == Asked::Whole {
+            return Err(AttemptError::BadRange(
+                "206 to a request without Range".into(),
+            ));
+        }
         // The first piece (nothing received yet) is where the length is learnt.
         let first_piece = piece && state.have == 0 && state.total.is_none();
         let (start, total, stop) = partial(
             headers,
             content_length,
             state,
-            check_validators,
+            asked.ties_validators(state.have),
             first_piece,
         )
         .map_err(refuse)?;
@@ -588,12 +595,10 @@ fn request(
     if let Some(a) = auth {
         req = req.headers(a.headers(url));
     }
-    let if_range = match asked {
-        Asked::Whole => None,
-        Asked::Rest => validators.if_range(),
-        Asked::Piece(p) if p.same_validators && have > 0 => validators.if_range(),
-        Asked::Piece(_) => None,
-    };
+    let if_range = asked
+        .ties_validators(have)
+        .then(|| validators.if_range())
+        .flatten();
     match asked {
         Asked::Whole => {}
         Asked::Rest => req = req.header(header::RANGE, format!("bytes={have}-")),
