@@ -649,6 +649,7 @@ fn download(
             received_all: next.is_some().then_some(&mut send_next as &mut dyn FnMut()),
         };
         let result = transfer::run(client, url, &mut state, sink, &mut ctx);
+        // Ends the borrow of `ahead` that `send_next` holds (Ctx has drop glue).
         drop(ctx);
         tally(
             &mut served,
