@@ -1,8 +1,16 @@
-//! rustlive: the initramfs agent that netboots a diskless node.
+//! rustlive: the initramfs agent that netboots a diskless node, and the boot server's tools
+//! that prepare what it fetches.
 //!
-//! The stages of `rustlive boot`, each in its own module: [`config`] (the kernel command line),
-//! fetch and verify (the image into RAM), mount and image (the overlay root), secrets, and
-//! switchroot. [`cli`] maps subcommands onto them; `main.rs` only calls [`cli::main`].
+//! The tree says who runs what (`docs/developers/layout.md` draws it):
+//! - on the node: [`boot`] (the whole boot under one deadline, PID 1, the failure policy) and
+//!   its stages [`drivers`], [`net`], [`fetch`], [`oci`], [`root`], [`secrets`], [`tpm`];
+//! - on the boot server: [`server`] (bundles, sealing, the standalone initramfs, publishing);
+//! - below both: [`config`] (the kernel command line), [`sys`] (every syscall) and
+//!   [`support`] (logging, the deadline, paths, exit codes, bounded values);
+//! - above all: [`cli`], which maps subcommands onto them; `main.rs` only calls [`cli::main`].
+//!
+//! Layers only point down, and nothing the node runs uses `server`: `tests/layering.rs` checks
+//! both on the source.
 //!
 //! As PID 1 a panic is a kernel panic, so outside tests nothing may panic on data from the
 //! network, an image, a bundle or the command line: no unwrap/expect, no indexing that can go
@@ -20,43 +28,15 @@
 )]
 
 pub mod boot;
-pub mod bundle;
 pub mod cli;
-pub mod cmdline;
-pub mod coldplug;
 pub mod config;
-pub mod cpio;
-pub mod deadline;
-pub mod error;
+pub mod drivers;
 pub mod fetch;
-pub mod image;
-pub mod initramfs;
-pub mod ipconfig;
-pub mod kmod;
-pub mod log;
-pub mod modalias;
-pub mod mount;
 pub mod net;
 pub mod oci;
-pub mod oci_ref;
-pub mod onfail;
-pub mod panic_hook;
-pub mod paths;
-pub mod pid1;
-pub mod ram;
-pub mod rootfs;
-pub mod sealing;
+pub mod root;
 pub mod secrets;
-pub mod switchroot;
+pub mod server;
+pub mod support;
 pub mod sys;
-pub mod syslog;
-#[doc(hidden)]
-pub mod testing;
 pub mod tpm;
-pub mod url_template;
-pub mod values;
-pub mod verify;
-
-pub use boot::Error;
-pub use config::Config;
-pub use error::Exit;

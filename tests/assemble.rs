@@ -5,10 +5,10 @@
 
 mod support;
 
-use rustlive::image::ImageError;
-use rustlive::mount::{self, AssembleError, AssembleOptions};
-use rustlive::rootfs::NotBootable;
-use rustlive::values::Size;
+use rustlive::root::assemble::{self, AssembleError, AssembleOptions};
+use rustlive::root::image::ImageError;
+use rustlive::root::rootfs::NotBootable;
+use rustlive::support::values::Size;
 use sha2::{Digest, Sha256};
 use std::io::Write;
 use std::os::unix::fs::PermissionsExt;
@@ -50,7 +50,7 @@ struct Fixture {
 impl Fixture {
     fn new() -> Self {
         let dir = tempfile::tempdir().unwrap();
-        let mut opts = AssembleOptions::from_config(&rustlive::Config::default());
+        let mut opts = AssembleOptions::from_config(&rustlive::config::Config::default());
         opts.run_dir = dir.path().join("run/rustlive/mnt");
         opts.overlay_size = Size::Bytes(32 << 20);
         Fixture { dir, opts }
@@ -73,8 +73,8 @@ impl Fixture {
         img
     }
 
-    fn assemble(&self, img: &Path) -> Result<mount::Assembled, AssembleError> {
-        mount::assemble(img, &self.newroot(), &self.opts)
+    fn assemble(&self, img: &Path) -> Result<assemble::Assembled, AssembleError> {
+        assemble::assemble(img, &self.newroot(), &self.opts)
     }
 
     /// Asserts that nothing is mounted under the fixture and no loop device uses `img`.
@@ -280,7 +280,7 @@ fn overlay_size_limit_is_enforced() {
 /// dmsquash-live's layout: a squashfs holding `DIR/rootfs.img` (here ext4).
 fn nested(cmdline: &str, dir: &str, name: &str) {
     let mut fx = Fixture::new();
-    let cfg = rustlive::Config::from_cmdline(cmdline).unwrap();
+    let cfg = rustlive::config::Config::from_cmdline(cmdline).unwrap();
     let run_dir = fx.opts.run_dir.clone();
     fx.opts = AssembleOptions::from_config(&cfg);
     fx.opts.run_dir = run_dir;
@@ -337,7 +337,7 @@ fn unrecognized_image_is_a_clear_error() {
     let img = fx.path("root.img");
     std::fs::write(&img, b"<!DOCTYPE html><title>404 Not Found</title>").unwrap();
     let e = fx.assemble(&img).unwrap_err();
-    let msg = rustlive::error::report(&e);
+    let msg = rustlive::support::exit::report(&e);
     assert!(
         matches!(e, AssembleError::Image(ImageError::Unrecognized { .. })),
         "{msg}"
@@ -358,7 +358,7 @@ fn corrupt_squashfs_rolls_back() {
     }
     std::fs::write(&img, &bytes).unwrap();
     let e = fx.assemble(&img).unwrap_err();
-    let msg = rustlive::error::report(&e);
+    let msg = rustlive::support::exit::report(&e);
     eprintln!("corrupt squashfs: {msg}");
     assert!(msg.contains("root.img"), "{msg}");
     assert!(
@@ -402,7 +402,7 @@ fn root_without_init_rolls_back() {
     let fx = Fixture::new();
     let img = fx.image(Fs::Squashfs, false, true);
     let e = fx.assemble(&img).unwrap_err();
-    let msg = rustlive::error::report(&e);
+    let msg = rustlive::support::exit::report(&e);
     assert!(
         matches!(
             e,
@@ -489,8 +489,8 @@ fn switch_root_in_a_mount_namespace() {
     let st = rustix::fs::statfs("/").unwrap();
     #[allow(clippy::unnecessary_cast)]
     let f_type = st.f_type as u64;
-    if rustlive::switchroot::is_initramfs(f_type) {
-        rustlive::testing::skip("/ is a tmpfs/ramfs here, and switch-root would empty it");
+    if rustlive::root::switchroot::is_initramfs(f_type) {
+        rustlive::support::testing::skip("/ is a tmpfs/ramfs here, and switch-root would empty it");
         return;
     }
     let dir = tempfile::tempdir().unwrap();

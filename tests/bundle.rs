@@ -188,8 +188,8 @@ fn cpio_is_gzipped_newc_listed_by_cpio_and_identical_across_builds() {
 
 #[test]
 fn tree_to_bundle_to_inject_secrets_round_trip() {
-    if !rustlive::testing::is_root() {
-        return rustlive::testing::skip("installing files owned by munge needs root");
+    if !rustlive::support::testing::is_root() {
+        return rustlive::support::testing::skip("installing files owned by munge needs root");
     }
     let s = Site::new();
     let (code, out) = s.build("n.json", &["--ssh-host-keys"]);

@@ -13,12 +13,12 @@ use proptest::prelude::*;
 use proptest::test_runner::FileFailurePersistence;
 use reqwest::header::{HeaderMap, HeaderName, HeaderValue};
 use reqwest::StatusCode;
-use rustlive::deadline::Deadline;
 use rustlive::fetch::retry::{parse_retry_after, Backoff, Rng};
 use rustlive::fetch::transfer::{
     accept, parse_content_range, Asked, Piece, State, Validators, Watch, Watchdog, MIN_RATE,
 };
-use rustlive::verify::parse_sha256sums;
+use rustlive::fetch::verify::parse_sha256sums;
+use rustlive::support::deadline::Deadline;
 use std::time::{Duration, Instant, SystemTime};
 
 const CASES: u32 = 2000;

@@ -6,7 +6,7 @@ mod support;
 use rustlive::fetch::retry::Backoff;
 use rustlive::fetch::transfer::AttemptError;
 use rustlive::fetch::{fetch_to_file, FetchError, FetchOptions};
-use rustlive::values::parse_sha256;
+use rustlive::support::values::parse_sha256;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -26,7 +26,7 @@ fn opts(content: &[u8]) -> FetchOptions {
             base: Duration::from_millis(20),
             cap: Duration::from_millis(200),
         },
-        deadline: rustlive::deadline::Deadline::after(Some(Duration::from_secs(60))),
+        deadline: rustlive::support::deadline::Deadline::after(Some(Duration::from_secs(60))),
         ..FetchOptions::default()
     }
 }
@@ -436,7 +436,7 @@ fn long_redirect_chains_are_bounded() {
     let (_d, p) = dest();
     let e = fetch_to_file(&[url(&s, "/0")], &p, &opts(b"x")).unwrap_err();
     assert!(
-        rustlive::error::report(&e).contains("more than 10 redirects"),
+        rustlive::support::exit::report(&e).contains("more than 10 redirects"),
         "{e:?}"
     );
     assert_eq!(s.requests().len(), 11);

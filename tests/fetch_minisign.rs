@@ -25,7 +25,7 @@ impl Keys {
         match st {
             Ok(o) if o.status.success() => Some(Keys { dir }),
             _ => {
-                rustlive::testing::skip("the minisign tool is not installed");
+                rustlive::support::testing::skip("the minisign tool is not installed");
                 None
             }
         }

@@ -5,7 +5,7 @@ mod support;
 
 use rustlive::fetch::retry::Backoff;
 use rustlive::fetch::{fetch_to_file, FetchOptions};
-use rustlive::values::parse_sha256;
+use rustlive::support::values::parse_sha256;
 use std::time::Duration;
 use support::nginx::{resetting_relay, Nginx};
 use support::{random_bytes, sha256_hex};
@@ -18,7 +18,7 @@ fn opts(content: &[u8]) -> FetchOptions {
             base: Duration::from_millis(20),
             cap: Duration::from_millis(200),
         },
-        deadline: rustlive::deadline::Deadline::after(Some(Duration::from_secs(60))),
+        deadline: rustlive::support::deadline::Deadline::after(Some(Duration::from_secs(60))),
         ..FetchOptions::default()
     }
 }

@@ -5,9 +5,9 @@ mod support;
 
 use rustlive::fetch::retry::Backoff;
 use rustlive::fetch::{stage_image, FetchError, FetchOptions};
-use rustlive::paths::Paths;
-use rustlive::ram::RamError;
-use rustlive::values::parse_sha256;
+use rustlive::root::ram::RamError;
+use rustlive::support::paths::Paths;
+use rustlive::support::values::parse_sha256;
 use std::path::Path;
 use std::time::Duration;
 use support::http::{Reply, Server};
@@ -17,7 +17,7 @@ fn is_root() -> bool {
     if nix::unistd::Uid::effective().is_root() {
         return true;
     }
-    rustlive::testing::skip("mounting the image tmpfs needs root");
+    rustlive::support::testing::skip("mounting the image tmpfs needs root");
     false
 }
 

@@ -5,9 +5,9 @@
 
 mod support;
 
-use rustlive::deadline::Deadline;
 use rustlive::fetch::retry::Backoff;
 use rustlive::fetch::{fetch_bytes, fetch_to_file, FetchError, FetchOptions};
+use rustlive::support::deadline::Deadline;
 use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -445,7 +445,7 @@ fn lib_url(s: &Server, path: &str) -> reqwest::Url {
 }
 
 fn assert_no_secret(e: &FetchError) {
-    let shown = format!("{} {:?}", rustlive::error::report(e), e);
+    let shown = format!("{} {:?}", rustlive::support::exit::report(e), e);
     for s in SECRETS {
         assert!(!shown.contains(s), "leaked {s}: {shown}");
     }

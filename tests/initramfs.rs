@@ -2,7 +2,7 @@
 //! dependencies, the pruned index, declared firmware, CA, keys, shell, /init, /dev/console),
 //! and that two builds give the same bytes for every compression.
 
-use rustlive::initramfs::{build, Compress, Options};
+use rustlive::server::initramfs::{build, Compress, Options};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -146,7 +146,7 @@ fn cpio_list(path: &Path) -> Vec<String> {
             .collect(),
         Ok(o) => panic!("cpio -it failed: {}", String::from_utf8_lossy(&o.stderr)),
         Err(e) => {
-            rustlive::testing::skip(&format!(
+            rustlive::support::testing::skip(&format!(
                 "cpio is not installed (scripts/install-deps.sh): {e}"
             ));
             Vec::new()

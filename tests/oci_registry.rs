@@ -19,7 +19,9 @@ const RUSTLIVE: &str = env!("CARGO_BIN_EXE_rustlive");
 fn registry(extra: &str) -> Option<Registry> {
     let r = Registry::start(extra);
     if r.is_none() {
-        rustlive::testing::skip("docker-registry is not installed (scripts/install-deps.sh)");
+        rustlive::support::testing::skip(
+            "docker-registry is not installed (scripts/install-deps.sh)",
+        );
     }
     r
 }
@@ -725,7 +727,9 @@ fn oci_over_https_with_the_sites_ca() {
         ),
         "",
     ) else {
-        rustlive::testing::skip("docker-registry is not installed (scripts/install-deps.sh)");
+        rustlive::support::testing::skip(
+            "docker-registry is not installed (scripts/install-deps.sh)",
+        );
         return;
     };
     let (img, file) = image_file(dir.path(), "root.squashfs", 2 << 20, 10);

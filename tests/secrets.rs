@@ -6,10 +6,11 @@
 //! Writing files owned by other users needs root; those tests print why they skip otherwise.
 
 use base64::Engine;
-use rustlive::deadline::Deadline;
-use rustlive::paths::Paths;
+use rustlive::config::Config;
 use rustlive::secrets::{self, Applied, NodeFacts, SecretsError};
-use rustlive::{Config, Exit};
+use rustlive::support::deadline::Deadline;
+use rustlive::support::exit::Exit;
+use rustlive::support::paths::Paths;
 use sha2::Digest;
 use std::collections::BTreeMap;
 use std::io::{Read, Write};
@@ -271,7 +272,7 @@ fn cfg_for(source: &str) -> Config {
 #[test]
 fn valid_bundle_gives_exact_bytes_modes_and_owners() {
     if !is_root() {
-        rustlive::testing::skip("writing files owned by other users needs root");
+        rustlive::support::testing::skip("writing files owned by other users needs root");
         return;
     }
     let f = Fixture::new();
@@ -358,7 +359,7 @@ fn hostile_bundles_write_nothing_at_all() {
         )
         .expect_err(name);
         assert_eq!(err.exit_code(), Exit::Secrets, "{name}");
-        let msg = rustlive::error::report(&err);
+        let msg = rustlive::support::exit::report(&err);
         assert!(msg.contains(want), "{name}: {msg}");
         assert!(!msg.contains(CANARY), "{name}: {msg}");
         assert_eq!(f.snapshot(), before, "{name}: the tree changed");
@@ -419,7 +420,9 @@ fn the_binary_never_logs_a_secret() {
             "",
         ));
     } else {
-        rustlive::testing::skip("the valid-bundle run: writing root-owned files needs root");
+        rustlive::support::testing::skip(
+            "the valid-bundle run: writing root-owned files needs root",
+        );
     }
     for (name, setup, text, want) in cases {
         let f = Fixture::new();
@@ -464,7 +467,7 @@ fn the_binary_never_logs_a_secret() {
 fn the_binary_with_nothing_configured_says_so_and_exits_0() {
     let t = tempfile::tempdir().unwrap();
     if Path::new(rustlive::config::DEFAULT_SECRETS_FILE).exists() {
-        rustlive::testing::skip("this machine has a /rustlive/secrets.json");
+        rustlive::support::testing::skip("this machine has a /rustlive/secrets.json");
         return;
     }
     let (code, output) = run_rustlive(&[
@@ -788,14 +791,14 @@ fn https_errors_do_not_retry_a_404_and_give_up_on_a_500() {
     let (port, seen) = serve(Some(pki.server_config(false)), 404, Vec::new(), 2);
     let root = scratch_root();
     let cfg = https_cfg(port, &pki, "rd.rustlive.retries=1");
-    let err = rustlive::error::report(&apply_in(&cfg, root.path()).unwrap_err());
+    let err = rustlive::support::exit::report(&apply_in(&cfg, root.path()).unwrap_err());
     assert!(err.contains("answered 404"), "{err}");
     assert_eq!(seen.lock().unwrap().len(), 1, "a 404 is not retried");
 
     let (port, seen) = serve(Some(pki.server_config(false)), 503, Vec::new(), 2);
     let cfg = https_cfg(port, &pki, "rd.rustlive.retries=1");
     let started = Instant::now();
-    let err = rustlive::error::report(&apply_in(&cfg, root.path()).unwrap_err());
+    let err = rustlive::support::exit::report(&apply_in(&cfg, root.path()).unwrap_err());
     assert!(
         err.contains("after 2 attempts") && err.contains("answered 503"),
         "{err}"
@@ -828,13 +831,13 @@ fn plain_http_only_with_a_matching_pin() {
         "rd.rustlive.secrets=http://127.0.0.1:{port}/b.json rd.rustlive.retries=0 rd.rustlive.secrets.sealed=required"
     ))
     .unwrap();
-    let err = rustlive::error::report(&apply_in(&cfg, root.path()).unwrap_err());
+    let err = rustlive::support::exit::report(&apply_in(&cfg, root.path()).unwrap_err());
     assert!(err.contains("is not sealed to this node's TPM"), "{err}");
     assert!(!root.path().join("etc/k").exists());
 
     let (port, _) = serve(None, 200, body.clone(), 1);
     let cfg = Config::from_cmdline(&cmdline(port, &"0".repeat(64))).unwrap();
-    let err = rustlive::error::report(&apply_in(&cfg, root.path()).unwrap_err());
+    let err = rustlive::support::exit::report(&apply_in(&cfg, root.path()).unwrap_err());
     assert!(
         err.contains("does not match rd.rustlive.secrets.sha256"),
         "{err}"
@@ -857,8 +860,9 @@ fn oversized_https_response_is_refused() {
     let pki = Pki::new();
     let (port, _) = serve(Some(pki.server_config(false)), 200, vec![b' '; 2 << 20], 1);
     let root = scratch_root();
-    let err =
-        rustlive::error::report(&apply_in(&https_cfg(port, &pki, ""), root.path()).unwrap_err());
+    let err = rustlive::support::exit::report(
+        &apply_in(&https_cfg(port, &pki, ""), root.path()).unwrap_err(),
+    );
     assert!(err.contains("over the 1 MiB limit"), "{err}");
 }
 
@@ -903,7 +907,7 @@ fn the_binary_over_https_logs_neither_secret_nor_token() {
 #[test]
 fn a_bundle_that_does_not_fit_writes_nothing() {
     if !is_root() {
-        rustlive::testing::skip("mounting a small tmpfs as the new root needs root");
+        rustlive::support::testing::skip("mounting a small tmpfs as the new root needs root");
         return;
     }
     for required in [true, false] {
@@ -950,7 +954,7 @@ fn a_bundle_that_does_not_fit_writes_nothing() {
         );
         match (required, &got) {
             (true, Err(e)) => {
-                let msg = rustlive::error::report(e);
+                let msg = rustlive::support::exit::report(e);
                 assert!(msg.contains("nothing was written"), "{msg}");
             }
             (false, Ok(Applied::Skipped)) => {}

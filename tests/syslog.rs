@@ -186,7 +186,7 @@ fn a_dead_collector_costs_less_than_a_second() {
 #[test]
 fn lines_wait_for_a_collector_that_comes_up_late() {
     if support::rsyslog::binary().is_none() {
-        rustlive::testing::skip("rsyslogd is not installed (Debian package rsyslog)");
+        rustlive::support::testing::skip("rsyslogd is not installed (Debian package rsyslog)");
         return;
     }
     let tcp = free_tcp_port();

@@ -4,15 +4,15 @@
 
 mod support;
 
-use rustlive::paths::Paths;
+use rustlive::config::Config;
 use rustlive::secrets::{self, Applied, NodeFacts, SecretsError};
-use rustlive::testing::skip;
+use rustlive::support::paths::Paths;
+use rustlive::support::testing::skip;
 use rustlive::tpm::client::{ActivationObject, Tpm};
 use rustlive::tpm::credential::{make_credential, Credential};
 use rustlive::tpm::ek::EkPublic;
 use rustlive::tpm::envelope::{self, EnvelopeError};
 use rustlive::tpm::transport::Swtpm;
-use rustlive::Config;
 use std::net::TcpListener;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
@@ -398,7 +398,7 @@ fn apply_in(cfg: &str, root: &Path) -> Result<Applied, SecretsError> {
         root,
         &facts,
         &Paths::under(root.join("no-default")),
-        rustlive::deadline::Deadline::NONE,
+        rustlive::support::deadline::Deadline::NONE,
     )
 }
 
@@ -446,7 +446,7 @@ fn boot_installs_a_sealed_bundle_over_plain_http_only_on_its_node() {
     std::env::set_var("RUSTLIVE_TPM", format!("swtpm:127.0.0.1:{}", b.port));
     let root = scratch_root();
     let err = apply_in(&cmdline, root.path()).unwrap_err();
-    let msg = rustlive::error::report(&err);
+    let msg = rustlive::support::exit::report(&err);
     assert!(matches!(err, SecretsError::Sealed { .. }), "{msg}");
     assert!(
         msg.contains("sealed to another TPM") && msg.contains("nothing was written"),
@@ -488,7 +488,7 @@ fn boot_installs_a_sealed_bundle_over_plain_http_only_on_its_node() {
     std::env::set_var("RUSTLIVE_TPM", format!("swtpm:127.0.0.1:{dead}"));
     let err = apply_in(&cmdline, root.path()).unwrap_err();
     assert!(matches!(err, SecretsError::NoTpm { .. }), "{err}");
-    assert_eq!(err.exit_code(), rustlive::Exit::Secrets);
+    assert_eq!(err.exit_code(), rustlive::support::exit::Exit::Secrets);
 
     // With sealing required, the sealed bundle still installs on its node.
     std::env::set_var("RUSTLIVE_TPM", format!("swtpm:127.0.0.1:{}", a.port));
@@ -574,12 +574,13 @@ fn build_all_seals_each_node_to_its_own_ek() {
     std::fs::create_dir_all(&eks).unwrap();
     std::fs::write(eks.join("n1.pem"), enroll(&a, true).to_pem()).unwrap();
     std::fs::write(eks.join("n2.pem"), enroll(&b, false).to_pem()).unwrap();
-    let opts = rustlive::bundle::build::Options::default();
-    let sealing = rustlive::bundle::all::Sealing {
+    let opts = rustlive::server::bundle::build::Options::default();
+    let sealing = rustlive::server::bundle::all::Sealing {
         ek_dir: eks,
         pcr: None,
     };
-    let r = rustlive::bundle::all::build_all(&nodes, &www, &opts, None, Some(&sealing)).unwrap();
+    let r = rustlive::server::bundle::all::build_all(&nodes, &www, &opts, None, Some(&sealing))
+        .unwrap();
     assert_eq!(r.written, ["n1", "n2"]);
     for (host, mac, tpm, other) in [
         ("n1", "52:54:00:aa:00:01", &a, &b),
@@ -587,7 +588,7 @@ fn build_all_seals_each_node_to_its_own_ek() {
     ] {
         let sealed = std::fs::read(www.join(format!("by-mac/{mac}.json"))).unwrap();
         let plain = envelope::open(&sealed, &mut tpm.connect()).unwrap();
-        let want = rustlive::bundle::build::build(&nodes.join(host), &opts).unwrap();
+        let want = rustlive::server::bundle::build::build(&nodes.join(host), &opts).unwrap();
         assert_eq!(&plain[..], &want.json[..], "{host}");
         let err = envelope::open(&sealed, &mut other.connect()).unwrap_err();
         assert!(

@@ -11,7 +11,7 @@
 //!
 //! The mirror's key is its URL without userinfo, query or fragment, so rotating a token in a query string does not reshuffle the nodes.
 
-use crate::log::redact_url;
+use crate::support::log::redact_url;
 use reqwest::Url;
 use serde::Serialize;
 use sha2::{Digest, Sha256};

@@ -20,15 +20,15 @@ pub mod progress;
 pub mod redirect;
 pub mod retry;
 pub mod transfer;
+pub mod verify;
 
 use crate::config::Config;
-use crate::deadline::Deadline;
-use crate::log::{mib, redact_url};
-use crate::paths::Paths;
-use crate::ram::{self, MemInfo, RamError, Tmpfs};
-use crate::values::Sha256Hex;
-use crate::verify::{self, Expected, SignatureCheck, VerifyError};
-use crate::Exit;
+use crate::root::ram::{self, MemInfo, RamError, Tmpfs};
+use crate::support::deadline::Deadline;
+use crate::support::exit::Exit;
+use crate::support::log::{mib, redact_url};
+use crate::support::paths::Paths;
+use crate::support::values::Sha256Hex;
 pub use auth::RequestAuth;
 pub use client::ClientIdentity;
 use minisign_verify::PublicKey;
@@ -41,6 +41,7 @@ use std::io::{Seek, Write};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 use transfer::{AttemptError, Failure, Sink, State};
+use verify::{Expected, SignatureCheck, VerifyError};
 use zeroize::Zeroizing;
 
 /// Largest checksum list or signature rustlive downloads.
@@ -405,7 +406,7 @@ fn download_to_file(
             let _ = std::fs::remove_file(&part);
             log::warn!(
                 "{}; the image came in pieces from several mirrors, one of which serves other bytes: fetching it whole from {}",
-                crate::error::report(&e),
+                crate::support::exit::report(&e),
                 redact_url(first)
             );
             let single = FetchOptions {
@@ -698,13 +699,13 @@ fn download(
             if pool.other_file(m) {
                 log::warn!(
                     "{shown}: {}; the other mirrors serve its pieces",
-                    crate::error::report(&err)
+                    crate::support::exit::report(&err)
                 );
             } else {
                 let first = pool.first_alive().unwrap_or(0);
                 log::warn!(
                     "{shown}: {}; no mirror is left to serve pieces, fetching the whole file from {}",
-                    crate::error::report(&err),
+                    crate::support::exit::report(&err),
                     urls.get(first).map(redact_url).unwrap_or_default()
                 );
                 state.restart();
@@ -722,7 +723,7 @@ fn download(
             }
             log::warn!(
                 "{shown}: {}; trying {}",
-                crate::error::report(&err),
+                crate::support::exit::report(&err),
                 next_shown(&pool, urls, &state)
             );
             continue;
@@ -745,7 +746,7 @@ fn download(
                 };
                 log::warn!(
                     "{shown}: {}; retry {} in {:.1} s{}",
-                    crate::error::report(&err),
+                    crate::support::exit::report(&err),
                     failed,
                     d.as_secs_f64(),
                     if urls.len() > 1 {
@@ -959,7 +960,7 @@ mod tests {
             attempts: 2,
             resumes: 1,
             restarts: 0,
-            sha256: crate::verify::sha256(b"abc"),
+            sha256: crate::fetch::verify::sha256(b"abc"),
             url: "http://h/img".into(),
         };
         assert_eq!(

@@ -1,6 +1,6 @@
 //! Progress lines for the serial console: at most one every [`INTERVAL`], then a summary.
 
-use crate::log::mib;
+use crate::support::log::mib;
 use std::time::{Duration, Instant};
 
 pub const INTERVAL: Duration = Duration::from_secs(2);

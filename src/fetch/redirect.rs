@@ -2,7 +2,7 @@
 //! its refusal in a reqwest error. Depends on nothing else in `fetch`, so both the client
 //! builder and the transfer can use it without importing each other.
 
-use crate::log::redact_url;
+use crate::support::log::redact_url;
 use reqwest::Url;
 
 /// Why a redirect was not followed. Found in a reqwest error's source chain.

@@ -2,7 +2,7 @@
 //! deadline. Pure functions of their inputs (the random source is passed in) so every rule is
 //! unit-tested without sleeping.
 
-use crate::deadline::Deadline;
+use crate::support::deadline::Deadline;
 use std::time::{Duration, Instant, SystemTime};
 
 /// Backoff parameters. Delay before retry `n` (0-based count of consecutive failures without

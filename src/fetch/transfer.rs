@@ -21,8 +21,8 @@
 use super::progress::Progress;
 use super::redirect::redirect_refusal;
 use super::retry::parse_retry_after;
-use crate::deadline::Deadline;
-use crate::log::{mib, redact_url};
+use crate::support::deadline::Deadline;
+use crate::support::log::{mib, redact_url};
 use reqwest::blocking::{Client, Request, Response};
 use reqwest::header::{self, HeaderMap};
 use reqwest::{StatusCode, Url};

@@ -7,7 +7,7 @@
 //! interface has no address yet. Retransmissions follow RFC 2131 §4.1 (4 s doubling to 64 s,
 //! randomized by ±1 s), bounded by the caller's [`Deadline`].
 
-use crate::deadline::Deadline;
+use crate::support::deadline::Deadline;
 use dhcproto::v4::{self, DhcpOption, Flags, HType, Message, MessageType, Opcode, OptionCode};
 use dhcproto::{Decodable, Decoder, Encodable};
 use serde::Serialize;
@@ -312,14 +312,14 @@ pub fn lease_of(iface: &str, msg: &Message) -> Result<Lease, String> {
     let o = msg.opts();
     let prefix = match o.get(OptionCode::SubnetMask) {
         Some(DhcpOption::SubnetMask(m)) => {
-            let p = crate::ipconfig::mask_prefix(*m)
+            let p = crate::config::ipconfig::mask_prefix(*m)
                 .ok_or_else(|| format!("subnet mask {m} is not contiguous"))?;
             if p < MIN_PREFIX {
                 return Err(format!("subnet mask {m} (/{p}) is absurdly large"));
             }
             p
         }
-        _ => crate::ipconfig::classful_prefix(addr),
+        _ => crate::config::ipconfig::classful_prefix(addr),
     };
     let list = |code| match o.get(code) {
         Some(DhcpOption::Router(v)) | Some(DhcpOption::DomainNameServer(v)) => v.clone(),
@@ -336,7 +336,7 @@ pub fn lease_of(iface: &str, msg: &Message) -> Result<Lease, String> {
         match o.get(code) {
             Some(DhcpOption::Hostname(s)) | Some(DhcpOption::DomainName(s)) => {
                 let s = s.trim_end_matches(['\0', '.']);
-                if crate::ipconfig::valid_hostname(s) {
+                if crate::config::ipconfig::valid_hostname(s) {
                     Ok(Some(s.to_string()))
                 } else {
                     Err(format!("{what} {:?} is not a valid name", printable(s)))

@@ -7,7 +7,7 @@
 //! sends nothing, but the kernel must pick a route and a source address for it, so it fails
 //! (`ENETUNREACH`) exactly while there is no route.
 
-use crate::deadline::Deadline;
+use crate::support::deadline::Deadline;
 pub mod dhcp;
 pub mod rtnl;
 pub mod up;

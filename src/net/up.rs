@@ -4,10 +4,10 @@
 
 use super::dhcp::{self, Candidate, DhcpError, Lease};
 use super::rtnl::{Rtnl, RtnlError};
-use crate::coldplug::Unclaimed;
+use crate::config::ipconfig::{IpConfig, Method};
 use crate::config::Config;
-use crate::deadline::Deadline;
-use crate::ipconfig::{IpConfig, Method};
+use crate::drivers::coldplug::Unclaimed;
+use crate::support::deadline::Deadline;
 use serde::Serialize;
 use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
@@ -200,7 +200,7 @@ fn write(path: &str, text: &str) -> Result<(), NetError> {
 pub fn bring_up(cfg: &Config, deadline: &Deadline) -> Result<(), NetError> {
     let started = Instant::now();
     let n = &cfg.network;
-    let report = crate::coldplug::load_drivers(&n.drivers, &n.blacklist);
+    let report = crate::drivers::coldplug::load_drivers(&n.drivers, &n.blacklist);
     if !needs_network(cfg) {
         return Ok(());
     }
@@ -209,7 +209,7 @@ pub fn bring_up(cfg: &Config, deadline: &Deadline) -> Result<(), NetError> {
         return Ok(());
     }
     let specs: Vec<IpConfig> = if n.ip.is_empty() {
-        vec![crate::ipconfig::parse_ip("dhcp").map_err(|_| NetError::NoNic)?]
+        vec![crate::config::ipconfig::parse_ip("dhcp").map_err(|_| NetError::NoNic)?]
     } else {
         n.ip.iter()
             .filter(|c| c.method != Method::Off)

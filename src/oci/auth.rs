@@ -352,13 +352,16 @@ impl RegistryAuth {
         }
         let resp = req.send().map_err(|source| OciError::Http {
             what: what.clone(),
-            step: format!("GET {}", crate::log::redact_url(&u)),
+            step: format!("GET {}", crate::support::log::redact_url(&u)),
             source: source.without_url(),
         })?;
         if !resp.status().is_success() {
             return Err(OciError::Status {
                 what,
-                step: format!("the token request to {}", crate::log::redact_url(&u)),
+                step: format!(
+                    "the token request to {}",
+                    crate::support::log::redact_url(&u)
+                ),
                 status: resp.status(),
             });
         }
@@ -426,7 +429,7 @@ impl crate::fetch::RequestAuth for RegistryAuth {
         match self.refresh(client, url, headers) {
             Ok(r) => r,
             Err(e) => {
-                log::warn!("{}", crate::error::report(&e));
+                log::warn!("{}", crate::support::exit::report(&e));
                 false
             }
         }

@@ -11,11 +11,10 @@
 
 pub mod auth;
 pub mod manifest;
-pub mod publish;
 pub mod pull;
 
-use crate::values::Sha256Hex;
-use crate::Exit;
+use crate::support::exit::Exit;
+use crate::support::values::Sha256Hex;
 use reqwest::Url;
 
 /// The rustlive root image layers (see README, "OCI registries").
@@ -44,8 +43,8 @@ pub const ANNOTATION_TITLE: &str = "org.opencontainers.image.title";
 /// Largest manifest or index rustlive reads (the distribution spec's recommended limit).
 pub const MANIFEST_MAX: usize = 4 << 20;
 
-pub(crate) use crate::oci_ref::short;
-pub use crate::oci_ref::{
+pub(crate) use crate::config::oci_ref::short;
+pub use crate::config::oci_ref::{
     digest_str, host_port, is_oci, parse_digest, parse_image_url, Reference, Target,
 };
 
@@ -160,7 +159,7 @@ mod tests {
             r.manifest_url("v1.2").unwrap().as_str(),
             "https://10.0.2.2:5000/v2/site/compute/manifests/v1.2"
         );
-        let d = crate::verify::sha256(b"x");
+        let d = crate::fetch::verify::sha256(b"x");
         assert_eq!(
             r.blob_url(&d).unwrap().as_str(),
             format!(

@@ -20,10 +20,10 @@ pub struct Resolved {
 
 /// The references of `urls` (mirrors of one image).
 pub fn references(urls: &[Url]) -> Result<Vec<Reference>, OciError> {
-    crate::oci_ref::references(urls).map_err(|reason| OciError::Protocol {
+    crate::config::oci_ref::references(urls).map_err(|reason| OciError::Protocol {
         what: urls
             .iter()
-            .map(crate::log::redact_url)
+            .map(crate::support::log::redact_url)
             .collect::<Vec<_>>()
             .join(", "),
         reason,
@@ -57,7 +57,7 @@ fn get_manifest(
     // The manifest decides what the image is: TLS checks stay on unless a digest pins it.
     let insecure = opts.insecure_tls && pinned.is_some();
     let body = fetch_small(&urls, opts, insecure, MANIFEST_MAX)?;
-    let digest = crate::verify::sha256(&body);
+    let digest = crate::fetch::verify::sha256(&body);
     let what = refs.first().map(|r| r.to_string()).unwrap_or_default();
     if let Some(p) = pinned {
         if *p != digest {
@@ -172,7 +172,7 @@ pub fn prepare(
         return Err(OciError::Protocol {
             what: urls
                 .iter()
-                .map(crate::log::redact_url)
+                .map(crate::support::log::redact_url)
                 .collect::<Vec<_>>()
                 .join(", "),
             reason: "oci:// and http(s) mirrors cannot be mixed".into(),
@@ -229,7 +229,7 @@ mod tests {
         assert!(check_plain_http(&pinned, &none).is_ok());
         assert!(check_plain_http(&tls, &none).is_ok());
         let hashed = FetchOptions {
-            sha256: Some(crate::verify::sha256(b"x")),
+            sha256: Some(crate::fetch::verify::sha256(b"x")),
             ..FetchOptions::default()
         };
         assert!(check_plain_http(&tag, &hashed).is_ok());

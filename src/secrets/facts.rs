@@ -1,7 +1,7 @@
 //! What a node knows about itself, for the `{mac}`, `{uuid}` and `{hostname}` of a secrets
 //! source: read once, validated before any of it goes into a URL.
 
-use crate::paths::Paths;
+use crate::support::paths::Paths;
 
 /// What the node knows about itself, for `{mac}`, `{uuid}` and `{hostname}`.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]

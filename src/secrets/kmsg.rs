@@ -139,7 +139,7 @@ mod tests {
     #[test]
     fn reads_the_kernel_log_without_blocking() {
         if std::fs::File::open("/dev/kmsg").is_err() {
-            return crate::testing::skip("/dev/kmsg is not readable here (needs root)");
+            return crate::support::testing::skip("/dev/kmsg is not readable here (needs root)");
         }
         let started = std::time::Instant::now();
         let log = read_kernel_log(Path::new("/dev/kmsg"));

@@ -13,12 +13,12 @@ pub mod owners;
 pub mod source;
 pub mod write;
 
+use crate::config::url_template::Placeholder;
+use crate::config::url_template::UrlTemplate;
 use crate::config::Config;
-use crate::deadline::Deadline;
-use crate::error::{report, Exit};
-use crate::paths::Paths;
-use crate::url_template::Placeholder;
-use crate::url_template::UrlTemplate;
+use crate::support::deadline::Deadline;
+use crate::support::exit::{report, Exit};
+use crate::support::paths::Paths;
 use bundle::BundleError;
 use owners::Accounts;
 use source::{Source, SourceError};
@@ -179,7 +179,7 @@ fn install(
     };
     let text = source::load(src, cfg, deadline).map_err(fetch_err)?;
     if let Some(pin) = &cfg.secrets.sha256 {
-        if crate::verify::sha256(&text) != *pin {
+        if crate::fetch::verify::sha256(&text) != *pin {
             return Err(fetch_err(SourceError::PinMismatch));
         }
     }

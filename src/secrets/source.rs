@@ -9,11 +9,11 @@
 
 use super::bundle::MAX_BUNDLE_SIZE;
 use super::facts::NodeFacts;
+use crate::config::url_template::{MissingFact, Placeholder, Scheme, UrlTemplate};
 use crate::config::Config;
-use crate::deadline::Deadline;
 use crate::fetch::{fetch_bytes, FetchError, FetchOptions};
-use crate::log::redact_url;
-use crate::url_template::{MissingFact, Placeholder, Scheme, UrlTemplate};
+use crate::support::deadline::Deadline;
+use crate::support::log::redact_url;
 use reqwest::Url;
 use std::fs::File;
 use std::io::{self, Read, Write};
@@ -78,7 +78,10 @@ pub fn fact(facts: &NodeFacts, p: Placeholder) -> Option<String> {
 pub fn resolve(template: &UrlTemplate, facts: &NodeFacts) -> Result<Source, SourceError> {
     let filled = template.fill(|p| fact(facts, p))?;
     let url = Url::parse(&filled).map_err(|e| {
-        SourceError::BadUrl(format!("{e}: {}", crate::log::redact_url_str(&filled)))
+        SourceError::BadUrl(format!(
+            "{e}: {}",
+            crate::support::log::redact_url_str(&filled)
+        ))
     })?;
     match template.scheme() {
         Scheme::File => url

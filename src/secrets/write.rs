@@ -413,7 +413,7 @@ mod tests {
     #[test]
     fn creates_parents_and_file_with_exact_modes() {
         if !is_root() {
-            crate::testing::skip("creating root-owned parents needs root");
+            crate::support::testing::skip("creating root-owned parents needs root");
             return;
         }
         let t = tempfile::tempdir().unwrap();

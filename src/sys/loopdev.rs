@@ -379,8 +379,8 @@ mod tests {
 
     #[test]
     fn attaches_read_only_autoclear_and_detaches_on_drop() {
-        if !crate::testing::is_root() || !Path::new(LOOP_CONTROL).exists() {
-            crate::testing::skip("loop devices need root and /dev/loop-control");
+        if !crate::support::testing::is_root() || !Path::new(LOOP_CONTROL).exists() {
+            crate::support::testing::skip("loop devices need root and /dev/loop-control");
             return;
         }
         let d = tempfile::tempdir().unwrap();
@@ -430,8 +430,8 @@ mod tests {
 
     #[test]
     fn a_persisted_device_stays_until_its_last_user_goes() {
-        if !crate::testing::is_root() || !Path::new(LOOP_CONTROL).exists() {
-            crate::testing::skip("loop devices need root and /dev/loop-control");
+        if !crate::support::testing::is_root() || !Path::new(LOOP_CONTROL).exists() {
+            crate::support::testing::skip("loop devices need root and /dev/loop-control");
             return;
         }
         let d = tempfile::tempdir().unwrap();

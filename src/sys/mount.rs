@@ -87,8 +87,8 @@ mod tests {
 
     #[test]
     fn unmounts_on_drop_unless_kept() {
-        if !crate::testing::is_root() {
-            crate::testing::skip("mounting a tmpfs needs root");
+        if !crate::support::testing::is_root() {
+            crate::support::testing::skip("mounting a tmpfs needs root");
             return;
         }
         let d = tempfile::tempdir().unwrap();

@@ -219,7 +219,7 @@ fn json_position(e: &serde_json::Error) -> String {
 }
 
 fn unhex(s: &str) -> Option<Vec<u8>> {
-    crate::values::decode_hex(s)
+    crate::support::values::decode_hex(s)
 }
 
 /// Decrypts the payload with a key recovered from the TPM.

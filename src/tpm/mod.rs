@@ -42,8 +42,8 @@ pub fn ek_from_certificate(bytes: &[u8]) -> Result<ek::EkPublic, ek::EkError> {
 /// Opens the node's TPM (`RUSTLIVE_TPM`, else `/dev/tpmrm0`, else `/dev/tpm0`); every command
 /// sent to it ends by `deadline`.
 pub fn open_tpm(
-    paths: &crate::paths::Paths,
-    deadline: crate::deadline::Deadline,
+    paths: &crate::support::paths::Paths,
+    deadline: crate::support::deadline::Deadline,
 ) -> Result<client::Tpm, std::io::Error> {
     let t = transport::open_default(&paths.join("dev"))?;
     let mut tpm = client::Tpm::new(Box::new(transport::Bounded::new(t, deadline)));

@@ -34,7 +34,7 @@ impl PcrPolicy {
                 .ok_or_else(|| format!("{n:?}: a PCR index is 0 to 23"))?;
             let v = v.trim();
             let bytes = (v.len() == 64)
-                .then(|| crate::values::decode_hex(v))
+                .then(|| crate::support::values::decode_hex(v))
                 .flatten();
             let value: [u8; 32] = bytes
                 .and_then(|b| b.try_into().ok())

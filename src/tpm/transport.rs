@@ -2,7 +2,7 @@
 //! manager `/dev/tpmrm0` (else the raw `/dev/tpm0`); in tests swtpm's TCP command channel,
 //! which carries the same bytes.
 
-use crate::deadline::Deadline;
+use crate::support::deadline::Deadline;
 use std::fs::{File, OpenOptions};
 use std::io::{self, Read, Write};
 use std::net::TcpStream;

@@ -16,7 +16,7 @@ pub enum Fs {
 
 /// Why the test cannot run: not root, no loop devices, or the first of `tools` not on PATH.
 pub fn missing(tools: &[&str]) -> Option<String> {
-    if !rustlive::testing::is_root() {
+    if !rustlive::support::testing::is_root() {
         return Some("needs root (mounts and loop devices)".into());
     }
     if !Path::new("/dev/loop-control").exists() {
@@ -34,7 +34,7 @@ pub fn missing(tools: &[&str]) -> Option<String> {
 macro_rules! require {
     ($($tool:expr),*) => {
         if let Some(why) = $crate::support::image::missing(&[$($tool),*]) {
-            rustlive::testing::skip(&why);
+            rustlive::support::testing::skip(&why);
             return;
         }
     };

@@ -27,7 +27,7 @@ impl Nginx {
     /// Starts nginx serving a fresh directory; `None` when nginx is not installed.
     pub fn start() -> Option<Nginx> {
         let Some(bin) = binary() else {
-            rustlive::testing::skip("nginx is not installed");
+            rustlive::support::testing::skip("nginx is not installed");
             return None;
         };
         let dir = tempfile::tempdir().unwrap();

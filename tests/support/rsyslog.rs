@@ -41,7 +41,7 @@ pub fn free_udp_port() -> u16 {
 }
 
 impl Rsyslog {
-    /// Starts rsyslogd; `None` (after [`rustlive::testing::skip`]) when it is not installed.
+    /// Starts rsyslogd; `None` (after [`rustlive::support::testing::skip`]) when it is not installed.
     pub fn start() -> Option<Rsyslog> {
         Rsyslog::start_on(free_udp_port(), free_tcp_port())
     }
@@ -50,7 +50,7 @@ impl Rsyslog {
     /// first).
     pub fn start_on(udp_port: u16, tcp_port: u16) -> Option<Rsyslog> {
         let Some(bin) = binary() else {
-            rustlive::testing::skip("rsyslogd is not installed (Debian package rsyslog)");
+            rustlive::support::testing::skip("rsyslogd is not installed (Debian package rsyslog)");
             return None;
         };
         let dir = tempfile::tempdir().unwrap();

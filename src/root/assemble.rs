@@ -18,12 +18,12 @@
 //! undone on drop, so a failure leaves a clean system for the emergency shell or a retry.
 
 use crate::config::Config;
-use crate::image::{Format, ImageError, ImageFile, LiveLayout, MAX_DEPTH};
-use crate::ram::MemInfo;
-use crate::rootfs::{self, NotBootable};
+use crate::root::image::{Format, ImageError, ImageFile, LiveLayout, MAX_DEPTH};
+use crate::root::ram::MemInfo;
+use crate::root::rootfs::{self, NotBootable};
+use crate::support::values::Size;
 use crate::sys::loopdev::{LoopDevice, LoopError};
 use crate::sys::mount::MountGuard;
-use crate::values::Size;
 use rustix::io::Errno;
 use rustix::mount::MountFlags;
 use std::os::unix::fs::PermissionsExt;
@@ -88,7 +88,7 @@ pub enum AssembleError {
     #[error("invalid overlay size {size}: {reason}")]
     OverlaySize { size: Size, reason: String },
     #[error(transparent)]
-    MemInfo(#[from] crate::ram::RamError),
+    MemInfo(#[from] crate::root::ram::RamError),
     #[error("cannot create {path}")]
     CreateDir {
         path: PathBuf,
@@ -193,7 +193,7 @@ pub fn assemble(
     newroot: &Path,
     opts: &AssembleOptions,
 ) -> Result<Assembled, AssembleError> {
-    let total = MemInfo::read(Path::new(crate::ram::PROC_MEMINFO))?.total;
+    let total = MemInfo::read(Path::new(crate::root::ram::PROC_MEMINFO))?.total;
     let overlay_bytes = resolve_overlay_size(opts.overlay_size, total)?;
 
     let mut a = Assembled {
@@ -252,7 +252,7 @@ pub fn assemble(
     a.guards.push(Guard::Mount(m));
     log::info!(
         "writable layer: tmpfs of {} at {}",
-        crate::log::mib(overlay_bytes),
+        crate::support::log::mib(overlay_bytes),
         overlay.display()
     );
     a.upper = overlay.join("upper");
@@ -410,7 +410,7 @@ pub fn resolve_overlay_size(size: Size, total_ram: u64) -> Result<u64, AssembleE
     if bytes > total_ram {
         log::warn!(
             "overlay size {size} is more than the {} of RAM",
-            crate::log::mib(total_ram)
+            crate::support::log::mib(total_ram)
         );
     }
     Ok(bytes)
@@ -522,7 +522,7 @@ mod tests {
             "squashfs",
             Errno::INVAL,
         );
-        let msg = crate::error::report(&e);
+        let msg = crate::support::exit::report(&e);
         assert!(msg.contains("/x.img") && msg.contains("corrupt"), "{msg}");
         assert!(mount_hint(Errno::NODEV, "overlay").contains("overlay module"));
         assert_eq!(mount_hint(Errno::PERM, "squashfs"), "");

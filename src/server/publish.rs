@@ -8,12 +8,14 @@
 //! manifest is built here, so its digest is known before the registry answers and checked
 //! against the `Docker-Content-Digest` it returns.
 
-use super::auth::{self, RegistryAuth};
-use super::*;
 use crate::fetch::{FetchOptions, RequestAuth};
+use crate::oci::auth::{self, RegistryAuth};
+use crate::oci::*;
+use crate::support::values::Sha256Hex;
 use reqwest::blocking::{Body, Client, RequestBuilder, Response};
 use reqwest::header::{CONTENT_LENGTH, CONTENT_RANGE, CONTENT_TYPE, LOCATION};
 use reqwest::StatusCode;
+use reqwest::Url;
 use std::io::{Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
 
@@ -230,7 +232,7 @@ impl Pusher<'_> {
             log::info!(
                 "{}: uploaded {} in {} chunks",
                 self.what,
-                crate::log::mib(len),
+                crate::support::log::mib(len),
                 len.div_ceil(size)
             );
         }
@@ -252,7 +254,7 @@ impl Pusher<'_> {
 
 /// The manifest of a rustlive artifact (deterministic: the same inputs give the same digest).
 pub fn manifest_json(layers: &[(&str, Sha256Hex, u64, String)]) -> Vec<u8> {
-    let empty = crate::verify::sha256(b"{}");
+    let empty = crate::fetch::verify::sha256(b"{}");
     let layers: Vec<serde_json::Value> = layers
         .iter()
         .map(|(m, d, n, title)| {
@@ -333,7 +335,7 @@ pub fn publish(o: &PublishOptions) -> Result<Published, OciError> {
     let mut skipped = 0usize;
     let empty = b"{}";
     skipped = skipped.saturating_add(usize::from(p.push_blob(
-        &crate::verify::sha256(empty),
+        &crate::fetch::verify::sha256(empty),
         2,
         &Source::Bytes(empty),
         None,
@@ -358,7 +360,7 @@ pub fn publish(o: &PublishOptions) -> Result<Published, OciError> {
         layers.push((MEDIA_MINISIG, d, n, file_title(sig)));
     }
     let body = manifest_json(&layers);
-    let manifest_digest = crate::verify::sha256(&body);
+    let manifest_digest = crate::fetch::verify::sha256(&body);
     let u = r.manifest_url(&r.target_str())?;
     let resp = p.send("PUT manifest", &u, &|| {
         Ok(p.client
@@ -410,8 +412,8 @@ mod tests {
 
     #[test]
     fn the_manifest_is_one_rustlive_pulls() {
-        let d = crate::verify::sha256(b"img");
-        let s = crate::verify::sha256(b"sig");
+        let d = crate::fetch::verify::sha256(b"img");
+        let s = crate::fetch::verify::sha256(b"sig");
         let body = manifest_json(&[
             (MEDIA_SQUASHFS, d, 3, "root.squashfs".into()),
             (MEDIA_MINISIG, s, 3, "root.squashfs.minisig".into()),
@@ -423,12 +425,12 @@ mod tests {
                 (MEDIA_MINISIG, s, 3, "root.squashfs.minisig".into()),
             ])
         );
-        let super::manifest::Document::Manifest { layers } =
-            super::manifest::parse("t", &body, None).unwrap()
+        let crate::oci::manifest::Document::Manifest { layers } =
+            crate::oci::manifest::parse("t", &body, None).unwrap()
         else {
             panic!("a manifest")
         };
-        let sel = super::manifest::select_layers("t", &layers).unwrap();
+        let sel = crate::oci::manifest::select_layers("t", &layers).unwrap();
         assert_eq!(sel.root.digest, d);
         assert_eq!(sel.signature.unwrap().digest, s);
     }

@@ -4,7 +4,7 @@
 //! Hashing is incremental ([`Digests`]) so the fetch engine verifies on the same pass that
 //! writes the file; nothing here holds the image in memory.
 
-use crate::values::{parse_sha256, Sha256Hex};
+use crate::support::values::{parse_sha256, Sha256Hex};
 use minisign_verify::{PublicKey, Signature};
 use sha2::{Digest, Sha256};
 use std::path::{Path, PathBuf};

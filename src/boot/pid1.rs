@@ -16,7 +16,7 @@ pub fn is_pid1() -> bool {
     // f_type is signed with glibc and unsigned with musl.
     #[allow(clippy::unnecessary_cast)]
     let root_type = nix::sys::statfs::statfs("/").map(|s| s.filesystem_type().0 as u64);
-    root_type.is_ok_and(crate::switchroot::is_initramfs)
+    root_type.is_ok_and(crate::root::switchroot::is_initramfs)
 }
 
 /// The API filesystems: (source, mount point, type, flags, data), with systemd's flags.
@@ -68,8 +68,9 @@ pub fn load_modules() {
         .map(|r| Path::new("/lib/modules").join(r.trim()));
     match modules {
         Ok(dir) if dir.is_dir() => {
-            if let Err(e) = crate::kmod::load(&dir, crate::kmod::ASSEMBLY_MODULES) {
-                log::warn!("{}", crate::error::report(&e));
+            if let Err(e) = crate::drivers::kmod::load(&dir, crate::drivers::kmod::ASSEMBLY_MODULES)
+            {
+                log::warn!("{}", crate::support::exit::report(&e));
             }
         }
         Ok(dir) => log::debug!("no {}; not loading modules", dir.display()),

@@ -3,8 +3,8 @@
 
 use crate::boot::Error;
 use crate::config::Config;
-use crate::error::{report, Exit};
-use crate::paths::Paths;
+use crate::support::exit::{report, Exit};
+use crate::support::paths::Paths;
 use clap::{Args, Parser, Subcommand};
 use std::process::ExitCode;
 
@@ -146,8 +146,8 @@ fn publish_reference(s: &str) -> Result<crate::oci::Reference, String> {
 }
 
 fn chunk_size(s: &str) -> Result<u64, String> {
-    match crate::values::parse_size(s)? {
-        crate::values::Size::Bytes(b) if b > 0 => Ok(b),
+    match crate::support::values::parse_size(s)? {
+        crate::support::values::Size::Bytes(b) if b > 0 => Ok(b),
         _ => Err("expected a size in bytes (K/M/G suffixes)".into()),
     }
 }
@@ -180,14 +180,14 @@ pub struct InitramfsArgs {
     #[arg(long, value_name = "PEM")]
     pub ca: Option<std::path::PathBuf>,
     /// Directory of trusted minisign keys (*.pub); any key makes signatures mandatory.
-    #[arg(long, value_name = "DIR", default_value = crate::initramfs::KEYS_DEFAULT)]
+    #[arg(long, value_name = "DIR", default_value = crate::server::initramfs::KEYS_DEFAULT)]
     pub keys: std::path::PathBuf,
     /// A static shell installed as /bin/sh, for rd.rustlive.onfail=shell.
     #[arg(long, value_name = "PATH")]
     pub shell: Option<std::path::PathBuf>,
     /// Compression of the archive.
     #[arg(long, value_enum, default_value = "zstd")]
-    pub compress: crate::initramfs::Compress,
+    pub compress: crate::server::initramfs::Compress,
     /// The rustlive binary to install as /init (default: this one).
     #[arg(long, value_name = "FILE")]
     pub init: Option<std::path::PathBuf>,
@@ -233,14 +233,14 @@ pub struct AssembleArgs {
     pub newroot: std::path::PathBuf,
     /// Size of the writable tmpfs layer (bytes, K/M/G/T suffix, or N% of RAM); default from
     /// rd.rustlive.overlay.size, else 50%.
-    #[arg(long, value_name = "SIZE", value_parser = crate::values::parse_size)]
-    pub overlay_size: Option<crate::values::Size>,
+    #[arg(long, value_name = "SIZE", value_parser = crate::support::values::parse_size)]
+    pub overlay_size: Option<crate::support::values::Size>,
     /// Then switch into the new root and execute its init (rd.rustlive.init, init=, or
     /// /sbin/init), as `rustlive switch-root` does.
     #[arg(long)]
     pub switch_root: bool,
     /// Parent of the helper mounts (tests point it at a temporary directory).
-    #[arg(long, value_name = "DIR", default_value = crate::mount::RUN_DIR, hide = true)]
+    #[arg(long, value_name = "DIR", default_value = crate::root::assemble::RUN_DIR, hide = true)]
     pub run_dir: std::path::PathBuf,
 }
 
@@ -281,8 +281,8 @@ pub struct InjectSecretsArgs {
     pub root: std::path::PathBuf,
     /// Bundle source, overriding rd.rustlive.secrets: https://…, file:///…, or http://… when
     /// rd.rustlive.secrets.sha256 pins it. {mac}, {uuid} and {hostname} are substituted.
-    #[arg(long, value_name = "URL", value_parser = crate::url_template::UrlTemplate::parse)]
-    pub source: Option<crate::url_template::UrlTemplate>,
+    #[arg(long, value_name = "URL", value_parser = crate::config::url_template::UrlTemplate::parse)]
+    pub source: Option<crate::config::url_template::UrlTemplate>,
     /// MAC address substituted for {mac} (xx:xx:xx:xx:xx:xx).
     #[arg(long, value_name = "MAC")]
     pub mac: Option<String>,
@@ -302,8 +302,8 @@ pub struct FetchArgs {
     #[arg(required = true, value_name = "URL", value_parser = fetchable_url)]
     pub urls: Vec<reqwest::Url>,
     /// Expected SHA-256 (64 hex digits).
-    #[arg(long, value_name = "HEX", value_parser = crate::values::parse_sha256)]
-    pub sha256: Option<crate::values::Sha256Hex>,
+    #[arg(long, value_name = "HEX", value_parser = crate::support::values::parse_sha256)]
+    pub sha256: Option<crate::support::values::Sha256Hex>,
     /// A sha256sum-format list; the line naming the file is used.
     #[arg(long, value_name = "URL", value_parser = fetchable_url)]
     pub sha256sums: Option<reqwest::Url>,
@@ -320,10 +320,10 @@ pub struct FetchArgs {
     #[arg(long, value_name = "N")]
     pub retries: Option<u32>,
     /// Overall deadline, e.g. 300, 5m (default: none).
-    #[arg(long, value_name = "SECS", value_parser = crate::values::parse_duration)]
+    #[arg(long, value_name = "SECS", value_parser = crate::support::values::parse_duration)]
     pub timeout: Option<std::time::Duration>,
     /// Abort and resume an attempt that received nothing for this long.
-    #[arg(long, value_name = "SECS", default_value = "30", value_parser = crate::values::parse_duration)]
+    #[arg(long, value_name = "SECS", default_value = "30", value_parser = crate::support::values::parse_duration)]
     pub stall: std::time::Duration,
     /// PEM CA bundle for https (default: /etc/rustlive/ca.pem, then the system bundle).
     #[arg(long, value_name = "FILE")]
@@ -444,15 +444,15 @@ fn fetchable_url(s: &str) -> Result<reqwest::Url, String> {
 }
 
 fn proxy_url(s: &str) -> Result<reqwest::Url, String> {
-    crate::values::parse_url(s, crate::values::Schemes::Http)
+    crate::support::values::parse_url(s, crate::support::values::Schemes::Http)
 }
 
 /// Parses the process arguments, runs the subcommand and maps the outcome to an exit code.
 pub fn main() -> ExitCode {
     // As the initramfs's /init, nothing has mounted /proc or /dev or loaded drivers yet.
-    let pid1 = crate::pid1::is_pid1();
+    let pid1 = crate::boot::pid1::is_pid1();
     let early_warnings = if pid1 {
-        crate::pid1::prepare()
+        crate::boot::pid1::prepare()
     } else {
         Vec::new()
     };
@@ -466,21 +466,21 @@ pub fn main() -> ExitCode {
     // Booting a node logs to the kernel log (console and journal); a command run by hand
     // answers on stderr.
     let target = match &cli.command {
-        Command::Boot(_) => crate::log::Target::Kmsg,
-        _ if pid1 => crate::log::Target::Kmsg,
-        _ => crate::log::Target::Stderr,
+        Command::Boot(_) => crate::support::log::Target::Kmsg,
+        _ if pid1 => crate::support::log::Target::Kmsg,
+        _ => crate::support::log::Target::Stderr,
     };
     let debug = matches!(&cli.command, Command::Fetch(a) if a.debug)
         || matches!(&cli.command, Command::Publish(a) if a.debug);
-    crate::log::init(target, debug);
+    crate::support::log::init(target, debug);
     if pid1 || matches!(cli.command, Command::Boot(_)) {
-        crate::panic_hook::install(pid1);
+        crate::boot::panic_hook::install(pid1);
     }
     if pid1 {
         for w in early_warnings {
             log::warn!("{w}");
         }
-        crate::pid1::load_modules();
+        crate::boot::pid1::load_modules();
     }
     let result = match cli.command {
         // boot reports its own errors: it must do so before its failure policy reboots.
@@ -503,7 +503,7 @@ pub fn main() -> ExitCode {
         Command::Bundle(a) => return bundle(&a),
         Command::Initramfs(a) => initramfs(&a),
         Command::Tpm(TpmCommand::Ek(a)) => {
-            crate::sealing::ek_command(a.json, &Paths::system()).map_err(Error::from)
+            crate::server::seal::ek_command(a.json, &Paths::system()).map_err(Error::from)
         }
     };
     match result {
@@ -511,7 +511,7 @@ pub fn main() -> ExitCode {
         Err(e) => {
             log::error!("{}", report(&e));
             if pid1 {
-                crate::pid1::halt(std::time::Duration::from_secs(5));
+                crate::boot::pid1::halt(std::time::Duration::from_secs(5));
             }
             e.exit_code().into()
         }
@@ -520,8 +520,8 @@ pub fn main() -> ExitCode {
 
 /// `rustlive fetch`: the engine on its own, for operators debugging a node and for benchmarks.
 fn fetch(a: &FetchArgs) -> Result<(), Error> {
+    use crate::fetch::verify;
     use crate::fetch::{fetch_to_file, FetchOptions};
-    use crate::verify;
     let mut keys = match &a.keys_dir {
         Some(d) => verify::load_keys_dir(d).map_err(crate::fetch::FetchError::from)?,
         None => Vec::new(),
@@ -531,7 +531,7 @@ fn fetch(a: &FetchArgs) -> Result<(), Error> {
     }
     let opts = FetchOptions {
         retries: a.retries,
-        deadline: crate::deadline::Deadline::after(a.timeout),
+        deadline: crate::support::deadline::Deadline::after(a.timeout),
         stall: a.stall,
         connect_timeout: a.stall.min(std::time::Duration::from_secs(15)),
         ca: a.ca.clone(),
@@ -555,7 +555,7 @@ fn fetch(a: &FetchArgs) -> Result<(), Error> {
     };
     let urls = mirrors::order(&a.urls, a.mirrors, node.as_ref());
     if let Some(n) = &node {
-        let shown: Vec<String> = urls.iter().map(crate::log::redact_url).collect();
+        let shown: Vec<String> = urls.iter().map(crate::support::log::redact_url).collect();
         log::debug!("mirrors for {} ({}): {}", n.id, n.source, shown.join(", "));
     }
     let opts = FetchOptions {
@@ -577,8 +577,12 @@ fn fetch(a: &FetchArgs) -> Result<(), Error> {
 fn bundle(args: &BundleArgs) -> ExitCode {
     let result = match &args.command {
         BundleCommand::Seal(a) => {
-            return match crate::sealing::seal_command(&a.ek, &a.input, &a.output, a.pcr.as_deref())
-            {
+            return match crate::server::seal::seal_command(
+                &a.ek,
+                &a.input,
+                &a.output,
+                a.pcr.as_deref(),
+            ) {
                 Ok(()) => Exit::Success.into(),
                 Err(e) => {
                     log::error!("cannot seal the secrets bundle: {}", report(&e));
@@ -598,20 +602,24 @@ fn bundle(args: &BundleArgs) -> ExitCode {
     }
 }
 
-fn bundle_options(a: &BundleCommonArgs) -> crate::bundle::Options {
-    crate::bundle::Options {
+fn bundle_options(a: &BundleCommonArgs) -> crate::server::bundle::Options {
+    crate::server::bundle::Options {
         commons: a.common.clone(),
         image_root: a.image_root.clone(),
     }
 }
 
-fn bundle_build(a: &BundleBuildArgs) -> Result<(), crate::bundle::BuildError> {
+fn bundle_build(a: &BundleBuildArgs) -> Result<(), crate::server::bundle::BuildError> {
     let keygen = a
         .opts
         .ssh_host_keys
-        .then(crate::bundle::hostkeys::Keygen::detect);
-    let w =
-        crate::bundle::build_to_file(&a.dir, &bundle_options(&a.opts), &a.output, keygen.as_ref())?;
+        .then(crate::server::bundle::hostkeys::Keygen::detect);
+    let w = crate::server::bundle::build_to_file(
+        &a.dir,
+        &bundle_options(&a.opts),
+        &a.output,
+        keygen.as_ref(),
+    )?;
     for p in &w.generated {
         log::info!("bundle: generated {}", p.display());
     }
@@ -624,19 +632,19 @@ fn bundle_build(a: &BundleBuildArgs) -> Result<(), crate::bundle::BuildError> {
     Ok(())
 }
 
-fn bundle_build_all(a: &BundleBuildAllArgs) -> Result<(), crate::bundle::BuildError> {
+fn bundle_build_all(a: &BundleBuildAllArgs) -> Result<(), crate::server::bundle::BuildError> {
     let keygen = a
         .opts
         .ssh_host_keys
-        .then(crate::bundle::hostkeys::Keygen::detect);
-    let r = crate::bundle::all::build_all(
+        .then(crate::server::bundle::hostkeys::Keygen::detect);
+    let r = crate::server::bundle::all::build_all(
         &a.nodes_dir,
         &a.output,
         &bundle_options(&a.opts),
         keygen.as_ref(),
         a.seal_to
             .as_ref()
-            .map(|ek_dir| crate::bundle::all::Sealing {
+            .map(|ek_dir| crate::server::bundle::all::Sealing {
                 ek_dir: ek_dir.clone(),
                 pcr: a.pcr.clone(),
             })
@@ -662,7 +670,7 @@ fn inject_secrets(a: &InjectSecretsArgs) -> Result<(), Error> {
     }
     let paths = Paths::system();
     let facts = crate::secrets::NodeFacts::gather(&paths, a.mac.clone());
-    let deadline = crate::deadline::Deadline::after(cfg.transfer.timeout);
+    let deadline = crate::support::deadline::Deadline::after(cfg.transfer.timeout);
     crate::secrets::apply(&cfg, &a.root, &facts, &paths, deadline)?;
     Ok(())
 }
@@ -676,7 +684,7 @@ fn config(a: &ConfigArgs) -> Result<(), Error> {
         let node = crate::fetch::mirrors::NodeId::given(id);
         let order =
             crate::fetch::mirrors::order(cfg.image_urls(), cfg.transfer.mirrors, Some(&node));
-        let shown: Vec<String> = order.iter().map(crate::log::redact_url).collect();
+        let shown: Vec<String> = order.iter().map(crate::support::log::redact_url).collect();
         // Spread over http(s) mirrors, each piece of the image has an order of its own; `urls`
         // is the first piece's, and the whole file's when it cannot be spread.
         let by_piece =
@@ -698,7 +706,7 @@ fn config(a: &ConfigArgs) -> Result<(), Error> {
 }
 
 fn publish(a: &PublishArgs) -> Result<(), Error> {
-    let p = crate::oci::publish::publish(&crate::oci::publish::PublishOptions {
+    let p = crate::server::publish::publish(&crate::server::publish::PublishOptions {
         image: a.image.clone(),
         signature: a.signature.clone(),
         reference: a.reference.clone(),
@@ -722,15 +730,15 @@ fn publish(a: &PublishArgs) -> Result<(), Error> {
 fn assemble(a: &AssembleArgs) -> Result<(), Error> {
     let cfg = a.cmdline.load()?;
     cfg.announce();
-    let mut opts = crate::mount::AssembleOptions::from_config(&cfg);
+    let mut opts = crate::root::assemble::AssembleOptions::from_config(&cfg);
     if let Some(size) = a.overlay_size {
         opts.overlay_size = size;
     }
     opts.run_dir.clone_from(&a.run_dir);
-    let root = crate::mount::assemble(&a.image, &a.newroot, &opts)?;
+    let root = crate::root::assemble::assemble(&a.image, &a.newroot, &opts)?;
     root.persist();
     if a.switch_root {
-        let never = crate::switchroot::switch_root(&a.newroot, &opts.init, &[])?;
+        let never = crate::root::switchroot::switch_root(&a.newroot, &opts.init, &[])?;
         match never {}
     }
     Ok(())
@@ -741,19 +749,19 @@ fn initramfs(a: &InitramfsArgs) -> Result<(), Error> {
         Some(k) => k.clone(),
         None => std::fs::read_to_string("/proc/sys/kernel/osrelease")
             .map(|s| s.trim().to_string())
-            .map_err(|source| crate::initramfs::BuildError::Read {
+            .map_err(|source| crate::server::initramfs::BuildError::Read {
                 path: "/proc/sys/kernel/osrelease".into(),
                 source,
             })?,
     };
-    let opts = crate::initramfs::Options {
+    let opts = crate::server::initramfs::Options {
         kmoddir: a
             .kmoddir
             .clone()
-            .unwrap_or_else(|| crate::initramfs::default_kmoddir(&kver)),
+            .unwrap_or_else(|| crate::server::initramfs::default_kmoddir(&kver)),
         kver,
         net_drivers: a.net_drivers.clone().unwrap_or_else(|| {
-            crate::initramfs::NIC_MODULES
+            crate::server::initramfs::NIC_MODULES
                 .iter()
                 .map(|s| s.to_string())
                 .collect()
@@ -769,8 +777,8 @@ fn initramfs(a: &InitramfsArgs) -> Result<(), Error> {
             .clone()
             .unwrap_or_else(|| std::path::PathBuf::from("/proc/self/exe")),
     };
-    let report = crate::initramfs::build(&opts, &a.output)?;
-    log::info!("{}", crate::initramfs::summary(&report, &a.output));
+    let report = crate::server::initramfs::build(&opts, &a.output)?;
+    log::info!("{}", crate::server::initramfs::summary(&report, &a.output));
     println!("{}", report.bytes);
     Ok(())
 }
@@ -780,6 +788,6 @@ fn switch_root(a: SwitchRootArgs) -> Result<(), Error> {
         Some(i) => i,
         None => CmdlineArg { cmdline: None }.load()?.root.init,
     };
-    let never = crate::switchroot::switch_root(&a.newroot, &init, &a.args)?;
+    let never = crate::root::switchroot::switch_root(&a.newroot, &init, &a.args)?;
     match never {}
 }

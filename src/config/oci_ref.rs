@@ -2,7 +2,7 @@
 //! and `oci+http://…`, parsed into a bounded type once (the distribution spec's grammar). A shared
 //! piece: `config` checks image URLs with it, the `oci` stage pulls with it.
 
-use crate::values::{hex, Sha256Hex};
+use crate::support::values::{hex, Sha256Hex};
 use reqwest::Url;
 
 /// What the reference names in the repository.
@@ -142,7 +142,7 @@ pub fn parse_digest(s: &str) -> Result<Sha256Hex, String> {
     if h.len() != 64 || !h.bytes().all(|c| matches!(c, b'0'..=b'9' | b'a'..=b'f')) {
         return Err("a sha256 digest is 64 lower-case hex digits".into());
     }
-    crate::values::parse_sha256(h)
+    crate::support::values::parse_sha256(h)
 }
 
 /// At most 80 characters of a value for an error message (a hostile manifest may be huge).

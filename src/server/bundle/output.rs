@@ -10,11 +10,11 @@
 //!   and the node boots without its secrets; a gzip stream is found wherever it starts. iPXE
 //!   pads each initrd to 4 bytes anyway, so the same file works there too.
 //!
-//! Same JSON, same bytes: the cpio writer is deterministic ([`crate::cpio`]) and the gzip header
+//! Same JSON, same bytes: the cpio writer is deterministic ([`crate::server::cpio`]) and the gzip header
 //! carries no name and mtime 0.
 
 use super::error::BuildError;
-use crate::cpio::Archive;
+use crate::server::cpio::Archive;
 use flate2::write::GzEncoder;
 use std::io::Write;
 use std::os::unix::fs::OpenOptionsExt;
@@ -134,7 +134,10 @@ mod tests {
         assert_eq!(k("www/n1.cpio").unwrap(), Kind::Cpio);
         assert_eq!(k("n1.cpio.gz").unwrap(), Kind::Cpio);
         assert!(matches!(k("n1.tar"), Err(BuildError::OutputKind(_))));
-        assert_eq!(k("n1.tar").unwrap_err().exit_code(), crate::Exit::Usage);
+        assert_eq!(
+            k("n1.tar").unwrap_err().exit_code(),
+            crate::support::exit::Exit::Usage
+        );
     }
 
     #[test]

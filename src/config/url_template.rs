@@ -2,8 +2,8 @@
 //! parsed and validated once. `config` refuses what a later stage would; the secrets source
 //! fills it; boot asks it for the host to route to. The template prints only redacted.
 
-use crate::log::redact_url_str;
-use crate::values::{template_parts, TemplatePart};
+use crate::support::log::redact_url_str;
+use crate::support::values::{template_parts, TemplatePart};
 use reqwest::Url;
 use serde::{Serialize, Serializer};
 use std::fmt;

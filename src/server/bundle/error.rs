@@ -1,8 +1,8 @@
 //! The errors of `rustlive bundle`: each names the server file or tree at fault; a bundle the
 //! node would refuse carries the node's own [`BundleError`] as its cause.
 
-use crate::error::Exit;
 use crate::secrets::bundle::{BundleError, Rule};
+use crate::support::exit::Exit;
 use std::path::PathBuf;
 
 /// A bundle cannot be built, or would be refused by the node.
@@ -78,7 +78,7 @@ pub enum BuildError {
     Seal {
         host: String,
         #[source]
-        source: crate::sealing::CommandError,
+        source: crate::server::seal::CommandError,
     },
 }
 

@@ -1,9 +1,9 @@
 //! `rustlive tpm ek` (enrollment, on the node) and `rustlive bundle seal` (on the boot server,
 //! no TPM needed).
 
-use crate::error::Exit;
-use crate::paths::Paths;
 use crate::secrets::bundle::MAX_BUNDLE_SIZE;
+use crate::support::exit::Exit;
+use crate::support::paths::Paths;
 use crate::tpm::client::{Tpm, TpmError};
 use crate::tpm::ek::{self, hex, EkError, EkPublic};
 use crate::tpm::envelope::{self, EnvelopeError};
@@ -80,7 +80,7 @@ pub fn ek_report(tpm: &mut Tpm, paths: &Paths) -> Result<EkReport, CommandError>
                 log::warn!(
                     "tpm: no {} EK: {}",
                     if rsa { "RSA" } else { "ECC" },
-                    crate::error::report(&e)
+                    crate::support::exit::report(&e)
                 );
                 last_err = Some(e);
                 continue;
@@ -159,7 +159,8 @@ fn macs(paths: &Paths) -> Vec<(String, String)> {
 pub fn ek_command(json: bool, paths: &Paths) -> Result<(), CommandError> {
     // Creating an RSA EK as a primary takes a slow TPM tens of seconds; a TPM that has not
     // answered in two minutes is not going to.
-    let deadline = crate::deadline::Deadline::after(Some(std::time::Duration::from_secs(120)));
+    let deadline =
+        crate::support::deadline::Deadline::after(Some(std::time::Duration::from_secs(120)));
     let mut tpm = open_tpm(paths, deadline).map_err(CommandError::NoTpm)?;
     let report = ek_report(&mut tpm, paths)?;
     let mut out = io::stdout().lock();
@@ -277,7 +278,7 @@ mod tests {
     fn seal_command_reads_pem_or_certificate_and_refuses_bad_input() {
         let t = tempfile::tempdir().unwrap();
         let ek = t.path().join("ek.pem");
-        std::fs::write(&ek, include_str!("tpm/testdata/ek-rsa.pem")).unwrap();
+        std::fs::write(&ek, include_str!("../tpm/testdata/ek-rsa.pem")).unwrap();
         let input = t.path().join("b.json");
         std::fs::write(&input, br#"{"version": 1, "files": []}"#).unwrap();
         let out = t.path().join("b.sealed");
@@ -287,7 +288,7 @@ mod tests {
         let p = envelope::parse(&sealed).unwrap();
         assert_eq!(
             hex(&p.ek_name),
-            include_str!("tpm/testdata/ek-rsa.name").trim()
+            include_str!("../tpm/testdata/ek-rsa.name").trim()
         );
 
         // Sealing a sealed bundle, or something that is not a bundle, is refused.

@@ -5,10 +5,15 @@
 //! booted system. Facts that need the running system (is there a default secrets file, are
 //! signing keys installed) are decided later by the stage that uses them.
 
-use crate::cmdline::{self, Param};
-use crate::log::redact_url_str;
-use crate::url_template::UrlTemplate;
-use crate::values::{self, Schemes, Sha256Hex, Size};
+pub mod cmdline;
+pub mod ipconfig;
+pub mod oci_ref;
+pub mod url_template;
+
+use crate::config::url_template::UrlTemplate;
+use crate::support::log::redact_url_str;
+use crate::support::values::{self, Schemes, Sha256Hex, Size};
+use cmdline::Param;
 use reqwest::Url;
 use serde::{Serialize, Serializer};
 use std::collections::BTreeMap;
@@ -45,7 +50,7 @@ pub struct Config {
     /// network on this, not on URL spellings).
     pub needs_network: bool,
     /// The site's syslog collector (`rd.rustlive.syslog`), if any.
-    pub syslog: Option<crate::syslog::Target>,
+    pub syslog: Option<crate::support::syslog::Target>,
     /// Which command-line option set each field that is not at its default.
     pub sources: BTreeMap<&'static str, String>,
     /// Problems that do not stop the boot (unknown `rd.rustlive.*` keys, ignored aliases).
@@ -149,7 +154,7 @@ impl Secrets {
 #[derive(Debug, Clone, Default, PartialEq, Serialize)]
 pub struct Network {
     /// Empty: DHCP on every Ethernet interface with carrier.
-    pub ip: Vec<crate::ipconfig::IpConfig>,
+    pub ip: Vec<crate::config::ipconfig::IpConfig>,
     pub nameservers: Vec<std::net::Ipv4Addr>,
     pub drivers: Vec<String>,
     pub blacklist: Vec<String>,
@@ -267,7 +272,7 @@ impl Config {
     /// Applies `rd.rustlive.debug` to the logger and logs the warnings: what every command
     /// that parsed the command line does first.
     pub fn announce(&self) {
-        crate::log::set_debug(self.debug);
+        crate::support::log::set_debug(self.debug);
         for w in &self.warnings {
             log::warn!("{w}");
         }
@@ -294,7 +299,7 @@ pub fn failure_policy(cmdline: &[u8]) -> Failure {
 
 /// The syslog collector alone, for when the rest of the command line is invalid: the reason
 /// should reach the site's collector too. `None` when absent or itself invalid.
-pub fn syslog_target(cmdline: &[u8]) -> Option<crate::syslog::Target> {
+pub fn syslog_target(cmdline: &[u8]) -> Option<crate::support::syslog::Target> {
     let mut b = Builder::default();
     for p in cmdline::parse_bytes(cmdline) {
         if p.key == "rd.rustlive.syslog" && b.apply(&p).is_err() {
@@ -579,16 +584,17 @@ impl Builder {
                 "debug"
             }
             "rd.rustlive.syslog" => {
-                c.syslog = Some(crate::syslog::parse_target(val()?).map_err(|r| err(p, r))?);
+                c.syslog =
+                    Some(crate::support::syslog::parse_target(val()?).map_err(|r| err(p, r))?);
                 "syslog"
             }
             "ip" => {
-                let v = crate::ipconfig::parse_ip(val()?).map_err(|r| err(p, r))?;
+                let v = crate::config::ipconfig::parse_ip(val()?).map_err(|r| err(p, r))?;
                 c.network.ip.push(v);
                 "network.ip"
             }
             "nameserver" => {
-                let v = crate::ipconfig::parse_nameserver(val()?).map_err(|r| err(p, r))?;
+                let v = crate::config::ipconfig::parse_nameserver(val()?).map_err(|r| err(p, r))?;
                 c.network.nameservers.push(v);
                 "network.nameservers"
             }
@@ -672,7 +678,7 @@ impl Builder {
         // stage then refuses anything unsealed, whatever the source).
         if let Some(src) = &c.secrets.source {
             let s = &c.secrets;
-            if src.scheme() == crate::url_template::Scheme::Http
+            if src.scheme() == crate::config::url_template::Scheme::Http
                 && s.sha256.is_none()
                 && !s.sealed_required
             {
@@ -708,7 +714,7 @@ impl Builder {
 /// An image URL: http, https, file, or an OCI reference (`oci://`, `oci+http://`).
 pub fn parse_image_url(s: &str) -> Result<Url, String> {
     if s.starts_with("oci://") || s.starts_with("oci+http://") {
-        return crate::oci_ref::parse_image_url(s);
+        return crate::config::oci_ref::parse_image_url(s);
     }
     values::parse_url(s, Schemes::Fetchable).map_err(|r| {
         if r.starts_with("unsupported scheme") {
@@ -723,7 +729,10 @@ pub fn parse_image_url(s: &str) -> Result<Url, String> {
 /// needs a pinned manifest or a hash or signature (as the secrets source's plain http does;
 /// installed keys are checked again at fetch time).
 fn check_oci_sources(urls: &[Url], v: &Verify) -> Result<(), ConfigError> {
-    let oci = urls.iter().filter(|u| crate::oci_ref::is_oci(u)).count();
+    let oci = urls
+        .iter()
+        .filter(|u| crate::config::oci_ref::is_oci(u))
+        .count();
     let bad = |u: &Url, reason: String| ConfigError {
         option: "rd.rustlive.url".into(),
         value: redact_url_str(u.as_str()),
@@ -732,10 +741,10 @@ fn check_oci_sources(urls: &[Url], v: &Verify) -> Result<(), ConfigError> {
     if oci == 0 {
         return Ok(());
     }
-    if let Some(u) = urls.iter().find(|u| !crate::oci_ref::is_oci(u)) {
+    if let Some(u) = urls.iter().find(|u| !crate::config::oci_ref::is_oci(u)) {
         return Err(bad(u, "oci:// and http(s) mirrors cannot be mixed".into()));
     }
-    let refs = crate::oci_ref::references(urls).map_err(|e| ConfigError {
+    let refs = crate::config::oci_ref::references(urls).map_err(|e| ConfigError {
         option: "rd.rustlive.url".into(),
         value: urls
             .iter()
@@ -826,12 +835,12 @@ fn edit_distance(a: &str, b: &str) -> usize {
 }
 
 fn ser_urls<S: Serializer>(urls: &[Url], s: S) -> Result<S::Ok, S::Error> {
-    s.collect_seq(urls.iter().map(crate::log::redact_url))
+    s.collect_seq(urls.iter().map(crate::support::log::redact_url))
 }
 
 fn ser_opt_url<S: Serializer>(u: &Option<Url>, s: S) -> Result<S::Ok, S::Error> {
     match u {
-        Some(u) => s.serialize_str(&crate::log::redact_url(u)),
+        Some(u) => s.serialize_str(&crate::support::log::redact_url(u)),
         None => s.serialize_none(),
     }
 }

@@ -1,6 +1,6 @@
 //! Which kernel module drives a device: the device's `modalias` (from
 //! `/sys/bus/*/devices/*/modalias`) matched against the glob patterns of `modules.alias`, the
-//! way modprobe does it. Pure: the boot-time scan that feeds it lives in [`crate::coldplug`].
+//! way modprobe does it. Pure: the boot-time scan that feeds it lives in [`crate::drivers::coldplug`].
 
 /// fnmatch(3) without flags, as kmod uses it for `modules.alias`: `*` any run, `?` one
 /// character, `[abc]` / `[a-z]` / `[!a]` one character of a set. A malformed set (no closing

@@ -5,13 +5,18 @@
 //! Under dracut (systemd unit or shell hooks) the initramfs's own switch-root takes the node
 //! into `/sysroot`; when rustlive is PID 1 (an initramfs without dracut) it switches root itself.
 
+pub mod onfail;
+pub mod panic_hook;
+pub mod pid1;
+
 use crate::config::{Config, ConfigError};
-use crate::deadline::Deadline;
-use crate::error::{report, Exit};
-use crate::log::{set_stage, Stage};
-use crate::paths::Paths;
+use crate::fetch;
+use crate::root::{assemble, switchroot};
 use crate::secrets::{self, Applied, NodeFacts};
-use crate::{fetch, mount, onfail, switchroot};
+use crate::support::deadline::Deadline;
+use crate::support::exit::{report, Exit};
+use crate::support::log::{set_stage, Stage};
+use crate::support::paths::Paths;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
@@ -40,9 +45,9 @@ pub enum Error {
     #[error(transparent)]
     Secrets(#[from] crate::secrets::SecretsError),
     #[error("cannot assemble the root")]
-    Assemble(#[from] crate::mount::AssembleError),
+    Assemble(#[from] crate::root::assemble::AssembleError),
     #[error("cannot switch root")]
-    SwitchRoot(#[from] crate::switchroot::SwitchRootError),
+    SwitchRoot(#[from] crate::root::switchroot::SwitchRootError),
     #[error(transparent)]
     Fetch(#[from] crate::fetch::FetchError),
     #[error("the network did not come up")]
@@ -52,9 +57,9 @@ pub enum Error {
     #[error(transparent)]
     Net(#[from] crate::net::NetError),
     #[error("cannot build the initramfs")]
-    Initramfs(#[from] crate::initramfs::BuildError),
+    Initramfs(#[from] crate::server::initramfs::BuildError),
     #[error(transparent)]
-    Tpm(#[from] crate::sealing::CommandError),
+    Tpm(#[from] crate::server::seal::CommandError),
 }
 
 impl Error {
@@ -88,12 +93,12 @@ pub fn read_cmdline(given: Option<&str>, paths: &Paths) -> Result<Vec<u8>, Error
 /// failure policy runs, so the reason is on the console when the node reboots.
 pub fn main(req: &Request) -> ExitCode {
     // Lines logged before the collector is known are kept for it (bounded).
-    crate::syslog::buffer_early();
+    crate::support::syslog::buffer_early();
     set_stage(Stage::Config);
     let cmdline = match read_cmdline(req.cmdline.as_deref(), &req.paths) {
         Ok(text) => text,
         Err(e) => {
-            crate::syslog::disable();
+            crate::support::syslog::disable();
             log::error!("{}", report(&e));
             return fail(e.exit_code(), req.pid1);
         }
@@ -104,10 +109,10 @@ pub fn main(req: &Request) -> ExitCode {
             // The rest is invalid, but the collector (if its own value is valid) hears why.
             start_syslog(crate::config::syslog_target(&cmdline).as_ref());
             log::error!("{e}");
-            let flush = Deadline::after(Some(crate::syslog::FLUSH_WAIT));
-            crate::syslog::flush(flush);
+            let flush = Deadline::after(Some(crate::support::syslog::FLUSH_WAIT));
+            crate::support::syslog::flush(flush);
             onfail::execute(onfail::decide(&crate::config::failure_policy(&cmdline)));
-            crate::syslog::flush(flush);
+            crate::support::syslog::flush(flush);
             return fail(Exit::Usage, req.pid1);
         }
     };
@@ -117,7 +122,7 @@ pub fn main(req: &Request) -> ExitCode {
         log::info!(
             "no image source on the kernel command line (root=live:URL or rd.rustlive.url); nothing to do"
         );
-        crate::syslog::flush(Deadline::after(Some(crate::syslog::FLUSH_WAIT)));
+        crate::support::syslog::flush(Deadline::after(Some(crate::support::syslog::FLUSH_WAIT)));
         return Exit::Success.into();
     }
     let deadline = Deadline::after(cfg.transfer.timeout);
@@ -125,7 +130,9 @@ pub fn main(req: &Request) -> ExitCode {
     let mut facts = NodeFacts::gather(&req.paths, None);
     match run(&cfg, req, deadline, &mut facts) {
         Ok(()) => {
-            crate::syslog::flush(Deadline::after(Some(crate::syslog::FLUSH_WAIT)));
+            crate::support::syslog::flush(Deadline::after(Some(
+                crate::support::syslog::FLUSH_WAIT,
+            )));
             Exit::Success.into()
         }
         Err(e) => {
@@ -134,10 +141,10 @@ pub fn main(req: &Request) -> ExitCode {
             secrets::wipe_sources(&cfg, &facts, &req.paths);
             // The reason reaches the collector before the node reboots or stops; one short wait
             // in all, so a dead collector costs at most FLUSH_WAIT.
-            let flush = Deadline::after(Some(crate::syslog::FLUSH_WAIT));
-            crate::syslog::flush(flush);
+            let flush = Deadline::after(Some(crate::support::syslog::FLUSH_WAIT));
+            crate::support::syslog::flush(flush);
             onfail::execute(onfail::decide(&cfg.failure));
-            crate::syslog::flush(flush);
+            crate::support::syslog::flush(flush);
             fail(e.exit_code(), req.pid1)
         }
     }
@@ -161,10 +168,10 @@ fn run(
     facts.mac = node_mac(cfg);
     let staged = fetch_image(cfg, req, deadline)?;
     set_stage(Stage::Assemble);
-    let root = mount::assemble(
+    let root = assemble::assemble(
         &staged.path,
         &req.sysroot,
-        &mount::AssembleOptions::from_config(cfg),
+        &assemble::AssembleOptions::from_config(cfg),
     )?;
     set_stage(Stage::Secrets);
     install_secrets(cfg, req, facts, deadline)?;
@@ -210,7 +217,7 @@ fn wait_for_network(cfg: &Config, deadline: Deadline) -> Result<(), Error> {
 /// uses it too).
 pub fn node_identity(
     first_host: Option<&str>,
-    paths: &crate::paths::Paths,
+    paths: &crate::support::paths::Paths,
 ) -> Option<fetch::mirrors::NodeId> {
     let mac = first_host
         .and_then(crate::net::route_to)
@@ -225,7 +232,7 @@ fn fetch_image(
     req: &Request,
     deadline: Deadline,
 ) -> Result<fetch::StagedImage, Error> {
-    let keys = req.paths.join(crate::verify::KEYS_DIR);
+    let keys = req.paths.join(crate::fetch::verify::KEYS_DIR);
     let opts = fetch::FetchOptions::from_config(cfg, &keys)?.with_deadline(deadline);
     // Each node starts at its own mirror (rendezvous order) unless rd.rustlive.mirrors=listed.
     let (urls, policy) = (cfg.image_urls(), cfg.transfer.mirrors);
@@ -268,7 +275,7 @@ fn hand_over(cfg: &Config, req: &Request) -> Result<(), Error> {
     if req.switch_root || req.pid1 {
         set_stage(Stage::SwitchRoot);
         // exec ends this process and its sender thread: the lines go out first.
-        crate::syslog::flush(Deadline::after(Some(crate::syslog::FLUSH_WAIT)));
+        crate::support::syslog::flush(Deadline::after(Some(crate::support::syslog::FLUSH_WAIT)));
         let never = switchroot::switch_root(&req.sysroot, &cfg.root.init, &[])?;
         match never {}
     }
@@ -276,23 +283,23 @@ fn hand_over(cfg: &Config, req: &Request) -> Result<(), Error> {
 }
 
 /// Ships the boot's log lines (those kept so far included) to the collector, if one is set.
-fn start_syslog(target: Option<&crate::syslog::Target>) {
+fn start_syslog(target: Option<&crate::support::syslog::Target>) {
     let Some(t) = target else {
-        crate::syslog::disable();
+        crate::support::syslog::disable();
         return;
     };
-    match crate::syslog::start(t.clone(), syslog_reach) {
+    match crate::support::syslog::start(t.clone(), syslog_reach) {
         Ok(()) => log::info!("boot logs also go to {t}"),
         Err(e) => {
-            crate::syslog::disable();
+            crate::support::syslog::disable();
             log::warn!("cannot start sending boot logs to {t}: {e}");
         }
     }
 }
 
 /// How the collector is reached, for the syslog sender (the network stage owns routes).
-fn syslog_reach(host: &str) -> Option<crate::syslog::Reach> {
-    crate::net::route_to(host).map(|r| crate::syslog::Reach {
+fn syslog_reach(host: &str) -> Option<crate::support::syslog::Reach> {
+    crate::net::route_to(host).map(|r| crate::support::syslog::Reach {
         mac: r.mac_string(),
         ipv4: r.addr.is_ipv4(),
     })
@@ -301,7 +308,7 @@ fn syslog_reach(host: &str) -> Option<crate::syslog::Reach> {
 /// The exit code, or, as PID 1 (which must never exit), a shell or a power-off.
 fn fail(code: Exit, pid1: bool) -> ExitCode {
     if pid1 {
-        crate::pid1::emergency_shell();
+        crate::boot::pid1::emergency_shell();
     }
     code.into()
 }

@@ -1,7 +1,7 @@
 //! The one overall deadline of a boot (or of one `rustlive fetch`): every stage that waits —
 //! the network, each HTTP read, each backoff sleep, a `file://` copy — asks it how long it may.
 //!
-//! Durations come from the command line already bounded ([`crate::values`]), but the sum
+//! Durations come from the command line already bounded ([`crate::support::values`]), but the sum
 //! `Instant + Duration` can still overflow on a long-running host; [`Deadline::after`] treats an
 //! unrepresentable instant as "no limit" instead of panicking.
 

@@ -11,7 +11,7 @@
 //! values to a log macro, and URLs go through [`redact_url`] first.
 //!
 //! When a collector is configured (`rd.rustlive.syslog`), each line printed here is also handed,
-//! as the same text, to [`crate::syslog`], tagged with the boot [`Stage`] it belongs to.
+//! as the same text, to [`crate::support::syslog`], tagged with the boot [`Stage`] it belongs to.
 
 use log::{Level, LevelFilter, Log, Metadata, Record};
 use std::io::Write;
@@ -109,8 +109,8 @@ impl Log for Logger {
             }
         }
         // The same text as the console's, so the same redaction.
-        if crate::syslog::accepting() {
-            crate::syslog::record(crate::syslog::Entry::new(
+        if crate::support::syslog::accepting() {
+            crate::support::syslog::record(crate::support::syslog::Entry::new(
                 r.level(),
                 stage().name(),
                 r.args().to_string(),

@@ -256,7 +256,9 @@ mod tests {
     fn ssh_keygen_generates_once_and_keeps() {
         match Keygen::detect() {
             k @ Keygen::SshKeygen(_) => check_generates_once_and_keeps(k),
-            Keygen::Builtin => crate::testing::skip("ssh-keygen (openssh-client) is not installed"),
+            Keygen::Builtin => {
+                crate::support::testing::skip("ssh-keygen (openssh-client) is not installed")
+            }
         }
     }
 }

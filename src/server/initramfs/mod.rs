@@ -1,6 +1,6 @@
 //! `rustlive initramfs`: the standalone netboot initramfs, built without dracut.
 //!
-//! A newc cpio (see [`crate::cpio`]) with rustlive as `/init`, the kernel modules a diskless node
+//! A newc cpio (see [`crate::server::cpio`]) with rustlive as `/init`, the kernel modules a diskless node
 //! needs (the image filesystems and the usual server NICs, with their dependencies and soft
 //! pre-dependencies from the kernel's own `modules.dep`/`modules.softdep`), the module index
 //! pruned to what is included, the firmware those modules declare, the CA bundle and minisign
@@ -9,9 +9,10 @@
 
 pub mod modinfo;
 
-use crate::cpio::{Archive, CpioError};
-use crate::kmod::{self, ModulesDep};
-use crate::modalias::AliasTable;
+use crate::drivers::coldplug::NET_HINTS_FILE;
+use crate::drivers::kmod::{self, ModulesDep};
+use crate::drivers::modalias::AliasTable;
+use crate::server::cpio::{Archive, CpioError};
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -36,10 +37,6 @@ pub const NIC_MODULES: &[&str] = &[
 /// Also: the TPM interface drivers, for sealed bundles (built into Debian's and Fedora's kernels,
 /// modules elsewhere; loaded by their ACPI modalias like any other device's driver).
 pub const BUS_MODULES: &[&str] = &["virtio_pci", "tpm_tis", "tpm_crb"];
-
-/// PCI aliases of the kernel's network drivers that were left out, so that a node with a NIC
-/// but no driver for it can name the module to add (see [`crate::coldplug`]).
-pub const NET_HINTS_FILE: &str = "modules.alias.rustlive-net";
 
 /// Where the CA bundle goes and which host files provide it (the dracut module's defaults).
 pub const CA_TARGET: &str = "etc/rustlive/ca.pem";
@@ -535,11 +532,13 @@ pub fn summary(r: &Report, out: &Path) -> String {
     let mut by_dir: BTreeMap<&str, usize> = BTreeMap::new();
     for m in &r.modules {
         let n = by_dir
-            .entry(if crate::initramfs::NIC_MODULES.contains(&m.as_str()) {
-                "nic"
-            } else {
-                "other"
-            })
+            .entry(
+                if crate::server::initramfs::NIC_MODULES.contains(&m.as_str()) {
+                    "nic"
+                } else {
+                    "other"
+                },
+            )
             .or_default();
         *n = n.saturating_add(1);
     }
@@ -569,8 +568,8 @@ pub fn summary(r: &Report, out: &Path) -> String {
 mod tests {
     use super::*;
 
-    const DEP: &str = include_str!("../testdata/modules.dep");
-    const ALIAS: &str = include_str!("../testdata/modules.alias");
+    const DEP: &str = include_str!("../../drivers/testdata/modules.dep");
+    const ALIAS: &str = include_str!("../../drivers/testdata/modules.alias");
     const SOFTDEP: &str = "softdep ext4 pre: crypto-crc32c\nsoftdep jbd2 pre: crypto-crc32c\n";
 
     fn names(s: &Selection) -> Vec<String> {

@@ -193,7 +193,7 @@ impl Loader<'_> {
                 if let Err(e) = self.load(&c) {
                     log::debug!(
                         "soft dependency {c} of {name}: {}",
-                        crate::error::report(&e)
+                        crate::support::exit::report(&e)
                     );
                 }
             }
@@ -231,7 +231,7 @@ pub fn load(modules_dir: &Path, names: &[&str]) -> Result<(), KmodError> {
             {
                 log::debug!("module {name} is not in this initramfs");
             }
-            Err(e) => log::warn!("{}", crate::error::report(&e)),
+            Err(e) => log::warn!("{}", crate::support::exit::report(&e)),
         }
     }
     if !loader.loaded.is_empty() {

@@ -3,7 +3,7 @@
 //! The image gets its own tmpfs sized from its length because `/run` is often capped at
 //! 10–20% of RAM and a large image would fill it (a known dmsquash-live/livenet failure).
 
-use crate::log::mib;
+use crate::support::log::mib;
 use crate::sys::mount::MountGuard;
 use rustix::mount::MountFlags;
 use std::path::{Path, PathBuf};
@@ -197,8 +197,8 @@ mod tests {
 
     #[test]
     fn mounts_and_unmounts() {
-        if !crate::testing::is_root() {
-            crate::testing::skip("mounting a tmpfs needs root");
+        if !crate::support::testing::is_root() {
+            crate::support::testing::skip("mounting a tmpfs needs root");
             return;
         }
         let dir = tempfile::tempdir().unwrap();

@@ -159,7 +159,7 @@ fn enrolled_ek(s: &Sealing, host: &str) -> Result<EkPublic, BuildError> {
             host: host.into(),
             ek_dir: s.ek_dir.clone(),
         })?;
-    crate::sealing::load_ek(&path).map_err(|source| BuildError::Seal {
+    crate::server::seal::load_ek(&path).map_err(|source| BuildError::Seal {
         host: host.into(),
         source,
     })
@@ -168,12 +168,12 @@ fn enrolled_ek(s: &Sealing, host: &str) -> Result<EkPublic, BuildError> {
 /// Digest of what a sealed output depends on: the plain bundle, the EK and the PCR policy.
 fn sealed_inputs(json: &[u8], ek: &EkPublic, pcr: Option<&PcrPolicy>) -> String {
     let mut all = b"rustlive-sealed-inputs-v1\0".to_vec();
-    all.extend_from_slice(&crate::verify::sha256(json).0);
+    all.extend_from_slice(&crate::fetch::verify::sha256(json).0);
     all.extend_from_slice(&ek.name());
     if let Some(p) = pcr {
         all.extend_from_slice(p.to_spec().as_bytes());
     }
-    crate::verify::sha256(&all).to_string()
+    crate::fetch::verify::sha256(&all).to_string()
 }
 
 /// Builds every node's bundle into `www` (see the module doc). With `keygen`, missing SSH host
@@ -224,7 +224,7 @@ pub fn build_all(
                     let sealed = crate::tpm::envelope::seal_with(&b.json, &ek, s.pcr.as_ref())
                         .map_err(|e| BuildError::Seal {
                             host: n.hostname.clone(),
-                            source: crate::sealing::CommandError::Seal(e),
+                            source: crate::server::seal::CommandError::Seal(e),
                         })?;
                     sealed_state.push((n.hostname.clone(), digest));
                     (Some(Zeroizing::new(sealed)), 0o644)
@@ -408,7 +408,7 @@ mod tests {
             ek_dir: eks.clone(),
             pcr: None,
         };
-        let ek = include_str!("../tpm/testdata/ek-rsa.pem");
+        let ek = include_str!("../../tpm/testdata/ek-rsa.pem");
         std::fs::write(eks.join("n1.pem"), ek).unwrap();
         // n2 is not enrolled: refused, and nothing is written for anyone.
         let e = build_all(&nodes_dir, &www, &opts, None, Some(&sealing)).unwrap_err();

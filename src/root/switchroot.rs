@@ -9,7 +9,7 @@
 //! exec rather than in a forked child, so the freed memory is known (and logged) when INIT
 //! starts.
 
-use crate::rootfs::{self, NotBootable};
+use crate::root::rootfs::{self, NotBootable};
 use nix::dir::Dir;
 use nix::errno::Errno;
 use nix::fcntl::{AtFlags, OFlag};
@@ -215,7 +215,7 @@ fn free_old_root(old_root: &std::fs::File) {
             log::info!(
                 "removed the old initramfs: {} files, {} (MemAvailable {} kB -> {} kB)",
                 stats.files,
-                crate::log::mib(stats.bytes),
+                crate::support::log::mib(stats.bytes),
                 before.map_or(0, |b| b >> 10),
                 after.map_or(0, |b| b >> 10)
             );
@@ -225,7 +225,7 @@ fn free_old_root(old_root: &std::fs::File) {
 }
 
 fn mem_available() -> Option<u64> {
-    crate::ram::MemInfo::read(std::path::Path::new(crate::ram::PROC_MEMINFO))
+    crate::root::ram::MemInfo::read(std::path::Path::new(crate::root::ram::PROC_MEMINFO))
         .ok()
         .map(|m| m.available)
 }
@@ -353,7 +353,7 @@ mod tests {
         let d = tempfile::tempdir().unwrap();
         let e = switch_root(d.path(), Path::new("/sbin/init"), &[]).unwrap_err();
         assert!(matches!(e, SwitchRootError::Init { .. }), "{e}");
-        let msg = crate::error::report(&e);
+        let msg = crate::support::exit::report(&e);
         assert!(msg.contains("/sbin/init"), "{msg}");
     }
 
@@ -368,7 +368,7 @@ mod tests {
         let same_fs =
             std::fs::metadata(d.path()).unwrap().dev() == std::fs::metadata("/").unwrap().dev();
         if !same_fs {
-            crate::testing::skip("the temporary directory is not on /'s filesystem");
+            crate::support::testing::skip("the temporary directory is not on /'s filesystem");
             return;
         }
         let e = switch_root(d.path(), Path::new("/init"), &[]).unwrap_err();
@@ -406,7 +406,7 @@ mod tests {
     #[test]
     fn does_not_cross_mount_points() {
         if !nix::unistd::Uid::effective().is_root() {
-            crate::testing::skip("mounting a tmpfs needs root");
+            crate::support::testing::skip("mounting a tmpfs needs root");
             return;
         }
         let d = tempfile::tempdir().unwrap();

@@ -19,7 +19,7 @@
 //! Structured data: `[rustlive@32473 stage="fetch"]`. 32473 is the private enterprise number
 //! IANA reserves for documentation and examples (RFC 5612); rustlive has none of its own.
 
-use crate::deadline::Deadline;
+use crate::support::deadline::Deadline;
 use std::collections::VecDeque;
 use std::fmt;
 use std::io::Write;

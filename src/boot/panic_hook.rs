@@ -4,9 +4,10 @@
 //! runs `rd.rustlive.onfail`; as PID 1 it then opens the shell or powers off instead of
 //! returning into the abort.
 
+use crate::boot::onfail;
 use crate::config::{failure_policy, Config};
-use crate::paths::Paths;
-use crate::{onfail, secrets};
+use crate::secrets;
+use crate::support::paths::Paths;
 
 /// Installs the hook for the process (`rustlive boot`, or any command as PID 1).
 pub fn install(pid1: bool) {
@@ -22,7 +23,7 @@ pub fn install(pid1: bool) {
         }
         onfail::execute(onfail::decide(&failure_policy(&cmdline)));
         if pid1 {
-            crate::pid1::emergency_shell();
+            crate::boot::pid1::emergency_shell();
         }
     }));
 }

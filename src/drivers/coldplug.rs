@@ -3,7 +3,12 @@
 //! `modules.alias`, the matching modules are loaded (dependencies first, each once), and the
 //! scan repeats while loading created new devices (virtio_pci → the virtio-net device).
 
-use crate::modalias::{self, AliasTable};
+/// PCI aliases of the kernel's network drivers that `rustlive initramfs` left out, so that a
+/// node with a NIC but no driver for it can name the module to add. The builder writes it; the
+/// node reads it, so the name lives on the node's side.
+pub const NET_HINTS_FILE: &str = "modules.alias.rustlive-net";
+
+use crate::drivers::modalias::{self, AliasTable};
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 
@@ -134,9 +139,8 @@ pub fn load_drivers(extra: &[String], blacklist: &[String]) -> Report {
     let dir = Path::new("/lib/modules").join(release.trim());
     let table =
         AliasTable::parse(&std::fs::read_to_string(dir.join("modules.alias")).unwrap_or_default());
-    let hints = AliasTable::parse(
-        &std::fs::read_to_string(dir.join(crate::initramfs::NET_HINTS_FILE)).unwrap_or_default(),
-    );
+    let hints =
+        AliasTable::parse(&std::fs::read_to_string(dir.join(NET_HINTS_FILE)).unwrap_or_default());
     let mut tried: BTreeSet<String> = BTreeSet::new();
     let mut first: Vec<String> = Vec::new();
     for m in extra {
@@ -170,8 +174,8 @@ pub fn load_drivers(extra: &[String], blacklist: &[String]) -> Report {
             todo.join(", ")
         );
         let names: Vec<&str> = todo.iter().map(String::as_str).collect();
-        if let Err(e) = crate::kmod::load(&dir, &names) {
-            log::warn!("{}", crate::error::report(&e));
+        if let Err(e) = crate::drivers::kmod::load(&dir, &names) {
+            log::warn!("{}", crate::support::exit::report(&e));
             break;
         }
         tried.extend(todo.iter().cloned());

@@ -1,0 +1,7 @@
+//! Drivers on the node when rustlive is PID 1: which module drives a device ([`modalias`]),
+//! loading modules without modprobe ([`kmod`]) and the boot-time scan that ties them together
+//! ([`coldplug`]).
+
+pub mod coldplug;
+pub mod kmod;
+pub mod modalias;
