@@ -3,6 +3,7 @@
 //! unit-tested without sleeping.
 
 use crate::support::deadline::Deadline;
+use crate::support::time::Utc;
 use std::time::{Duration, Instant, SystemTime};
 
 /// Backoff parameters. Delay before retry `n` (0-based count of consecutive failures without
@@ -110,41 +111,16 @@ fn parse_http_date(s: &str) -> Option<SystemTime> {
     let month = u64::try_from(MONTHS.iter().position(|&x| x == mon)?)
         .ok()?
         .checked_add(1)?;
-    let secs = days_from_civil(year, month, day)?
-        .checked_mul(86_400)?
-        .checked_add(
-            h.checked_mul(3600)?
-                .checked_add(m.checked_mul(60)?)?
-                .checked_add(sec)?,
-        )?;
+    let secs = Utc {
+        year,
+        month,
+        day,
+        hour: h,
+        minute: m,
+        second: sec,
+    }
+    .to_unix()?;
     SystemTime::UNIX_EPOCH.checked_add(Duration::from_secs(secs))
-}
-
-/// Days since 1970-01-01 of a date on or after it (Howard Hinnant's algorithm, restricted to
-/// years ≥ 1970 so every step is unsigned and checked).
-fn days_from_civil(year: u64, month: u64, day: u64) -> Option<u64> {
-    let (y, mo) = if month <= 2 {
-        (year.checked_sub(1)?, month.checked_add(9)?)
-    } else {
-        (year, month.checked_sub(3)?)
-    };
-    let era = y.checked_div(400)?;
-    let yoe = y.checked_rem(400)?;
-    // Day of the year from March 1st, then day of the 400-year era.
-    let doy = mo
-        .checked_mul(153)?
-        .checked_add(2)?
-        .checked_div(5)?
-        .checked_add(day)?
-        .checked_sub(1)?;
-    let doe = yoe
-        .checked_mul(365)?
-        .checked_add(yoe.checked_div(4)?)?
-        .checked_sub(yoe.checked_div(100)?)?
-        .checked_add(doy)?;
-    era.checked_mul(146_097)?
-        .checked_add(doe)?
-        .checked_sub(719_468)
 }
 
 /// A small non-cryptographic generator (SplitMix64). Jitter needs spread, not secrecy; the

@@ -214,35 +214,17 @@ pub fn timestamp(t: SystemTime) -> String {
     let Ok(d) = t.duration_since(UNIX_EPOCH) else {
         return "-".into();
     };
-    let secs = d.as_secs();
-    let days = secs / 86_400;
-    let rem = secs % 86_400;
-    let (y, m, day) = civil_from_days(days);
+    let u = super::time::Utc::from_unix(d.as_secs());
     format!(
-        "{y:04}-{m:02}-{day:02}T{:02}:{:02}:{:02}.{:06}Z",
-        rem / 3600,
-        rem % 3600 / 60,
-        rem % 60,
+        "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}.{:06}Z",
+        u.year,
+        u.month,
+        u.day,
+        u.hour,
+        u.minute,
+        u.second,
         d.subsec_micros()
     )
-}
-
-/// Days since 1970-01-01 to (year, month, day), proleptic Gregorian (H. Hinnant's algorithm,
-/// on unsigned numbers since the input is never before the epoch).
-// `days` is seconds since the epoch / 86400 (below 2^48), so no step can overflow or underflow:
-// the algorithm's own invariants keep every difference non-negative.
-#[allow(clippy::arithmetic_side_effects)]
-fn civil_from_days(days: u64) -> (u64, u64, u64) {
-    let z = days + 719_468;
-    let era = z / 146_097;
-    let doe = z % 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = yoe + era * 400 + u64::from(m <= 2);
-    (y, m, d)
 }
 
 /// The bytes on the wire: the message itself over UDP, `LEN SP MSG` over TCP (octet counting).
