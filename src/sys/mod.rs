@@ -1,7 +1,20 @@
 //! The syscall seam below the stages: thin, RAII-guarded wrappers over rustix, so that the
-//! modules above (`mount`, `ram`, …) hold policy and never call the kernel directly.
+//! modules above (`root`, `secrets`, `boot`, …) hold policy and never call the kernel directly.
+//! Nothing here uses the rest of the crate (tests aside), and nothing outside uses rustix: a
+//! stage that needs a kernel type (an errno, mount flags, a file type) takes it from here.
 
+pub mod fs;
+pub mod hostname;
 // The loop ioctls have no safe wrapper in rustix; their `unsafe` is confined to that module.
 #[allow(unsafe_code)]
 pub mod loopdev;
+pub mod module;
 pub mod mount;
+pub mod net;
+pub mod power;
+pub mod process;
+pub mod random;
+pub mod walk;
+
+/// The errno every wrapper here returns (`std::io::Error` converts from it).
+pub use rustix::io::Errno;

@@ -1,9 +1,41 @@
-//! One mount, undone on drop: the guard every helper mount of rustlive goes through.
+//! One mount, undone on drop: the guard every helper mount of rustlive goes through; and the
+//! few mounts that outlive rustlive (the API filesystems of PID 1, switch-root's moves).
 
 use rustix::io::Errno;
-use rustix::mount::{MountFlags, UnmountFlags};
+use rustix::mount::{MountPropagationFlags, UnmountFlags};
 use std::ffi::CString;
 use std::path::{Path, PathBuf};
+
+pub use rustix::mount::MountFlags;
+
+/// mount(2) `source` of type `fstype` on `target`, for good. Data with a NUL byte cannot reach
+/// the kernel and is refused with `EINVAL`, as the kernel refuses malformed options.
+pub fn mount(
+    source: &Path,
+    target: &Path,
+    fstype: &str,
+    flags: MountFlags,
+    data: Option<&str>,
+) -> Result<(), Errno> {
+    let data = data
+        .map(|d| CString::new(d).map_err(|_| Errno::INVAL))
+        .transpose()?;
+    rustix::mount::mount(source, target, fstype, flags, data.as_deref())
+}
+
+/// `mount --make-rprivate target`: no mount or unmount below `target` propagates to or from
+/// its peers any more.
+pub fn make_private(target: &Path) -> Result<(), Errno> {
+    rustix::mount::mount_change(
+        target,
+        MountPropagationFlags::PRIVATE | MountPropagationFlags::REC,
+    )
+}
+
+/// `mount --move from to` (`MS_MOVE`).
+pub fn move_mount(from: &Path, to: &Path) -> Result<(), Errno> {
+    rustix::mount::mount_move(from, to)
+}
 
 /// A mount that is unmounted on drop unless kept.
 #[derive(Debug)]
@@ -22,10 +54,7 @@ impl MountGuard {
         flags: MountFlags,
         data: Option<&str>,
     ) -> Result<Self, Errno> {
-        let data = data
-            .map(|d| CString::new(d).map_err(|_| Errno::INVAL))
-            .transpose()?;
-        rustix::mount::mount(source, target, fstype, flags, data.as_deref())?;
+        mount(source, target, fstype, flags, data)?;
         Ok(MountGuard {
             target: target.to_owned(),
             active: true,
