@@ -123,41 +123,8 @@ fn parse_http_date(s: &str) -> Option<SystemTime> {
     SystemTime::UNIX_EPOCH.checked_add(Duration::from_secs(secs))
 }
 
-/// A small non-cryptographic generator (SplitMix64). Jitter needs spread, not secrecy; the
-/// seed comes from the standard library's per-process random hasher keys, so nodes booted
-/// from the same initramfs at the same instant still draw different delays.
-#[derive(Debug, Clone)]
-pub struct Rng(u64);
-
-impl Rng {
-    pub fn from_seed(seed: u64) -> Self {
-        Rng(seed)
-    }
-
-    pub fn from_entropy() -> Self {
-        use std::hash::{BuildHasher, Hasher};
-        let mut h = std::collections::hash_map::RandomState::new().build_hasher();
-        h.write_u32(std::process::id());
-        Rng(h.finish())
-    }
-
-    pub fn next_u64(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-
-    /// Uniform in `[0, max]` at millisecond resolution.
-    pub fn below(&mut self, max: Duration) -> Duration {
-        let ms = u64::try_from(max.as_millis()).unwrap_or(u64::MAX);
-        match ms.checked_add(1) {
-            Some(range) => Duration::from_millis(self.next_u64().checked_rem(range).unwrap_or(0)),
-            None => Duration::from_millis(self.next_u64()),
-        }
-    }
-}
+/// The jitter's random source, passed in so that tests fix it.
+pub use crate::sys::random::Rng;
 
 #[cfg(test)]
 mod tests {

@@ -460,7 +460,7 @@ pub fn acquire(cands: &[Candidate], deadline: &Deadline) -> Result<Lease, DhcpEr
         sent: u32,
     }
     let start = Instant::now();
-    let mut rng = fastrand::Rng::new();
+    let mut rng = crate::sys::random::Rng::from_entropy();
     let mut runs = Vec::new();
     for c in cands {
         let sock = socket_on(&c.name).map_err(|source| DhcpError::Socket {
@@ -470,7 +470,7 @@ pub fn acquire(cands: &[Candidate], deadline: &Deadline) -> Result<Lease, DhcpEr
         // Non-blocking: the poll below says when there is something to read.
         let _ = sock.set_nonblocking(true);
         runs.push(Run {
-            client: Client::new(&c.name, c.mac, rng.u32(..), start),
+            client: Client::new(&c.name, c.mac, rng.next_u32(), start),
             sock,
             next: start,
             attempt: 0,
@@ -492,7 +492,7 @@ pub fn acquire(cands: &[Candidate], deadline: &Deadline) -> Result<Lease, DhcpEr
         }
         for r in runs.iter_mut().filter(|r| r.next <= now) {
             if r.sent > 0 {
-                r.client.note_retransmit(rng.u32(..));
+                r.client.note_retransmit(rng.next_u32());
             }
             let kind = if r.client.is_requesting() {
                 "REQUEST"
@@ -509,7 +509,7 @@ pub fn acquire(cands: &[Candidate], deadline: &Deadline) -> Result<Lease, DhcpEr
             }
             r.sent = r.sent.saturating_add(1);
             r.next = now
-                .checked_add(backoff(r.attempt, rng.u64(0..=2000)))
+                .checked_add(backoff(r.attempt, rng.up_to(2000)))
                 .unwrap_or(now);
             r.attempt = r.attempt.saturating_add(1);
         }
@@ -539,7 +539,7 @@ pub fn acquire(cands: &[Candidate], deadline: &Deadline) -> Result<Lease, DhcpEr
         for (r, _) in runs.iter_mut().zip(ready).filter(|(_, ok)| *ok) {
             while let Ok((n, from)) = r.sock.recv_from(&mut buf) {
                 let Some(data) = buf.get(..n) else { break };
-                match r.client.handle(data, rng.u32(..)) {
+                match r.client.handle(data, rng.next_u32()) {
                     Outcome::NotOurs => {}
                     Outcome::Rejected(why) => {
                         log::warn!(

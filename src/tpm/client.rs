@@ -8,8 +8,9 @@ use super::kdf::kdfa;
 use super::pcr::PcrPolicy;
 use super::transport::Transport;
 use super::wire::{Reader, Short, Writer};
+use crate::sys::random::OsRandom;
 use hmac::{Hmac, Mac};
-use rand_core::{OsRng, RngCore};
+use rand_core::RngCore;
 use sha2::{Digest, Sha256};
 use std::io;
 use zeroize::Zeroizing;
@@ -472,7 +473,7 @@ impl Tpm {
     /// values (the TPM compares them with its own), then PolicyCommandCode.
     fn pcr_session(&mut self, p: &PcrPolicy) -> Result<Session, TpmError> {
         let mut nonce_caller = vec![0u8; 32];
-        OsRng.fill_bytes(&mut nonce_caller);
+        OsRandom.fill_bytes(&mut nonce_caller);
         let mut params = Writer::new();
         params
             .tpm2b(&nonce_caller)
@@ -543,7 +544,7 @@ impl Tpm {
     /// for parameter encryption, satisfied with PolicySecret(TPM_RH_ENDORSEMENT).
     fn policy_session(&mut self, ek: &LoadedEk) -> Result<Session, TpmError> {
         let mut nonce_caller = vec![0u8; 32];
-        OsRng.fill_bytes(&mut nonce_caller);
+        OsRandom.fill_bytes(&mut nonce_caller);
         let (salt, encrypted_salt) =
             secret_for_ek(&ek.public, "SECRET").map_err(|_| TpmError::Salt)?;
         let mut params = Writer::new();
@@ -589,7 +590,7 @@ impl Tpm {
         let mut params = Writer::new();
         params.tpm2b(&cred.id_object).tpm2b(&cred.secret);
         let mut nonce_caller = vec![0u8; 32];
-        OsRng.fill_bytes(&mut nonce_caller);
+        OsRandom.fill_bytes(&mut nonce_caller);
         let cc = Cc::ActivateCredential as u32;
         let mut cp = Sha256::new();
         cp.update(cc.to_be_bytes());
@@ -603,7 +604,7 @@ impl Tpm {
             None => Auth::password(),
             Some(ps) => {
                 let mut n = vec![0u8; 32];
-                OsRng.fill_bytes(&mut n);
+                OsRandom.fill_bytes(&mut n);
                 // Unsalted and unbound, no PolicyAuthValue: the HMAC key is empty, and the TPM
                 // wants an empty HMAC (a computed one is refused with TPM_RC_BAD_AUTH).
                 Auth {

@@ -10,9 +10,9 @@
 use super::ek::{ecc_xy, EkPublic};
 use super::kdf::{kdfa, kdfe};
 use super::wire::{Reader, Short, Writer};
+use crate::sys::random::OsRandom;
 use aes::cipher::{AsyncStreamCipher, KeyIvInit};
 use hmac::{Hmac, Mac};
-use rand_core::OsRng;
 use sha2::Sha256;
 use zeroize::Zeroizing;
 
@@ -75,15 +75,15 @@ pub fn secret_for_ek(
     match ek {
         EkPublic::Rsa(k) => {
             let mut seed = Zeroizing::new(vec![0u8; 32]);
-            rand_core::RngCore::fill_bytes(&mut OsRng, &mut seed);
+            rand_core::RngCore::fill_bytes(&mut OsRandom, &mut seed);
             let padding = rsa::Oaep::new_with_label::<Sha256, _>(format!("{label}\0"));
             let enc = k
-                .encrypt(&mut OsRng, padding, &seed)
+                .encrypt(&mut OsRandom, padding, &seed)
                 .map_err(|e| CredentialError::Encrypt(e.to_string()))?;
             Ok((seed, enc))
         }
         EkPublic::Ecc(k) => {
-            let eph = p256::ecdh::EphemeralSecret::random(&mut OsRng);
+            let eph = p256::ecdh::EphemeralSecret::random(&mut OsRandom);
             let eph_pub = p256::PublicKey::from(&eph);
             let shared = eph.diffie_hellman(k);
             let (ex, ey) = ecc_xy(&eph_pub);

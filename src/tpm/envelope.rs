@@ -21,10 +21,11 @@ use super::client::{ActivationObject, Tpm, TpmError};
 use super::credential::{make_credential, Credential, CredentialError};
 use super::ek::{hex, EkPublic};
 use super::pcr::PcrPolicy;
+use crate::sys::random::OsRandom;
 use aes_gcm::aead::{Aead, KeyInit, Payload};
 use aes_gcm::{Aes256Gcm, Nonce};
 use base64::Engine as _;
-use rand_core::{OsRng, RngCore};
+use rand_core::RngCore;
 use serde::{Deserialize, Serialize};
 use zeroize::Zeroizing;
 
@@ -114,9 +115,9 @@ pub fn seal_with(
     pcr: Option<&PcrPolicy>,
 ) -> Result<Vec<u8>, EnvelopeError> {
     let mut key = Zeroizing::new([0u8; 32]);
-    OsRng.fill_bytes(key.as_mut());
+    OsRandom.fill_bytes(key.as_mut());
     let mut nonce = [0u8; 12];
-    OsRng.fill_bytes(&mut nonce);
+    OsRandom.fill_bytes(&mut nonce);
     let name = ek.name();
     let cred = make_credential(ek, &ActivationObject::name_with(pcr), key.as_ref())?;
     let cipher = Aes256Gcm::new_from_slice(key.as_ref()).map_err(|_| EnvelopeError::Encrypt)?;

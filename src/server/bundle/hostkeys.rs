@@ -114,7 +114,7 @@ pub fn generate(
 ) -> Result<(zeroize::Zeroizing<String>, String), KeygenError> {
     match keygen {
         Keygen::Builtin => {
-            let mut rng = ssh_key::rand_core::OsRng;
+            let mut rng = crate::sys::random::OsRandom;
             let mut key = match ty {
                 "ed25519" => PrivateKey::random(&mut rng, Algorithm::Ed25519)?,
                 "ecdsa" => PrivateKey::random(
