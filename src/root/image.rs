@@ -4,12 +4,13 @@
 //! Everything here is pure or reads only the first few KiB of a file, so every rule is
 //! unit-tested without mounting anything.
 
-use rustix::fd::{AsFd, BorrowedFd, OwnedFd};
-use rustix::fs::{FileType, Mode, OFlags, Stat};
-use rustix::io::Errno;
+use crate::sys::fs::{FileType, Stat};
+use crate::sys::walk::{Step, Walk};
+use crate::sys::Errno;
 use std::fmt;
 use std::fs::File;
 use std::io::{Read, Seek, SeekFrom};
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::path::{Component, Path, PathBuf};
 
 /// Bytes to read to recognise and check every supported format: up to the end of the ISO 9660
@@ -165,23 +166,18 @@ impl ImageFile {
             path: path.to_owned(),
             source: e.into(),
         };
-        let fd = rustix::fs::open(
-            path,
-            OFlags::RDONLY | OFlags::NONBLOCK | OFlags::NOCTTY | OFlags::CLOEXEC,
-            Mode::empty(),
-        )
-        .map_err(read_err)?;
-        let st = rustix::fs::fstat(&fd).map_err(read_err)?;
+        let fd = crate::sys::fs::open_nonblocking(path).map_err(read_err)?;
+        let st = crate::sys::fs::stat(fd.as_fd()).map_err(read_err)?;
         Self::regular(fd, &st, path)
     }
 
     /// Opens `rel` inside the directory `dir` (a mounted image) without following any symlink
     /// on the way and without leaving `dir`'s filesystem; `Ok(None)` when it does not exist.
     ///
-    /// A component-by-component walk with `O_NOFOLLOW` rather than `openat2(RESOLVE_NO_SYMLINKS)`
-    /// because the kernels of long-lived clusters (RHEL 8: 4.18) lack openat2. Each step is
-    /// opened `O_PATH` first, so that a device node or FIFO in a hostile image is never opened
-    /// for real.
+    /// The walk is [`Walk`]'s, component by component with `O_NOFOLLOW` (the kernels of
+    /// long-lived clusters, RHEL 8's 4.18, lack `openat2`); no directory on the way is left
+    /// for another filesystem. The file itself is looked at with `fstatat` before it is opened,
+    /// so that a device node or FIFO in a hostile image is never opened for real.
     pub fn open_nested(dir: &Path, rel: &Path) -> Result<Option<Self>, ImageError> {
         let path = dir.join(rel);
         let read_err = |e: Errno| ImageError::Read {
@@ -202,38 +198,26 @@ impl ImageFile {
                 rel: rel.to_owned(),
             });
         };
-        let path_flags = OFlags::PATH | OFlags::NOFOLLOW | OFlags::CLOEXEC;
-        let mut cur = rustix::fs::open(dir, path_flags | OFlags::DIRECTORY, Mode::empty())
+        let mut walk = Walk::open_no_follow(dir)
+            .and_then(Walk::one_filesystem)
             .map_err(read_err)?;
-        let dev = rustix::fs::fstat(&cur).map_err(read_err)?.st_dev;
-        let step =
-            |at: &OwnedFd, name: &std::ffi::OsStr| -> Result<Option<(OwnedFd, Stat)>, ImageError> {
-                let fd = match rustix::fs::openat(at, name, path_flags, Mode::empty()) {
-                    Ok(fd) => fd,
-                    Err(Errno::NOENT) => return Ok(None),
-                    Err(e) => return Err(read_err(e)),
-                };
-                let st = rustix::fs::fstat(&fd).map_err(read_err)?;
-                if FileType::from_raw_mode(st.st_mode) == FileType::Symlink {
-                    return Err(ImageError::Symlink { path: path.clone() });
-                }
-                if st.st_dev != dev {
-                    return Err(ImageError::OtherFilesystem { path: path.clone() });
-                }
-                Ok(Some((fd, st)))
-            };
         for name in parents {
-            let Some((fd, st)) = step(&cur, name)? else {
-                return Ok(None);
-            };
-            if FileType::from_raw_mode(st.st_mode) != FileType::Directory {
-                return Ok(None);
+            match walk.step(name).map_err(read_err)? {
+                Step::Entered => {}
+                Step::Missing | Step::NotDir(_) => return Ok(None),
+                Step::Symlink => return Err(ImageError::Symlink { path }),
+                Step::OtherFilesystem => return Err(ImageError::OtherFilesystem { path }),
             }
-            cur = fd;
         }
-        let Some((_, st)) = step(&cur, last)? else {
+        let Some(st) = walk.stat(last).map_err(read_err)? else {
             return Ok(None);
         };
+        if FileType::from_raw_mode(st.st_mode) == FileType::Symlink {
+            return Err(ImageError::Symlink { path });
+        }
+        if !walk.on_its_filesystem(&st) {
+            return Err(ImageError::OtherFilesystem { path });
+        }
         if FileType::from_raw_mode(st.st_mode) != FileType::RegularFile {
             return Err(ImageError::NotRegularFile {
                 path,
@@ -242,17 +226,13 @@ impl ImageFile {
         }
         // Now open it for reading, still without following a link; the filesystem is mounted
         // read-only, and the inode check below catches anything swapped in between anyway.
-        let fd = rustix::fs::openat(
-            &cur,
-            *last,
-            OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::NONBLOCK | OFlags::NOCTTY | OFlags::CLOEXEC,
-            Mode::empty(),
-        )
-        .map_err(|e| match e {
-            Errno::LOOP => ImageError::Symlink { path: path.clone() },
-            e => read_err(e),
-        })?;
-        let again = rustix::fs::fstat(&fd).map_err(read_err)?;
+        let fd = match walk.open_file(last) {
+            Ok(Some(fd)) => fd,
+            Ok(None) => return Err(read_err(Errno::NOENT)),
+            Err(Errno::LOOP) => return Err(ImageError::Symlink { path }),
+            Err(e) => return Err(read_err(e)),
+        };
+        let again = crate::sys::fs::stat(fd.as_fd()).map_err(read_err)?;
         if (again.st_dev, again.st_ino) != (st.st_dev, st.st_ino) {
             return Err(ImageError::Read {
                 path,
@@ -274,7 +254,7 @@ impl ImageFile {
             source: std::io::Error::other("negative file size"),
         })?;
         // O_NONBLOCK was only for the open (a FIFO); the loop device reads a plain file.
-        rustix::fs::fcntl_setfl(&fd, OFlags::empty()).map_err(|e| ImageError::Read {
+        crate::sys::fs::set_blocking(fd.as_fd()).map_err(|e| ImageError::Read {
             path: path.to_owned(),
             source: e.into(),
         })?;
@@ -874,14 +854,7 @@ mod tests {
         );
         // A FIFO is refused at once (O_NONBLOCK), not waited on for ever.
         let fifo = dir.path().join("fifo");
-        rustix::fs::mknodat(
-            rustix::fs::CWD,
-            &fifo,
-            FileType::Fifo,
-            Mode::from_raw_mode(0o600),
-            0,
-        )
-        .unwrap();
+        crate::sys::fs::make_fifo(&fifo, 0o600).unwrap();
         let e = ImageFile::open(&fifo).unwrap_err();
         assert!(
             matches!(e, ImageError::NotRegularFile { kind: "a FIFO", .. }),
@@ -954,14 +927,7 @@ mod tests {
             })
         ));
         std::fs::remove_dir(mnt.join(rel)).unwrap();
-        rustix::fs::mknodat(
-            rustix::fs::CWD,
-            mnt.join(rel),
-            FileType::Fifo,
-            Mode::from_raw_mode(0o600),
-            0,
-        )
-        .unwrap();
+        crate::sys::fs::make_fifo(&mnt.join(rel), 0o600).unwrap();
         assert!(matches!(
             ImageFile::open_nested(&mnt, rel),
             Err(ImageError::NotRegularFile { kind: "a FIFO", .. })

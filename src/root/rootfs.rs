@@ -1,6 +1,9 @@
 //! Questions about a root filesystem seen from outside it (before switching into it): where a
 //! path leads once symlinks are resolved inside that root, and whether the root can boot.
 
+use crate::sys::walk::{Step, Walk};
+use crate::sys::Errno;
+use std::ffi::OsString;
 use std::io;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Component, Path, PathBuf};
@@ -14,53 +17,84 @@ pub const OS_RELEASE: &[&str] = &["etc/os-release", "usr/lib/os-release"];
 /// Resolves `path` inside `root` as if `root` were `/`: absolute symlink targets and `..` stay
 /// inside `root` (`/sbin/init -> /lib/systemd/systemd` must not resolve against the initramfs).
 /// Returns the host path of the final file, which need not exist.
+///
+/// The walk is [`Walk`]'s, which never follows a symlink: each one met is read and its target
+/// walked from here (or from `root`, when absolute), as the kernel's `RESOLVE_IN_ROOT` would.
 pub fn resolve_in_root(root: &Path, path: &Path) -> io::Result<PathBuf> {
     // Components still to walk, last one first so that a symlink's target can be pushed on.
-    let mut todo: Vec<std::ffi::OsString> = Vec::new();
+    let mut todo: Vec<OsString> = Vec::new();
     push_components(&mut todo, path);
-    let mut done: Vec<std::ffi::OsString> = Vec::new();
+    // Directories walked into, then perhaps one last name that is not a directory.
+    let mut done: Vec<OsString> = Vec::new();
+    let mut walk = match Walk::open(root) {
+        Ok(w) => w,
+        // No root at all: nothing in it is a symlink, the path is what it is.
+        Err(Errno::NOENT) => {
+            finish_lexically(&mut done, &mut todo);
+            return Ok(joined(root, &done));
+        }
+        Err(e) => return Err(e.into()),
+    };
+    // The last of `done` is not a directory: only `..` may follow it.
+    let mut at_file = false;
     let mut links: usize = 0;
     while let Some(c) = todo.pop() {
         if c == ".." {
-            done.pop();
+            if done.pop().is_some() && !at_file {
+                walk.up();
+            }
+            at_file = false;
             continue;
         }
-        let mut candidate = root.to_path_buf();
-        candidate.extend(&done);
-        candidate.push(&c);
-        match std::fs::symlink_metadata(&candidate) {
-            Ok(m) if m.file_type().is_symlink() => {
+        if at_file {
+            return Err(Errno::NOTDIR.into());
+        }
+        match walk.step(&c)? {
+            Step::Entered => done.push(c),
+            Step::Symlink => {
                 links = links.saturating_add(1);
                 if links > MAX_SYMLINKS {
-                    return Err(io::Error::from_raw_os_error(libc_eloop()));
+                    return Err(Errno::LOOP.into());
                 }
-                let target = std::fs::read_link(&candidate)?;
+                let target = walk.read_link(&c)?;
                 if target.is_absolute() {
                     done.clear();
+                    walk.to_start();
                 }
                 push_components(&mut todo, &target);
             }
-            Ok(_) => done.push(c),
-            // A missing component: the rest cannot be symlinks, so the path is what it is.
-            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+            Step::NotDir(_) | Step::OtherFilesystem => {
                 done.push(c);
-                while let Some(rest) = todo.pop() {
-                    if rest == ".." {
-                        done.pop();
-                    } else {
-                        done.push(rest);
-                    }
-                }
+                at_file = true;
             }
-            Err(e) => return Err(e),
+            // A missing component: the rest cannot be symlinks, so the path is what it is.
+            Step::Missing => {
+                done.push(c);
+                finish_lexically(&mut done, &mut todo);
+            }
         }
     }
-    let mut out = root.to_path_buf();
-    out.extend(&done);
-    Ok(out)
+    Ok(joined(root, &done))
 }
 
-fn push_components(todo: &mut Vec<std::ffi::OsString>, path: &Path) {
+/// Appends what is left of `todo` to `done`, `..` removing the last name.
+fn finish_lexically(done: &mut Vec<OsString>, todo: &mut Vec<OsString>) {
+    while let Some(rest) = todo.pop() {
+        if rest == ".." {
+            done.pop();
+        } else {
+            done.push(rest);
+        }
+    }
+}
+
+fn joined(root: &Path, done: &[OsString]) -> PathBuf {
+    let mut out = root.to_path_buf();
+    out.extend(done);
+    out
+}
+
+fn push_components(todo: &mut Vec<OsString>, path: &Path) {
     let comps: Vec<_> = path
         .components()
         .filter_map(|c| match c {
@@ -70,10 +104,6 @@ fn push_components(todo: &mut Vec<std::ffi::OsString>, path: &Path) {
         })
         .collect();
     todo.extend(comps.into_iter().rev());
-}
-
-fn libc_eloop() -> i32 {
-    rustix::io::Errno::LOOP.raw_os_error()
 }
 
 /// Why a root cannot be booted.
@@ -170,10 +200,7 @@ mod tests {
         symlink("b", d.path().join("a")).unwrap();
         symlink("a", d.path().join("b")).unwrap();
         let e = resolve_in_root(d.path(), Path::new("/a")).unwrap_err();
-        assert_eq!(
-            e.raw_os_error(),
-            Some(rustix::io::Errno::LOOP.raw_os_error())
-        );
+        assert_eq!(e.raw_os_error(), Some(Errno::LOOP.raw_os_error()));
     }
 
     #[test]
@@ -181,6 +208,25 @@ mod tests {
         let d = tempfile::tempdir().unwrap();
         let got = resolve_in_root(d.path(), Path::new("/no/such/../file")).unwrap();
         assert_eq!(got, d.path().join("no/file"));
+    }
+
+    #[test]
+    fn files_on_the_way_and_a_missing_root() {
+        let d = tempfile::tempdir().unwrap();
+        let r = d.path();
+        std::fs::create_dir_all(r.join("etc")).unwrap();
+        std::fs::write(r.join("etc/passwd"), "").unwrap();
+        let got = resolve_in_root(r, Path::new("/etc/passwd/../group")).unwrap();
+        assert_eq!(got, r.join("etc/group"));
+        let e = resolve_in_root(r, Path::new("/etc/passwd/x")).unwrap_err();
+        assert_eq!(e.raw_os_error(), Some(Errno::NOTDIR.raw_os_error()));
+        // `..` never climbs above the root, even through a directory symlink.
+        symlink("/etc", r.join("etc/self")).unwrap();
+        let got = resolve_in_root(r, Path::new("/etc/self/../../../etc/self/passwd")).unwrap();
+        assert_eq!(got, r.join("etc/passwd"));
+        let gone = r.join("no-root");
+        let got = resolve_in_root(&gone, Path::new("/a/../b")).unwrap();
+        assert_eq!(got, gone.join("b"));
     }
 
     #[test]

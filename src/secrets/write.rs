@@ -1,9 +1,9 @@
 //! The safe writer: files placed inside the new root without ever following a symlink.
 //!
 //! Every path is walked one component at a time from a directory fd of the new root, each
-//! directory opened `O_DIRECTORY|O_NOFOLLOW` relative to its parent. That is what `openat2`'s
-//! `RESOLVE_IN_ROOT|RESOLVE_NO_SYMLINKS` would give, but it also works on kernels older than 5.6
-//! and lets missing parents be created on the way. Bundle paths are already normalized (no `..`,
+//! directory opened `O_DIRECTORY|O_NOFOLLOW` relative to its parent ([`Walk`]). That is what
+//! `openat2`'s `RESOLVE_IN_ROOT|RESOLVE_NO_SYMLINKS` would give, but it also works on kernels
+//! older than 5.6 and lets missing parents be created on the way. Bundle paths are already normalized (no `..`,
 //! no empty component, see [`super::bundle::check_path`]), so the walk cannot climb out of the
 //! root; a symlink anywhere, a parent directory or the destination itself, stops the entry.
 //!
@@ -18,8 +18,9 @@
 //! that removes every temporary file and every directory the transaction created.
 
 use super::bundle::Entry;
-use rustix::fs::{self as rfs, AtFlags, FileType, Mode, OFlags};
-use rustix::io::Errno;
+use crate::sys::fs::{self as sfs, FileType};
+use crate::sys::walk::{Step, Walk};
+use crate::sys::Errno;
 use std::io::{self, Read, Write};
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::path::{Path, PathBuf};
@@ -61,14 +62,10 @@ pub struct RootDir {
 
 impl RootDir {
     pub fn open(path: &Path) -> Result<RootDir, WriteError> {
-        let fd = rfs::open(
-            path,
-            OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
-            Mode::empty(),
-        )
-        .map_err(|e| WriteError::OpenRoot(path.to_path_buf(), e.into()))?;
+        let walk =
+            Walk::open(path).map_err(|e| WriteError::OpenRoot(path.to_path_buf(), e.into()))?;
         Ok(RootDir {
-            fd,
+            fd: walk.into_dir(),
             path: path.to_path_buf(),
         })
     }
@@ -84,7 +81,7 @@ impl RootDir {
         let Some(dir) = self.walk(&parents, false)? else {
             return Ok(());
         };
-        match leaf_type(dir.as_fd(), leaf, path)? {
+        match leaf_type(&dir, leaf, path)? {
             None | Some(FileType::RegularFile) => Ok(()),
             Some(FileType::Symlink) => Err(WriteError::Symlink(path.into())),
             Some(_) => Err(WriteError::NotFile(path.into())),
@@ -105,18 +102,13 @@ impl RootDir {
         let Some(dir) = self.walk(&parents, false)? else {
             return Ok(None);
         };
-        let fd = match rfs::openat(
-            dir.as_fd(),
-            leaf,
-            OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::CLOEXEC | OFlags::NONBLOCK,
-            Mode::empty(),
-        ) {
-            Ok(fd) => fd,
-            Err(Errno::NOENT) => return Ok(None),
+        let fd = match dir.open_file(leaf) {
+            Ok(Some(fd)) => fd,
+            Ok(None) => return Ok(None),
             Err(Errno::LOOP) => return Err(WriteError::Symlink(path.into())),
             Err(e) => return Err(io_err("open", path)(e)),
         };
-        let st = rfs::fstat(&fd).map_err(io_err("stat", path))?;
+        let st = sfs::stat(fd.as_fd()).map_err(io_err("stat", path))?;
         if FileType::from_raw_mode(st.st_mode) != FileType::RegularFile {
             return Err(WriteError::NotFile(path.into()));
         }
@@ -134,7 +126,7 @@ impl RootDir {
 
     /// Opens each parent in turn without following symlinks; with `create`, makes the missing
     /// ones `0755 root:root`, else returns `None` at the first missing one.
-    fn walk(&self, parents: &[&str], create: bool) -> Result<Option<OwnedFd>, WriteError> {
+    fn walk(&self, parents: &[&str], create: bool) -> Result<Option<Walk>, WriteError> {
         self.walk_tracking(parents, create, &mut Vec::new())
     }
 
@@ -144,29 +136,25 @@ impl RootDir {
         parents: &[&str],
         create: bool,
         created: &mut Vec<(OwnedFd, String)>,
-    ) -> Result<Option<OwnedFd>, WriteError> {
-        let mut cur = self.fd.try_clone().map_err(|e| WriteError::Io {
+    ) -> Result<Option<Walk>, WriteError> {
+        let root = self.fd.try_clone().map_err(|e| WriteError::Io {
             what: "open",
             path: "/".into(),
             source: e,
         })?;
+        let mut walk = Walk::from_fd(root);
         let mut shown = String::new();
         for name in parents {
             shown.push('/');
             shown.push_str(name);
-            cur = match open_dir(cur.as_fd(), name, &shown)? {
-                Some(fd) => fd,
-                None if !create => return Ok(None),
-                None => {
-                    let made = make_dir(cur.as_fd(), name, &shown)?;
-                    if let Ok(parent) = cur.try_clone() {
-                        created.push((parent, (*name).to_string()));
-                    }
-                    made
+            if !enter(&mut walk, name, &shown)? {
+                if !create {
+                    return Ok(None);
                 }
-            };
+                make_dir(&mut walk, name, &shown, created)?;
+            }
         }
-        Ok(Some(cur))
+        Ok(Some(walk))
     }
 }
 
@@ -177,59 +165,58 @@ fn split(path: &str) -> (Vec<&str>, &str) {
     (comps, leaf)
 }
 
-fn open_dir(parent: BorrowedFd, name: &str, shown: &str) -> Result<Option<OwnedFd>, WriteError> {
-    match rfs::openat(
-        parent,
-        name,
-        OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
-        Mode::empty(),
-    ) {
-        Ok(fd) => Ok(Some(fd)),
-        Err(Errno::NOENT) => Ok(None),
-        // ELOOP for a symlink under O_NOFOLLOW, ENOTDIR for anything else that is not a
-        // directory; ask which, for the message.
-        Err(Errno::LOOP | Errno::NOTDIR) => match leaf_type(parent, name, shown)? {
-            Some(FileType::Symlink) => Err(WriteError::Symlink(shown.into())),
-            _ => Err(WriteError::NotDir(shown.into())),
-        },
+/// Steps into the directory `name`; `false` when it does not exist. A symlink or anything else
+/// that is not a directory stops the entry.
+fn enter(walk: &mut Walk, name: &str, shown: &str) -> Result<bool, WriteError> {
+    match walk.step(name) {
+        Ok(Step::Entered) => Ok(true),
+        Ok(Step::Missing) => Ok(false),
+        Ok(Step::Symlink) => Err(WriteError::Symlink(shown.into())),
+        Ok(Step::NotDir(_) | Step::OtherFilesystem) => Err(WriteError::NotDir(shown.into())),
         Err(e) => Err(io_err("open", shown)(e)),
     }
 }
 
-fn make_dir(parent: BorrowedFd, name: &str, shown: &str) -> Result<OwnedFd, WriteError> {
-    match rfs::mkdirat(parent, name, Mode::from_raw_mode(0o755)) {
+/// Creates the directory `name` `0755 root:root` and steps into it, recording it (parent fd,
+/// name) in `created`.
+fn make_dir(
+    walk: &mut Walk,
+    name: &str,
+    shown: &str,
+    created: &mut Vec<(OwnedFd, String)>,
+) -> Result<(), WriteError> {
+    match sfs::make_dir_at(walk.dir(), name, 0o755) {
         Ok(()) | Err(Errno::EXIST) => {}
         Err(e) => return Err(io_err("create directory", shown)(e)),
     }
-    let fd = open_dir(parent, name, shown)?.ok_or_else(|| WriteError::Io {
-        what: "open",
-        path: shown.into(),
-        source: io::ErrorKind::NotFound.into(),
-    })?;
+    let parent = walk.dir().try_clone_to_owned();
+    if !enter(walk, name, shown)? {
+        return Err(WriteError::Io {
+            what: "open",
+            path: shown.into(),
+            source: io::ErrorKind::NotFound.into(),
+        });
+    }
     // The umask may have narrowed the mode, and the owner must not depend on who runs this.
-    rfs::fchown(&fd, Some(rfs::Uid::ROOT), Some(rfs::Gid::ROOT))
-        .map_err(io_err("chown directory", shown))?;
-    rfs::fchmod(&fd, Mode::from_raw_mode(0o755)).map_err(io_err("chmod directory", shown))?;
-    Ok(fd)
+    sfs::set_owner(walk.dir(), 0, 0).map_err(io_err("chown directory", shown))?;
+    sfs::set_mode(walk.dir(), 0o755).map_err(io_err("chmod directory", shown))?;
+    if let Ok(parent) = parent {
+        created.push((parent, name.to_string()));
+    }
+    Ok(())
 }
 
-/// The type of `name` in `dir`, not following a symlink; `None` when absent.
-fn leaf_type(dir: BorrowedFd, name: &str, shown: &str) -> Result<Option<FileType>, WriteError> {
-    match rfs::statat(dir, name, AtFlags::SYMLINK_NOFOLLOW) {
-        Ok(st) => Ok(Some(FileType::from_raw_mode(st.st_mode))),
-        Err(Errno::NOENT) => Ok(None),
+/// The type of `name` in the walk's directory, not following a symlink; `None` when absent.
+fn leaf_type(dir: &Walk, name: &str, shown: &str) -> Result<Option<FileType>, WriteError> {
+    match dir.stat(name) {
+        Ok(st) => Ok(st.map(|st| FileType::from_raw_mode(st.st_mode))),
         Err(e) => Err(io_err("stat", shown)(e)),
     }
 }
 
 /// Creates `name` with no permission bits at all; `None` when it already exists.
 fn create_excl(dir: BorrowedFd, name: &str, shown: &str) -> Result<Option<OwnedFd>, WriteError> {
-    match rfs::openat(
-        dir,
-        name,
-        OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL | OFlags::NOFOLLOW | OFlags::CLOEXEC,
-        Mode::empty(),
-    ) {
+    match sfs::create_new_at(dir, name) {
         Ok(fd) => Ok(Some(fd)),
         Err(Errno::EXIST) => Ok(None),
         Err(err) => Err(io_err("create", shown)(err)),
@@ -248,19 +235,10 @@ fn fill(dir: BorrowedFd, name: &str, fd: OwnedFd, e: &Entry) -> Result<(), Write
             path: shown.into(),
             source: err,
         })
-        .and_then(|()| {
-            rfs::fchown(
-                &f,
-                Some(rfs::Uid::from_raw(e.uid)),
-                Some(rfs::Gid::from_raw(e.gid)),
-            )
-            .map_err(io_err("chown", shown))
-        })
-        .and_then(|()| {
-            rfs::fchmod(&f, Mode::from_raw_mode(e.mode)).map_err(io_err("chmod", shown))
-        });
+        .and_then(|()| sfs::set_owner(&f, e.uid, e.gid).map_err(io_err("chown", shown)))
+        .and_then(|()| sfs::set_mode(&f, e.mode).map_err(io_err("chmod", shown)));
     if res.is_err() {
-        let _ = rfs::unlinkat(dir, name, AtFlags::empty());
+        let _ = sfs::remove_file_at(dir, name);
     }
     res
 }
@@ -305,12 +283,13 @@ impl<'r> Transaction<'r> {
                 path: e.path.clone(),
                 source: io::ErrorKind::NotFound.into(),
             })?;
-        let new = match leaf_type(dir.as_fd(), leaf, &e.path)? {
+        let new = match leaf_type(&dir, leaf, &e.path)? {
             None => true,
             Some(FileType::RegularFile) => false,
             Some(FileType::Symlink) => return Err(WriteError::Symlink(e.path.clone())),
             Some(_) => return Err(WriteError::NotFile(e.path.clone())),
         };
+        let dir = dir.into_dir();
         let pid = std::process::id();
         let serial = self.staged.len();
         for n in 0..100 {
@@ -345,9 +324,9 @@ impl<'r> Transaction<'r> {
         let mut rest = staged.into_iter().enumerate();
         for (i, f) in rest.by_ref() {
             if let Err(err) = rename_into_place(&f) {
-                let _ = rfs::unlinkat(&f.dir, &f.tmp, AtFlags::empty());
+                let _ = sfs::remove_file_at(&f.dir, &f.tmp);
                 for (_, left) in rest {
-                    let _ = rfs::unlinkat(&left.dir, &left.tmp, AtFlags::empty());
+                    let _ = sfs::remove_file_at(&left.dir, &left.tmp);
                 }
                 // Directories holding files that landed stay.
                 self.dirs.clear();
@@ -362,10 +341,10 @@ impl<'r> Transaction<'r> {
 impl Drop for Transaction<'_> {
     fn drop(&mut self) {
         for f in self.staged.drain(..).rev() {
-            let _ = rfs::unlinkat(&f.dir, &f.tmp, AtFlags::empty());
+            let _ = sfs::remove_file_at(&f.dir, &f.tmp);
         }
         for (parent, name) in self.dirs.drain(..).rev() {
-            let _ = rfs::unlinkat(&parent, name.as_str(), AtFlags::REMOVEDIR);
+            let _ = sfs::remove_dir_at(&parent, &name);
         }
     }
 }
@@ -374,7 +353,7 @@ impl Drop for Transaction<'_> {
 /// was staged must still not exist (RENAME_NOREPLACE, where the filesystem supports it).
 fn rename_into_place(f: &StagedFile) -> Result<(), WriteError> {
     if f.new {
-        match rfs::renameat_with(&f.dir, &f.tmp, &f.dir, &f.leaf, rfs::RenameFlags::NOREPLACE) {
+        match sfs::rename_new_at(&f.dir, &f.tmp, &f.leaf) {
             Ok(()) => return Ok(()),
             Err(Errno::INVAL | Errno::NOSYS) => {}
             Err(Errno::EXIST) => {
@@ -387,7 +366,7 @@ fn rename_into_place(f: &StagedFile) -> Result<(), WriteError> {
             Err(e) => return Err(io_err("rename into place", &f.path)(e)),
         }
     }
-    rfs::renameat(&f.dir, &f.tmp, &f.dir, &f.leaf).map_err(io_err("rename into place", &f.path))
+    sfs::rename_at(&f.dir, &f.tmp, &f.leaf).map_err(io_err("rename into place", &f.path))
 }
 
 #[cfg(test)]
@@ -400,14 +379,14 @@ mod tests {
         Entry {
             path: path.into(),
             mode,
-            uid: nix::unistd::getuid().as_raw(),
-            gid: nix::unistd::getgid().as_raw(),
+            uid: crate::sys::process::uid(),
+            gid: crate::sys::process::gid(),
             content: Zeroizing::new(content.to_vec()),
         }
     }
 
     fn is_root() -> bool {
-        nix::unistd::geteuid().is_root()
+        crate::sys::process::is_root()
     }
 
     #[test]

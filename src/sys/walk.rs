@@ -88,6 +88,12 @@ impl Walk {
         Ok(self)
     }
 
+    /// Whether what `st` describes is on the start's filesystem, when the walk keeps to one
+    /// (for a last name looked at with [`Walk::stat`]); always true otherwise.
+    pub fn on_its_filesystem(&self, st: &Stat) -> bool {
+        self.dev.is_none_or(|d| d == st.st_dev)
+    }
+
     /// The directory the walk is in.
     pub fn dir(&self) -> BorrowedFd<'_> {
         self.below.last().unwrap_or(&self.start).as_fd()
@@ -274,8 +280,11 @@ mod tests {
         let mut w = Walk::open(d.path()).unwrap().one_filesystem().unwrap();
         assert_eq!(w.step("a").unwrap(), Step::Entered);
         assert_eq!(w.step("b").unwrap(), Step::OtherFilesystem);
+        assert!(w.on_its_filesystem(&w.stat("file").unwrap().unwrap()));
+        assert!(!w.on_its_filesystem(&w.stat("b").unwrap().unwrap()));
         let mut free = Walk::open(d.path()).unwrap();
         free.step("a").unwrap();
+        assert!(free.on_its_filesystem(&free.stat("b").unwrap().unwrap()));
         assert_eq!(free.step("b").unwrap(), Step::Entered);
         drop(m);
     }
