@@ -32,7 +32,7 @@ pub fn decide(f: &Failure) -> Action {
 /// Carries out `action`. Returns only for [`Action::Shell`] or when the reboot syscall fails
 /// (not root, in a test), so the caller can still exit with the stage's code.
 pub fn execute(action: Action) {
-    use nix::sys::reboot::{reboot, RebootMode};
+    use crate::sys::power::{reboot, Reboot};
     let mode = match action {
         Action::Shell => {
             log::error!(
@@ -46,20 +46,21 @@ pub fn execute(action: Action) {
                 delay.as_secs()
             );
             std::thread::sleep(delay);
-            RebootMode::RB_AUTOBOOT
+            Reboot::Restart
         }
         Action::Poweroff => {
             log::error!("rustlive failed: powering off (rd.rustlive.onfail=poweroff)");
-            RebootMode::RB_POWER_OFF
+            Reboot::PowerOff
         }
         Action::Halt => {
             log::error!("rustlive failed: halting (rd.rustlive.onfail=halt)");
-            RebootMode::RB_HALT_SYSTEM
+            Reboot::Halt
         }
     };
-    nix::unistd::sync();
-    let Err(e) = reboot(mode);
-    log::error!("cannot {mode:?}: {e}");
+    crate::sys::fs::sync();
+    if let Err(e) = reboot(mode) {
+        log::error!("cannot {}: {e}", mode.verb());
+    }
 }
 
 #[cfg(test)]

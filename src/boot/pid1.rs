@@ -3,44 +3,41 @@
 //! no console on fds 0-2. [`prepare`] provides what the stages need; [`halt`] replaces an exit,
 //! which as PID 1 would panic the kernel.
 
-use nix::mount::MsFlags;
+use crate::sys::mount::MountFlags;
 use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 
 /// Whether this process is the first process of the system, started from an initramfs (its
 /// root is a rootfs/tmpfs). A container's PID 1 has some other root and is left alone.
 pub fn is_pid1() -> bool {
-    if nix::unistd::getpid().as_raw() != 1 {
+    if !crate::sys::process::is_pid1() {
         return false;
     }
-    // f_type is signed with glibc and unsigned with musl.
-    #[allow(clippy::unnecessary_cast)]
-    let root_type = nix::sys::statfs::statfs("/").map(|s| s.filesystem_type().0 as u64);
-    root_type.is_ok_and(crate::root::switchroot::is_initramfs)
+    crate::sys::fs::filesystem_type(Path::new("/")).is_ok_and(crate::root::switchroot::is_initramfs)
 }
 
 /// The API filesystems: (source, mount point, type, flags, data), with systemd's flags.
-const API_FS: [(&str, &str, &str, MsFlags, Option<&str>); 4] = [
+const API_FS: [(&str, &str, &str, MountFlags, Option<&str>); 4] = [
     ("proc", "/proc", "proc", NOSUID_NODEV_NOEXEC, None),
     ("sysfs", "/sys", "sysfs", NOSUID_NODEV_NOEXEC, None),
     (
         "devtmpfs",
         "/dev",
         "devtmpfs",
-        MsFlags::MS_NOSUID,
+        MountFlags::NOSUID,
         Some("mode=0755"),
     ),
     (
         "tmpfs",
         "/run",
         "tmpfs",
-        MsFlags::MS_NOSUID.union(MsFlags::MS_NODEV),
+        MountFlags::NOSUID.union(MountFlags::NODEV),
         Some("mode=0755"),
     ),
 ];
-const NOSUID_NODEV_NOEXEC: MsFlags = MsFlags::MS_NOSUID
-    .union(MsFlags::MS_NODEV)
-    .union(MsFlags::MS_NOEXEC);
+const NOSUID_NODEV_NOEXEC: MountFlags = MountFlags::NOSUID
+    .union(MountFlags::NODEV)
+    .union(MountFlags::NOEXEC);
 
 /// Mounts `/proc`, `/sys`, `/dev`, `/run` where they are not mounted yet and attaches the
 /// console to fds 0-2 when the kernel could not. Runs before the logger exists (it needs
@@ -54,7 +51,9 @@ pub fn prepare() -> Vec<String> {
             continue;
         }
         let _ = std::fs::create_dir_all(target);
-        if let Err(e) = nix::mount::mount(Some(src), target, Some(fstype), flags, data) {
+        let mounted =
+            crate::sys::mount::mount(Path::new(src), Path::new(target), fstype, flags, data);
+        if let Err(e) = mounted {
             warnings.push(format!("cannot mount {fstype} on {target}: {e}"));
         }
     }
@@ -80,24 +79,10 @@ pub fn load_modules() {
 
 /// Opens `/dev/console` on fds 0-2 when they are closed (no `/dev/console` in the initramfs).
 fn attach_console() {
-    if nix::fcntl::fcntl(2, nix::fcntl::FcntlArg::F_GETFD).is_ok() {
+    if crate::sys::process::stderr_open() {
         return;
     }
-    let Ok(fd) = nix::fcntl::open(
-        "/dev/console",
-        nix::fcntl::OFlag::O_RDWR | nix::fcntl::OFlag::O_NOCTTY,
-        nix::sys::stat::Mode::empty(),
-    ) else {
-        return;
-    };
-    for target in 0..=2 {
-        if fd != target {
-            let _ = nix::unistd::dup2(fd, target);
-        }
-    }
-    if fd > 2 {
-        let _ = nix::unistd::close(fd);
-    }
+    let _ = crate::sys::process::attach_stdio(Path::new("/dev/console"));
 }
 
 /// `rd.rustlive.onfail=shell` as PID 1: there is no dracut emergency shell, so run the
@@ -126,12 +111,13 @@ pub fn halt(delay: std::time::Duration) -> ! {
         "rustlive is PID 1 and cannot continue; powering off in {} s",
         delay.as_secs()
     );
-    nix::unistd::sync();
+    crate::sys::fs::sync();
     std::thread::sleep(delay);
-    let Err(e) = nix::sys::reboot::reboot(nix::sys::reboot::RebootMode::RB_POWER_OFF);
     // Only an initramfs's PID 1 gets here (see is_pid1), where reboot(2) is permitted; if the
     // kernel still refuses, exiting would panic it, so wait for someone at the console.
-    log::error!("cannot power off: {e}");
+    if let Err(e) = crate::sys::power::reboot(crate::sys::power::Reboot::PowerOff) {
+        log::error!("cannot power off: {e}");
+    }
     loop {
         std::thread::sleep(std::time::Duration::from_secs(3600));
     }

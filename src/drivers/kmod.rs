@@ -8,9 +8,6 @@ use std::path::{Path, PathBuf};
 /// The modules assembling a root may need: loop devices, the image filesystems, overlayfs.
 pub const ASSEMBLY_MODULES: &[&str] = &["loop", "squashfs", "erofs", "ext4", "isofs", "overlay"];
 
-/// `MODULE_INIT_COMPRESSED_FILE`: the kernel decompresses `.ko.xz`/`.ko.zst`/`.ko.gz` itself.
-const MODULE_INIT_COMPRESSED_FILE: u32 = 4;
-
 #[derive(Debug, thiserror::Error)]
 pub enum KmodError {
     #[error("cannot read {path}")]
@@ -26,7 +23,7 @@ pub enum KmodError {
         name: String,
         path: PathBuf,
         #[source]
-        source: nix::errno::Errno,
+        source: crate::sys::Errno,
     },
 }
 
@@ -248,18 +245,14 @@ fn insert(name: &str, path: &Path) -> Result<(), KmodError> {
     let compressed = path
         .extension()
         .is_some_and(|e| e == "xz" || e == "zst" || e == "gz");
-    let flags = if compressed {
-        nix::kmod::ModuleInitFlags::from_bits_retain(MODULE_INIT_COMPRESSED_FILE)
-    } else {
-        nix::kmod::ModuleInitFlags::empty()
-    };
-    match nix::kmod::finit_module(&f, c"", flags) {
+    // The kernel decompresses `.ko.xz`/`.ko.zst`/`.ko.gz` itself.
+    match crate::sys::module::load(&f, compressed) {
         Ok(()) => {
             log::debug!("loaded kernel module {name}");
             Ok(())
         }
         // Loaded meanwhile (or built in under another name): what we wanted.
-        Err(nix::errno::Errno::EEXIST) => Ok(()),
+        Err(crate::sys::Errno::EXIST) => Ok(()),
         Err(source) => Err(KmodError::Load {
             name: name.to_string(),
             path: path.to_owned(),

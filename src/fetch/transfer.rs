@@ -1014,12 +1014,7 @@ fn run_file<S: Sink + ?Sized>(
 }
 
 fn open_regular(path: &Path) -> io::Result<std::fs::File> {
-    use rustix::fs::{Mode, OFlags};
-    let fd = rustix::fs::open(
-        path,
-        OFlags::RDONLY | OFlags::NONBLOCK | OFlags::NOCTTY | OFlags::CLOEXEC,
-        Mode::empty(),
-    )?;
+    let fd = crate::sys::fs::open_nonblocking(path)?;
     let f = std::fs::File::from(fd);
     if !f.metadata()?.is_file() {
         return Err(io::Error::other("not a regular file"));

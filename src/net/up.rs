@@ -320,7 +320,7 @@ pub fn bring_up(cfg: &Config, deadline: &Deadline) -> Result<(), NetError> {
     dns.extend(&lease.dns);
     write(RESOLV_CONF, &resolv_conf(&dns, lease.domain.as_deref()))?;
     if let Some(h) = &hostname {
-        if let Err(e) = nix::unistd::sethostname(h) {
+        if let Err(e) = crate::sys::hostname::set(h) {
             log::warn!("cannot set the host name {h}: {e}");
         }
     }

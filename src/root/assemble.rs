@@ -23,9 +23,9 @@ use crate::root::ram::MemInfo;
 use crate::root::rootfs::{self, NotBootable};
 use crate::support::values::Size;
 use crate::sys::loopdev::{LoopDevice, LoopError};
+use crate::sys::mount::MountFlags;
 use crate::sys::mount::MountGuard;
-use rustix::io::Errno;
-use rustix::mount::MountFlags;
+use crate::sys::Errno;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 

@@ -4,8 +4,8 @@
 //! 10–20% of RAM and a large image would fill it (a known dmsquash-live/livenet failure).
 
 use crate::support::log::mib;
+use crate::sys::mount::MountFlags;
 use crate::sys::mount::MountGuard;
-use rustix::mount::MountFlags;
 use std::path::{Path, PathBuf};
 
 pub const PROC_MEMINFO: &str = "/proc/meminfo";

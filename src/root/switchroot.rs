@@ -10,15 +10,11 @@
 //! starts.
 
 use crate::root::rootfs::{self, NotBootable};
-use nix::dir::Dir;
-use nix::errno::Errno;
-use nix::fcntl::{AtFlags, OFlag};
-use nix::mount::{MntFlags, MsFlags};
-use nix::sys::stat::{Mode, SFlag};
-use nix::unistd::UnlinkatFlags;
+use crate::sys::fs::FileType;
+use crate::sys::Errno;
 use std::convert::Infallible;
-use std::ffi::{CStr, CString};
-use std::os::fd::AsRawFd;
+use std::ffi::CString;
+use std::os::fd::{AsFd, BorrowedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
@@ -57,7 +53,7 @@ pub enum SwitchRootError {
     Exec {
         init: PathBuf,
         #[source]
-        source: Errno,
+        source: std::io::Error,
     },
 }
 
@@ -94,13 +90,7 @@ pub fn switch_root(
 
     // The kernel refuses MS_MOVE under a shared mount (systemd marks / shared); the new init
     // sets up propagation again, as after systemd's own switch-root.
-    if let Err(e) = nix::mount::mount(
-        None::<&str>,
-        "/",
-        None::<&str>,
-        MsFlags::MS_REC | MsFlags::MS_PRIVATE,
-        None::<&str>,
-    ) {
+    if let Err(e) = crate::sys::mount::make_private(Path::new("/")) {
         log::warn!("cannot make the mount tree private: {e}");
     }
     for m in API_MOUNTS {
@@ -108,26 +98,21 @@ pub fn switch_root(
     }
 
     let step = |step: String| move |source| SwitchRootError::Switch { step, source };
-    nix::unistd::chdir(newroot).map_err(step(format!("chdir to {}", newroot.display())))?;
-    nix::mount::mount(
-        Some(Path::new(".")),
-        "/",
-        None::<&str>,
-        MsFlags::MS_MOVE,
-        None::<&str>,
-    )
-    .map_err(step(format!("move {} onto /", newroot.display())))?;
-    nix::unistd::chroot(".").map_err(step("chroot into the new root".into()))?;
-    nix::unistd::chdir("/").map_err(step("chdir to / in the new root".into()))?;
+    crate::sys::process::change_dir(newroot)
+        .map_err(step(format!("chdir to {}", newroot.display())))?;
+    crate::sys::mount::move_mount(Path::new("."), Path::new("/"))
+        .map_err(step(format!("move {} onto /", newroot.display())))?;
+    crate::sys::process::change_root(Path::new("."))
+        .map_err(step("chroot into the new root".into()))?;
+    crate::sys::process::change_dir(Path::new("/"))
+        .map_err(step("chdir to / in the new root".into()))?;
     log::info!("switched root to {}", newroot.display());
 
     free_old_root(&old_root);
     drop(old_root);
 
     log::info!("executing {}", init.display());
-    let init_c =
-        CString::new(init.as_os_str().as_bytes()).map_err(|_| SwitchRootError::NulInArgument)?;
-    let e = nix::unistd::execv(&init_c, &argv).unwrap_err();
+    let e = crate::sys::process::exec(&argv);
     Err(SwitchRootError::Exec {
         init: init.to_owned(),
         source: e,
@@ -157,15 +142,9 @@ fn move_api_mount(m: &Path, newroot: &Path, root_dev: u64) {
     }
     let target = newroot.join(m.strip_prefix("/").unwrap_or(m));
     let moved = if target.is_dir() {
-        nix::mount::mount(
-            Some(m),
-            &target,
-            None::<&str>,
-            MsFlags::MS_MOVE,
-            None::<&str>,
-        )
+        crate::sys::mount::move_mount(m, &target)
     } else {
-        Err(Errno::ENOENT)
+        Err(Errno::NOENT)
     };
     match moved {
         Ok(()) => log::debug!("moved {} to {}", m.display(), target.display()),
@@ -175,7 +154,7 @@ fn move_api_mount(m: &Path, newroot: &Path, root_dev: u64) {
                 m.display(),
                 target.display()
             );
-            let _ = nix::mount::umount2(m, MntFlags::MNT_DETACH);
+            let _ = crate::sys::mount::detach(m);
         }
     }
 }
@@ -194,10 +173,8 @@ fn log_peak_memory() {
 
 /// Deletes the old root's files when it is an initramfs; leaves any other filesystem alone.
 fn free_old_root(old_root: &std::fs::File) {
-    let f_type = match nix::sys::statfs::fstatfs(old_root) {
-        // f_type is signed with glibc and unsigned with musl.
-        #[allow(clippy::unnecessary_cast)]
-        Ok(s) => s.filesystem_type().0 as u64,
+    let f_type = match crate::sys::fs::filesystem_type_of(old_root) {
+        Ok(t) => t,
         Err(e) => {
             log::warn!("cannot statfs the old root: {e}; leaving it");
             return;
@@ -242,39 +219,25 @@ pub struct Removed {
 /// Deletes everything under the directory `dir` that lives on device `dev`, without following
 /// symlinks or entering other filesystems (mount points and what is under them stay). Errors
 /// are logged and skipped: an undeletable file costs some RAM, not the boot.
-pub fn remove_contents(dir: &impl AsRawFd, dev: u64) -> Removed {
+pub fn remove_contents(dir: &impl AsFd, dev: u64) -> Removed {
     let mut stats = Removed::default();
-    remove_in(dir.as_raw_fd(), dev, &mut stats, 0);
+    remove_in(dir.as_fd(), dev, &mut stats, 0);
     stats
 }
 
 /// Deeper than this is a loop or an attack, not an initramfs.
 const MAX_DEPTH: usize = 256;
 
-fn remove_in(fd: std::os::fd::RawFd, dev: u64, stats: &mut Removed, depth: usize) {
-    let names: Vec<CString> = match Dir::openat(
-        Some(fd),
-        ".",
-        OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC,
-        Mode::empty(),
-    ) {
-        Ok(mut d) => d
-            .iter()
-            .filter_map(Result::ok)
-            .map(|e| e.file_name().to_owned())
-            .filter(|n| !is_dot(n))
-            .collect(),
+fn remove_in(fd: BorrowedFd<'_>, dev: u64, stats: &mut Removed, depth: usize) {
+    let names = match crate::sys::fs::list_dir(fd) {
+        Ok(names) => names,
         Err(e) => {
             log::warn!("cannot list a directory of the old root: {e}");
             return;
         }
     };
     for name in names {
-        let st = match nix::sys::stat::fstatat(
-            Some(fd),
-            name.as_c_str(),
-            AtFlags::AT_SYMLINK_NOFOLLOW,
-        ) {
+        let st = match crate::sys::fs::stat_at(fd, &name) {
             Ok(st) => st,
             Err(e) => {
                 log::debug!("cannot stat {name:?} in the old root: {e}");
@@ -284,31 +247,26 @@ fn remove_in(fd: std::os::fd::RawFd, dev: u64, stats: &mut Removed, depth: usize
         if st.st_dev != dev {
             continue;
         }
-        let kind = SFlag::from_bits_truncate(st.st_mode) & SFlag::S_IFMT;
-        let is_dir = kind == SFlag::S_IFDIR;
+        let kind = FileType::from_raw_mode(st.st_mode);
+        let is_dir = kind == FileType::Directory;
         if is_dir {
             if depth >= MAX_DEPTH {
                 continue;
             }
-            match Dir::openat(
-                Some(fd),
-                name.as_c_str(),
-                OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
-                Mode::empty(),
-            ) {
-                Ok(sub) => remove_in(sub.as_raw_fd(), dev, stats, depth.saturating_add(1)),
+            match crate::sys::fs::open_dir_at(fd, &name) {
+                Ok(sub) => remove_in(sub.as_fd(), dev, stats, depth.saturating_add(1)),
                 Err(e) => log::debug!("cannot open {name:?} in the old root: {e}"),
             }
         }
-        let flag = if is_dir {
-            UnlinkatFlags::RemoveDir
+        let removed = if is_dir {
+            crate::sys::fs::remove_dir_at(fd, &name)
         } else {
-            UnlinkatFlags::NoRemoveDir
+            crate::sys::fs::remove_file_at(fd, &name)
         };
-        match nix::unistd::unlinkat(Some(fd), name.as_c_str(), flag) {
+        match removed {
             Ok(()) => {
                 stats.files = stats.files.saturating_add(1);
-                if kind == SFlag::S_IFREG && st.st_nlink == 1 {
+                if kind == FileType::RegularFile && st.st_nlink == 1 {
                     stats.bytes = stats
                         .bytes
                         .saturating_add(u64::try_from(st.st_size).unwrap_or(0));
@@ -318,10 +276,6 @@ fn remove_in(fd: std::os::fd::RawFd, dev: u64, stats: &mut Removed, depth: usize
             Err(e) => log::debug!("cannot remove {name:?} from the old root: {e}"),
         }
     }
-}
-
-fn is_dot(n: &CStr) -> bool {
-    matches!(n.to_bytes(), b"." | b"..")
 }
 
 #[cfg(test)]
@@ -405,7 +359,7 @@ mod tests {
 
     #[test]
     fn does_not_cross_mount_points() {
-        if !nix::unistd::Uid::effective().is_root() {
+        if !crate::sys::process::is_root() {
             crate::support::testing::skip("mounting a tmpfs needs root");
             return;
         }
@@ -414,11 +368,11 @@ mod tests {
         let mnt = old.join("sub/mnt");
         std::fs::create_dir_all(&mnt).unwrap();
         std::fs::write(old.join("sub/file"), "x").unwrap();
-        nix::mount::mount(
-            Some("tmpfs"),
+        crate::sys::mount::mount(
+            Path::new("tmpfs"),
             &mnt,
-            Some("tmpfs"),
-            MsFlags::empty(),
+            "tmpfs",
+            crate::sys::mount::MountFlags::empty(),
             Some("size=1M"),
         )
         .unwrap();
@@ -427,7 +381,7 @@ mod tests {
         remove_contents(&f, f.metadata().unwrap().dev());
         let survived = mnt.join("on-other-fs").exists();
         let file_gone = !old.join("sub/file").exists();
-        nix::mount::umount2(&mnt, MntFlags::MNT_DETACH).unwrap();
+        crate::sys::mount::detach(&mnt).unwrap();
         assert!(survived, "the walk crossed into a mounted filesystem");
         assert!(file_gone);
     }

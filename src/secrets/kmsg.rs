@@ -45,7 +45,7 @@ pub fn padding_warning(reason: &str) -> String {
 pub fn read_kernel_log(kmsg: &Path) -> String {
     let Ok(mut f) = std::fs::OpenOptions::new()
         .read(true)
-        .custom_flags(nix::fcntl::OFlag::O_NONBLOCK.bits())
+        .custom_flags(crate::sys::fs::O_NONBLOCK)
         .open(kmsg)
     else {
         return String::new();
@@ -67,7 +67,7 @@ pub fn read_kernel_log(kmsg: &Path) -> String {
                 }
             }
             // EPIPE: records overwritten while reading; the next read goes on from the oldest.
-            Err(e) if e.raw_os_error() == Some(nix::libc::EPIPE) => {}
+            Err(e) if e.raw_os_error() == Some(crate::sys::Errno::PIPE.raw_os_error()) => {}
             Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
             Err(_) => break,
         }

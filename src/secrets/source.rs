@@ -146,7 +146,7 @@ fn read_capped(r: &mut impl Read, limit: usize) -> Result<Zeroizing<Vec<u8>>, Ca
 pub fn wipe_file(path: &Path) -> io::Result<bool> {
     let f = match std::fs::OpenOptions::new()
         .write(true)
-        .custom_flags(nix::fcntl::OFlag::O_NOFOLLOW.bits())
+        .custom_flags(crate::sys::fs::O_NOFOLLOW)
         .open(path)
     {
         Ok(f) => Some(f),

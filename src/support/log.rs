@@ -140,8 +140,7 @@ pub fn init(target: Target, debug: bool) {
         _ => target,
     };
     let logger = LOGGER.get_or_init(|| {
-        let kmsg_writable =
-            nix::unistd::access("/dev/kmsg", nix::unistd::AccessFlags::W_OK).is_ok();
+        let kmsg_writable = crate::sys::fs::is_writable(std::path::Path::new("/dev/kmsg"));
         let sink = match target {
             Target::Kmsg if kmsg_writable => Sink::Kmsg,
             _ => Sink::Stderr,

@@ -546,9 +546,7 @@ impl Sender {
         let t = &self.target;
         let conn = (self.probe)(&t.host).and_then(|route| {
             if self.hostname.is_none() {
-                let uname = nix::sys::utsname::uname()
-                    .map(|u| u.nodename().to_string_lossy().into_owned())
-                    .unwrap_or_default();
+                let uname = crate::sys::hostname::get();
                 self.hostname = Some(node_name(&uname, route.mac.as_deref()));
             }
             let addr: SocketAddr = (t.host.as_str(), t.port)

@@ -15,5 +15,5 @@ pub fn skip(why: &str) {
 
 /// Whether the test runs as root (mounts, loop devices, chown).
 pub fn is_root() -> bool {
-    rustix::process::geteuid().is_root()
+    crate::sys::process::is_root()
 }

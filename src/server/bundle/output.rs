@@ -109,7 +109,7 @@ pub fn write_mode(path: &Path, bytes: &[u8], mode: u32) -> Result<(), BuildError
             .write(true)
             .create_new(true)
             .mode(mode)
-            .custom_flags(nix::fcntl::OFlag::O_NOFOLLOW.bits())
+            .custom_flags(crate::sys::fs::O_NOFOLLOW)
             .open(&tmp)?;
         f.write_all(bytes)?;
         f.sync_all()?;

@@ -179,11 +179,14 @@ pub fn read_file(path: &Path) -> Result<(Zeroizing<Vec<u8>>, u32), BuildError> {
     let mut f = std::fs::OpenOptions::new()
         .read(true)
         // O_NONBLOCK: a FIFO swapped in after the walk must not hang the build.
-        .custom_flags((nix::fcntl::OFlag::O_NOFOLLOW | nix::fcntl::OFlag::O_NONBLOCK).bits())
+        .custom_flags(crate::sys::fs::O_NOFOLLOW | crate::sys::fs::O_NONBLOCK)
         .open(path)
-        .map_err(|e| match e.raw_os_error() {
-            Some(nix::libc::ELOOP) => BuildError::Symlink(path.to_path_buf()),
-            _ => read_err(e),
+        .map_err(|e| {
+            if e.raw_os_error() == Some(crate::sys::Errno::LOOP.raw_os_error()) {
+                BuildError::Symlink(path.to_path_buf())
+            } else {
+                read_err(e)
+            }
         })?;
     let md = f.metadata().map_err(read_err)?;
     if !md.is_file() {
@@ -253,7 +256,7 @@ mod tests {
         std::os::unix::fs::symlink("/etc/passwd", d.join("etc/link")).unwrap();
         assert!(matches!(walk(d), Err(BuildError::Symlink(p)) if p.ends_with("etc/link")));
         std::fs::remove_file(d.join("etc/link")).unwrap();
-        nix::unistd::mkfifo(&d.join("etc/fifo"), nix::sys::stat::Mode::S_IRWXU).unwrap();
+        crate::sys::fs::make_fifo(&d.join("etc/fifo"), 0o700).unwrap();
         assert!(matches!(walk(d), Err(BuildError::Special(p)) if p.ends_with("etc/fifo")));
         assert!(matches!(
             read_file(&d.join("etc/fifo")),
