@@ -433,21 +433,7 @@ fn sent_summary(sent: &[(String, u32)]) -> String {
 }
 
 fn socket_on(iface: &str) -> std::io::Result<std::net::UdpSocket> {
-    use nix::sys::socket::{self, sockopt, AddressFamily, SockFlag, SockType, SockaddrIn};
-    let fd = socket::socket(
-        AddressFamily::Inet,
-        SockType::Datagram,
-        SockFlag::SOCK_CLOEXEC,
-        None,
-    )?;
-    socket::setsockopt(&fd, sockopt::ReuseAddr, &true)?;
-    socket::setsockopt(&fd, sockopt::Broadcast, &true)?;
-    socket::setsockopt(&fd, sockopt::BindToDevice, &std::ffi::OsString::from(iface))?;
-    socket::bind(
-        std::os::fd::AsRawFd::as_raw_fd(&fd),
-        &SockaddrIn::new(0, 0, 0, 0, 68),
-    )?;
-    Ok(std::net::UdpSocket::from(fd))
+    crate::sys::net::udp_on_device(iface, 68)
 }
 
 /// Runs DHCP on every candidate until the first lease, or until `deadline`.
@@ -515,26 +501,12 @@ pub fn acquire(cands: &[Candidate], deadline: &Deadline) -> Result<Lease, DhcpEr
         }
         let wake = runs.iter().map(|r| r.next).min().unwrap_or(now);
         let wait = deadline.clamp_at(now, wake.saturating_duration_since(now));
-        let mut fds: Vec<nix::poll::PollFd> = runs
+        let fds: Vec<_> = runs
             .iter()
-            .map(|r| {
-                nix::poll::PollFd::new(
-                    std::os::fd::AsFd::as_fd(&r.sock),
-                    nix::poll::PollFlags::POLLIN,
-                )
-            })
+            .map(|r| std::os::fd::AsFd::as_fd(&r.sock))
             .collect();
         let ms = u16::try_from(wait.as_millis()).unwrap_or(u16::MAX);
-        if nix::poll::poll(&mut fds, nix::poll::PollTimeout::from(ms)).unwrap_or(0) == 0 {
-            continue;
-        }
-        let ready: Vec<bool> = fds
-            .iter()
-            .map(|f| {
-                f.revents()
-                    .is_some_and(|e| e.contains(nix::poll::PollFlags::POLLIN))
-            })
-            .collect();
+        let ready = crate::sys::net::readable(&fds, Duration::from_millis(u64::from(ms)));
         drop(fds);
         for (r, _) in runs.iter_mut().zip(ready).filter(|(_, ok)| *ok) {
             while let Ok((n, from)) = r.sock.recv_from(&mut buf) {

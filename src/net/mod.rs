@@ -14,7 +14,6 @@ pub mod up;
 
 pub use up::{bring_up, NetError};
 
-use nix::ifaddrs::getifaddrs;
 use std::net::{IpAddr, SocketAddr, ToSocketAddrs, UdpSocket};
 use std::time::{Duration, Instant};
 
@@ -70,20 +69,15 @@ pub fn route_to(host: &str) -> Option<Route> {
 
 /// The interface holding `addr`, with its MAC address.
 fn interface_of(addr: IpAddr) -> Option<Route> {
-    let ifs: Vec<_> = getifaddrs().ok()?.collect();
-    let ifname = ifs.iter().find_map(|i| {
-        let a = i.address.as_ref()?;
-        let ip = a
-            .as_sockaddr_in()
-            .map(|s| IpAddr::V4(s.ip()))
-            .or_else(|| a.as_sockaddr_in6().map(|s| IpAddr::V6(s.ip())))?;
-        (ip == addr).then(|| i.interface_name.clone())
-    })?;
-    let mac = ifs
-        .iter()
-        .filter(|i| i.interface_name == ifname)
-        .find_map(|i| i.address.as_ref()?.as_link_addr()?.addr());
-    Some(Route { ifname, mac, addr })
+    let i = rtnl::addresses()
+        .ok()?
+        .into_iter()
+        .find(|i| i.addr == addr)?;
+    Some(Route {
+        ifname: i.ifname,
+        mac: i.mac,
+        addr,
+    })
 }
 
 /// Waits until [`route_to`] finds one of `hosts`, logging every `log_every`, until `deadline`.

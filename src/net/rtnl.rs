@@ -1,10 +1,11 @@
 //! The few rtnetlink requests the standalone initramfs makes (link up, MTU, address, routes),
-//! synchronous, each acknowledged by the kernel before the next. This is the syscall seam of
+//! synchronous, each acknowledged by the kernel before the next, and the address list every
+//! boot reads ([`addresses`], what `getifaddrs(3)` asks the kernel). This is the syscall seam of
 //! the network stage: everything above it is pure.
 
 use netlink_packet_core::{
-    NetlinkHeader, NetlinkMessage, NetlinkPayload, NLM_F_ACK, NLM_F_CREATE, NLM_F_REPLACE,
-    NLM_F_REQUEST,
+    NetlinkHeader, NetlinkMessage, NetlinkPayload, NLM_F_ACK, NLM_F_CREATE, NLM_F_DUMP,
+    NLM_F_REPLACE, NLM_F_REQUEST,
 };
 use netlink_packet_route::address::{AddressAttribute, AddressMessage, AddressScope};
 use netlink_packet_route::link::{LinkAttribute, LinkFlags, LinkMessage};
@@ -27,6 +28,67 @@ pub struct RtnlError {
 pub struct Rtnl {
     sock: Socket,
     seq: u32,
+}
+
+/// An address assigned to an interface, with the interface's name and hardware address.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IfAddr {
+    pub ifname: String,
+    pub mac: Option<[u8; 6]>,
+    pub addr: IpAddr,
+}
+
+/// Every address of every interface, in the kernel's order (IPv4 first), as `getifaddrs(3)`
+/// lists them.
+pub fn addresses() -> Result<Vec<IfAddr>, RtnlError> {
+    let mut rt = Rtnl::open()?;
+    let mut links = std::collections::HashMap::new();
+    for m in rt.dump(
+        "list the links",
+        RouteNetlinkMessage::GetLink(LinkMessage::default()),
+    )? {
+        if let RouteNetlinkMessage::NewLink(l) = m {
+            let name = l.attributes.iter().find_map(|a| match a {
+                LinkAttribute::IfName(n) => Some(n.clone()),
+                _ => None,
+            });
+            let mac = l.attributes.iter().find_map(|a| match a {
+                LinkAttribute::Address(b) => <[u8; 6]>::try_from(b.as_slice()).ok(),
+                _ => None,
+            });
+            if let Some(name) = name {
+                links.insert(l.header.index, (name, mac));
+            }
+        }
+    }
+    let mut out = Vec::new();
+    for m in rt.dump(
+        "list the addresses",
+        RouteNetlinkMessage::GetAddress(AddressMessage::default()),
+    )? {
+        let RouteNetlinkMessage::NewAddress(a) = m else {
+            continue;
+        };
+        // The local address; IFA_ADDRESS is the peer's on a point-to-point link.
+        let local = a.attributes.iter().find_map(|x| match x {
+            AddressAttribute::Local(ip) => Some(*ip),
+            _ => None,
+        });
+        let addr = local.or_else(|| {
+            a.attributes.iter().find_map(|x| match x {
+                AddressAttribute::Address(ip) => Some(*ip),
+                _ => None,
+            })
+        });
+        if let (Some(addr), Some((ifname, mac))) = (addr, links.get(&a.header.index)) {
+            out.push(IfAddr {
+                ifname: ifname.clone(),
+                mac: *mac,
+                addr,
+            });
+        }
+    }
+    Ok(out)
 }
 
 impl Rtnl {
@@ -76,6 +138,54 @@ impl Rtnl {
                             None => Ok(()),
                             Some(_) => Err(fail(e.to_io())),
                         };
+                    }
+                }
+                if len == 0 {
+                    break;
+                }
+                off = off.saturating_add(len.saturating_add(3) & !3);
+            }
+        }
+    }
+
+    /// Sends a dump request and collects the replies until the kernel says it is done.
+    fn dump(
+        &mut self,
+        what: &str,
+        msg: RouteNetlinkMessage,
+    ) -> Result<Vec<RouteNetlinkMessage>, RtnlError> {
+        self.seq = self.seq.wrapping_add(1);
+        let mut hdr = NetlinkHeader::default();
+        hdr.flags = NLM_F_REQUEST | NLM_F_DUMP;
+        hdr.sequence_number = self.seq;
+        let mut m = NetlinkMessage::new(hdr, NetlinkPayload::from(msg));
+        m.finalize();
+        let mut buf = vec![0u8; m.buffer_len()];
+        m.serialize(&mut buf);
+        let fail = |source| RtnlError {
+            what: what.to_string(),
+            source,
+        };
+        self.sock.send(&buf, 0).map_err(fail)?;
+        // Big enough for any one datagram of a dump (the kernel fills at most 32 KiB).
+        let mut rx = vec![0u8; 32 * 1024];
+        let mut out = Vec::new();
+        loop {
+            let n = self.sock.recv(&mut &mut rx[..], 0).map_err(fail)?;
+            let mut off = 0usize;
+            while off < n {
+                let Some(chunk) = rx.get(off..n) else { break };
+                let reply = NetlinkMessage::<RouteNetlinkMessage>::deserialize(chunk)
+                    .map_err(|e| fail(std::io::Error::other(e.to_string())))?;
+                let len = usize::try_from(reply.header.length).unwrap_or(0);
+                if reply.header.sequence_number == self.seq {
+                    match reply.payload {
+                        NetlinkPayload::Done(_) => return Ok(out),
+                        NetlinkPayload::Error(e) if e.code.is_some() => {
+                            return Err(fail(e.to_io()))
+                        }
+                        NetlinkPayload::InnerMessage(m) => out.push(m),
+                        _ => {}
                     }
                 }
                 if len == 0 {

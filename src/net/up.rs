@@ -110,10 +110,13 @@ fn has_carrier(sys: &Path, name: &str) -> bool {
 /// Whether some interface other than loopback already has an IPv4 address (the kernel's own
 /// `ip=` autoconfiguration, or a second run).
 fn already_configured() -> Option<(String, Ipv4Addr)> {
-    nix::ifaddrs::getifaddrs().ok()?.find_map(|i| {
-        let a = i.address?.as_sockaddr_in()?.ip();
-        (!a.is_loopback()).then_some((i.interface_name, a))
-    })
+    super::rtnl::addresses()
+        .ok()?
+        .into_iter()
+        .find_map(|i| match i.addr {
+            std::net::IpAddr::V4(a) if !a.is_loopback() => Some((i.ifname, a)),
+            _ => None,
+        })
 }
 
 /// Whether the boot needs the network at all: an image or a secrets bundle over the network

@@ -49,6 +49,27 @@ mod tests {
     use std::os::fd::AsFd;
 
     #[test]
+    fn device_sockets_receive_on_their_device_only() {
+        if !crate::support::testing::is_root() {
+            crate::support::testing::skip("SO_BINDTODEVICE needs CAP_NET_RAW on older kernels");
+            return;
+        }
+        let s = udp_on_device("lo", 0).unwrap();
+        assert!(s.broadcast().unwrap());
+        let port = s.local_addr().unwrap().port();
+        let tx = UdpSocket::bind("127.0.0.1:0").unwrap();
+        tx.send_to(b"x", ("127.0.0.1", port)).unwrap();
+        let mut buf = [0u8; 4];
+        s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        assert_eq!(s.recv_from(&mut buf).unwrap().0, 1);
+        let e = udp_on_device("no-such-if0", 0).unwrap_err();
+        assert_eq!(
+            e.raw_os_error(),
+            Some(rustix::io::Errno::NODEV.raw_os_error())
+        );
+    }
+
+    #[test]
     fn readable_says_which() {
         let a = UdpSocket::bind("127.0.0.1:0").unwrap();
         let b = UdpSocket::bind("127.0.0.1:0").unwrap();
