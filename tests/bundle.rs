@@ -383,7 +383,7 @@ fn hostile_trees_are_refused_with_the_nodes_messages() {
         (
             "a FIFO in the tree",
             Box::new(|s: &Site| {
-                nix::unistd::mkfifo(&s.p("node/etc/fifo"), nix::sys::stat::Mode::S_IRWXU).unwrap()
+                rustlive::sys::fs::make_fifo(&s.p("node/etc/fifo"), 0o700).unwrap()
             }),
             "is not a regular file or a directory".into(),
         ),

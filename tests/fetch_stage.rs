@@ -14,7 +14,7 @@ use support::http::{Reply, Server};
 use support::{random_bytes, sha256_hex};
 
 fn is_root() -> bool {
-    if nix::unistd::Uid::effective().is_root() {
+    if rustix::process::geteuid().is_root() {
         return true;
     }
     rustlive::support::testing::skip("mounting the image tmpfs needs root");
@@ -79,8 +79,8 @@ fn image_lands_verified_in_its_own_tmpfs() {
     assert!(mounted(&dir), "tmpfs on {}", dir.display());
     assert_eq!(std::fs::read(&staged.path).unwrap(), content);
     assert_eq!(staged.report.sha256.to_hex(), sha256_hex(&content));
-    let fs = nix::sys::statvfs::statvfs(&dir).unwrap();
-    let size = fs.blocks() * fs.fragment_size();
+    let fs = rustix::fs::statvfs(&dir).unwrap();
+    let size = fs.f_blocks * fs.f_frsize;
     // Content-Length plus the 16 MiB minimum slack, not half of RAM.
     assert_eq!(size, (3 << 20) + (16 << 20));
     drop(staged);

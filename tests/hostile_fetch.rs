@@ -355,7 +355,7 @@ fn redirect_loops_are_refused_without_leaking() {
 fn a_fifo_behind_file_url_is_refused_not_waited_on() {
     let (d, p) = dest();
     let fifo = d.path().join("fifo");
-    nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
+    rustlive::sys::fs::make_fifo(&fifo, 0o600).unwrap();
     let url = format!("file://{}", fifo.display());
     let r = fetch(&["--timeout", "3"], &p, &url, secs(3));
     failed(&r, &p, secs(3), 3);

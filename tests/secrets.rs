@@ -29,7 +29,7 @@ fn b64(bytes: &[u8]) -> String {
 }
 
 fn is_root() -> bool {
-    nix::unistd::geteuid().is_root()
+    rustix::process::geteuid().is_root()
 }
 
 const UUID: &str = "4c4c4544-0042-3510-8050-b4c04f4a4b33";
@@ -675,8 +675,8 @@ fn scratch_root() -> tempfile::TempDir {
 
 /// A bundle any user can apply: the file is owned by the current user.
 fn own_bundle(path: &str) -> Vec<u8> {
-    let uid = nix::unistd::geteuid().as_raw().to_string();
-    let gid = nix::unistd::getegid().as_raw().to_string();
+    let uid = rustix::process::geteuid().as_raw().to_string();
+    let gid = rustix::process::getegid().as_raw().to_string();
     bundle(&[entry(path, "0640", &uid, &gid, CANARY.as_bytes())])
 }
 
@@ -919,12 +919,12 @@ fn a_bundle_that_does_not_fit_writes_nothing() {
                 .iter()
                 .map(|p| (PathBuf::from(p), std::fs::read(root.join(p)).unwrap()))
                 .collect();
-        nix::mount::mount(
-            Some("tmpfs"),
+        rustix::mount::mount(
+            "tmpfs",
             &root,
-            Some("tmpfs"),
-            nix::mount::MsFlags::empty(),
-            Some("size=256k,mode=0755"),
+            "tmpfs",
+            rustix::mount::MountFlags::empty(),
+            c"size=256k,mode=0755",
         )
         .unwrap();
         for (p, content) in &snapshot_files {
@@ -965,6 +965,6 @@ fn a_bundle_that_does_not_fit_writes_nothing() {
             before,
             "required={required}: the tree changed"
         );
-        nix::mount::umount(&root).unwrap();
+        rustix::mount::unmount(&root, rustix::mount::UnmountFlags::empty()).unwrap();
     }
 }

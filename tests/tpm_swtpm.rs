@@ -372,8 +372,8 @@ const CANARY: &str = "CANARY-sealed-munge-key-7f3a";
 /// A bundle any user can apply: one file owned by the current user.
 fn own_bundle() -> Vec<u8> {
     use base64::Engine as _;
-    let uid = nix::unistd::geteuid().as_raw();
-    let gid = nix::unistd::getegid().as_raw();
+    let uid = rustix::process::geteuid().as_raw();
+    let gid = rustix::process::getegid().as_raw();
     format!(
         r#"{{"version": 1, "files": [{{"path": "/etc/munge/munge.key", "mode": "0400", "owner": {uid}, "group": {gid}, "content_base64": "{}"}}]}}"#,
         base64::engine::general_purpose::STANDARD.encode(CANARY)

@@ -4,7 +4,6 @@
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::os::fd::AsFd;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -399,10 +398,6 @@ fn write_reply(conn: &mut Box<dyn Conn>, r: &Reply) -> std::io::Result<()> {
 
 /// Closes with RST instead of FIN (SO_LINGER 0): what a crashed server or a middlebox does.
 pub fn reset(s: &TcpStream) {
-    let l = nix::libc::linger {
-        l_onoff: 1,
-        l_linger: 0,
-    };
-    let _ = nix::sys::socket::setsockopt(&s.as_fd(), nix::sys::socket::sockopt::Linger, &l);
+    let _ = rustix::net::sockopt::set_socket_linger(s, Some(Duration::ZERO));
     let _ = s.shutdown(std::net::Shutdown::Read);
 }
