@@ -56,10 +56,6 @@ pub enum Error {
     Oci(#[from] crate::oci::OciError),
     #[error(transparent)]
     Net(#[from] crate::net::NetError),
-    #[error("cannot build the initramfs")]
-    Initramfs(#[from] crate::server::initramfs::BuildError),
-    #[error(transparent)]
-    Tpm(#[from] crate::server::seal::CommandError),
 }
 
 impl Error {
@@ -73,9 +69,7 @@ impl Error {
             Error::Fetch(e) => e.exit_code(),
             // No network means no image: the contract's "transfer failed".
             Error::Network(_) | Error::Net(_) => Exit::Transfer,
-            Error::Initramfs(_) => Exit::Usage,
             Error::Oci(e) => e.exit_code(),
-            Error::Tpm(e) => e.exit_code(),
         }
     }
 }

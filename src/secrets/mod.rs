@@ -7,6 +7,7 @@
 //! log line, an error or a `Debug` output; the initramfs copy is wiped once used.
 
 pub mod bundle;
+pub mod enroll;
 pub mod facts;
 pub mod kmsg;
 pub mod owners;
