@@ -36,7 +36,7 @@ pub enum Command {
     /// Install the node's secrets bundle into an assembled root (`boot` runs this step after
     /// assembling the root, before switch-root).
     ///
-    /// The bundle (format: secrets.md) comes from --source, else rd.rustlive.secrets, else
+    /// The bundle (format: docs/reference/secrets-bundle.md) comes from --source, else rd.rustlive.secrets, else
     /// /rustlive/secrets.json when it exists. It is validated as a whole before anything is
     /// written; files are created with their final mode and owner, never through a symlink.
     /// A file:// source and /rustlive/secrets.json are overwritten and removed afterwards.

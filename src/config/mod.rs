@@ -1,4 +1,4 @@
-//! The effective configuration, built from the kernel command line (`../shared/spec/cmdline.md`).
+//! The effective configuration, built from the kernel command line (`docs/reference/cmdline.md`).
 //!
 //! Parsing is a pure function of the command-line string so that every rule (last wins,
 //! accumulating mirrors, aliases and their precedence, typed values) is unit-tested without a

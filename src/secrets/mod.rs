@@ -1,4 +1,4 @@
-//! Node secrets (`../shared/spec/secrets.md`): the per-node bundle delivered at boot, validated
+//! Node secrets (`docs/reference/secrets-bundle.md`): the per-node bundle delivered at boot, validated
 //! as a whole, then written into the assembled root without following symlinks.
 //!
 //! Stages: [`source`] gets the bytes (file in the initramfs or https), [`bundle`] parses and
