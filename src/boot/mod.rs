@@ -6,6 +6,7 @@
 //! into `/sysroot`; when rustlive is PID 1 (an initramfs without dracut) it switches root itself.
 
 pub mod onfail;
+pub mod options;
 pub mod panic_hook;
 pub mod pid1;
 
@@ -162,11 +163,7 @@ fn run(
     facts.mac = node_mac(cfg);
     let staged = fetch_image(cfg, req, deadline)?;
     set_stage(Stage::Assemble);
-    let root = assemble::assemble(
-        &staged.path,
-        &req.sysroot,
-        &assemble::AssembleOptions::from_config(cfg),
-    )?;
+    let root = assemble::assemble(&staged.path, &req.sysroot, &options::assemble(cfg))?;
     set_stage(Stage::Secrets);
     install_secrets(cfg, req, facts, deadline)?;
 

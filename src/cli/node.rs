@@ -281,7 +281,7 @@ pub(super) fn config(a: &ConfigArgs) -> Result<(), Error> {
 pub(super) fn assemble(a: &AssembleArgs) -> Result<(), Error> {
     let cfg = a.cmdline.load()?;
     cfg.announce();
-    let mut opts = crate::root::assemble::AssembleOptions::from_config(&cfg);
+    let mut opts = crate::boot::options::assemble(&cfg);
     if let Some(size) = a.overlay_size {
         opts.overlay_size = size;
     }

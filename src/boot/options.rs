@@ -1,0 +1,45 @@
+//! The one place the whole [`Config`] becomes each stage's own options: `rustlive boot` builds
+//! them here, and the command line reuses these functions for the stages run by hand. A stage
+//! sees only its options; none of them reads the configuration itself.
+
+use crate::config::Config;
+use crate::root::assemble::{AssembleOptions, RUN_DIR};
+use crate::root::image::LiveLayout;
+
+/// The root's assembly: overlay size, LiveOS layout, the init that must exist.
+pub fn assemble(cfg: &Config) -> AssembleOptions {
+    AssembleOptions {
+        overlay_size: cfg.root.overlay_size,
+        layout: LiveLayout {
+            dir: cfg.root.live_dir.clone(),
+            squash_img: cfg.root.squash_img.clone(),
+        },
+        init: cfg.root.init.clone(),
+        run_dir: RUN_DIR.into(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::support::values::Size;
+    use std::path::Path;
+
+    #[test]
+    fn assemble_options_follow_the_command_line() {
+        let o = assemble(&Config::default());
+        assert_eq!(o.overlay_size, Size::Percent(50));
+        assert_eq!(o.init, Path::new("/sbin/init"));
+        assert_eq!(o.layout, LiveLayout::default());
+        assert_eq!(o.run_dir, Path::new(RUN_DIR));
+        let cfg = Config::from_cmdline(
+            "rd.rustlive.overlay.size=2G rd.live.dir=images rd.live.squashimg=root.sqfs init=/bin/sh",
+        )
+        .unwrap();
+        let o = assemble(&cfg);
+        assert_eq!(o.overlay_size, Size::Bytes(2 << 30));
+        assert_eq!(o.layout.dir, "images");
+        assert_eq!(o.layout.squash_img, "root.sqfs");
+        assert_eq!(o.init, Path::new("/bin/sh"));
+    }
+}
