@@ -157,7 +157,7 @@ fn run(
     if req.pid1 {
         // The standalone initramfs: drivers by modalias, then ip= or DHCP; nothing else
         // brings the NIC up or gets an address.
-        crate::net::bring_up(cfg, &deadline)?;
+        crate::net::bring_up(&options::net(cfg), &deadline)?;
     }
     wait_for_network(cfg, deadline)?;
     facts.mac = node_mac(cfg);

@@ -3,6 +3,7 @@
 //! sees only its options; none of them reads the configuration itself.
 
 use crate::config::Config;
+use crate::net::up::NetOptions;
 use crate::root::assemble::{AssembleOptions, RUN_DIR};
 use crate::root::image::LiveLayout;
 
@@ -16,6 +17,18 @@ pub fn assemble(cfg: &Config) -> AssembleOptions {
         },
         init: cfg.root.init.clone(),
         run_dir: RUN_DIR.into(),
+    }
+}
+
+/// The network stage of the standalone initramfs.
+pub fn net(cfg: &Config) -> NetOptions {
+    let n = &cfg.network;
+    NetOptions {
+        needed: cfg.needs_network,
+        ip: n.ip.clone(),
+        nameservers: n.nameservers.clone(),
+        drivers: n.drivers.clone(),
+        blacklist: n.blacklist.clone(),
     }
 }
 
@@ -41,5 +54,37 @@ mod tests {
         assert_eq!(o.layout.dir, "images");
         assert_eq!(o.layout.squash_img, "root.sqfs");
         assert_eq!(o.init, Path::new("/bin/sh"));
+    }
+
+    #[test]
+    fn network_is_needed_only_for_remote_sources() {
+        let c = Config::from_cmdline("root=live:file:///images/root.squashfs").unwrap();
+        assert!(!net(&c).needed);
+        let c = Config::from_cmdline("root=live:http://10.0.2.2/root.squashfs").unwrap();
+        assert!(net(&c).needed);
+        let c = Config::from_cmdline(
+            "root=live:file:///r.img rd.rustlive.secrets=https://s/{mac}.json",
+        )
+        .unwrap();
+        assert!(net(&c).needed);
+    }
+
+    #[test]
+    fn network_options_follow_the_command_line() {
+        assert_eq!(net(&Config::default()), NetOptions::default());
+        let c = Config::from_cmdline(
+            "root=live:http://h/i ip=10.0.0.5::10.0.0.1:255.255.255.0:n5:eth0:none \
+             nameserver=10.0.0.53 rd.rustlive.drivers=igb,bonding rd.driver.blacklist=nouveau",
+        )
+        .unwrap();
+        let o = net(&c);
+        assert_eq!(o.ip, c.network.ip);
+        assert_eq!(o.ip.len(), 1);
+        assert_eq!(
+            o.nameservers,
+            ["10.0.0.53".parse::<std::net::Ipv4Addr>().unwrap()]
+        );
+        assert_eq!(o.drivers, ["igb", "bonding"]);
+        assert_eq!(o.blacklist, ["nouveau"]);
     }
 }
