@@ -161,7 +161,10 @@ fn run(
     }
     wait_for_network(cfg, deadline)?;
     facts.mac = node_mac(cfg);
-    let staged = fetch_image(cfg, req, deadline)?;
+    // The image's download options (its verification included), within the boot's deadline.
+    let keys = req.paths.join(crate::fetch::verify::KEYS_DIR);
+    let fetch = options::fetch(cfg, &keys)?.with_deadline(deadline);
+    let staged = fetch_image(cfg, req, &fetch)?;
     set_stage(Stage::Assemble);
     let root = assemble::assemble(&staged.path, &req.sysroot, &options::assemble(cfg))?;
     set_stage(Stage::Secrets);
@@ -221,10 +224,8 @@ pub fn node_identity(
 fn fetch_image(
     cfg: &Config,
     req: &Request,
-    deadline: Deadline,
+    opts: &fetch::FetchOptions,
 ) -> Result<fetch::StagedImage, Error> {
-    let keys = req.paths.join(crate::fetch::verify::KEYS_DIR);
-    let opts = fetch::FetchOptions::from_config(cfg, &keys)?.with_deadline(deadline);
     // Each node starts at its own mirror (rendezvous order) unless rd.rustlive.mirrors=listed.
     let (urls, policy) = (cfg.image_urls(), cfg.transfer.mirrors);
     let node = fetch::mirrors::needs_identity(urls, policy)
@@ -234,7 +235,7 @@ fn fetch_image(
     // ...and spreads the image's pieces over all of them (`fetch::pieces`).
     let opts = fetch::FetchOptions {
         spread: node.map(|n| n.id),
-        ..opts
+        ..opts.clone()
     };
     // An oci:// source: the manifest now, then the root layer's blob on each registry.
     let creds = req.paths.join(crate::oci::auth::CREDENTIALS_FILE);

@@ -3,9 +3,43 @@
 //! sees only its options; none of them reads the configuration itself.
 
 use crate::config::Config;
+use crate::fetch::{verify, FetchError, FetchOptions};
 use crate::net::up::NetOptions;
 use crate::root::assemble::{AssembleOptions, RUN_DIR};
 use crate::root::image::LiveLayout;
+use crate::support::deadline::Deadline;
+use std::path::Path;
+use std::time::Duration;
+
+/// The download settings every fetch shares (the image's, the secrets bundle's): retries,
+/// stall, CA bundle, proxy, and a deadline of `rd.rustlive.timeout` that starts now. Nothing
+/// about verification or TLS exceptions.
+pub fn transfer(cfg: &Config) -> FetchOptions {
+    let t = &cfg.transfer;
+    FetchOptions {
+        retries: t.retries,
+        deadline: Deadline::after(t.timeout),
+        stall: t.stall,
+        connect_timeout: t.stall.min(Duration::from_secs(15)),
+        ca: t.ca.clone(),
+        proxy: t.proxy.clone(),
+        ..FetchOptions::default()
+    }
+}
+
+/// The image's download: [`transfer`] plus its verification (hash, checksum list, signature,
+/// trusted keys from `keys_dir`, normally [`verify::KEYS_DIR`]) and `rd.noverifyssl`.
+pub fn fetch(cfg: &Config, keys_dir: &Path) -> Result<FetchOptions, FetchError> {
+    Ok(FetchOptions {
+        insecure_tls: cfg.transfer.insecure_tls,
+        sha256: cfg.verify.sha256,
+        sha256sums: cfg.verify.sha256sums.clone(),
+        sig: cfg.verify.sig.clone(),
+        keys: verify::load_keys_dir(keys_dir)?,
+        verify_required: cfg.verify.required,
+        ..transfer(cfg)
+    })
+}
 
 /// The root's assembly: overlay size, LiveOS layout, the init that must exist.
 pub fn assemble(cfg: &Config) -> AssembleOptions {
@@ -37,6 +71,34 @@ mod tests {
     use super::*;
     use crate::support::values::Size;
     use std::path::Path;
+
+    #[test]
+    fn fetch_options_follow_the_command_line() {
+        let h = "ab".repeat(32);
+        let cfg = Config::from_cmdline(&format!(
+            "root=live:https://h/img rd.rustlive.sha256={h} rd.rustlive.retries=4 \
+             rd.rustlive.stall=7 rd.noverifyssl rd.rustlive.timeout=60 \
+             rd.rustlive.secrets=https://h/s.json rd.rustlive.secrets.cert=/c.pem rd.rustlive.secrets.key=/k.pem"
+        ))
+        .unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let o = fetch(&cfg, dir.path()).unwrap();
+        assert_eq!(o.retries, Some(4));
+        assert_eq!(o.stall, Duration::from_secs(7));
+        assert_eq!(o.connect_timeout, Duration::from_secs(7));
+        assert!(o.insecure_tls && o.keys.is_empty());
+        assert_eq!(o.sha256.as_ref().unwrap().to_hex(), h);
+        let left = o.deadline.remaining().unwrap();
+        assert!(left <= Duration::from_secs(60) && left > Duration::from_secs(50));
+        let s = FetchOptions::for_secrets(&cfg);
+        assert!(!s.insecure_tls && s.sha256.is_none() && s.keys.is_empty());
+        assert_eq!(s.retries, Some(4));
+        assert_eq!(s.identity.unwrap().cert, Path::new("/c.pem"));
+        let s = FetchOptions::for_secrets(&Config::default());
+        assert_eq!(s.retries, Some(crate::fetch::SECRETS_DEFAULT_RETRIES));
+        let boot = Deadline::after(Some(Duration::from_secs(5)));
+        assert_eq!(s.with_deadline(boot).deadline, boot);
+    }
 
     #[test]
     fn assemble_options_follow_the_command_line() {
