@@ -133,7 +133,7 @@ pub fn main(req: &Request) -> ExitCode {
         Err(e) => {
             log::error!("{}", report(&e));
             // Before a shell or a reboot: no copy of the node's secrets stays in the initramfs.
-            secrets::wipe_sources(&cfg, &facts, &req.paths);
+            secrets::wipe_sources(cfg.secrets.source.as_ref(), &facts, &req.paths);
             // The reason reaches the collector before the node reboots or stops; one short wait
             // in all, so a dead collector costs at most FLUSH_WAIT.
             let flush = Deadline::after(Some(crate::support::syslog::FLUSH_WAIT));
@@ -161,14 +161,14 @@ fn run(
     }
     wait_for_network(cfg, deadline)?;
     facts.mac = node_mac(cfg);
-    // The image's download options (its verification included), within the boot's deadline.
+    // Built once: the image's download options, whose transfer settings the secrets share.
     let keys = req.paths.join(crate::fetch::verify::KEYS_DIR);
     let fetch = options::fetch(cfg, &keys)?.with_deadline(deadline);
     let staged = fetch_image(cfg, req, &fetch)?;
     set_stage(Stage::Assemble);
     let root = assemble::assemble(&staged.path, &req.sysroot, &options::assemble(cfg))?;
     set_stage(Stage::Secrets);
-    install_secrets(cfg, req, facts, deadline)?;
+    install_secrets(&options::secrets(cfg, &fetch), req, facts, deadline)?;
 
     // Success: the image tmpfs and every mount stay for the booted system.
     if let Some(tmpfs) = staged.tmpfs {
@@ -251,12 +251,12 @@ fn fetch_image(
 /// The node's secrets into the new root; a failure stops the boot unless
 /// `rd.rustlive.secrets.required=0`.
 fn install_secrets(
-    cfg: &Config,
+    opts: &secrets::SecretsOptions,
     req: &Request,
     facts: &NodeFacts,
     deadline: Deadline,
 ) -> Result<(), Error> {
-    if let Applied::Skipped = secrets::apply(cfg, &req.sysroot, facts, &req.paths, deadline)? {
+    if let Applied::Skipped = secrets::apply(opts, &req.sysroot, facts, &req.paths, deadline)? {
         log::warn!("booting without the node's secrets (rd.rustlive.secrets.required=0)");
     }
     Ok(())

@@ -3,10 +3,11 @@
 //! sees only its options; none of them reads the configuration itself.
 
 use crate::config::Config;
-use crate::fetch::{verify, FetchError, FetchOptions};
+use crate::fetch::{verify, ClientIdentity, FetchError, FetchOptions};
 use crate::net::up::NetOptions;
 use crate::root::assemble::{AssembleOptions, RUN_DIR};
 use crate::root::image::LiveLayout;
+use crate::secrets::SecretsOptions;
 use crate::support::deadline::Deadline;
 use std::path::Path;
 use std::time::Duration;
@@ -39,6 +40,26 @@ pub fn fetch(cfg: &Config, keys_dir: &Path) -> Result<FetchOptions, FetchError> 
         verify_required: cfg.verify.required,
         ..transfer(cfg)
     })
+}
+
+/// The secrets stage: source, pin and policy, the client certificate, and `transfer` (the
+/// image's download options or [`transfer`]) for a network source's download settings.
+pub fn secrets(cfg: &Config, transfer: &FetchOptions) -> SecretsOptions {
+    let s = &cfg.secrets;
+    SecretsOptions {
+        source: s.source.clone(),
+        sha256: s.sha256,
+        required: s.required(true),
+        sealed_required: s.sealed_required,
+        identity: match (&s.cert, &s.key) {
+            (Some(cert), Some(key)) => Some(ClientIdentity {
+                cert: cert.clone(),
+                key: key.clone(),
+            }),
+            _ => None,
+        },
+        transfer: transfer.clone(),
+    }
 }
 
 /// The root's assembly: overlay size, LiveOS layout, the init that must exist.
@@ -90,14 +111,43 @@ mod tests {
         assert_eq!(o.sha256.as_ref().unwrap().to_hex(), h);
         let left = o.deadline.remaining().unwrap();
         assert!(left <= Duration::from_secs(60) && left > Duration::from_secs(50));
-        let s = FetchOptions::for_secrets(&cfg);
-        assert!(!s.insecure_tls && s.sha256.is_none() && s.keys.is_empty());
-        assert_eq!(s.retries, Some(4));
-        assert_eq!(s.identity.unwrap().cert, Path::new("/c.pem"));
-        let s = FetchOptions::for_secrets(&Config::default());
-        assert_eq!(s.retries, Some(crate::fetch::SECRETS_DEFAULT_RETRIES));
+        // The secrets bundle's download, from the image's options (as the boot does) or from
+        // the transfer settings alone (as inject-secrets does).
+        for base in [&o, &transfer(&cfg)] {
+            let s = secrets(&cfg, base).download();
+            assert!(!s.insecure_tls && s.sha256.is_none() && s.keys.is_empty());
+            assert_eq!(s.retries, Some(4));
+            assert_eq!(s.stall, Duration::from_secs(7));
+            assert_eq!(s.identity.unwrap().cert, Path::new("/c.pem"));
+        }
+        let s = secrets(&Config::default(), &transfer(&Config::default())).download();
+        assert_eq!(s.retries, Some(crate::secrets::DEFAULT_RETRIES));
+        assert!(s.identity.is_none());
         let boot = Deadline::after(Some(Duration::from_secs(5)));
         assert_eq!(s.with_deadline(boot).deadline, boot);
+    }
+
+    #[test]
+    fn secrets_options_follow_the_command_line() {
+        let o = secrets(&Config::default(), &FetchOptions::default());
+        assert!(o.source.is_none() && o.sha256.is_none() && o.identity.is_none());
+        assert!(o.required && !o.sealed_required);
+        let h = "ab".repeat(32);
+        let cfg = Config::from_cmdline(&format!(
+            "rd.rustlive.secrets=http://h/{{mac}}.json rd.rustlive.secrets.sha256={h} \
+             rd.rustlive.secrets.required=0 rd.rustlive.secrets.sealed=required \
+             rd.rustlive.secrets.cert=/c.pem rd.rustlive.secrets.key=/k.pem"
+        ))
+        .unwrap();
+        let o = secrets(&cfg, &FetchOptions::default());
+        assert_eq!(o.source, cfg.secrets.source);
+        assert_eq!(o.sha256.unwrap().to_hex(), h);
+        assert!(!o.required && o.sealed_required);
+        let id = o.identity.unwrap();
+        assert_eq!(
+            (id.cert.as_path(), id.key.as_path()),
+            (Path::new("/c.pem"), Path::new("/k.pem"))
+        );
     }
 
     #[test]

@@ -236,15 +236,16 @@ pub(super) fn fetch(a: &FetchArgs) -> Result<(), Error> {
 
 /// `rustlive inject-secrets`.
 pub(super) fn inject_secrets(a: &InjectSecretsArgs) -> Result<(), Error> {
-    let mut cfg = a.cmdline.load()?;
+    let cfg = a.cmdline.load()?;
     cfg.announce();
+    let mut opts = crate::boot::options::secrets(&cfg, &crate::boot::options::transfer(&cfg));
     if let Some(s) = &a.source {
-        cfg.secrets.source = Some(s.clone());
+        opts.source = Some(s.clone());
     }
     let paths = Paths::system();
     let facts = crate::secrets::NodeFacts::gather(&paths, a.mac.clone());
     let deadline = crate::support::deadline::Deadline::after(cfg.transfer.timeout);
-    crate::secrets::apply(&cfg, &a.root, &facts, &paths, deadline)?;
+    crate::secrets::apply(&opts, &a.root, &facts, &paths, deadline)?;
     Ok(())
 }
 

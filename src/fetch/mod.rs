@@ -22,7 +22,6 @@ pub mod retry;
 pub mod transfer;
 pub mod verify;
 
-use crate::config::Config;
 use crate::root::ram::{self, MemInfo, RamError, Tmpfs};
 use crate::support::deadline::Deadline;
 use crate::support::exit::Exit;
@@ -124,9 +123,6 @@ impl FetchError {
     }
 }
 
-/// Retries of the secrets bundle when `rd.rustlive.retries` is not given.
-pub const SECRETS_DEFAULT_RETRIES: u32 = 5;
-
 /// Everything that shapes a download.
 #[derive(Debug, Clone)]
 pub struct FetchOptions {
@@ -195,32 +191,6 @@ impl Default for FetchOptions {
 }
 
 impl FetchOptions {
-    /// Options for the secrets bundle: the image's transfer settings (CA, proxy, deadline,
-    /// stall) plus the client identity; never insecure TLS, and none of the image's hashes or
-    /// keys (the bundle's pin is checked by the secrets stage, whatever the source). Without
-    /// `rd.rustlive.retries`, a few retries: the network is known to be up by then, and a node
-    /// should not hang silently on its secrets server.
-    pub fn for_secrets(cfg: &Config) -> FetchOptions {
-        let t = &cfg.transfer;
-        let s = &cfg.secrets;
-        FetchOptions {
-            retries: Some(t.retries.unwrap_or(SECRETS_DEFAULT_RETRIES)),
-            deadline: Deadline::after(t.timeout),
-            stall: t.stall,
-            connect_timeout: t.stall.min(Duration::from_secs(15)),
-            ca: t.ca.clone(),
-            proxy: t.proxy.clone(),
-            identity: match (&s.cert, &s.key) {
-                (Some(cert), Some(key)) => Some(ClientIdentity {
-                    cert: cert.clone(),
-                    key: key.clone(),
-                }),
-                _ => None,
-            },
-            ..FetchOptions::default()
-        }
-    }
-
     /// The same options bound by `deadline` (the one a boot owns) instead of their own.
     pub fn with_deadline(self, deadline: Deadline) -> FetchOptions {
         FetchOptions { deadline, ..self }
