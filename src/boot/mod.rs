@@ -1,6 +1,7 @@
 //! `rustlive boot`: the whole boot, in order. One [`Deadline`] (`rd.rustlive.timeout`) bounds
-//! every stage; each stage is one call below; the first error is reported, the node's secrets
-//! copies are wiped and the failure policy runs.
+//! every stage; each stage is one call below, with its own options built from the
+//! configuration in [`options`]; the first error is reported, the node's secrets copies are
+//! wiped and the failure policy runs.
 //!
 //! Under dracut (systemd unit or shell hooks) the initramfs's own switch-root takes the node
 //! into `/sysroot`; when rustlive is PID 1 (an initramfs without dracut) it switches root itself.

@@ -49,6 +49,7 @@ pub fn secrets(cfg: &Config, transfer: &FetchOptions) -> SecretsOptions {
     SecretsOptions {
         source: s.source.clone(),
         sha256: s.sha256,
+        // The stage asks only once it has a source: with none, nothing is required.
         required: s.required(true),
         sealed_required: s.sealed_required,
         identity: match (&s.cert, &s.key) {
@@ -91,7 +92,6 @@ pub fn net(cfg: &Config) -> NetOptions {
 mod tests {
     use super::*;
     use crate::support::values::Size;
-    use std::path::Path;
 
     #[test]
     fn fetch_options_follow_the_command_line() {
