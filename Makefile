@@ -5,8 +5,9 @@ PREFIX   ?= /usr
 DESTDIR  ?=
 MODDIR   := $(DESTDIR)$(PREFIX)/lib/dracut/modules.d/90rustlive
 MAX_SIZE := 6291456
+MANDIR   := $(DESTDIR)$(PREFIX)/share/man/man8
 
-.PHONY: all build deps test unit-test qemu-test lint demo demo-standalone install packages bench clean
+.PHONY: all build deps test unit-test qemu-test lint demo demo-standalone man install packages bench clean
 
 all: build
 
@@ -45,13 +46,21 @@ demo: build
 demo-standalone: build
 	STANDALONE=1 qemu/demo.sh
 
-install: build
+# Man pages from the clap definitions (examples/mangen.rs; clap_mangen is not in the binary):
+# build/man/rustlive.8 and one page per subcommand, rustlive-bundle-seal.8 and so on.
+man:
+	rm -rf build/man
+	cargo run --quiet --example mangen -- build/man >/dev/null
+
+install: build man
 	install -d $(MODDIR)
 	install -m 0755 dracut-module/90rustlive/*.sh $(MODDIR)/
 	install -m 0644 $$(find dracut-module/90rustlive -maxdepth 1 -type f ! -name '*.sh') $(MODDIR)/
 	install -m 0755 $(BIN) $(MODDIR)/rustlive
 	install -d $(DESTDIR)$(PREFIX)/bin
 	install -m 0755 $(BIN) $(DESTDIR)$(PREFIX)/bin/rustlive
+	install -d $(MANDIR)
+	for f in build/man/*.8; do gzip -9nc "$$f" >"$(MANDIR)/$${f##*/}.gz" && chmod 0644 "$(MANDIR)/$${f##*/}.gz" || exit 1; done
 
 # The RPM (from dist/rustlive.spec) and the .deb (from a staged `make install`) into
 # build/packages/, their file lists checked and the .deb installed into a scratch root.

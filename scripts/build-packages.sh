@@ -3,7 +3,8 @@
 # (dpkg-deb, from a staged `make install DESTDIR=`) into build/packages/, checks that each holds
 # exactly the expected files with the expected modes, and installs the .deb into a scratch root
 # (dpkg --root) and checks the host could install it (dpkg --dry-run). `make packages` runs it;
-# `make test` runs that. Needs rpm, dpkg-dev tools and the release binary (`make build`).
+# `make test` runs that. Needs rpm, dpkg-dev tools and the release binary (`make build`); the
+# man pages are generated on the way (`make man`, from `make install` and the spec's %build).
 set -eu
 
 top=$(cd "$(dirname "$0")/.." && pwd)
@@ -22,8 +23,18 @@ spec_version=$(sed -n 's/^Version: *//p' "$top/dist/rustlive.spec")
 rm -rf "$out"
 mkdir -p "$out"
 
+# The man pages: rustlive.8 and one per subcommand and nested subcommand (examples/mangen.rs).
+# A new subcommand gets its page listed here.
+man_pages="rustlive rustlive-boot rustlive-config rustlive-inject-secrets rustlive-assemble
+rustlive-switch-root rustlive-fetch rustlive-bundle rustlive-bundle-build rustlive-bundle-build-all
+rustlive-bundle-seal rustlive-publish rustlive-initramfs rustlive-tpm rustlive-tpm-ek"
+
+# The documentation: README.md and docs/ as git tracks them (the RPM's tarball is made the same
+# way), relative to the repository.
+docs() { (cd "$top" && git ls-files README.md docs | while IFS= read -r f; do if [ -e "$f" ]; then printf '%s\n' "$f"; fi; done); }
+
 # The expected files, "MODE PATH" sorted: the module's scripts 0755, its other files 0644, the
-# binary in the module and in /usr/bin, the README.
+# binary in the module and in /usr/bin, the man pages (gzip'd), the README and docs/.
 expected() {
 	docdir=$1
 	{
@@ -36,7 +47,8 @@ expected() {
 		done
 		echo "755 /usr/lib/dracut/modules.d/90rustlive/rustlive"
 		echo "755 /usr/bin/rustlive"
-		echo "644 $docdir/README.md"
+		for p in $man_pages; do echo "644 /usr/share/man/man8/$p.8.gz"; done
+		docs | while IFS= read -r f; do echo "644 $docdir/$f"; done
 	} | sort
 }
 
@@ -53,7 +65,7 @@ check() {
 stage="$out/deb-root"
 make -s -C "$top" install DESTDIR="$stage" PREFIX=/usr >/dev/null
 install -d -m 0755 "$stage/etc/rustlive/keys" "$stage/usr/share/doc/rustlive" "$stage/DEBIAN"
-install -m 0644 "$top/README.md" "$stage/usr/share/doc/rustlive/README.md"
+docs | while IFS= read -r f; do install -D -m 0644 "$top/$f" "$stage/usr/share/doc/rustlive/$f"; done
 size=$(du -sk --exclude=DEBIAN "$stage" | cut -f1)
 cat >"$stage/DEBIAN/control" <<EOF
 Package: rustlive
@@ -96,6 +108,8 @@ dpkg --root="$root" --log=/dev/null --force-depends -i "$deb" >"$out/dpkg-instal
 		die ".deb: dpkg --root -i failed"
 	}
 "$root/usr/bin/rustlive" --version | grep -qx "rustlive $version" || die ".deb: the installed binary does not run"
+gzip -dc "$root/usr/share/man/man8/rustlive-bundle-seal.8.gz" | grep -q '^\.TH rustlive-bundle-seal 8 ' ||
+	die ".deb: rustlive-bundle-seal.8.gz is not a man page"
 cmp -s "$bin" "$root/usr/lib/dracut/modules.d/90rustlive/rustlive" || die ".deb: the module's binary is not the build's"
 dpkg --root="$root" --log=/dev/null -r rustlive >/dev/null 2>&1 || die ".deb: dpkg -r failed"
 [ ! -e "$root/usr/bin/rustlive" ] || die ".deb: dpkg -r left /usr/bin/rustlive"

@@ -50,7 +50,7 @@ struct Fixture {
 impl Fixture {
     fn new() -> Self {
         let dir = tempfile::tempdir().unwrap();
-        let mut opts = AssembleOptions::from_config(&rustlive::config::Config::default());
+        let mut opts = rustlive::boot::options::assemble(&rustlive::config::Config::default());
         opts.run_dir = dir.path().join("run/rustlive/mnt");
         opts.overlay_size = Size::Bytes(32 << 20);
         Fixture { dir, opts }
@@ -282,7 +282,7 @@ fn nested(cmdline: &str, dir: &str, name: &str) {
     let mut fx = Fixture::new();
     let cfg = rustlive::config::Config::from_cmdline(cmdline).unwrap();
     let run_dir = fx.opts.run_dir.clone();
-    fx.opts = AssembleOptions::from_config(&cfg);
+    fx.opts = rustlive::boot::options::assemble(&cfg);
     fx.opts.run_dir = run_dir;
     fx.opts.overlay_size = Size::Bytes(8 << 20);
 

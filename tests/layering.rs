@@ -1,60 +1,35 @@
-//! The module layering of the README ("Layout"), checked on the source: no module uses one in a
-//! higher layer, and no two modules (top-level, or files of one directory) use each other.
+//! The folder rules of `docs/developers/layout.md`, checked on the source:
+//! - the top of `src/` holds `main.rs`, `lib.rs` and folders only, and `lib.rs` declares
+//!   modules and nothing else (a crate-root re-export would hide an upward use);
+//! - a folder uses only folders of its own layer or a lower one, never a higher one, and no two
+//!   folders (or two files of one folder) use each other;
+//! - nothing the node runs uses `server/` (the boot server's tools), and `sys/` (the syscall
+//!   seam) uses nothing above `support/`.
 //!
-//! A new module must be added to [`LAYERS`] (and the README's table) before this test passes.
+//! A new folder must be added to [`LAYERS`] (and to the layout page) before this test passes.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 
-/// Top-level modules of `src/`, lowest layer first. Within a layer a module may use another,
-/// as long as no cycle forms.
+/// The folders of `src/`, lowest layer first. Within a layer a folder may use another, as long
+/// as no cycle forms.
 const LAYERS: &[(&str, &[&str])] = &[
-    (
-        "shared pieces",
-        &[
-            "values",
-            "cmdline",
-            "log",
-            "syslog",
-            "error",
-            "deadline",
-            "paths",
-            "cpio",
-            "testing",
-            "url_template",
-            "ipconfig",
-            "oci_ref",
-            "config",
-        ],
-    ),
+    ("support", &["support"]),
     ("syscall seam", &["sys"]),
+    ("configuration", &["config"]),
     (
-        "stages",
-        &[
-            "net",
-            "verify",
-            "ram",
-            "fetch",
-            "oci",
-            "image",
-            "rootfs",
-            "mount",
-            "secrets",
-            "tpm",
-            "switchroot",
-            "onfail",
-            "kmod",
-            "modalias",
-            "coldplug",
-            "pid1",
-            "initramfs",
-            "bundle",
-            "sealing",
-        ],
+        "node stages",
+        &["drivers", "net", "root", "fetch", "oci", "tpm", "secrets"],
     ),
-    ("boot", &["boot", "panic_hook"]),
+    ("the boot and the boot server", &["boot", "server"]),
     ("command line", &["cli"]),
 ];
+
+/// What runs on a booting node: none of it may use [`SERVER`].
+const NODE: &[&str] = &[
+    "support", "sys", "config", "drivers", "net", "root", "fetch", "oci", "tpm", "secrets", "boot",
+];
+const SERVER: &str = "server";
 
 fn layer_of(module: &str) -> Option<usize> {
     LAYERS.iter().position(|(_, mods)| mods.contains(&module))
@@ -160,7 +135,7 @@ fn find_cycle(edges: &BTreeMap<String, BTreeSet<String>>) -> Option<Vec<String>>
 }
 
 #[test]
-fn modules_only_use_lower_layers_and_form_no_cycles() {
+fn folders_only_use_lower_layers_and_form_no_cycles() {
     let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
     let mut files = Vec::new();
     rust_files(&src, &mut files);
@@ -177,22 +152,34 @@ fn modules_only_use_lower_layers_and_form_no_cycles() {
         }
         let Some(layer) = layer_of(&top) else {
             problems.push(format!(
-                "src/{top}: not in the layer table (tests/layering.rs and the README's Layout)"
+                "src/{top}: not in the layer table (tests/layering.rs and docs/developers/layout.md)"
             ));
             continue;
         };
         let code = non_test_code(&std::fs::read_to_string(f).unwrap());
         for used in crate_paths(&code) {
             let target = &used[0];
+            let file = f.strip_prefix(&src).unwrap().display();
             let Some(tlayer) = layer_of(target) else {
-                continue; // crate-root items (re-exports)
+                problems.push(format!(
+                    "{file}: uses crate::{target}, which is not a folder of the layer table"
+                ));
+                continue;
             };
             if tlayer > layer {
                 problems.push(format!(
-                    "{}: uses crate::{target} ({}) from the lower layer {}",
-                    f.strip_prefix(&src).unwrap().display(),
-                    LAYERS[tlayer].0,
-                    LAYERS[layer].0
+                    "{file}: uses crate::{target} ({}) from the lower layer {}",
+                    LAYERS[tlayer].0, LAYERS[layer].0
+                ));
+            }
+            if NODE.contains(&top.as_str()) && target == SERVER {
+                problems.push(format!(
+                    "{file}: node code uses crate::{SERVER} (the boot server's tools)"
+                ));
+            }
+            if top == "sys" && !["sys", "support"].contains(&target.as_str()) {
+                problems.push(format!(
+                    "{file}: the syscall seam uses crate::{target}, above it"
                 ));
             }
             if *target != top {
@@ -274,4 +261,50 @@ fn modules_only_use_lower_layers_and_form_no_cycles() {
         "layering:\n  {}",
         problems.join("\n  ")
     );
+}
+
+#[test]
+fn the_top_of_src_holds_main_lib_and_folders_only() {
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+    let mut loose: Vec<String> = std::fs::read_dir(&src)
+        .unwrap()
+        .map(|e| e.unwrap())
+        .filter(|e| !e.file_type().unwrap().is_dir())
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    loose.sort();
+    assert_eq!(loose, ["lib.rs", "main.rs"]);
+    for dir in std::fs::read_dir(&src).unwrap().map(|e| e.unwrap()) {
+        if dir.file_type().unwrap().is_dir() {
+            let name = dir.file_name().to_string_lossy().into_owned();
+            assert!(
+                layer_of(&name).is_some(),
+                "src/{name}/ is not in the layer table"
+            );
+        }
+    }
+}
+
+/// `lib.rs` declares the folders and nothing else: a `pub use` at the crate root would let a
+/// module reach one above it as `crate::Item`, which the folder check cannot see.
+#[test]
+fn lib_rs_declares_modules_only() {
+    let lib = Path::new(env!("CARGO_MANIFEST_DIR")).join("src/lib.rs");
+    let code = non_test_code(&std::fs::read_to_string(lib).unwrap());
+    let mut in_attr = 0usize;
+    for line in code.lines().map(str::trim).filter(|l| !l.is_empty()) {
+        // Crate attributes (the lint wall) may span lines: track their brackets.
+        if in_attr > 0 || line.starts_with("#") {
+            in_attr += line.matches(['(', '[']).count();
+            in_attr = in_attr.saturating_sub(line.matches([')', ']']).count());
+            continue;
+        }
+        let module = line
+            .strip_prefix("pub mod ")
+            .and_then(|m| m.strip_suffix(';'));
+        assert!(
+            module.is_some_and(|m| layer_of(m).is_some()),
+            "src/lib.rs: `{line}` — lib.rs only declares the folders of the layer table"
+        );
+    }
 }

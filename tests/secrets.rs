@@ -269,6 +269,11 @@ fn cfg_for(source: &str) -> Config {
     Config::from_cmdline(&format!("rd.rustlive.secrets={source}")).unwrap()
 }
 
+/// The secrets stage's options, as `rustlive inject-secrets` builds them.
+fn opts(cfg: &Config) -> secrets::SecretsOptions {
+    rustlive::boot::options::secrets(cfg, &rustlive::boot::options::transfer(cfg))
+}
+
 #[test]
 fn valid_bundle_gives_exact_bytes_modes_and_owners() {
     if !is_root() {
@@ -296,7 +301,7 @@ fn valid_bundle_gives_exact_bytes_modes_and_owners() {
         r#"{"path": "/etc/empty", "content_base64": ""}"#.to_string(),
     ]));
     let got = secrets::apply(
-        &cfg_for(&src),
+        &opts(&cfg_for(&src)),
         &f.root(),
         &facts(),
         &Paths::under(f.tmp.path().join("no-default")),
@@ -351,7 +356,7 @@ fn hostile_bundles_write_nothing_at_all() {
         let src = f.write_bundle(&text);
         let before = f.snapshot();
         let err = secrets::apply(
-            &cfg_for(&src),
+            &opts(&cfg_for(&src)),
             &f.root(),
             &facts(),
             &Paths::under(f.tmp.path().join("no-default")),
@@ -691,7 +696,7 @@ fn https_cfg(port: u16, pki: &Pki, extra: &str) -> Config {
 
 fn apply_in(cfg: &Config, root: &Path) -> Result<Applied, SecretsError> {
     secrets::apply(
-        cfg,
+        &opts(cfg),
         root,
         &facts(),
         &Paths::under(root.join("no-default")),
@@ -946,7 +951,7 @@ fn a_bundle_that_does_not_fit_writes_nothing() {
         let mut cfg = cfg_for(&src);
         cfg.secrets.required_opt = Some(required);
         let got = secrets::apply(
-            &cfg,
+            &opts(&cfg),
             &root,
             &facts(),
             &Paths::under(f.tmp.path().join("no-default")),

@@ -394,7 +394,7 @@ fn apply_in(cfg: &str, root: &Path) -> Result<Applied, SecretsError> {
     };
     let cfg = Config::from_cmdline(cfg).unwrap();
     secrets::apply(
-        &cfg,
+        &rustlive::boot::options::secrets(&cfg, &rustlive::boot::options::transfer(&cfg)),
         root,
         &facts,
         &Paths::under(root.join("no-default")),

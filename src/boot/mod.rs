@@ -1,11 +1,13 @@
 //! `rustlive boot`: the whole boot, in order. One [`Deadline`] (`rd.rustlive.timeout`) bounds
-//! every stage; each stage is one call below; the first error is reported, the node's secrets
-//! copies are wiped and the failure policy runs.
+//! every stage; each stage is one call below, with its own options built from the
+//! configuration in [`options`]; the first error is reported, the node's secrets copies are
+//! wiped and the failure policy runs.
 //!
 //! Under dracut (systemd unit or shell hooks) the initramfs's own switch-root takes the node
 //! into `/sysroot`; when rustlive is PID 1 (an initramfs without dracut) it switches root itself.
 
 pub mod onfail;
+pub mod options;
 pub mod panic_hook;
 pub mod pid1;
 
@@ -56,10 +58,6 @@ pub enum Error {
     Oci(#[from] crate::oci::OciError),
     #[error(transparent)]
     Net(#[from] crate::net::NetError),
-    #[error("cannot build the initramfs")]
-    Initramfs(#[from] crate::server::initramfs::BuildError),
-    #[error(transparent)]
-    Tpm(#[from] crate::server::seal::CommandError),
 }
 
 impl Error {
@@ -73,9 +71,7 @@ impl Error {
             Error::Fetch(e) => e.exit_code(),
             // No network means no image: the contract's "transfer failed".
             Error::Network(_) | Error::Net(_) => Exit::Transfer,
-            Error::Initramfs(_) => Exit::Usage,
             Error::Oci(e) => e.exit_code(),
-            Error::Tpm(e) => e.exit_code(),
         }
     }
 }
@@ -138,7 +134,7 @@ pub fn main(req: &Request) -> ExitCode {
         Err(e) => {
             log::error!("{}", report(&e));
             // Before a shell or a reboot: no copy of the node's secrets stays in the initramfs.
-            secrets::wipe_sources(&cfg, &facts, &req.paths);
+            secrets::wipe_sources(cfg.secrets.source.as_ref(), &facts, &req.paths);
             // The reason reaches the collector before the node reboots or stops; one short wait
             // in all, so a dead collector costs at most FLUSH_WAIT.
             let flush = Deadline::after(Some(crate::support::syslog::FLUSH_WAIT));
@@ -162,19 +158,18 @@ fn run(
     if req.pid1 {
         // The standalone initramfs: drivers by modalias, then ip= or DHCP; nothing else
         // brings the NIC up or gets an address.
-        crate::net::bring_up(cfg, &deadline)?;
+        crate::net::bring_up(&options::net(cfg), &deadline)?;
     }
     wait_for_network(cfg, deadline)?;
     facts.mac = node_mac(cfg);
-    let staged = fetch_image(cfg, req, deadline)?;
+    // Built once: the image's download options, whose transfer settings the secrets share.
+    let keys = req.paths.join(crate::fetch::verify::KEYS_DIR);
+    let fetch = options::fetch(cfg, &keys)?.with_deadline(deadline);
+    let staged = fetch_image(cfg, req, &fetch)?;
     set_stage(Stage::Assemble);
-    let root = assemble::assemble(
-        &staged.path,
-        &req.sysroot,
-        &assemble::AssembleOptions::from_config(cfg),
-    )?;
+    let root = assemble::assemble(&staged.path, &req.sysroot, &options::assemble(cfg))?;
     set_stage(Stage::Secrets);
-    install_secrets(cfg, req, facts, deadline)?;
+    install_secrets(&options::secrets(cfg, &fetch), req, facts, deadline)?;
 
     // Success: the image tmpfs and every mount stay for the booted system.
     if let Some(tmpfs) = staged.tmpfs {
@@ -230,10 +225,8 @@ pub fn node_identity(
 fn fetch_image(
     cfg: &Config,
     req: &Request,
-    deadline: Deadline,
+    opts: &fetch::FetchOptions,
 ) -> Result<fetch::StagedImage, Error> {
-    let keys = req.paths.join(crate::fetch::verify::KEYS_DIR);
-    let opts = fetch::FetchOptions::from_config(cfg, &keys)?.with_deadline(deadline);
     // Each node starts at its own mirror (rendezvous order) unless rd.rustlive.mirrors=listed.
     let (urls, policy) = (cfg.image_urls(), cfg.transfer.mirrors);
     let node = fetch::mirrors::needs_identity(urls, policy)
@@ -243,7 +236,7 @@ fn fetch_image(
     // ...and spreads the image's pieces over all of them (`fetch::pieces`).
     let opts = fetch::FetchOptions {
         spread: node.map(|n| n.id),
-        ..opts
+        ..opts.clone()
     };
     // An oci:// source: the manifest now, then the root layer's blob on each registry.
     let creds = req.paths.join(crate::oci::auth::CREDENTIALS_FILE);
@@ -259,12 +252,12 @@ fn fetch_image(
 /// The node's secrets into the new root; a failure stops the boot unless
 /// `rd.rustlive.secrets.required=0`.
 fn install_secrets(
-    cfg: &Config,
+    opts: &secrets::SecretsOptions,
     req: &Request,
     facts: &NodeFacts,
     deadline: Deadline,
 ) -> Result<(), Error> {
-    if let Applied::Skipped = secrets::apply(cfg, &req.sysroot, facts, &req.paths, deadline)? {
+    if let Applied::Skipped = secrets::apply(opts, &req.sysroot, facts, &req.paths, deadline)? {
         log::warn!("booting without the node's secrets (rd.rustlive.secrets.required=0)");
     }
     Ok(())

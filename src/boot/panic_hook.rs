@@ -19,7 +19,7 @@ pub fn install(pid1: bool) {
         let cmdline = std::fs::read(paths.join("proc/cmdline")).unwrap_or_default();
         if let Ok(cfg) = Config::from_cmdline_bytes(&cmdline) {
             let facts = secrets::NodeFacts::gather(&paths, None);
-            secrets::wipe_sources(&cfg, &facts, &paths);
+            secrets::wipe_sources(cfg.secrets.source.as_ref(), &facts, &paths);
         }
         onfail::execute(onfail::decide(&failure_policy(&cmdline)));
         if pid1 {

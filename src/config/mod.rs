@@ -1,4 +1,4 @@
-//! The effective configuration, built from the kernel command line (`../shared/spec/cmdline.md`).
+//! The effective configuration, built from the kernel command line (`docs/reference/cmdline.md`).
 //!
 //! Parsing is a pure function of the command-line string so that every rule (last wins,
 //! accumulating mirrors, aliases and their precedence, typed values) is unit-tested without a
@@ -12,7 +12,7 @@ pub mod url_template;
 
 use crate::config::url_template::UrlTemplate;
 use crate::support::log::redact_url_str;
-use crate::support::values::{self, Schemes, Sha256Hex, Size};
+use crate::support::values::{self, MirrorPolicy, Schemes, Sha256Hex, Size};
 use cmdline::Param;
 use reqwest::Url;
 use serde::{Serialize, Serializer};
@@ -95,27 +95,6 @@ pub struct Transfer {
     pub minmem: u64,
     /// How the node orders the mirrors (`rd.rustlive.mirrors`).
     pub mirrors: MirrorPolicy,
-}
-
-/// `rd.rustlive.mirrors`: how a node orders `rd.rustlive.url`'s mirrors.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum MirrorPolicy {
-    /// Rendezvous order per node (the default: several mirrors are listed to share the load).
-    #[default]
-    Spread,
-    /// The listed order: the first mirror is the primary, the others fallbacks.
-    Listed,
-}
-
-impl MirrorPolicy {
-    pub fn parse(s: &str) -> Result<MirrorPolicy, String> {
-        match s {
-            "spread" => Ok(MirrorPolicy::Spread),
-            "listed" => Ok(MirrorPolicy::Listed),
-            _ => Err("expected spread or listed".into()),
-        }
-    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize)]

@@ -16,7 +16,7 @@ use reqwest::Url;
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 
-pub use crate::config::MirrorPolicy;
+pub use crate::support::values::MirrorPolicy;
 
 /// Where a node's identity came from (logged, so an operator can predict the order).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]

@@ -22,7 +22,6 @@ pub mod retry;
 pub mod transfer;
 pub mod verify;
 
-use crate::config::Config;
 use crate::root::ram::{self, MemInfo, RamError, Tmpfs};
 use crate::support::deadline::Deadline;
 use crate::support::exit::Exit;
@@ -124,9 +123,6 @@ impl FetchError {
     }
 }
 
-/// Retries of the secrets bundle when `rd.rustlive.retries` is not given.
-pub const SECRETS_DEFAULT_RETRIES: u32 = 5;
-
 /// Everything that shapes a download.
 #[derive(Debug, Clone)]
 pub struct FetchOptions {
@@ -195,53 +191,6 @@ impl Default for FetchOptions {
 }
 
 impl FetchOptions {
-    /// Options for the image from the kernel command line; trusted keys from `keys_dir`
-    /// (normally [`verify::KEYS_DIR`]). The deadline starts now.
-    pub fn from_config(cfg: &Config, keys_dir: &Path) -> Result<FetchOptions, FetchError> {
-        let t = &cfg.transfer;
-        Ok(FetchOptions {
-            retries: t.retries,
-            deadline: Deadline::after(t.timeout),
-            stall: t.stall,
-            connect_timeout: t.stall.min(Duration::from_secs(15)),
-            ca: t.ca.clone(),
-            insecure_tls: t.insecure_tls,
-            proxy: t.proxy.clone(),
-            sha256: cfg.verify.sha256,
-            sha256sums: cfg.verify.sha256sums.clone(),
-            sig: cfg.verify.sig.clone(),
-            keys: verify::load_keys_dir(keys_dir)?,
-            verify_required: cfg.verify.required,
-            ..FetchOptions::default()
-        })
-    }
-
-    /// Options for the secrets bundle: the image's transfer settings (CA, proxy, deadline,
-    /// stall) plus the client identity; never insecure TLS, and none of the image's hashes or
-    /// keys (the bundle's pin is checked by the secrets stage, whatever the source). Without
-    /// `rd.rustlive.retries`, a few retries: the network is known to be up by then, and a node
-    /// should not hang silently on its secrets server.
-    pub fn for_secrets(cfg: &Config) -> FetchOptions {
-        let t = &cfg.transfer;
-        let s = &cfg.secrets;
-        FetchOptions {
-            retries: Some(t.retries.unwrap_or(SECRETS_DEFAULT_RETRIES)),
-            deadline: Deadline::after(t.timeout),
-            stall: t.stall,
-            connect_timeout: t.stall.min(Duration::from_secs(15)),
-            ca: t.ca.clone(),
-            proxy: t.proxy.clone(),
-            identity: match (&s.cert, &s.key) {
-                (Some(cert), Some(key)) => Some(ClientIdentity {
-                    cert: cert.clone(),
-                    key: key.clone(),
-                }),
-                _ => None,
-            },
-            ..FetchOptions::default()
-        }
-    }
-
     /// The same options bound by `deadline` (the one a boot owns) instead of their own.
     pub fn with_deadline(self, deadline: Deadline) -> FetchOptions {
         FetchOptions { deadline, ..self }
@@ -922,34 +871,6 @@ mod tests {
             part_path(Path::new("/run/x/img")),
             Path::new("/run/x/img.part")
         );
-    }
-
-    #[test]
-    fn options_from_the_command_line() {
-        let h = "ab".repeat(32);
-        let cfg = Config::from_cmdline(&format!(
-            "root=live:https://h/img rd.rustlive.sha256={h} rd.rustlive.retries=4 \
-             rd.rustlive.stall=7 rd.noverifyssl rd.rustlive.timeout=60 \
-             rd.rustlive.secrets=https://h/s.json rd.rustlive.secrets.cert=/c.pem rd.rustlive.secrets.key=/k.pem"
-        ))
-        .unwrap();
-        let dir = tempfile::tempdir().unwrap();
-        let o = FetchOptions::from_config(&cfg, dir.path()).unwrap();
-        assert_eq!(o.retries, Some(4));
-        assert_eq!(o.stall, Duration::from_secs(7));
-        assert_eq!(o.connect_timeout, Duration::from_secs(7));
-        assert!(o.insecure_tls && o.keys.is_empty());
-        assert_eq!(o.sha256.as_ref().unwrap().to_hex(), h);
-        let left = o.deadline.remaining().unwrap();
-        assert!(left <= Duration::from_secs(60) && left > Duration::from_secs(50));
-        let s = FetchOptions::for_secrets(&cfg);
-        assert!(!s.insecure_tls && s.sha256.is_none() && s.keys.is_empty());
-        assert_eq!(s.retries, Some(4));
-        assert_eq!(s.identity.unwrap().cert, Path::new("/c.pem"));
-        let s = FetchOptions::for_secrets(&Config::default());
-        assert_eq!(s.retries, Some(SECRETS_DEFAULT_RETRIES));
-        let boot = Deadline::after(Some(Duration::from_secs(5)));
-        assert_eq!(s.with_deadline(boot).deadline, boot);
     }
 
     #[test]

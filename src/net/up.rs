@@ -5,7 +5,6 @@
 use super::dhcp::{self, Candidate, DhcpError, Lease};
 use super::rtnl::{Rtnl, RtnlError};
 use crate::config::ipconfig::{IpConfig, Method};
-use crate::config::Config;
 use crate::drivers::coldplug::Unclaimed;
 use crate::support::deadline::Deadline;
 use serde::Serialize;
@@ -119,12 +118,6 @@ fn already_configured() -> Option<(String, Ipv4Addr)> {
         })
 }
 
-/// Whether the boot needs the network at all: an image or a secrets bundle over the network
-/// (the configuration decided it once, for the dracut hooks as well).
-pub fn needs_network(cfg: &Config) -> bool {
-    cfg.needs_network
-}
-
 /// What the booted system inherits, as `/run/rustlive/lease.json`.
 #[derive(Debug, Serialize)]
 pub struct Record<'a> {
@@ -199,22 +192,40 @@ fn write(path: &str, text: &str) -> Result<(), NetError> {
     std::fs::write(p, text).map_err(fail)
 }
 
+/// What the network stage does (`ip=`, `nameserver=`, `rd.rustlive.drivers=`,
+/// `rd.driver.blacklist=`).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct NetOptions {
+    /// Whether the boot needs the network at all: an image or a secrets bundle over the
+    /// network (the configuration decided it once, for the dracut hooks as well). Drivers are
+    /// loaded either way.
+    pub needed: bool,
+    /// Empty: DHCP on every Ethernet interface with carrier.
+    pub ip: Vec<IpConfig>,
+    /// Name servers ahead of the lease's.
+    pub nameservers: Vec<Ipv4Addr>,
+    /// Modules to load besides those the devices ask for.
+    pub drivers: Vec<String>,
+    /// Modules never loaded.
+    pub blacklist: Vec<String>,
+}
+
 /// The network stage: a no-op when the boot needs no network or it is already configured.
-pub fn bring_up(cfg: &Config, deadline: &Deadline) -> Result<(), NetError> {
+pub fn bring_up(opts: &NetOptions, deadline: &Deadline) -> Result<(), NetError> {
     let started = Instant::now();
-    let n = &cfg.network;
-    let report = crate::drivers::coldplug::load_drivers(&n.drivers, &n.blacklist);
-    if !needs_network(cfg) {
+    let report = crate::drivers::coldplug::load_drivers(&opts.drivers, &opts.blacklist);
+    if !opts.needed {
         return Ok(());
     }
     if let Some((ifname, a)) = already_configured() {
         log::info!("network already configured ({a} on {ifname}); not running DHCP");
         return Ok(());
     }
-    let specs: Vec<IpConfig> = if n.ip.is_empty() {
+    let specs: Vec<IpConfig> = if opts.ip.is_empty() {
         vec![crate::config::ipconfig::parse_ip("dhcp").map_err(|_| NetError::NoNic)?]
     } else {
-        n.ip.iter()
+        opts.ip
+            .iter()
             .filter(|c| c.method != Method::Off)
             .cloned()
             .collect()
@@ -319,7 +330,7 @@ pub fn bring_up(cfg: &Config, deadline: &Deadline) -> Result<(), NetError> {
         .or(lease.hostname.clone());
     let mtu = specs.iter().find_map(|c| c.mtu).or(lease.mtu);
     configure(&mut rt, link, &lease, mtu)?;
-    let mut dns: Vec<Ipv4Addr> = n.nameservers.clone();
+    let mut dns: Vec<Ipv4Addr> = opts.nameservers.clone();
     dns.extend(&lease.dns);
     write(RESOLV_CONF, &resolv_conf(&dns, lease.domain.as_deref()))?;
     if let Some(h) = &hostname {
@@ -535,18 +546,5 @@ mod tests {
             "carrier before linkwatch set the link up"
         );
         assert!(!has_carrier(d.path(), "eth9"));
-    }
-
-    #[test]
-    fn network_is_needed_only_for_remote_sources() {
-        let c = Config::from_cmdline("root=live:file:///images/root.squashfs").unwrap();
-        assert!(!needs_network(&c));
-        let c = Config::from_cmdline("root=live:http://10.0.2.2/root.squashfs").unwrap();
-        assert!(needs_network(&c));
-        let c = Config::from_cmdline(
-            "root=live:file:///r.img rd.rustlive.secrets=https://s/{mac}.json",
-        )
-        .unwrap();
-        assert!(needs_network(&c));
     }
 }

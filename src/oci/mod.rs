@@ -17,7 +17,7 @@ use crate::support::exit::Exit;
 use crate::support::values::Sha256Hex;
 use reqwest::Url;
 
-/// The rustlive root image layers (see README, "OCI registries").
+/// The rustlive root image layers (see `docs/admins/oci.md`).
 pub const MEDIA_SQUASHFS: &str = "application/vnd.rustlive.image.v1.squashfs";
 pub const MEDIA_EROFS: &str = "application/vnd.rustlive.image.v1.erofs";
 pub const MEDIA_EXT4: &str = "application/vnd.rustlive.image.v1.ext4";

@@ -17,7 +17,6 @@
 //! place (no copy). Until [`Assembled::persist`] is called, every mount and loop device is
 //! undone on drop, so a failure leaves a clean system for the emergency shell or a retry.
 
-use crate::config::Config;
 use crate::root::image::{Format, ImageError, ImageFile, LiveLayout, MAX_DEPTH};
 use crate::root::ram::MemInfo;
 use crate::root::rootfs::{self, NotBootable};
@@ -48,18 +47,6 @@ pub struct AssembleOptions {
 }
 
 impl AssembleOptions {
-    pub fn from_config(cfg: &Config) -> Self {
-        AssembleOptions {
-            overlay_size: cfg.root.overlay_size,
-            layout: LiveLayout {
-                dir: cfg.root.live_dir.clone(),
-                squash_img: cfg.root.squash_img.clone(),
-            },
-            init: cfg.root.init.clone(),
-            run_dir: RUN_DIR.into(),
-        }
-    }
-
     /// Mount point of the filesystem at nesting `depth` (0 is the image itself).
     pub fn layer_dir(&self, depth: usize) -> PathBuf {
         match LAYER_DIRS.get(depth) {
@@ -490,28 +477,17 @@ mod tests {
 
     #[test]
     fn helper_paths_are_under_one_run_dir() {
-        let cfg = Config::default();
-        let o = AssembleOptions::from_config(&cfg);
+        // (The options the command line gives are tested with their conversion, in boot.)
+        let o = AssembleOptions {
+            overlay_size: Size::Percent(50),
+            layout: LiveLayout::default(),
+            init: "/sbin/init".into(),
+            run_dir: RUN_DIR.into(),
+        };
         assert_eq!(o.layer_dir(0), Path::new("/run/rustlive/mnt/image"));
         assert_eq!(o.layer_dir(1), Path::new("/run/rustlive/mnt/nested"));
         assert_eq!(o.layer_dir(2), Path::new("/run/rustlive/mnt/nested2"));
         assert_eq!(o.overlay_dir(), Path::new("/run/rustlive/mnt/overlay"));
-        assert_eq!(o.overlay_size, Size::Percent(50));
-        assert_eq!(o.init, Path::new("/sbin/init"));
-        assert_eq!(o.layout, LiveLayout::default());
-    }
-
-    #[test]
-    fn options_follow_the_command_line() {
-        let cfg = Config::from_cmdline(
-            "rd.rustlive.overlay.size=2G rd.live.dir=images rd.live.squashimg=root.sqfs init=/bin/sh",
-        )
-        .unwrap();
-        let o = AssembleOptions::from_config(&cfg);
-        assert_eq!(o.overlay_size, Size::Bytes(2 << 30));
-        assert_eq!(o.layout.dir, "images");
-        assert_eq!(o.layout.squash_img, "root.sqfs");
-        assert_eq!(o.init, Path::new("/bin/sh"));
     }
 
     #[test]

@@ -1,4 +1,4 @@
-//! The secrets bundle, format 1 (`../shared/spec/secrets.md`): parsing and validation.
+//! The secrets bundle, format 1 (`docs/reference/secrets-bundle.md`): parsing and validation.
 //!
 //! `#[derive(Deserialize)]` is deliberately not used for the bundle: serde's generated errors
 //! quote the offending input (`invalid type: string "…"`, `unknown field `…``), and a bundle's

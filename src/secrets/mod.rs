@@ -1,4 +1,4 @@
-//! Node secrets (`../shared/spec/secrets.md`): the per-node bundle delivered at boot, validated
+//! Node secrets (`docs/reference/secrets-bundle.md`): the per-node bundle delivered at boot, validated
 //! as a whole, then written into the assembled root without following symlinks.
 //!
 //! Stages: [`source`] gets the bytes (file in the initramfs or https), [`bundle`] parses and
@@ -7,6 +7,7 @@
 //! log line, an error or a `Debug` output; the initramfs copy is wiped once used.
 
 pub mod bundle;
+pub mod enroll;
 pub mod facts;
 pub mod kmsg;
 pub mod owners;
@@ -15,10 +16,11 @@ pub mod write;
 
 use crate::config::url_template::Placeholder;
 use crate::config::url_template::UrlTemplate;
-use crate::config::Config;
+use crate::fetch::{ClientIdentity, FetchOptions};
 use crate::support::deadline::Deadline;
 use crate::support::exit::{report, Exit};
 use crate::support::paths::Paths;
+use crate::support::values::Sha256Hex;
 use bundle::BundleError;
 use owners::Accounts;
 use source::{Source, SourceError};
@@ -29,6 +31,52 @@ pub use facts::NodeFacts;
 
 /// Largest account file read from the new root.
 const MAX_ACCOUNTS_FILE: u64 = 16 << 20;
+
+/// Retries of the bundle's download when `rd.rustlive.retries` is not given.
+pub const DEFAULT_RETRIES: u32 = 5;
+
+/// What the secrets stage does: where the bundle comes from, the policy it must meet, and how
+/// a network source is downloaded.
+#[derive(Debug, Clone)]
+pub struct SecretsOptions {
+    /// `rd.rustlive.secrets`, placeholders not yet filled in; `None`: the default file
+    /// (`/rustlive/secrets.json`) when it exists.
+    pub source: Option<UrlTemplate>,
+    /// `rd.rustlive.secrets.sha256`: the bundle must have this hash, whatever the source.
+    pub sha256: Option<Sha256Hex>,
+    /// Whether a failure stops the boot when there is a source (`rd.rustlive.secrets.required`);
+    /// `false`: the boot goes on without the secrets.
+    pub required: bool,
+    /// `rd.rustlive.secrets.sealed=required`: only a bundle sealed to the node's TPM is accepted.
+    pub sealed_required: bool,
+    /// The client certificate for an https source (`rd.rustlive.secrets.cert` and `.key`).
+    pub identity: Option<ClientIdentity>,
+    /// The image's download options (or the transfer settings alone): the bundle takes only
+    /// their transfer part (see [`SecretsOptions::download`]), within the deadline [`apply`] is
+    /// given.
+    pub transfer: FetchOptions,
+}
+
+impl SecretsOptions {
+    /// How the bundle is downloaded: the image's transfer settings (CA, proxy, deadline, stall,
+    /// retries) plus the client identity; never insecure TLS, and none of the image's hashes or
+    /// keys (the bundle's pin is checked here, whatever the source). Without
+    /// `rd.rustlive.retries`, [`DEFAULT_RETRIES`]: the network is known to be up by then, and a
+    /// node should not hang silently on its secrets server.
+    pub fn download(&self) -> FetchOptions {
+        let t = &self.transfer;
+        FetchOptions {
+            retries: Some(t.retries.unwrap_or(DEFAULT_RETRIES)),
+            deadline: t.deadline,
+            stall: t.stall,
+            connect_timeout: t.connect_timeout,
+            ca: t.ca.clone(),
+            proxy: t.proxy.clone(),
+            identity: self.identity.clone(),
+            ..FetchOptions::default()
+        }
+    }
+}
 
 /// What [`apply`] did.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -115,7 +163,7 @@ impl SecretsError {
 /// `rd.rustlive.secrets.required`: with no source and no `/rustlive/secrets.json`, one info line
 /// and `Applied::NoSource`. The initramfs copy is wiped whatever the outcome.
 pub fn apply(
-    cfg: &Config,
+    opts: &SecretsOptions,
     newroot: &Path,
     facts: &NodeFacts,
     paths: &Paths,
@@ -123,7 +171,7 @@ pub fn apply(
 ) -> Result<Applied, SecretsError> {
     let default_file = paths.default_secrets();
     let have_default = default_file.symlink_metadata().is_ok();
-    let Some(template) = source_template(cfg, &default_file, have_default) else {
+    let Some(template) = source_template(opts, &default_file, have_default) else {
         log::info!(
             "secrets: no source (rd.rustlive.secrets) and no {}; no secrets installed",
             default_file.display()
@@ -136,11 +184,11 @@ pub fn apply(
         }
         return Ok(Applied::NoSource);
     };
-    let required = cfg.secrets.required(true);
+    let required = opts.required;
     let result = source::resolve(&template, facts)
         .map_err(SecretsError::Source)
-        .and_then(|src| install(cfg, newroot, &src, deadline, paths));
-    wipe_sources(cfg, facts, paths);
+        .and_then(|src| install(opts, newroot, &src, deadline, paths));
+    wipe_sources(opts.source.as_ref(), facts, paths);
     match result {
         Ok(files) => Ok(Applied::Installed { files }),
         Err(e) if required => Err(e),
@@ -155,8 +203,12 @@ pub fn apply(
 }
 
 /// The configured source, else the default file as a `file://` URL when it exists.
-fn source_template(cfg: &Config, default_file: &Path, have_default: bool) -> Option<UrlTemplate> {
-    cfg.secrets.source.clone().or_else(|| {
+fn source_template(
+    opts: &SecretsOptions,
+    default_file: &Path,
+    have_default: bool,
+) -> Option<UrlTemplate> {
+    opts.source.clone().or_else(|| {
         have_default
             .then(|| UrlTemplate::parse(&format!("file://{}", default_file.display())).ok())
             .flatten()
@@ -165,7 +217,7 @@ fn source_template(cfg: &Config, default_file: &Path, have_default: bool) -> Opt
 
 /// Gets, validates, checks and writes the bundle; returns the number of files written.
 fn install(
-    cfg: &Config,
+    opts: &SecretsOptions,
     newroot: &Path,
     src: &Source,
     deadline: Deadline,
@@ -177,13 +229,13 @@ fn install(
         from: from.clone(),
         source,
     };
-    let text = source::load(src, cfg, deadline).map_err(fetch_err)?;
-    if let Some(pin) = &cfg.secrets.sha256 {
+    let text = source::load(src, &opts.download(), deadline).map_err(fetch_err)?;
+    if let Some(pin) = &opts.sha256 {
         if crate::fetch::verify::sha256(&text) != *pin {
             return Err(fetch_err(SourceError::PinMismatch));
         }
     }
-    let text = unseal(cfg, src, text, &from, deadline, paths)?;
+    let text = unseal(opts, src, text, &from, deadline, paths)?;
     let root = RootDir::open(newroot).map_err(SecretsError::Root)?;
     let accounts = load_accounts(&root);
     let entries = bundle::parse(&text, &accounts).map_err(|source| SecretsError::Bundle {
@@ -250,7 +302,7 @@ fn install(
 /// memory, and is zeroized), an unsealed one as it came, when the policy accepts it:
 /// `rd.rustlive.secrets.sealed=required` refuses it, and so does plain http without a pin.
 fn unseal(
-    cfg: &Config,
+    opts: &SecretsOptions,
     src: &Source,
     text: zeroize::Zeroizing<Vec<u8>>,
     from: &str,
@@ -258,10 +310,10 @@ fn unseal(
     paths: &Paths,
 ) -> Result<zeroize::Zeroizing<Vec<u8>>, SecretsError> {
     if !crate::tpm::envelope::is_sealed(&text) {
-        if cfg.secrets.sealed_required {
+        if opts.sealed_required {
             return Err(SecretsError::Unsealed { from: from.into() });
         }
-        if src.is_plain_http() && cfg.secrets.sha256.is_none() {
+        if src.is_plain_http() && opts.sha256.is_none() {
             return Err(SecretsError::Fetch {
                 from: from.into(),
                 source: SourceError::UnpinnedHttp,
@@ -303,16 +355,17 @@ fn load_accounts(root: &RootDir) -> Accounts {
     Accounts::parse(&read("/etc/passwd"), &read("/etc/group"))
 }
 
-/// Removes the initramfs copies of the bundle (the default file and a `file://` source), after
-/// overwriting them with zeros. The failure policy calls it before dropping to a shell or
-/// rebooting; in-memory copies are already zeroed when [`apply`] returns.
+/// Removes the initramfs copies of the bundle (the default file, and `source` when it is a
+/// `file://` template: [`SecretsOptions::source`]), after overwriting them with zeros. The
+/// failure policy calls it before dropping to a shell or rebooting; in-memory copies are
+/// already zeroed when [`apply`] returns.
 ///
 /// It works whenever the boot fails: a `{mac}` that is not known yet (the network never came
 /// up) is tried with the MAC of every interface, so the file named for this node is found.
-pub fn wipe_sources(cfg: &Config, facts: &NodeFacts, paths: &Paths) {
+pub fn wipe_sources(source: Option<&UrlTemplate>, facts: &NodeFacts, paths: &Paths) {
     let default_file = paths.default_secrets();
     let mut files = vec![default_file.clone()];
-    if let Some(t) = cfg.secrets.source.as_ref().filter(|t| !t.is_network()) {
+    if let Some(t) = source.filter(|t| !t.is_network()) {
         let macs = match facts.mac() {
             Some(m) => vec![Some(m)],
             None if t.uses(Placeholder::Mac) => {
@@ -367,6 +420,19 @@ fn interface_macs(paths: &Paths) -> Vec<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// What a command line without any `rd.rustlive.secrets*` option gives (checked where the
+    /// options are built, in `boot::options`).
+    fn defaults() -> SecretsOptions {
+        SecretsOptions {
+            source: None,
+            sha256: None,
+            required: true,
+            sealed_required: false,
+            identity: None,
+            transfer: FetchOptions::default(),
+        }
+    }
 
     #[test]
     fn facts_are_validated_and_normalized() {
@@ -423,7 +489,7 @@ mod tests {
         let root = t.path().join("root");
         std::fs::create_dir(&root).unwrap();
         let got = apply(
-            &Config::default(),
+            &defaults(),
             &root,
             &NodeFacts::default(),
             &Paths::under(t.path()),
@@ -445,7 +511,7 @@ mod tests {
         // An empty bundle: exercises source selection and wiping without needing root for chown.
         std::fs::write(&default, br#"{"version": 1, "files": []}"#).unwrap();
         let got = apply(
-            &Config::default(),
+            &defaults(),
             &root,
             &NodeFacts::default(),
             &paths,
@@ -468,7 +534,7 @@ mod tests {
 
         std::fs::write(&default, bad).unwrap();
         let err = apply(
-            &Config::default(),
+            &defaults(),
             &root,
             &NodeFacts::default(),
             &paths,
@@ -483,8 +549,11 @@ mod tests {
         );
 
         std::fs::write(&default, bad).unwrap();
-        let cfg = Config::from_cmdline("rd.rustlive.secrets.required=0").unwrap();
-        let got = apply(&cfg, &root, &NodeFacts::default(), &paths, Deadline::NONE).unwrap();
+        let opts = SecretsOptions {
+            required: false,
+            ..defaults()
+        };
+        let got = apply(&opts, &root, &NodeFacts::default(), &paths, Deadline::NONE).unwrap();
         assert_eq!(got, Applied::Skipped);
     }
 
@@ -495,14 +564,13 @@ mod tests {
         std::fs::create_dir(&root).unwrap();
         let bundle = t.path().join("b.json");
         std::fs::write(&bundle, br#"{"version": 1, "files": []}"#).unwrap();
-        let cmdline = format!(
-            "rd.rustlive.secrets=file://{} rd.rustlive.secrets.sha256={}",
-            bundle.display(),
-            "0".repeat(64)
-        );
-        let cfg = Config::from_cmdline(&cmdline).unwrap();
+        let opts = SecretsOptions {
+            source: Some(UrlTemplate::parse(&format!("file://{}", bundle.display())).unwrap()),
+            sha256: Some(crate::support::values::parse_sha256(&"0".repeat(64)).unwrap()),
+            ..defaults()
+        };
         let err = apply(
-            &cfg,
+            &opts,
             &root,
             &NodeFacts::default(),
             &Paths::under(t.path().join("none")),
@@ -536,12 +604,9 @@ mod tests {
         std::fs::write(&bundle, b"secret").unwrap();
         let other = t.path().join("b-52:54:00:aa:bb:99.json");
         std::fs::write(&other, b"another node's").unwrap();
-        let cfg = Config::from_cmdline(&format!(
-            "rd.rustlive.secrets=file://{}/b-{{mac}}.json",
-            t.path().display()
-        ))
-        .unwrap();
-        wipe_sources(&cfg, &NodeFacts::default(), &paths);
+        let source =
+            UrlTemplate::parse(&format!("file://{}/b-{{mac}}.json", t.path().display())).unwrap();
+        wipe_sources(Some(&source), &NodeFacts::default(), &paths);
         assert!(!bundle.exists());
         assert!(other.exists());
     }

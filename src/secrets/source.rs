@@ -4,13 +4,12 @@
 //! from [`NodeFacts`].
 //!
 //! Network sources go through the image's fetch engine ([`crate::fetch::fetch_bytes`]) with
-//! [`FetchOptions::for_secrets`]: the same CA, proxy, deadline and retry policy, plus the client
-//! certificate, a 1 MiB cap, and TLS verification that `rd.noverifyssl` never turns off.
+//! [`super::SecretsOptions::download`]: the same CA, proxy, deadline and retry policy, plus the
+//! client certificate, a 1 MiB cap, and TLS verification that `rd.noverifyssl` never turns off.
 
 use super::bundle::MAX_BUNDLE_SIZE;
 use super::facts::NodeFacts;
 use crate::config::url_template::{MissingFact, Placeholder, Scheme, UrlTemplate};
-use crate::config::Config;
 use crate::fetch::{fetch_bytes, FetchError, FetchOptions};
 use crate::support::deadline::Deadline;
 use crate::support::log::redact_url;
@@ -92,10 +91,12 @@ pub fn resolve(template: &UrlTemplate, facts: &NodeFacts) -> Result<Source, Sour
     }
 }
 
-/// The bundle's bytes, at most [`MAX_BUNDLE_SIZE`], in a buffer zeroed on drop.
+/// The bundle's bytes, at most [`MAX_BUNDLE_SIZE`], in a buffer zeroed on drop; a network
+/// source is downloaded with `download` (see [`super::SecretsOptions::download`]) within
+/// `deadline`.
 pub fn load(
     src: &Source,
-    cfg: &Config,
+    download: &FetchOptions,
     deadline: Deadline,
 ) -> Result<Zeroizing<Vec<u8>>, SourceError> {
     match src {
@@ -107,7 +108,7 @@ pub fn load(
             })
         }
         Source::Url(u) => {
-            let opts = FetchOptions::for_secrets(cfg).with_deadline(deadline);
+            let opts = download.clone().with_deadline(deadline);
             fetch_bytes(u, &opts, MAX_BUNDLE_SIZE).map_err(|e| match e {
                 FetchError::TooLarge { .. } => SourceError::TooLarge,
                 e => SourceError::Fetch(e),
@@ -282,7 +283,7 @@ mod tests {
         let t = tempfile::tempdir().unwrap();
         let ok = t.path().join("ok.json");
         std::fs::write(&ok, b"{}").unwrap();
-        let opts = Config::default();
+        let opts = FetchOptions::default();
         assert_eq!(
             load(&Source::File(ok), &opts, Deadline::NONE)
                 .unwrap()

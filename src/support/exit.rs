@@ -1,11 +1,12 @@
 //! The exit codes of the contract and the one-line error report.
 //!
 //! Each stage has its own typed error that knows its exit code (callers that retry match on
-//! it); [`crate::boot::Error`] groups them. This module sits below every stage and imports none.
+//! it); [`crate::boot::Error`] groups the boot's, `cli::Error` every command's. This module sits below
+//! every stage and imports none.
 
 use std::error::Error as StdError;
 
-/// Exit codes of the rustlive binary (`cmdline.md`, "Exit codes").
+/// Exit codes of the rustlive binary (`docs/reference/cmdline.md`, "Exit codes").
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[repr(u8)]
 pub enum Exit {

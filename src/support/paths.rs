@@ -3,7 +3,7 @@
 
 use std::path::{Path, PathBuf};
 
-/// Run-time directory of rustlive (README, "Paths").
+/// Run-time directory of rustlive (`docs/operators/booted-node.md`).
 pub const RUN_DIR: &str = "run/rustlive";
 /// Default secrets bundle inside the initramfs, used when it exists and no source is given.
 pub const DEFAULT_SECRETS_FILE: &str = "rustlive/secrets.json";

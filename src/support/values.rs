@@ -1,4 +1,5 @@
-//! Typed values of command-line options: sizes, booleans, durations, hashes and URLs.
+//! Typed values of command-line options: sizes, booleans, durations, hashes, URLs and the
+//! mirror policy.
 //!
 //! Each parser returns a short reason on failure; the caller adds the option name and the
 //! offending value so the operator sees exactly which word of the command line is wrong.
@@ -218,6 +219,27 @@ pub fn parse_url(s: &str, allowed: Schemes) -> Result<reqwest::Url, String> {
         return Err("the URL has no host".into());
     }
     Ok(url)
+}
+
+/// `rd.rustlive.mirrors`: how a node orders `rd.rustlive.url`'s mirrors.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum MirrorPolicy {
+    /// Rendezvous order per node (the default: several mirrors are listed to share the load).
+    #[default]
+    Spread,
+    /// The listed order: the first mirror is the primary, the others fallbacks.
+    Listed,
+}
+
+impl MirrorPolicy {
+    pub fn parse(s: &str) -> Result<MirrorPolicy, String> {
+        match s {
+            "spread" => Ok(MirrorPolicy::Spread),
+            "listed" => Ok(MirrorPolicy::Listed),
+            _ => Err("expected spread or listed".into()),
+        }
+    }
 }
 
 /// Checks that `s` is an absolute path without `..` components.

@@ -224,7 +224,7 @@ pub fn build_all(
                     let sealed = crate::tpm::envelope::seal_with(&b.json, &ek, s.pcr.as_ref())
                         .map_err(|e| BuildError::Seal {
                             host: n.hostname.clone(),
-                            source: crate::server::seal::CommandError::Seal(e),
+                            source: crate::server::seal::SealError::Seal(e),
                         })?;
                     sealed_state.push((n.hostname.clone(), digest));
                     (Some(Zeroizing::new(sealed)), 0o644)

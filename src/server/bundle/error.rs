@@ -78,7 +78,7 @@ pub enum BuildError {
     Seal {
         host: String,
         #[source]
-        source: crate::server::seal::CommandError,
+        source: crate::server::seal::SealError,
     },
 }
 

@@ -1,5 +1,5 @@
 //! `rustlive bundle`: the boot server's side of node secrets. A directory that mirrors the
-//! node's root becomes a secrets bundle (format 1, `secrets.md`), as JSON for an https source or
+//! node's root becomes a secrets bundle (format 1, `docs/reference/secrets-bundle.md`), as JSON for an https source or
 //! as a per-node initrd.
 //!
 //! - [`tree`]: the walk (regular files only, no links) and the manifest of owners by name.

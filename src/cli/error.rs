@@ -1,0 +1,55 @@
+//! The error of any command: a stage's (the same mapping `boot` uses) or a boot-server tool's.
+//! `main` reports every one the same way: one line, the cause chain, this exit code.
+
+use crate::server::bundle::BuildError as BundleError;
+use crate::server::initramfs::BuildError as InitramfsError;
+use crate::server::seal::SealError;
+use crate::support::exit::Exit;
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// A node stage run by hand (fetch, secrets, assembly, switch-root, the configuration), or
+    /// a registry's answer to `rustlive publish`.
+    #[error(transparent)]
+    Stage(#[from] crate::boot::Error),
+    #[error(transparent)]
+    Enroll(#[from] crate::secrets::enroll::EnrollError),
+    #[error("cannot build the secrets bundle")]
+    Bundle(#[from] BundleError),
+    #[error("cannot seal the secrets bundle")]
+    Seal(#[from] SealError),
+    #[error("cannot build the initramfs")]
+    Initramfs(#[from] InitramfsError),
+}
+
+impl Error {
+    /// The contract's exit code.
+    pub fn exit_code(&self) -> Exit {
+        match self {
+            Error::Stage(e) => e.exit_code(),
+            Error::Enroll(e) => e.exit_code(),
+            Error::Bundle(e) => e.exit_code(),
+            Error::Seal(e) => e.exit_code(),
+            Error::Initramfs(_) => Exit::Usage,
+        }
+    }
+}
+
+/// A stage's error, through the boot's mapping.
+macro_rules! stage_errors {
+    ($($t:ty),*) => {$(
+        impl From<$t> for Error {
+            fn from(e: $t) -> Self {
+                Error::Stage(e.into())
+            }
+        }
+    )*};
+}
+stage_errors!(
+    crate::config::ConfigError,
+    crate::fetch::FetchError,
+    crate::oci::OciError,
+    crate::secrets::SecretsError,
+    crate::root::assemble::AssembleError,
+    crate::root::switchroot::SwitchRootError
+);
