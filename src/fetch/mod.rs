@@ -6,21 +6,28 @@
 //! for small files (checksum lists, signatures, the secrets bundle).
 //!
 //! Layering inside `fetch`: `mod.rs` (options, errors, mirrors and retries, sinks) uses
-//! `transfer` (one attempt), `client`, `retry`, `progress`; `transfer` uses only `redirect`,
-//! `retry`, `progress` and crate-level pieces (`deadline`, `log`), never this file.
+//! `transfer` (one attempt), `client`, `retry`, `progress`; `transfer` drives `response` (is
+//! the answer the file's continuation), `reader` (the reader thread under the `watchdog`) and
+//! `file` (`file://` copies), which share `attempt` (errors, the sink); none of them uses this
+//! file.
 //!
 //! Everything here handles bytes and headers from the network: no unwrap, expect, panic,
 //! indexing or unchecked arithmetic outside tests (checked by the crate-wide lints in `lib.rs`).
 
+pub mod attempt;
 pub mod auth;
 pub mod client;
+pub mod file;
 pub mod mirrors;
 pub mod pieces;
 pub mod progress;
+pub mod reader;
 pub mod redirect;
+pub mod response;
 pub mod retry;
 pub mod transfer;
 pub mod verify;
+pub mod watchdog;
 
 use crate::config::Config;
 use crate::root::ram::{self, MemInfo, RamError, Tmpfs};
@@ -29,18 +36,19 @@ use crate::support::exit::Exit;
 use crate::support::log::{mib, redact_url};
 use crate::support::paths::Paths;
 use crate::support::values::Sha256Hex;
+use attempt::{AttemptError, Failure, Sink};
 pub use auth::RequestAuth;
 pub use client::ClientIdentity;
 use minisign_verify::PublicKey;
 use progress::Progress;
 use reqwest::blocking::Client;
 use reqwest::Url;
+use response::State;
 use retry::{Backoff, Next, Rng};
 use std::fs::File;
 use std::io::{Seek, Write};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
-use transfer::{AttemptError, Failure, Sink, State};
 use verify::{Expected, SignatureCheck, VerifyError};
 use zeroize::Zeroizing;
 
@@ -173,7 +181,7 @@ impl Default for FetchOptions {
             retries: None,
             deadline: Deadline::NONE,
             stall: Duration::from_secs(30),
-            min_rate: transfer::MIN_RATE,
+            min_rate: watchdog::MIN_RATE,
             connect_timeout: Duration::from_secs(15),
             ca: None,
             insecure_tls: false,
@@ -606,6 +614,11 @@ fn download(
     let mut resume = false;
     // The next piece's request, sent while this one drains.
     let mut ahead: Option<transfer::Ahead> = None;
+    let limits = watchdog::Limits {
+        deadline: opts.deadline,
+        stall: opts.stall,
+        min_rate: opts.min_rate,
+    };
     loop {
         let now = Instant::now();
         let pick = pool
@@ -614,7 +627,7 @@ fn download(
         let m = pick.mirror;
         let url = urls.get(m).ok_or(FetchError::NoUrl)?;
         let (before, restarts) = (state.have, state.restarts);
-        let piece = |end, resume| transfer::Piece {
+        let piece = |end, resume| response::Piece {
             end,
             same_validators,
             resume,
@@ -640,9 +653,7 @@ fn download(
             });
         };
         let mut ctx = transfer::Ctx {
-            stall: opts.stall,
-            deadline: opts.deadline,
-            min_rate: opts.min_rate,
+            limits,
             progress: progress.as_deref_mut(),
             auth: opts.auth.as_deref(),
             piece: pick.end.map(|end| piece(end, resume)),

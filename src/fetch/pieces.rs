@@ -11,7 +11,7 @@
 //! mirror for the same piece at every boot, and losing a mirror moves only its pieces.
 //!
 //! What ties bytes from different mirrors together is decided by the caller
-//! ([`super::transfer::Piece::same_validators`]): the image's hash or signature when there is
+//! ([`super::response::Piece::same_validators`]): the image's hash or signature when there is
 //! one, else identical ETag/Last-Modified. A mirror that does not continue the file is left
 //! out ([`Pool::other_file`]) and the others carry its pieces.
 //!
