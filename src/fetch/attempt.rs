@@ -2,7 +2,7 @@
 //! ends badly ([`AttemptError`], or the sink's own error in [`Failure::Sink`]).
 //!
 //! Whether an error is worth another attempt ([`AttemptError::is_retryable`]) and how long a
-//! server asked to wait ([`AttemptError::retry_after`]) are decided here, for the download loop.
+//! server asked to wait ([`AttemptError::retry_after`]) are decided here, for [`super::planner`].
 
 use reqwest::StatusCode;
 use std::io;

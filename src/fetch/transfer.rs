@@ -3,9 +3,9 @@
 //! the [`super::watchdog`]'s limits; a `file://` source is copied by [`super::file`] instead.
 //! Also the request for the next piece, sent while this one drains ([`send_ahead`]).
 //!
-//! Nothing here decides what to do after an attempt (the download loop in `fetch/mod.rs`
-//! does), and nothing uses `fetch/mod.rs`: a sink reports its own error type, handed back
-//! untouched in [`Failure::Sink`].
+//! Nothing here decides what to do after an attempt (that is [`super::planner`]), and nothing
+//! uses `fetch/mod.rs`: a sink reports its own error type, handed back untouched in
+//! [`Failure::Sink`].
 
 use super::attempt::{AttemptError, Failure, Sink};
 use super::file;
