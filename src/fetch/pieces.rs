@@ -15,7 +15,7 @@
 //! one, else identical ETag/Last-Modified. A mirror that does not continue the file is left
 //! out ([`Pool::other_file`]) and the others carry its pieces.
 //!
-//! Pure: piece boundaries and mirror health during one download, driven by `fetch::download`
+//! Pure: piece boundaries and mirror health during one download, driven by [`super::planner`]
 //! and tested here without a network or a clock.
 
 use super::mirrors;
