@@ -241,48 +241,66 @@ impl Planner {
     }
 
     fn failed(&mut self, attempt: &Attempt, err: AttemptError, now: Instant) {
-        let m = attempt.mirror;
         self.failed = self.failed.saturating_add(1);
         self.resume = true;
-        let shown = self.shown(m);
-        if matches!(err, AttemptError::Deadline) {
-            self.decided = Some(Step::Stop(Stop::Deadline {
-                url: shown,
+        let m = attempt.mirror;
+        self.decided = match err {
+            AttemptError::Deadline => Some(Step::Stop(Stop::Deadline {
+                url: self.shown(m),
                 attempts: self.failed,
                 last: self.previous.take().unwrap_or(err),
+            })),
+            AttemptError::OtherFile(_) => {
+                self.other_file(m, &err);
+                None
+            }
+            _ if !err.is_retryable() => self.dead(m, err, now),
+            _ => Some(self.retry(attempt, err, now)),
+        };
+    }
+
+    /// Mirror `m` does not continue the file the pieces came from: the others serve its
+    /// pieces, the bytes kept; when none is left to, the whole file from the first mirror.
+    fn other_file(&mut self, m: usize, err: &AttemptError) {
+        if self.pool.other_file(m) {
+            log::warn!(
+                "{}: {}; the other mirrors serve its pieces",
+                self.shown(m),
+                report(err)
+            );
+            return;
+        }
+        let first = self.pool.first_alive().unwrap_or(0);
+        log::warn!(
+            "{}: {}; no mirror is left to serve pieces, fetching the whole file from {}",
+            self.shown(m),
+            report(err),
+            self.shown(first)
+        );
+        self.state.restart();
+        self.served.fill(0);
+        self.pool.single_from(first);
+    }
+
+    /// Mirror `m` gave an answer retrying cannot change: the next mirror at once, or the end
+    /// when none is left.
+    fn dead(&mut self, m: usize, err: AttemptError, now: Instant) -> Option<Step> {
+        let shown = self.shown(m);
+        if !self.pool.dead(m) {
+            return Some(Step::Stop(Stop::Refused {
+                url: shown,
+                source: err,
             }));
-            return;
         }
-        if let AttemptError::OtherFile(_) = &err {
-            if self.pool.other_file(m) {
-                log::warn!(
-                    "{shown}: {}; the other mirrors serve its pieces",
-                    report(&err)
-                );
-            } else {
-                let first = self.pool.first_alive().unwrap_or(0);
-                log::warn!(
-                    "{shown}: {}; no mirror is left to serve pieces, fetching the whole file from {}",
-                    report(&err),
-                    self.shown(first)
-                );
-                self.state.restart();
-                self.served.fill(0);
-                self.pool.single_from(first);
-            }
-            return;
-        }
-        if !err.is_retryable() {
-            if !self.pool.dead(m) {
-                self.decided = Some(Step::Stop(Stop::Refused {
-                    url: shown,
-                    source: err,
-                }));
-                return;
-            }
-            log::warn!("{shown}: {}; trying {}", report(&err), self.next_shown(now));
-            return;
-        }
+        log::warn!("{shown}: {}; trying {}", report(&err), self.next_shown(now));
+        None
+    }
+
+    /// A failure retrying may fix: back off (full jitter, the window doubling with each
+    /// failure in a row that brought no byte), unless the retries or the deadline are used up.
+    fn retry(&mut self, attempt: &Attempt, err: AttemptError, now: Instant) -> Step {
+        let m = attempt.mirror;
+        let shown = self.shown(m);
         self.failures = if self.state.have > attempt.have {
             0
         } else {
@@ -293,44 +311,40 @@ impl Planner {
             err.retry_after(),
             &mut self.rng,
         );
-        let Policy {
-            retries, deadline, ..
-        } = self.policy;
-        self.decided = Some(
-            match retry::next(self.failed, retries, delay, now, deadline) {
-                Next::Retry(d) => {
-                    self.pool.failed(m, now);
-                    // Spread, a mirror that has not failed takes the piece over at once.
-                    let d = match self.pool.pick(self.state.have, self.state.total, now) {
-                        Some(p) if p.healthy && p.mirror != m => Duration::ZERO,
-                        _ => d,
-                    };
-                    log::warn!(
-                        "{shown}: {}; retry {} in {:.1} s{}",
-                        report(&err),
-                        self.failed,
-                        d.as_secs_f64(),
-                        if self.shown.len() > 1 {
-                            format!(" from {}", self.next_shown(now))
-                        } else {
-                            String::new()
-                        }
-                    );
-                    self.previous = Some(err);
-                    Step::Wait(d)
-                }
-                Next::RetriesExhausted => Step::Stop(Stop::GaveUp {
-                    url: shown,
-                    attempts: self.failed,
-                    last: err,
-                }),
-                Next::DeadlinePassed => Step::Stop(Stop::Deadline {
-                    url: shown,
-                    attempts: self.failed,
-                    last: err,
-                }),
-            },
-        );
+        let (retries, deadline) = (self.policy.retries, self.policy.deadline);
+        match retry::next(self.failed, retries, delay, now, deadline) {
+            Next::Retry(d) => {
+                self.pool.failed(m, now);
+                // Spread, a mirror that has not failed takes the piece over at once.
+                let d = match self.pool.pick(self.state.have, self.state.total, now) {
+                    Some(p) if p.healthy && p.mirror != m => Duration::ZERO,
+                    _ => d,
+                };
+                log::warn!(
+                    "{shown}: {}; retry {} in {:.1} s{}",
+                    report(&err),
+                    self.failed,
+                    d.as_secs_f64(),
+                    if self.shown.len() > 1 {
+                        format!(" from {}", self.next_shown(now))
+                    } else {
+                        String::new()
+                    }
+                );
+                self.previous = Some(err);
+                Step::Wait(d)
+            }
+            Next::RetriesExhausted => Step::Stop(Stop::GaveUp {
+                url: shown,
+                attempts: self.failed,
+                last: err,
+            }),
+            Next::DeadlinePassed => Step::Stop(Stop::Deadline {
+                url: shown,
+                attempts: self.failed,
+                last: err,
+            }),
+        }
     }
 
     /// Mirror `m`'s URL, redacted.
@@ -453,9 +467,11 @@ mod tests {
         let now = Instant::now();
         let mut p = planner(2, None, None);
         let a = attempt(&mut p, now);
+        p.failures = 3;
         received(&mut p, 40, 100, Some("\"v\""));
         p.record(&a, Err(stall()), now);
-        // Progress was made: the window is the base (10 s), not doubled.
+        // Progress was made: the window is the base (10 s) again.
+        assert_eq!(p.failures, 0);
         assert!(matches!(p.next(now), Step::Wait(d) if d <= S(10)));
         let b = attempt(&mut p, now);
         assert_eq!((b.mirror, b.piece), (1, None));
@@ -476,9 +492,10 @@ mod tests {
         let now = Instant::now();
         let mut waits = Vec::new();
         let mut p = planner(1, None, Some(3));
-        for _ in 0..3 {
+        for n in 1..=3 {
             let a = attempt(&mut p, now);
             p.record(&a, Err(stall()), now);
+            assert_eq!(p.failures, n);
             match p.next(now) {
                 Step::Wait(d) => waits.push(d),
                 s => panic!("{s:?}"),
