@@ -13,11 +13,10 @@ use proptest::prelude::*;
 use proptest::test_runner::FileFailurePersistence;
 use reqwest::header::{HeaderMap, HeaderName, HeaderValue};
 use reqwest::StatusCode;
+use rustlive::fetch::response::{accept, parse_content_range, Asked, Piece, State, Validators};
 use rustlive::fetch::retry::{parse_retry_after, Backoff, Rng};
-use rustlive::fetch::transfer::{
-    accept, parse_content_range, Asked, Piece, State, Validators, Watch, Watchdog, MIN_RATE,
-};
 use rustlive::fetch::verify::parse_sha256sums;
+use rustlive::fetch::watchdog::{Watch, Watchdog, MIN_RATE};
 use rustlive::support::deadline::Deadline;
 use std::time::{Duration, Instant, SystemTime};
 

@@ -3,8 +3,8 @@
 
 mod support;
 
+use rustlive::fetch::attempt::AttemptError;
 use rustlive::fetch::retry::Backoff;
-use rustlive::fetch::transfer::AttemptError;
 use rustlive::fetch::{fetch_to_file, FetchError, FetchOptions};
 use rustlive::support::values::parse_sha256;
 use std::path::{Path, PathBuf};

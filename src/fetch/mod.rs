@@ -5,22 +5,31 @@
 //! wait, memory check, image tmpfs, download); [`fetch_bytes`] is the bounded in-memory variant
 //! for small files (checksum lists, signatures, the secrets bundle).
 //!
-//! Layering inside `fetch`: `mod.rs` (options, errors, mirrors and retries, sinks) uses
-//! `transfer` (one attempt), `client`, `retry`, `progress`; `transfer` uses only `redirect`,
-//! `retry`, `progress` and crate-level pieces (`deadline`, `log`), never this file.
+//! Layering inside `fetch`: `mod.rs` (options, errors, sinks, the attempt loop) uses
+//! `planner` (the loop's decisions: mirrors, pieces, retries, backoff, when to give up) and
+//! `transfer` (one attempt), `client`, `progress`; `transfer` drives `response` (is the answer
+//! the file's continuation), `reader` (the reader thread under the `watchdog`) and `file`
+//! (`file://` copies), which share `attempt` (errors, the sink); `planner` uses `pieces` and
+//! `retry`. None of them uses this file.
 //!
 //! Everything here handles bytes and headers from the network: no unwrap, expect, panic,
 //! indexing or unchecked arithmetic outside tests (checked by the crate-wide lints in `lib.rs`).
 
+pub mod attempt;
 pub mod auth;
 pub mod client;
+pub mod file;
 pub mod mirrors;
 pub mod pieces;
+pub mod planner;
 pub mod progress;
+pub mod reader;
 pub mod redirect;
+pub mod response;
 pub mod retry;
 pub mod transfer;
 pub mod verify;
+pub mod watchdog;
 
 use crate::root::ram::{self, MemInfo, RamError, Tmpfs};
 use crate::support::deadline::Deadline;
@@ -28,18 +37,19 @@ use crate::support::exit::Exit;
 use crate::support::log::{mib, redact_url};
 use crate::support::paths::Paths;
 use crate::support::values::Sha256Hex;
+use attempt::{AttemptError, Failure, Sink};
 pub use auth::RequestAuth;
 pub use client::ClientIdentity;
 use minisign_verify::PublicKey;
+use planner::{Done, Planner, Step, Stop};
 use progress::Progress;
 use reqwest::blocking::Client;
 use reqwest::Url;
-use retry::{Backoff, Next, Rng};
+use retry::{Backoff, Rng};
 use std::fs::File;
 use std::io::{Seek, Write};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
-use transfer::{AttemptError, Failure, Sink, State};
 use verify::{Expected, SignatureCheck, VerifyError};
 use zeroize::Zeroizing;
 
@@ -169,7 +179,7 @@ impl Default for FetchOptions {
             retries: None,
             deadline: Deadline::NONE,
             stall: Duration::from_secs(30),
-            min_rate: transfer::MIN_RATE,
+            min_rate: watchdog::MIN_RATE,
             connect_timeout: Duration::from_secs(15),
             ca: None,
             insecure_tls: false,
@@ -315,7 +325,7 @@ fn download_to_file(
         plan.as_ref(),
     );
     let FileSink { file, digests, .. } = sink;
-    let result = outcome.and_then(|(state, attempts, url)| {
+    let result = outcome.and_then(|done| {
         let file = file.ok_or_else(|| FetchError::Write {
             path: part.clone(),
             source: std::io::Error::other("no response body"),
@@ -331,13 +341,13 @@ fn download_to_file(
             source,
         })?;
         Ok(FetchReport {
-            bytes: state.have,
+            bytes: done.state.have,
             elapsed: progress.elapsed(Instant::now()),
-            attempts,
-            resumes: state.resumes,
-            restarts: state.restarts,
+            attempts: done.attempts,
+            resumes: done.state.resumes,
+            restarts: done.state.restarts,
             sha256,
-            url,
+            url: done.url,
         })
     });
     match result {
@@ -531,8 +541,9 @@ fn part_path(dest: &Path) -> PathBuf {
     PathBuf::from(s)
 }
 
-/// The attempt loop: mirrors (or pieces spread over them, with a `plan`), backoff, deadline.
-/// Returns the final state, the number of attempts and the mirror that finished.
+/// The attempt loop: performs what the [`Planner`] decides (an attempt, from one mirror or
+/// one piece spread over several with a `plan`; a backoff under the deadline; the end) until
+/// the file is complete or it gives up.
 fn download(
     urls: &[Url],
     client: &Client,
@@ -540,220 +551,89 @@ fn download(
     sink: &mut dyn Sink<Error = FetchError>,
     mut progress: Option<&mut Progress>,
     plan: Option<&pieces::Plan>,
-) -> Result<(State, u32, String), FetchError> {
-    let mut state = State::default();
-    let mut rng = Rng::from_entropy();
-    let mut pool = pieces::Pool::new(urls, plan);
-    let same_validators = plan.is_some_and(|p| p.same_validators);
-    // Requests that failed; the next piece of a spread download is not a new attempt.
-    let mut failed = 0u32;
-    let mut failures = 0u32;
-    // What went wrong before the attempt the deadline cut short: the more useful cause.
-    let mut previous: Option<AttemptError> = None;
-    // Bytes each mirror delivered (of the final file), for the summary of a spread download.
-    let mut served = vec![0u64; urls.len()];
-    let mut resume = false;
+) -> Result<Done, FetchError> {
+    let policy = planner::Policy {
+        retries: opts.retries,
+        backoff: opts.backoff,
+        deadline: opts.deadline,
+    };
+    let mut planner = Planner::new(urls, plan, policy, Rng::from_entropy());
+    let limits = watchdog::Limits {
+        deadline: opts.deadline,
+        stall: opts.stall,
+        min_rate: opts.min_rate,
+    };
     // The next piece's request, sent while this one drains.
     let mut ahead: Option<transfer::Ahead> = None;
     loop {
-        let now = Instant::now();
-        let pick = pool
-            .pick(state.have, state.total, now)
-            .ok_or(FetchError::NoUrl)?;
-        let m = pick.mirror;
-        let url = urls.get(m).ok_or(FetchError::NoUrl)?;
-        let (before, restarts) = (state.have, state.restarts);
-        let piece = |end, resume| transfer::Piece {
-            end,
-            same_validators,
-            resume,
+        let attempt = match planner.next(Instant::now()) {
+            Step::Attempt(a) => a,
+            // A backoff, already cut to what is left of the deadline.
+            Step::Wait(d) => {
+                std::thread::sleep(d);
+                continue;
+            }
+            Step::Done(done) => return Ok(done),
+            Step::Stop(stop) => return Err(stop.into()),
         };
-        // Once the length is known, the piece after this one and its mirror are too (as long
-        // as this one succeeds; if not, the request sent ahead is dropped unused).
-        let next = pick
-            .end
-            .filter(|&e| state.total.is_some_and(|t| e < t))
-            .and_then(|e| Some((e, pool.pick(e, state.total, now)?)));
-        let validators = state.validators.clone();
+        let url = urls.get(attempt.mirror).ok_or(FetchError::NoUrl)?;
         let sent = ahead.take();
+        // Called once this piece's last bytes are on the way; if the piece fails after all,
+        // the request sent ahead is dropped unused.
         let mut send_next = || {
-            ahead = next.and_then(|(from, p)| {
-                transfer::send_ahead(
-                    client,
-                    urls.get(p.mirror)?,
-                    from,
-                    piece(p.end?, false),
-                    &validators,
-                    opts.auth.as_deref(),
-                )
+            ahead = attempt.then.as_ref().and_then(|n| {
+                let url = urls.get(n.mirror)?;
+                let auth = opts.auth.as_deref();
+                transfer::send_ahead(client, url, n.from, n.piece, &n.validators, auth)
             });
         };
         let mut ctx = transfer::Ctx {
-            stall: opts.stall,
-            deadline: opts.deadline,
-            min_rate: opts.min_rate,
+            limits,
             progress: progress.as_deref_mut(),
             auth: opts.auth.as_deref(),
-            piece: pick.end.map(|end| piece(end, resume)),
+            piece: attempt.piece,
             ahead: sent,
-            received_all: next.is_some().then_some(&mut send_next as &mut dyn FnMut()),
+            received_all: attempt
+                .then
+                .is_some()
+                .then_some(&mut send_next as &mut dyn FnMut()),
         };
-        let result = transfer::run(client, url, &mut state, sink, &mut ctx);
+        let result = transfer::run(client, url, planner.state_mut(), sink, &mut ctx);
         // Ends the borrow of `ahead` that `send_next` holds (Ctx has drop glue).
         drop(ctx);
-        tally(
-            &mut served,
-            m,
-            before,
-            state.have,
-            state.restarts != restarts,
-        );
-        let err = match result {
-            Ok(()) => {
-                resume = false;
-                pool.succeeded(m);
-                // Not done: the next piece, or the rest of a range a server cut short (each
-                // answer that ends well adds at least a byte).
-                let done = state.total.is_none_or(|t| state.have >= t);
-                if !done {
-                    // Unverified, pieces need a validator to tie the mirrors together.
-                    if pool.pieces() && same_validators && state.validators.if_range().is_none() {
-                        log::warn!(
-                            "{}: no ETag or Last-Modified to tie the other mirrors' pieces to, and no hash over the image; fetching it all from this mirror",
-                            redact_url(url)
-                        );
-                        pool.single_from(m);
-                    }
-                    continue;
-                }
-                if pool.pieces() {
-                    log::info!("pieces served by {}", served_line(urls, &served));
-                }
-                return Ok((state, failed.saturating_add(1), redact_url(url)));
-            }
+        match result {
+            Ok(()) => planner.record(&attempt, Ok(()), Instant::now()),
+            Err(Failure::Attempt(e)) => planner.record(&attempt, Err(e), Instant::now()),
             Err(Failure::Sink(e)) => return Err(e),
-            Err(Failure::Attempt(e)) => e,
-        };
-        failed = failed.saturating_add(1);
-        resume = true;
-        let shown = redact_url(url);
-        if matches!(err, AttemptError::Deadline) {
-            return Err(FetchError::Deadline {
-                url: shown,
-                attempts: failed,
-                last: previous.take().unwrap_or(err),
-            });
-        }
-        if let AttemptError::OtherFile(_) = &err {
-            if pool.other_file(m) {
-                log::warn!(
-                    "{shown}: {}; the other mirrors serve its pieces",
-                    crate::support::exit::report(&err)
-                );
-            } else {
-                let first = pool.first_alive().unwrap_or(0);
-                log::warn!(
-                    "{shown}: {}; no mirror is left to serve pieces, fetching the whole file from {}",
-                    crate::support::exit::report(&err),
-                    urls.get(first).map(redact_url).unwrap_or_default()
-                );
-                state.restart();
-                served.fill(0);
-                pool.single_from(first);
-            }
-            continue;
-        }
-        if !err.is_retryable() {
-            if !pool.dead(m) {
-                return Err(FetchError::Refused {
-                    url: shown,
-                    source: err,
-                });
-            }
-            log::warn!(
-                "{shown}: {}; trying {}",
-                crate::support::exit::report(&err),
-                next_shown(&pool, urls, &state)
-            );
-            continue;
-        }
-        failures = if state.have > before {
-            0
-        } else {
-            failures.saturating_add(1)
-        };
-        let delay = opts
-            .backoff
-            .delay(failures.saturating_sub(1), err.retry_after(), &mut rng);
-        match retry::next(failed, opts.retries, delay, Instant::now(), opts.deadline) {
-            Next::Retry(d) => {
-                pool.failed(m, Instant::now());
-                // Spread, a mirror that has not failed takes the piece over at once.
-                let d = match pool.pick(state.have, state.total, Instant::now()) {
-                    Some(p) if p.healthy && p.mirror != m => Duration::ZERO,
-                    _ => d,
-                };
-                log::warn!(
-                    "{shown}: {}; retry {} in {:.1} s{}",
-                    crate::support::exit::report(&err),
-                    failed,
-                    d.as_secs_f64(),
-                    if urls.len() > 1 {
-                        format!(" from {}", next_shown(&pool, urls, &state))
-                    } else {
-                        String::new()
-                    }
-                );
-                std::thread::sleep(d);
-                previous = Some(err);
-            }
-            Next::RetriesExhausted => {
-                return Err(FetchError::GaveUp {
-                    url: shown,
-                    attempts: failed,
-                    last: err,
-                })
-            }
-            Next::DeadlinePassed => {
-                return Err(FetchError::Deadline {
-                    url: shown,
-                    attempts: failed,
-                    last: err,
-                })
-            }
         }
     }
 }
 
-/// Counts what mirror `m` added to the file; when the attempt started over (`restarted`), the
-/// file is what it sent from zero.
-fn tally(served: &mut [u64], m: usize, before: u64, after: u64, restarted: bool) {
-    let from = if restarted {
-        served.fill(0);
-        0
-    } else {
-        before
-    };
-    if let Some(s) = served.get_mut(m) {
-        *s = s.saturating_add(after.saturating_sub(from));
+impl From<Stop> for FetchError {
+    fn from(stop: Stop) -> FetchError {
+        match stop {
+            Stop::NoMirror => FetchError::NoUrl,
+            Stop::Deadline {
+                url,
+                attempts,
+                last,
+            } => FetchError::Deadline {
+                url,
+                attempts,
+                last,
+            },
+            Stop::GaveUp {
+                url,
+                attempts,
+                last,
+            } => FetchError::GaveUp {
+                url,
+                attempts,
+                last,
+            },
+            Stop::Refused { url, source } => FetchError::Refused { url, source },
+        }
     }
-}
-
-/// The mirror the next request goes to, for the log.
-fn next_shown(pool: &pieces::Pool, urls: &[Url], state: &State) -> String {
-    pool.pick(state.have, state.total, Instant::now())
-        .and_then(|p| urls.get(p.mirror))
-        .map(redact_url)
-        .unwrap_or_default()
-}
-
-/// `http://a/img 4.0 MiB, http://b/img 3.0 MiB`.
-fn served_line(urls: &[Url], served: &[u64]) -> String {
-    urls.iter()
-        .zip(served)
-        .map(|(u, b)| format!("{} {}", redact_url(u), mib(*b)))
-        .collect::<Vec<_>>()
-        .join(", ")
 }
 
 /// The image's `.part` file and the running hashes.
@@ -849,16 +729,6 @@ impl Sink for MemSink {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn a_restart_clears_what_mirrors_served() {
-        let mut s = vec![0u64; 3];
-        tally(&mut s, 0, 0, 100, false);
-        tally(&mut s, 1, 100, 250, false);
-        assert_eq!(s, [100, 150, 0]);
-        tally(&mut s, 2, 250, 400, true);
-        assert_eq!(s, [0, 0, 400]);
-    }
 
     #[test]
     fn sig_and_part_names() {

@@ -11,11 +11,11 @@
 //! mirror for the same piece at every boot, and losing a mirror moves only its pieces.
 //!
 //! What ties bytes from different mirrors together is decided by the caller
-//! ([`super::transfer::Piece::same_validators`]): the image's hash or signature when there is
+//! ([`super::response::Piece::same_validators`]): the image's hash or signature when there is
 //! one, else identical ETag/Last-Modified. A mirror that does not continue the file is left
 //! out ([`Pool::other_file`]) and the others carry its pieces.
 //!
-//! Pure: piece boundaries and mirror health during one download, driven by `fetch::download`
+//! Pure: piece boundaries and mirror health during one download, driven by [`super::planner`]
 //! and tested here without a network or a clock.
 
 use super::mirrors;
