@@ -110,42 +110,19 @@ impl Rtnl {
         msg: RouteNetlinkMessage,
         flags: u16,
     ) -> Result<(), RtnlError> {
-        self.seq = self.seq.wrapping_add(1);
-        let mut hdr = NetlinkHeader::default();
-        hdr.flags = NLM_F_REQUEST | NLM_F_ACK | flags;
-        hdr.sequence_number = self.seq;
-        let mut m = NetlinkMessage::new(hdr, NetlinkPayload::from(msg));
-        m.finalize();
-        let mut buf = vec![0u8; m.buffer_len()];
-        m.serialize(&mut buf);
-        let fail = |source| RtnlError {
-            what: what.clone(),
-            source,
-        };
-        self.sock.send(&buf, 0).map_err(fail)?;
-        let mut rx = vec![0u8; 8192];
-        loop {
-            let n = self.sock.recv(&mut &mut rx[..], 0).map_err(fail)?;
-            let mut off = 0usize;
-            while off < n {
-                let Some(chunk) = rx.get(off..n) else { break };
-                let reply = NetlinkMessage::<RouteNetlinkMessage>::deserialize(chunk)
-                    .map_err(|e| fail(std::io::Error::other(e.to_string())))?;
-                let len = usize::try_from(reply.header.length).unwrap_or(0);
-                if reply.header.sequence_number == self.seq {
-                    if let NetlinkPayload::Error(e) = &reply.payload {
-                        return match e.code {
-                            None => Ok(()),
-                            Some(_) => Err(fail(e.to_io())),
-                        };
-                    }
-                }
-                if len == 0 {
-                    break;
-                }
-                off = off.saturating_add(len.saturating_add(3) & !3);
-            }
-        }
+        self.exchange(
+            &what,
+            msg,
+            NLM_F_ACK | flags,
+            8192,
+            |payload| match payload {
+                NetlinkPayload::Error(e) => Some(match e.code {
+                    None => Ok(()),
+                    Some(_) => Err(e.to_io()),
+                }),
+                _ => None,
+            },
+        )
     }
 
     /// Sends a dump request and collects the replies until the kernel says it is done.
@@ -154,9 +131,33 @@ impl Rtnl {
         what: &str,
         msg: RouteNetlinkMessage,
     ) -> Result<Vec<RouteNetlinkMessage>, RtnlError> {
+        let mut out = Vec::new();
+        // Big enough for any one datagram of a dump (the kernel fills at most 32 KiB).
+        self.exchange(what, msg, NLM_F_DUMP, 32 * 1024, |payload| match payload {
+            NetlinkPayload::Done(_) => Some(Ok(())),
+            NetlinkPayload::Error(e) if e.code.is_some() => Some(Err(e.to_io())),
+            NetlinkPayload::InnerMessage(m) => {
+                out.push(m);
+                None
+            }
+            _ => None,
+        })?;
+        Ok(out)
+    }
+
+    /// Sends `msg` as a new request and hands each reply to it to `take`, until `take` says
+    /// the exchange is over (and how it ended). Replies to older requests are passed over.
+    fn exchange(
+        &mut self,
+        what: &str,
+        msg: RouteNetlinkMessage,
+        flags: u16,
+        rx_size: usize,
+        mut take: impl FnMut(NetlinkPayload<RouteNetlinkMessage>) -> Option<Result<(), std::io::Error>>,
+    ) -> Result<(), RtnlError> {
         self.seq = self.seq.wrapping_add(1);
         let mut hdr = NetlinkHeader::default();
-        hdr.flags = NLM_F_REQUEST | NLM_F_DUMP;
+        hdr.flags = NLM_F_REQUEST | flags;
         hdr.sequence_number = self.seq;
         let mut m = NetlinkMessage::new(hdr, NetlinkPayload::from(msg));
         m.finalize();
@@ -167,9 +168,7 @@ impl Rtnl {
             source,
         };
         self.sock.send(&buf, 0).map_err(fail)?;
-        // Big enough for any one datagram of a dump (the kernel fills at most 32 KiB).
-        let mut rx = vec![0u8; 32 * 1024];
-        let mut out = Vec::new();
+        let mut rx = vec![0u8; rx_size];
         loop {
             let n = self.sock.recv(&mut &mut rx[..], 0).map_err(fail)?;
             let mut off = 0usize;
@@ -179,13 +178,8 @@ impl Rtnl {
                     .map_err(|e| fail(std::io::Error::other(e.to_string())))?;
                 let len = usize::try_from(reply.header.length).unwrap_or(0);
                 if reply.header.sequence_number == self.seq {
-                    match reply.payload {
-                        NetlinkPayload::Done(_) => return Ok(out),
-                        NetlinkPayload::Error(e) if e.code.is_some() => {
-                            return Err(fail(e.to_io()))
-                        }
-                        NetlinkPayload::InnerMessage(m) => out.push(m),
-                        _ => {}
+                    if let Some(end) = take(reply.payload) {
+                        return end.map_err(fail);
                     }
                 }
                 if len == 0 {
