@@ -235,23 +235,82 @@ fn pieces_that_do_not_verify_are_fetched_again_whole_from_the_nodes_first_mirror
 }
 
 #[test]
-fn a_spliced_image_fails_verification_and_leaves_nothing_when_no_mirror_is_whole() {
+fn a_stale_first_mirror_is_passed_over_for_the_whole_file() {
     let img = random_bytes(8 * MIB, 50);
     let dir = tempfile::tempdir().unwrap();
     let dest = dir.path().join("img");
     // The node's first mirror is the stale one, wrong in every piece: whatever the split took
-    // from it does not verify, and neither does the whole-file retry from it.
+    // from it does not verify, and neither does the whole file from it; the next mirror's does.
     let flips: Vec<usize> = (0..8).map(|k| k * MIB + 7).collect();
     let servers = with_a_stale_mirror(&img, &flips);
     let u = urls(&servers);
     let id = node_starting_on(&u, 2);
     let out = fetch(&id, Some(&sha256_hex(&img)), &dest, &u);
-    assert_eq!(out.status.code(), Some(4), "{}", stderr(&out));
-    assert!(!dest.exists() && !dir.path().join("img.part").exists());
-    assert!(stderr(&out).contains("fetching it whole from"));
-    // The retry is one whole-file request to the node's first mirror, not another split.
-    let last = servers[2].requests().pop().unwrap();
-    assert_eq!(last.header("range"), None);
+    let log = stderr(&out);
+    assert!(out.status.success(), "{log}");
+    assert_eq!(std::fs::read(&dest).unwrap(), img);
+    assert!(!dir.path().join("img.part").exists());
+    // The split, then the stale mirror's whole file (named in the log), then a good one's.
+    assert!(log.contains("fetching it whole from"), "{log}");
+    assert!(
+        log.contains(&format!("the copy from {} does not verify", u[2])),
+        "{log}"
+    );
+    let whole = |s: &Server| {
+        s.requests()
+            .iter()
+            .filter(|r| r.header("range").is_none())
+            .count()
+    };
+    assert_eq!(
+        whole(&servers[2]),
+        1,
+        "the stale mirror's whole file, once: {log}"
+    );
+    assert_eq!(
+        servers[2].requests().last().unwrap().header("range"),
+        None,
+        "not asked again after its whole file failed: {log}"
+    );
+    assert_eq!(whole(&servers[0]) + whole(&servers[1]), 1, "{log}");
+}
+
+#[test]
+fn when_no_mirrors_copy_verifies_the_fetch_fails_and_leaves_nothing() {
+    let img = random_bytes(8 * MIB, 51);
+    let dir = tempfile::tempdir().unwrap();
+    let dest = dir.path().join("img");
+    // Three mirrors of the same length, each wrong in a byte of its own in every piece.
+    let servers: Vec<Server> = (0..3)
+        .map(|m| {
+            let mut other = img.clone();
+            for k in 0..8 {
+                other[k * MIB + 11 + m] ^= 1;
+            }
+            Server::start(move |req| Reply::file(req, &other, "\"a\""))
+        })
+        .collect();
+    let u = urls(&servers);
+    let out = fetch(&node_starting_on(&u, 1), Some(&sha256_hex(&img)), &dest, &u);
+    let log = stderr(&out);
+    assert_eq!(out.status.code(), Some(4), "{log}");
+    assert!(
+        !dest.exists() && !dir.path().join("img.part").exists(),
+        "{log}"
+    );
+    // Every mirror's whole file was tried once, and named when it did not verify.
+    for (s, url) in servers.iter().zip(&u) {
+        let whole = s
+            .requests()
+            .iter()
+            .filter(|r| r.header("range").is_none())
+            .count();
+        assert_eq!(whole, 1, "{url}: {log}");
+        assert!(
+            log.contains(&format!("the copy from {url} does not verify")),
+            "{log}"
+        );
+    }
 }
 
 #[test]

@@ -263,6 +263,13 @@ pub fn fetch_to_file(
 
 /// [`fetch_to_file`] with a hook run once, before the first byte is written, with the image
 /// length when the server announced it (the memory check and tmpfs mount of [`stage_image`]).
+///
+/// A copy that does not verify is fetched again, whole, from one mirror at a time until one
+/// verifies: after pieces from several mirrors (one of which serves other bytes of the same
+/// length, and nothing tells which) from the node's first mirror; after a copy from one
+/// mirror, from the next in the node's order, never from that one again. So neither a split
+/// nor a stale mirror fails a boot another mirror would have passed; the download fails when
+/// every mirror's copy failed verification or the deadline passed.
 fn download_to_file(
     urls: &[Url],
     dest: &Path,
@@ -288,97 +295,155 @@ fn download_to_file(
     // Whatever is there from an earlier run is not ours to resume from.
     let _ = std::fs::remove_file(&part);
     // A source that states the length (an OCI descriptor) is held to it before the first
-    // byte, and the tmpfs is sized for it when the server does not say.
+    // byte of every copy, and the tmpfs is sized for it when the server does not say. The
+    // hook runs for the first copy only: a later one lands where the first was to.
     let content = opts.content;
     let shown = redact_url(first);
+    let mut prepare = Some(prepare);
     let mut checked = |total: Option<u64>| -> Result<(), FetchError> {
-        match (content, total) {
-            (Some(c), Some(t)) if t != c.len => Err(FetchError::SizeMismatch {
-                url: shown.clone(),
-                expected: c.len,
-                got: t,
-            }),
-            (Some(c), None) => prepare(Some(c.len)),
-            _ => prepare(total),
-        }
-    };
-    let mut sink = FileSink {
-        path: part.clone(),
-        file: None,
-        digests: expected.digests(),
-        prepare: Some(&mut checked),
+        let len = match (content, total) {
+            (Some(c), Some(t)) if t != c.len => {
+                return Err(FetchError::SizeMismatch {
+                    url: shown.clone(),
+                    expected: c.len,
+                    got: t,
+                })
+            }
+            (Some(c), None) => Some(c.len),
+            _ => total,
+        };
+        prepare.take().map_or(Ok(()), |p| p(len))
     };
     let mut progress = Progress::new(Instant::now(), opts.progress_interval);
-    let what = redact_url(first);
     // A hash or signature checks the assembled bytes; without one, only mirrors with the
     // same validators may share the pieces.
     let plan = opts
         .spread
         .as_deref()
         .and_then(|node| pieces::Plan::new(urls, node, !expected.pins()));
-    let outcome = download(
-        urls,
-        &client,
-        opts,
-        &mut sink,
-        Some(&mut progress),
-        plan.as_ref(),
-    );
-    let FileSink { file, digests, .. } = sink;
-    let result = outcome.and_then(|done| {
-        let file = file.ok_or_else(|| FetchError::Write {
+    // `None` for the first copy; then the mirrors whose copies did not verify, and each
+    // copy whole from one mirror.
+    let mut refused: Option<Vec<usize>> = None;
+    let (mut attempts, mut thrown_away) = (0u32, 0u32);
+    loop {
+        let planner = match &refused {
+            None => new_planner(urls, opts, plan.as_ref()),
+            Some(r) => new_planner(urls, opts, None).whole_copies(r),
+        };
+        let mut sink = FileSink {
             path: part.clone(),
-            source: std::io::Error::other("no response body"),
-        })?;
-        // Durable before the rename: on tmpfs this is free, on a disk it is the point.
-        file.sync_all().map_err(|source| FetchError::Write {
-            path: part.clone(),
-            source,
-        })?;
-        let sha256 = digests.finish(&what)?;
-        std::fs::rename(&part, dest).map_err(|source| FetchError::Write {
-            path: dest.into(),
-            source,
-        })?;
-        Ok(FetchReport {
-            bytes: done.state.have,
-            elapsed: progress.elapsed(Instant::now()),
-            attempts: done.attempts,
-            resumes: done.state.resumes,
-            restarts: done.state.restarts,
-            sha256,
-            url: done.url,
-        })
-    });
-    match result {
-        Ok(r) => {
-            log::info!("{}", r.summary());
-            Ok(r)
-        }
-        // Pieces from several mirrors that do not verify: one of them serves other bytes of
-        // the same length, and nothing tells which. Once more from one mirror at a time, the
-        // node's own first, so a split never fails a boot a single mirror would have passed
-        // (the tmpfs prepared for the first try holds the second).
-        Err(FetchError::Verify(
-            e @ (VerifyError::Sha256Mismatch { .. } | VerifyError::BadSignature { .. }),
-        )) if plan.is_some() => {
-            let _ = std::fs::remove_file(&part);
-            log::warn!(
-                "{}; the image came in pieces from several mirrors, one of which serves other bytes: fetching it whole from {}",
-                crate::support::exit::report(&e),
-                redact_url(first)
-            );
-            let single = FetchOptions {
-                spread: None,
-                ..opts.clone()
-            };
-            download_to_file(urls, dest, &single, &mut |_| Ok(()))
-        }
-        Err(e) => {
-            let _ = std::fs::remove_file(&part);
-            Err(e)
+            file: None,
+            digests: expected.digests(),
+            prepare: Some(&mut checked),
+        };
+        let outcome = download(urls, &client, opts, &mut sink, Some(&mut progress), planner);
+        let FileSink { file, digests, .. } = sink;
+        let done = match outcome {
+            Ok(done) => done,
+            Err(e) => return Err(discard(&part, e)),
+        };
+        attempts = attempts.saturating_add(done.attempts);
+        // The error names the mirror the copy came from, when it came from one.
+        let what = match done.from {
+            Some(m) => urls.get(m).map(redact_url).unwrap_or_default(),
+            None => format!("{shown} (bytes from several mirrors)"),
+        };
+        let verified = finish(file, digests, &part, &what).and_then(|sha256| {
+            std::fs::rename(&part, dest).map_err(|source| FetchError::Write {
+                path: dest.into(),
+                source,
+            })?;
+            Ok(sha256)
+        });
+        let err = match verified {
+            Ok(sha256) => {
+                let r = FetchReport {
+                    bytes: done.state.have,
+                    elapsed: progress.elapsed(Instant::now()),
+                    attempts,
+                    resumes: done.state.resumes,
+                    // A copy that did not verify was thrown away: a restart.
+                    restarts: done.state.restarts.saturating_add(thrown_away),
+                    sha256,
+                    url: done.url,
+                };
+                log::info!("{}", r.summary());
+                return Ok(r);
+            }
+            Err(e) => discard(&part, e),
+        };
+        let e = match err {
+            FetchError::Verify(
+                e @ (VerifyError::Sha256Mismatch { .. } | VerifyError::BadSignature { .. }),
+            ) if urls.len() > 1 => e,
+            e => return Err(e),
+        };
+        thrown_away = thrown_away.saturating_add(1);
+        let spread = refused.is_none() && plan.is_some();
+        let list = refused.get_or_insert_with(Vec::new);
+        if next_copy(urls, list, done.from, spread, &e).is_none() {
+            return Err(e.into());
         }
     }
+}
+
+/// After a copy that did not verify (`e`), from mirror `from` or from several (pieces when
+/// `spread`, else a resume on another mirror): `from` joins the `refused` mirrors and the next
+/// copy comes from the first other one in the node's order, which is logged with the mirror
+/// whose copy did not verify. `None`: every mirror's copy failed verification.
+fn next_copy(
+    urls: &[Url],
+    refused: &mut Vec<usize>,
+    from: Option<usize>,
+    spread: bool,
+    e: &VerifyError,
+) -> Option<usize> {
+    let next = planner::next_whole_copy(refused, from, urls.len());
+    let url = |m: usize| urls.get(m).map(redact_url).unwrap_or_default();
+    let why = crate::support::exit::report(e);
+    match (from, next) {
+        (Some(m), Some(n)) => log::warn!(
+            "the copy from {} does not verify ({why}); fetching it whole from {}",
+            url(m),
+            url(n)
+        ),
+        (Some(m), None) => log::warn!(
+            "the copy from {} does not verify either: no mirror's whole file verifies",
+            url(m)
+        ),
+        (None, Some(n)) => log::warn!(
+            "{why}; the image came {} from several mirrors, one of which serves other bytes: fetching it whole from {}",
+            if spread { "in pieces" } else { "resumed" },
+            url(n)
+        ),
+        (None, None) => {}
+    }
+    next
+}
+
+/// The partial file removed: nothing is left of a download that failed.
+fn discard(part: &Path, e: FetchError) -> FetchError {
+    let _ = std::fs::remove_file(part);
+    e
+}
+
+/// A complete copy's hashes and signature checked (`what`: where it came from, for the error),
+/// the file made durable first: on tmpfs this is free, on a disk it is the point.
+fn finish(
+    file: Option<File>,
+    digests: verify::Digests<'_>,
+    part: &Path,
+    what: &str,
+) -> Result<Sha256Hex, FetchError> {
+    let file = file.ok_or_else(|| FetchError::Write {
+        path: part.into(),
+        source: std::io::Error::other("no response body"),
+    })?;
+    file.sync_all().map_err(|source| FetchError::Write {
+        path: part.into(),
+        source,
+    })?;
+    Ok(digests.finish(what)?)
 }
 
 /// A verified image in its own tmpfs; the tmpfs goes away when this is dropped.
@@ -457,7 +522,14 @@ pub(crate) fn fetch_small(
         max: max_len,
         url: redact_url(first),
     };
-    download(urls, &client, opts, &mut sink, None, None)?;
+    download(
+        urls,
+        &client,
+        opts,
+        &mut sink,
+        None,
+        new_planner(urls, opts, None),
+    )?;
     Ok(sink.buf)
 }
 
@@ -541,23 +613,28 @@ fn part_path(dest: &Path) -> PathBuf {
     PathBuf::from(s)
 }
 
-/// The attempt loop: performs what the [`Planner`] decides (an attempt, from one mirror or
-/// one piece spread over several with a `plan`; a backoff under the deadline; the end) until
-/// the file is complete or it gives up.
+/// A planner for a download from `urls` under the retry rules of `opts`, its pieces spread
+/// with a `plan`.
+fn new_planner(urls: &[Url], opts: &FetchOptions, plan: Option<&pieces::Plan>) -> Planner {
+    let policy = planner::Policy {
+        retries: opts.retries,
+        backoff: opts.backoff,
+        deadline: opts.deadline,
+    };
+    Planner::new(urls, plan, policy, Rng::from_entropy())
+}
+
+/// The attempt loop: performs what the `planner` decides (an attempt, from one mirror or one
+/// piece spread over several; a backoff under the deadline; the end) until the file is
+/// complete or it gives up.
 fn download(
     urls: &[Url],
     client: &Client,
     opts: &FetchOptions,
     sink: &mut dyn Sink<Error = FetchError>,
     mut progress: Option<&mut Progress>,
-    plan: Option<&pieces::Plan>,
+    mut planner: Planner,
 ) -> Result<Done, FetchError> {
-    let policy = planner::Policy {
-        retries: opts.retries,
-        backoff: opts.backoff,
-        deadline: opts.deadline,
-    };
-    let mut planner = Planner::new(urls, plan, policy, Rng::from_entropy());
     let limits = watchdog::Limits {
         deadline: opts.deadline,
         stall: opts.stall,

@@ -212,6 +212,17 @@ impl Pool {
         }
     }
 
+    /// One mirror at a time, never one of `refused` (their copies did not verify: an answer
+    /// asking again cannot change), from the first of the others in the node's order.
+    pub fn single_without(&mut self, refused: &[usize]) {
+        for &m in refused {
+            if let Some(h) = self.health.get_mut(m) {
+                *h = Health::Dead;
+            }
+        }
+        self.single_from(self.first_alive().unwrap_or(0));
+    }
+
     /// The first mirror in the node's order still worth asking.
     pub fn first_alive(&self) -> Option<usize> {
         self.health.iter().position(|h| *h != Health::Dead)

@@ -16,6 +16,9 @@
 //!   kept; when none is left, the whole file again from the node's first mirror;
 //! - unverified pieces need a validator to tie mirrors together: without one, the rest comes
 //!   from the mirror that served the first piece;
+//! - after a copy that did not verify, [`Planner::whole_copies`]: each copy from one mirror
+//!   (a change of mirror starts the file over), the mirrors whose copy did not verify never
+//!   asked again; [`Done::from`] names the one mirror a copy came from;
 //! - when the deadline cuts an attempt short, the error reported is what went wrong before it.
 //!
 //! Pure: no network, no clock of its own (every method that needs the time is given it), the
@@ -88,6 +91,9 @@ pub struct Done {
     pub attempts: u32,
     /// The mirror that finished (redacted).
     pub url: String,
+    /// The one mirror every byte came from (its index); `None`: pieces or a resume from
+    /// several, and nothing tells which of them served what does not verify.
+    pub from: Option<usize>,
 }
 
 /// Why a download gave up; `url` is the mirror asked last (redacted).
@@ -134,6 +140,8 @@ pub struct Planner {
     resume: bool,
     /// What [`Planner::record`] decided comes next (a backoff, the end), for [`Planner::next`].
     decided: Option<Step>,
+    /// Each copy from one mirror: bytes are never continued from another.
+    whole_copies: bool,
 }
 
 impl Planner {
@@ -152,7 +160,18 @@ impl Planner {
             served: vec![0; urls.len()],
             resume: false,
             decided: None,
+            whole_copies: false,
         }
+    }
+
+    /// The same download, for after a copy that did not verify: one mirror at a time, each
+    /// copy from one mirror alone (moving to another starts the file over, so a copy that does
+    /// not verify again names its mirror), and the mirrors in `refused` (whose copies did not
+    /// verify) never asked. Starts at the first of the others in the node's order.
+    pub fn whole_copies(mut self, refused: &[usize]) -> Planner {
+        self.pool.single_without(refused);
+        self.whole_copies = true;
+        self
     }
 
     /// The resume state, for the attempt to carry on from and update.
@@ -169,6 +188,16 @@ impl Planner {
         let Some(pick) = self.pool.pick(have, total, now) else {
             return Step::Stop(Stop::NoMirror);
         };
+        // A copy from one mirror: bytes another mirror sent are thrown away, not continued.
+        if self.whole_copies && have > 0 && self.served.get(pick.mirror) != Some(&have) {
+            log::info!(
+                "{}: fetching the whole file from this mirror, not continuing another's bytes",
+                self.shown(pick.mirror)
+            );
+            self.state.restart();
+            self.served.fill(0);
+        }
+        let (have, total) = (self.state.have, self.state.total);
         let same_validators = self.same_validators;
         let piece = |end, resume| Piece {
             end,
@@ -222,10 +251,19 @@ impl Planner {
             if self.pool.pieces() {
                 log::info!("pieces served by {}", self.served_line());
             }
+            let mut sources =
+                (0..self.served.len()).filter(|&i| self.served.get(i).is_some_and(|b| *b > 0));
+            let from = match (sources.next(), sources.next()) {
+                (Some(only), None) => Some(only),
+                // An empty file: the mirror that sent it.
+                (None, _) => Some(m),
+                (Some(_), Some(_)) => None,
+            };
             self.decided = Some(Step::Done(Done {
                 state: std::mem::take(&mut self.state),
                 attempts: self.failed.saturating_add(1),
                 url: self.shown(m),
+                from,
             }));
             return;
         }
@@ -369,6 +407,20 @@ impl Planner {
             .collect::<Vec<_>>()
             .join(", ")
     }
+}
+
+/// After a copy that did not verify: the mirror to fetch the whole file from next, the first in
+/// the node's order not in `refused`, once the copy's own mirror (`from`, when it came from
+/// one) is added there. `None`: every mirror's copy failed verification.
+pub fn next_whole_copy(
+    refused: &mut Vec<usize>,
+    from: Option<usize>,
+    mirrors: usize,
+) -> Option<usize> {
+    if let Some(m) = from.filter(|m| !refused.contains(m)) {
+        refused.push(m);
+    }
+    (0..mirrors).find(|m| !refused.contains(m))
 }
 
 /// Counts what mirror `m` added to the file; when the attempt started over (`restarted`), the
@@ -660,6 +712,105 @@ mod tests {
         received(&mut p, MIB, 8 * MIB, None);
         p.record(&a, Ok(()), now);
         assert!(attempt(&mut p, now).piece.is_some());
+    }
+
+    #[test]
+    fn done_names_the_one_mirror_a_copy_came_from() {
+        let now = Instant::now();
+        // One mirror throughout.
+        let mut p = planner(2, None, None);
+        let a = attempt(&mut p, now);
+        received(&mut p, 100, 100, None);
+        p.record(&a, Ok(()), now);
+        assert!(matches!(
+            p.next(now),
+            Step::Done(Done { from: Some(0), .. })
+        ));
+        // Resumed on another mirror: nothing tells which sent which bytes.
+        let mut p = planner(2, None, None);
+        let a = attempt(&mut p, now);
+        received(&mut p, 40, 100, Some("\"v\""));
+        p.record(&a, Err(stall()), now);
+        assert!(matches!(p.next(now), Step::Wait(_)));
+        let b = attempt(&mut p, now);
+        assert_eq!(b.mirror, 1);
+        received(&mut p, 100, 100, Some("\"v\""));
+        p.record(&b, Ok(()), now);
+        assert!(matches!(p.next(now), Step::Done(Done { from: None, .. })));
+        // Pieces from several mirrors.
+        let mut p = spread(3, false);
+        let mut at = 0;
+        loop {
+            match p.next(now) {
+                Step::Attempt(a) => {
+                    at = a.piece.unwrap().end.min(8 * MIB).max(at);
+                    received(&mut p, at, 8 * MIB, None);
+                    p.record(&a, Ok(()), now);
+                }
+                Step::Done(d) => {
+                    assert_eq!(d.from, None, "{:?}", p.served);
+                    break;
+                }
+                s => panic!("{s:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn whole_copies_skip_refused_mirrors_and_never_continue_another_mirrors_bytes() {
+        let now = Instant::now();
+        let mut p = planner(3, None, None).whole_copies(&[0]);
+        let a = attempt(&mut p, now);
+        assert_eq!(
+            (a.mirror, a.piece),
+            (1, None),
+            "the first mirror not refused"
+        );
+        received(&mut p, 40, 100, Some("\"v\""));
+        p.record(&a, Err(stall()), now);
+        assert!(matches!(p.next(now), Step::Wait(_)));
+        // The next mirror starts the file over: its copy is its own.
+        let b = attempt(&mut p, now);
+        assert_eq!(b.mirror, 2);
+        assert_eq!((p.state_mut().have, p.state_mut().restarts), (0, 1));
+        p.record(&b, Err(stall()), now);
+        assert!(matches!(p.next(now), Step::Wait(_)));
+        // Round again: mirror 0 is never asked.
+        let c = attempt(&mut p, now);
+        assert_eq!(c.mirror, 1);
+        received(&mut p, 100, 100, Some("\"v\""));
+        p.record(&c, Ok(()), now);
+        assert!(matches!(
+            p.next(now),
+            Step::Done(Done { from: Some(1), .. })
+        ));
+        // A resume on the same mirror keeps the bytes.
+        let mut p = planner(2, None, None).whole_copies(&[1]);
+        let a = attempt(&mut p, now);
+        received(&mut p, 40, 100, Some("\"v\""));
+        p.record(&a, Err(stall()), now);
+        assert!(matches!(p.next(now), Step::Wait(_)));
+        let b = attempt(&mut p, now);
+        assert_eq!((b.mirror, p.state_mut().have), (0, 40));
+        // Every mirror refused: nothing to ask.
+        let mut p = planner(2, None, None).whole_copies(&[1, 0]);
+        assert!(matches!(p.next(now), Step::Stop(Stop::NoMirror)));
+    }
+
+    #[test]
+    fn the_next_whole_copy_is_the_first_mirror_whose_copy_was_not_refused() {
+        let mut refused = Vec::new();
+        // Pieces from several mirrors: nobody to blame, the node's first mirror.
+        assert_eq!(next_whole_copy(&mut refused, None, 3), Some(0));
+        assert_eq!(next_whole_copy(&mut refused, Some(0), 3), Some(1));
+        assert_eq!(next_whole_copy(&mut refused, Some(1), 3), Some(2));
+        assert_eq!(next_whole_copy(&mut refused, Some(1), 3), Some(2));
+        assert_eq!(refused, [0, 1]);
+        assert_eq!(next_whole_copy(&mut refused, Some(2), 3), None);
+        // A listed download whose first copy came from its second mirror.
+        let mut refused = Vec::new();
+        assert_eq!(next_whole_copy(&mut refused, Some(1), 3), Some(0));
+        assert_eq!(next_whole_copy(&mut refused, Some(0), 3), Some(2));
     }
 
     #[test]

@@ -301,6 +301,34 @@ fn unicast(a: Ipv4Addr) -> bool {
         && a.octets()[0] < 240
 }
 
+/// Whether `a` is the network or the broadcast address of the /`prefix` subnet that `host` is
+/// on: `Some("network")`, `Some("broadcast")`, else `None` (another address, or one off that
+/// subnet). A /31 (RFC 3021: both addresses are hosts', on a point-to-point link) or a /32 has
+/// neither.
+pub fn subnet_edge(a: Ipv4Addr, host: Ipv4Addr, prefix: u8) -> Option<&'static str> {
+    if prefix >= 31 {
+        return None;
+    }
+    let host_bits = u32::MAX.checked_shr(u32::from(prefix)).unwrap_or(0);
+    let (a, host) = (u32::from(a), u32::from(host));
+    if a & !host_bits != host & !host_bits {
+        return None;
+    }
+    match a & host_bits {
+        0 => Some("network"),
+        h if h == host_bits => Some("broadcast"),
+        _ => None,
+    }
+}
+
+/// `10.99.0.0/24`: the subnet `a` lies in.
+fn subnet_shown(a: Ipv4Addr, prefix: u8) -> String {
+    let mask = u32::MAX
+        .checked_shl(32u32.saturating_sub(u32::from(prefix)))
+        .unwrap_or(0);
+    format!("{}/{prefix}", Ipv4Addr::from(u32::from(a) & mask))
+}
+
 /// The lease an OFFER or ACK describes, or why it is unusable. Every value a hostile server
 /// controls is checked here, before anything reaches the kernel or a file.
 pub fn lease_of(iface: &str, msg: &Message) -> Result<Lease, String> {
@@ -321,6 +349,14 @@ pub fn lease_of(iface: &str, msg: &Message) -> Result<Lease, String> {
         }
         _ => crate::config::ipconfig::classful_prefix(addr),
     };
+    // Unicast on the internet's terms, but not on this subnet: configured, the node would
+    // answer for the whole link (RFC 1122 §3.2.1.3, RFC 3021 for the /31 exception).
+    if let Some(edge) = subnet_edge(addr, addr, prefix) {
+        return Err(format!(
+            "offered address {addr} is the {edge} address of {}, not a unicast address",
+            subnet_shown(addr, prefix)
+        ));
+    }
     let list = |code| match o.get(code) {
         Some(DhcpOption::Router(v)) | Some(DhcpOption::DomainNameServer(v)) => v.clone(),
         _ => Vec::new(),
@@ -330,6 +366,16 @@ pub fn lease_of(iface: &str, msg: &Message) -> Result<Lease, String> {
     if let Some(bad) = routers.iter().chain(&dns).find(|a| !unicast(**a)) {
         return Err(format!(
             "router or name server {bad} is not a unicast address"
+        ));
+    }
+    if let Some((bad, edge)) = routers
+        .iter()
+        .chain(&dns)
+        .find_map(|a| Some((a, subnet_edge(*a, addr, prefix)?)))
+    {
+        return Err(format!(
+            "router or name server {bad} is the {edge} address of {}, not a unicast address",
+            subnet_shown(addr, prefix)
         ));
     }
     let name = |code, what| -> Result<Option<String>, String> {
@@ -361,7 +407,8 @@ pub fn lease_of(iface: &str, msg: &Message) -> Result<Lease, String> {
     let mut routes = Vec::new();
     if let Some(DhcpOption::ClasslessStaticRoute(list)) = o.get(OptionCode::ClasslessStaticRoute) {
         for (net, gw) in list {
-            if !(gw.is_unspecified() || unicast(*gw)) {
+            if !(gw.is_unspecified() || (unicast(*gw) && subnet_edge(*gw, addr, prefix).is_none()))
+            {
                 return Err(format!(
                     "static route to {net} via {gw}: not a unicast gateway"
                 ));
@@ -724,6 +771,32 @@ mod tests {
                 with(vec![DhcpOption::DomainName("evil;rm".into())], ADDR),
                 "domain name",
             ),
+            (
+                with(
+                    vec![DhcpOption::Router(vec![Ipv4Addr::new(10, 0, 2, 255)])],
+                    ADDR,
+                ),
+                "router or name server 10.0.2.255 is the broadcast address of 10.0.2.0/24",
+            ),
+            (
+                with(
+                    vec![DhcpOption::DomainNameServer(vec![Ipv4Addr::new(
+                        10, 0, 2, 0,
+                    )])],
+                    ADDR,
+                ),
+                "10.0.2.0 is the network address",
+            ),
+            (
+                with(
+                    vec![DhcpOption::ClasslessStaticRoute(vec![(
+                        "192.168.7.0/24".parse().unwrap(),
+                        Ipv4Addr::new(10, 0, 2, 255),
+                    )])],
+                    ADDR,
+                ),
+                "not a unicast gateway",
+            ),
             (b"\x02\x01\x06".to_vec(), "malformed"),
         ];
         for (bytes, why) in cases {
@@ -826,6 +899,116 @@ mod tests {
         cut.extend_from_slice(&[12, 9, b'x']);
         assert!(options_we_read(&cut).is_none());
         assert!(matches!(client().handle(&cut, 0), Outcome::Rejected(_)));
+    }
+
+    /// An offer of `yiaddr` on a subnet of /`prefix` (the mask as option 1).
+    fn offer_on(yiaddr: Ipv4Addr, prefix: u8) -> Vec<u8> {
+        let mask = Ipv4Addr::from(u32::MAX.checked_shl(32 - u32::from(prefix)).unwrap_or(0));
+        let mut o = vec![
+            DhcpOption::ServerIdentifier(SERVER),
+            DhcpOption::SubnetMask(mask),
+        ];
+        o.push(DhcpOption::AddressLeaseTime(3600));
+        encode_reply(0x1234_5678, &MAC, yiaddr, MessageType::Offer, o)
+    }
+
+    #[test]
+    fn the_subnets_network_and_broadcast_addresses_are_refused() {
+        let a = |s: &str| s.parse::<Ipv4Addr>().unwrap();
+        for (addr, prefix, why) in [
+            ("10.99.0.0", 24, "network address of 10.99.0.0/24"),
+            ("10.99.0.255", 24, "broadcast address of 10.99.0.0/24"),
+            ("10.99.0.0", 16, "network address of 10.99.0.0/16"),
+            ("10.99.255.255", 16, "broadcast address of 10.99.0.0/16"),
+            ("192.168.1.4", 30, "network address of 192.168.1.4/30"),
+            ("192.168.1.7", 30, "broadcast address of 192.168.1.4/30"),
+        ] {
+            let mut c = client();
+            match c.handle(&offer_on(a(addr), prefix), 0) {
+                Outcome::Rejected(r) => {
+                    assert!(
+                        r.contains(why) && r.contains("not a unicast"),
+                        "{addr}/{prefix}: {r}"
+                    )
+                }
+                o => panic!("{addr}/{prefix}: {o:?}"),
+            }
+            assert!(!c.is_requesting(), "{addr}/{prefix}");
+        }
+        // The same addresses as an ACK are refused too.
+        let mut c = client();
+        c.handle(&offer_on(ADDR, 24), 0);
+        let ack = encode_reply(
+            c.xid(),
+            &MAC,
+            Ipv4Addr::new(10, 0, 2, 255),
+            MessageType::Ack,
+            slirp_opts(),
+        );
+        assert!(matches!(c.handle(&ack, 0), Outcome::Rejected(r) if r.contains("broadcast")));
+        // Without a mask the classful prefix decides: 10.0.0.0 is a /8's network address.
+        let bare = vec![DhcpOption::ServerIdentifier(SERVER)];
+        let m = encode_reply(0x1234_5678, &MAC, a("10.0.0.0"), MessageType::Offer, bare);
+        assert!(matches!(client().handle(&m, 0), Outcome::Rejected(r) if r.contains("10.0.0.0/8")));
+        // Host addresses next to them are fine.
+        for (addr, prefix) in [("10.99.0.1", 24), ("10.99.0.254", 24), ("10.99.1.0", 16)] {
+            assert_eq!(
+                client().handle(&offer_on(a(addr), prefix), 0),
+                Outcome::Requesting
+            );
+        }
+    }
+
+    #[test]
+    fn point_to_point_and_host_subnets_have_no_address_to_refuse() {
+        // RFC 3021: both addresses of a /31 are hosts'; a /32 is the host alone.
+        for (addr, prefix) in [
+            ("10.99.0.0", 31),
+            ("10.99.0.1", 31),
+            ("10.99.0.255", 31),
+            ("10.99.0.0", 32),
+            ("10.99.0.255", 32),
+        ] {
+            let a: Ipv4Addr = addr.parse().unwrap();
+            let mut c = client();
+            assert_eq!(
+                c.handle(&offer_on(a, prefix), 0),
+                Outcome::Requesting,
+                "{addr}/{prefix}"
+            );
+            let m = decode(&offer_on(a, prefix));
+            assert_eq!(
+                lease_of("eth0", &m).map(|l| (l.addr, l.prefix)),
+                Ok((a, prefix))
+            );
+        }
+    }
+
+    proptest! {
+        /// The acceptance rule for the offered address, stated apart from the code: a unicast
+        /// address that is neither the first nor the last of its subnet, unless the subnet is a
+        /// /31 or /32.
+        #[test]
+        fn an_offer_is_taken_iff_its_address_is_a_host_of_its_subnet(
+            bits in any::<u32>(),
+            prefix in 8u8..=32,
+            edge in 0u8..3,
+        ) {
+            let mask = u32::MAX << (32 - u32::from(prefix));
+            // A third of the cases on the subnet's first or last address.
+            let bits = match edge {
+                0 => bits & mask,
+                1 => bits | !mask,
+                _ => bits,
+            };
+            let addr = Ipv4Addr::from(bits);
+            let unicast = !(addr.is_unspecified() || addr.is_broadcast() || addr.is_multicast()
+                || addr.is_loopback() || addr.octets()[0] >= 240);
+            let host = prefix >= 31 || (bits & !mask != 0 && bits | mask != u32::MAX);
+            let mut c = client();
+            let taken = c.handle(&offer_on(addr, prefix), 0) == Outcome::Requesting;
+            prop_assert_eq!(taken, unicast && host, "{}/{}", addr, prefix);
+        }
     }
 
     proptest! {
