@@ -1,10 +1,15 @@
 //! `rustlive initramfs` on a synthetic kernel modules tree: what goes in (modules with their
 //! dependencies, the pruned index, declared firmware, CA, keys, shell, /init, /dev/console),
-//! and that two builds give the same bytes for every compression.
+//! and that two builds give the same bytes for every compression. Hostile trees too: symlinks
+//! that lead out of `--kmoddir` or `--firmware-dir`, FIFOs and devices as the index, a module
+//! or a firmware file, a planted temporary beside the output.
+
+mod support;
 
 use rustlive::server::initramfs::{build, Compress, Options};
 use std::path::{Path, PathBuf};
 use std::process::Command;
+use std::time::Duration;
 
 /// An ELF64 file with the given `.modinfo` (what the builder reads firmware from).
 fn elf_with_modinfo(modinfo: &[u8]) -> Vec<u8> {
@@ -276,4 +281,254 @@ fn unknown_added_driver_and_dynamic_init_are_errors() {
     let e = build(&o, &t.root.join("o")).unwrap_err();
     assert!(e.to_string().contains("not a static executable"), "{e}");
     assert!(!t.root.join("o").exists(), "no partial output");
+}
+
+/// The archive's paths and contents, from `cpio -i` into a fresh directory.
+fn extract(archive: &Path, into: &Path) -> PathBuf {
+    std::fs::create_dir_all(into).unwrap();
+    let st = Command::new("cpio")
+        .args(["-idm", "--quiet", "--no-absolute-filenames"])
+        .current_dir(into)
+        .stdin(std::fs::File::open(archive).unwrap())
+        .status()
+        .expect("cpio (Debian package cpio) is installed by scripts/install-deps.sh");
+    assert!(st.success());
+    into.to_path_buf()
+}
+
+/// Item 11: `-o planted.img` never writes through a planted temporary name (the old
+/// `planted.part`, and the names beside it).
+#[test]
+fn the_output_is_not_written_through_a_planted_temporary() {
+    let t = tree();
+    let victim = t.root.join("victim");
+    std::fs::write(&victim, "precious").unwrap();
+    for planted in ["planted.part", "planted.img.part", ".planted.img.part"] {
+        std::os::unix::fs::symlink(&victim, t.root.join(planted)).unwrap();
+    }
+    let out = t.root.join("planted.img");
+    build(&opts(&t, Compress::None), &out).unwrap();
+    assert!(
+        std::fs::read(&victim).unwrap() == b"precious",
+        "written through a planted temporary"
+    );
+    assert!(out.symlink_metadata().unwrap().file_type().is_file());
+    let mode = std::os::unix::fs::PermissionsExt::mode(&out.metadata().unwrap().permissions());
+    assert_eq!(mode & 0o7777, 0o644);
+}
+
+/// Item 12: nothing from outside `--kmoddir` or `--firmware-dir` gets in through a symlinked
+/// module file, module directory or firmware file, nor through a firmware name with `..`.
+#[test]
+fn symlinks_leading_out_of_the_trees_are_refused() {
+    let outside_bytes = b"OUTSIDE-THE-TREE";
+    #[allow(clippy::type_complexity)]
+    let cases: Vec<(&str, Box<dyn Fn(&Tree, &Path)>)> = vec![
+        (
+            "a module file",
+            Box::new(|t: &Tree, outside: &Path| {
+                let m = t.root.join("modules/kernel/drivers/net/virtio_net.ko");
+                std::fs::rename(&m, outside.join("virtio_net.ko")).unwrap();
+                std::os::unix::fs::symlink(outside.join("virtio_net.ko"), &m).unwrap();
+            }),
+        ),
+        (
+            "a module file, by a relative link",
+            Box::new(|t: &Tree, outside: &Path| {
+                let m = t.root.join("modules/kernel/drivers/net/virtio_net.ko");
+                std::fs::rename(&m, outside.join("virtio_net.ko")).unwrap();
+                // modules/kernel/drivers/net → the tree's parent's outside/.
+                std::os::unix::fs::symlink("../../../../outside/virtio_net.ko", &m).unwrap();
+            }),
+        ),
+        (
+            "a module directory",
+            Box::new(|t: &Tree, outside: &Path| {
+                let d = t.root.join("modules/kernel/drivers/virtio");
+                std::fs::rename(&d, outside.join("virtio")).unwrap();
+                std::os::unix::fs::symlink(outside.join("virtio"), &d).unwrap();
+            }),
+        ),
+        (
+            "a firmware file",
+            Box::new(|t: &Tree, outside: &Path| {
+                let f = t.root.join("firmware/tigon/tg3.bin");
+                std::fs::remove_file(&f).unwrap();
+                std::os::unix::fs::symlink(outside.join("secret"), &f).unwrap();
+            }),
+        ),
+        (
+            "a firmware directory",
+            Box::new(|t: &Tree, outside: &Path| {
+                let d = t.root.join("firmware/tigon");
+                std::fs::remove_dir_all(&d).unwrap();
+                std::fs::write(outside.join("tg3.bin"), "OUTSIDE-THE-TREE").unwrap();
+                std::os::unix::fs::symlink(outside, &d).unwrap();
+            }),
+        ),
+        (
+            "a firmware name that climbs out",
+            Box::new(|t: &Tree, _: &Path| {
+                write(
+                    &t.root
+                        .join("modules/kernel/drivers/net/ethernet/broadcom/tg3.ko"),
+                    &elf_with_modinfo(b"firmware=../outside/secret\0"),
+                );
+            }),
+        ),
+    ];
+    let mut failed = Vec::new();
+    for (name, setup) in cases {
+        let t = tree();
+        let outside = t.root.join("outside");
+        std::fs::create_dir(&outside).unwrap();
+        std::fs::write(outside.join("secret"), outside_bytes).unwrap();
+        setup(&t, &outside);
+        let out = t.root.join("out.cpio");
+        match build(&opts(&t, Compress::None), &out) {
+            Err(e) => {
+                let chain = format!(
+                    "{e}: {}",
+                    std::error::Error::source(&e)
+                        .map(|s| s.to_string())
+                        .unwrap_or_default()
+                );
+                if !chain.contains("outside") {
+                    failed.push(format!("{name}: {chain}"));
+                }
+                if out.exists() {
+                    failed.push(format!("{name}: written"));
+                }
+            }
+            Ok(_) => {
+                let archive = std::fs::read(&out).unwrap();
+                let leaked = archive
+                    .windows(outside_bytes.len())
+                    .any(|w| w == outside_bytes);
+                failed.push(format!(
+                    "{name}: built (the outside file's bytes in it: {leaked})"
+                ));
+            }
+        }
+    }
+    assert!(failed.is_empty(), "{failed:#?}");
+}
+
+/// Kernel and firmware trees have symlinks of their own (linux-firmware's compatibility names,
+/// a module directory moved): a link that stays inside its tree, relative or absolute, is
+/// followed there.
+#[test]
+fn symlinks_inside_the_trees_are_followed_there() {
+    let t = tree();
+    let k = t.root.join("modules");
+    // A module directory moved and linked back, relatively.
+    std::fs::create_dir_all(k.join("moved")).unwrap();
+    std::fs::rename(k.join("kernel/drivers/virtio"), k.join("moved/virtio")).unwrap();
+    std::os::unix::fs::symlink("../../moved/virtio", k.join("kernel/drivers/virtio")).unwrap();
+    // A firmware file under another name, linked by its absolute path inside the tree.
+    let fw = t.root.join("firmware");
+    std::fs::create_dir_all(fw.join("real")).unwrap();
+    std::fs::rename(fw.join("tigon/tg3.bin"), fw.join("real/tg3.bin")).unwrap();
+    std::os::unix::fs::symlink(fw.join("real/tg3.bin"), fw.join("tigon/tg3.bin")).unwrap();
+    let out = t.root.join("out.cpio");
+    let r = build(&opts(&t, Compress::None), &out).unwrap();
+    assert!(r.modules.contains(&"virtio".to_string()), "{:?}", r.modules);
+    assert_eq!(r.firmware, ["tigon/tg3.bin"]);
+    let x = extract(&out, &t.root.join("x"));
+    assert_eq!(
+        std::fs::read(x.join("lib/firmware/tigon/tg3.bin")).unwrap(),
+        b"FIRMWARE"
+    );
+    let ko = x.join("lib/modules/6.1.0-test/kernel/drivers/virtio/virtio.ko");
+    assert!(ko.symlink_metadata().unwrap().file_type().is_file());
+}
+
+/// `rustlive initramfs` on the test tree, under a bound.
+fn initramfs_cli(t: &Tree, out: &Path) -> support::Bounded {
+    let o = opts(t, Compress::None);
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_rustlive"));
+    cmd.arg("initramfs")
+        .arg("-o")
+        .arg(out)
+        .args(["--kver", &o.kver, "--compress", "none"])
+        .arg("--kmoddir")
+        .arg(&o.kmoddir)
+        .arg("--firmware-dir")
+        .arg(&o.firmware_dir)
+        .arg("--ca")
+        .arg(o.ca.as_ref().unwrap())
+        .arg("--keys")
+        .arg(&o.keys)
+        .arg("--init")
+        .arg(&o.init)
+        .arg("--net-drivers")
+        .arg(o.net_drivers.join(","))
+        .env("RUSTLIVE_LOG", "stderr");
+    support::run_bounded(&mut cmd, Duration::from_secs(10))
+}
+
+/// Item 13: a FIFO, a device node or a link to `/dev/zero` as `modules.dep`, a module or a
+/// firmware file: refused at once, naming the file; nothing written.
+#[test]
+fn special_files_in_the_trees_are_refused_quickly() {
+    let t = tree();
+    let r = initramfs_cli(&t, &t.root.join("cli.img"));
+    assert_eq!(r.code, Some(0), "the tree builds: {}", r.output);
+    let mut failed = Vec::new();
+    let targets = [
+        "modules/modules.dep",
+        "modules/modules.alias",
+        "modules/kernel/drivers/net/virtio_net.ko",
+        "firmware/tigon/tg3.bin",
+        "keys/site.pub",
+    ];
+    for target in targets {
+        for kind in ["fifo", "device", "link to /dev/zero"] {
+            let t = tree();
+            let p = t.root.join(target);
+            std::fs::remove_file(&p).unwrap();
+            match kind {
+                "fifo" => rustlive::sys::fs::make_fifo(&p, 0o600).unwrap(),
+                "device" => {
+                    if !rustlive::support::testing::is_root() {
+                        rustlive::support::testing::skip("making a device node needs root");
+                        continue;
+                    }
+                    rustix::fs::mknodat(
+                        rustix::fs::CWD,
+                        &p,
+                        rustix::fs::FileType::CharacterDevice,
+                        rustix::fs::Mode::from_raw_mode(0o600),
+                        rustix::fs::makedev(1, 5),
+                    )
+                    .unwrap();
+                }
+                _ => std::os::unix::fs::symlink("/dev/zero", &p).unwrap(),
+            }
+            let out = t.root.join("cli.img");
+            let r = initramfs_cli(&t, &out);
+            let leaf = Path::new(target).file_name().unwrap().to_str().unwrap();
+            if r.code.is_none() {
+                failed.push(format!(
+                    "{target} as a {kind}: still running after {:?}, killed",
+                    r.elapsed
+                ));
+            } else if r.code != Some(2)
+                || !r.output.contains(leaf)
+                // Refused for what it is, not, say, by running out of memory on it.
+                || !["not a regular file", "leads outside"]
+                    .iter()
+                    .any(|w| r.output.contains(w))
+                || out.exists()
+            {
+                failed.push(format!(
+                    "{target} as a {kind}: exit {:?}, written: {}: {}",
+                    r.code,
+                    out.exists(),
+                    r.output
+                ));
+            }
+        }
+    }
+    assert!(failed.is_empty(), "{failed:#?}");
 }

@@ -1,13 +1,17 @@
 //! `rustlive bundle seal`, on the boot server (no TPM needed): a plain secrets bundle sealed to
 //! one node's endorsement key, which `rustlive tpm ek` printed on that node.
+//!
+//! The input and `--ek` are named on the command line (a link there is followed) and must be
+//! regular files of bounded size ([`read_named`]); the output is written through a temporary
+//! beside it and renamed, mode 0644 whatever the umask ([`Dir::write`]).
 
 use crate::secrets::bundle::MAX_BUNDLE_SIZE;
+use crate::server::safe_file::{read_named, Dir, FileError, Limit};
 use crate::support::exit::Exit;
 use crate::tpm::ek::{hex, EkError, EkPublic};
 use crate::tpm::envelope::{self, EnvelopeError};
-use std::io::{self, Read};
+use std::io;
 use std::path::{Path, PathBuf};
-use zeroize::Zeroizing;
 
 #[derive(Debug, thiserror::Error)]
 pub enum SealError {
@@ -23,33 +27,47 @@ pub enum SealError {
     Seal(#[source] EnvelopeError),
     #[error("--pcr: {0}")]
     Pcr(String),
+    /// The input or `--ek` refused (a FIFO, a device, over its limit) or unreadable.
+    #[error(transparent)]
+    InputFile(FileError),
+    /// The output's directory or the output itself cannot be written.
+    #[error(transparent)]
+    OutputFile(FileError),
 }
 
 impl SealError {
     pub fn exit_code(&self) -> Exit {
         match self {
-            SealError::Ek(..) | SealError::Input(..) | SealError::Read(..) | SealError::Pcr(..) => {
-                Exit::Usage
-            }
-            SealError::Seal(..) | SealError::Write(..) => Exit::Secrets,
+            SealError::Ek(..)
+            | SealError::Input(..)
+            | SealError::Read(..)
+            | SealError::Pcr(..)
+            | SealError::InputFile(..) => Exit::Usage,
+            SealError::Seal(..) | SealError::Write(..) | SealError::OutputFile(..) => Exit::Secrets,
         }
     }
 }
 
-/// The EK of `--ek`: a PEM public key, or an EK certificate (PEM or DER).
+/// The EK of `--ek`: a PEM public key, or an EK certificate (PEM or DER); a regular file of at
+/// most [`Limit::EK`].
 pub fn load_ek(path: &Path) -> Result<EkPublic, SealError> {
-    let bytes = std::fs::read(path).map_err(|e| SealError::Read(path.into(), e))?;
-    let text = String::from_utf8_lossy(&bytes);
+    let c = read_named(path, Limit::EK).map_err(SealError::InputFile)?;
+    parse_ek(path, &c.bytes)
+}
+
+/// [`load_ek`] of bytes already read from `path`.
+pub fn parse_ek(path: &Path, bytes: &[u8]) -> Result<EkPublic, SealError> {
+    let text = String::from_utf8_lossy(bytes);
     let r = if text.contains("-----BEGIN PUBLIC KEY-----") {
         EkPublic::from_pem(&text)
     } else {
-        crate::tpm::ek_from_certificate(&bytes)
+        crate::tpm::ek_from_certificate(bytes)
     };
     r.map_err(|e| SealError::Ek(path.into(), e))
 }
 
 /// `rustlive bundle seal --ek EK IN -o OUT`: OUT is written whole (a temporary file renamed)
-/// and readable by all: it is made to be served to anyone.
+/// and readable by all (0644 whatever the umask): it is made to be served to anyone.
 pub fn seal_command(
     ek_path: &Path,
     input: &Path,
@@ -61,21 +79,14 @@ pub fn seal_command(
         .transpose()
         .map_err(SealError::Pcr)?;
     let ek = load_ek(ek_path)?;
-    let mut f = std::fs::File::open(input).map_err(|e| SealError::Read(input.into(), e))?;
-    let mut plain = Zeroizing::new(Vec::new());
-    Read::by_ref(&mut f)
-        .take((MAX_BUNDLE_SIZE as u64).saturating_add(1))
-        .read_to_end(&mut plain)
-        .map_err(|e| SealError::Read(input.into(), e))?;
+    let plain = read_named(input, Limit::BUNDLE)
+        .map_err(SealError::InputFile)?
+        .bytes;
     check_plain(&plain).map_err(|why| SealError::Input(input.into(), why))?;
     let sealed = envelope::seal_with(&plain, &ek, pcr.as_ref()).map_err(SealError::Seal)?;
-    let tmp = output.with_extension("sealing");
-    std::fs::write(&tmp, &sealed)
-        .and_then(|()| std::fs::rename(&tmp, output))
-        .map_err(|e| {
-            let _ = std::fs::remove_file(&tmp);
-            SealError::Write(output.into(), e)
-        })?;
+    let (dir, name) = Dir::open_parent_of(output).map_err(SealError::OutputFile)?;
+    dir.write(&name, &sealed, 0o644)
+        .map_err(SealError::OutputFile)?;
     log::info!(
         "sealed {} to the {} EK {} into {}",
         input.display(),

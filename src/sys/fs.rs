@@ -38,6 +38,12 @@ pub fn stat(fd: BorrowedFd<'_>) -> Result<Stat, Errno> {
     rustix::fs::fstat(fd)
 }
 
+/// `stat(2)` of `path`, following a symlink (a path the operator named), so that what it is can
+/// be told before it is opened.
+pub fn stat_path(path: &Path) -> Result<Stat, Errno> {
+    rustix::fs::stat(path)
+}
+
 /// `fstatat(2)` of `name` in `dir`, not following a symlink.
 pub fn stat_at(dir: BorrowedFd<'_>, name: impl AsRef<Path>) -> Result<Stat, Errno> {
     rustix::fs::statat(dir, name.as_ref(), AtFlags::SYMLINK_NOFOLLOW)

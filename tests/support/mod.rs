@@ -44,3 +44,76 @@ pub fn sha256_hex(b: &[u8]) -> String {
         .map(|x| format!("{x:02x}"))
         .collect()
 }
+
+/// What [`run_bounded`] saw: the exit code (`None` when the command was killed at the bound),
+/// stdout and stderr together, and how long it ran.
+#[derive(Debug)]
+pub struct Bounded {
+    pub code: Option<i32>,
+    pub output: String,
+    pub elapsed: std::time::Duration,
+}
+
+/// Runs `cmd` (stdin closed, output captured, at most 4 GiB of address space) and kills it
+/// after `bound`: a command that hangs on a FIFO or reads `/dev/zero` without end fails the
+/// test instead of hanging it or exhausting memory.
+pub fn run_bounded(cmd: &mut std::process::Command, bound: std::time::Duration) -> Bounded {
+    use std::io::Read;
+    use std::process::Stdio;
+    let start = std::time::Instant::now();
+    let mut child = cmd
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    // A regression that reads /dev/zero into memory must fail, not take the machine's memory.
+    let _ = rustix::process::prlimit(
+        Some(rustix::process::Pid::from_child(&child)),
+        rustix::process::Resource::As,
+        rustix::process::Rlimit {
+            current: Some(4 << 30),
+            maximum: Some(4 << 30),
+        },
+    );
+    // Drained on their own threads so that a chatty command cannot block on a full pipe.
+    let drain = |r: Option<Box<dyn Read + Send>>| {
+        std::thread::spawn(move || {
+            let mut s = Vec::new();
+            if let Some(mut r) = r {
+                let _ = r.read_to_end(&mut s);
+            }
+            s
+        })
+    };
+    let out = drain(
+        child
+            .stdout
+            .take()
+            .map(|r| Box::new(r) as Box<dyn Read + Send>),
+    );
+    let err = drain(
+        child
+            .stderr
+            .take()
+            .map(|r| Box::new(r) as Box<dyn Read + Send>),
+    );
+    let code = loop {
+        if let Some(st) = child.try_wait().expect("wait") {
+            break Some(st.code().unwrap_or(-1));
+        }
+        if start.elapsed() > bound {
+            let _ = child.kill();
+            let _ = child.wait();
+            break None;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    };
+    let mut output = String::from_utf8_lossy(&out.join().unwrap_or_default()).into_owned();
+    output.push_str(&String::from_utf8_lossy(&err.join().unwrap_or_default()));
+    Bounded {
+        code,
+        output,
+        elapsed: start.elapsed(),
+    }
+}

@@ -20,15 +20,25 @@
 //! each time), so the bytes cannot tell whether the inputs changed: a digest of the plain bundle,
 //! the EK and the PCR policy is kept in `NODES_DIR/.sealed/HOSTNAME` (beside the plain trees,
 //! never in the served directory) and a node is sealed again only when it differs.
+//!
+//! Files go through [`crate::server::safe_file`]: `WWW_DIR` (named by the operator) may be a
+//! link, but `by-mac/`, `by-host/`, `.sealed/`, a node's directory and everything in them are
+//! never followed through one (a symlinked `by-mac` is refused before anything is built); an
+//! output is renamed into place with its mode set whatever the umask, and an existing one is
+//! kept only when it is a regular file with the same bytes and mode; a stale output is
+//! unlinked, never truncated or zeroed (that would reach every other name of the file).
 
-use super::build::{build, Options};
+use super::build::{build_tree, Options};
 use super::error::BuildError;
 use super::hostkeys::{self, Keygen};
-use super::output::{render, write_mode, Kind};
+use super::output::{render, Kind};
 use crate::secrets::NodeFacts;
+use crate::server::safe_file::{Dir, Limit};
+use crate::sys::fs::FileType;
 use crate::tpm::ek::EkPublic;
 use crate::tpm::pcr::PcrPolicy;
 use std::collections::{BTreeMap, BTreeSet};
+use std::ffi::OsStr;
 use std::path::{Path, PathBuf};
 use zeroize::Zeroizing;
 
@@ -54,35 +64,24 @@ pub struct Node {
 
 /// The node directories of `nodes_dir`, sorted by host name; MACs checked and unique.
 pub fn nodes(nodes_dir: &Path) -> Result<Vec<Node>, BuildError> {
-    let read_err = |source| BuildError::Read {
-        path: nodes_dir.to_path_buf(),
-        source,
-    };
+    let root = Dir::open(nodes_dir)?;
     let mut out = Vec::new();
     let mut seen: BTreeMap<String, String> = BTreeMap::new();
-    let mut entries = std::fs::read_dir(nodes_dir)
-        .map_err(read_err)?
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(read_err)?;
+    let mut names = root.names()?;
     // In name order, so that which of two nodes is blamed for a shared MAC is stable.
-    entries.sort_by_key(|e| e.file_name());
-    for entry in entries {
-        let dir = entry.path();
-        let Some(name) = entry.file_name().to_str().map(str::to_string) else {
+    names.sort();
+    for entry in names {
+        let dir = root.path().join(&entry);
+        let Some(name) = entry.to_str().map(str::to_string) else {
             return Err(BuildError::NotUtf8(dir));
         };
         if name.starts_with(['.', '_']) {
             continue;
         }
-        let ty = entry.file_type().map_err(|source| BuildError::Read {
-            path: dir.clone(),
-            source,
-        })?;
-        if ty.is_symlink() {
-            return Err(BuildError::Symlink(dir));
-        }
-        if !ty.is_dir() {
-            continue;
+        match root.kind(&entry)? {
+            Some(FileType::Symlink) => return Err(BuildError::Symlink(dir)),
+            Some(FileType::Directory) => {}
+            _ => continue,
         }
         let node = |what: String| BuildError::Node {
             dir: dir.clone(),
@@ -98,7 +97,10 @@ pub fn nodes(nodes_dir: &Path) -> Result<Vec<Node>, BuildError> {
                     .into(),
             ));
         };
-        let manifest = super::tree::load_manifest(&dir)?;
+        let tree = root
+            .sub(&entry, None)?
+            .ok_or_else(|| node("removed while it was read".into()))?;
+        let manifest = super::tree::load_manifest(&tree)?;
         let mut macs = Vec::new();
         for m in &manifest.macs {
             let facts = NodeFacts {
@@ -150,19 +152,26 @@ enum Plan {
     Keep,
 }
 
+/// The EK enrolled as `EK_DIR/HOST.{pem,crt,der}`: read from `EK_DIR`'s fd without following
+/// a link, a regular file of at most [`Limit::EK`].
 fn enrolled_ek(s: &Sealing, host: &str) -> Result<EkPublic, BuildError> {
-    let path = ["pem", "crt", "der"]
-        .iter()
-        .map(|ext| s.ek_dir.join(format!("{host}.{ext}")))
-        .find(|p| p.is_file())
-        .ok_or_else(|| BuildError::NoEk {
-            host: host.into(),
-            ek_dir: s.ek_dir.clone(),
-        })?;
-    crate::server::seal::load_ek(&path).map_err(|source| BuildError::Seal {
+    let no_ek = || BuildError::NoEk {
         host: host.into(),
-        source,
-    })
+        ek_dir: s.ek_dir.clone(),
+    };
+    let dir = Dir::try_open(&s.ek_dir)?.ok_or_else(no_ek)?;
+    for ext in ["pem", "crt", "der"] {
+        let name = format!("{host}.{ext}");
+        if let Some(c) = dir.read(Path::new(&name), Limit::EK)? {
+            return crate::server::seal::parse_ek(&dir.path().join(&name), &c.bytes).map_err(
+                |source| BuildError::Seal {
+                    host: host.into(),
+                    source,
+                },
+            );
+        }
+    }
+    Err(no_ek())
 }
 
 /// Digest of what a sealed output depends on: the plain bundle, the EK and the PCR policy.
@@ -174,6 +183,79 @@ fn sealed_inputs(json: &[u8], ek: &EkPublic, pcr: Option<&PcrPolicy>) -> String 
         all.extend_from_slice(p.to_spec().as_bytes());
     }
     crate::fetch::verify::sha256(&all).to_string()
+}
+
+/// The served directories: `WWW_DIR` (the operator's, a link there is followed) and its
+/// `by-host/` and `by-mac/`, each opened without following a link and created only when the
+/// outputs are written.
+struct Served {
+    www: PathBuf,
+    top: Option<Dir>,
+    subs: [(&'static str, Option<Dir>); 2],
+}
+
+impl Served {
+    /// Opens what exists; a link (or anything but a directory) at `by-host` or `by-mac` is
+    /// refused here, before anything is built.
+    fn open(www: &Path) -> Result<Served, BuildError> {
+        let top = Dir::try_open(www)?;
+        let sub = |name| match &top {
+            Some(t) => t.sub(name, None),
+            None => Ok(None),
+        };
+        let subs = [("by-host", sub("by-host")?), ("by-mac", sub("by-mac")?)];
+        Ok(Served {
+            www: www.to_path_buf(),
+            top,
+            subs,
+        })
+    }
+
+    /// Creates the directories still missing (0755).
+    fn create(&mut self) -> Result<(), BuildError> {
+        let top = match self.top.take() {
+            Some(t) => t,
+            None => Dir::create(&self.www)?,
+        };
+        for (name, dir) in &mut self.subs {
+            if dir.is_none() {
+                *dir = top.sub(*name, Some(0o755))?;
+            }
+        }
+        self.top = Some(top);
+        Ok(())
+    }
+
+    /// The directory an output path (`WWW_DIR/SUB/NAME`, as planned) is in, and its name.
+    fn locate<'a>(&self, path: &'a Path) -> Option<(&Dir, &'a OsStr)> {
+        let name = path.file_name()?;
+        let parent = path.parent()?;
+        self.subs.iter().find_map(|(sub, dir)| {
+            dir.as_ref()
+                .filter(|_| parent == self.www.join(sub))
+                .map(|d| (d, name))
+        })
+    }
+
+    /// Whether the output `path` is there as a regular file (a link to one does not count)
+    /// with the permission bits `mode`.
+    fn is_in_place(&self, path: &Path, mode: u32) -> Result<bool, BuildError> {
+        match self.locate(path) {
+            Some((dir, name)) => Ok(dir.mode_of_file(name)? == Some(mode)),
+            None => Ok(false),
+        }
+    }
+}
+
+/// The digest recorded in `.sealed/HOST`, `None` when there is none. Read from the state
+/// directory's fd without following a link, a regular file of at most [`Limit::SEALED_STATE`].
+fn recorded_digest(state: Option<&Dir>, host: &str) -> Result<Option<String>, BuildError> {
+    let Some(state) = state else {
+        return Ok(None);
+    };
+    Ok(state
+        .read(Path::new(host), Limit::SEALED_STATE)?
+        .map(|c| String::from_utf8_lossy(&c.bytes).trim().to_string()))
 }
 
 /// Builds every node's bundle into `www` (see the module doc). With `keygen`, missing SSH host
@@ -188,19 +270,27 @@ pub fn build_all(
     sealing: Option<&Sealing>,
 ) -> Result<Report, BuildError> {
     let nodes = nodes(nodes_dir)?;
+    let mut served = Served::open(www)?;
+    let nodes_root = Dir::open(nodes_dir)?;
+    let trees = nodes
+        .iter()
+        .map(|n| Dir::open_no_follow(&n.dir))
+        .collect::<Result<Vec<_>, _>>()?;
     if let Some(k) = keygen {
-        for n in &nodes {
-            for p in hostkeys::ensure(&n.dir, k)? {
+        for tree in &trees {
+            // A tree the walk refuses gets no key written into it.
+            super::tree::walk(tree)?;
+            for p in hostkeys::ensure(tree, k)? {
                 log::info!("bundle: generated {}", p.display());
             }
         }
     }
-    let state_dir = nodes_dir.join(SEALED_STATE);
+    let state_dir = nodes_root.sub(SEALED_STATE, None)?;
     let mut planned: BTreeMap<PathBuf, (String, Plan)> = BTreeMap::new();
     // Sealed nodes to record once their outputs are written: host, input digest.
     let mut sealed_state: Vec<(String, String)> = Vec::new();
-    for n in &nodes {
-        let b = build(&n.dir, opts)?;
+    for (n, tree) in nodes.iter().zip(&trees) {
+        let b = build_tree(tree, opts)?;
         let outputs = |ext: &str| {
             std::iter::once(("by-host", &n.hostname))
                 .chain(n.macs.iter().map(|m| ("by-mac", m)))
@@ -212,12 +302,12 @@ pub fn build_all(
             Some(s) => {
                 let ek = enrolled_ek(s, &n.hostname)?;
                 let digest = sealed_inputs(&b.json, &ek, s.pcr.as_ref());
-                let recorded = std::fs::read_to_string(state_dir.join(&n.hostname))
-                    .is_ok_and(|old| old.trim() == digest);
-                let present = ["json", "cpio"]
-                    .iter()
-                    .flat_map(|ext| outputs(ext))
-                    .all(|p| p.is_file());
+                let recorded = recorded_digest(state_dir.as_ref(), &n.hostname)?
+                    .is_some_and(|old| old == digest);
+                let mut present = true;
+                for p in ["json", "cpio"].iter().flat_map(|ext| outputs(ext)) {
+                    present &= served.is_in_place(&p, 0o644)?;
+                }
                 if recorded && present {
                     (None, 0o644)
                 } else {
@@ -246,53 +336,54 @@ pub fn build_all(
         nodes: nodes.iter().map(|n| n.hostname.clone()).collect(),
         ..Report::default()
     };
-    for sub in ["by-host", "by-mac"] {
-        let d = www.join(sub);
-        std::fs::create_dir_all(&d).map_err(|source| BuildError::Write { path: d, source })?;
-    }
+    served.create()?;
     let mut written = BTreeSet::new();
     for (path, (host, plan)) in &planned {
         let Plan::Bytes(bytes, mode) = plan else {
             continue;
         };
-        let same = std::fs::read(path).is_ok_and(|old| {
-            let old = Zeroizing::new(old);
-            old.as_slice() == bytes.as_slice()
-        });
-        if !same {
-            write_mode(path, bytes, *mode)?;
+        let (dir, name) = served.locate(path).ok_or_else(|| BuildError::Write {
+            path: path.clone(),
+            source: std::io::ErrorKind::NotFound.into(),
+        })?;
+        // Same bytes and mode: left alone (its mtime kept); a mode changed by hand is restored.
+        if !dir.holds(name, bytes, *mode)? {
+            dir.write(name, bytes, *mode)?;
             written.insert(host.clone());
         }
     }
     report.written = written.into_iter().collect();
-    if !sealed_state.is_empty() {
-        std::fs::create_dir_all(&state_dir).map_err(|source| BuildError::Write {
-            path: state_dir.clone(),
-            source,
-        })?;
-    }
     // Written last: a run interrupted before this point seals those nodes again next time.
-    for (host, digest) in &sealed_state {
-        write_mode(
-            &state_dir.join(host),
-            format!("{digest}\n").as_bytes(),
-            0o600,
-        )?;
+    if !sealed_state.is_empty() {
+        let state = match state_dir {
+            Some(d) => d,
+            None => {
+                nodes_root
+                    .sub(SEALED_STATE, Some(0o700))?
+                    .ok_or_else(|| BuildError::Write {
+                        path: nodes_root.path().join(SEALED_STATE),
+                        source: std::io::ErrorKind::NotFound.into(),
+                    })?
+            }
+        };
+        for (host, digest) in &sealed_state {
+            state.write(OsStr::new(host), format!("{digest}\n").as_bytes(), 0o600)?;
+        }
     }
-    for sub in ["by-host", "by-mac"] {
-        let d = www.join(sub);
-        let entries = std::fs::read_dir(&d).map_err(|source| BuildError::Read {
-            path: d.clone(),
-            source,
-        })?;
-        for e in entries.flatten() {
-            let p = e.path();
+    for (_, dir) in &served.subs {
+        let Some(dir) = dir else {
+            continue;
+        };
+        let mut names = dir.names()?;
+        names.sort();
+        for name in names {
+            let p = dir.path().join(&name);
             let ours = p.extension().is_some_and(|x| x == "json" || x == "cpio");
-            if ours && !planned.contains_key(&p) {
-                crate::secrets::source::wipe_file(&p).map_err(|source| BuildError::Write {
-                    path: p.clone(),
-                    source,
-                })?;
+            if !ours || planned.contains_key(&p) {
+                continue;
+            }
+            // A directory by that name is not an output; anything else is unlinked.
+            if dir.kind(&name)? != Some(FileType::Directory) && dir.remove(&name)? {
                 report.removed.push(p);
             }
         }

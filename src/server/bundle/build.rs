@@ -6,6 +6,7 @@ use super::error::BuildError;
 use super::tree::{self, Owner};
 use crate::secrets::bundle::BundleError;
 use crate::secrets::owners::{Accounts, Id};
+use crate::server::safe_file::{Dir, Limit};
 use base64::Engine;
 use serde::Serialize;
 use std::collections::BTreeMap;
@@ -31,6 +32,10 @@ pub struct Bundle {
 
 /// One file as it goes into the bundle.
 struct Item {
+    /// Which tree it comes from: a common tree's index, or past them the node's own.
+    tree: usize,
+    /// Its node path, which is also its path in that tree.
+    node_path: String,
     source: PathBuf,
     owner: Owner,
 }
@@ -50,10 +55,24 @@ struct OutEntry<'a> {
     content_base64: &'a str,
 }
 
-/// Builds the bundle of `dir` (plus the common trees) and validates it as the node would.
+/// Builds the bundle of `dir` (plus the common trees) and validates it as the node would. `dir`
+/// and the common trees are named by the operator: a symlink at their top is followed, never
+/// one inside.
 pub fn build(dir: &Path, opts: &Options) -> Result<Bundle, BuildError> {
+    build_tree(&Dir::open(dir)?, opts)
+}
+
+/// [`build`] of a tree already open (a node's directory in `NODES_DIR`, opened without
+/// following a link).
+pub fn build_tree(node: &Dir, opts: &Options) -> Result<Bundle, BuildError> {
+    let dir = node.path();
+    let trees = opts
+        .commons
+        .iter()
+        .map(|c| Dir::open(c))
+        .collect::<Result<Vec<_>, _>>()?;
     let mut items: BTreeMap<String, Item> = BTreeMap::new();
-    for tree_dir in opts.commons.iter().map(PathBuf::as_path).chain([dir]) {
+    for (index, tree_dir) in trees.iter().chain([node]).enumerate() {
         let (_, files) = tree::files_with_owners(tree_dir)?;
         for (f, owner) in files {
             if let Some(old) = items.get(&f.node_path) {
@@ -65,8 +84,10 @@ pub fn build(dir: &Path, opts: &Options) -> Result<Bundle, BuildError> {
                 );
             }
             items.insert(
-                f.node_path,
+                f.node_path.clone(),
                 Item {
+                    tree: index,
+                    node_path: f.node_path,
                     source: f.source,
                     owner,
                 },
@@ -78,7 +99,8 @@ pub fn build(dir: &Path, opts: &Options) -> Result<Bundle, BuildError> {
     let mut encoded: Vec<(u32, Zeroizing<String>)> = Vec::with_capacity(items.len());
     let mut total = 0usize;
     for item in items.values() {
-        let (bytes, mode) = tree::read_file(&item.source)?;
+        let tree = trees.get(item.tree).unwrap_or(node);
+        let (bytes, mode) = tree::read_file(tree, &item.node_path)?;
         let b64 = Zeroizing::new(base64::engine::general_purpose::STANDARD.encode(&bytes[..]));
         total = total.saturating_add(b64.len());
         if total > crate::secrets::bundle::MAX_BUNDLE_SIZE {
@@ -146,9 +168,13 @@ fn accounts_for<'a>(
     items: impl Iterator<Item = &'a Item>,
 ) -> Result<Accounts, BuildError> {
     if let Some(root) = &opts.image_root {
-        let read = |p: &str| {
-            let path = root.join(p);
-            std::fs::read_to_string(&path).map_err(|source| BuildError::Read { path, source })
+        let root = Dir::open(root)?;
+        let read = |p: &str| match root.read(Path::new(p), Limit::ACCOUNTS)? {
+            Some(c) => Ok(String::from_utf8_lossy(&c.bytes).into_owned()),
+            None => Err(BuildError::Read {
+                path: root.path().join(p),
+                source: std::io::ErrorKind::NotFound.into(),
+            }),
         };
         return Ok(Accounts::parse(&read("etc/passwd")?, &read("etc/group")?));
     }

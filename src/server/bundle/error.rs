@@ -74,6 +74,9 @@ pub enum BuildError {
     Node { dir: PathBuf, what: String },
     #[error("node {host} has no enrolled EK in {} ({host}.pem, .crt or .der; `rustlive tpm ek` on the node prints it)", ek_dir.display())]
     NoEk { host: String, ek_dir: PathBuf },
+    /// A file or directory refused or failed by the boot server's file layer.
+    #[error(transparent)]
+    File(#[from] crate::server::safe_file::FileError),
     #[error("cannot seal the bundle of node {host}")]
     Seal {
         host: String,

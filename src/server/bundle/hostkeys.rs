@@ -6,12 +6,17 @@
 //! A key already in the tree is never replaced; a missing `.pub` is derived from its private
 //! key. Keys come from `ssh-keygen` when the boot server has it (the reference implementation,
 //! and fast RSA), else from the `ssh-key` crate (pure Rust, part of the static binary).
+//!
+//! `etc` and `etc/ssh` are opened (or created) from the tree's directory fd without following a
+//! link before a key is generated, and the keys are written there ([`Dir::write`]): a tree with
+//! `etc/ssh -> /elsewhere` is refused with nothing generated or written.
 
 use super::error::{BuildError, KeygenError};
-use super::output::write_private;
+use crate::server::safe_file::{Dir, FileError};
+use crate::sys::fs::FileType;
 use ssh_key::{Algorithm, EcdsaCurve, LineEnding, PrivateKey};
+use std::ffi::OsStr;
 use std::io::Write;
-use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
 /// The key types generated, as OpenSSH names them in the file names.
@@ -44,66 +49,81 @@ pub fn key_path(dir: &Path, ty: &str) -> PathBuf {
     dir.join(format!("etc/ssh/ssh_host_{ty}_key"))
 }
 
-/// Generates the host keys `dir` lacks; returns the files written. Private keys are 0600,
-/// public keys 0644, `DIR/etc/ssh` is created 0755 when missing.
-pub fn ensure(dir: &Path, keygen: &Keygen) -> Result<Vec<PathBuf>, BuildError> {
-    let ssh = dir.join("etc/ssh");
-    std::fs::create_dir_all(&ssh).map_err(|source| BuildError::Write {
-        path: ssh.clone(),
-        source,
-    })?;
+/// Generates the host keys the tree lacks; returns the files written. Private keys are 0600,
+/// public keys 0644, `DIR/etc` and `DIR/etc/ssh` are created 0755 when missing. A link (or
+/// anything but a directory) at `etc` or `etc/ssh`, or anything but a regular file at a key's
+/// name, is refused before anything is generated.
+pub fn ensure(tree: &Dir, keygen: &Keygen) -> Result<Vec<PathBuf>, BuildError> {
+    let missing = |p: PathBuf| BuildError::Write {
+        path: p,
+        source: std::io::ErrorKind::NotFound.into(),
+    };
+    let etc = tree
+        .sub("etc", Some(0o755))?
+        .ok_or_else(|| missing(tree.path().join("etc")))?;
+    let ssh = etc
+        .sub("ssh", Some(0o755))?
+        .ok_or_else(|| missing(etc.path().join("ssh")))?;
     let comment = format!(
         "root@{}",
-        dir.file_name()
+        tree.path()
+            .file_name()
             .and_then(|n| n.to_str())
             .unwrap_or("rustlive")
     );
-    let mut made = Vec::new();
+    // Every name looked at first: a link or a FIFO at any of them stops before a key is made.
+    let mut plan = Vec::new();
     for ty in TYPES {
-        let private = key_path(dir, ty);
-        let public = private.with_extension("pub");
+        let private = format!("ssh_host_{ty}_key");
+        let public = format!("{private}.pub");
+        let have_private = is_key_file(&ssh, &private)?;
+        let have_public = is_key_file(&ssh, &public)?;
+        plan.push((*ty, private, public, have_private, have_public));
+    }
+    let mut made = Vec::new();
+    for (ty, private, public, have_private, have_public) in plan {
+        let private_path = ssh.path().join(&private);
+        let public_path = ssh.path().join(&public);
         let fail = |source| BuildError::HostKey {
-            path: private.clone(),
+            path: private_path.clone(),
             source,
         };
-        match private.symlink_metadata() {
-            Ok(_) => {
-                if public.symlink_metadata().is_err() {
-                    let (key, _) = super::tree::read_file(&private)?;
-                    let key = std::str::from_utf8(&key)
-                        .map_err(|_| fail(ssh_key::Error::FormatEncoding.into()))
-                        .and_then(|s| PrivateKey::from_openssh(s).map_err(|e| fail(e.into())))?;
-                    let line = key.public_key().to_openssh().map_err(|e| fail(e.into()))?;
-                    write_public(&public, &line).map_err(|e| fail(e.into()))?;
-                    made.push(public);
-                }
+        let public_name = OsStr::new(&public);
+        if have_private {
+            if !have_public {
+                let (key, _) = super::tree::read_file(&ssh, &private)?;
+                let key = std::str::from_utf8(&key)
+                    .map_err(|_| fail(ssh_key::Error::FormatEncoding.into()))
+                    .and_then(|s| PrivateKey::from_openssh(s).map_err(|e| fail(e.into())))?;
+                let line = key.public_key().to_openssh().map_err(|e| fail(e.into()))?;
+                ssh.write(public_name, public_line(&line).as_bytes(), 0o644)?;
+                made.push(public_path);
             }
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                let (key, line) = generate(keygen, ty, &comment).map_err(fail)?;
-                write_private(&private, key.as_bytes())?;
-                write_public(&public, &line).map_err(|e| fail(e.into()))?;
-                made.push(private);
-                made.push(public);
-            }
-            Err(source) => {
-                return Err(BuildError::Read {
-                    path: private,
-                    source,
-                })
-            }
+        } else {
+            let (key, line) = generate(keygen, ty, &comment).map_err(fail)?;
+            ssh.write(OsStr::new(&private), key.as_bytes(), 0o600)?;
+            ssh.write(public_name, public_line(&line).as_bytes(), 0o644)?;
+            made.push(private_path);
+            made.push(public_path);
         }
     }
     Ok(made)
 }
 
-fn write_public(path: &Path, line: &str) -> std::io::Result<()> {
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o644)
-        .open(path)?;
-    writeln!(f, "{}", line.trim_end())?;
-    f.sync_all()
+/// Whether the key file `name` exists in `ssh`: a regular file, or absent; anything else there
+/// (a link, a FIFO, a directory) is refused.
+fn is_key_file(ssh: &Dir, name: &str) -> Result<bool, BuildError> {
+    let path = || ssh.path().join(name);
+    match ssh.kind(name)? {
+        None => Ok(false),
+        Some(FileType::RegularFile) => Ok(true),
+        Some(FileType::Symlink) => Err(FileError::Symlink(path()).into()),
+        Some(_) => Err(BuildError::Special(path())),
+    }
+}
+
+fn public_line(line: &str) -> String {
+    format!("{}\n", line.trim_end())
 }
 
 /// A new key of `ty`: the OpenSSH private key text and the public key line.
@@ -213,7 +233,8 @@ mod tests {
         let t = tempfile::tempdir().unwrap();
         let dir = t.path().join("n001");
         std::fs::create_dir(&dir).unwrap();
-        let made = ensure(&dir, &keygen).unwrap();
+        let tree = Dir::open(&dir).unwrap();
+        let made = ensure(&tree, &keygen).unwrap();
         assert_eq!(made.len(), 6, "{made:?}");
         for ty in TYPES {
             let k = key_path(&dir, ty);
@@ -231,12 +252,12 @@ mod tests {
         }
         let before = std::fs::read(key_path(&dir, "ed25519")).unwrap();
         // Kept: a second run writes nothing; a lost .pub is derived from the private key.
-        assert!(ensure(&dir, &keygen).unwrap().is_empty());
+        assert!(ensure(&tree, &keygen).unwrap().is_empty());
         let rsa_pub = key_path(&dir, "rsa").with_extension("pub");
         let line = std::fs::read(&rsa_pub).unwrap();
         std::fs::remove_file(&rsa_pub).unwrap();
         assert_eq!(
-            ensure(&dir, &keygen).unwrap(),
+            ensure(&tree, &keygen).unwrap(),
             std::slice::from_ref(&rsa_pub)
         );
         let (a, b) = (

@@ -1,4 +1,5 @@
-//! The two forms of a bundle on the boot server, both written 0600 and atomically.
+//! The two forms of a bundle on the boot server, both written 0600 and atomically (through
+//! [`crate::server::safe_file`]).
 //!
 //! - JSON: what `rd.rustlive.secrets=https://…` fetches.
 //! - A per-node initrd: a newc cpio holding `rustlive/secrets.json` (0600), gzip-compressed.
@@ -15,9 +16,9 @@
 
 use super::error::BuildError;
 use crate::server::cpio::Archive;
+use crate::server::safe_file::Dir;
 use flate2::write::GzEncoder;
 use std::io::Write;
-use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use zeroize::Zeroizing;
 
@@ -81,44 +82,13 @@ fn write_archive(a: &Archive, gz: &mut GzEncoder<&mut Vec<u8>>) -> std::io::Resu
     gz.flush()
 }
 
-/// Writes `bytes` to `path` with mode 0600: a new file created 0600 beside it (never readable
-/// beyond that, even for a moment), synced, then renamed over `path`.
+/// Writes `bytes` to `path` (named by the operator) with mode 0600: a temporary created with
+/// no permission bits beside it, filled, `fchmod`ed 0600 whatever the umask, synced, then renamed
+/// over `path` ([`Dir::write`]).
 pub fn write_private(path: &Path, bytes: &[u8]) -> Result<(), BuildError> {
-    write_mode(path, bytes, 0o600)
-}
-
-/// Like [`write_private`], with mode `mode` (0644 for a sealed bundle, made to be served to
-/// anyone).
-pub fn write_mode(path: &Path, bytes: &[u8], mode: u32) -> Result<(), BuildError> {
-    let err = |source| BuildError::Write {
-        path: path.to_path_buf(),
-        source,
-    };
-    let name = path
-        .file_name()
-        .ok_or_else(|| err(std::io::Error::other("not a file name")))?;
-    let tmp = path.with_file_name(format!(
-        ".{}.{}.tmp",
-        name.to_string_lossy(),
-        std::process::id()
-    ));
-    // A leftover of a crashed run with this pid.
-    let _ = std::fs::remove_file(&tmp);
-    let result = (|| {
-        let mut f = std::fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(mode)
-            .custom_flags(crate::sys::fs::O_NOFOLLOW)
-            .open(&tmp)?;
-        f.write_all(bytes)?;
-        f.sync_all()?;
-        std::fs::rename(&tmp, path)
-    })();
-    if result.is_err() {
-        let _ = std::fs::remove_file(&tmp);
-    }
-    result.map_err(err)
+    let (dir, name) = Dir::open_parent_of(path)?;
+    dir.write(&name, bytes, 0o600)?;
+    Ok(())
 }
 
 #[cfg(test)]

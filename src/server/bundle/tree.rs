@@ -3,16 +3,18 @@
 //!
 //! The walk never follows a symbolic link and accepts regular files and directories only: a
 //! link in the tree would be ambiguous (copy its target? the node never writes through one) and
-//! could pull a file from outside the tree into a node's bundle. A file is read through
-//! `O_NOFOLLOW` and its mode taken from the open descriptor, so a file swapped for a link after
-//! the walk is refused too.
+//! could pull a file from outside the tree into a node's bundle. Everything goes through the
+//! tree's directory fd ([`Dir`]): each directory and file is reached one component at a time
+//! without following a link, and a file's mode is taken from the open descriptor, so a file or
+//! directory swapped for a link after the walk is refused too, and a FIFO or device is never
+//! opened.
 
 use super::error::BuildError;
-use crate::secrets::bundle::{check_path, MAX_BUNDLE_SIZE};
+use crate::secrets::bundle::check_path;
+use crate::server::safe_file::{Dir, FileError, Limit};
+use crate::sys::fs::FileType;
 use serde::Deserialize;
 use std::collections::BTreeMap;
-use std::io::Read;
-use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use zeroize::Zeroizing;
 
@@ -58,16 +60,17 @@ pub fn parse_owner(s: &str) -> Option<Owner> {
     })
 }
 
-/// Reads `DIR/rustlive-bundle.json`; an absent manifest is an empty one.
-pub fn load_manifest(dir: &Path) -> Result<Manifest, BuildError> {
-    let path = dir.join(MANIFEST);
-    let text = match std::fs::read(&path) {
-        Ok(t) => t,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Manifest::default()),
-        Err(source) => return Err(BuildError::Read { path, source }),
+/// Reads `DIR/rustlive-bundle.json` (a regular file of at most [`Limit::MANIFEST`]); an absent
+/// manifest is an empty one.
+pub fn load_manifest(tree: &Dir) -> Result<Manifest, BuildError> {
+    let Some(text) = tree.read(Path::new(MANIFEST), Limit::MANIFEST)? else {
+        return Ok(Manifest::default());
     };
     // The manifest holds names and paths, never a secret: serde's messages may quote it.
-    serde_json::from_slice(&text).map_err(|source| BuildError::Manifest { path, source })
+    serde_json::from_slice(&text.bytes).map_err(|source| BuildError::Manifest {
+        path: tree.path().join(MANIFEST),
+        source,
+    })
 }
 
 /// One file of a tree.
@@ -79,46 +82,40 @@ pub struct TreeFile {
     pub source: PathBuf,
 }
 
-/// Every regular file under `dir` (the manifest at its top excepted), sorted by node path.
+/// Every regular file under the tree (the manifest at its top excepted), sorted by node path.
 /// Symbolic links, devices, FIFOs, sockets and names that are not UTF-8 are refused.
-pub fn walk(dir: &Path) -> Result<Vec<TreeFile>, BuildError> {
+pub fn walk(tree: &Dir) -> Result<Vec<TreeFile>, BuildError> {
     let mut out = Vec::new();
-    // (directory on the server, its node path without the trailing slash)
-    let mut stack = vec![(dir.to_path_buf(), String::new())];
-    while let Some((d, prefix)) = stack.pop() {
-        let entries = std::fs::read_dir(&d).map_err(|source| BuildError::Read {
-            path: d.clone(),
-            source,
-        })?;
-        for entry in entries {
-            let entry = entry.map_err(|source| BuildError::Read {
-                path: d.clone(),
-                source,
-            })?;
-            let path = entry.path();
-            let name = entry.file_name();
+    // Node paths of the directories still to list ("" for the top). Each is opened again from
+    // the top when its turn comes: no pile of open descriptors however wide the tree.
+    let mut stack = vec![String::new()];
+    while let Some(prefix) = stack.pop() {
+        let rel = Path::new(prefix.trim_start_matches('/'));
+        let Some(d) = tree.dir_at(rel)? else {
+            // Removed while it was walked.
+            return Err(BuildError::Read {
+                path: tree.path().join(rel),
+                source: std::io::ErrorKind::NotFound.into(),
+            });
+        };
+        for name in d.names()? {
+            let path = d.path().join(&name);
             let Some(name) = name.to_str() else {
                 return Err(BuildError::NotUtf8(path));
             };
             if prefix.is_empty() && name == MANIFEST {
                 continue;
             }
-            let ty = entry.file_type().map_err(|source| BuildError::Read {
-                path: path.clone(),
-                source,
-            })?;
             let node_path = format!("{prefix}/{name}");
-            if ty.is_symlink() {
-                return Err(BuildError::Symlink(path));
-            } else if ty.is_dir() {
-                stack.push((path, node_path));
-            } else if ty.is_file() {
-                out.push(TreeFile {
+            match d.kind(name)? {
+                None => {}
+                Some(FileType::Symlink) => return Err(BuildError::Symlink(path)),
+                Some(FileType::Directory) => stack.push(node_path),
+                Some(FileType::RegularFile) => out.push(TreeFile {
                     node_path,
                     source: path,
-                });
-            } else {
-                return Err(BuildError::Special(path));
+                }),
+                Some(_) => return Err(BuildError::Special(path)),
             }
         }
     }
@@ -128,10 +125,10 @@ pub fn walk(dir: &Path) -> Result<Vec<TreeFile>, BuildError> {
 
 /// A tree's files with their owners: the manifest checked against the walk. A manifest entry
 /// must name a valid node path (the node's own path rules) and a file of this tree.
-pub fn files_with_owners(dir: &Path) -> Result<(Manifest, Vec<(TreeFile, Owner)>), BuildError> {
-    let manifest = load_manifest(dir)?;
-    let files = walk(dir)?;
-    let manifest_path = dir.join(MANIFEST);
+pub fn files_with_owners(tree: &Dir) -> Result<(Manifest, Vec<(TreeFile, Owner)>), BuildError> {
+    let manifest = load_manifest(tree)?;
+    let files = walk(tree)?;
+    let manifest_path = tree.path().join(MANIFEST);
     for (p, spec) in &manifest.owners {
         check_path(p).map_err(|rule| BuildError::ManifestPath {
             manifest: manifest_path.clone(),
@@ -151,7 +148,7 @@ pub fn files_with_owners(dir: &Path) -> Result<(Manifest, Vec<(TreeFile, Owner)>
             return Err(BuildError::ManifestAbsent {
                 manifest: manifest_path.clone(),
                 path: p.clone(),
-                dir: dir.to_path_buf(),
+                dir: tree.path().to_path_buf(),
             });
         }
     }
@@ -169,49 +166,23 @@ pub fn files_with_owners(dir: &Path) -> Result<(Manifest, Vec<(TreeFile, Owner)>
     Ok((manifest, with))
 }
 
-/// A file's bytes (in a buffer zeroed on drop) and permission bits, read without following a
-/// link; more than the bundle's size limit is refused before it is read whole.
-pub fn read_file(path: &Path) -> Result<(Zeroizing<Vec<u8>>, u32), BuildError> {
-    let read_err = |source| BuildError::Read {
-        path: path.to_path_buf(),
-        source,
-    };
-    let mut f = std::fs::OpenOptions::new()
-        .read(true)
-        // O_NONBLOCK: a FIFO swapped in after the walk must not hang the build.
-        .custom_flags(crate::sys::fs::O_NOFOLLOW | crate::sys::fs::O_NONBLOCK)
-        .open(path)
-        .map_err(|e| {
-            if e.raw_os_error() == Some(crate::sys::Errno::LOOP.raw_os_error()) {
-                BuildError::Symlink(path.to_path_buf())
-            } else {
-                read_err(e)
-            }
-        })?;
-    let md = f.metadata().map_err(read_err)?;
-    if !md.is_file() {
-        return Err(BuildError::Special(path.to_path_buf()));
+/// The bytes (in a buffer zeroed on drop) and permission bits of the file at `node_path` in the
+/// tree, read without following a link; more than the bundle's size limit is refused before it
+/// is read whole.
+pub fn read_file(tree: &Dir, node_path: &str) -> Result<(Zeroizing<Vec<u8>>, u32), BuildError> {
+    let rel = Path::new(node_path.trim_start_matches('/'));
+    let path = tree.path().join(rel);
+    match tree.read(rel, Limit::BUNDLE_FILE) {
+        Ok(Some(c)) => Ok((c.bytes, c.mode)),
+        Ok(None) => Err(BuildError::Read {
+            path,
+            source: std::io::ErrorKind::NotFound.into(),
+        }),
+        Err(FileError::Symlink(p)) => Err(BuildError::Symlink(p)),
+        Err(FileError::NotRegular { path, .. }) => Err(BuildError::Special(path)),
+        Err(FileError::TooLarge { path, .. }) => Err(BuildError::FileTooLarge(path)),
+        Err(e) => Err(e.into()),
     }
-    let len = usize::try_from(md.len()).unwrap_or(usize::MAX);
-    if len > MAX_BUNDLE_SIZE {
-        return Err(BuildError::FileTooLarge(path.to_path_buf()));
-    }
-    // One allocation up front (plus one byte to notice growth): no stray copy in freed memory.
-    let mut buf = Zeroizing::new(vec![0u8; len.saturating_add(1)]);
-    let mut n = 0;
-    while let Some(rest) = buf.get_mut(n..).filter(|r| !r.is_empty()) {
-        match f.read(rest) {
-            Ok(0) => break,
-            Ok(k) => n = n.saturating_add(k),
-            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(read_err(e)),
-        }
-    }
-    if n > len {
-        return Err(BuildError::Changed(path.to_path_buf()));
-    }
-    buf.truncate(n);
-    Ok((buf, md.mode() & 0o7777))
 }
 
 #[cfg(test)]
@@ -241,7 +212,11 @@ mod tests {
         std::fs::write(d.join(MANIFEST), "{}").unwrap();
         // Only the top-level manifest is the tree's; one deeper down is a node file.
         std::fs::write(d.join("etc").join(MANIFEST), "x").unwrap();
-        let got: Vec<_> = walk(d).unwrap().into_iter().map(|f| f.node_path).collect();
+        let got: Vec<_> = walk(&Dir::open(d).unwrap())
+            .unwrap()
+            .into_iter()
+            .map(|f| f.node_path)
+            .collect();
         assert_eq!(
             got,
             ["/etc/a", "/etc/rustlive-bundle.json", "/etc/ssh/k"].map(String::from)
@@ -254,18 +229,32 @@ mod tests {
         let d = t.path();
         std::fs::create_dir_all(d.join("etc")).unwrap();
         std::os::unix::fs::symlink("/etc/passwd", d.join("etc/link")).unwrap();
-        assert!(matches!(walk(d), Err(BuildError::Symlink(p)) if p.ends_with("etc/link")));
+        assert!(
+            matches!(walk(&Dir::open(d).unwrap()), Err(BuildError::Symlink(p)) if p.ends_with("etc/link"))
+        );
         std::fs::remove_file(d.join("etc/link")).unwrap();
         crate::sys::fs::make_fifo(&d.join("etc/fifo"), 0o700).unwrap();
-        assert!(matches!(walk(d), Err(BuildError::Special(p)) if p.ends_with("etc/fifo")));
+        assert!(
+            matches!(walk(&Dir::open(d).unwrap()), Err(BuildError::Special(p)) if p.ends_with("etc/fifo"))
+        );
+        let tree = Dir::open(d).unwrap();
         assert!(matches!(
-            read_file(&d.join("etc/fifo")),
+            read_file(&tree, "/etc/fifo"),
             Err(BuildError::Special(_))
         ));
         std::os::unix::fs::symlink("/etc/passwd", d.join("l")).unwrap();
         assert!(matches!(
-            read_file(&d.join("l")),
+            read_file(&tree, "/l"),
             Err(BuildError::Symlink(_))
+        ));
+        // A directory on the way swapped for a link after the walk is not followed either.
+        std::fs::remove_file(d.join("etc/fifo")).unwrap();
+        std::fs::rename(d.join("etc"), d.join("etc.real")).unwrap();
+        std::os::unix::fs::symlink("etc.real", d.join("etc")).unwrap();
+        std::fs::write(d.join("etc.real/k"), "k").unwrap();
+        assert!(matches!(
+            read_file(&tree, "/etc/k"),
+            Err(BuildError::Symlink(p)) if p.ends_with("etc")
         ));
     }
 
@@ -275,14 +264,18 @@ mod tests {
         let f = t.path().join("k");
         std::fs::write(&f, "secret").unwrap();
         std::fs::set_permissions(&f, std::fs::Permissions::from_mode(0o640)).unwrap();
-        let (bytes, mode) = read_file(&f).unwrap();
+        let tree = Dir::open(t.path()).unwrap();
+        let (bytes, mode) = read_file(&tree, "/k").unwrap();
         assert_eq!((bytes.as_slice(), mode), (&b"secret"[..], 0o640));
         let big = t.path().join("big");
         std::fs::File::create(&big)
             .unwrap()
-            .set_len(MAX_BUNDLE_SIZE as u64 + 1)
+            .set_len(crate::secrets::bundle::MAX_BUNDLE_SIZE as u64 + 1)
             .unwrap();
-        assert!(matches!(read_file(&big), Err(BuildError::FileTooLarge(_))));
+        assert!(matches!(
+            read_file(&tree, "/big"),
+            Err(BuildError::FileTooLarge(_))
+        ));
     }
 
     #[test]
@@ -295,7 +288,7 @@ mod tests {
         let write = |m: &str| std::fs::write(d.join(MANIFEST), m).unwrap();
 
         write(r#"{"owners": {"/etc/munge/munge.key": "munge:munge"}}"#);
-        let (_, files) = files_with_owners(d).unwrap();
+        let (_, files) = files_with_owners(&Dir::open(d).unwrap()).unwrap();
         let owners: Vec<_> = files
             .iter()
             .map(|(f, o)| (f.node_path.as_str(), o.owner.as_str(), o.group.as_str()))
@@ -309,19 +302,19 @@ mod tests {
         );
 
         write(r#"{"owners": {"/etc/munge/munge.keys": "munge:munge"}}"#);
-        let e = files_with_owners(d).unwrap_err();
+        let e = files_with_owners(&Dir::open(d).unwrap()).unwrap_err();
         assert!(
             matches!(&e, BuildError::ManifestAbsent { path, .. } if path == "/etc/munge/munge.keys"),
             "{e}"
         );
         write(r#"{"owners": {"/etc/../etc/other": "munge"}}"#);
-        let e = files_with_owners(d).unwrap_err();
+        let e = files_with_owners(&Dir::open(d).unwrap()).unwrap_err();
         assert!(matches!(&e, BuildError::ManifestPath { .. }), "{e}");
         write(r#"{"owners": {"/etc/other": "munge:"}}"#);
-        let e = files_with_owners(d).unwrap_err();
+        let e = files_with_owners(&Dir::open(d).unwrap()).unwrap_err();
         assert!(matches!(&e, BuildError::OwnerSyntax { .. }), "{e}");
         write(r#"{"owner": {}}"#);
-        let e = files_with_owners(d).unwrap_err();
+        let e = files_with_owners(&Dir::open(d).unwrap()).unwrap_err();
         assert!(matches!(&e, BuildError::Manifest { .. }), "{e}");
     }
 }

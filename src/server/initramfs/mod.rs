@@ -6,6 +6,12 @@
 //! pruned to what is included, the firmware those modules declare, the CA bundle and minisign
 //! keys, and optionally a static shell. Every input is read in a fixed order and the archive is
 //! sorted with fixed owners and mtimes, so the same inputs give the same bytes.
+//!
+//! Files come through [`crate::server::safe_file`]: nothing is read from outside `--kmoddir`,
+//! `--firmware-dir` or `--keys` (a link inside them is resolved there, and refused when it
+//! leads out), every input is a regular file of bounded size (a FIFO or a device is refused
+//! before it is opened), and the output is written through a temporary beside it
+//! (`.FILE.<16 hex digits>.part`) renamed into place.
 
 pub mod modinfo;
 
@@ -13,6 +19,8 @@ use crate::drivers::coldplug::NET_HINTS_FILE;
 use crate::drivers::kmod::{self, ModulesDep};
 use crate::drivers::modalias::AliasTable;
 use crate::server::cpio::{Archive, CpioError};
+use crate::server::safe_file::{read_named, Dir, FileError, Limit};
+use crate::sys::fs::FileType;
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -100,6 +108,10 @@ pub enum BuildError {
     Compress(Compress, #[source] std::io::Error),
     #[error("{0} is not a static executable: the initramfs has no dynamic loader or libraries")]
     NotStatic(PathBuf),
+    /// An input refused (a link out of its tree, not a regular file, over its limit) or a file
+    /// that cannot be read or written.
+    #[error(transparent)]
+    File(#[from] FileError),
 }
 
 /// What went into an archive.
@@ -118,15 +130,23 @@ pub struct Report {
     pub bytes: u64,
 }
 
-fn read(path: &Path) -> Result<Vec<u8>, BuildError> {
-    std::fs::read(path).map_err(|source| BuildError::Read {
-        path: path.to_owned(),
-        source,
-    })
+/// A file named on the command line (`--init`, `--shell`, `--ca`).
+fn read(path: &Path, limit: Limit) -> Result<Vec<u8>, BuildError> {
+    Ok(read_named(path, limit)?.bytes.to_vec())
 }
-fn read_text(path: &Path) -> Result<String, BuildError> {
-    let b = read(path)?;
-    Ok(String::from_utf8_lossy(&b).into_owned())
+
+/// A file of a tree (the modules, the firmware, the keys), never from outside it; `None` when
+/// absent.
+fn read_in(tree: &Dir, rel: &Path, limit: Limit) -> Result<Option<Vec<u8>>, BuildError> {
+    Ok(tree.read_resolving(rel, limit)?.map(|c| c.bytes.to_vec()))
+}
+
+/// [`read_in`] of a file that must be there.
+fn read_needed(tree: &Dir, rel: &Path, limit: Limit) -> Result<Vec<u8>, BuildError> {
+    read_in(tree, rel, limit)?.ok_or_else(|| BuildError::Read {
+        path: tree.path().join(rel),
+        source: std::io::ErrorKind::NotFound.into(),
+    })
 }
 fn add(a: &mut Archive, path: &str, perm: u32, data: Vec<u8>) -> Result<(), BuildError> {
     a.file(path, perm, data)
@@ -271,13 +291,21 @@ fn prune_softdep(text: &str, names: &BTreeSet<String>) -> String {
 
 /// Builds the archive in memory and returns it with its report (uncompressed).
 pub fn build_archive(opts: &Options) -> Result<(Archive, Report), BuildError> {
-    let k = &opts.kmoddir;
-    let idx = |name: &str| k.join(name);
-    let dep_text = read_text(&idx("modules.dep"))?;
-    let opt_text = |name: &str| std::fs::read_to_string(idx(name)).unwrap_or_default();
-    let builtin_text = opt_text("modules.builtin");
-    let softdep_text = opt_text("modules.softdep");
-    let alias_text = opt_text("modules.alias");
+    let k = Dir::open(&opts.kmoddir)?;
+    let text = |b: Vec<u8>| String::from_utf8_lossy(&b).into_owned();
+    let dep_text = text(read_needed(
+        &k,
+        Path::new("modules.dep"),
+        Limit::MODULE_INDEX,
+    )?);
+    let opt_text = |name: &str| -> Result<String, BuildError> {
+        Ok(read_in(&k, Path::new(name), Limit::MODULE_INDEX)?
+            .map(text)
+            .unwrap_or_default())
+    };
+    let builtin_text = opt_text("modules.builtin")?;
+    let softdep_text = opt_text("modules.softdep")?;
+    let alias_text = opt_text("modules.alias")?;
 
     let optional: Vec<String> = kmod::ASSEMBLY_MODULES
         .iter()
@@ -301,7 +329,7 @@ pub fn build_archive(opts: &Options) -> Result<(Archive, Report), BuildError> {
         absent: sel.absent.clone(),
         ..Report::default()
     };
-    let init = read(&opts.init)?;
+    let init = read(&opts.init, Limit::PROGRAM)?;
     if !is_static_elf(&init) {
         return Err(BuildError::NotStatic(opts.init.clone()));
     }
@@ -325,7 +353,7 @@ pub fn build_archive(opts: &Options) -> Result<(Archive, Report), BuildError> {
     let mut firmware = BTreeSet::new();
     for f in &sel.files {
         let rel = f.to_string_lossy().into_owned();
-        let bytes = read(&k.join(f))?;
+        let bytes = read_needed(&k, f, Limit::MODULE)?;
         match module_elf(&rel, &bytes).map(|elf| modinfo::firmware(&elf)) {
             Some(Ok(fw)) => firmware.extend(fw),
             Some(Err(e)) => log::warn!("cannot read the firmware list of {rel}: {e}"),
@@ -381,11 +409,19 @@ pub fn build_archive(opts: &Options) -> Result<(Archive, Report), BuildError> {
         hints.into_bytes(),
     )?;
 
+    let fw_dir = Dir::try_open(&opts.firmware_dir)?;
     for fw in firmware {
-        let found = ["", ".zst", ".xz"].iter().find_map(|ext| {
-            let p = opts.firmware_dir.join(format!("{fw}{ext}"));
-            std::fs::read(&p).ok().map(|b| (format!("{fw}{ext}"), b))
-        });
+        let mut found = None;
+        for ext in ["", ".zst", ".xz"] {
+            let name = format!("{fw}{ext}");
+            let Some(dir) = &fw_dir else {
+                break;
+            };
+            if let Some(b) = read_in(dir, Path::new(&name), Limit::FIRMWARE)? {
+                found = Some((name, b));
+                break;
+            }
+        }
         match found {
             Some((name, bytes)) => {
                 add(&mut a, &format!("lib/firmware/{name}"), 0o644, bytes)?;
@@ -400,29 +436,31 @@ pub fn build_archive(opts: &Options) -> Result<(Archive, Report), BuildError> {
         None => CA_DEFAULTS.iter().map(PathBuf::from).find(|p| p.is_file()),
     };
     if let Some(ca) = ca {
-        add(&mut a, CA_TARGET, 0o644, read(&ca)?)?;
+        add(&mut a, CA_TARGET, 0o644, read(&ca, Limit::CA)?)?;
     }
-    if let Ok(dir) = std::fs::read_dir(&opts.keys) {
-        let mut keys: Vec<PathBuf> = dir
-            .filter_map(|e| e.ok().map(|e| e.path()))
-            .filter(|p| p.extension().is_some_and(|e| e == "pub") && p.is_file())
+    if let Some(dir) = Dir::try_open(&opts.keys)? {
+        let mut keys: Vec<_> = dir
+            .names()?
+            .into_iter()
+            .filter(|n| Path::new(n).extension().is_some_and(|e| e == "pub"))
             .collect();
         keys.sort();
         for key in keys {
-            let name = key
-                .file_name()
-                .map(|n| n.to_string_lossy().into_owned())
-                .unwrap_or_default();
+            // A directory named *.pub is not a key; anything else must be a regular file.
+            if dir.kind(&key)? == Some(FileType::Directory) {
+                continue;
+            }
+            let bytes = read_needed(&dir, Path::new(&key), Limit::KEY)?;
             add(
                 &mut a,
-                &format!("etc/rustlive/keys/{name}"),
+                &format!("etc/rustlive/keys/{}", key.to_string_lossy()),
                 0o644,
-                read(&key)?,
+                bytes,
             )?;
         }
     }
     if let Some(sh) = &opts.shell {
-        let bytes = read(sh)?;
+        let bytes = read(sh, Limit::PROGRAM)?;
         if !is_static_elf(&bytes) {
             return Err(BuildError::NotStatic(sh.clone()));
         }
@@ -432,7 +470,8 @@ pub fn build_archive(opts: &Options) -> Result<(Archive, Report), BuildError> {
     Ok((a, report))
 }
 
-/// Builds the initramfs and writes it to `out` (through a temporary file, renamed when whole).
+/// Builds the initramfs and writes it to `out`, mode 0644: through a temporary beside it
+/// (`.FILE.<16 hex digits>.part`, created `O_EXCL|O_NOFOLLOW`), renamed when whole.
 pub fn build(opts: &Options, out: &Path) -> Result<Report, BuildError> {
     let (archive, mut report) = build_archive(opts)?;
     let cpio = archive.to_bytes();
@@ -440,18 +479,8 @@ pub fn build(opts: &Options, out: &Path) -> Result<Report, BuildError> {
     let bytes =
         compress(&cpio, opts.compress).map_err(|e| BuildError::Compress(opts.compress, e))?;
     report.bytes = bytes.len() as u64;
-    let tmp = out.with_extension("part");
-    let write = |p: &Path, b: &[u8]| -> std::io::Result<()> {
-        let mut f = std::fs::File::create(p)?;
-        f.write_all(b)?;
-        f.sync_all()
-    };
-    write(&tmp, &bytes)
-        .and_then(|()| std::fs::rename(&tmp, out))
-        .map_err(|source| BuildError::Write {
-            path: out.to_owned(),
-            source,
-        })?;
+    let (dir, name) = Dir::open_parent_of(out)?;
+    dir.write(&name, &bytes, 0o644)?;
     Ok(report)
 }
 
