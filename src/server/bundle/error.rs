@@ -22,8 +22,6 @@ pub enum BuildError {
     NotUtf8(PathBuf),
     #[error("{} is over the bundle's {} MiB limit", .0.display(), crate::secrets::bundle::MAX_BUNDLE_SIZE >> 20)]
     FileTooLarge(PathBuf),
-    #[error("{} changed while it was read", .0.display())]
-    Changed(PathBuf),
     #[error("{} is not a valid manifest", path.display())]
     Manifest {
         path: PathBuf,
