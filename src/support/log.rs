@@ -276,8 +276,8 @@ pub fn redact_url(url: &reqwest::Url) -> String {
     let _ = u.set_password(None);
     u.set_query(None);
     u.set_fragment(None);
-    // A parsed URL serializes without controls; escaped all the same, as every outside value.
-    let mut s = escaped(u.as_str());
+    // A parsed URL serializes without controls; cleaned all the same, as every outside value.
+    let mut s = clean_line(u.as_str()).into_owned();
     if had_query {
         s.push_str("?…");
     }
@@ -287,7 +287,7 @@ pub fn redact_url(url: &reqwest::Url) -> String {
 /// [`redact_url`] for text that may hold one or several URLs, parsable or not (a bad
 /// command-line value, a comma-separated mirror list): each word between commas, whitespace and
 /// quotes is redacted on its own, so a second URL's password is not taken for the first one's
-/// path. The result is [`Escaped`].
+/// path. Control characters come out escaped ([`clean_line`]).
 pub fn redact_url_str(s: &str) -> String {
     let mut out = String::with_capacity(s.len());
     let mut word = String::new();
@@ -295,7 +295,7 @@ pub fn redact_url_str(s: &str) -> String {
         if c == ',' || c == '"' || c == '\'' || c.is_whitespace() {
             out.push_str(&redact_word(&word));
             word.clear();
-            let _ = write!(out, "{}", Escaped(c.encode_utf8(&mut [0; 4])));
+            out.push_str(&clean_line(c.encode_utf8(&mut [0; 4])));
         } else {
             word.push(c);
         }
@@ -323,7 +323,7 @@ fn redact_word(s: &str) -> String {
             out = format!("{scheme}://{host}{path}");
         }
     }
-    escaped(&out)
+    clean_line(&out).into_owned()
 }
 
 /// Human-readable byte count in MiB with one decimal, as used in progress lines.
