@@ -328,7 +328,7 @@ impl RegistryAuth {
         })?;
         let mut u = Url::parse(realm).map_err(|e| OciError::Protocol {
             what: what.clone(),
-            reason: format!("the realm {:?} is not a URL: {e}", super::short(realm)),
+            reason: format!("the realm \"{}\" is not a URL: {e}", super::short(realm)),
         })?;
         if !matches!(u.scheme(), "https" | "http") {
             return Err(OciError::Protocol {
