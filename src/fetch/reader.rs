@@ -41,6 +41,8 @@ const AHEAD: u64 = (DEPTH * BUF) as u64;
 
 /// The status line and headers, as the reader thread got them.
 pub struct Head {
+    /// The URL that answered: the one asked for, or where its redirects led.
+    pub url: reqwest::Url,
     pub status: StatusCode,
     pub headers: HeaderMap,
     pub content_length: Option<u64>,
@@ -210,6 +212,7 @@ fn reader_thread(
         }
     };
     let head = Head {
+        url: resp.url().clone(),
         status: resp.status(),
         headers: resp.headers().clone(),
         content_length: resp.content_length(),
