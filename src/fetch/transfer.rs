@@ -28,6 +28,9 @@ pub struct Ctx<'a> {
     pub auth: Option<&'a dyn super::auth::RequestAuth>,
     /// Ask for one piece of the file (a download spread over mirrors) instead of all of it.
     pub piece: Option<Piece>,
+    /// The file's length as the source itself states it (an OCI layer descriptor's size): no
+    /// body may pass it, whatever its headers say (chunked, no length, a larger one).
+    pub limit: Option<u64>,
     /// This piece's request, sent ahead while the previous piece drained ([`send_ahead`]);
     /// used when it asks for exactly what this attempt would, dropped otherwise.
     pub ahead: Option<Ahead>,
@@ -182,8 +185,11 @@ pub fn run<S: Sink + ?Sized>(
     if let (Some(p), true) = (ctx.progress.as_deref_mut(), offset == 0 || resumed) {
         p.rebase(Instant::now(), state.have);
     }
+    // Without a length from the server, the body ends where the source says the file does.
+    let end = end.or(ctx.limit);
     reader.stream(
         end,
+        ctx.limit,
         state,
         sink,
         &ctx.limits,
@@ -223,7 +229,7 @@ pub fn small(
         let mut state = State::default();
         let end = head.content_length;
         reader
-            .stream(end, &mut state, &mut sink, limits, None, None)
+            .stream(end, None, &mut state, &mut sink, limits, None, None)
             .map_err(|f| match f {
                 Failure::Attempt(e) | Failure::Sink(e) => e,
             })?;
