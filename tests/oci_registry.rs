@@ -839,3 +839,58 @@ fn a_layer_longer_than_its_descriptor_is_refused_before_its_bytes() {
     );
     assert!(!dest.exists());
 }
+
+#[test]
+fn a_silent_token_server_holds_neither_fetch_nor_publish_past_the_deadline() {
+    // The real registry with token auth whose token server accepts and never answers.
+    let ts = Server::start(|_| {
+        Reply::ok(b"{}").fault(support::http::Fault::Silent(Duration::from_secs(60)))
+    });
+    let dir = tempfile::tempdir().unwrap();
+    let signer = token_server("alice", "s3cret");
+    let bundle = dir.path().join("token-signer.pem");
+    std::fs::write(&bundle, &signer.cert_pem).unwrap();
+    let Some(reg) = registry(&format!(
+        "auth:\n  token:\n    realm: http://{}/token\n    service: rustlive-test-registry\n    issuer: rustlive-test-issuer\n    rootcertbundle: {}\n",
+        ts.addr,
+        bundle.display()
+    )) else {
+        return;
+    };
+    let (_, file) = image_file(dir.path(), "root.squashfs", 1 << 20, 14);
+    let d = format!("sha256:{}", sha256_hex(b"any"));
+    let dest = dir.path().join("out");
+    let timed = |args: &[&str]| {
+        let t = std::time::Instant::now();
+        let o = run(args);
+        (o, t.elapsed())
+    };
+    let (o, took) = timed(&[
+        "fetch",
+        "-o",
+        dest.to_str().unwrap(),
+        "--timeout",
+        "6",
+        "--stall",
+        "30",
+        &format!("oci+http://{}/site/root@{d}", reg.addr),
+    ]);
+    assert_eq!(o.status.code(), Some(3), "{}", stderr(&o));
+    assert!(took <= Duration::from_secs(8), "took {took:?}");
+    assert!(stderr(&o).contains("deadline"), "{}", stderr(&o));
+    assert!(!dest.exists());
+    let (o, took) = timed(&[
+        "publish",
+        file.to_str().unwrap(),
+        &format!("oci+http://{}/site/root:v1", reg.addr),
+        "--timeout",
+        "5",
+    ]);
+    assert_eq!(o.status.code(), Some(3), "{}", stderr(&o));
+    assert!(took <= Duration::from_secs(7), "took {took:?}");
+    assert!(stderr(&o).contains("deadline"), "{}", stderr(&o));
+    assert!(
+        !ts.requests().is_empty(),
+        "the token server was never asked"
+    );
+}

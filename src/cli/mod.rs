@@ -87,6 +87,23 @@ pub struct BootArgs {
     pub switch_root: bool,
 }
 
+/// Reports a command line clap refused. Its message quotes the offending word, which may be
+/// a URL with a password or a token: each line is redacted and escaped like a log line.
+/// `--help` and `--version` are printed by clap as they are.
+fn usage_error(e: &clap::Error) -> ExitCode {
+    if !e.use_stderr() {
+        e.exit()
+    }
+    let text = e.render().to_string();
+    let mut out = String::with_capacity(text.len());
+    for line in text.lines() {
+        out.push_str(&crate::support::log::redact_url_str(line));
+        out.push('\n');
+    }
+    let _ = std::io::Write::write_all(&mut std::io::stderr().lock(), out.as_bytes());
+    ExitCode::from(u8::try_from(e.exit_code()).unwrap_or(Exit::Usage as u8))
+}
+
 /// Parses the process arguments, runs the subcommand and maps the outcome to an exit code.
 pub fn main() -> ExitCode {
     // As the initramfs's /init, nothing has mounted /proc or /dev or loaded drivers yet.
@@ -101,7 +118,7 @@ pub fn main() -> ExitCode {
         // As /init, argv holds whatever words of the kernel command line the kernel did not
         // recognise (`single`, `3`): they are not ours, and exiting would panic the kernel.
         Err(_) if pid1 => Cli::parse_from(["rustlive", "boot"]),
-        Err(e) => e.exit(),
+        Err(e) => return usage_error(&e),
     };
     // Booting a node logs to the kernel log (console and journal); a command run by hand
     // answers on stderr.

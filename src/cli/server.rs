@@ -39,6 +39,13 @@ pub struct PublishArgs {
     /// Registry credentials (docker config.json format).
     #[arg(long, value_name = "FILE")]
     pub registry_auth: Option<std::path::PathBuf>,
+    /// Overall deadline of the whole publish, every request included, e.g. 600, 10m.
+    #[arg(long, value_name = "SECS", default_value = "30m", value_parser = crate::support::values::parse_duration)]
+    pub timeout: std::time::Duration,
+    /// Give up on a request that moves no blob (a HEAD, the manifest, a token) after this long
+    /// without an answer or data.
+    #[arg(long, value_name = "SECS", default_value = "30", value_parser = crate::support::values::parse_duration)]
+    pub stall: std::time::Duration,
     /// PEM CA bundle for https.
     #[arg(long, value_name = "FILE")]
     pub ca: Option<std::path::PathBuf>,
@@ -278,6 +285,8 @@ pub(super) fn publish(a: &PublishArgs) -> Result<(), Error> {
         credentials: a.registry_auth.clone(),
         ca: a.ca.clone(),
         insecure_tls: a.insecure_tls,
+        deadline: crate::support::deadline::Deadline::after(Some(a.timeout)),
+        stall: a.stall,
     })?;
     log::info!(
         "pushed {} as {} (layer {}, {} blob(s) already there)",

@@ -25,7 +25,8 @@ pub const DEFAULT_SECRETS_FILE: &str = "/rustlive/secrets.json";
 
 /// A value on the command line that rustlive cannot use.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("invalid value {value:?} for {option}: {reason}")]
+// `value` is redacted and escaped already (`redact_url_str`): quoted, not debug-printed again.
+#[error("invalid value \"{value}\" for {option}: {reason}")]
 pub struct ConfigError {
     /// The option as written on the command line (`rd.rustlive.overlay.size`).
     pub option: String,

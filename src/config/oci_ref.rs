@@ -32,6 +32,11 @@ impl Reference {
         } else {
             return Err("an OCI reference starts with oci:// or oci+http://".into());
         };
+        // A query or fragment has no meaning in a reference, and a token in one would be
+        // printed wherever the reference is: refused without quoting any of it.
+        if rest.contains(['?', '#']) {
+            return Err("an OCI reference takes no query string or fragment (registry credentials belong in the credentials file, never on the command line)".into());
+        }
         let (host, path) = rest
             .split_once('/')
             .ok_or("expected oci://HOST[:PORT]/REPOSITORY[:TAG|@sha256:HEX]")?;
@@ -39,9 +44,9 @@ impl Reference {
             return Err("the reference needs a registry host (and no user name)".into());
         }
         let registry = Url::parse(&format!("{scheme}://{host}"))
-            .map_err(|e| format!("bad registry host {host:?}: {e}"))?;
+            .map_err(|e| format!("bad registry host \"{}\": {e}", short(host)))?;
         if registry.host_str().is_none_or(str::is_empty) || registry.path() != "/" {
-            return Err(format!("bad registry host {host:?}"));
+            return Err(format!("bad registry host \"{}\"", short(host)));
         }
         let (repository, target) = if let Some((repo, digest)) = path.split_once('@') {
             (repo, Target::Digest(parse_digest(digest)?))
@@ -131,11 +136,11 @@ pub fn digest_str(d: &Sha256Hex) -> String {
 /// Parses `sha256:` and 64 lower-case hex digits; other algorithms are refused by name.
 pub fn parse_digest(s: &str) -> Result<Sha256Hex, String> {
     let Some((alg, h)) = s.split_once(':') else {
-        return Err(format!("{:?} is not a digest (sha256:HEX)", short(s)));
+        return Err(format!("\"{}\" is not a digest (sha256:HEX)", short(s)));
     };
     if alg != "sha256" {
         return Err(format!(
-            "digest algorithm {:?} is not supported (only sha256)",
+            "digest algorithm \"{}\" is not supported (only sha256)",
             short(alg)
         ));
     }
@@ -145,10 +150,12 @@ pub fn parse_digest(s: &str) -> Result<Sha256Hex, String> {
     crate::support::values::parse_sha256(h)
 }
 
-/// At most 80 characters of a value for an error message (a hostile manifest may be huge).
+/// At most 80 characters of a value from outside for a message (a hostile manifest may be
+/// huge), escaped ([`crate::support::log::Escaped`]).
 pub fn short(s: &str) -> String {
-    let mut out: String = s.chars().take(80).collect();
-    if out.len() < s.len() {
+    let cut: String = s.chars().take(80).collect();
+    let mut out = crate::support::log::escaped(&cut);
+    if cut.len() < s.len() {
         out.push('…');
     }
     out
@@ -177,7 +184,7 @@ fn check_repository(r: &str) -> Result<(), String> {
             && !comp.contains("-_");
         if !ok {
             return Err(format!(
-                "{:?} is not a valid repository name (lower-case letters, digits, '.', '_', '-' between them, '/' between components)",
+                "\"{}\" is not a valid repository name (lower-case letters, digits, '.', '_', '-' between them, '/' between components)",
                 short(r)
             ));
         }
@@ -198,7 +205,7 @@ fn check_tag(t: &str) -> Result<(), String> {
         Ok(())
     } else {
         Err(format!(
-            "{:?} is not a valid tag (letters, digits, '_', '.', '-', at most 128)",
+            "\"{}\" is not a valid tag (letters, digits, '_', '.', '-', at most 128)",
             short(t)
         ))
     }
@@ -279,6 +286,32 @@ mod tests {
         ] {
             assert!(Reference::parse(bad).is_err(), "{bad} accepted");
         }
+    }
+
+    #[test]
+    fn a_query_or_userinfo_is_refused_without_being_quoted() {
+        for bad in [
+            "oci://reg/x/y:t?token=S3CRET",
+            "oci://reg/x/y?token=S3CRET",
+            "oci://reg?token=S3CRET/x/y:t",
+            "oci://reg/x/y:t#S3CRET",
+            &format!("oci://reg/x/y@{D}?token=S3CRET"),
+            "oci+http://reg:5000/x:t?S3CRET",
+            "oci://user:S3CRET@reg/x/y:t",
+        ] {
+            let e = Reference::parse(bad).unwrap_err();
+            assert!(!e.contains("S3CRET"), "{bad}: {e}");
+            let e = parse_image_url(bad).unwrap_err();
+            assert!(!e.contains("S3CRET"), "{bad}: {e}");
+        }
+    }
+
+    #[test]
+    fn values_in_errors_are_escaped() {
+        let e = Reference::parse("oci://reg/x/y:t\x1b[2J").unwrap_err();
+        assert!(e.contains("\\x1b[2J") && !e.contains('\x1b'), "{e}");
+        let e = parse_digest("md5\r:x").unwrap_err();
+        assert!(!e.contains('\r'), "{e}");
     }
 
     proptest! {

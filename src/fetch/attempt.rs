@@ -64,6 +64,10 @@ pub enum AttemptError {
     BadRange(String),
     #[error("the body is longer than announced ({expected} bytes); refusing the extra data")]
     Oversize { expected: u64 },
+    /// More bytes than the source itself says the file has (an OCI layer descriptor's size),
+    /// whatever the headers said: the source is refused as corrupt.
+    #[error("the body is longer than the {max} bytes its descriptor states; refused as corrupt")]
+    TooLong { max: u64 },
     #[error("cannot read {path}")]
     File {
         path: String,
@@ -103,6 +107,7 @@ impl AttemptError {
             AttemptError::Tls(_)
             | AttemptError::Redirect(_)
             | AttemptError::Oversize { .. }
+            | AttemptError::TooLong { .. }
             | AttemptError::File { .. }
             | AttemptError::OtherFile(_)
             | AttemptError::Deadline => false,

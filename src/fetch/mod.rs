@@ -126,6 +126,11 @@ impl FetchError {
     pub fn exit_code(&self) -> Exit {
         match self {
             FetchError::Verify(_) | FetchError::SizeMismatch { .. } => Exit::Verify,
+            // More bytes than the layer's descriptor states: corrupt, like a wrong length.
+            FetchError::Refused {
+                source: AttemptError::TooLong { .. },
+                ..
+            } => Exit::Verify,
             FetchError::Client(e) if e.is_local_configuration() => Exit::Usage,
             FetchError::NoUrl => Exit::Usage,
             _ => Exit::Transfer,
@@ -669,6 +674,7 @@ fn download(
             progress: progress.as_deref_mut(),
             auth: opts.auth.as_deref(),
             piece: attempt.piece,
+            limit: opts.content.map(|c| c.len),
             ahead: sent,
             received_all: attempt
                 .then

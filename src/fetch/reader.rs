@@ -41,6 +41,8 @@ const AHEAD: u64 = (DEPTH * BUF) as u64;
 
 /// The status line and headers, as the reader thread got them.
 pub struct Head {
+    /// The URL that answered: the one asked for, or where its redirects led.
+    pub url: reqwest::Url,
     pub status: StatusCode,
     pub headers: HeaderMap,
     pub content_length: Option<u64>,
@@ -125,10 +127,14 @@ impl Reader {
     }
 
     /// Moves the body into the sink. `end` is the byte count the body must stop at when known;
-    /// `received_all` is called once when its last [`AHEAD`] bytes are on the way.
+    /// `limit` the length of the whole file as the source itself states it (an OCI
+    /// descriptor), which no byte may pass whatever the headers say; `received_all` is called
+    /// once when its last [`AHEAD`] bytes are on the way.
+    #[allow(clippy::too_many_arguments)]
     pub fn stream<S: Sink + ?Sized>(
         self,
         end: Option<u64>,
+        limit: Option<u64>,
         state: &mut State,
         sink: &mut S,
         limits: &Limits,
@@ -171,6 +177,9 @@ impl Reader {
             };
             let data = buf.get(..n).unwrap_or(&buf);
             let after = state.have.saturating_add(data.len() as u64);
+            if let Some(max) = limit.filter(|&m| after > m) {
+                return Err(AttemptError::TooLong { max }.into());
+            }
             if let Some(e) = end.filter(|&e| after > e) {
                 return Err(AttemptError::Oversize { expected: e }.into());
             }
@@ -210,6 +219,7 @@ fn reader_thread(
         }
     };
     let head = Head {
+        url: resp.url().clone(),
         status: resp.status(),
         headers: resp.headers().clone(),
         content_length: resp.content_length(),

@@ -41,7 +41,10 @@ impl Validators {
     /// §15.3.7 requires it on a 206); a missing Last-Modified is accepted only when a strong
     /// ETag matched. `Err` describes the change.
     pub fn check_continues(&self, new: &Validators) -> Result<(), String> {
-        let shown = |v: &Option<String>| v.clone().unwrap_or_else(|| "none".into());
+        let shown = |v: &Option<String>| {
+            v.as_deref()
+                .map_or_else(|| "none".into(), crate::support::log::escaped)
+        };
         if self.etag.is_some() && self.etag != new.etag {
             return Err(format!(
                 "the ETag changed from {} to {}",

@@ -28,6 +28,9 @@ pub struct Ctx<'a> {
     pub auth: Option<&'a dyn super::auth::RequestAuth>,
     /// Ask for one piece of the file (a download spread over mirrors) instead of all of it.
     pub piece: Option<Piece>,
+    /// The file's length as the source itself states it (an OCI layer descriptor's size): no
+    /// body may pass it, whatever its headers say (chunked, no length, a larger one).
+    pub limit: Option<u64>,
     /// This piece's request, sent ahead while the previous piece drained ([`send_ahead`]);
     /// used when it asks for exactly what this attempt would, dropped otherwise.
     pub ahead: Option<Ahead>,
@@ -112,12 +115,20 @@ pub fn run<S: Sink + ?Sized>(
         )?,
     };
     let head = reader.head(&ctx.limits)?;
-    if head.status == StatusCode::UNAUTHORIZED
-        && ctx
-            .auth
-            .is_some_and(|a| a.unauthorized(client, url, &head.headers))
-    {
-        return Err(AttemptError::Reauthorized.into());
+    if let Some(a) = ctx.auth.filter(|_| head.status == StatusCode::UNAUTHORIZED) {
+        let u = super::auth::Unauthorized {
+            url,
+            answered: &head.url,
+            headers: &head.headers,
+            limits: &ctx.limits,
+        };
+        if a.unauthorized(client, &u) {
+            return Err(AttemptError::Reauthorized.into());
+        }
+        // The token request ran into the deadline: that, not the 401, ends the download.
+        if ctx.limits.deadline.passed() {
+            return Err(AttemptError::Deadline.into());
+        }
     }
     let (offset, total, end) = match accept(
         head.status,
@@ -174,14 +185,85 @@ pub fn run<S: Sink + ?Sized>(
     if let (Some(p), true) = (ctx.progress.as_deref_mut(), offset == 0 || resumed) {
         p.rebase(Instant::now(), state.have);
     }
+    // Without a length from the server, the body ends where the source says the file does.
+    let end = end.or(ctx.limit);
     reader.stream(
         end,
+        ctx.limit,
         state,
         sink,
         &ctx.limits,
         ctx.progress.as_deref_mut(),
         ctx.received_all.take(),
     )
+}
+
+/// The answer to a [`small`] request.
+#[derive(Debug)]
+pub struct Small {
+    pub status: StatusCode,
+    pub headers: header::HeaderMap,
+    /// The body of a 2xx answer (zeroed on drop: a registry token is one); empty otherwise.
+    pub body: zeroize::Zeroizing<Vec<u8>>,
+}
+
+/// One request outside a download (a registry's token): sent, answered and read under
+/// `limits` like every attempt (the deadline, the stall timer, the minimum rate), the body of
+/// a 2xx answer at most `max` bytes. No retry: the caller's attempt is what gets retried.
+pub fn small(
+    client: &Client,
+    req: Request,
+    limits: &Limits,
+    max: u64,
+) -> Result<Small, AttemptError> {
+    let reader = Reader::start(client, req)?;
+    let head = reader.head(limits)?;
+    let mut sink = Bounded {
+        buf: zeroize::Zeroizing::new(Vec::new()),
+        max,
+    };
+    if head.status.is_success() {
+        if head.content_length.is_some_and(|l| l > max) {
+            return Err(AttemptError::Oversize { expected: max });
+        }
+        let mut state = State::default();
+        let end = head.content_length;
+        reader
+            .stream(end, None, &mut state, &mut sink, limits, None, None)
+            .map_err(|f| match f {
+                Failure::Attempt(e) | Failure::Sink(e) => e,
+            })?;
+    }
+    Ok(Small {
+        status: head.status,
+        headers: head.headers,
+        body: sink.buf,
+    })
+}
+
+/// A body in memory, at most `max` bytes.
+struct Bounded {
+    buf: zeroize::Zeroizing<Vec<u8>>,
+    max: u64,
+}
+
+impl Sink for Bounded {
+    type Error = AttemptError;
+
+    fn begin(&mut self, offset: u64, _total: Option<u64>) -> Result<(), AttemptError> {
+        self.buf
+            .truncate(usize::try_from(offset).unwrap_or(usize::MAX));
+        Ok(())
+    }
+
+    fn write(&mut self, data: &[u8]) -> Result<(), AttemptError> {
+        let len = (self.buf.len() as u64).saturating_add(data.len() as u64);
+        if len > self.max {
+            return Err(AttemptError::Oversize { expected: self.max });
+        }
+        self.buf.extend_from_slice(data);
+        Ok(())
+    }
 }
 
 /// The GET for what `asked` says, from byte `have` on: `Range` for a resume or a piece,

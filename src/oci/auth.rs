@@ -4,12 +4,23 @@
 //! Credentials only ever come from a file (inside the initramfs: [`CREDENTIALS_FILE`]), never
 //! from the command line, which every process can read in `/proc/cmdline`. A token is asked
 //! for when the registry answers 401 and asked for again when it answers 401 to a token that
-//! worked before (it expired mid-transfer); the engine then repeats the request at once. The
-//! Authorization header is only ever added to requests for the registry host that issued the
-//! challenge: a redirect to blob storage elsewhere gets none (reqwest also drops it on a
-//! cross-host redirect).
+//! worked before (it expired mid-transfer); the engine then repeats the request at once.
+//!
+//! What credentials and tokens go where ([`realm_gets_credentials`]):
+//! - only a 401 from the registry's own origin (scheme, host, port) is a challenge: a 401
+//!   from where a redirect led (blob storage, a CDN) fails that attempt, and neither the
+//!   password nor the registry's token goes to the realm it names;
+//! - the password goes to a token server on the registry's own host, over https (any port:
+//!   token servers often sit on :5001) or, for a plain-http registry, over http too; a realm
+//!   on another host or over http for an https registry is asked anonymously;
+//! - the Authorization header is only added to requests for the origin that issued the
+//!   challenge (reqwest also drops it on a redirect to another host or port);
+//! - the token request obeys the attempt's deadline, stall timer and minimum rate.
 
 use super::{host_port, OciError};
+use crate::fetch::auth::Unauthorized;
+use crate::fetch::watchdog::Limits;
+use crate::support::log::redact_url;
 use base64::Engine as _;
 use reqwest::blocking::Client;
 use reqwest::header::{HeaderMap, HeaderValue, ACCEPT, AUTHORIZATION, WWW_AUTHENTICATE};
@@ -228,6 +239,28 @@ pub fn host_credentials_file() -> Option<PathBuf> {
     std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".docker/config.json"))
 }
 
+/// Whether the registry at `registry` may send its password to the token server at `realm`:
+/// the same host, and https unless the registry itself is plain http (whose password crosses
+/// the network in clear text anyway). The port may differ: a token server beside the registry
+/// on another port of the same host is common.
+pub fn realm_gets_credentials(registry: &Url, realm: &Url) -> bool {
+    let same_host = match (registry.host(), realm.host()) {
+        (Some(a), Some(b)) => a == b,
+        _ => false,
+    };
+    let private = match realm.scheme() {
+        "https" => true,
+        "http" => registry.scheme() == "http",
+        _ => false,
+    };
+    same_host && private
+}
+
+/// `SCHEME://HOST[:PORT]`, the origin a token is bound to.
+fn origin(u: &Url) -> String {
+    u.origin().ascii_serialization()
+}
+
 #[derive(Debug, Default)]
 struct HostState {
     /// The Authorization value to send (Bearer token, or Basic credentials).
@@ -266,13 +299,17 @@ impl RegistryAuth {
     }
 
     /// Handles a 401: true when a new Authorization value is ready.
-    pub fn refresh(
-        &self,
-        client: &Client,
-        url: &Url,
-        headers: &HeaderMap,
-    ) -> Result<bool, OciError> {
+    pub fn refresh(&self, client: &Client, u: &Unauthorized) -> Result<bool, OciError> {
+        let (url, headers) = (u.url, u.headers);
         let host = host_port(url);
+        let key = origin(url);
+        if origin(u.answered) != key {
+            log::warn!(
+                "{}: where {host} redirected to asks for credentials (401); the registry's are not sent to another host",
+                redact_url(u.answered)
+            );
+            return Ok(false);
+        }
         let Some(ch) = headers
             .get_all(WWW_AUTHENTICATE)
             .iter()
@@ -285,7 +322,7 @@ impl RegistryAuth {
         let creds = self.credentials.get(&host);
         {
             let st = self.lock();
-            if st.get(&host).is_some_and(|s| s.tokens >= MAX_TOKENS) {
+            if st.get(&key).is_some_and(|s| s.tokens >= MAX_TOKENS) {
                 log::warn!("{host}: {MAX_TOKENS} tokens refused in a row; giving up on it");
                 return Ok(false);
             }
@@ -298,16 +335,17 @@ impl RegistryAuth {
                 );
                 return Ok(false);
             };
-            let already = self.lock().get(&host).and_then(|s| s.header.clone());
+            let already = self.lock().get(&key).and_then(|s| s.header.clone());
             if already.as_deref().is_some_and(|h| h.starts_with("Basic ")) {
                 return Ok(false); // the password itself was refused
             }
             c.basic()
         } else {
-            Zeroizing::new(format!("Bearer {}", &*self.token(client, url, &ch, creds)?))
+            let token = self.token(client, u.limits, url, &ch, creds)?;
+            Zeroizing::new(format!("Bearer {}", &*token))
         };
         let mut st = self.lock();
-        let e = st.entry(host).or_default();
+        let e = st.entry(key).or_default();
         e.header = Some(header);
         e.tokens = e.tokens.saturating_add(1);
         Ok(true)
@@ -316,6 +354,7 @@ impl RegistryAuth {
     fn token(
         &self,
         client: &Client,
+        limits: &Limits,
         registry: &Url,
         ch: &Challenge,
         creds: Option<&Credentials>,
@@ -328,7 +367,7 @@ impl RegistryAuth {
         })?;
         let mut u = Url::parse(realm).map_err(|e| OciError::Protocol {
             what: what.clone(),
-            reason: format!("the realm {:?} is not a URL: {e}", super::short(realm)),
+            reason: format!("the realm \"{}\" is not a URL: {e}", super::short(realm)),
         })?;
         if !matches!(u.scheme(), "https" | "http") {
             return Err(OciError::Protocol {
@@ -336,9 +375,23 @@ impl RegistryAuth {
                 reason: "the realm is not an http(s) URL".into(),
             });
         }
-        // Credentials go to a token server over plain http only on the registry's own host
-        // (a loopback test setup); elsewhere they need TLS.
-        let creds = creds.filter(|_| u.scheme() == "https" || u.host_str() == registry.host_str());
+        let creds = match creds {
+            Some(c) if realm_gets_credentials(registry, &u) => Some(c),
+            Some(_) => {
+                log::warn!(
+                    "{host}: its token server {} is not on {} over {}; asking it without {host}'s credentials",
+                    redact_url(&u),
+                    registry.host_str().unwrap_or_default(),
+                    if registry.scheme() == "https" {
+                        "https"
+                    } else {
+                        "http(s)"
+                    }
+                );
+                None
+            }
+            None => None,
+        };
         {
             let mut q = u.query_pairs_mut();
             if let Some(s) = ch.param("service") {
@@ -348,30 +401,37 @@ impl RegistryAuth {
         }
         let mut req = client.get(u.clone());
         if let Some(c) = creds {
-            req = req.header(AUTHORIZATION, c.basic().as_str());
+            let mut v = HeaderValue::from_str(&c.basic()).map_err(|_| OciError::Protocol {
+                what: what.clone(),
+                reason: "the credentials cannot be sent in a header".into(),
+            })?;
+            v.set_sensitive(true);
+            req = req.header(AUTHORIZATION, v);
         }
-        let resp = req.send().map_err(|source| OciError::Http {
+        let step = format!("the token request to {}", redact_url(&u));
+        let req = req.build().map_err(|source| OciError::Http {
             what: what.clone(),
-            step: format!("GET {}", crate::support::log::redact_url(&u)),
+            step: step.clone(),
             source: source.without_url(),
         })?;
-        if !resp.status().is_success() {
+        // Under the attempt's own limits: a token server that never answers or trickles is
+        // cut off by the deadline, the stall timer or the minimum rate like any server.
+        let resp =
+            crate::fetch::transfer::small(client, req, limits, SMALL_MAX).map_err(|source| {
+                OciError::Request {
+                    what: what.clone(),
+                    step: step.clone(),
+                    source: Box::new(source),
+                }
+            })?;
+        if !resp.status.is_success() {
             return Err(OciError::Status {
                 what,
-                step: format!(
-                    "the token request to {}",
-                    crate::support::log::redact_url(&u)
-                ),
-                status: resp.status(),
+                step,
+                status: resp.status,
             });
         }
-        let mut body = Zeroizing::new(Vec::new());
-        std::io::Read::read_to_end(&mut std::io::Read::take(resp, SMALL_MAX), &mut body).map_err(
-            |e| OciError::Protocol {
-                what: what.clone(),
-                reason: format!("reading the token failed: {e}"),
-            },
-        )?;
+        let body = resp.body;
         #[derive(serde::Deserialize)]
         struct TokenResponse {
             #[serde(default, deserialize_with = "secret")]
@@ -416,7 +476,7 @@ impl crate::fetch::RequestAuth for RegistryAuth {
             h.insert(ACCEPT, HeaderValue::from_static(super::MANIFEST_ACCEPT));
         }
         let st = self.lock();
-        if let Some(v) = st.get(&host_port(url)).and_then(|s| s.header.as_ref()) {
+        if let Some(v) = st.get(&origin(url)).and_then(|s| s.header.as_ref()) {
             if let Ok(mut v) = HeaderValue::from_str(v) {
                 v.set_sensitive(true);
                 h.insert(AUTHORIZATION, v);
@@ -425,8 +485,8 @@ impl crate::fetch::RequestAuth for RegistryAuth {
         h
     }
 
-    fn unauthorized(&self, client: &Client, url: &Url, headers: &HeaderMap) -> bool {
-        match self.refresh(client, url, headers) {
+    fn unauthorized(&self, client: &Client, u: &Unauthorized) -> bool {
+        match self.refresh(client, u) {
             Ok(r) => r,
             Err(e) => {
                 log::warn!("{}", crate::support::exit::report(&e));
@@ -502,6 +562,138 @@ mod tests {
         assert!(load_credentials(&dir.path().join("none.json"))
             .unwrap()
             .is_empty());
+    }
+
+    fn u(s: &str) -> Url {
+        Url::parse(s).unwrap()
+    }
+
+    #[test]
+    fn credentials_go_only_to_the_registrys_own_host_over_tls() {
+        let https = u("https://reg.site:5000/v2/x/blobs/sha256:00");
+        let http = u("http://reg.site:5000/v2/x/manifests/t");
+        for (registry, realm, ok) in [
+            (&https, "https://reg.site/token", true),
+            (&https, "https://reg.site:5001/token", true),
+            (&https, "https://REG.site:5000/token", true),
+            (&https, "http://reg.site:5001/token", false),
+            (&https, "http://reg.site:5000/token", false),
+            (&https, "https://auth.elsewhere/token", false),
+            (&https, "https://reg.site.evil/token", false),
+            (&https, "ftp://reg.site/token", false),
+            (&http, "http://reg.site:5001/token", true),
+            (&http, "https://reg.site/token", true),
+            (&http, "http://other.site:5000/token", false),
+        ] {
+            assert_eq!(
+                realm_gets_credentials(registry, &u(realm)),
+                ok,
+                "{registry} → {realm}"
+            );
+        }
+    }
+
+    fn creds_for(host: &str) -> BTreeMap<String, Credentials> {
+        BTreeMap::from([(
+            host.to_string(),
+            Credentials {
+                username: "alice".into(),
+                password: Zeroizing::new("s3cret".into()),
+            },
+        )])
+    }
+
+    fn limits() -> Limits {
+        Limits {
+            deadline: crate::support::deadline::Deadline::after(Some(
+                std::time::Duration::from_secs(5),
+            )),
+            stall: std::time::Duration::from_secs(1),
+            min_rate: 0,
+        }
+    }
+
+    /// Connections made to `l` so far (a token server that must never be asked).
+    fn connections(l: &std::net::TcpListener) -> usize {
+        l.set_nonblocking(true).unwrap();
+        std::iter::from_fn(|| l.accept().ok()).count()
+    }
+
+    #[test]
+    fn a_401_from_where_a_redirect_led_gets_neither_password_nor_token() {
+        let evil = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let realm = format!("http://{}/token", evil.local_addr().unwrap());
+        let reg = u("http://127.0.0.1:5000/v2/site/root/blobs/sha256:00");
+        let storage = u("http://127.0.0.1:9000/bucket/blob?X-Signature=abc");
+        let auth = RegistryAuth::new(creds_for("127.0.0.1:5000"), "site/root", "pull");
+        let mut h = HeaderMap::new();
+        h.insert(
+            WWW_AUTHENTICATE,
+            HeaderValue::from_str(&format!(r#"Bearer realm="{realm}",service="s""#)).unwrap(),
+        );
+        let client = Client::new();
+        let l = limits();
+        let from_storage = Unauthorized {
+            url: &reg,
+            answered: &storage,
+            headers: &h,
+            limits: &l,
+        };
+        assert!(!auth.refresh(&client, &from_storage).unwrap());
+        assert_eq!(connections(&evil), 0, "the storage host's realm was asked");
+        assert!(crate::fetch::RequestAuth::headers(&auth, &storage)
+            .get(AUTHORIZATION)
+            .is_none());
+        // The same challenge from the registry itself is followed (same host, plain-http
+        // registry): the token server is asked.
+        let from_registry = Unauthorized {
+            answered: &reg,
+            ..from_storage
+        };
+        assert!(auth.refresh(&client, &from_registry).is_err());
+        assert_eq!(connections(&evil), 1);
+    }
+
+    #[test]
+    fn an_https_registry_never_sends_its_password_over_http() {
+        // The realm answers after reading the request: what it received is checked.
+        let ts = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let realm = format!("http://{}/token", ts.local_addr().unwrap());
+        let seen = std::thread::spawn(move || {
+            let (mut c, _) = ts.accept().unwrap();
+            let mut buf = vec![0u8; 4096];
+            let n = std::io::Read::read(&mut c, &mut buf).unwrap();
+            let body = r#"{"token":"t0k"}"#;
+            let _ = std::io::Write::write_all(
+                &mut c,
+                format!(
+                    "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                    body.len()
+                )
+                .as_bytes(),
+            );
+            String::from_utf8_lossy(&buf[..n]).into_owned()
+        });
+        let reg = u("https://127.0.0.1:5000/v2/site/root/manifests/t");
+        let auth = RegistryAuth::new(creds_for("127.0.0.1:5000"), "site/root", "pull");
+        let mut h = HeaderMap::new();
+        h.insert(
+            WWW_AUTHENTICATE,
+            HeaderValue::from_str(&format!(r#"Bearer realm="{realm}""#)).unwrap(),
+        );
+        let l = limits();
+        let un = Unauthorized {
+            url: &reg,
+            answered: &reg,
+            headers: &h,
+            limits: &l,
+        };
+        assert!(auth.refresh(&Client::new(), &un).unwrap());
+        let req = seen.join().unwrap();
+        assert!(
+            !req.to_ascii_lowercase().contains("authorization"),
+            "the password went over http: {req}"
+        );
     }
 
     proptest! {

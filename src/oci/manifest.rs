@@ -108,8 +108,13 @@ pub fn parse(what: &str, body: &[u8], content_type: Option<&str>) -> Result<Docu
             format!("the manifest is larger than {MANIFEST_MAX} bytes"),
         ));
     }
-    let raw: RawDocument = serde_json::from_slice(body)
-        .map_err(|e| protocol(what, format!("the manifest is not valid JSON: {e}")))?;
+    let raw: RawDocument = serde_json::from_slice(body).map_err(|e| {
+        // serde's message may quote a value of the document: escaped and cut short.
+        protocol(
+            what,
+            format!("the manifest is not valid JSON: {}", short(&e.to_string())),
+        )
+    })?;
     if raw.schema_version != Some(2) {
         return Err(protocol(
             what,
@@ -133,7 +138,7 @@ pub fn parse(what: &str, body: &[u8], content_type: Option<&str>) -> Result<Docu
         Some(m) => {
             return Err(protocol(
                 what,
-                format!("unsupported manifest media type {:?}", short(m)),
+                format!("unsupported manifest media type \"{}\"", short(m)),
             ))
         }
         None => raw.manifests.is_some() && raw.layers.is_none(),
@@ -232,7 +237,7 @@ pub fn select_platform<'a>(
         return Err(protocol(
             what,
             format!(
-                "the {os}/{arch} entry is a {:?}, not an image manifest",
+                "the {os}/{arch} entry is a \"{}\", not an image manifest",
                 short(&chosen.media_type)
             ),
         ));
@@ -510,6 +515,74 @@ mod tests {
         ])))
         .unwrap_err();
         assert!(e.to_string().contains("signature layer"), "{e}");
+    }
+
+    /// Every value of a manifest or index that an error names comes out escaped: no control
+    /// character of the registry's reaches a message.
+    #[test]
+    fn values_from_the_registry_are_escaped_in_errors() {
+        const EVIL: &str = "x\u{1b}[2J\r\u{0}\u{7}\u{9b}\nrustlive: error: forged";
+        let clean = |e: OciError| {
+            let m = crate::support::exit::report(&e);
+            assert!(!m.chars().any(crate::support::log::needs_escape), "{m:?}");
+            // Our escape, or serde's own when it quotes the value.
+            assert!(m.contains("\\x1b[2J") || m.contains("u{1b}[2J"), "{m:?}");
+        };
+        // No root layer: the media types and titles listed.
+        clean(
+            layers_of(&manifest(json!([
+                {"mediaType": EVIL, "digest": dg('a'), "size": 5,
+                 "annotations": {ANNOTATION_TITLE: EVIL}},
+            ])))
+            .unwrap_err(),
+        );
+        // Ambiguous: two titled candidates.
+        clean(
+            layers_of(&manifest(json!([
+                {"mediaType": EVIL, "digest": dg('a'), "size": 5,
+                 "annotations": {ANNOTATION_TITLE: "a.squashfs"}},
+                {"mediaType": EVIL, "digest": dg('b'), "size": 5,
+                 "annotations": {ANNOTATION_TITLE: "b.squashfs"}},
+            ])))
+            .unwrap_err(),
+        );
+        // An unsupported manifest media type; a value serde quotes.
+        let body = serde_json::to_vec(&json!({"schemaVersion": 2, "mediaType": EVIL})).unwrap();
+        clean(parse("t", &body, None).unwrap_err());
+        let body = serde_json::to_vec(&json!({"schemaVersion": EVIL})).unwrap();
+        clean(parse("t", &body, None).unwrap_err());
+        // An index: the platforms it has, and an entry of another media type.
+        let entry = |media: &str, os: &str, arch: &str| Descriptor {
+            media_type: media.into(),
+            digest: crate::fetch::verify::sha256(b"m"),
+            size: 1,
+            annotations: BTreeMap::new(),
+            platform: Some(Platform {
+                os: os.into(),
+                architecture: arch.into(),
+                variant: None,
+            }),
+        };
+        clean(
+            select_platform(
+                "t",
+                &[entry(MEDIA_OCI_MANIFEST, EVIL, EVIL)],
+                ("linux", "amd64"),
+            )
+            .unwrap_err(),
+        );
+        clean(
+            select_platform("t", &[entry(EVIL, "linux", "amd64")], ("linux", "amd64")).unwrap_err(),
+        );
+        // A root layer chosen by its title: its media type, as the info line shows it.
+        let s = layers_of(&manifest(json!([
+            {"mediaType": EVIL, "digest": dg('a'), "size": 5,
+             "annotations": {ANNOTATION_TITLE: "root.squashfs"}},
+        ])))
+        .unwrap();
+        assert!(!short(&s.root.media_type)
+            .chars()
+            .any(crate::support::log::needs_escape));
     }
 
     #[test]

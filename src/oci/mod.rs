@@ -112,6 +112,14 @@ pub enum OciError {
         step: String,
         status: reqwest::StatusCode,
     },
+    /// A request under the fetch engine's limits (a registry token) that failed.
+    #[error("{what}: {step} failed")]
+    Request {
+        what: String,
+        step: String,
+        #[source]
+        source: Box<crate::fetch::attempt::AttemptError>,
+    },
     #[error("{what}: {step} failed")]
     Http {
         what: String,
@@ -119,6 +127,8 @@ pub enum OciError {
         #[source]
         source: reqwest::Error,
     },
+    #[error("{what}: the deadline passed during {step}")]
+    Deadline { what: String, step: String },
     #[error("{what}: a plain-http registry is accepted only with a pinned manifest (@sha256:…) or a hash or signature covering the image")]
     PlainHttp { what: String },
     #[error("cannot read {path}")]

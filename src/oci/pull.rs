@@ -132,7 +132,7 @@ pub fn resolve(refs: &[Reference], opts: &FetchOptions) -> Result<Resolved, OciE
     log::info!(
         "{what}: root layer {} ({}, {} bytes){}",
         digest_str(&selection.root.digest),
-        selection.root.media_type,
+        short(&selection.root.media_type),
         selection.root.size,
         if selection.signature.is_some() {
             ", with a signature layer"

@@ -7,10 +7,17 @@
 //! series of PATCHes (chunked, for registries or proxies that limit request sizes). The
 //! manifest is built here, so its digest is known before the registry answers and checked
 //! against the `Docker-Content-Digest` it returns.
+//!
+//! Everything runs under one deadline (`--timeout`, [`DEFAULT_TIMEOUT`]): every request is
+//! bounded by what is left of it; a request that moves no blob (HEAD, POST, the manifest) and a
+//! token request also by the stall timer, a token request by the minimum rate as well.
 
+use crate::fetch::auth::Unauthorized;
+use crate::fetch::watchdog::Limits;
 use crate::fetch::{FetchOptions, RequestAuth};
 use crate::oci::auth::{self, RegistryAuth};
 use crate::oci::*;
+use crate::support::deadline::Deadline;
 use crate::support::values::Sha256Hex;
 use reqwest::blocking::{Body, Client, RequestBuilder, Response};
 use reqwest::header::{CONTENT_LENGTH, CONTENT_RANGE, CONTENT_TYPE, LOCATION};
@@ -18,6 +25,7 @@ use reqwest::StatusCode;
 use reqwest::Url;
 use std::io::{Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 /// What to publish and how.
 #[derive(Debug, Clone)]
@@ -30,7 +38,14 @@ pub struct PublishOptions {
     pub credentials: Option<PathBuf>,
     pub ca: Option<PathBuf>,
     pub insecure_tls: bool,
+    /// The whole publish ends by this ([`DEFAULT_TIMEOUT`] from the command line).
+    pub deadline: Deadline,
+    /// A request that moves no blob gets nothing for this long: given up.
+    pub stall: Duration,
 }
+
+/// `--timeout`'s default: room for a multi-GiB image over a slow link, and still an end.
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30 * 60);
 
 /// The outcome: the pinned reference and what to put on the kernel command line.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -103,31 +118,82 @@ struct Pusher<'a> {
     auth: RegistryAuth,
     r: &'a Reference,
     what: String,
+    limits: Limits,
+}
+
+/// Whether a request carries or commits a blob: bounded by the deadline only (a large upload
+/// takes long, and a registry may take long to commit it), not by the stall timer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Moves {
+    Blob,
+    Nothing,
 }
 
 impl Pusher<'_> {
-    /// Sends the request `make` builds, with the registry's token; on a 401 gets a token and
-    /// sends it again (a few times at most).
+    /// How long the next request may take, all of it (reqwest's per-request timeout covers
+    /// connecting, sending, the answer and reading its body): what is left of the deadline,
+    /// and at most the stall period unless it moves a blob.
+    fn budget(&self, step: &str, moves: Moves) -> Result<Duration, OciError> {
+        let left = self
+            .limits
+            .deadline
+            .remaining()
+            .unwrap_or(crate::fetch::client::MAX_WAIT)
+            .min(crate::fetch::client::MAX_WAIT);
+        if left.is_zero() {
+            return Err(self.deadline_passed(step));
+        }
+        Ok(match moves {
+            Moves::Blob => left,
+            Moves::Nothing => left.min(self.limits.stall),
+        })
+    }
+
+    fn deadline_passed(&self, step: &str) -> OciError {
+        OciError::Deadline {
+            what: self.what.clone(),
+            step: step.into(),
+        }
+    }
+
+    /// Sends the request `make` builds, with the registry's token, within its budget; on a
+    /// 401 gets a token (under the same deadline) and sends it again (a few times at most).
     fn send(
         &self,
         step: &str,
         url: &Url,
+        moves: Moves,
         make: &dyn Fn() -> Result<RequestBuilder, OciError>,
     ) -> Result<Response, OciError> {
         for _ in 0..4 {
-            let req = make()?;
+            let req = make()?.timeout(self.budget(step, moves)?);
             let resp = req
                 .headers(self.auth.headers(url))
                 .send()
-                .map_err(|source| OciError::Http {
-                    what: self.what.clone(),
-                    step: step.into(),
-                    source: source.without_url(),
+                .map_err(|source| {
+                    if source.is_timeout() && self.limits.deadline.passed() {
+                        return self.deadline_passed(step);
+                    }
+                    OciError::Http {
+                        what: self.what.clone(),
+                        step: step.into(),
+                        source: source.without_url(),
+                    }
                 })?;
-            if resp.status() == StatusCode::UNAUTHORIZED
-                && self.auth.refresh(&self.client, url, resp.headers())?
-            {
-                continue;
+            if resp.status() == StatusCode::UNAUTHORIZED {
+                let u = Unauthorized {
+                    url,
+                    answered: resp.url(),
+                    headers: resp.headers(),
+                    limits: &self.limits,
+                };
+                let refreshed = self.auth.refresh(&self.client, &u);
+                if self.limits.deadline.passed() {
+                    return Err(self.deadline_passed(step));
+                }
+                if refreshed? {
+                    continue;
+                }
             }
             return Ok(resp);
         }
@@ -172,7 +238,9 @@ impl Pusher<'_> {
     /// Whether the blob is already in the repository.
     fn exists(&self, d: &Sha256Hex) -> Result<bool, OciError> {
         let u = self.r.blob_url(d)?;
-        let resp = self.send("HEAD blob", &u, &|| Ok(self.client.head(u.clone())))?;
+        let resp = self.send("HEAD blob", &u, Moves::Nothing, &|| {
+            Ok(self.client.head(u.clone()))
+        })?;
         Ok(resp.status() == StatusCode::OK)
     }
 
@@ -189,7 +257,7 @@ impl Pusher<'_> {
             return Ok(true);
         }
         let start = self.r.api("blobs/uploads/")?;
-        let resp = self.send("POST upload", &start, &|| {
+        let resp = self.send("POST upload", &start, Moves::Nothing, &|| {
             Ok(self.client.post(start.clone()).header(CONTENT_LENGTH, 0))
         })?;
         let resp = self.expect(resp, "POST upload", &[StatusCode::ACCEPTED])?;
@@ -213,7 +281,7 @@ impl Pusher<'_> {
             while sent < len {
                 let n = size.min(len.saturating_sub(sent));
                 let (at, off) = (loc.clone(), sent);
-                let resp = self.send("PATCH chunk", &at, &|| {
+                let resp = self.send("PATCH chunk", &at, Moves::Blob, &|| {
                     Ok(self
                         .client
                         .patch(at.clone())
@@ -239,7 +307,7 @@ impl Pusher<'_> {
         let mut put = loc.clone();
         put.query_pairs_mut().append_pair("digest", &digest_str(d));
         let rest = len.saturating_sub(sent);
-        let resp = self.send("PUT blob", &put, &|| {
+        let resp = self.send("PUT blob", &put, Moves::Blob, &|| {
             Ok(self
                 .client
                 .put(put.clone())
@@ -319,6 +387,8 @@ pub fn publish(o: &PublishOptions) -> Result<Published, OciError> {
     let opts = FetchOptions {
         ca: o.ca.clone(),
         insecure_tls: o.insecure_tls,
+        stall: o.stall,
+        connect_timeout: o.stall.min(Duration::from_secs(15)),
         ..FetchOptions::default()
     };
     let client = opts.client(o.insecure_tls, false)?;
@@ -331,6 +401,11 @@ pub fn publish(o: &PublishOptions) -> Result<Published, OciError> {
         auth: RegistryAuth::new(creds, &r.repository, "pull,push"),
         r,
         what: what.clone(),
+        limits: Limits {
+            deadline: o.deadline,
+            stall: o.stall,
+            min_rate: opts.min_rate,
+        },
     };
     let mut skipped = 0usize;
     let empty = b"{}";
@@ -362,7 +437,7 @@ pub fn publish(o: &PublishOptions) -> Result<Published, OciError> {
     let body = manifest_json(&layers);
     let manifest_digest = crate::fetch::verify::sha256(&body);
     let u = r.manifest_url(&r.target_str())?;
-    let resp = p.send("PUT manifest", &u, &|| {
+    let resp = p.send("PUT manifest", &u, Moves::Nothing, &|| {
         Ok(p.client
             .put(u.clone())
             .header(CONTENT_TYPE, MEDIA_OCI_MANIFEST)
