@@ -455,3 +455,115 @@ fn unknown_output_kind_is_a_usage_error() {
     assert_eq!(code, 2, "{out}");
     assert!(out.contains("must end in .json or .cpio"), "{out}");
 }
+
+/// `minisign -G -W` (an unencrypted key, as for unattended runs) into `dir`: (secret, public).
+/// Needs the `minisign` tool (Debian's `minisign` package).
+fn minisign_keys(dir: &Path) -> Option<(PathBuf, PathBuf)> {
+    let (sk, pk) = (dir.join("sign.key"), dir.join("sign.pub"));
+    match Command::new("minisign")
+        .args(["-G", "-W", "-p"])
+        .arg(&pk)
+        .arg("-s")
+        .arg(&sk)
+        .output()
+    {
+        Ok(o) if o.status.success() => Some((sk, pk)),
+        Ok(o) => panic!("minisign -G: {}", String::from_utf8_lossy(&o.stderr)),
+        Err(_) => {
+            rustlive::support::testing::skip("minisign is not installed (Debian: minisign)");
+            None
+        }
+    }
+}
+
+/// Issue 18, item 1: `bundle seal --sign-key` signs with a key `minisign -G -W` made; the
+/// signature is a standard minisign signature of the envelope's signed bytes, which
+/// `minisign -V` accepts, and the node's check trusts it with the `.pub` file. Without a
+/// signing key nothing is sealed.
+#[test]
+fn seal_signs_with_a_minisign_key_and_minisign_verifies_it() {
+    use rustlive::tpm::envelope;
+    let s = Site::new();
+    let Some((sk, pk)) = minisign_keys(s.tmp.path()) else {
+        return;
+    };
+    std::fs::write(
+        s.p("ek.pem"),
+        include_str!("../src/tpm/testdata/ek-rsa.pem"),
+    )
+    .unwrap();
+    let (code, out) = s.build("n.json", &[]);
+    assert_eq!(code, 0, "{out}");
+    let (code, out) = run(&[
+        "bundle",
+        "seal",
+        "--ek",
+        &s.s("ek.pem"),
+        "n.json",
+        "-o",
+        &s.s("n.sealed"),
+    ]);
+    assert_eq!(code, 2, "--sign-key is required: {out}");
+    assert!(out.contains("--sign-key"), "{out}");
+    assert!(!s.p("n.sealed").exists());
+
+    let (code, out) = run(&[
+        "bundle",
+        "seal",
+        "--ek",
+        &s.s("ek.pem"),
+        "--sign-key",
+        sk.to_str().unwrap(),
+        &s.s("n.json"),
+        "-o",
+        &s.s("n.sealed"),
+    ]);
+    assert_eq!(code, 0, "{out}");
+    let pub_text = std::fs::read_to_string(&pk).unwrap();
+    let key_id = pub_text
+        .lines()
+        .next()
+        .unwrap()
+        .rsplit(' ')
+        .next()
+        .unwrap()
+        .to_string();
+    assert!(out.contains(&format!("signed by key {key_id}")), "{out}");
+    let sealed = std::fs::read(s.p("n.sealed")).unwrap();
+    let env: envelope::Envelope = serde_json::from_slice(&sealed).unwrap();
+    assert_eq!(env.version, 2);
+
+    // minisign itself verifies the signature over the signed bytes.
+    std::fs::write(s.p("signed"), env.signed_message()).unwrap();
+    std::fs::write(s.p("signed.minisig"), env.signature.as_ref().unwrap()).unwrap();
+    let v = Command::new("minisign")
+        .args(["-V", "-H", "-p"])
+        .arg(&pk)
+        .arg("-m")
+        .arg(s.p("signed"))
+        .output()
+        .unwrap();
+    assert!(v.status.success(), "{}", String::from_utf8_lossy(&v.stderr));
+    assert!(String::from_utf8_lossy(&v.stdout).contains("rustlive-sealed 2 to the rsa2048 EK"));
+    // One byte more and it does not.
+    let mut other = env.signed_message();
+    other.push(b' ');
+    std::fs::write(s.p("signed"), other).unwrap();
+    let v = Command::new("minisign")
+        .args(["-V", "-q", "-p"])
+        .arg(&pk)
+        .arg("-m")
+        .arg(s.p("signed"))
+        .status()
+        .unwrap();
+    assert!(!v.success());
+
+    // The node's check, with the .pub file as it goes into the initramfs.
+    let keys = rustlive::fetch::verify::load_keys_dir(s.tmp.path()).unwrap();
+    assert_eq!(keys.len(), 1);
+    let p = envelope::parse(&sealed).unwrap();
+    assert!(matches!(
+        envelope::check_signature(&p, &keys).unwrap(),
+        envelope::Signer::Trusted(id) if id.to_string() == key_id
+    ));
+}

@@ -6,12 +6,14 @@ mod support;
 
 use rustlive::config::Config;
 use rustlive::secrets::{self, Applied, NodeFacts, SecretsError};
+use rustlive::server::sign::SigningKey;
 use rustlive::support::paths::Paths;
 use rustlive::support::testing::skip;
 use rustlive::tpm::client::{ActivationObject, Tpm};
 use rustlive::tpm::credential::{make_credential, Credential};
 use rustlive::tpm::ek::EkPublic;
 use rustlive::tpm::envelope::{self, EnvelopeError};
+use rustlive::tpm::pcr::PcrPolicy;
 use rustlive::tpm::transport::Swtpm;
 use std::net::TcpListener;
 use std::path::Path;
@@ -167,6 +169,35 @@ fn free_port_pair() -> u16 {
     panic!("no free pair of ports");
 }
 
+/// A fresh minisign key pair (unencrypted): the signing key and its `.pub` file.
+fn key_pair() -> (SigningKey, String) {
+    let kp = minisign::KeyPair::generate_unencrypted_keypair().unwrap();
+    let sk = SigningKey::from_text(
+        &kp.sk.to_box(None).unwrap().into_string(),
+        Path::new("test.key"),
+        || unreachable!(),
+    )
+    .unwrap();
+    let public = sk.public_file().unwrap();
+    (sk, public)
+}
+
+/// The boot server's key of these tests.
+fn site_key() -> &'static (SigningKey, String) {
+    static KEY: std::sync::OnceLock<(SigningKey, String)> = std::sync::OnceLock::new();
+    KEY.get_or_init(key_pair)
+}
+
+/// Sealed and signed as `rustlive bundle seal` does it.
+fn seal(plain: &[u8], ek: &EkPublic, pcr: Option<&PcrPolicy>) -> Vec<u8> {
+    rustlive::server::seal::seal_signed(plain, ek, pcr, &site_key().0).unwrap()
+}
+
+/// Parsed and opened with the TPM (the signature is the secrets stage's business).
+fn open(sealed: &[u8], tpm: &mut Tpm) -> Result<zeroize::Zeroizing<Vec<u8>>, EnvelopeError> {
+    envelope::open(&envelope::parse(sealed)?, tpm)
+}
+
 /// Enrollment as `rustlive tpm ek` does it, then the PEM round trip the boot server sees.
 fn enroll(t: &SoftTpm, rsa: bool) -> EkPublic {
     let mut tpm = t.connect();
@@ -182,8 +213,8 @@ fn enroll_seal_open_rsa_and_ecc_on_a_bare_tpm() {
     };
     for rsa in [true, false] {
         let ek = enroll(&t, rsa);
-        let sealed = envelope::seal(PLAIN, &ek).unwrap();
-        let plain = envelope::open(&sealed, &mut t.connect()).unwrap();
+        let sealed = seal(PLAIN, &ek, None);
+        let plain = open(&sealed, &mut t.connect()).unwrap();
         assert_eq!(&plain[..], PLAIN, "rsa={rsa}");
     }
 }
@@ -206,11 +237,8 @@ fn persistent_ek_and_its_certificate_are_used() {
     let from_cert = rustlive::tpm::ek_from_certificate(&cert).unwrap();
     assert_eq!(from_cert, ek.public);
     drop(tpm);
-    let sealed = envelope::seal(PLAIN, &from_cert).unwrap();
-    assert_eq!(
-        &envelope::open(&sealed, &mut t.connect()).unwrap()[..],
-        PLAIN
-    );
+    let sealed = seal(PLAIN, &from_cert, None);
+    assert_eq!(&open(&sealed, &mut t.connect()).unwrap()[..], PLAIN);
 }
 
 #[test]
@@ -221,9 +249,9 @@ fn another_tpm_and_flipped_bytes_are_refused() {
     let Some(b) = SoftTpm::start(false) else {
         return;
     };
-    let sealed = envelope::seal(PLAIN, &enroll(&a, true)).unwrap();
+    let sealed = seal(PLAIN, &enroll(&a, true), None);
 
-    let err = envelope::open(&sealed, &mut b.connect()).unwrap_err();
+    let err = open(&sealed, &mut b.connect()).unwrap_err();
     assert!(matches!(err, EnvelopeError::OtherTpm { .. }), "{err}");
     assert!(err.to_string().contains("sealed to another TPM"));
 
@@ -232,7 +260,7 @@ fn another_tpm_and_flipped_bytes_are_refused() {
     let mut ct = base64_decode(&env.ciphertext);
     ct[3] ^= 0x10;
     env.ciphertext = base64_encode(&ct);
-    let err = envelope::open(&serde_json::to_vec(&env).unwrap(), &mut a.connect()).unwrap_err();
+    let err = open(&serde_json::to_vec(&env).unwrap(), &mut a.connect()).unwrap_err();
     assert!(matches!(err, EnvelopeError::Tampered), "{err}");
 
     // A flipped byte in the credential's encrypted identity: the TPM's integrity check refuses.
@@ -241,18 +269,15 @@ fn another_tpm_and_flipped_bytes_are_refused() {
     let n = cred.len();
     cred[n - 300] ^= 0x01; // inside the TPM2B_ID_OBJECT (the 256-byte secret follows it)
     env.credential = base64_encode(&cred);
-    let err = envelope::open(&serde_json::to_vec(&env).unwrap(), &mut a.connect()).unwrap_err();
+    let err = open(&serde_json::to_vec(&env).unwrap(), &mut a.connect()).unwrap_err();
     assert!(matches!(err, EnvelopeError::Tampered), "{err}");
 
     // A truncated bundle.
-    let err = envelope::open(&sealed[..sealed.len() - 40], &mut a.connect()).unwrap_err();
+    let err = open(&sealed[..sealed.len() - 40], &mut a.connect()).unwrap_err();
     assert!(matches!(err, EnvelopeError::Malformed(_)), "{err}");
 
     // The untouched bundle still opens: the refusals left the TPM usable.
-    assert_eq!(
-        &envelope::open(&sealed, &mut a.connect()).unwrap()[..],
-        PLAIN
-    );
+    assert_eq!(&open(&sealed, &mut a.connect()).unwrap()[..], PLAIN);
 }
 
 /// tpm2_makecredential (tpm2-tools) binds a key to rustlive's activation object; rustlive's
@@ -414,7 +439,7 @@ fn boot_installs_a_sealed_bundle_over_plain_http_only_on_its_node() {
     let Some(b) = SoftTpm::start(false) else {
         return;
     };
-    let sealed = envelope::seal(&own_bundle(), &enroll(&a, false)).unwrap();
+    let sealed = seal(&own_bundle(), &enroll(&a, false), None);
     assert!(!String::from_utf8_lossy(&sealed).contains(CANARY));
     let body = sealed.clone();
     let server = support::http::Server::start(move |req| {
@@ -505,7 +530,6 @@ fn boot_installs_a_sealed_bundle_over_plain_http_only_on_its_node() {
 /// another value, or opened after PCR 7 was extended, is refused as a PCR mismatch.
 #[test]
 fn pcr_policy_opens_only_with_the_sealed_values() {
-    use rustlive::tpm::pcr::PcrPolicy;
     let Some(t) = SoftTpm::start(false) else {
         return;
     };
@@ -524,15 +548,12 @@ fn pcr_policy_opens_only_with_the_sealed_values() {
         })
         .collect();
     let good = PcrPolicy::parse(&spec.join(",")).unwrap();
-    let sealed = envelope::seal_with(PLAIN, &ek, Some(&good)).unwrap();
-    assert_eq!(
-        &envelope::open(&sealed, &mut t.connect()).unwrap()[..],
-        PLAIN
-    );
+    let sealed = seal(PLAIN, &ek, Some(&good));
+    assert_eq!(&open(&sealed, &mut t.connect()).unwrap()[..], PLAIN);
 
     let wrong = PcrPolicy::parse(&format!("7={}", "11".repeat(32))).unwrap();
-    let sealed_wrong = envelope::seal_with(PLAIN, &ek, Some(&wrong)).unwrap();
-    let err = envelope::open(&sealed_wrong, &mut t.connect()).unwrap_err();
+    let sealed_wrong = seal(PLAIN, &ek, Some(&wrong));
+    let err = open(&sealed_wrong, &mut t.connect()).unwrap_err();
     assert!(matches!(err, EnvelopeError::PcrMismatch), "{err}");
 
     // The node boots into something else: PCR 7 changes.
@@ -541,7 +562,7 @@ fn pcr_policy_opens_only_with_the_sealed_values() {
         &["tpm2_pcrextend", &format!("7:sha256={}", "22".repeat(32))],
         dir.path(),
     );
-    let err = envelope::open(&sealed, &mut t.connect()).unwrap_err();
+    let err = open(&sealed, &mut t.connect()).unwrap_err();
     assert!(matches!(err, EnvelopeError::PcrMismatch), "{err}");
     assert!(err.to_string().contains("PCRs differ"));
 }
@@ -578,6 +599,7 @@ fn build_all_seals_each_node_to_its_own_ek() {
     let sealing = rustlive::server::bundle::all::Sealing {
         ek_dir: eks,
         pcr: None,
+        signer: &site_key().0,
     };
     let r = rustlive::server::bundle::all::build_all(&nodes, &www, &opts, None, Some(&sealing))
         .unwrap();
@@ -587,10 +609,10 @@ fn build_all_seals_each_node_to_its_own_ek() {
         ("n2", "52:54:00:aa:00:02", &b, &a),
     ] {
         let sealed = std::fs::read(www.join(format!("by-mac/{mac}.json"))).unwrap();
-        let plain = envelope::open(&sealed, &mut tpm.connect()).unwrap();
+        let plain = open(&sealed, &mut tpm.connect()).unwrap();
         let want = rustlive::server::bundle::build::build(&nodes.join(host), &opts).unwrap();
         assert_eq!(&plain[..], &want.json[..], "{host}");
-        let err = envelope::open(&sealed, &mut other.connect()).unwrap_err();
+        let err = open(&sealed, &mut other.connect()).unwrap_err();
         assert!(
             matches!(err, EnvelopeError::OtherTpm { .. }),
             "{host}: {err}"

@@ -329,8 +329,9 @@ fn unseal(
         "secrets: the bundle is sealed; opening it with {}",
         tpm.describe()
     );
-    let plain =
-        crate::tpm::envelope::open(&text, &mut tpm).map_err(|source| SecretsError::Sealed {
+    let plain = crate::tpm::envelope::parse(&text)
+        .and_then(|p| crate::tpm::envelope::open(&p, &mut tpm))
+        .map_err(|source| SecretsError::Sealed {
             from: from.into(),
             source,
         })?;

@@ -8,3 +8,4 @@ pub mod cpio;
 pub mod initramfs;
 pub mod publish;
 pub mod seal;
+pub mod sign;

@@ -1,10 +1,13 @@
 //! `rustlive bundle seal`, on the boot server (no TPM needed): a plain secrets bundle sealed to
-//! one node's endorsement key, which `rustlive tpm ek` printed on that node.
+//! one node's endorsement key, which `rustlive tpm ek` printed on that node, and signed with the
+//! boot server's minisign key ([`super::sign`]) so that the node can tell it came from here.
 
+use super::sign::{SignError, SigningKey};
 use crate::secrets::bundle::MAX_BUNDLE_SIZE;
 use crate::support::exit::Exit;
 use crate::tpm::ek::{hex, EkError, EkPublic};
 use crate::tpm::envelope::{self, EnvelopeError};
+use crate::tpm::pcr::PcrPolicy;
 use std::io::{self, Read};
 use std::path::{Path, PathBuf};
 use zeroize::Zeroizing;
@@ -23,6 +26,8 @@ pub enum SealError {
     Seal(#[source] EnvelopeError),
     #[error("--pcr: {0}")]
     Pcr(String),
+    #[error("--sign-key")]
+    Sign(#[source] SignError),
 }
 
 impl SealError {
@@ -31,6 +36,8 @@ impl SealError {
             SealError::Ek(..) | SealError::Input(..) | SealError::Read(..) | SealError::Pcr(..) => {
                 Exit::Usage
             }
+            SealError::Sign(SignError::Sign(..)) => Exit::Secrets,
+            SealError::Sign(..) => Exit::Usage,
             SealError::Seal(..) | SealError::Write(..) => Exit::Secrets,
         }
     }
@@ -48,19 +55,48 @@ pub fn load_ek(path: &Path) -> Result<EkPublic, SealError> {
     r.map_err(|e| SealError::Ek(path.into(), e))
 }
 
-/// `rustlive bundle seal --ek EK IN -o OUT`: OUT is written whole (a temporary file renamed)
-/// and readable by all: it is made to be served to anyone.
+/// Seals `plain` to `ek` (and `pcr`) and signs it with `key`: the sealed bundle (envelope
+/// version 2) that `bundle seal` and `build-all --seal-to` write.
+pub fn seal_signed(
+    plain: &[u8],
+    ek: &EkPublic,
+    pcr: Option<&PcrPolicy>,
+    key: &SigningKey,
+) -> Result<Vec<u8>, SealError> {
+    let mut env = envelope::seal(plain, ek, pcr).map_err(SealError::Seal)?;
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or_default();
+    let comment = format!(
+        "timestamp:{now}\t{} {} to the {} EK {}",
+        envelope::FORMAT,
+        envelope::VERSION,
+        ek.kind(),
+        env.ek_name
+    );
+    env.signature = Some(
+        key.sign(&env.signed_message(), &comment)
+            .map_err(SealError::Sign)?,
+    );
+    env.to_bytes().map_err(SealError::Seal)
+}
+
+/// `rustlive bundle seal --ek EK --sign-key KEY IN -o OUT`: OUT is written whole (a temporary
+/// file renamed) and readable by all: it is made to be served to anyone.
 pub fn seal_command(
     ek_path: &Path,
+    sign_key: &Path,
     input: &Path,
     output: &Path,
     pcr: Option<&str>,
 ) -> Result<(), SealError> {
     let pcr = pcr
-        .map(crate::tpm::pcr::PcrPolicy::parse)
+        .map(PcrPolicy::parse)
         .transpose()
         .map_err(SealError::Pcr)?;
     let ek = load_ek(ek_path)?;
+    let key = SigningKey::load(sign_key).map_err(SealError::Sign)?;
     let mut f = std::fs::File::open(input).map_err(|e| SealError::Read(input.into(), e))?;
     let mut plain = Zeroizing::new(Vec::new());
     Read::by_ref(&mut f)
@@ -68,7 +104,7 @@ pub fn seal_command(
         .read_to_end(&mut plain)
         .map_err(|e| SealError::Read(input.into(), e))?;
     check_plain(&plain).map_err(|why| SealError::Input(input.into(), why))?;
-    let sealed = envelope::seal_with(&plain, &ek, pcr.as_ref()).map_err(SealError::Seal)?;
+    let sealed = seal_signed(&plain, &ek, pcr.as_ref(), &key)?;
     let tmp = output.with_extension("sealing");
     std::fs::write(&tmp, &sealed)
         .and_then(|()| std::fs::rename(&tmp, output))
@@ -77,11 +113,12 @@ pub fn seal_command(
             SealError::Write(output.into(), e)
         })?;
     log::info!(
-        "sealed {} to the {} EK {} into {}",
+        "sealed {} to the {} EK {} into {}, signed by key {}",
         input.display(),
         ek.kind(),
         hex(&ek.name()),
-        output.display()
+        output.display(),
+        key.key_id()
     );
     Ok(())
 }
@@ -122,7 +159,9 @@ mod tests {
         let input = t.path().join("b.json");
         std::fs::write(&input, br#"{"version": 1, "files": []}"#).unwrap();
         let out = t.path().join("b.sealed");
-        seal_command(&ek, &input, &out, None).unwrap();
+        let key = t.path().join("sign.key");
+        std::fs::write(&key, crate::server::sign::tests::SECRET).unwrap();
+        seal_command(&ek, &key, &input, &out, None).unwrap();
         let sealed = std::fs::read(&out).unwrap();
         assert!(envelope::is_sealed(&sealed));
         let p = envelope::parse(&sealed).unwrap();
@@ -130,18 +169,34 @@ mod tests {
             hex(&p.ek_name),
             include_str!("../tpm/testdata/ek-rsa.name").trim()
         );
+        // Version 2, signed by the key, whose public half the node trusts.
+        assert_eq!(p.version, envelope::VERSION);
+        let trusted =
+            minisign_verify::PublicKey::decode(crate::server::sign::tests::PUBLIC).unwrap();
+        assert_eq!(
+            envelope::check_signature(&p, &[trusted]).unwrap(),
+            envelope::Signer::Trusted(crate::server::sign::tests::key().key_id())
+        );
 
         // Sealing a sealed bundle, or something that is not a bundle, is refused.
-        let again = seal_command(&ek, &out, &t.path().join("x"), None);
+        let again = seal_command(&ek, &key, &out, &t.path().join("x"), None);
         assert!(matches!(again, Err(SealError::Input(..))));
         std::fs::write(&input, b"{\"version\": 2}").unwrap();
         assert!(matches!(
-            seal_command(&ek, &input, &out, None),
+            seal_command(&ek, &key, &input, &out, None),
             Err(SealError::Input(..))
         ));
         std::fs::write(&ek, b"garbage").unwrap();
-        let e = seal_command(&ek, &input, &out, None).unwrap_err();
+        let e = seal_command(&ek, &key, &input, &out, None).unwrap_err();
         assert!(matches!(e, SealError::Ek(..)));
         assert_eq!(e.exit_code(), Exit::Usage);
+        // Without a usable signing key nothing is sealed.
+        std::fs::write(&ek, include_str!("../tpm/testdata/ek-rsa.pem")).unwrap();
+        std::fs::write(&key, crate::server::sign::tests::PUBLIC).unwrap();
+        std::fs::remove_file(&out).unwrap();
+        let e = seal_command(&ek, &key, &input, &out, None).unwrap_err();
+        assert!(matches!(e, SealError::Sign(..)), "{e}");
+        assert_eq!(e.exit_code(), Exit::Usage);
+        assert!(!out.exists());
     }
 }

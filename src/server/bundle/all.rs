@@ -15,17 +15,19 @@
 //! so a retired node's secrets stop being served.
 //!
 //! With [`Sealing`] every node's outputs are sealed to its own TPM's EK, enrolled as
-//! `EK_DIR/HOSTNAME.pem` (or `.crt`, `.der`); a node without one is refused, so a directory
-//! served over plain http never holds an unsealed bundle. Sealing is randomized (a fresh key
-//! each time), so the bytes cannot tell whether the inputs changed: a digest of the plain bundle,
-//! the EK and the PCR policy is kept in `NODES_DIR/.sealed/HOSTNAME` (beside the plain trees,
-//! never in the served directory) and a node is sealed again only when it differs.
+//! `EK_DIR/HOSTNAME.pem` (or `.crt`, `.der`), and signed with the boot server's key; a node
+//! without an EK is refused, so a directory served over plain http never holds an unsealed
+//! bundle. Sealing is randomized (a fresh key each time), so the bytes cannot tell whether the
+//! inputs changed: a digest of the plain bundle, the EK, the PCR policy and the signing key is
+//! kept in `NODES_DIR/.sealed/HOSTNAME` (beside the plain trees, never in the served directory)
+//! and a node is sealed again only when it differs.
 
 use super::build::{build, Options};
 use super::error::BuildError;
 use super::hostkeys::{self, Keygen};
 use super::output::{render, write_mode, Kind};
 use crate::secrets::NodeFacts;
+use crate::server::sign::SigningKey;
 use crate::tpm::ek::EkPublic;
 use crate::tpm::pcr::PcrPolicy;
 use std::collections::{BTreeMap, BTreeSet};
@@ -131,11 +133,13 @@ pub fn nodes(nodes_dir: &Path) -> Result<Vec<Node>, BuildError> {
     Ok(out)
 }
 
-/// `build-all --seal-to EK_DIR [--pcr SPEC]`.
+/// `build-all --seal-to EK_DIR --sign-key KEY [--pcr SPEC]`.
 #[derive(Debug, Clone)]
-pub struct Sealing {
+pub struct Sealing<'a> {
     pub ek_dir: PathBuf,
     pub pcr: Option<PcrPolicy>,
+    /// Signs every sealed output (envelope version 2).
+    pub signer: &'a SigningKey,
 }
 
 /// Where a sealed node's input digest is kept (see the module doc).
@@ -150,7 +154,7 @@ enum Plan {
     Keep,
 }
 
-fn enrolled_ek(s: &Sealing, host: &str) -> Result<EkPublic, BuildError> {
+fn enrolled_ek(s: &Sealing<'_>, host: &str) -> Result<EkPublic, BuildError> {
     let path = ["pem", "crt", "der"]
         .iter()
         .map(|ext| s.ek_dir.join(format!("{host}.{ext}")))
@@ -165,11 +169,18 @@ fn enrolled_ek(s: &Sealing, host: &str) -> Result<EkPublic, BuildError> {
     })
 }
 
-/// Digest of what a sealed output depends on: the plain bundle, the EK and the PCR policy.
-fn sealed_inputs(json: &[u8], ek: &EkPublic, pcr: Option<&PcrPolicy>) -> String {
-    let mut all = b"rustlive-sealed-inputs-v1\0".to_vec();
+/// Digest of what a sealed output depends on: the plain bundle, the EK, the PCR policy and the
+/// signing key.
+fn sealed_inputs(
+    json: &[u8],
+    ek: &EkPublic,
+    pcr: Option<&PcrPolicy>,
+    signer: &SigningKey,
+) -> String {
+    let mut all = b"rustlive-sealed-inputs-v2\0".to_vec();
     all.extend_from_slice(&crate::fetch::verify::sha256(json).0);
     all.extend_from_slice(&ek.name());
+    all.extend_from_slice(&crate::fetch::verify::sha256(&signer.public_bytes()).0);
     if let Some(p) = pcr {
         all.extend_from_slice(p.to_spec().as_bytes());
     }
@@ -185,7 +196,7 @@ pub fn build_all(
     www: &Path,
     opts: &Options,
     keygen: Option<&Keygen>,
-    sealing: Option<&Sealing>,
+    sealing: Option<&Sealing<'_>>,
 ) -> Result<Report, BuildError> {
     let nodes = nodes(nodes_dir)?;
     if let Some(k) = keygen {
@@ -211,7 +222,7 @@ pub fn build_all(
             None => (Some(Zeroizing::new(b.json.to_vec())), 0o600),
             Some(s) => {
                 let ek = enrolled_ek(s, &n.hostname)?;
-                let digest = sealed_inputs(&b.json, &ek, s.pcr.as_ref());
+                let digest = sealed_inputs(&b.json, &ek, s.pcr.as_ref(), s.signer);
                 let recorded = std::fs::read_to_string(state_dir.join(&n.hostname))
                     .is_ok_and(|old| old.trim() == digest);
                 let present = ["json", "cpio"]
@@ -221,11 +232,12 @@ pub fn build_all(
                 if recorded && present {
                     (None, 0o644)
                 } else {
-                    let sealed = crate::tpm::envelope::seal_with(&b.json, &ek, s.pcr.as_ref())
-                        .map_err(|e| BuildError::Seal {
-                            host: n.hostname.clone(),
-                            source: crate::server::seal::SealError::Seal(e),
-                        })?;
+                    let sealed =
+                        crate::server::seal::seal_signed(&b.json, &ek, s.pcr.as_ref(), s.signer)
+                            .map_err(|source| BuildError::Seal {
+                                host: n.hostname.clone(),
+                                source,
+                            })?;
                     sealed_state.push((n.hostname.clone(), digest));
                     (Some(Zeroizing::new(sealed)), 0o644)
                 }
@@ -404,9 +416,11 @@ mod tests {
         node(&nodes_dir, "n1", r#"{"macs": ["52:54:00:aa:00:01"]}"#, key);
         node(&nodes_dir, "n2", r#"{"macs": ["52:54:00:aa:00:02"]}"#, "k2");
         let opts = Options::default();
+        let signer = crate::server::sign::tests::key();
         let sealing = Sealing {
             ek_dir: eks.clone(),
             pcr: None,
+            signer: &signer,
         };
         let ek = include_str!("../../tpm/testdata/ek-rsa.pem");
         std::fs::write(eks.join("n1.pem"), ek).unwrap();
