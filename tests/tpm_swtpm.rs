@@ -412,27 +412,47 @@ fn scratch_root() -> tempfile::TempDir {
     t
 }
 
+/// The secrets stage on a node whose initramfs trusts the site's key.
 fn apply_in(cfg: &str, root: &Path) -> Result<Applied, SecretsError> {
+    apply_trusting(cfg, root, &[&site_key().1])
+}
+
+/// The secrets stage on a node whose initramfs holds these `.pub` files in
+/// /etc/rustlive/keys/sealed (none: the directory is absent).
+fn apply_trusting(cfg: &str, root: &Path, keys: &[&str]) -> Result<Applied, SecretsError> {
     let facts = NodeFacts {
         mac: Some("52:54:00:12:34:56".into()),
         ..NodeFacts::default()
     };
     let cfg = Config::from_cmdline(cfg).unwrap();
+    let initramfs = Paths::under(root.join("no-default"));
+    let dir = initramfs.join(rustlive::secrets::trust::SEALED_KEYS_DIR);
+    for (i, k) in keys.iter().enumerate() {
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join(format!("k{i}.pub")), k).unwrap();
+    }
     secrets::apply(
         &rustlive::boot::options::secrets(&cfg, &rustlive::boot::options::transfer(&cfg)),
         root,
         &facts,
-        &Paths::under(root.join("no-default")),
+        &initramfs,
         rustlive::support::deadline::Deadline::NONE,
     )
+}
+
+/// RUSTLIVE_TPM is process-wide: the tests that set it take turns.
+fn tpm_env() -> std::sync::MutexGuard<'static, ()> {
+    static TPM_ENV: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    TPM_ENV.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 /// The boot's secrets stage: a bundle sealed to TPM A, served over plain http by MAC, installs
 /// on the node with TPM A; the node with TPM B writes nothing and says why; an unsealed bundle
 /// is refused under rd.rustlive.secrets.sealed=required; a sealed bundle with no TPM is a
-/// clear failure. (One test: RUSTLIVE_TPM is process-wide.)
+/// clear failure.
 #[test]
 fn boot_installs_a_sealed_bundle_over_plain_http_only_on_its_node() {
+    let _env = tpm_env();
     let Some(a) = SoftTpm::start(false) else {
         return;
     };
@@ -523,6 +543,110 @@ fn boot_installs_a_sealed_bundle_over_plain_http_only_on_its_node() {
         root.path(),
     );
     assert_eq!(got.unwrap(), Applied::Installed { files: 1 });
+    std::env::remove_var("RUSTLIVE_TPM");
+}
+
+/// Issue 18, item 1: the node checks the boot server's signature before it asks its TPM
+/// anything. On the node the bundle is sealed to: signed by the trusted key, installed; signed by
+/// a key the node does not trust, unsigned (version 1) or with a signature changed, refused with
+/// nothing written, with or without rd.rustlive.secrets.sealed=required; and the transition: a
+/// node whose initramfs holds no sealed-bundle key still opens an unsigned or unknown-key
+/// bundle (with a warning) unless sealing is required.
+#[test]
+fn only_bundles_signed_by_a_trusted_key_open() {
+    let _env = tpm_env();
+    let Some(a) = SoftTpm::start(false) else {
+        return;
+    };
+    std::env::set_var("RUSTLIVE_TPM", format!("swtpm:127.0.0.1:{}", a.port));
+    let ek = enroll(&a, true);
+    let (stranger, stranger_pub) = key_pair();
+    let dir = tempfile::tempdir().unwrap();
+    let file = |name: &str, bytes: &[u8]| {
+        let p = dir.path().join(name);
+        std::fs::write(&p, bytes).unwrap();
+        format!("rd.rustlive.secrets=file://{}", p.display())
+    };
+    let signed = seal(&own_bundle(), &ek, None);
+    let by_stranger =
+        rustlive::server::seal::seal_signed(&own_bundle(), &ek, None, &stranger).unwrap();
+    let unsigned = envelope::seal_unsigned_v1(&own_bundle(), &ek, None).unwrap();
+    let mut env: envelope::Envelope = serde_json::from_slice(&signed).unwrap();
+    env.signature = Some(env.signature.unwrap().replace("timestamp:", "timestamp:9"));
+    let tampered = serde_json::to_vec(&env).unwrap();
+
+    let site = site_key().1.as_str();
+    let required = " rd.rustlive.secrets.sealed=required";
+    for (case, bundle, keys, extra, ok) in [
+        ("trusted, required", &signed, vec![site], required, true),
+        ("trusted", &signed, vec![site], "", true),
+        (
+            "trusted among others",
+            &signed,
+            vec![stranger_pub.as_str(), site],
+            required,
+            true,
+        ),
+        (
+            "untrusted key, required",
+            &by_stranger,
+            vec![site],
+            required,
+            false,
+        ),
+        ("untrusted key", &by_stranger, vec![site], "", false),
+        (
+            "untrusted key, no keys, required",
+            &by_stranger,
+            vec![],
+            required,
+            false,
+        ),
+        ("unsigned, required", &unsigned, vec![site], required, false),
+        (
+            "unsigned, no keys, required",
+            &unsigned,
+            vec![],
+            required,
+            false,
+        ),
+        ("unsigned, keys installed", &unsigned, vec![site], "", false),
+        ("tampered signature", &tampered, vec![site], "", false),
+        (
+            "tampered signature, required",
+            &tampered,
+            vec![site],
+            required,
+            false,
+        ),
+        // The transition: no key in the initramfs, sealing not required.
+        ("unsigned, no keys", &unsigned, vec![], "", true),
+        ("unknown key, no keys", &by_stranger, vec![], "", true),
+    ] {
+        let root = scratch_root();
+        let cmdline = format!("{}{extra}", file("b.sealed", bundle));
+        let got = apply_trusting(&cmdline, root.path(), &keys);
+        let key = root.path().join("etc/munge/munge.key");
+        if ok {
+            assert_eq!(got.unwrap(), Applied::Installed { files: 1 }, "{case}");
+            assert_eq!(std::fs::read_to_string(&key).unwrap(), CANARY, "{case}");
+        } else {
+            let err = got.unwrap_err();
+            let msg = rustlive::support::exit::report(&err);
+            assert!(
+                matches!(err, SecretsError::Unauthenticated { .. }),
+                "{case}: {msg}"
+            );
+            assert_eq!(err.exit_code(), rustlive::support::exit::Exit::Secrets);
+            assert!(msg.contains("nothing was written"), "{case}: {msg}");
+            assert!(!msg.contains(CANARY));
+            assert_eq!(
+                std::fs::read_dir(root.path().join("etc")).unwrap().count(),
+                0,
+                "{case}: something was written"
+            );
+        }
+    }
     std::env::remove_var("RUSTLIVE_TPM");
 }
 
