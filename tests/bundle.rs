@@ -567,3 +567,100 @@ fn seal_signs_with_a_minisign_key_and_minisign_verifies_it() {
         envelope::Signer::Trusted(id) if id.to_string() == key_id
     ));
 }
+
+/// Issue 18, item 9: `build-all --seal-to` after a plain run kept the plain bundles (the
+/// `.sealed/` record of an earlier sealed run said "unchanged" and the outputs existed): every
+/// output must be sealed, signed and 0644 again.
+#[test]
+fn build_all_seal_to_after_a_plain_run_seals_every_output() {
+    use rustlive::tpm::envelope;
+    let s = Site::new();
+    let Some((sk, pk)) = minisign_keys(s.tmp.path()) else {
+        return;
+    };
+    let nodes = s.p("nodes");
+    std::fs::create_dir(&nodes).unwrap();
+    std::fs::rename(s.p("node"), nodes.join("n001")).unwrap();
+    std::fs::create_dir(s.p("eks")).unwrap();
+    std::fs::write(
+        s.p("eks/n001.pem"),
+        include_str!("../src/tpm/testdata/ek-rsa.pem"),
+    )
+    .unwrap();
+    let build_all = |sealed: bool, counts: &str| {
+        let (nodes, common, www, eks) = (
+            nodes.to_str().unwrap().to_string(),
+            s.s("common"),
+            s.s("www"),
+            s.s("eks"),
+        );
+        let mut args = vec![
+            "bundle",
+            "build-all",
+            &nodes,
+            "--common",
+            &common,
+            "-o",
+            &www,
+        ];
+        if sealed {
+            args.extend_from_slice(&["--seal-to", &eks, "--sign-key", sk.to_str().unwrap()]);
+        }
+        let (code, out) = run(&args);
+        assert_eq!(code, 0, "{out}");
+        assert!(out.contains(&format!("1 nodes: {counts}")), "{out}");
+    };
+    let outputs = [
+        "www/by-host/n001.json",
+        "www/by-host/n001.cpio",
+        "www/by-mac/52:54:00:12:34:56.json",
+        "www/by-mac/52:54:00:12:34:56.cpio",
+    ];
+    let keys = [rustlive::fetch::verify::load_key(&pk).unwrap()];
+    let all_sealed = || {
+        for o in outputs {
+            let bytes = std::fs::read(s.p(o)).unwrap();
+            let json = if o.ends_with(".cpio") {
+                let mut raw = Vec::new();
+                std::io::Read::read_to_end(&mut flate2::read::GzDecoder::new(&bytes[..]), &mut raw)
+                    .unwrap();
+                let json = std::fs::read(s.p(&o.replace(".cpio", ".json"))).unwrap();
+                assert!(
+                    raw.windows(json.len()).any(|w| w == json.as_slice()),
+                    "{o} does not carry the sealed envelope"
+                );
+                json
+            } else {
+                bytes
+            };
+            let p = envelope::parse(&json).unwrap_or_else(|e| panic!("{o}: {e}"));
+            assert!(matches!(
+                envelope::check_signature(&p, &keys).unwrap(),
+                envelope::Signer::Trusted(_)
+            ));
+            assert_eq!(mode(&s.p(o)), 0o644, "{o}");
+        }
+    };
+    build_all(true, "1 written");
+    all_sealed();
+    build_all(false, "1 written");
+    assert!(!envelope::is_sealed(
+        &std::fs::read(s.p(outputs[0])).unwrap()
+    ));
+    build_all(true, "1 written");
+    all_sealed();
+    build_all(true, "0 written, 1 unchanged");
+    // --seal-to without --sign-key: a usage error, nothing touched.
+    let before = std::fs::read(s.p(outputs[0])).unwrap();
+    let (code, out) = run(&[
+        "bundle",
+        "build-all",
+        nodes.to_str().unwrap(),
+        "--seal-to",
+        &s.s("eks"),
+        "-o",
+        &s.s("www"),
+    ]);
+    assert_eq!(code, 2, "{out}");
+    assert_eq!(std::fs::read(s.p(outputs[0])).unwrap(), before);
+}
