@@ -402,7 +402,14 @@ pub fn build_archive(opts: &Options) -> Result<(Archive, Report), BuildError> {
     if let Some(ca) = ca {
         add(&mut a, CA_TARGET, 0o644, read(&ca)?)?;
     }
-    if let Ok(dir) = std::fs::read_dir(&opts.keys) {
+    // The image-signing keys, and in `sealed/` the keys that sign sealed secrets bundles.
+    for (from, to) in [
+        (opts.keys.clone(), "etc/rustlive/keys"),
+        (opts.keys.join("sealed"), "etc/rustlive/keys/sealed"),
+    ] {
+        let Ok(dir) = std::fs::read_dir(&from) else {
+            continue;
+        };
         let mut keys: Vec<PathBuf> = dir
             .filter_map(|e| e.ok().map(|e| e.path()))
             .filter(|p| p.extension().is_some_and(|e| e == "pub") && p.is_file())
@@ -413,12 +420,7 @@ pub fn build_archive(opts: &Options) -> Result<(Archive, Report), BuildError> {
                 .file_name()
                 .map(|n| n.to_string_lossy().into_owned())
                 .unwrap_or_default();
-            add(
-                &mut a,
-                &format!("etc/rustlive/keys/{name}"),
-                0o644,
-                read(&key)?,
-            )?;
+            add(&mut a, &format!("{to}/{name}"), 0o644, read(&key)?)?;
         }
     }
     if let Some(sh) = &opts.shell {
