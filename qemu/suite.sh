@@ -425,7 +425,7 @@ tpm_prepare() {
 
 # boot_tpm NAME TPM CMDLINE TIMEOUT OK-REGEX FAIL-REGEX: boot() with swtpm TPM attached (TIS).
 # boot_tpm NAME NODE CMDLINE TIMEOUT OK FAIL [standalone]: a boot with NODE's swtpm attached,
-# by the dracut module (nm.img) or the standalone initramfs.
+# by the dracut module (nm.img) or the standalone initramfs, each trusting the sealing key.
 boot_tpm() {
 	local name=$1 d="$B/tpm/$2" cmdline=$3 timeout=$4 ok=$5 fail=$6 args tpm_pid rc=0
 	rm -f "$d/sock"
@@ -437,9 +437,9 @@ boot_tpm() {
 		sleep 0.25
 	done
 	if [ "${7:-}" = standalone ]; then
-		mapfile -t args < <(direct_boot_args "$IMG/sa.img" "$SA_ARGS $cmdline")
+		mapfile -t args < <(direct_boot_args "$IMG/sa+seal.img" "$SA_ARGS $cmdline")
 	else
-		mapfile -t args < <(direct_boot_args "$IMG/nm.img" "$cmdline")
+		mapfile -t args < <(direct_boot_args "$IMG/nm+seal.img" "$cmdline")
 	fi
 	LOG="$LOGS/$name.log"
 	qemu_start "$LOG" "${args[@]}" -chardev "socket,id=chrtpm,path=$d/sock" \
@@ -450,12 +450,36 @@ boot_tpm() {
 	return "$rc"
 }
 
-# A bundle sealed to node A's TPM, served over plain http by MAC.
+# The boot server's key that signs sealed bundles, and the two initrds of the TPM boots
+# followed by a cpio that puts its public half in /etc/rustlive/keys/sealed/ (as the dracut
+# module and `rustlive initramfs --keys` copy it from the build host).
+tpm_seal_key() {
+	local d="$B/seal-key"
+	if ! [ -s "$B/keys/seal.key" ]; then
+		mkdir -p "$B/keys"
+		rm -f "$B/keys/seal.pub"
+		minisign -G -W -p "$B/keys/seal.pub" -s "$B/keys/seal.key" >/dev/null || return 1
+	fi
+	rm -rf "$d" && mkdir -p "$d/etc/rustlive/keys/sealed"
+	cp "$B/keys/seal.pub" "$d/etc/rustlive/keys/sealed/seal.pub"
+	(cd "$d" && find etc | cpio -o -H newc --quiet -R 0:0 | gzip -n -9) >"$B/seal-key.cpio"
+	rm -rf "$d"
+	# Only standalone scenarios running: there is no nm.img.
+	if [ -s "$IMG/nm.img" ]; then
+		cat_initrds "$IMG/nm+seal.img" "$IMG/nm.img" "$B/seal-key.cpio"
+	fi
+	cat_initrds "$IMG/sa+seal.img" "$IMG/sa.img" "$B/seal-key.cpio"
+}
+
+# A bundle sealed to node A's TPM and signed by the boot server's key, served over plain http
+# by MAC.
 tpm_sealed_bundle() {
-	tpm_prepare node-a && tpm_prepare node-b || return 1
-	[ -s "$WWW/nodes/$GUEST_MAC.sealed" ] && return 0
+	tpm_prepare node-a && tpm_prepare node-b && tpm_seal_key || return 1
+	[ -s "$WWW/nodes/$GUEST_MAC.sealed" ] && [ "$WWW/nodes/$GUEST_MAC.sealed" -nt "$B/keys/seal.key" ] &&
+		return 0
 	write_secrets_bundle "$B/tpm/plain.json"
-	"$BIN" bundle seal --ek "$B/tpm/node-a/ek.pem" "$B/tpm/plain.json" -o "$WWW/nodes/$GUEST_MAC.sealed"
+	"$BIN" bundle seal --ek "$B/tpm/node-a/ek.pem" --sign-key "$B/keys/seal.key" \
+		"$B/tpm/plain.json" -o "$WWW/nodes/$GUEST_MAC.sealed"
 	rm -f "$B/tpm/plain.json"
 }
 
@@ -466,6 +490,7 @@ t_secrets_tpm() {
 	boot_tpm secrets-tpm node-a \
 		"root=live:$URL/root.squashfs rd.rustlive.sha256=$(sha_of root.squashfs) rd.rustlive.secrets=$URL/nodes/{mac}.sealed $TPM_CMDLINE" \
 		300 'TESTROOT: done' "$NOBOOT" && booted && secrets_ok &&
+		check 'signed by the trusted key' "the boot server's signature checked first" &&
 		check 'sealed bundle opened with this node' "the bundle opened by the node's TPM"
 }
 

@@ -64,7 +64,7 @@ check() {
 # --- .deb ----------------------------------------------------------------------------------------
 stage="$out/deb-root"
 make -s -C "$top" install DESTDIR="$stage" PREFIX=/usr >/dev/null
-install -d -m 0755 "$stage/etc/rustlive/keys" "$stage/usr/share/doc/rustlive" "$stage/DEBIAN"
+install -d -m 0755 "$stage/etc/rustlive/keys/sealed" "$stage/usr/share/doc/rustlive" "$stage/DEBIAN"
 docs | while IFS= read -r f; do install -D -m 0644 "$top/$f" "$stage/usr/share/doc/rustlive/$f"; done
 size=$(du -sk --exclude=DEBIAN "$stage" | cut -f1)
 cat >"$stage/DEBIAN/control" <<EOF
@@ -96,6 +96,7 @@ expected /usr/share/doc/rustlive >"$out/deb.expected"
 check .deb "$out/deb.expected" "$out/deb.files"
 dpkg-deb -c "$deb" >"$out/deb.list"
 grep -q ' \./etc/rustlive/keys/$' "$out/deb.list" || die ".deb: no /etc/rustlive/keys/"
+grep -q ' \./etc/rustlive/keys/sealed/$' "$out/deb.list" || die ".deb: no /etc/rustlive/keys/sealed/"
 
 # Installed for real into a scratch root (its own dpkg database), run, then removed.
 root="$out/deb-install"
@@ -148,6 +149,7 @@ awk '$1 ~ /^-/ { m = 0; for (i = 2; i <= 10; i++) { m = m * 2 + (substr($1, i, 1
 expected /usr/share/doc/rustlive >"$out/rpm.expected"
 check RPM "$out/rpm.expected" "$out/rpm.files"
 grep -q '^d.* /etc/rustlive/keys$' "$out/rpm.raw" || die "RPM: no /etc/rustlive/keys directory"
+grep -q '^d.* /etc/rustlive/keys/sealed$' "$out/rpm.raw" || die "RPM: no /etc/rustlive/keys/sealed directory"
 rpm -qp --requires "$rpmfile" 2>/dev/null | grep -qx 'dracut' || die "RPM: does not require dracut"
 # rpmbuild post-processes the binary (strip, build-id): the one it packaged must still run.
 rpm2cpio "$rpmfile" | (cd "$out" && cpio -i --quiet --to-stdout ./usr/bin/rustlive) >"$out/rpm-rustlive"

@@ -455,3 +455,212 @@ fn unknown_output_kind_is_a_usage_error() {
     assert_eq!(code, 2, "{out}");
     assert!(out.contains("must end in .json or .cpio"), "{out}");
 }
+
+/// `minisign -G -W` (an unencrypted key, as for unattended runs) into `dir`: (secret, public).
+/// Needs the `minisign` tool (Debian's `minisign` package).
+fn minisign_keys(dir: &Path) -> Option<(PathBuf, PathBuf)> {
+    let (sk, pk) = (dir.join("sign.key"), dir.join("sign.pub"));
+    match Command::new("minisign")
+        .args(["-G", "-W", "-p"])
+        .arg(&pk)
+        .arg("-s")
+        .arg(&sk)
+        .output()
+    {
+        Ok(o) if o.status.success() => Some((sk, pk)),
+        Ok(o) => panic!("minisign -G: {}", String::from_utf8_lossy(&o.stderr)),
+        Err(_) => {
+            rustlive::support::testing::skip("minisign is not installed (Debian: minisign)");
+            None
+        }
+    }
+}
+
+/// Issue 18, item 1: `bundle seal --sign-key` signs with a key `minisign -G -W` made; the
+/// signature is a standard minisign signature of the envelope's signed bytes, which
+/// `minisign -V` accepts, and the node's check trusts it with the `.pub` file. Without a
+/// signing key nothing is sealed.
+#[test]
+fn seal_signs_with_a_minisign_key_and_minisign_verifies_it() {
+    use rustlive::tpm::envelope;
+    let s = Site::new();
+    let Some((sk, pk)) = minisign_keys(s.tmp.path()) else {
+        return;
+    };
+    std::fs::write(
+        s.p("ek.pem"),
+        include_str!("../src/tpm/testdata/ek-rsa.pem"),
+    )
+    .unwrap();
+    let (code, out) = s.build("n.json", &[]);
+    assert_eq!(code, 0, "{out}");
+    let (code, out) = run(&[
+        "bundle",
+        "seal",
+        "--ek",
+        &s.s("ek.pem"),
+        "n.json",
+        "-o",
+        &s.s("n.sealed"),
+    ]);
+    assert_eq!(code, 2, "--sign-key is required: {out}");
+    assert!(out.contains("--sign-key"), "{out}");
+    assert!(!s.p("n.sealed").exists());
+
+    let (code, out) = run(&[
+        "bundle",
+        "seal",
+        "--ek",
+        &s.s("ek.pem"),
+        "--sign-key",
+        sk.to_str().unwrap(),
+        &s.s("n.json"),
+        "-o",
+        &s.s("n.sealed"),
+    ]);
+    assert_eq!(code, 0, "{out}");
+    let pub_text = std::fs::read_to_string(&pk).unwrap();
+    let key_id = pub_text
+        .lines()
+        .next()
+        .unwrap()
+        .rsplit(' ')
+        .next()
+        .unwrap()
+        .to_string();
+    assert!(out.contains(&format!("signed by key {key_id}")), "{out}");
+    let sealed = std::fs::read(s.p("n.sealed")).unwrap();
+    let env: envelope::Envelope = serde_json::from_slice(&sealed).unwrap();
+    assert_eq!(env.version, 2);
+
+    // minisign itself verifies the signature over the signed bytes.
+    std::fs::write(s.p("signed"), env.signed_message()).unwrap();
+    std::fs::write(s.p("signed.minisig"), env.signature.as_ref().unwrap()).unwrap();
+    let v = Command::new("minisign")
+        .args(["-V", "-H", "-p"])
+        .arg(&pk)
+        .arg("-m")
+        .arg(s.p("signed"))
+        .output()
+        .unwrap();
+    assert!(v.status.success(), "{}", String::from_utf8_lossy(&v.stderr));
+    assert!(String::from_utf8_lossy(&v.stdout).contains("rustlive-sealed 2 to the rsa2048 EK"));
+    // One byte more and it does not.
+    let mut other = env.signed_message();
+    other.push(b' ');
+    std::fs::write(s.p("signed"), other).unwrap();
+    let v = Command::new("minisign")
+        .args(["-V", "-q", "-p"])
+        .arg(&pk)
+        .arg("-m")
+        .arg(s.p("signed"))
+        .status()
+        .unwrap();
+    assert!(!v.success());
+
+    // The node's check, with the .pub file as it goes into the initramfs.
+    let keys = rustlive::fetch::verify::load_keys_dir(s.tmp.path()).unwrap();
+    assert_eq!(keys.len(), 1);
+    let p = envelope::parse(&sealed).unwrap();
+    assert!(matches!(
+        envelope::check_signature(&p, &keys).unwrap(),
+        envelope::Signer::Trusted(id) if id.to_string() == key_id
+    ));
+}
+
+/// Issue 18, item 9: `build-all --seal-to` after a plain run kept the plain bundles (the
+/// `.sealed/` record of an earlier sealed run said "unchanged" and the outputs existed): every
+/// output must be sealed, signed and 0644 again.
+#[test]
+fn build_all_seal_to_after_a_plain_run_seals_every_output() {
+    use rustlive::tpm::envelope;
+    let s = Site::new();
+    let Some((sk, pk)) = minisign_keys(s.tmp.path()) else {
+        return;
+    };
+    let nodes = s.p("nodes");
+    std::fs::create_dir(&nodes).unwrap();
+    std::fs::rename(s.p("node"), nodes.join("n001")).unwrap();
+    std::fs::create_dir(s.p("eks")).unwrap();
+    std::fs::write(
+        s.p("eks/n001.pem"),
+        include_str!("../src/tpm/testdata/ek-rsa.pem"),
+    )
+    .unwrap();
+    let build_all = |sealed: bool, counts: &str| {
+        let (nodes, common, www, eks) = (
+            nodes.to_str().unwrap().to_string(),
+            s.s("common"),
+            s.s("www"),
+            s.s("eks"),
+        );
+        let mut args = vec![
+            "bundle",
+            "build-all",
+            &nodes,
+            "--common",
+            &common,
+            "-o",
+            &www,
+        ];
+        if sealed {
+            args.extend_from_slice(&["--seal-to", &eks, "--sign-key", sk.to_str().unwrap()]);
+        }
+        let (code, out) = run(&args);
+        assert_eq!(code, 0, "{out}");
+        assert!(out.contains(&format!("1 nodes: {counts}")), "{out}");
+    };
+    let outputs = [
+        "www/by-host/n001.json",
+        "www/by-host/n001.cpio",
+        "www/by-mac/52:54:00:12:34:56.json",
+        "www/by-mac/52:54:00:12:34:56.cpio",
+    ];
+    let keys = [rustlive::fetch::verify::load_key(&pk).unwrap()];
+    let all_sealed = || {
+        for o in outputs {
+            let bytes = std::fs::read(s.p(o)).unwrap();
+            let json = if o.ends_with(".cpio") {
+                let mut raw = Vec::new();
+                std::io::Read::read_to_end(&mut flate2::read::GzDecoder::new(&bytes[..]), &mut raw)
+                    .unwrap();
+                let json = std::fs::read(s.p(&o.replace(".cpio", ".json"))).unwrap();
+                assert!(
+                    raw.windows(json.len()).any(|w| w == json.as_slice()),
+                    "{o} does not carry the sealed envelope"
+                );
+                json
+            } else {
+                bytes
+            };
+            let p = envelope::parse(&json).unwrap_or_else(|e| panic!("{o}: {e}"));
+            assert!(matches!(
+                envelope::check_signature(&p, &keys).unwrap(),
+                envelope::Signer::Trusted(_)
+            ));
+            assert_eq!(mode(&s.p(o)), 0o644, "{o}");
+        }
+    };
+    build_all(true, "1 written");
+    all_sealed();
+    build_all(false, "1 written");
+    assert!(!envelope::is_sealed(
+        &std::fs::read(s.p(outputs[0])).unwrap()
+    ));
+    build_all(true, "1 written");
+    all_sealed();
+    build_all(true, "0 written, 1 unchanged");
+    // --seal-to without --sign-key: a usage error, nothing touched.
+    let before = std::fs::read(s.p(outputs[0])).unwrap();
+    let (code, out) = run(&[
+        "bundle",
+        "build-all",
+        nodes.to_str().unwrap(),
+        "--seal-to",
+        &s.s("eks"),
+        "-o",
+        &s.s("www"),
+    ]);
+    assert_eq!(code, 2, "{out}");
+    assert_eq!(std::fs::read(s.p(outputs[0])).unwrap(), before);
+}

@@ -111,6 +111,10 @@ alias pci:v00008086d*sv*sd*bc04sc03i* snd
     write(&root.join("ca.pem"), b"-----BEGIN CERTIFICATE-----\n");
     write(&root.join("keys/site.pub"), b"untrusted comment: k\nRWQ\n");
     write(&root.join("keys/README"), b"not a key");
+    write(
+        &root.join("keys/sealed/boot-server.pub"),
+        b"untrusted comment: k\nRWQ\n",
+    );
     // A static "executable": an ELF header with no program headers (so no PT_INTERP).
     let mut init = vec![0u8; 0x40];
     init[0..6].copy_from_slice(b"\x7fELF\x02\x01");
@@ -192,6 +196,7 @@ fn contents_of_the_archive() {
         "bin/sh",
         "etc/rustlive/ca.pem",
         "etc/rustlive/keys/site.pub",
+        "etc/rustlive/keys/sealed/boot-server.pub",
         "lib/firmware/tigon/tg3.bin",
         "lib/modules/6.1.0-test/kernel/drivers/net/virtio_net.ko",
         "lib/modules/6.1.0-test/kernel/crypto/crc32c_generic.ko",

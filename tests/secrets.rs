@@ -973,3 +973,163 @@ fn a_bundle_that_does_not_fit_writes_nothing() {
         rustix::mount::unmount(&root, rustix::mount::UnmountFlags::empty()).unwrap();
     }
 }
+
+/// A fresh minisign key pair (unencrypted): the signing key and its `.pub` file.
+fn key_pair() -> (rustlive::server::sign::SigningKey, String) {
+    let kp = minisign::KeyPair::generate_unencrypted_keypair().unwrap();
+    let sk = rustlive::server::sign::SigningKey::from_text(
+        &kp.sk.to_box(None).unwrap().into_string(),
+        Path::new("test.key"),
+        || unreachable!(),
+    )
+    .unwrap();
+    let public = sk.public_file().unwrap();
+    (sk, public)
+}
+
+/// Issue 18, item 1: sealing needs only the node's public EK, so anyone could seal a bundle
+/// of their own. The node checks the boot server's signature against the keys of its
+/// initramfs's /etc/rustlive/keys/sealed before it asks its TPM anything: a bundle signed by a
+/// key it does not trust, an unsigned (version 1) one where keys are installed or sealing is
+/// required, a changed signature or field, are refused with nothing written and exit code 6.
+/// This node has no TPM at all: a bundle that got past the check ends in "no usable TPM".
+#[test]
+fn sealed_bundles_not_signed_by_a_trusted_key_are_refused_before_the_tpm() {
+    use rustlive::tpm::envelope;
+    let ek = rustlive::tpm::ek::EkPublic::from_pem(include_str!("../src/tpm/testdata/ek-rsa.pem"))
+        .unwrap();
+    let (site, site_pub) = key_pair();
+    let (stranger, _) = key_pair();
+    let plain = bundle(&[first()]);
+    let signed = rustlive::server::seal::seal_signed(&plain, &ek, None, &site).unwrap();
+    let by_stranger = rustlive::server::seal::seal_signed(&plain, &ek, None, &stranger).unwrap();
+    let unsigned = envelope::seal_unsigned_v1(&plain, &ek, None).unwrap();
+    let edit = |f: &dyn Fn(&mut envelope::Envelope)| {
+        let mut env: envelope::Envelope = serde_json::from_slice(&signed).unwrap();
+        f(&mut env);
+        serde_json::to_vec(&env).unwrap()
+    };
+    let comment = edit(&|e| {
+        e.signature = e
+            .signature
+            .clone()
+            .map(|s| s.replace("timestamp:", "timestamp:1"));
+    });
+    let ciphertext = edit(&|e| {
+        let other: envelope::Envelope = serde_json::from_slice(&by_stranger).unwrap();
+        e.ciphertext = other.ciphertext;
+    });
+    let stranger_id = stranger.key_id().to_string();
+    let site_id = site.key_id().to_string();
+    let required = " rd.rustlive.secrets.sealed=required";
+    // (case, bundle, the node trusts the site's key, extra options, words of the error)
+    type Case<'a> = (&'a str, &'a [u8], bool, &'a str, Vec<&'a str>);
+    let cases: Vec<Case> = vec![
+        (
+            "another key, sealing required",
+            &by_stranger,
+            true,
+            required,
+            vec![&stranger_id, "is not a trusted key", "sealed=required"],
+        ),
+        (
+            "another key",
+            &by_stranger,
+            true,
+            "",
+            vec![&stranger_id, "is not a trusted key", "holds trusted keys"],
+        ),
+        (
+            "another key, sealing required, no keys",
+            &by_stranger,
+            false,
+            required,
+            vec![&stranger_id, "which holds none"],
+        ),
+        (
+            "unsigned, sealing required",
+            &unsigned,
+            true,
+            required,
+            vec!["not signed", "sealed=required"],
+        ),
+        (
+            "unsigned, sealing required, no keys",
+            &unsigned,
+            false,
+            required,
+            vec!["not signed", "which holds none"],
+        ),
+        (
+            "unsigned, keys installed",
+            &unsigned,
+            true,
+            "",
+            vec!["not signed", "holds trusted keys"],
+        ),
+        (
+            "trusted comment changed",
+            &comment,
+            true,
+            required,
+            vec![&site_id, "does not verify"],
+        ),
+        (
+            "ciphertext swapped",
+            &ciphertext,
+            true,
+            "",
+            vec![&site_id, "does not verify"],
+        ),
+    ];
+    for (case, sealed, trusts, extra, words) in cases {
+        let f = Fixture::new();
+        let initramfs = Paths::under(f.tmp.path().join("initramfs"));
+        if trusts {
+            let dir = initramfs.join(rustlive::secrets::trust::SEALED_KEYS_DIR);
+            std::fs::create_dir_all(&dir).unwrap();
+            std::fs::write(dir.join("site.pub"), &site_pub).unwrap();
+        }
+        let before = f.snapshot();
+        let cfg = Config::from_cmdline(&format!(
+            "rd.rustlive.secrets={}{extra}",
+            f.write_bundle(sealed)
+        ))
+        .unwrap();
+        let err = secrets::apply(&opts(&cfg), &f.root(), &facts(), &initramfs, Deadline::NONE)
+            .unwrap_err();
+        let msg = rustlive::support::exit::report(&err);
+        assert!(
+            matches!(err, SecretsError::Unauthenticated { .. }),
+            "{case}: {msg}"
+        );
+        assert_eq!(err.exit_code(), Exit::Secrets, "{case}");
+        for w in words.iter().chain(&["refused, nothing was written"]) {
+            assert!(msg.contains(w), "{case}: {w:?} not in {msg}");
+        }
+        assert_no_canary(case, &msg);
+        assert_eq!(f.snapshot(), before, "{case}: the tree changed");
+        assert!(!f.bundle_path().exists(), "{case}: the source is wiped");
+    }
+
+    // What passes the check goes on to the TPM, which this node lacks: a trusted signature,
+    // and (the transition) an unsigned or unknown-key bundle on a node without keys that does
+    // not require sealing.
+    for (case, sealed, trusts) in [
+        ("trusted", &signed, true),
+        ("unsigned, no keys", &unsigned, false),
+        ("another key, no keys", &by_stranger, false),
+    ] {
+        let f = Fixture::new();
+        let initramfs = Paths::under(f.tmp.path().join("initramfs"));
+        if trusts {
+            let dir = initramfs.join(rustlive::secrets::trust::SEALED_KEYS_DIR);
+            std::fs::create_dir_all(&dir).unwrap();
+            std::fs::write(dir.join("site.pub"), &site_pub).unwrap();
+        }
+        let cfg = cfg_for(&f.write_bundle(sealed));
+        let err = secrets::apply(&opts(&cfg), &f.root(), &facts(), &initramfs, Deadline::NONE)
+            .unwrap_err();
+        assert!(matches!(err, SecretsError::NoTpm { .. }), "{case}: {err}");
+    }
+}

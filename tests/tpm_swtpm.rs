@@ -6,12 +6,14 @@ mod support;
 
 use rustlive::config::Config;
 use rustlive::secrets::{self, Applied, NodeFacts, SecretsError};
+use rustlive::server::sign::SigningKey;
 use rustlive::support::paths::Paths;
 use rustlive::support::testing::skip;
 use rustlive::tpm::client::{ActivationObject, Tpm};
 use rustlive::tpm::credential::{make_credential, Credential};
 use rustlive::tpm::ek::EkPublic;
 use rustlive::tpm::envelope::{self, EnvelopeError};
+use rustlive::tpm::pcr::PcrPolicy;
 use rustlive::tpm::transport::Swtpm;
 use std::net::TcpListener;
 use std::path::Path;
@@ -167,6 +169,35 @@ fn free_port_pair() -> u16 {
     panic!("no free pair of ports");
 }
 
+/// A fresh minisign key pair (unencrypted): the signing key and its `.pub` file.
+fn key_pair() -> (SigningKey, String) {
+    let kp = minisign::KeyPair::generate_unencrypted_keypair().unwrap();
+    let sk = SigningKey::from_text(
+        &kp.sk.to_box(None).unwrap().into_string(),
+        Path::new("test.key"),
+        || unreachable!(),
+    )
+    .unwrap();
+    let public = sk.public_file().unwrap();
+    (sk, public)
+}
+
+/// The boot server's key of these tests.
+fn site_key() -> &'static (SigningKey, String) {
+    static KEY: std::sync::OnceLock<(SigningKey, String)> = std::sync::OnceLock::new();
+    KEY.get_or_init(key_pair)
+}
+
+/// Sealed and signed as `rustlive bundle seal` does it.
+fn seal(plain: &[u8], ek: &EkPublic, pcr: Option<&PcrPolicy>) -> Vec<u8> {
+    rustlive::server::seal::seal_signed(plain, ek, pcr, &site_key().0).unwrap()
+}
+
+/// Parsed and opened with the TPM (the signature is the secrets stage's business).
+fn open(sealed: &[u8], tpm: &mut Tpm) -> Result<zeroize::Zeroizing<Vec<u8>>, EnvelopeError> {
+    envelope::open(&envelope::parse(sealed)?, tpm)
+}
+
 /// Enrollment as `rustlive tpm ek` does it, then the PEM round trip the boot server sees.
 fn enroll(t: &SoftTpm, rsa: bool) -> EkPublic {
     let mut tpm = t.connect();
@@ -182,8 +213,8 @@ fn enroll_seal_open_rsa_and_ecc_on_a_bare_tpm() {
     };
     for rsa in [true, false] {
         let ek = enroll(&t, rsa);
-        let sealed = envelope::seal(PLAIN, &ek).unwrap();
-        let plain = envelope::open(&sealed, &mut t.connect()).unwrap();
+        let sealed = seal(PLAIN, &ek, None);
+        let plain = open(&sealed, &mut t.connect()).unwrap();
         assert_eq!(&plain[..], PLAIN, "rsa={rsa}");
     }
 }
@@ -206,11 +237,8 @@ fn persistent_ek_and_its_certificate_are_used() {
     let from_cert = rustlive::tpm::ek_from_certificate(&cert).unwrap();
     assert_eq!(from_cert, ek.public);
     drop(tpm);
-    let sealed = envelope::seal(PLAIN, &from_cert).unwrap();
-    assert_eq!(
-        &envelope::open(&sealed, &mut t.connect()).unwrap()[..],
-        PLAIN
-    );
+    let sealed = seal(PLAIN, &from_cert, None);
+    assert_eq!(&open(&sealed, &mut t.connect()).unwrap()[..], PLAIN);
 }
 
 #[test]
@@ -221,9 +249,9 @@ fn another_tpm_and_flipped_bytes_are_refused() {
     let Some(b) = SoftTpm::start(false) else {
         return;
     };
-    let sealed = envelope::seal(PLAIN, &enroll(&a, true)).unwrap();
+    let sealed = seal(PLAIN, &enroll(&a, true), None);
 
-    let err = envelope::open(&sealed, &mut b.connect()).unwrap_err();
+    let err = open(&sealed, &mut b.connect()).unwrap_err();
     assert!(matches!(err, EnvelopeError::OtherTpm { .. }), "{err}");
     assert!(err.to_string().contains("sealed to another TPM"));
 
@@ -232,7 +260,7 @@ fn another_tpm_and_flipped_bytes_are_refused() {
     let mut ct = base64_decode(&env.ciphertext);
     ct[3] ^= 0x10;
     env.ciphertext = base64_encode(&ct);
-    let err = envelope::open(&serde_json::to_vec(&env).unwrap(), &mut a.connect()).unwrap_err();
+    let err = open(&serde_json::to_vec(&env).unwrap(), &mut a.connect()).unwrap_err();
     assert!(matches!(err, EnvelopeError::Tampered), "{err}");
 
     // A flipped byte in the credential's encrypted identity: the TPM's integrity check refuses.
@@ -241,18 +269,15 @@ fn another_tpm_and_flipped_bytes_are_refused() {
     let n = cred.len();
     cred[n - 300] ^= 0x01; // inside the TPM2B_ID_OBJECT (the 256-byte secret follows it)
     env.credential = base64_encode(&cred);
-    let err = envelope::open(&serde_json::to_vec(&env).unwrap(), &mut a.connect()).unwrap_err();
+    let err = open(&serde_json::to_vec(&env).unwrap(), &mut a.connect()).unwrap_err();
     assert!(matches!(err, EnvelopeError::Tampered), "{err}");
 
     // A truncated bundle.
-    let err = envelope::open(&sealed[..sealed.len() - 40], &mut a.connect()).unwrap_err();
+    let err = open(&sealed[..sealed.len() - 40], &mut a.connect()).unwrap_err();
     assert!(matches!(err, EnvelopeError::Malformed(_)), "{err}");
 
     // The untouched bundle still opens: the refusals left the TPM usable.
-    assert_eq!(
-        &envelope::open(&sealed, &mut a.connect()).unwrap()[..],
-        PLAIN
-    );
+    assert_eq!(&open(&sealed, &mut a.connect()).unwrap()[..], PLAIN);
 }
 
 /// tpm2_makecredential (tpm2-tools) binds a key to rustlive's activation object; rustlive's
@@ -387,34 +412,54 @@ fn scratch_root() -> tempfile::TempDir {
     t
 }
 
+/// The secrets stage on a node whose initramfs trusts the site's key.
 fn apply_in(cfg: &str, root: &Path) -> Result<Applied, SecretsError> {
+    apply_trusting(cfg, root, &[&site_key().1])
+}
+
+/// The secrets stage on a node whose initramfs holds these `.pub` files in
+/// /etc/rustlive/keys/sealed (none: the directory is absent).
+fn apply_trusting(cfg: &str, root: &Path, keys: &[&str]) -> Result<Applied, SecretsError> {
     let facts = NodeFacts {
         mac: Some("52:54:00:12:34:56".into()),
         ..NodeFacts::default()
     };
     let cfg = Config::from_cmdline(cfg).unwrap();
+    let initramfs = Paths::under(root.join("no-default"));
+    let dir = initramfs.join(rustlive::secrets::trust::SEALED_KEYS_DIR);
+    for (i, k) in keys.iter().enumerate() {
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join(format!("k{i}.pub")), k).unwrap();
+    }
     secrets::apply(
         &rustlive::boot::options::secrets(&cfg, &rustlive::boot::options::transfer(&cfg)),
         root,
         &facts,
-        &Paths::under(root.join("no-default")),
+        &initramfs,
         rustlive::support::deadline::Deadline::NONE,
     )
+}
+
+/// RUSTLIVE_TPM is process-wide: the tests that set it take turns.
+fn tpm_env() -> std::sync::MutexGuard<'static, ()> {
+    static TPM_ENV: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    TPM_ENV.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 /// The boot's secrets stage: a bundle sealed to TPM A, served over plain http by MAC, installs
 /// on the node with TPM A; the node with TPM B writes nothing and says why; an unsealed bundle
 /// is refused under rd.rustlive.secrets.sealed=required; a sealed bundle with no TPM is a
-/// clear failure. (One test: RUSTLIVE_TPM is process-wide.)
+/// clear failure.
 #[test]
 fn boot_installs_a_sealed_bundle_over_plain_http_only_on_its_node() {
+    let _env = tpm_env();
     let Some(a) = SoftTpm::start(false) else {
         return;
     };
     let Some(b) = SoftTpm::start(false) else {
         return;
     };
-    let sealed = envelope::seal(&own_bundle(), &enroll(&a, false)).unwrap();
+    let sealed = seal(&own_bundle(), &enroll(&a, false), None);
     assert!(!String::from_utf8_lossy(&sealed).contains(CANARY));
     let body = sealed.clone();
     let server = support::http::Server::start(move |req| {
@@ -501,11 +546,114 @@ fn boot_installs_a_sealed_bundle_over_plain_http_only_on_its_node() {
     std::env::remove_var("RUSTLIVE_TPM");
 }
 
+/// Issue 18, item 1: the node checks the boot server's signature before it asks its TPM
+/// anything. On the node the bundle is sealed to: signed by the trusted key, installed; signed by
+/// a key the node does not trust, unsigned (version 1) or with a signature changed, refused with
+/// nothing written, with or without rd.rustlive.secrets.sealed=required; and the transition: a
+/// node whose initramfs holds no sealed-bundle key still opens an unsigned or unknown-key
+/// bundle (with a warning) unless sealing is required.
+#[test]
+fn only_bundles_signed_by_a_trusted_key_open() {
+    let _env = tpm_env();
+    let Some(a) = SoftTpm::start(false) else {
+        return;
+    };
+    std::env::set_var("RUSTLIVE_TPM", format!("swtpm:127.0.0.1:{}", a.port));
+    let ek = enroll(&a, true);
+    let (stranger, stranger_pub) = key_pair();
+    let dir = tempfile::tempdir().unwrap();
+    let file = |name: &str, bytes: &[u8]| {
+        let p = dir.path().join(name);
+        std::fs::write(&p, bytes).unwrap();
+        format!("rd.rustlive.secrets=file://{}", p.display())
+    };
+    let signed = seal(&own_bundle(), &ek, None);
+    let by_stranger =
+        rustlive::server::seal::seal_signed(&own_bundle(), &ek, None, &stranger).unwrap();
+    let unsigned = envelope::seal_unsigned_v1(&own_bundle(), &ek, None).unwrap();
+    let mut env: envelope::Envelope = serde_json::from_slice(&signed).unwrap();
+    env.signature = Some(env.signature.unwrap().replace("timestamp:", "timestamp:9"));
+    let tampered = serde_json::to_vec(&env).unwrap();
+
+    let site = site_key().1.as_str();
+    let required = " rd.rustlive.secrets.sealed=required";
+    for (case, bundle, keys, extra, ok) in [
+        ("trusted, required", &signed, vec![site], required, true),
+        ("trusted", &signed, vec![site], "", true),
+        (
+            "trusted among others",
+            &signed,
+            vec![stranger_pub.as_str(), site],
+            required,
+            true,
+        ),
+        (
+            "untrusted key, required",
+            &by_stranger,
+            vec![site],
+            required,
+            false,
+        ),
+        ("untrusted key", &by_stranger, vec![site], "", false),
+        (
+            "untrusted key, no keys, required",
+            &by_stranger,
+            vec![],
+            required,
+            false,
+        ),
+        ("unsigned, required", &unsigned, vec![site], required, false),
+        (
+            "unsigned, no keys, required",
+            &unsigned,
+            vec![],
+            required,
+            false,
+        ),
+        ("unsigned, keys installed", &unsigned, vec![site], "", false),
+        ("tampered signature", &tampered, vec![site], "", false),
+        (
+            "tampered signature, required",
+            &tampered,
+            vec![site],
+            required,
+            false,
+        ),
+        // The transition: no key in the initramfs, sealing not required.
+        ("unsigned, no keys", &unsigned, vec![], "", true),
+        ("unknown key, no keys", &by_stranger, vec![], "", true),
+    ] {
+        let root = scratch_root();
+        let cmdline = format!("{}{extra}", file("b.sealed", bundle));
+        let got = apply_trusting(&cmdline, root.path(), &keys);
+        let key = root.path().join("etc/munge/munge.key");
+        if ok {
+            assert_eq!(got.unwrap(), Applied::Installed { files: 1 }, "{case}");
+            assert_eq!(std::fs::read_to_string(&key).unwrap(), CANARY, "{case}");
+        } else {
+            let err = got.unwrap_err();
+            let msg = rustlive::support::exit::report(&err);
+            assert!(
+                matches!(err, SecretsError::Unauthenticated { .. }),
+                "{case}: {msg}"
+            );
+            assert_eq!(err.exit_code(), rustlive::support::exit::Exit::Secrets);
+            assert!(msg.contains("nothing was written"), "{case}: {msg}");
+            assert!(!msg.contains(CANARY));
+            assert_eq!(
+                std::fs::read_dir(root.path().join("etc")).unwrap().count(),
+                0,
+                "{case}: something was written"
+            );
+        }
+    }
+    std::env::remove_var("RUSTLIVE_TPM");
+}
+
 /// A PCR policy: sealed to the node's current PCR 7 (as `tpm ek` reads it) opens; sealed to
 /// another value, or opened after PCR 7 was extended, is refused as a PCR mismatch.
 #[test]
 fn pcr_policy_opens_only_with_the_sealed_values() {
-    use rustlive::tpm::pcr::PcrPolicy;
     let Some(t) = SoftTpm::start(false) else {
         return;
     };
@@ -524,15 +672,12 @@ fn pcr_policy_opens_only_with_the_sealed_values() {
         })
         .collect();
     let good = PcrPolicy::parse(&spec.join(",")).unwrap();
-    let sealed = envelope::seal_with(PLAIN, &ek, Some(&good)).unwrap();
-    assert_eq!(
-        &envelope::open(&sealed, &mut t.connect()).unwrap()[..],
-        PLAIN
-    );
+    let sealed = seal(PLAIN, &ek, Some(&good));
+    assert_eq!(&open(&sealed, &mut t.connect()).unwrap()[..], PLAIN);
 
     let wrong = PcrPolicy::parse(&format!("7={}", "11".repeat(32))).unwrap();
-    let sealed_wrong = envelope::seal_with(PLAIN, &ek, Some(&wrong)).unwrap();
-    let err = envelope::open(&sealed_wrong, &mut t.connect()).unwrap_err();
+    let sealed_wrong = seal(PLAIN, &ek, Some(&wrong));
+    let err = open(&sealed_wrong, &mut t.connect()).unwrap_err();
     assert!(matches!(err, EnvelopeError::PcrMismatch), "{err}");
 
     // The node boots into something else: PCR 7 changes.
@@ -541,7 +686,7 @@ fn pcr_policy_opens_only_with_the_sealed_values() {
         &["tpm2_pcrextend", &format!("7:sha256={}", "22".repeat(32))],
         dir.path(),
     );
-    let err = envelope::open(&sealed, &mut t.connect()).unwrap_err();
+    let err = open(&sealed, &mut t.connect()).unwrap_err();
     assert!(matches!(err, EnvelopeError::PcrMismatch), "{err}");
     assert!(err.to_string().contains("PCRs differ"));
 }
@@ -578,6 +723,7 @@ fn build_all_seals_each_node_to_its_own_ek() {
     let sealing = rustlive::server::bundle::all::Sealing {
         ek_dir: eks,
         pcr: None,
+        signer: &site_key().0,
     };
     let r = rustlive::server::bundle::all::build_all(&nodes, &www, &opts, None, Some(&sealing))
         .unwrap();
@@ -587,10 +733,10 @@ fn build_all_seals_each_node_to_its_own_ek() {
         ("n2", "52:54:00:aa:00:02", &b, &a),
     ] {
         let sealed = std::fs::read(www.join(format!("by-mac/{mac}.json"))).unwrap();
-        let plain = envelope::open(&sealed, &mut tpm.connect()).unwrap();
+        let plain = open(&sealed, &mut tpm.connect()).unwrap();
         let want = rustlive::server::bundle::build::build(&nodes.join(host), &opts).unwrap();
         assert_eq!(&plain[..], &want.json[..], "{host}");
-        let err = envelope::open(&sealed, &mut other.connect()).unwrap_err();
+        let err = open(&sealed, &mut other.connect()).unwrap_err();
         assert!(
             matches!(err, EnvelopeError::OtherTpm { .. }),
             "{host}: {err}"

@@ -46,9 +46,13 @@ install() {
     done
 
     # Trusted minisign keys: their presence inside the initramfs makes signatures mandatory.
+    # keys/*.pub sign images; keys/sealed/*.pub sign sealed secrets bundles.
     local key
     for key in "$dracutsysrootdir"/etc/rustlive/keys/*.pub; do
         [[ -f $key ]] && inst_simple "$key" "/etc/rustlive/keys/${key##*/}"
+    done
+    for key in "$dracutsysrootdir"/etc/rustlive/keys/sealed/*.pub; do
+        [[ -f $key ]] && inst_simple "$key" "/etc/rustlive/keys/sealed/${key##*/}"
     done
 
     if dracut_module_included "systemd"; then

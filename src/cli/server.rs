@@ -10,6 +10,12 @@ pub struct BundleSealArgs {
     /// certificate (PEM or DER).
     #[arg(long, value_name = "EK")]
     pub ek: std::path::PathBuf,
+    /// The boot server's minisign secret key (`minisign -G -W -s FILE -p FILE.pub` for
+    /// unattended runs; an encrypted key asks for its password on the terminal). The sealed
+    /// bundle carries its signature; nodes trust it when FILE.pub is in their initramfs's
+    /// /etc/rustlive/keys/sealed/ (and rd.rustlive.secrets.sealed=required accepts nothing else).
+    #[arg(long, value_name = "FILE")]
+    pub sign_key: std::path::PathBuf,
     /// The plain bundle (JSON, format 1).
     #[arg(value_name = "IN")]
     pub input: std::path::PathBuf,
@@ -194,8 +200,13 @@ pub struct BundleBuildAllArgs {
     pub output: std::path::PathBuf,
     /// Seal every node's bundle to its TPM's endorsement key, EK_DIR/HOSTNAME.pem (or .crt,
     /// .der: what `rustlive tpm ek` prints on the node); a node without one is refused.
-    #[arg(long, value_name = "EK_DIR")]
+    #[arg(long, value_name = "EK_DIR", requires = "sign_key")]
     pub seal_to: Option<std::path::PathBuf>,
+    /// With --seal-to (and required by it): the boot server's minisign secret key, which signs
+    /// every sealed bundle (see `rustlive bundle seal --sign-key`). A new key, EK or PCR policy
+    /// seals every node again.
+    #[arg(long, value_name = "FILE", requires = "seal_to")]
+    pub sign_key: Option<std::path::PathBuf>,
     /// With --seal-to: also bind each bundle to these PCR values (N=HEX[,N=HEX…]).
     #[arg(long, value_name = "SPEC", requires = "seal_to", value_parser = pcr_policy)]
     pub pcr: Option<crate::tpm::pcr::PcrPolicy>,
@@ -208,9 +219,13 @@ fn pcr_policy(s: &str) -> Result<crate::tpm::pcr::PcrPolicy, String> {
 /// `rustlive bundle build` and `rustlive bundle build-all`.
 pub(super) fn bundle(args: &BundleArgs) -> Result<(), Error> {
     match &args.command {
-        BundleCommand::Seal(a) => {
-            crate::server::seal::seal_command(&a.ek, &a.input, &a.output, a.pcr.as_deref())?
-        }
+        BundleCommand::Seal(a) => crate::server::seal::seal_command(
+            &a.ek,
+            &a.sign_key,
+            &a.input,
+            &a.output,
+            a.pcr.as_deref(),
+        )?,
         BundleCommand::Build(a) => bundle_build(a)?,
         BundleCommand::BuildAll(a) => bundle_build_all(a)?,
     }
@@ -252,18 +267,30 @@ fn bundle_build_all(a: &BundleBuildAllArgs) -> Result<(), crate::server::bundle:
         .opts
         .ssh_host_keys
         .then(crate::server::bundle::hostkeys::Keygen::detect);
+    // The key is read (and its password asked) before any node is built.
+    let signer = match (&a.seal_to, &a.sign_key) {
+        (None, None) => None,
+        (Some(_), Some(p)) => Some(
+            crate::server::sign::SigningKey::load(p)
+                .map_err(crate::server::bundle::BuildError::SignKey)?,
+        ),
+        // clap makes them go together; never build plain bundles when sealing was asked for.
+        _ => return Err(crate::server::bundle::BuildError::SealWithoutKey),
+    };
+    let sealing = match (&a.seal_to, &signer) {
+        (Some(ek_dir), Some(signer)) => Some(crate::server::bundle::all::Sealing {
+            ek_dir: ek_dir.clone(),
+            pcr: a.pcr.clone(),
+            signer,
+        }),
+        _ => None,
+    };
     let r = crate::server::bundle::all::build_all(
         &a.nodes_dir,
         &a.output,
         &bundle_options(&a.opts),
         keygen.as_ref(),
-        a.seal_to
-            .as_ref()
-            .map(|ek_dir| crate::server::bundle::all::Sealing {
-                ek_dir: ek_dir.clone(),
-                pcr: a.pcr.clone(),
-            })
-            .as_ref(),
+        sealing.as_ref(),
     )?;
     log::info!(
         "bundle: {} nodes: {} written, {} unchanged, {} stale files removed, into {}",

@@ -12,6 +12,7 @@ pub mod facts;
 pub mod kmsg;
 pub mod owners;
 pub mod source;
+pub mod trust;
 pub mod write;
 
 use crate::config::url_template::Placeholder;
@@ -150,6 +151,12 @@ pub enum SecretsError {
         from: String,
         #[source]
         source: crate::tpm::envelope::EnvelopeError,
+    },
+    #[error("the sealed node secrets bundle from {from} is refused, nothing was written")]
+    Unauthenticated {
+        from: String,
+        #[source]
+        source: Box<trust::Refusal>,
     },
 }
 
@@ -300,7 +307,9 @@ fn install(
 
 /// The plain bundle: a sealed one opened with the node's TPM (the key never leaves rustlive's
 /// memory, and is zeroized), an unsealed one as it came, when the policy accepts it:
-/// `rd.rustlive.secrets.sealed=required` refuses it, and so does plain http without a pin.
+/// `rd.rustlive.secrets.sealed=required` refuses it, and so does plain http without a pin. A
+/// sealed bundle's signature is checked against the initramfs's trusted keys
+/// ([`trust::SEALED_KEYS_DIR`]) before the TPM is opened ([`trust::decide`]).
 fn unseal(
     opts: &SecretsOptions,
     src: &Source,
@@ -309,7 +318,8 @@ fn unseal(
     deadline: Deadline,
     paths: &Paths,
 ) -> Result<zeroize::Zeroizing<Vec<u8>>, SecretsError> {
-    if !crate::tpm::envelope::is_sealed(&text) {
+    use crate::tpm::envelope;
+    if !envelope::is_sealed(&text) {
         if opts.sealed_required {
             return Err(SecretsError::Unsealed { from: from.into() });
         }
@@ -321,6 +331,38 @@ fn unseal(
         }
         return Ok(text);
     }
+    let sealed_err = |source| SecretsError::Sealed {
+        from: from.into(),
+        source,
+    };
+    let refused = |source| SecretsError::Unauthenticated {
+        from: from.into(),
+        source: Box::new(source),
+    };
+    let parsed = envelope::parse(&text).map_err(sealed_err)?;
+    drop(text);
+    let dir = paths.join(trust::SEALED_KEYS_DIR);
+    let keys = crate::fetch::verify::load_keys_dir(&dir).map_err(|source| {
+        refused(trust::Refusal::Keys {
+            dir: dir.clone(),
+            source,
+        })
+    })?;
+    let signer = envelope::check_signature(&parsed, &keys)
+        .map_err(|e| refused(trust::Refusal::Signature(e)))?;
+    let policy = trust::Policy {
+        sealed_required: opts.sealed_required,
+        dir,
+        keys: keys.len(),
+    };
+    match trust::decide(signer, &policy).map_err(refused)? {
+        Some(warning) => log::warn!("secrets: {warning}"),
+        None => {
+            if let envelope::Signer::Trusted(key) = signer {
+                log::info!("secrets: the sealed bundle is signed by the trusted key {key}");
+            }
+        }
+    }
     let mut tpm = crate::tpm::open_tpm(paths, deadline).map_err(|source| SecretsError::NoTpm {
         from: from.into(),
         source,
@@ -329,11 +371,7 @@ fn unseal(
         "secrets: the bundle is sealed; opening it with {}",
         tpm.describe()
     );
-    let plain =
-        crate::tpm::envelope::open(&text, &mut tpm).map_err(|source| SecretsError::Sealed {
-            from: from.into(),
-            source,
-        })?;
+    let plain = envelope::open(&parsed, &mut tpm).map_err(sealed_err)?;
     log::info!("secrets: the sealed bundle opened with this node's TPM");
     Ok(plain)
 }

@@ -11,3 +11,4 @@ pub mod initramfs;
 pub mod publish;
 pub mod safe_file;
 pub mod seal;
+pub mod sign;

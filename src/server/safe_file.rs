@@ -62,6 +62,12 @@ impl Limit {
         bytes: MAX_BUNDLE_SIZE as u64,
         what: "a secrets bundle",
     };
+    /// A sealed output of `build-all` (the envelope of a bundle, base64 inside JSON, or that
+    /// in a cpio): read only to compare it with what was sealed.
+    pub const SEALED_OUTPUT: Limit = Limit {
+        bytes: 4 * MIB,
+        what: "a sealed secrets bundle",
+    };
     /// `rustlive-bundle.json`: owners and MACs, a few lines.
     pub const MANIFEST: Limit = Limit {
         bytes: 64 * KIB,
@@ -108,6 +114,10 @@ impl Limit {
         what: "a CA bundle",
     };
     /// A minisign public key (two short lines).
+    pub const SIGNING_KEY: Limit = Limit {
+        bytes: 64 * KIB,
+        what: "a signing key",
+    };
     pub const KEY: Limit = Limit {
         bytes: 64 * KIB,
         what: "a public key",

@@ -1,17 +1,21 @@
 //! `rustlive bundle seal`, on the boot server (no TPM needed): a plain secrets bundle sealed to
-//! one node's endorsement key, which `rustlive tpm ek` printed on that node.
+//! one node's endorsement key, which `rustlive tpm ek` printed on that node, and signed with the
+//! boot server's minisign key ([`super::sign`]) so that the node can tell it came from here.
 //!
-//! The input and `--ek` are named on the command line (a link there is followed) and must be
-//! regular files of bounded size ([`read_named`]); the output is written through a temporary
-//! beside it and renamed, mode 0644 whatever the umask ([`Dir::write`]).
+//! The input, `--ek` and `--sign-key` are named on the command line (a link there is followed)
+//! and must be regular files of bounded size ([`read_named`]); the output is written through a
+//! temporary beside it and renamed, mode 0644 whatever the umask ([`Dir::write`]).
 
+use super::sign::{SignError, SigningKey};
 use crate::secrets::bundle::MAX_BUNDLE_SIZE;
 use crate::server::safe_file::{read_named, Dir, FileError, Limit};
 use crate::support::exit::Exit;
 use crate::tpm::ek::{hex, EkError, EkPublic};
 use crate::tpm::envelope::{self, EnvelopeError};
+use crate::tpm::pcr::PcrPolicy;
 use std::io;
 use std::path::{Path, PathBuf};
+use zeroize::Zeroizing;
 
 #[derive(Debug, thiserror::Error)]
 pub enum SealError {
@@ -33,6 +37,8 @@ pub enum SealError {
     /// The output's directory or the output itself cannot be written.
     #[error(transparent)]
     OutputFile(FileError),
+    #[error("--sign-key")]
+    Sign(#[source] SignError),
 }
 
 impl SealError {
@@ -43,6 +49,8 @@ impl SealError {
             | SealError::Read(..)
             | SealError::Pcr(..)
             | SealError::InputFile(..) => Exit::Usage,
+            SealError::Sign(SignError::Sign(..)) => Exit::Secrets,
+            SealError::Sign(..) => Exit::Usage,
             SealError::Seal(..) | SealError::Write(..) | SealError::OutputFile(..) => Exit::Secrets,
         }
     }
@@ -66,33 +74,65 @@ pub fn parse_ek(path: &Path, bytes: &[u8]) -> Result<EkPublic, SealError> {
     r.map_err(|e| SealError::Ek(path.into(), e))
 }
 
-/// `rustlive bundle seal --ek EK IN -o OUT`: OUT is written whole (a temporary file renamed)
-/// and readable by all (0644 whatever the umask): it is made to be served to anyone.
+/// Seals `plain` to `ek` (and `pcr`) and signs it with `key`: the sealed bundle (envelope
+/// version 2) that `bundle seal` and `build-all --seal-to` write.
+pub fn seal_signed(
+    plain: &[u8],
+    ek: &EkPublic,
+    pcr: Option<&PcrPolicy>,
+    key: &SigningKey,
+) -> Result<Vec<u8>, SealError> {
+    let mut env = envelope::seal(plain, ek, pcr).map_err(SealError::Seal)?;
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or_default();
+    let comment = format!(
+        "timestamp:{now}\t{} {} to the {} EK {}",
+        envelope::FORMAT,
+        envelope::VERSION,
+        ek.kind(),
+        env.ek_name
+    );
+    env.signature = Some(
+        key.sign(&env.signed_message(), &comment)
+            .map_err(SealError::Sign)?,
+    );
+    env.to_bytes().map_err(SealError::Seal)
+}
+
+/// `rustlive bundle seal --ek EK --sign-key KEY IN -o OUT`: OUT is written whole (a temporary
+/// file renamed) and readable by all (0644 whatever the umask): it is made to be served to anyone.
 pub fn seal_command(
     ek_path: &Path,
+    sign_key: &Path,
     input: &Path,
     output: &Path,
     pcr: Option<&str>,
 ) -> Result<(), SealError> {
     let pcr = pcr
-        .map(crate::tpm::pcr::PcrPolicy::parse)
+        .map(PcrPolicy::parse)
         .transpose()
         .map_err(SealError::Pcr)?;
     let ek = load_ek(ek_path)?;
-    let plain = read_named(input, Limit::BUNDLE)
-        .map_err(SealError::InputFile)?
-        .bytes;
+    let key = SigningKey::load(sign_key).map_err(SealError::Sign)?;
+    let plain = Zeroizing::new(
+        read_named(input, Limit::BUNDLE)
+            .map_err(SealError::InputFile)?
+            .bytes,
+    );
     check_plain(&plain).map_err(|why| SealError::Input(input.into(), why))?;
-    let sealed = envelope::seal_with(&plain, &ek, pcr.as_ref()).map_err(SealError::Seal)?;
+    let sealed = seal_signed(&plain, &ek, pcr.as_ref(), &key)?;
     let (dir, name) = Dir::open_parent_of(output).map_err(SealError::OutputFile)?;
     dir.write(&name, &sealed, 0o644)
         .map_err(SealError::OutputFile)?;
     log::info!(
-        "sealed {} to the {} EK {} into {}",
+        "sealed {} to the {} EK {} into {}, signed by key {}",
         input.display(),
         ek.kind(),
         hex(&ek.name()),
-        output.display()
+        output.display(),
+        key.key_id()
     );
     Ok(())
 }
@@ -133,7 +173,9 @@ mod tests {
         let input = t.path().join("b.json");
         std::fs::write(&input, br#"{"version": 1, "files": []}"#).unwrap();
         let out = t.path().join("b.sealed");
-        seal_command(&ek, &input, &out, None).unwrap();
+        let key = t.path().join("sign.key");
+        std::fs::write(&key, crate::server::sign::tests::SECRET).unwrap();
+        seal_command(&ek, &key, &input, &out, None).unwrap();
         let sealed = std::fs::read(&out).unwrap();
         assert!(envelope::is_sealed(&sealed));
         let p = envelope::parse(&sealed).unwrap();
@@ -141,18 +183,34 @@ mod tests {
             hex(&p.ek_name),
             include_str!("../tpm/testdata/ek-rsa.name").trim()
         );
+        // Version 2, signed by the key, whose public half the node trusts.
+        assert_eq!(p.version, envelope::VERSION);
+        let trusted =
+            minisign_verify::PublicKey::decode(crate::server::sign::tests::PUBLIC).unwrap();
+        assert_eq!(
+            envelope::check_signature(&p, &[trusted]).unwrap(),
+            envelope::Signer::Trusted(crate::server::sign::tests::key().key_id())
+        );
 
         // Sealing a sealed bundle, or something that is not a bundle, is refused.
-        let again = seal_command(&ek, &out, &t.path().join("x"), None);
+        let again = seal_command(&ek, &key, &out, &t.path().join("x"), None);
         assert!(matches!(again, Err(SealError::Input(..))));
         std::fs::write(&input, b"{\"version\": 2}").unwrap();
         assert!(matches!(
-            seal_command(&ek, &input, &out, None),
+            seal_command(&ek, &key, &input, &out, None),
             Err(SealError::Input(..))
         ));
         std::fs::write(&ek, b"garbage").unwrap();
-        let e = seal_command(&ek, &input, &out, None).unwrap_err();
+        let e = seal_command(&ek, &key, &input, &out, None).unwrap_err();
         assert!(matches!(e, SealError::Ek(..)));
         assert_eq!(e.exit_code(), Exit::Usage);
+        // Without a usable signing key nothing is sealed.
+        std::fs::write(&ek, include_str!("../tpm/testdata/ek-rsa.pem")).unwrap();
+        std::fs::write(&key, crate::server::sign::tests::PUBLIC).unwrap();
+        std::fs::remove_file(&out).unwrap();
+        let e = seal_command(&ek, &key, &input, &out, None).unwrap_err();
+        assert!(matches!(e, SealError::Sign(..)), "{e}");
+        assert_eq!(e.exit_code(), Exit::Usage);
+        assert!(!out.exists());
     }
 }

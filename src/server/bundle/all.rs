@@ -15,11 +15,15 @@
 //! so a retired node's secrets stop being served.
 //!
 //! With [`Sealing`] every node's outputs are sealed to its own TPM's EK, enrolled as
-//! `EK_DIR/HOSTNAME.pem` (or `.crt`, `.der`); a node without one is refused, so a directory
-//! served over plain http never holds an unsealed bundle. Sealing is randomized (a fresh key
-//! each time), so the bytes cannot tell whether the inputs changed: a digest of the plain bundle,
-//! the EK and the PCR policy is kept in `NODES_DIR/.sealed/HOSTNAME` (beside the plain trees,
-//! never in the served directory) and a node is sealed again only when it differs.
+//! `EK_DIR/HOSTNAME.pem` (or `.crt`, `.der`), and signed with the boot server's key; a node
+//! without an EK is refused, so a directory served over plain http never holds an unsealed
+//! bundle. Sealing is randomized (a fresh key each time), so the bytes cannot tell whether the
+//! inputs changed: `NODES_DIR/.sealed/HOSTNAME` (beside the plain trees, never in the served
+//! directory) records a digest of what the outputs were sealed from (the plain bundle, the EK,
+//! the PCR policy, the signing key) and the SHA-256 of the bytes written. A node is sealed again
+//! unless both still hold: an output a plain run (or anyone) rewrote, a missing one, another
+//! EK, policy or signing key, all seal every output of that node again.
+//!
 //!
 //! Files go through [`crate::server::safe_file`]: `WWW_DIR` (named by the operator) may be a
 //! link, but `by-mac/`, `by-host/`, `.sealed/`, a node's directory and everything in them are
@@ -32,8 +36,11 @@ use super::build::{build_tree, Options};
 use super::error::BuildError;
 use super::hostkeys::{self, Keygen};
 use super::output::{render, Kind};
+use crate::fetch::verify::sha256;
 use crate::secrets::NodeFacts;
-use crate::server::safe_file::{Dir, Limit};
+use crate::server::safe_file::{Dir, FileError, Limit};
+use crate::server::sign::SigningKey;
+use crate::support::values::{parse_sha256, Sha256Hex};
 use crate::sys::fs::FileType;
 use crate::tpm::ek::EkPublic;
 use crate::tpm::pcr::PcrPolicy;
@@ -135,9 +142,11 @@ pub fn nodes(nodes_dir: &Path) -> Result<Vec<Node>, BuildError> {
 
 /// `build-all --seal-to EK_DIR [--pcr SPEC]`.
 #[derive(Debug, Clone)]
-pub struct Sealing {
+pub struct Sealing<'a> {
     pub ek_dir: PathBuf,
     pub pcr: Option<PcrPolicy>,
+    /// Signs every sealed output (envelope version 2).
+    pub signer: &'a SigningKey,
 }
 
 /// Where a sealed node's input digest is kept (see the module doc).
@@ -154,7 +163,7 @@ enum Plan {
 
 /// The EK enrolled as `EK_DIR/HOST.{pem,crt,der}`: read from `EK_DIR`'s fd without following
 /// a link, a regular file of at most [`Limit::EK`].
-fn enrolled_ek(s: &Sealing, host: &str) -> Result<EkPublic, BuildError> {
+fn enrolled_ek(s: &Sealing<'_>, host: &str) -> Result<EkPublic, BuildError> {
     let no_ek = || BuildError::NoEk {
         host: host.into(),
         ek_dir: s.ek_dir.clone(),
@@ -174,15 +183,85 @@ fn enrolled_ek(s: &Sealing, host: &str) -> Result<EkPublic, BuildError> {
     Err(no_ek())
 }
 
-/// Digest of what a sealed output depends on: the plain bundle, the EK and the PCR policy.
-fn sealed_inputs(json: &[u8], ek: &EkPublic, pcr: Option<&PcrPolicy>) -> String {
-    let mut all = b"rustlive-sealed-inputs-v1\0".to_vec();
-    all.extend_from_slice(&crate::fetch::verify::sha256(json).0);
+/// Digest of what a sealed output depends on: the plain bundle, the EK, the PCR policy and the
+/// signing key.
+fn sealed_inputs(
+    json: &[u8],
+    ek: &EkPublic,
+    pcr: Option<&PcrPolicy>,
+    signer: &SigningKey,
+) -> Sha256Hex {
+    let mut all = b"rustlive-sealed-inputs-v2\0".to_vec();
+    all.extend_from_slice(&sha256(json).0);
     all.extend_from_slice(&ek.name());
+    let public = signer.public_bytes();
+    all.extend_from_slice(&sha256(&public).0);
     if let Some(p) = pcr {
         all.extend_from_slice(p.to_spec().as_bytes());
     }
-    crate::fetch::verify::sha256(&all).to_string()
+    sha256(&all)
+}
+
+/// A node's record in `NODES_DIR/.sealed/`: what its outputs were sealed from, and the SHA-256
+/// of the bytes each form was given (every output of one form holds the same bytes).
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct SealedState {
+    inputs: Sha256Hex,
+    json: Sha256Hex,
+    cpio: Sha256Hex,
+}
+
+impl SealedState {
+    const HEADER: &'static str = "rustlive-sealed-state 2";
+
+    fn to_text(&self) -> String {
+        format!(
+            "{}\ninputs {}\njson {}\ncpio {}\n",
+            Self::HEADER,
+            self.inputs,
+            self.json,
+            self.cpio
+        )
+    }
+
+    /// The record, or `None` for anything else (an older record, a damaged one): the node is
+    /// then sealed again.
+    fn parse(text: &str) -> Option<SealedState> {
+        let mut lines = text.lines();
+        if lines.next()? != Self::HEADER {
+            return None;
+        }
+        let mut field = |name: &str| {
+            let line = lines.next()?;
+            parse_sha256(line.strip_prefix(name)?.strip_prefix(' ')?).ok()
+        };
+        let state = SealedState {
+            inputs: field("inputs")?,
+            json: field("json")?,
+            cpio: field("cpio")?,
+        };
+        lines.next().is_none().then_some(state)
+    }
+
+    /// Whether a node's sealed outputs can stay as they are: this record is for `inputs`, and
+    /// every output (`current`: its form and the SHA-256 of what it holds now, `None` when it
+    /// is missing or not a regular file) still holds the bytes sealed then. An output that a
+    /// run without `--seal-to` rewrote in plain, or that anyone changed, fails this, and the
+    /// node is sealed again.
+    fn keeps(
+        recorded: Option<&SealedState>,
+        inputs: &Sha256Hex,
+        current: &[(Kind, Option<Sha256Hex>)],
+    ) -> bool {
+        let Some(r) = recorded else {
+            return false;
+        };
+        r.inputs == *inputs
+            && current.iter().all(|(kind, digest)| match kind {
+                Kind::Json => *digest == Some(r.json),
+                Kind::Cpio => *digest == Some(r.cpio),
+            })
+    }
 }
 
 /// The served directories: `WWW_DIR` (the operator's, a link there is followed) and its
@@ -237,25 +316,33 @@ impl Served {
         })
     }
 
-    /// Whether the output `path` is there as a regular file (a link to one does not count)
-    /// with the permission bits `mode`.
-    fn is_in_place(&self, path: &Path, mode: u32) -> Result<bool, BuildError> {
-        match self.locate(path) {
-            Some((dir, name)) => Ok(dir.mode_of_file(name)? == Some(mode)),
-            None => Ok(false),
+    /// The SHA-256 of a sealed output in place (a regular 0644 file); `None` when it is missing,
+    /// not in place, or larger than a sealed output can be (it is then sealed again).
+    fn sealed_digest(&self, path: &Path) -> Result<Option<Sha256Hex>, BuildError> {
+        let Some((dir, name)) = self.locate(path) else {
+            return Ok(None);
+        };
+        if dir.mode_of_file(name)? != Some(0o644) {
+            return Ok(None);
+        }
+        match dir.read(Path::new(name), Limit::SEALED_OUTPUT) {
+            Ok(c) => Ok(c.map(|c| sha256(Zeroizing::new(c.bytes).as_slice()))),
+            Err(FileError::TooLarge { .. }) => Ok(None),
+            Err(e) => Err(e.into()),
         }
     }
 }
 
-/// The digest recorded in `.sealed/HOST`, `None` when there is none. Read from the state
-/// directory's fd without following a link, a regular file of at most [`Limit::SEALED_STATE`].
-fn recorded_digest(state: Option<&Dir>, host: &str) -> Result<Option<String>, BuildError> {
+/// The record in `.sealed/HOST`, `None` when there is none or it is not one this version
+/// wrote. Read from the state directory's fd without following a link, a regular file of at
+/// most [`Limit::SEALED_STATE`].
+fn recorded_state(state: Option<&Dir>, host: &str) -> Result<Option<SealedState>, BuildError> {
     let Some(state) = state else {
         return Ok(None);
     };
     Ok(state
         .read(Path::new(host), Limit::SEALED_STATE)?
-        .map(|c| String::from_utf8_lossy(&c.bytes).trim().to_string()))
+        .and_then(|c| SealedState::parse(&String::from_utf8_lossy(&c.bytes))))
 }
 
 /// Builds every node's bundle into `www` (see the module doc). With `keygen`, missing SSH host
@@ -267,7 +354,7 @@ pub fn build_all(
     www: &Path,
     opts: &Options,
     keygen: Option<&Keygen>,
-    sealing: Option<&Sealing>,
+    sealing: Option<&Sealing<'_>>,
 ) -> Result<Report, BuildError> {
     let nodes = nodes(nodes_dir)?;
     let mut served = Served::open(www)?;
@@ -287,8 +374,8 @@ pub fn build_all(
     }
     let state_dir = nodes_root.sub(SEALED_STATE, None)?;
     let mut planned: BTreeMap<PathBuf, (String, Plan)> = BTreeMap::new();
-    // Sealed nodes to record once their outputs are written: host, input digest.
-    let mut sealed_state: Vec<(String, String)> = Vec::new();
+    // Sealed nodes to record once their outputs are written.
+    let mut sealed_state: Vec<(String, SealedState)> = Vec::new();
     for (n, tree) in nodes.iter().zip(&trees) {
         let b = build_tree(tree, opts)?;
         let outputs = |ext: &str| {
@@ -301,22 +388,31 @@ pub fn build_all(
             None => (Some(Zeroizing::new(b.json.to_vec())), 0o600),
             Some(s) => {
                 let ek = enrolled_ek(s, &n.hostname)?;
-                let digest = sealed_inputs(&b.json, &ek, s.pcr.as_ref());
-                let recorded = recorded_digest(state_dir.as_ref(), &n.hostname)?
-                    .is_some_and(|old| old == digest);
-                let mut present = true;
-                for p in ["json", "cpio"].iter().flat_map(|ext| outputs(ext)) {
-                    present &= served.is_in_place(&p, 0o644)?;
+                let inputs = sealed_inputs(&b.json, &ek, s.pcr.as_ref(), s.signer);
+                let recorded = recorded_state(state_dir.as_ref(), &n.hostname)?;
+                let mut current: Vec<(Kind, Option<Sha256Hex>)> = Vec::new();
+                for (kind, ext) in [(Kind::Json, "json"), (Kind::Cpio, "cpio")] {
+                    for p in outputs(ext) {
+                        current.push((kind, served.sealed_digest(&p)?));
+                    }
                 }
-                if recorded && present {
+                if SealedState::keeps(recorded.as_ref(), &inputs, &current) {
                     (None, 0o644)
                 } else {
-                    let sealed = crate::tpm::envelope::seal_with(&b.json, &ek, s.pcr.as_ref())
-                        .map_err(|e| BuildError::Seal {
-                            host: n.hostname.clone(),
-                            source: crate::server::seal::SealError::Seal(e),
-                        })?;
-                    sealed_state.push((n.hostname.clone(), digest));
+                    let sealed =
+                        crate::server::seal::seal_signed(&b.json, &ek, s.pcr.as_ref(), s.signer)
+                            .map_err(|source| BuildError::Seal {
+                                host: n.hostname.clone(),
+                                source,
+                            })?;
+                    sealed_state.push((
+                        n.hostname.clone(),
+                        SealedState {
+                            inputs,
+                            json: sha256(&sealed),
+                            cpio: sha256(&render(&sealed, Kind::Cpio)?),
+                        },
+                    ));
                     (Some(Zeroizing::new(sealed)), 0o644)
                 }
             }
@@ -366,8 +462,8 @@ pub fn build_all(
                     })?
             }
         };
-        for (host, digest) in &sealed_state {
-            state.write(OsStr::new(host), format!("{digest}\n").as_bytes(), 0o600)?;
+        for (host, record) in &sealed_state {
+            state.write(OsStr::new(host), record.to_text().as_bytes(), 0o600)?;
         }
     }
     for (_, dir) in &served.subs {
@@ -495,9 +591,11 @@ mod tests {
         node(&nodes_dir, "n1", r#"{"macs": ["52:54:00:aa:00:01"]}"#, key);
         node(&nodes_dir, "n2", r#"{"macs": ["52:54:00:aa:00:02"]}"#, "k2");
         let opts = Options::default();
+        let signer = crate::server::sign::tests::key();
         let sealing = Sealing {
             ek_dir: eks.clone(),
             pcr: None,
+            signer: &signer,
         };
         let ek = include_str!("../../tpm/testdata/ek-rsa.pem");
         std::fs::write(eks.join("n1.pem"), ek).unwrap();
@@ -584,5 +682,117 @@ mod tests {
             Err(BuildError::Symlink(_))
         ));
         assert!(!www.exists(), "nothing written when a node is refused");
+    }
+
+    /// Issue 18, item 9: `--seal-to` after a plain run (with a record of an earlier sealed run
+    /// still in `.sealed/`) left the plain bundles in the served directory, 0600 and unsealed.
+    /// Every output is sealed again, and so is every output when the signing key changes.
+    #[test]
+    fn sealing_after_a_plain_run_seals_every_output() {
+        let t = tempfile::tempdir().unwrap();
+        let nodes_dir = t.path().join("nodes");
+        let www = t.path().join("www");
+        let eks = t.path().join("eks");
+        std::fs::create_dir_all(&eks).unwrap();
+        node(&nodes_dir, "n1", r#"{"macs": ["52:54:00:aa:00:01"]}"#, "k1");
+        node(&nodes_dir, "n2", r#"{"macs": ["52:54:00:aa:00:02"]}"#, "k2");
+        for h in ["n1", "n2"] {
+            std::fs::write(
+                eks.join(format!("{h}.pem")),
+                include_str!("../../tpm/testdata/ek-rsa.pem"),
+            )
+            .unwrap();
+        }
+        let opts = Options::default();
+        let signer = crate::server::sign::tests::key();
+        let sealing = Sealing {
+            ek_dir: eks.clone(),
+            pcr: None,
+            signer: &signer,
+        };
+        let outputs = || {
+            let mut v: Vec<PathBuf> = ["by-host", "by-mac"]
+                .iter()
+                .flat_map(|s| std::fs::read_dir(www.join(s)).unwrap())
+                .map(|e| e.unwrap().path())
+                .collect();
+            v.sort();
+            assert_eq!(v.len(), 8);
+            v
+        };
+        let all_sealed = || {
+            let trusted =
+                minisign_verify::PublicKey::decode(crate::server::sign::tests::PUBLIC).unwrap();
+            for p in outputs() {
+                let mut bytes = std::fs::read(&p).unwrap();
+                if p.extension().unwrap() == "cpio" {
+                    // The initrd form of the same sealed envelope (rendering is deterministic).
+                    let json = std::fs::read(p.with_extension("json")).unwrap();
+                    assert_eq!(bytes, render(&json, Kind::Cpio).unwrap().to_vec());
+                    bytes = json;
+                }
+                let env = crate::tpm::envelope::parse(&bytes)
+                    .unwrap_or_else(|e| panic!("{} is not sealed: {e}", p.display()));
+                assert_eq!(
+                    crate::tpm::envelope::check_signature(&env, std::slice::from_ref(&trusted))
+                        .unwrap(),
+                    crate::tpm::envelope::Signer::Trusted(signer.key_id())
+                );
+                assert_eq!(
+                    std::fs::metadata(&p).unwrap().permissions().mode() & 0o777,
+                    0o644,
+                    "{}",
+                    p.display()
+                );
+            }
+        };
+
+        // Sealed, then plain (the operator forgot --seal-to once), then sealed again.
+        build_all(&nodes_dir, &www, &opts, None, Some(&sealing)).unwrap();
+        all_sealed();
+        let r = build_all(&nodes_dir, &www, &opts, None, None).unwrap();
+        assert_eq!(r.written, ["n1", "n2"]);
+        assert!(!crate::tpm::envelope::is_sealed(
+            &std::fs::read(www.join("by-host/n1.json")).unwrap()
+        ));
+        let r = build_all(&nodes_dir, &www, &opts, None, Some(&sealing)).unwrap();
+        assert_eq!(r.written, ["n1", "n2"]);
+        all_sealed();
+
+        // One plain output put back by hand (or by a half-finished plain run): that node again.
+        let b = crate::server::bundle::build(&nodes_dir.join("n2"), &opts).unwrap();
+        std::fs::write(
+            www.join("by-mac/52:54:00:aa:00:02.cpio"),
+            render(&b.json, Kind::Cpio).unwrap(),
+        )
+        .unwrap();
+        let r = build_all(&nodes_dir, &www, &opts, None, Some(&sealing)).unwrap();
+        assert_eq!(r.written, ["n2"]);
+        all_sealed();
+
+        // Unchanged: nothing sealed again. Another signing key: every node.
+        let r = build_all(&nodes_dir, &www, &opts, None, Some(&sealing)).unwrap();
+        assert!(r.written.is_empty(), "{r:?}");
+        let other = SigningKey::from_text(
+            &minisign::KeyPair::generate_unencrypted_keypair()
+                .unwrap()
+                .sk
+                .to_box(None)
+                .unwrap()
+                .into_string(),
+            Path::new("other.key"),
+            || unreachable!(),
+        );
+        // The crate's unencrypted key carries its checksum; either form loads.
+        let other = other.unwrap();
+        let resigned = Sealing {
+            signer: &other,
+            ..sealing.clone()
+        };
+        let r = build_all(&nodes_dir, &www, &opts, None, Some(&resigned)).unwrap();
+        assert_eq!(r.written, ["n1", "n2"]);
+        let json = std::fs::read(www.join("by-host/n1.json")).unwrap();
+        let env = crate::tpm::envelope::parse(&json).unwrap();
+        assert_eq!(env.signature.unwrap().key_id, other.key_id());
     }
 }

@@ -81,12 +81,18 @@ pub enum BuildError {
         #[source]
         source: crate::server::seal::SealError,
     },
+    #[error("--sign-key")]
+    SignKey(#[source] crate::server::sign::SignError),
+    #[error("--seal-to and --sign-key go together: sealed bundles are signed")]
+    SealWithoutKey,
 }
 
 impl BuildError {
     pub fn exit_code(&self) -> Exit {
         match self {
-            BuildError::OutputKind(_) => Exit::Usage,
+            BuildError::OutputKind(_) | BuildError::SealWithoutKey => Exit::Usage,
+            BuildError::SignKey(crate::server::sign::SignError::Sign(..)) => Exit::Secrets,
+            BuildError::SignKey(_) => Exit::Usage,
             _ => Exit::Secrets,
         }
     }

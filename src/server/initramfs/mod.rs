@@ -438,7 +438,17 @@ pub fn build_archive(opts: &Options) -> Result<(Archive, Report), BuildError> {
     if let Some(ca) = ca {
         add(&mut a, CA_TARGET, 0o644, read(&ca, Limit::CA)?)?;
     }
-    if let Some(dir) = Dir::try_open(&opts.keys)? {
+    // The image-signing keys, and in `sealed/` the keys that sign sealed secrets bundles.
+    let top = Dir::try_open(&opts.keys)?;
+    let sealed = match &top {
+        Some(dir) => dir.dir_at(Path::new("sealed"))?,
+        None => None,
+    };
+    for (dir, to) in [
+        (top, "etc/rustlive/keys"),
+        (sealed, "etc/rustlive/keys/sealed"),
+    ] {
+        let Some(dir) = dir else { continue };
         let mut keys: Vec<_> = dir
             .names()?
             .into_iter()
@@ -453,7 +463,7 @@ pub fn build_archive(opts: &Options) -> Result<(Archive, Report), BuildError> {
             let bytes = read_needed(&dir, Path::new(&key), Limit::KEY)?;
             add(
                 &mut a,
-                &format!("etc/rustlive/keys/{}", key.to_string_lossy()),
+                &format!("{to}/{}", key.to_string_lossy()),
                 0o644,
                 bytes,
             )?;
