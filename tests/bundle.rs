@@ -5,6 +5,8 @@
 //!
 //! The round trip writes files owned by other users: it needs root (CI runs it as root).
 
+mod support;
+
 use rustlive::secrets::bundle::{BundleError, Rule};
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
@@ -456,26 +458,6 @@ fn unknown_output_kind_is_a_usage_error() {
     assert!(out.contains("must end in .json or .cpio"), "{out}");
 }
 
-/// `minisign -G -W` (an unencrypted key, as for unattended runs) into `dir`: (secret, public).
-/// Needs the `minisign` tool (Debian's `minisign` package).
-fn minisign_keys(dir: &Path) -> Option<(PathBuf, PathBuf)> {
-    let (sk, pk) = (dir.join("sign.key"), dir.join("sign.pub"));
-    match Command::new("minisign")
-        .args(["-G", "-W", "-p"])
-        .arg(&pk)
-        .arg("-s")
-        .arg(&sk)
-        .output()
-    {
-        Ok(o) if o.status.success() => Some((sk, pk)),
-        Ok(o) => panic!("minisign -G: {}", String::from_utf8_lossy(&o.stderr)),
-        Err(_) => {
-            rustlive::support::testing::skip("minisign is not installed (Debian: minisign)");
-            None
-        }
-    }
-}
-
 /// Issue 18, item 1: `bundle seal --sign-key` signs with a key `minisign -G -W` made; the
 /// signature is a standard minisign signature of the envelope's signed bytes, which
 /// `minisign -V` accepts, and the node's check trusts it with the `.pub` file. Without a
@@ -484,7 +466,7 @@ fn minisign_keys(dir: &Path) -> Option<(PathBuf, PathBuf)> {
 fn seal_signs_with_a_minisign_key_and_minisign_verifies_it() {
     use rustlive::tpm::envelope;
     let s = Site::new();
-    let Some((sk, pk)) = minisign_keys(s.tmp.path()) else {
+    let Some((sk, pk)) = support::minisign_keys(s.tmp.path()) else {
         return;
     };
     std::fs::write(
@@ -575,7 +557,7 @@ fn seal_signs_with_a_minisign_key_and_minisign_verifies_it() {
 fn build_all_seal_to_after_a_plain_run_seals_every_output() {
     use rustlive::tpm::envelope;
     let s = Site::new();
-    let Some((sk, pk)) = minisign_keys(s.tmp.path()) else {
+    let Some((sk, pk)) = support::minisign_keys(s.tmp.path()) else {
         return;
     };
     let nodes = s.p("nodes");

@@ -92,6 +92,8 @@ impl Site {
             0o644,
         );
         write(&t.join("ek/n001.pem"), EK_PEM, 0o644);
+        // The boot server's signing key: sealing always signs.
+        support::minisign_keys(t).expect("minisign (Debian: minisign) makes the signing key");
         Site { tmp }
     }
 
@@ -109,8 +111,8 @@ impl Site {
 
     /// `build-all --seal-to ek`.
     fn build_all_sealed(&self) -> Bounded {
-        let ek = self.p("ek");
-        self.build_all(&["--seal-to", s(&ek)])
+        let (ek, key) = (self.p("ek"), self.p("sign.key"));
+        self.build_all(&["--seal-to", s(&ek), "--sign-key", s(&key)])
     }
 
     /// `rustlive bundle build nodes/n001 -o OUT EXTRA…`.
@@ -240,6 +242,7 @@ fn outputs_get_their_modes_whatever_the_umask_and_back_after_a_chmod() {
     for mask in ["000", "077"] {
         let site = Site::new();
         let (nodes, www, ek) = (site.p("nodes"), site.p("www"), site.p("ek"));
+        let key = site.p("sign.key");
         let r = rustlive_umask(mask, &["bundle", "build-all", s(&nodes), "-o", s(&www)]);
         assert_ends(&r, 0, mask);
         let outputs = [
@@ -275,6 +278,8 @@ fn outputs_get_their_modes_whatever_the_umask_and_back_after_a_chmod() {
             s(&www2),
             "--seal-to",
             s(&ek),
+            "--sign-key",
+            s(&key),
         ];
         assert_ends(&rustlive_umask(mask, &sealed), 0, mask);
         let json = www2.join("by-host/n001.json");
@@ -294,6 +299,8 @@ fn outputs_get_their_modes_whatever_the_umask_and_back_after_a_chmod() {
                 "seal",
                 "--ek",
                 s(&ek_pem),
+                "--sign-key",
+                s(&site.p("sign.key")),
                 s(&plain),
                 "-o",
                 s(&out),
@@ -360,7 +367,17 @@ fn seal_does_not_write_through_a_planted_temporary() {
         site.p("n.json"),
         site.p("out.sealed"),
     );
-    let r = rustlive(&["bundle", "seal", "--ek", s(&ek), s(&input), "-o", s(&out)]);
+    let r = rustlive(&[
+        "bundle",
+        "seal",
+        "--ek",
+        s(&ek),
+        "--sign-key",
+        s(&site.p("sign.key")),
+        s(&input),
+        "-o",
+        s(&out),
+    ]);
     assert_ends(&r, 0, "seal");
     assert_eq!(std::fs::read_to_string(&victim).unwrap(), "precious");
     let md = out.symlink_metadata().unwrap();
@@ -435,6 +452,7 @@ fn special_files_as_seal_input_or_ek_are_refused_quickly() {
     let site = Site::new();
     assert_ends(&site.build("n.json", &[]), 0, "build");
     let (good_ek, good_in, out) = (site.p("ek/n001.pem"), site.p("n.json"), site.p("o.sealed"));
+    let key = site.p("sign.key");
     let mut specials: Vec<(String, PathBuf)> = vec![("/dev/zero".into(), "/dev/zero".into())];
     for sp in SPECIALS {
         let p = site.p(&format!("special-{sp:?}"));
@@ -443,9 +461,29 @@ fn special_files_as_seal_input_or_ek_are_refused_quickly() {
         }
     }
     for (what, p) in &specials {
-        let r = rustlive(&["bundle", "seal", "--ek", s(&good_ek), s(p), "-o", s(&out)]);
+        let r = rustlive(&[
+            "bundle",
+            "seal",
+            "--ek",
+            s(&good_ek),
+            "--sign-key",
+            s(&key),
+            s(p),
+            "-o",
+            s(&out),
+        ]);
         assert_refused(&r, 2, &format!("input {what}"));
-        let r = rustlive(&["bundle", "seal", "--ek", s(p), s(&good_in), "-o", s(&out)]);
+        let r = rustlive(&[
+            "bundle",
+            "seal",
+            "--ek",
+            s(p),
+            "--sign-key",
+            s(&key),
+            s(&good_in),
+            "-o",
+            s(&out),
+        ]);
         assert_refused(&r, 2, &format!("--ek {what}"));
         assert!(!out.exists(), "{what}: written");
     }
@@ -456,6 +494,8 @@ fn special_files_as_seal_input_or_ek_are_refused_quickly() {
         "seal",
         "--ek",
         s(&fifo),
+        "--sign-key",
+        s(&key),
         s(&good_in),
         "-o",
         s(&out),

@@ -117,3 +117,23 @@ pub fn run_bounded(cmd: &mut std::process::Command, bound: std::time::Duration) 
         elapsed: start.elapsed(),
     }
 }
+
+/// `minisign -G -W` (an unencrypted key, as for unattended runs) into `dir`: (secret, public).
+/// Needs the `minisign` tool (Debian's `minisign` package).
+pub fn minisign_keys(dir: &std::path::Path) -> Option<(std::path::PathBuf, std::path::PathBuf)> {
+    let (sk, pk) = (dir.join("sign.key"), dir.join("sign.pub"));
+    match std::process::Command::new("minisign")
+        .args(["-G", "-W", "-p"])
+        .arg(&pk)
+        .arg("-s")
+        .arg(&sk)
+        .output()
+    {
+        Ok(o) if o.status.success() => Some((sk, pk)),
+        Ok(o) => panic!("minisign -G: {}", String::from_utf8_lossy(&o.stderr)),
+        Err(_) => {
+            rustlive::support::testing::skip("minisign is not installed (Debian: minisign)");
+            None
+        }
+    }
+}
