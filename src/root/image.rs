@@ -221,7 +221,7 @@ impl ImageFile {
         if FileType::from_raw_mode(st.st_mode) != FileType::RegularFile {
             return Err(ImageError::NotRegularFile {
                 path,
-                kind: kind(&st),
+                kind: crate::sys::fs::describe(FileType::from_raw_mode(st.st_mode)),
             });
         }
         // Now open it for reading, still without following a link; the filesystem is mounted
@@ -246,7 +246,7 @@ impl ImageFile {
         if FileType::from_raw_mode(st.st_mode) != FileType::RegularFile {
             return Err(ImageError::NotRegularFile {
                 path: path.to_owned(),
-                kind: kind(st),
+                kind: crate::sys::fs::describe(FileType::from_raw_mode(st.st_mode)),
             });
         }
         let len = u64::try_from(st.st_size).map_err(|_| ImageError::Read {
@@ -293,19 +293,6 @@ impl ImageFile {
                 source,
             })?;
         inspect(&header, self.len).map_err(|r| r.at(&self.path, self.len))
-    }
-}
-
-fn kind(st: &Stat) -> &'static str {
-    match FileType::from_raw_mode(st.st_mode) {
-        FileType::RegularFile => "a regular file",
-        FileType::Directory => "a directory",
-        FileType::Symlink => "a symbolic link",
-        FileType::Fifo => "a FIFO",
-        FileType::Socket => "a socket",
-        FileType::CharacterDevice => "a character device",
-        FileType::BlockDevice => "a block device",
-        FileType::Unknown => "of an unknown type",
     }
 }
 

@@ -134,17 +134,12 @@ fn human(bytes: u64) -> String {
     }
 }
 
-/// What a file of type `t` is called in an error.
-fn kind_name(t: FileType) -> &'static str {
-    match t {
-        FileType::RegularFile => "a regular file",
-        FileType::Directory => "a directory",
-        FileType::Symlink => "a symbolic link",
-        FileType::Fifo => "a FIFO",
-        FileType::Socket => "a socket",
-        FileType::CharacterDevice => "a character device",
-        FileType::BlockDevice => "a block device",
-        _ => "of an unknown type",
+/// The error for a path that should have been a directory: `t` is what it is, `None` when it is
+/// a directory on another filesystem (a walk that stays on one).
+fn not_a_directory(path: PathBuf, t: Option<FileType>) -> FileError {
+    FileError::NotDirectory {
+        path,
+        kind: t.map_or("on another filesystem", sfs::describe),
     }
 }
 
@@ -219,7 +214,7 @@ fn check_regular(st: &Stat, path: &Path) -> Result<(), FileError> {
         FileType::Symlink => Err(FileError::Symlink(path.to_path_buf())),
         t => Err(FileError::NotRegular {
             path: path.to_path_buf(),
-            kind: kind_name(t),
+            kind: sfs::describe(t),
         }),
     }
 }
@@ -322,7 +317,7 @@ impl Dir {
                     FileType::Symlink => Err(FileError::Symlink(path.to_path_buf())),
                     t => Err(FileError::NotDirectory {
                         path: path.to_path_buf(),
-                        kind: kind_name(t),
+                        kind: sfs::describe(t),
                     }),
                 }
             }
@@ -445,18 +440,8 @@ impl Dir {
                     }
                 }
                 Step::Symlink => return Err(FileError::Symlink(shown)),
-                Step::NotDir(t) => {
-                    return Err(FileError::NotDirectory {
-                        path: shown,
-                        kind: kind_name(t),
-                    })
-                }
-                Step::OtherFilesystem => {
-                    return Err(FileError::NotDirectory {
-                        path: shown,
-                        kind: "on another filesystem",
-                    })
-                }
+                Step::NotDir(t) => return Err(not_a_directory(shown, Some(t))),
+                Step::OtherFilesystem => return Err(not_a_directory(shown, None)),
             }
         }
         if let Some(mode) = create.filter(|_| created) {
@@ -483,18 +468,8 @@ impl Dir {
                 Step::Entered => {}
                 Step::Missing => return Ok(None),
                 Step::Symlink => return Err(FileError::Symlink(at)),
-                Step::NotDir(t) => {
-                    return Err(FileError::NotDirectory {
-                        path: at,
-                        kind: kind_name(t),
-                    })
-                }
-                Step::OtherFilesystem => {
-                    return Err(FileError::NotDirectory {
-                        path: at,
-                        kind: "on another filesystem",
-                    })
-                }
+                Step::NotDir(t) => return Err(not_a_directory(at, Some(t))),
+                Step::OtherFilesystem => return Err(not_a_directory(at, None)),
             }
         }
         Ok(Some(walk))
@@ -532,7 +507,7 @@ impl Dir {
         let Some(leaf) = parts.pop() else {
             return Err(FileError::NotRegular {
                 path: shown,
-                kind: kind_name(FileType::Directory),
+                kind: sfs::describe(FileType::Directory),
             });
         };
         match self.walk_down(&parts)? {
@@ -575,18 +550,8 @@ impl Dir {
                     Step::Entered => false,
                     Step::Missing => return Ok(None),
                     Step::Symlink => true,
-                    Step::NotDir(t) => {
-                        return Err(FileError::NotDirectory {
-                            path: shown,
-                            kind: kind_name(t),
-                        })
-                    }
-                    Step::OtherFilesystem => {
-                        return Err(FileError::NotDirectory {
-                            path: shown,
-                            kind: "on another filesystem",
-                        })
-                    }
+                    Step::NotDir(t) => return Err(not_a_directory(shown, Some(t))),
+                    Step::OtherFilesystem => return Err(not_a_directory(shown, None)),
                 }
             };
             if is_link {
@@ -604,7 +569,7 @@ impl Dir {
         // The path ends at a directory (`a/..`, or empty).
         Err(FileError::NotRegular {
             path: shown,
-            kind: kind_name(FileType::Directory),
+            kind: sfs::describe(FileType::Directory),
         })
     }
 
@@ -646,7 +611,7 @@ impl Dir {
         if t != FileType::RegularFile {
             log::warn!(
                 "{shown:?} is {}, not a regular file: replaced without being read",
-                kind_name(t)
+                sfs::describe(t)
             );
             return Ok(false);
         }

@@ -11,6 +11,20 @@ use std::path::Path;
 
 pub use rustix::fs::{FileType, Stat};
 
+/// What a file of type `t` is called in a message: "a regular file", "a FIFO", …
+pub fn describe(t: FileType) -> &'static str {
+    match t {
+        FileType::RegularFile => "a regular file",
+        FileType::Directory => "a directory",
+        FileType::Symlink => "a symbolic link",
+        FileType::Fifo => "a FIFO",
+        FileType::Socket => "a socket",
+        FileType::CharacterDevice => "a character device",
+        FileType::BlockDevice => "a block device",
+        _ => "of an unknown type",
+    }
+}
+
 /// `O_NOFOLLOW`, for `std::os::unix::fs::OpenOptionsExt::custom_flags`.
 // The flag values fit an i32 (the type `custom_flags` takes) on every architecture.
 pub const O_NOFOLLOW: i32 = OFlags::NOFOLLOW.bits() as i32;
