@@ -33,7 +33,8 @@ const LO_FLAGS_AUTOCLEAR: u32 = 4;
 const LO_NAME_SIZE: usize = 64;
 
 /// Another process may take the free device between `LOOP_CTL_GET_FREE` and the attach
-/// (`EBUSY`); a few retries cover a busy boot without looping for ever.
+/// (`EBUSY`, or `ENXIO` on the open while it detaches again); a few retries cover a busy boot
+/// without looping for ever.
 const MAX_ATTEMPTS: u32 = 8;
 
 /// `struct loop_info64`.
@@ -150,7 +151,17 @@ impl LoopDevice {
         for _ in 0..MAX_ATTEMPTS {
             let n = get_free(control.as_fd()).map_err(|source| LoopError::GetFree { source })?;
             let path = PathBuf::from(format!("/dev/loop{n}"));
-            let fd = open(&path, OFlags::RDONLY)?;
+            let fd = match open(&path, OFlags::RDONLY) {
+                Ok(fd) => fd,
+                // Another process attached the same free device and is detaching it again
+                // (autoclear): recent kernels refuse opens during that rundown with ENXIO.
+                // The device was taken, as with EBUSY below: ask for a free one again.
+                Err(LoopError::Open {
+                    source: Errno::NXIO,
+                    ..
+                }) => continue,
+                Err(e) => return Err(e),
+            };
             let config = LoopConfig {
                 fd: backing_fd,
                 block_size: 0,
