@@ -13,16 +13,11 @@ use crate::support::exit::Exit;
 use crate::tpm::ek::{hex, EkError, EkPublic};
 use crate::tpm::envelope::{self, EnvelopeError};
 use crate::tpm::pcr::PcrPolicy;
-use std::io;
 use std::path::{Path, PathBuf};
 use zeroize::Zeroizing;
 
 #[derive(Debug, thiserror::Error)]
 pub enum SealError {
-    #[error("cannot read {}", .0.display())]
-    Read(PathBuf, #[source] io::Error),
-    #[error("cannot write {}", .0.display())]
-    Write(PathBuf, #[source] io::Error),
     #[error("{} is not an EK public key or certificate", .0.display())]
     Ek(PathBuf, #[source] EkError),
     #[error("{} is not a plain secrets bundle: {}", .0.display(), .1)]
@@ -46,12 +41,11 @@ impl SealError {
         match self {
             SealError::Ek(..)
             | SealError::Input(..)
-            | SealError::Read(..)
             | SealError::Pcr(..)
             | SealError::InputFile(..) => Exit::Usage,
             SealError::Sign(SignError::Sign(..)) => Exit::Secrets,
             SealError::Sign(..) => Exit::Usage,
-            SealError::Seal(..) | SealError::Write(..) | SealError::OutputFile(..) => Exit::Secrets,
+            SealError::Seal(..) | SealError::OutputFile(..) => Exit::Secrets,
         }
     }
 }
