@@ -85,6 +85,7 @@ pub fn net(cfg: &Config) -> NetOptions {
         nameservers: n.nameservers.clone(),
         drivers: n.drivers.clone(),
         blacklist: n.blacklist.clone(),
+        ..NetOptions::default()
     }
 }
 

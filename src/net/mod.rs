@@ -9,6 +9,8 @@
 
 use crate::support::deadline::Deadline;
 pub mod dhcp;
+pub mod links;
+pub mod netdev_model;
 pub mod rtnl;
 pub mod up;
 
