@@ -5,8 +5,8 @@
 //! perform it through rtnetlink. The devices stay for the booted system.
 
 use super::dhcp::Hw;
-use super::netdev_model::{Bond, BondMode, BootIf, IfName, Vlan};
 use super::rtnl::{Rtnl, RtnlError};
+use crate::config::netdev::{Bond, BondMode, BootIf, IfName, Vlan};
 use netlink_packet_route::link::{
     BondAdSelect, BondFailOverMac, BondLacpRate, BondMode as NlBondMode, BondPrimaryReselect,
     BondXmitHashPolicy, InfoBond,
@@ -350,6 +350,9 @@ pub fn bond_options(
         InfoBond::Mode(NlBondMode::from(mode_number(b.mode))),
         InfoBond::MiiMon(b.miimon.unwrap_or(DEFAULT_MIIMON_MS)),
     ];
+    // Several targets come as several options (arp_ip_target=A,arp_ip_target=B: bond= splits
+    // options at commas) and go to the kernel as one list.
+    let mut arp_targets: Vec<Ipv4Addr> = Vec::new();
     for (k, v) in &b.options {
         let fail = |why: String| LinkError::BondOption {
             bond: b.name.clone(),
@@ -365,12 +368,14 @@ pub fn bond_options(
             "use_carrier" => InfoBond::UseCarrier(number::<u8>(v).map_err(fail)? != 0),
             "min_links" => InfoBond::MinLinks(number(v).map_err(fail)?),
             "arp_interval" => InfoBond::ArpInterval(number(v).map_err(fail)?),
-            "arp_ip_target" => InfoBond::ArpIpTarget(
-                v.split([';', '+'])
-                    .map(|a| a.parse::<Ipv4Addr>())
-                    .collect::<Result<Vec<_>, _>>()
-                    .map_err(|_| fail("IPv4 addresses separated by ';'".into()))?,
-            ),
+            "arp_ip_target" => {
+                for a in v.split('+') {
+                    arp_targets.push(a.parse::<Ipv4Addr>().map_err(|_| {
+                        fail("IPv4 addresses, one per option or joined by '+'".into())
+                    })?);
+                }
+                continue;
+            }
             "primary" => InfoBond::Primary(
                 index_of(v).ok_or_else(|| fail("no interface of that name".into()))?,
             ),
@@ -411,6 +416,9 @@ pub fn bond_options(
             _ => return Err(fail("not a bonding option rustlive knows".into())),
         };
         out.push(attr);
+    }
+    if !arp_targets.is_empty() {
+        out.push(InfoBond::ArpIpTarget(arp_targets));
     }
     Ok(out)
 }
@@ -804,8 +812,9 @@ mod tests {
                 ("xmit_hash_policy", "layer3+4"),
                 ("updelay", "200"),
                 ("primary", "eth1"),
-                ("arp_ip_target", "10.0.0.1;10.0.0.2"),
+                ("arp_ip_target", "10.0.0.1"),
                 ("ad_select", "1"),
+                ("arp_ip_target", "10.0.0.2"),
             ],
         );
         let idx = |n: &str| (n == "eth1").then_some(3);
@@ -819,8 +828,8 @@ mod tests {
                 InfoBond::XmitHashPolicy(BondXmitHashPolicy::Layer34),
                 InfoBond::UpDelay(200),
                 InfoBond::Primary(3),
-                InfoBond::ArpIpTarget(vec![Ipv4Addr::new(10, 0, 0, 1), Ipv4Addr::new(10, 0, 0, 2)]),
                 InfoBond::AdSelect(BondAdSelect::Bandwidth),
+                InfoBond::ArpIpTarget(vec![Ipv4Addr::new(10, 0, 0, 1), Ipv4Addr::new(10, 0, 0, 2)]),
             ]
         );
         let mut ab = bond("bond0", &["eth0"], BondMode::ActiveBackup, &[]);
@@ -837,7 +846,7 @@ mod tests {
             ("updelay", "-1", "not a number"),
             ("primary", "eth9", "no interface"),
             ("frobnicate", "1", "not a bonding option"),
-            ("arp_ip_target", "10.0.0.1;x", "IPv4"),
+            ("arp_ip_target", "10.0.0.1+x", "IPv4"),
         ] {
             let b = bond("bond0", &["eth0"], BondMode::ActiveBackup, &[(k, v)]);
             let e = bond_options(&b, &idx).unwrap_err().to_string();

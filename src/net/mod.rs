@@ -10,7 +10,6 @@
 use crate::support::deadline::Deadline;
 pub mod dhcp;
 pub mod links;
-pub mod netdev_model;
 pub mod rtnl;
 pub mod up;
 
@@ -132,6 +131,16 @@ mod tests {
         assert_eq!(r.ifname, "lo");
         assert_eq!(r.addr, IpAddr::from([127, 0, 0, 1]));
         assert_eq!(r.mac_string().as_deref(), Some("00:00:00:00:00:00"));
+    }
+
+    /// The dracut path waits for a route to an image at `http://[v6]:port/…` the same way.
+    #[test]
+    fn ipv6_route_from_a_url_host() {
+        let r = route_to("[::1]").expect("a route to the IPv6 loopback");
+        assert_eq!(
+            (r.ifname.as_str(), r.addr),
+            ("lo", IpAddr::from(std::net::Ipv6Addr::LOCALHOST))
+        );
     }
 
     #[test]
