@@ -342,12 +342,14 @@ build_standalone() {
 # --- QEMU ----------------------------------------------------------------------------------------
 
 # qemu_start LOG [QEMU-ARGS...]: a TCG guest with one virtio NIC on slirp (unless the args bring
-# their own network), serial console to LOG. Sets QEMU_PID.
+# their own network), serial console to LOG. Sets QEMU_PID. With QEMU_NETNS set, QEMU runs in
+# that network namespace (the rig's, qemu/rig.sh; `ip netns exec` execs, so the PID is QEMU's).
 qemu_start() {
-	local log=$1
+	local log=$1 pre=()
 	shift
+	[ -z "${QEMU_NETNS:-}" ] || pre=(ip netns exec "$QEMU_NETNS")
 	: >"$log"
-	qemu-system-x86_64 -accel tcg -m 1536 -smp 1 -nodefaults -no-user-config -display none \
+	"${pre[@]}" qemu-system-x86_64 -accel tcg -m 1536 -smp 1 -nodefaults -no-user-config -display none \
 		-no-reboot -serial "file:$log" "$@" </dev/null >"$log.qemu" 2>&1 &
 	QEMU_PID=$!
 }

@@ -5,6 +5,8 @@
 set -eu
 # shellcheck source=qemu/lib.sh
 . "$(dirname "$0")/lib.sh"
+# shellcheck source=qemu/rig.sh
+. "$(dirname "$0")/rig.sh"
 
 prerequisites
 
@@ -68,6 +70,7 @@ cleanup() {
 	for p in "${BG_PID:-}" "${QEMU_PID:-}" "${REGISTRY_PID:-}"; do
 		[ -z "$p" ] || kill "$p" 2>/dev/null || true
 	done
+	rig_down || true
 	nginx_stop_all || true
 	rsyslog_stop_all || true
 }
@@ -870,6 +873,24 @@ t_standalone_secrets_mtls() {
 	nginx_stop mtls
 	[ "$rc" -eq 0 ] && sa_booted && secrets_ok &&
 		grep -q "GET /nodes/$GUEST_MAC.json HTTP/1.1\" 200" "$B/nginx/mtls/logs/access.log"
+}
+
+# --- on the network rig (qemu/rig.sh: a bridge in a private namespace, dnsmasq, nginx) -----------
+
+# rig_sa_boot NAME INITRD CMDLINE TIMEOUT OK-REGEX FAIL-REGEX: sa_boot with one virtio NIC
+# (GUEST_MAC) on a tap on the rig's bridge.
+rig_sa_boot() {
+	QEMU_NETNS=$RIG_NS sa_boot "$@" -netdev "$(rig_tap tap0 n0)" -device "virtio-net-pci,netdev=n0,mac=$GUEST_MAC"
+}
+
+t_standalone_rig_v4() {
+	# The rig itself: DHCPv4 from dnsmasq, the image from the namespace's nginx, as on slirp.
+	rig_up --v6 off
+	rig_sa_boot standalone-rig-v4 "$IMG/sa.img" "root=live:$RIG_URL4/root.squashfs rd.rustlive.sha256=$(sha_of root.squashfs)" \
+		300 'TESTROOT: done' "$SA_NOBOOT"
+	local rc=$?
+	rig_down
+	[ "$rc" -eq 0 ] && sa_booted && check "rustlive.*DHCP from $RIG_V4" "a DHCP lease from the rig's dnsmasq"
 }
 
 ALL="initramfs_cache_key happy_nm happy_networkd livenet_cmdline root_http_alias nested erofs hash_mismatch bad_cmdline bad_cmdline_shell server_late broken_transfer
