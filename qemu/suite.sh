@@ -7,6 +7,8 @@ set -eu
 . "$(dirname "$0")/lib.sh"
 # shellcheck source=qemu/rig.sh
 . "$(dirname "$0")/rig.sh"
+# shellcheck source=qemu/links.sh
+. "$(dirname "$0")/links.sh"
 
 prerequisites
 
@@ -898,7 +900,8 @@ secrets_initrd secrets_cat secrets_cat_plain secrets_https no_network signature_
 no_systemd_fail file_image no_systemd_file pid1_switch_root syslog_failure oci secrets_tpm secrets_tpm_other
 standalone_virtio standalone_mirrors standalone_e1000 standalone_e1000e standalone_static standalone_hash_mismatch standalone_no_nic
 standalone_no_driver standalone_no_dhcp standalone_pxe standalone_secrets_mtls standalone_tpm standalone_oci
-debian_root debian_root_pxe"
+debian_root debian_root_pxe
+standalone_bond standalone_bond_no_carrier standalone_bootif standalone_ifname standalone_vlan_no_parent"
 
 # shellcheck disable=SC2086 # the default list is split on whitespace
 [ $# -gt 0 ] || set -- $ALL
