@@ -117,3 +117,60 @@ t_standalone_vlan_no_parent() {
 		-netdev "user,id=n0" -device "virtio-net-pci,netdev=n0,mac=$GUEST_MAC" &&
 		check 'rustlive.*VLAN vlan5: its parent interface eth9 does not exist \(present: eth0\)' "the missing parent"
 }
+
+# --- a tagged VLAN, on the network rig ----------------------------------------------------------
+
+# The relay (examples/vlan-relay.rs) is built on first use with the suite's cargo settings.
+VLAN_RELAY="${CARGO_TARGET_DIR:-$top/target}/debug/examples/vlan-relay"
+
+# vlan_boot NAME VID CMDLINE TIMEOUT OK FAIL: the rig (DHCPv4 and nginx on its bridge) behind an
+# 802.1Q port: the node's only NIC reaches the bridge through the relay, which passes frames
+# tagged VID and drops every other one. Its counts end in build/logs/NAME.relay.log.
+vlan_boot() {
+	local name=$1 vid=$2 cmdline=$3 timeout=$4 ok=$5 fail=$6 i
+	cargo build -q --example vlan-relay --manifest-path "$top/Cargo.toml" || die "cannot build the VLAN relay"
+	rig_up --v6 off
+	rig_tap tapv >/dev/null
+	local rs="$LOGS/$name.relay.sock" qs="$LOGS/$name.qemu.sock" rlog="$LOGS/$name.relay.log"
+	rm -f "$rs" "$qs"
+	rig_bg "$rlog" "$VLAN_RELAY" --tap tapv --vid "$vid" --listen "$rs" --qemu "$qs"
+	for i in $(seq 50); do
+		grep -q 'between' "$rlog" 2>/dev/null && break
+		sleep 0.1
+	done
+	grep -q 'between' "$rlog" || {
+		rig_down
+		say "  the VLAN relay did not start: $(cat "$rlog")"
+		return 1
+	}
+	sa_boot "$name" "$IMG/sa.img" "$cmdline" "$timeout" "$ok" "$fail" \
+		-netdev "dgram,id=n0,local.type=unix,local.path=$qs,remote.type=unix,remote.path=$rs" \
+		-device "virtio-net-pci,netdev=n0,mac=$GUEST_MAC"
+	local rc=$?
+	rig_down
+	rm -f "$rs" "$qs"
+	# The relay's last counts, on the scenario's console log for the assertions.
+	tail -n 1 "$rlog" | sed 's/^/RELAY: /' >>"$LOG"
+	return "$rc"
+}
+
+t_standalone_vlan() {
+	# vlan=vlan5:eth0: the VLAN gets the lease and carries the image; eth0 itself carries only
+	# the VLAN's frames.
+	vlan_boot standalone-vlan 5 "vlan=vlan5:eth0 root=live:$RIG_URL4/root.squashfs rd.rustlive.sha256=$(sha_of root.squashfs)" \
+		300 'TESTROOT: done' "$SA_NOBOOT" &&
+		links_booted vlan5 &&
+		check 'rustlive.*loaded kernel modules: .*8021q' "8021q loaded" &&
+		check 'rustlive.*VLAN vlan5 \(id 5\) on eth0' "the VLAN on its parent" &&
+		check "rustlive.*DHCP from $RIG_V4" "the rig's DHCP server through the relay" &&
+		check 'TESTROOT: lease .*"created_links":\["vlan5"\]' "the VLAN recorded for the booted system" &&
+		check 'RELAY: .* [1-9][0-9]* tagged frames from the node forwarded' "tagged frames through the relay"
+}
+
+t_standalone_vlan_untagged() {
+	# The same segment without vlan=: the untagged DISCOVERs are dropped, nothing answers.
+	vlan_boot standalone-vlan-untagged 5 "rd.rustlive.timeout=20 root=live:$RIG_URL4/root.squashfs" \
+		300 'rustlive failed: powering off' 'TESTROOT|Kernel panic' &&
+		check 'rustlive.*no DHCP answer within [0-9]+ s: [0-9]+ DISCOVER/REQUEST on eth0' "no answer to untagged frames" &&
+		check 'RELAY: .* 0 tagged frames from the node forwarded, [1-9][0-9]* dropped' "the untagged frames dropped"
+}

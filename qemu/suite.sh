@@ -901,7 +901,7 @@ no_systemd_fail file_image no_systemd_file pid1_switch_root syslog_failure oci s
 standalone_virtio standalone_mirrors standalone_e1000 standalone_e1000e standalone_static standalone_hash_mismatch standalone_no_nic
 standalone_no_driver standalone_no_dhcp standalone_pxe standalone_secrets_mtls standalone_tpm standalone_oci
 debian_root debian_root_pxe
-standalone_bond standalone_bond_no_carrier standalone_bootif standalone_ifname standalone_vlan_no_parent"
+standalone_bond standalone_bond_no_carrier standalone_bootif standalone_ifname standalone_vlan_no_parent standalone_vlan standalone_vlan_untagged"
 
 # shellcheck disable=SC2086 # the default list is split on whitespace
 [ $# -gt 0 ] || set -- $ALL
