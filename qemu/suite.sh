@@ -830,7 +830,7 @@ t_standalone_hash_mismatch() {
 t_standalone_no_nic() {
 	sa_boot standalone-no-nic "$IMG/sa.img" "root=live:$URL/root.squashfs" \
 		300 'rustlive failed: powering off' 'TESTROOT|Kernel panic' none &&
-		check 'rustlive.*no Ethernet interface found' "the reason (no NIC)"
+		check 'rustlive.*no Ethernet or IPoIB interface found' "the reason (no NIC)"
 }
 
 t_standalone_no_driver() {
