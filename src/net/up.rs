@@ -728,4 +728,77 @@ mod tests {
         );
         assert!(!has_carrier(d.path(), "eth9"));
     }
+
+    #[test]
+    fn no_carrier_is_said_by_what_lies_below() {
+        use crate::config::netdev::{Bond, BondMode, Vlan};
+        let d = tempfile::tempdir().unwrap();
+        let sys = d.path();
+        let link = |name: &str, hw: Hw| Link {
+            name: name.into(),
+            index: 2,
+            hw,
+        };
+        let present: Vec<String> = ["eth0", "eth1", "ib0"].map(String::from).to_vec();
+        let bond = Bond {
+            name: "bond0".into(),
+            slaves: vec!["eth0".into(), "eth1".into()],
+            mode: BondMode::ActiveBackup,
+            miimon: None,
+            options: Vec::new(),
+            mtu: None,
+        };
+        let vlan = Vlan {
+            name: "vlan5".into(),
+            parent: "bond0".into(),
+            id: 5,
+        };
+        let plan = links::plan(&present, &[vlan], &[bond]).unwrap();
+        let t = Instant::now();
+        // A VLAN on a bond: the bond's slaves are named.
+        let v = link("vlan5", Hw::Ether([2; 6]));
+        let e = carrier_failure(sys, &[&v], &plan, t).to_string();
+        assert!(
+            e.starts_with("bond bond0 has no carrier after 0 s: no slave (eth0, eth1) has a link"),
+            "{e}"
+        );
+        // An IPoIB port the subnet manager has not brought up.
+        let net = sys.join("class/net/ib0");
+        std::fs::create_dir_all(net.join("device/infiniband/mlx5_0")).unwrap();
+        std::fs::write(net.join("dev_port"), "0\n").unwrap();
+        let port = sys.join("class/infiniband/mlx5_0/ports/1");
+        std::fs::create_dir_all(&port).unwrap();
+        std::fs::write(port.join("state"), "2: INIT\n").unwrap();
+        let ib = link("ib0", Hw::Infiniband([0x80; 20]));
+        let none = links::Plan::default();
+        let e = carrier_failure(sys, &[&ib], &none, t).to_string();
+        assert!(e.contains("port 1 of mlx5_0 is INIT, not ACTIVE"), "{e}");
+        // ACTIVE, or plain Ethernet: the plain sentence.
+        std::fs::write(port.join("state"), "4: ACTIVE\n").unwrap();
+        let e = carrier_failure(sys, &[&ib], &none, t).to_string();
+        assert!(e.starts_with("no link with carrier on ib0"), "{e}");
+        let eth = link("eth2", Hw::Ether([3; 6]));
+        assert!(matches!(
+            carrier_failure(sys, &[&eth], &none, t),
+            NetError::NoCarrier { .. }
+        ));
+    }
+
+    #[test]
+    fn ipoib_links_from_sysfs() {
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().join("class/net/ib0");
+        std::fs::create_dir_all(p.join("device")).unwrap();
+        std::fs::write(p.join("type"), "32\n").unwrap();
+        std::fs::write(p.join("ifindex"), "3\n").unwrap();
+        std::fs::write(
+            p.join("address"),
+            "80:00:00:48:fe:80:00:00:00:00:00:00:f4:52:14:03:00:28:05:81\n",
+        )
+        .unwrap();
+        let l = physical_links(d.path());
+        assert_eq!(l.len(), 1);
+        assert!(matches!(l[0].hw, Hw::Infiniband(_)));
+        assert_eq!(l[0].hw.mac(), None);
+    }
 }
