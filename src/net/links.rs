@@ -467,11 +467,21 @@ pub fn load_modules(names: &[&str]) {
     }
 }
 
-/// Whether InfiniBand devices exist (then `ib_ipoib` is loaded for their IPoIB interfaces).
+/// Whether an RDMA device has an InfiniBand port (then `ib_ipoib` is loaded for its IPoIB
+/// interfaces). A ConnectX in Ethernet mode registers an RDMA device too, whose ports'
+/// `link_layer` is `Ethernet` (RoCE): no IPoIB there, and no module to load.
 pub fn has_infiniband(sys: &Path) -> bool {
-    std::fs::read_dir(sys.join("class/infiniband"))
-        .map(|mut d| d.next().is_some())
-        .unwrap_or(false)
+    let Ok(hcas) = std::fs::read_dir(sys.join("class/infiniband")) else {
+        return false;
+    };
+    hcas.flatten().any(|h| {
+        std::fs::read_dir(h.path().join("ports")).is_ok_and(|ports| {
+            ports.flatten().any(|p| {
+                std::fs::read_to_string(p.path().join("link_layer"))
+                    .is_ok_and(|l| l.trim() == "InfiniBand")
+            })
+        })
+    })
 }
 
 // --- effects --------------------------------------------------------------------------------
@@ -884,6 +894,9 @@ mod tests {
         let port = sys.join("class/infiniband/mlx5_0/ports/1");
         std::fs::create_dir_all(&port).unwrap();
         std::fs::write(port.join("state"), "2: INIT\n").unwrap();
+        std::fs::write(port.join("link_layer"), "Ethernet\n").unwrap();
+        assert!(!has_infiniband(sys), "RoCE is not InfiniBand");
+        std::fs::write(port.join("link_layer"), "InfiniBand\n").unwrap();
         assert!(has_infiniband(sys));
         assert_eq!(
             ib_port_of(sys, "ib0"),
