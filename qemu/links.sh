@@ -132,7 +132,9 @@ vlan_boot() {
 	rig_up --v6 off
 	rig_tap tapv >/dev/null
 	local rs="$LOGS/$name.relay.sock" qs="$LOGS/$name.qemu.sock" rlog="$LOGS/$name.relay.log"
-	rm -f "$rs" "$qs"
+	# The old log goes first: rig_bg's redirection truncates it only once the background job
+	# runs, and the wait below must not read the last run's line.
+	rm -f "$rs" "$qs" "$rlog"
 	rig_bg "$rlog" "$VLAN_RELAY" --tap tapv --vid "$vid" --listen "$rs" --qemu "$qs"
 	for i in $(seq 50); do
 		grep -q 'between' "$rlog" 2>/dev/null && break
