@@ -83,6 +83,9 @@ build_testroot() {
 			echo "TESTROOT: secret $f $(stat -c '%a %U:%G' "$f") $(sha256sum <"$f" | cut -d' ' -f1)"
 		done
 		[ -e /rustlive/secrets.json ] && echo "TESTROOT: LEFTOVER bundle in the new root"
+		# The links the standalone initramfs leaves (bonds, VLANs, renames) and its lease files.
+		echo "TESTROOT: links $(ip -o link show 2>/dev/null | awk -F': ' '{ printf "%s ", $2 }')"
+		echo "TESTROOT: lease files $(ls /run/rustlive/ 2>/dev/null | grep '^lease-' | tr '\n' ' ')"
 		# What the standalone initramfs leaves configured for the booted system.
 		echo "TESTROOT: inet $(ip -4 -o addr show 2>/dev/null | awk '$2 != "lo" { printf "%s %s ", $2, $4 }')"
 		[ -e /run/rustlive/lease.json ] && echo "TESTROOT: lease $(tr -d ' \n' </run/rustlive/lease.json)"

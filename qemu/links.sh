@@ -60,6 +60,7 @@ links_booted() {
 	booted && check 'rustlive.*network up in' "the network stage's summary" &&
 		check "TESTROOT: inet $1 10\\.0\\.2\\.15/24" "the address on $1 kept for the booted system" &&
 		check "TESTROOT: lease .*\"iface\":\"$1\"" "/run/rustlive/lease.json naming $1" &&
+		check "TESTROOT: lease files .*lease-$1\\.json" "/run/rustlive/lease-$1.json" &&
 		check 'rustlive.*VmHWM' "rustlive's peak memory before switch-root"
 }
 
@@ -77,6 +78,7 @@ t_standalone_bond() {
 		check 'rustlive.*bond bond0 \(ActiveBackup\) over eth0, eth1' "the bond and its slaves" &&
 		check 'rustlive.*links with carrier: bond0' "the bond's carrier from its second slave" &&
 		check 'TESTROOT: lease .*"created_links":\["bond0"\]' "the bond recorded for the booted system" &&
+		check 'TESTROOT: links .*bond0' "the bond kept for the booted system" &&
 		check_not 'TESTROOT: inet eth' "an address on a slave"
 }
 
@@ -166,6 +168,7 @@ t_standalone_vlan() {
 		check 'rustlive.*VLAN vlan5 \(id 5\) on eth0' "the VLAN on its parent" &&
 		check "rustlive.*DHCP from $RIG_V4" "the rig's DHCP server through the relay" &&
 		check 'TESTROOT: lease .*"created_links":\["vlan5"\]' "the VLAN recorded for the booted system" &&
+		check 'TESTROOT: links .*vlan5@eth0' "the VLAN kept for the booted system" &&
 		check 'RELAY: .* [1-9][0-9]* tagged frames from the node forwarded' "tagged frames through the relay"
 }
 

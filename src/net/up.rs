@@ -1,7 +1,7 @@
 //! The network stage of the standalone initramfs: drivers for the devices present, `ifname=`
 //! renames, bonds and VLANs ([`super::links`]), the interfaces to configure (`BOOTIF=`, `ip=`)
 //! up and with carrier, then `ip=` (DHCP by default, or a static address), routes, MTU,
-//! `/etc/resolv.conf`, `/run/rustlive/lease.json` and `/run/rustlive/leases/IFACE.json`. The
+//! `/etc/resolv.conf`, `/run/rustlive/lease.json` and `/run/rustlive/lease-IFACE.json`. The
 //! address and the links stay for the booted system.
 
 use super::dhcp::{self, Candidate, DhcpError, Hw, Lease};
@@ -22,8 +22,9 @@ pub const LINK_WAIT: Duration = Duration::from_secs(15);
 /// before giving up on the root, too).
 pub const DEFAULT_NET_TIMEOUT: Duration = Duration::from_secs(180);
 pub const LEASE_FILE: &str = "/run/rustlive/lease.json";
-/// One lease file per configured interface, `IFACE.json`, for the booted system's tools.
-pub const LEASE_DIR: &str = "/run/rustlive/leases";
+/// One lease file per configured interface, `lease-IFACE.json` in this directory, for the
+/// booted system's tools (beside IPv6's `lease6-IFACE.json`).
+pub const LEASE_DIR: &str = "/run/rustlive";
 pub const RESOLV_CONF: &str = "/etc/resolv.conf";
 
 #[derive(Debug, thiserror::Error)]
@@ -423,7 +424,7 @@ pub fn bring_up(opts: &NetOptions, deadline: &Deadline) -> Result<(), NetError> 
     write(LEASE_FILE, &format!("{json}\n"))?;
     // Interface names come from the kernel (no '/', never "." or ".."): safe as a file name.
     write(
-        &format!("{LEASE_DIR}/{}.json", lease.iface),
+        &format!("{LEASE_DIR}/lease-{}.json", lease.iface),
         &format!("{json}\n"),
     )?;
     log::info!(
