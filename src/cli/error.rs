@@ -20,6 +20,15 @@ pub enum Error {
     Seal(#[from] SealError),
     #[error("cannot build the initramfs")]
     Initramfs(#[from] InitramfsError),
+    /// `initramfs --ca FILE` names a file that is not there.
+    #[error(
+        "--ca {}: no such file; it is the PEM bundle of the CAs the node trusts to verify the https \
+         servers it fetches from (image, sha256sums, secrets); give an existing bundle, or leave \
+         --ca out to take the first of {} that exists",
+        .0.display(),
+        crate::server::initramfs::CA_DEFAULTS.join(", ")
+    )]
+    CaMissing(std::path::PathBuf),
 }
 
 impl Error {
@@ -30,7 +39,7 @@ impl Error {
             Error::Enroll(e) => e.exit_code(),
             Error::Bundle(e) => e.exit_code(),
             Error::Seal(e) => e.exit_code(),
-            Error::Initramfs(_) => Exit::Usage,
+            Error::Initramfs(_) | Error::CaMissing(_) => Exit::Usage,
         }
     }
 }

@@ -53,7 +53,8 @@ pub struct PublishArgs {
     /// without an answer or data.
     #[arg(long, value_name = "SECS", default_value = "30", value_parser = crate::support::values::parse_duration)]
     pub stall: std::time::Duration,
-    /// PEM CA bundle for https.
+    /// The CA bundle (PEM) to verify the registry's https certificate with (default: the
+    /// system's).
     #[arg(long, value_name = "FILE")]
     pub ca: Option<std::path::PathBuf>,
     /// Do not verify the registry's certificate.
@@ -111,7 +112,11 @@ pub struct InitramfsArgs {
     /// Where the firmware the modules declare is looked up.
     #[arg(long, value_name = "DIR", default_value = "/lib/firmware")]
     pub firmware_dir: std::path::PathBuf,
-    /// PEM CA bundle for https (default: /etc/rustlive/ca.pem, else the distribution's bundle).
+    /// The CA bundle the node uses to verify the https servers it fetches from (the image,
+    /// sha256sums, the secrets bundle): a PEM file of one or more CA certificates, installed as
+    /// /etc/rustlive/ca.pem in the initramfs. Default: /etc/rustlive/ca.pem when it exists (the
+    /// site's own CA), else the distribution's bundle (/etc/pki/tls/certs/ca-bundle.crt,
+    /// /etc/ssl/certs/ca-certificates.crt); with none of them, https URLs fail at boot.
     #[arg(long, value_name = "PEM")]
     pub ca: Option<std::path::PathBuf>,
     /// Directory of trusted minisign keys (*.pub); any key makes signatures mandatory.
@@ -331,6 +336,26 @@ pub(super) fn publish(a: &PublishArgs) -> Result<(), Error> {
 }
 
 pub(super) fn initramfs(a: &InitramfsArgs) -> Result<(), Error> {
+    // Checked before the modules are read: a mistyped --ca is the likelier error, and it says
+    // what the file is for.
+    match &a.ca {
+        Some(ca) if matches!(ca.try_exists(), Ok(false)) => {
+            return Err(Error::CaMissing(ca.clone()))
+        }
+        Some(_) => {}
+        None => {
+            if !crate::server::initramfs::CA_DEFAULTS
+                .iter()
+                .any(|p| std::path::Path::new(p).is_file())
+            {
+                log::warn!(
+                    "no CA bundle ({} are all absent, and no --ca): the node will not be able to \
+                     verify any https server",
+                    crate::server::initramfs::CA_DEFAULTS.join(", ")
+                );
+            }
+        }
+    }
     let kver = match &a.kver {
         Some(k) => k.clone(),
         None => std::fs::read_to_string("/proc/sys/kernel/osrelease")
