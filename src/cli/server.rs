@@ -162,7 +162,17 @@ pub enum BundleCommand {
     /// manifest lists its "macs"); writes WWW_DIR/by-mac/MAC.{json,cpio} (MAC as iPXE prints
     /// ${mac}) and WWW_DIR/by-host/HOSTNAME.{json,cpio}, rewriting only what changed and
     /// removing outputs no node produces any more. Names starting with '.' or '_' are skipped.
-    #[command(name = "build-all")]
+    ///
+    /// Each node's manifest is NODES_DIR/HOSTNAME/rustlive-bundle.json (read, never put in the
+    /// bundle): {"macs": ["52:54:00:12:34:56"], "owners": {"/etc/munge/munge.key":
+    /// "munge:munge"}}. "macs" names the by-mac/ outputs (a node without one gets only
+    /// by-host/); "owners" gives a file's owner and group by name (others are root:root), as in
+    /// `bundle build`. The user running build-all writes NODES_DIR (generated host keys, the
+    /// .sealed/ state) and WWW_DIR, and reads --image-root's etc/passwd and etc/group.
+    #[command(
+        name = "build-all",
+        after_long_help = "Example:\n  rustlive bundle build-all /srv/nodes --common /srv/nodes/_common --ssh-host-keys \\\n    --seal-to /srv/eks --sign-key /etc/rustlive/sealing.key -o /srv/www/nodes\nLayout: /srv/nodes/n001/rustlive-bundle.json, /srv/nodes/n001/etc/..., /srv/eks/n001.ek (rustlive tpm ek output)."
+    )]
     BuildAll(BundleBuildAllArgs),
 }
 
