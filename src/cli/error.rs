@@ -20,6 +20,10 @@ pub enum Error {
     Seal(#[from] SealError),
     #[error("cannot build the initramfs")]
     Initramfs(#[from] InitramfsError),
+    /// `image check`, and `publish` before it pushes: the image holds a node's secrets, or
+    /// cannot be checked.
+    #[error(transparent)]
+    ImageCheck(#[from] crate::server::image_check::CheckError),
     /// `initramfs --ca FILE` names a file that is not there.
     #[error(
         "--ca {}: no such file; it is the PEM bundle of the CAs the node trusts to verify the https \
@@ -40,6 +44,7 @@ impl Error {
             Error::Bundle(e) => e.exit_code(),
             Error::Seal(e) => e.exit_code(),
             Error::Initramfs(_) | Error::CaMissing(_) => Exit::Usage,
+            Error::ImageCheck(e) => e.exit_code(),
         }
     }
 }

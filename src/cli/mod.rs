@@ -83,6 +83,10 @@ Credentials (docker config.json format): --registry-auth, else $REGISTRY_AUTH_FI
     /// The node's TPM: `tpm ek` prints its endorsement key for enrollment.
     #[command(subcommand)]
     Tpm(TpmCommand),
+    /// Root images on the boot server: `image check` refuses one that holds SSH host keys or
+    /// a munge key.
+    #[command(subcommand)]
+    Image(ImageCommand),
 }
 
 #[derive(Debug, Args)]
@@ -169,6 +173,7 @@ pub fn main() -> ExitCode {
         Command::SwitchRoot(a) => switch_root(a),
         Command::Bundle(a) => bundle(&a),
         Command::Initramfs(a) => initramfs(&a),
+        Command::Image(c) => image(&c),
         Command::Tpm(TpmCommand::Ek(a)) => {
             crate::secrets::enroll::ek_command(a.json, &Paths::system()).map_err(Error::from)
         }

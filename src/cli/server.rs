@@ -63,6 +63,53 @@ pub struct PublishArgs {
     /// Log every request.
     #[arg(long)]
     pub debug: bool,
+    /// DANGEROUS: publish even if IMAGE holds SSH host private keys (etc/ssh/ssh_host_*_key)
+    /// or a munge key (etc/munge/munge.key), which are checked for otherwise (as `rustlive
+    /// image check` does). Whoever can pull the image gets those keys: every node booted from
+    /// it shares host keys anyone can impersonate, and the munge key lets anyone act as any
+    /// user of the cluster. Only for a registry no one else can read.
+    #[arg(long)]
+    pub allow_secrets_in_image: bool,
+}
+
+/// `rustlive image`.
+#[derive(Debug, clap::Subcommand)]
+pub enum ImageCommand {
+    /// Check that a root image holds no node secret before it is served or published: no SSH
+    /// host private key (etc/ssh/ssh_host_*_key) and no munge key (etc/munge/munge.key).
+    ///
+    /// PATH is a root directory (buildah's mount, an unpacked tree) or a squashfs, erofs or
+    /// ext2/3/4 image file. A tree is read without following any symbolic link below PATH; an
+    /// image file is listed with unsquashfs, dump.erofs or debugfs (squashfs-tools,
+    /// erofs-utils, e2fsprogs), not mounted. A link named like a key is not a key in the
+    /// image and passes. Exit status: 0 none found, 6 found (each named), 2 PATH could not be
+    /// checked (unreadable, another format, the tool missing, etc/ssh a symbolic link).
+    #[command(
+        after_long_help = "Examples:\n  rustlive image check \"$mnt\"                 # buildah mount of the image, before mksquashfs\n  rustlive image check /srv/www/images/compute.squashfs"
+    )]
+    Check(ImageCheckArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct ImageCheckArgs {
+    /// The root tree or image file.
+    #[arg(value_name = "PATH")]
+    pub path: std::path::PathBuf,
+}
+
+/// `rustlive image check PATH`.
+pub(super) fn image(c: &ImageCommand) -> Result<(), Error> {
+    match c {
+        ImageCommand::Check(a) => {
+            crate::server::image_check::check(&a.path)?;
+            log::info!(
+                "{}: no SSH host private key and no munge key (checked {})",
+                a.path.display(),
+                crate::server::image_check::CHECKED_DIRS.join(", ")
+            );
+            Ok(())
+        }
+    }
 }
 
 fn oci_reference(s: &str) -> Result<crate::oci::Reference, String> {
@@ -322,6 +369,7 @@ fn bundle_build_all(a: &BundleBuildAllArgs) -> Result<(), crate::server::bundle:
 }
 
 pub(super) fn publish(a: &PublishArgs) -> Result<(), Error> {
+    crate::server::image_check::before_publish(&a.image, a.allow_secrets_in_image)?;
     let p = crate::server::publish::publish(&crate::server::publish::PublishOptions {
         image: a.image.clone(),
         signature: a.signature.clone(),
