@@ -116,6 +116,26 @@ fn trees_and_images_with_host_keys_are_refused_clean_ones_pass() {
             "{err}"
         );
     }
+    // dmsquash-live's layout: the root is LiveOS/rootfs.img inside the squashfs.
+    for (what, ext4) in [("dirty", "dirty.ext4"), ("clean", "clean.ext4")] {
+        let live = t.path().join(format!("{what}-live"));
+        std::fs::create_dir_all(live.join("LiveOS")).unwrap();
+        std::fs::copy(t.path().join(ext4), live.join("LiveOS/rootfs.img")).unwrap();
+        let img = t.path().join(format!("{what}-live.squashfs"));
+        build(Fs::Squashfs, &live, &img, "");
+        let (code, err) = check(&img);
+        if what == "dirty" {
+            assert_eq!(code, Some(6), "{err}");
+            assert!(
+                err.contains(
+                    "LiveOS/rootfs.img:etc/ssh/ssh_host_rsa_key (an SSH host private key)"
+                ),
+                "{err}"
+            );
+        } else {
+            assert_eq!(code, Some(0), "{err}");
+        }
+    }
     // Not an image at all: cannot be checked, which is not a pass.
     let junk = t.path().join("junk.img");
     std::fs::write(&junk, [0u8; 8192]).unwrap();
