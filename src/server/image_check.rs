@@ -14,7 +14,7 @@
 //! -l'`), which resolve names inside the image only, without mounting it (no root needed).
 //! Only regular files count: a link named like a key points elsewhere (a key generated at boot
 //! into a tmpfs, say). A squashfs in dmsquash-live's layout has its `LiveOS/rootfs.img`
-//! checked as well ([`scan_nested`]).
+//! checked as well (`scan_nested`).
 
 use crate::server::safe_file::{Dir, FileError};
 use std::io::Read;
