@@ -69,11 +69,29 @@ Node secrets
   rd.rustlive.secrets.required=BOOL
       a secrets failure stops the boot (default 1)
 
-Network and drivers (standalone initramfs)
-  ip=dhcp|IFACE:dhcp|CLIENT:[PEER]:GW:NETMASK:HOST:IFACE:none|off
-      DHCP everywhere (default), on one link, static, or nothing
+Network and drivers (dracut's spelling; the dracut path's network
+manager reads them, the standalone initramfs configures them itself)
+  ip=dhcp|dhcp6|auto6|either6|link6|off
+      DHCPv4 everywhere (default), DHCPv6, router advertisements
+      (SLAAC), auto6 else dhcp6, link-local only, or nothing
+  ip=IFACE:METHOD[:MTU[:MAC]]
+      that method on one interface (one ip= per IP version)
+  ip=CLIENT:[PEER]:GW:NETMASK:HOST:IFACE:none
+      static; IPv6 in brackets: [2001:db8::10]::[2001:db8::1]:64
   nameserver=IP
-      name server (repeatable)
+      name server, IPv4 or IPv6 (repeatable)
+  rd.peerdns=0
+      ignore the name servers of DHCP and router advertisements
+  vlan=NAME:PARENT
+      802.1Q device; the id from NAME (vlan5, eth0.5)
+  bond=NAME[:SLAVES[:OPTIONS[:MTU]]]
+      bond of SLAVES (eth0,eth1) with mode=...,miimon=...
+  ifname=NAME:MAC
+      name the interface with that MAC
+  BOOTIF=01-aa-bb-cc-dd-ee-ff, rd.bootif=0
+      configure only the boot interface; rd.bootif=0 ignores it
+  rd.neednet=1
+      bring the network up even when nothing is fetched over it
   rd.rustlive.drivers=M[,M...]
       modules loaded first (repeatable)
   rd.driver.blacklist=M[,M...]
