@@ -8,7 +8,8 @@
 //!
 //! `cargo run --example vlan-relay -- --tap TAP --vid N --listen RELAY.sock --qemu QEMU.sock`
 //! (QEMU: `-netdev dgram,id=n0,local.type=unix,local.path=QEMU.sock,remote.type=unix,remote.path=RELAY.sock`).
-//! On SIGTERM it just dies; every 5 s, and on each of the first frames, it prints its counts.
+//! On SIGTERM it just dies: every second in which they changed, it prints its counts (the suite
+//! reads the last line).
 
 use std::io::Write;
 use std::os::unix::net::UnixDatagram;
@@ -79,6 +80,12 @@ struct Counts {
 }
 
 impl Counts {
+    fn total(&self) -> u64 {
+        self.tagged_in.load(Ordering::Relaxed)
+            + self.dropped_in.load(Ordering::Relaxed)
+            + self.out.load(Ordering::Relaxed)
+    }
+
     fn show(&self, why: &str) {
         println!(
             "vlan-relay: {why}: {} tagged frames from the node forwarded, {} dropped (untagged or another VID), {} frames to the node",
@@ -109,9 +116,16 @@ fn main() -> Result<(), String> {
         a.tap
     );
     std::thread::scope(|s| {
-        s.spawn(|| loop {
-            std::thread::sleep(Duration::from_secs(5));
-            counts.show("so far");
+        s.spawn(|| {
+            let mut shown = 0;
+            loop {
+                std::thread::sleep(Duration::from_secs(1));
+                let now = counts.total();
+                if now != shown {
+                    shown = now;
+                    counts.show("so far");
+                }
+            }
         });
         s.spawn(|| {
             let mut buf = vec![0u8; 65536];
@@ -124,9 +138,7 @@ fn main() -> Result<(), String> {
                         counts.tagged_in.fetch_add(1, Ordering::Relaxed);
                     }
                     None => {
-                        if counts.dropped_in.fetch_add(1, Ordering::Relaxed) < 3 {
-                            counts.show("dropped a frame that is not tagged for this VLAN");
-                        }
+                        counts.dropped_in.fetch_add(1, Ordering::Relaxed);
                     }
                 }
             }
