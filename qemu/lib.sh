@@ -83,6 +83,9 @@ build_testroot() {
 			echo "TESTROOT: secret $f $(stat -c '%a %U:%G' "$f") $(sha256sum <"$f" | cut -d' ' -f1)"
 		done
 		[ -e /rustlive/secrets.json ] && echo "TESTROOT: LEFTOVER bundle in the new root"
+		# The links the standalone initramfs leaves (bonds, VLANs, renames) and its lease files.
+		echo "TESTROOT: links $(ip -o link show 2>/dev/null | awk -F': ' '{ printf "%s ", $2 }')"
+		echo "TESTROOT: lease files $(ls /run/rustlive/ 2>/dev/null | grep '^lease-' | tr '\n' ' ')"
 		# What the standalone initramfs leaves configured for the booted system.
 		echo "TESTROOT: inet $(ip -4 -o addr show 2>/dev/null | awk '$2 != "lo" { printf "%s %s ", $2, $4 }')"
 		[ -e /run/rustlive/lease.json ] && echo "TESTROOT: lease $(tr -d ' \n' </run/rustlive/lease.json)"
@@ -342,12 +345,14 @@ build_standalone() {
 # --- QEMU ----------------------------------------------------------------------------------------
 
 # qemu_start LOG [QEMU-ARGS...]: a TCG guest with one virtio NIC on slirp (unless the args bring
-# their own network), serial console to LOG. Sets QEMU_PID.
+# their own network), serial console to LOG. Sets QEMU_PID. With QEMU_NETNS set, QEMU runs in
+# that network namespace (the rig's, qemu/rig.sh; `ip netns exec` execs, so the PID is QEMU's).
 qemu_start() {
-	local log=$1
+	local log=$1 pre=()
 	shift
+	[ -z "${QEMU_NETNS:-}" ] || pre=(ip netns exec "$QEMU_NETNS")
 	: >"$log"
-	qemu-system-x86_64 -accel tcg -m 1536 -smp 1 -nodefaults -no-user-config -display none \
+	"${pre[@]}" qemu-system-x86_64 -accel tcg -m 1536 -smp 1 -nodefaults -no-user-config -display none \
 		-no-reboot -serial "file:$log" "$@" </dev/null >"$log.qemu" 2>&1 &
 	QEMU_PID=$!
 }

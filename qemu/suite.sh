@@ -5,6 +5,10 @@
 set -eu
 # shellcheck source=qemu/lib.sh
 . "$(dirname "$0")/lib.sh"
+# shellcheck source=qemu/rig.sh
+. "$(dirname "$0")/rig.sh"
+# shellcheck source=qemu/links.sh
+. "$(dirname "$0")/links.sh"
 
 prerequisites
 
@@ -68,6 +72,7 @@ cleanup() {
 	for p in "${BG_PID:-}" "${QEMU_PID:-}" "${REGISTRY_PID:-}"; do
 		[ -z "$p" ] || kill "$p" 2>/dev/null || true
 	done
+	rig_down || true
 	nginx_stop_all || true
 	rsyslog_stop_all || true
 }
@@ -825,7 +830,7 @@ t_standalone_hash_mismatch() {
 t_standalone_no_nic() {
 	sa_boot standalone-no-nic "$IMG/sa.img" "root=live:$URL/root.squashfs" \
 		300 'rustlive failed: powering off' 'TESTROOT|Kernel panic' none &&
-		check 'rustlive.*no Ethernet interface found' "the reason (no NIC)"
+		check 'rustlive.*no Ethernet or IPoIB interface found' "the reason (no NIC)"
 }
 
 t_standalone_no_driver() {
@@ -872,12 +877,31 @@ t_standalone_secrets_mtls() {
 		grep -q "GET /nodes/$GUEST_MAC.json HTTP/1.1\" 200" "$B/nginx/mtls/logs/access.log"
 }
 
+# --- on the network rig (qemu/rig.sh: a bridge in a private namespace, dnsmasq, nginx) -----------
+
+# rig_sa_boot NAME INITRD CMDLINE TIMEOUT OK-REGEX FAIL-REGEX: sa_boot with one virtio NIC
+# (GUEST_MAC) on a tap on the rig's bridge.
+rig_sa_boot() {
+	QEMU_NETNS=$RIG_NS sa_boot "$@" -netdev "$(rig_tap tap0 n0)" -device "virtio-net-pci,netdev=n0,mac=$GUEST_MAC"
+}
+
+t_standalone_rig_v4() {
+	# The rig itself: DHCPv4 from dnsmasq, the image from the namespace's nginx, as on slirp.
+	rig_up --v6 off
+	rig_sa_boot standalone-rig-v4 "$IMG/sa.img" "root=live:$RIG_URL4/root.squashfs rd.rustlive.sha256=$(sha_of root.squashfs)" \
+		300 'TESTROOT: done' "$SA_NOBOOT"
+	local rc=$?
+	rig_down
+	[ "$rc" -eq 0 ] && sa_booted && check "rustlive.*DHCP from $RIG_V4" "a DHCP lease from the rig's dnsmasq"
+}
+
 ALL="initramfs_cache_key happy_nm happy_networkd livenet_cmdline root_http_alias nested erofs hash_mismatch bad_cmdline bad_cmdline_shell server_late broken_transfer
 secrets_initrd secrets_cat secrets_cat_plain secrets_https no_network signature_valid signature_missing pxe no_systemd
 no_systemd_fail file_image no_systemd_file pid1_switch_root syslog_failure oci secrets_tpm secrets_tpm_other
 standalone_virtio standalone_mirrors standalone_e1000 standalone_e1000e standalone_static standalone_hash_mismatch standalone_no_nic
 standalone_no_driver standalone_no_dhcp standalone_pxe standalone_secrets_mtls standalone_tpm standalone_oci
-debian_root debian_root_pxe"
+debian_root debian_root_pxe
+standalone_bond standalone_bond_no_carrier standalone_bootif standalone_ifname standalone_vlan_no_parent standalone_vlan standalone_vlan_untagged"
 
 # shellcheck disable=SC2086 # the default list is split on whitespace
 [ $# -gt 0 ] || set -- $ALL

@@ -77,8 +77,9 @@ Credentials (docker config.json format): --registry-auth, else $REGISTRY_AUTH_FI
     )]
     Publish(PublishArgs),
     /// Build a standalone netboot initramfs (no dracut): rustlive as /init, the kernel
-    /// modules for the image filesystems and the usual server NICs with their dependencies and
-    /// firmware, the CA bundle and minisign keys. Deterministic: same inputs, same bytes.
+    /// modules for the image filesystems, the usual server NICs, VLANs, bonds and IPoIB with
+    /// their dependencies and firmware, the CA bundle and minisign keys. Deterministic: same
+    /// inputs, same bytes.
     Initramfs(Box<InitramfsArgs>),
     /// The node's TPM: `tpm ek` prints its endorsement key for enrollment.
     #[command(subcommand)]

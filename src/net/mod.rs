@@ -9,6 +9,7 @@
 
 use crate::support::deadline::Deadline;
 pub mod dhcp;
+pub mod links;
 pub mod rtnl;
 pub mod up;
 

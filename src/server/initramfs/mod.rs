@@ -46,6 +46,12 @@ pub const NIC_MODULES: &[&str] = &[
 /// modules elsewhere; loaded by their ACPI modalias like any other device's driver).
 pub const BUS_MODULES: &[&str] = &["virtio_pci", "tpm_tis", "tpm_crb"];
 
+/// What `vlan=`, `bond=` and IPoIB need besides a NIC driver: 802.1Q, bonding, and IPoIB with
+/// the InfiniBand half of ConnectX-4 and later (whose mlx5_core is a NIC driver already). Older
+/// HCAs (mlx4_ib) and Omni-Path (hfi1) come in by `--add-drivers`. Each is loaded only when
+/// the command line or a device asks for it.
+pub const LINK_MODULES: &[&str] = &["8021q", "bonding", "ib_ipoib", "mlx5_ib"];
+
 /// Where the CA bundle goes and which host files provide it (the dracut module's defaults).
 pub const CA_TARGET: &str = "etc/rustlive/ca.pem";
 pub const CA_DEFAULTS: &[&str] = &[
@@ -310,6 +316,7 @@ pub fn build_archive(opts: &Options) -> Result<(Archive, Report), BuildError> {
     let optional: Vec<String> = kmod::ASSEMBLY_MODULES
         .iter()
         .chain(BUS_MODULES)
+        .chain(LINK_MODULES)
         .map(|s| s.to_string())
         .chain(opts.net_drivers.iter().cloned())
         .collect();
