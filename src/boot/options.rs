@@ -83,6 +83,11 @@ pub fn net(cfg: &Config) -> NetOptions {
         needed: cfg.needs_network,
         ip: n.ip.clone(),
         nameservers: n.nameservers.clone(),
+        vlans: n.vlans.clone(),
+        bonds: n.bonds.clone(),
+        ifnames: n.ifnames.clone(),
+        bootif: n.bootif.clone(),
+        peerdns: n.peerdns,
         drivers: n.drivers.clone(),
         blacklist: n.blacklist.clone(),
     }

@@ -254,6 +254,9 @@ pub(super) fn config(a: &ConfigArgs) -> Result<(), Error> {
     cfg.announce();
     // Serializing plain structs of strings and numbers cannot fail.
     let mut value = serde_json::to_value(&cfg).unwrap_or_default();
+    if let Some(obj) = value.as_object_mut() {
+        obj.insert("standalone_network".into(), cfg.network.plan().into());
+    }
     if let (Some(id), Some(obj)) = (&a.node_id, value.as_object_mut()) {
         let node = crate::fetch::mirrors::NodeId::given(id);
         let order =

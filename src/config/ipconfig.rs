@@ -2,22 +2,46 @@
 //! Documentation/admin-guide/nfs/nfsroot.rst), for when rustlive configures the network
 //! itself. Pure: a value in, a typed configuration or a reason out.
 //!
-//! Accepted (IPv4 only; an IPv6 form is refused by name):
-//! - `ip=dhcp|on|any|single-dhcp|bootp|both`, `ip=off|none`
-//! - `ip=IFACE:dhcp|on|any[:MTU[:MAC]]`
-//! - `ip=CLIENT:[PEER]:GATEWAY:NETMASK:HOSTNAME:IFACE:none|off[:MTU[:MAC]]` and the kernel's
-//!   `…:AUTOCONF[:DNS0[:DNS1[:NTP]]]`; NETMASK dotted or a prefix length; an empty CLIENT
-//!   with `dhcp` is DHCP on IFACE (with HOSTNAME).
+//! Accepted, as dracut.cmdline(7) lists them:
+//! - `ip=dhcp|on|any|single-dhcp|bootp|both`, `ip=dhcp6`, `ip=auto6`, `ip=either6`,
+//!   `ip=link6|link-local`, `ip=off|none`
+//! - `ip=IFACE:METHOD[:MTU[:MAC]]` with any of those methods
+//! - `ip=CLIENT:[PEER]:GATEWAY:NETMASK:HOSTNAME:IFACE:none|off|METHOD[:MTU[:MAC]]` and the
+//!   kernel's `…:AUTOCONF[:DNS0[:DNS1[:NTP]]]`; IPv6 addresses in brackets
+//!   (`[2001:db8::10]::[2001:db8::1]:64:n1:eth0:none`), NETMASK dotted or a prefix length;
+//!   an empty CLIENT with a method is that method on IFACE (with HOSTNAME).
+//!
+//! `ibft` and `rarp` are refused by name: neither the standalone initramfs nor the dracut
+//! path's network managers configure them for rustlive.
 
 use serde::Serialize;
-use std::net::Ipv4Addr;
+use std::net::{IpAddr, Ipv4Addr};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Method {
+    /// DHCPv4.
     Dhcp,
+    /// DHCPv6 (stateful), without waiting for a router advertisement's say.
+    Dhcp6,
+    /// Router advertisements: SLAAC, and DHCPv6 when the RA's M or O flag asks for it.
+    Auto6,
+    /// `auto6`, falling back to `dhcp6` when no router advertises.
+    Either6,
+    /// The link-local address only.
+    Link6,
     Static,
     Off,
+}
+
+impl Method {
+    /// Whether the method configures IPv6 (the rest are IPv4, or nothing).
+    pub fn is_v6(self) -> bool {
+        matches!(
+            self,
+            Method::Dhcp6 | Method::Auto6 | Method::Either6 | Method::Link6
+        )
+    }
 }
 
 /// One `ip=` value.
@@ -27,12 +51,12 @@ pub struct IpConfig {
     /// The interface it applies to; `None`: every Ethernet interface with carrier (DHCP) or
     /// the first one (static).
     pub iface: Option<String>,
-    pub addr: Option<Ipv4Addr>,
+    pub addr: Option<IpAddr>,
     pub prefix: Option<u8>,
-    pub gateway: Option<Ipv4Addr>,
+    pub gateway: Option<IpAddr>,
     pub hostname: Option<String>,
     pub mtu: Option<u16>,
-    pub dns: Vec<Ipv4Addr>,
+    pub dns: Vec<IpAddr>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub mac: Option<String>,
 }
@@ -56,18 +80,21 @@ impl IpConfig {
 fn method(word: &str) -> Result<Option<Method>, String> {
     Ok(Some(match word {
         "dhcp" | "on" | "any" | "single-dhcp" | "bootp" | "both" => Method::Dhcp,
+        "dhcp6" => Method::Dhcp6,
+        "auto6" => Method::Auto6,
+        "either6" => Method::Either6,
+        "link6" | "link-local" => Method::Link6,
         "off" | "none" => Method::Off,
-        "dhcp6" | "auto6" | "either6" | "link6" | "link-local" => {
+        "rarp" | "ibft" => {
             return Err(format!(
-                "{word}: IPv6 configuration is not supported by the standalone initramfs (use dhcp or a static IPv4 address)"
+                "{word} is not supported (use dhcp, dhcp6, auto6 or a static address)"
             ))
         }
-        "rarp" | "ibft" => return Err(format!("{word} is not supported (use dhcp or a static address)")),
         _ => return Ok(None),
     }))
 }
 
-/// A prefix length from a dotted netmask (contiguous) or a number 1..=32.
+/// A prefix length from a dotted netmask (contiguous) or a number 1..=32 (IPv4).
 pub fn parse_netmask(s: &str) -> Result<u8, String> {
     if let Ok(n) = s.parse::<u8>() {
         return if (1..=32).contains(&n) {
@@ -119,14 +146,60 @@ pub fn valid_hostname(s: &str) -> bool {
         })
 }
 
-fn unicast(s: &str, what: &str) -> Result<Ipv4Addr, String> {
-    let a: Ipv4Addr = s
+/// An address as `ip=` and `nameserver=` write it: IPv4 dotted, IPv6 in brackets (bare IPv6 is
+/// taken too where the field cannot be split further, as in `nameserver=`).
+fn address(s: &str, what: &str) -> Result<IpAddr, String> {
+    let inner = s
+        .strip_prefix('[')
+        .and_then(|r| r.strip_suffix(']'))
+        .unwrap_or(s);
+    let a: IpAddr = inner
         .parse()
-        .map_err(|_| format!("{what} {s:?} is not an IPv4 address"))?;
-    if a.is_unspecified() || a.is_broadcast() || a.is_multicast() || a.is_loopback() {
+        .map_err(|_| format!("{what} {s:?} is not an IP address"))?;
+    if s.starts_with('[') != a.is_ipv6() {
+        return Err(format!(
+            "{what} {s:?}: IPv6 addresses are written in brackets, IPv4 ones without"
+        ));
+    }
+    Ok(a)
+}
+
+fn unicast(s: &str, what: &str) -> Result<IpAddr, String> {
+    let a = address(s, what)?;
+    let bad = match a {
+        IpAddr::V4(v) => {
+            v.is_unspecified() || v.is_broadcast() || v.is_multicast() || v.is_loopback()
+        }
+        IpAddr::V6(v) => v.is_unspecified() || v.is_multicast() || v.is_loopback(),
+    };
+    if bad {
         return Err(format!("{what} {a} is not a unicast address"));
     }
     Ok(a)
+}
+
+/// Splits at `:` outside brackets, so `[2001:db8::1]` stays one field.
+fn fields(v: &str) -> Result<Vec<&str>, String> {
+    let mut out = Vec::new();
+    let (mut start, mut depth) = (0usize, 0u8);
+    for (i, c) in v.char_indices() {
+        match c {
+            '[' if depth == 0 => depth = 1,
+            ']' if depth == 1 => depth = 0,
+            '[' | ']' => return Err("unbalanced brackets".into()),
+            ':' if depth == 0 => {
+                out.push(v.get(start..i).unwrap_or_default());
+                // ':' is one byte: the next field starts right after it.
+                start = i.saturating_add(1);
+            }
+            _ => {}
+        }
+    }
+    if depth != 0 {
+        return Err("unbalanced brackets".into());
+    }
+    out.push(v.get(start..).unwrap_or_default());
+    Ok(out)
 }
 
 fn opt<'a>(f: &[&'a str], i: usize) -> Option<&'a str> {
@@ -140,6 +213,29 @@ fn mtu(s: &str) -> Result<u16, String> {
     }
 }
 
+/// A MAC address written with `:` or `-` between its six bytes, or as 12 hex digits.
+pub fn parse_mac(s: &str) -> Option<[u8; 6]> {
+    let parts: Vec<&str> = if s.len() == 12 {
+        [0usize, 2, 4, 6, 8, 10]
+            .iter()
+            .filter_map(|&i| s.get(i..i.saturating_add(2)))
+            .collect()
+    } else {
+        s.split([':', '-']).collect()
+    };
+    let mut mac = [0u8; 6];
+    if parts.len() != mac.len() {
+        return None;
+    }
+    for (b, p) in mac.iter_mut().zip(parts) {
+        if p.len() != 2 {
+            return None;
+        }
+        *b = u8::from_str_radix(p, 16).ok()?;
+    }
+    Some(mac)
+}
+
 /// `MTU` and `MAC` trailing fields (the MAC's own colons split it into six fields).
 fn mtu_mac(c: &mut IpConfig, rest: &[&str]) -> Result<(), String> {
     if let Some(m) = opt(rest, 0) {
@@ -147,28 +243,26 @@ fn mtu_mac(c: &mut IpConfig, rest: &[&str]) -> Result<(), String> {
     }
     if rest.len() > 1 {
         let mac = rest.get(1..).unwrap_or_default().join(":");
-        let ok = mac.split(':').count() == 6
-            && mac
-                .split(':')
-                .all(|b| b.len() == 2 && b.bytes().all(|x| x.is_ascii_hexdigit()));
-        if !ok {
+        let Some(m) = parse_mac(&mac).filter(|_| mac.len() == 17) else {
             return Err(format!("{mac:?} is not a MAC address"));
-        }
-        c.mac = Some(mac.to_lowercase());
+        };
+        c.mac = Some(
+            m.iter()
+                .map(|b| format!("{b:02x}"))
+                .collect::<Vec<_>>()
+                .join(":"),
+        );
     }
     Ok(())
 }
 
 /// Parses one `ip=` value.
 pub fn parse_ip(v: &str) -> Result<IpConfig, String> {
-    if v.contains('[') {
-        return Err("IPv6 addresses are not supported by the standalone initramfs".into());
-    }
-    let f: Vec<&str> = v.split(':').collect();
+    let f = fields(v)?;
     if let [one] = f.as_slice() {
         return match method(one)? {
             Some(m) => Ok(IpConfig::new(m)),
-            None => Err("expected dhcp, on, any, off, none, IFACE:dhcp or CLIENT::GATEWAY:NETMASK:HOSTNAME:IFACE:none".into()),
+            None => Err("expected dhcp, dhcp6, auto6, on, any, off, none, IFACE:dhcp or CLIENT::GATEWAY:NETMASK:HOSTNAME:IFACE:none".into()),
         };
     }
     // IFACE:METHOD[:MTU[:MAC]]
@@ -196,11 +290,11 @@ pub fn parse_ip(v: &str) -> Result<IpConfig, String> {
         None if client.is_some() => Method::Static,
         None => Method::Dhcp,
     };
+    // As the kernel and dracut read it: a method other than none/off wins over a client
+    // address (DHCP on IFACE with HOSTNAME); none/off with an address is the static form.
     let m = match (autoconf, client) {
-        (Method::Off, Some(_)) => Method::Static,
-        (Method::Off, None) => Method::Off,
-        (Method::Dhcp, _) => Method::Dhcp,
-        (Method::Static, _) => Method::Static,
+        (Method::Off, Some(_)) | (Method::Static, _) => Method::Static,
+        (m, _) => m,
     };
     let mut c = IpConfig::new(m);
     if let Some(i) = opt(&f, 5) {
@@ -217,20 +311,31 @@ pub fn parse_ip(v: &str) -> Result<IpConfig, String> {
     }
     if m == Method::Static {
         let a = unicast(client.unwrap_or_default(), "client address")?;
-        let prefix = match opt(&f, 3) {
-            Some(n) => parse_netmask(n)?,
-            None => classful_prefix(a),
+        let prefix = match (opt(&f, 3), a) {
+            (Some(n), IpAddr::V4(_)) => parse_netmask(n)?,
+            (Some(n), IpAddr::V6(_)) => match n.parse::<u8>() {
+                Ok(p) if (1..=128).contains(&p) => p,
+                _ => return Err(format!("IPv6 prefix length {n:?} is outside 1..128")),
+            },
+            (None, IpAddr::V4(v4)) => classful_prefix(v4),
+            (None, IpAddr::V6(_)) => 64,
         };
         c.addr = Some(a);
         c.prefix = Some(prefix);
         if let Some(g) = opt(&f, 2) {
-            c.gateway = Some(unicast(g, "gateway")?);
+            let g = unicast(g, "gateway")?;
+            if g.is_ipv6() != a.is_ipv6() {
+                return Err(format!(
+                    "gateway {g} and client address {a} are of different IP versions"
+                ));
+            }
+            c.gateway = Some(g);
         }
     }
     // Field 7 on: the kernel's DNS0:DNS1:NTP, or dracut's MTU:MAC.
     let rest = f.get(7..).unwrap_or_default();
-    if rest.first().is_some_and(|s| s.contains('.')) || rest.get(1).is_some_and(|s| s.contains('.'))
-    {
+    let is_addr = |s: &&str| s.contains('.') || s.starts_with('[');
+    if rest.first().is_some_and(is_addr) || rest.get(1).is_some_and(is_addr) {
         for d in rest.iter().take(2).filter(|s| !s.is_empty()) {
             c.dns.push(unicast(d, "name server")?);
         }
@@ -240,8 +345,11 @@ pub fn parse_ip(v: &str) -> Result<IpConfig, String> {
     Ok(c)
 }
 
-/// Parses one `nameserver=` value.
-pub fn parse_nameserver(v: &str) -> Result<Ipv4Addr, String> {
+/// Parses one `nameserver=` value: IPv4, or IPv6 with or without brackets.
+pub fn parse_nameserver(v: &str) -> Result<IpAddr, String> {
+    if !v.starts_with('[') && v.contains(':') {
+        return unicast(&format!("[{v}]"), "name server");
+    }
     unicast(v, "name server")
 }
 
@@ -251,6 +359,9 @@ mod tests {
     use proptest::prelude::*;
 
     fn a(s: &str) -> Ipv4Addr {
+        s.parse().unwrap()
+    }
+    fn ip(s: &str) -> IpAddr {
         s.parse().unwrap()
     }
 
@@ -275,20 +386,81 @@ mod tests {
         );
     }
 
+    /// The IPv6 forms of dracut.cmdline(7).
+    #[test]
+    fn ipv6_forms() {
+        for (v, m) in [
+            ("dhcp6", Method::Dhcp6),
+            ("auto6", Method::Auto6),
+            ("either6", Method::Either6),
+            ("link6", Method::Link6),
+            ("link-local", Method::Link6),
+        ] {
+            let c = parse_ip(v).unwrap();
+            assert_eq!(c.method, m, "{v}");
+            assert!(m.is_v6());
+            let c = parse_ip(&format!("eth0:{v}:1500")).unwrap();
+            assert_eq!(
+                (c.method, c.iface.as_deref(), c.mtu),
+                (m, Some("eth0"), Some(1500))
+            );
+        }
+        assert!(!Method::Dhcp.is_v6() && !Method::Static.is_v6());
+        let c = parse_ip("[2001:db8::10]::[2001:db8::1]:64:node1:eth0:none").unwrap();
+        assert_eq!(c.method, Method::Static);
+        assert_eq!(c.addr, Some(ip("2001:db8::10")));
+        assert_eq!(c.prefix, Some(64));
+        assert_eq!(c.gateway, Some(ip("2001:db8::1")));
+        assert_eq!(c.hostname.as_deref(), Some("node1"));
+        // No prefix length: /64, the only one SLAAC knows.
+        let c = parse_ip("[fd00::5]:::::eth1:off").unwrap();
+        assert_eq!((c.prefix, c.iface.as_deref()), (Some(64), Some("eth1")));
+        // IPv6 name servers after the method, MTU and MAC after an IPv6 form.
+        let c = parse_ip("[fd00::5]::[fd00::1]:48::eth0:none:[fd00::53]:[fd00::54]").unwrap();
+        assert_eq!(c.dns, [ip("fd00::53"), ip("fd00::54")]);
+        let c = parse_ip("[fd00::5]::[fd00::1]:48::eth0:none:9000:52:54:00:aa:bb:cc").unwrap();
+        assert_eq!(
+            (c.mtu, c.mac.as_deref()),
+            (Some(9000), Some("52:54:00:aa:bb:cc"))
+        );
+        // An empty client with dhcp6: DHCPv6 on that interface.
+        let c = parse_ip(":::::eth2:dhcp6").unwrap();
+        assert_eq!(
+            (c.method, c.iface.as_deref()),
+            (Method::Dhcp6, Some("eth2"))
+        );
+    }
+
+    #[test]
+    fn macs() {
+        for s in ["52:54:00:12:34:56", "52-54-00-12-34-56", "525400123456"] {
+            assert_eq!(parse_mac(s), Some([0x52, 0x54, 0, 0x12, 0x34, 0x56]), "{s}");
+        }
+        for s in [
+            "",
+            "52:54:00:12:34",
+            "52:54:00:12:34:5g",
+            "5254001234567",
+            "52:54:00:12:34:567",
+        ] {
+            assert_eq!(parse_mac(s), None, "{s}");
+        }
+    }
+
     #[test]
     fn static_forms() {
         let c = parse_ip("10.0.2.15::10.0.2.2:255.255.255.0:node1:eth0:none").unwrap();
         assert_eq!(c.method, Method::Static);
-        assert_eq!(c.addr, Some(a("10.0.2.15")));
+        assert_eq!(c.addr, Some(ip("10.0.2.15")));
         assert_eq!(c.prefix, Some(24));
-        assert_eq!(c.gateway, Some(a("10.0.2.2")));
+        assert_eq!(c.gateway, Some(ip("10.0.2.2")));
         assert_eq!(c.hostname.as_deref(), Some("node1"));
         assert_eq!(c.iface.as_deref(), Some("eth0"));
         // Prefix length instead of a netmask, no interface, kernel DNS fields.
         let c = parse_ip("192.168.1.9::192.168.1.1:20:::off:192.168.1.1:8.8.8.8").unwrap();
         assert_eq!(c.prefix, Some(20));
         assert_eq!(c.iface, None);
-        assert_eq!(c.dns, [a("192.168.1.1"), a("8.8.8.8")]);
+        assert_eq!(c.dns, [ip("192.168.1.1"), ip("8.8.8.8")]);
         // dracut's MTU and MAC after the method.
         let c =
             parse_ip("10.1.0.5::10.1.0.1:255.255.0.0::eth0:none:1500:aa:bb:cc:dd:ee:ff").unwrap();
@@ -306,8 +478,19 @@ mod tests {
         let cases = [
             ("", "expected"),
             ("dhcpp", "expected"),
-            ("dhcp6", "IPv6"),
-            ("[fe80::1]::[fe80::2]:64::eth0:none", "IPv6"),
+            ("[2001:db8::1::[2001:db8::2]:64::eth0:none", "brackets"),
+            ("2001:db8::1]:64", "brackets"),
+            (
+                "[2001:db8::10]::10.0.2.2:64::eth0:none",
+                "different IP versions",
+            ),
+            (
+                "[2001:db8::10]::[2001:db8::1]:129::eth0:none",
+                "outside 1..128",
+            ),
+            ("[10.0.2.15]::10.0.2.2:24::eth0:none", "brackets"),
+            ("[::1]:::64::eth0:none", "unicast"),
+            ("eth0:ibft", "not supported"),
             ("eth0:static", "not a configuration method"),
             ("eth/0:dhcp", "interface name"),
             ("averyveryverylongname:dhcp", "interface name"),
@@ -331,7 +514,10 @@ mod tests {
                 Err(e) => assert!(e.contains(why), "{v:?}: {e}"),
             }
         }
-        assert!(parse_nameserver("10.0.2.3").is_ok());
+        assert_eq!(parse_nameserver("10.0.2.3"), Ok(ip("10.0.2.3")));
+        assert_eq!(parse_nameserver("[2001:db8::53]"), Ok(ip("2001:db8::53")));
+        assert_eq!(parse_nameserver("2001:db8::53"), Ok(ip("2001:db8::53")));
+        assert!(parse_nameserver("::").is_err());
         assert!(parse_nameserver("0.0.0.0").is_err());
         assert!(parse_nameserver("dns.example").is_err());
     }
@@ -349,6 +535,14 @@ mod tests {
         #[test]
         fn never_panics(s in "[0-9a-z.:\\[\\]-]{0,60}") {
             let _ = parse_ip(&s);
+            let _ = parse_nameserver(&s);
+            let _ = parse_mac(&s);
+        }
+
+        #[test]
+        fn any_unicode_never_panics(s in "\\PC{0,40}") {
+            let _ = parse_ip(&s);
+            let _ = parse_mac(&s);
         }
     }
 }

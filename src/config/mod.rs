@@ -7,6 +7,7 @@
 
 pub mod cmdline;
 pub mod ipconfig;
+pub mod netdev;
 pub mod oci_ref;
 pub mod url_template;
 
@@ -130,14 +131,128 @@ impl Secrets {
     }
 }
 
-/// `ip=`, `nameserver=`, `rd.rustlive.drivers=`, `rd.driver.blacklist=` (each accumulates).
-#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+/// dracut's network options (`ip=`, `nameserver=`, `vlan=`, `bond=`, `ifname=`, `BOOTIF=`,
+/// `rd.bootif=`, `rd.neednet=`, `rd.peerdns=`), `rd.rustlive.drivers=`, `rd.driver.blacklist=`.
+/// The repeatable ones accumulate. Under the dracut module the network manager reads the same
+/// words; the standalone initramfs configures what they say itself.
+#[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Network {
     /// Empty: DHCP on every Ethernet interface with carrier.
     pub ip: Vec<crate::config::ipconfig::IpConfig>,
-    pub nameservers: Vec<std::net::Ipv4Addr>,
+    pub nameservers: Vec<std::net::IpAddr>,
+    pub vlans: Vec<crate::config::netdev::Vlan>,
+    pub bonds: Vec<crate::config::netdev::Bond>,
+    pub ifnames: Vec<crate::config::netdev::IfName>,
+    /// `BOOTIF=`, unless `rd.bootif=0` turned it off.
+    pub bootif: Option<crate::config::netdev::BootIf>,
+    /// `rd.neednet=`: `Some(true)` brings the network up even when nothing is fetched.
+    pub neednet: Option<bool>,
+    /// `rd.peerdns=0`: name servers from DHCP/RA are not used.
+    pub peerdns: bool,
     pub drivers: Vec<String>,
     pub blacklist: Vec<String>,
+}
+
+impl Default for Network {
+    fn default() -> Self {
+        Network {
+            ip: Vec::new(),
+            nameservers: Vec::new(),
+            vlans: Vec::new(),
+            bonds: Vec::new(),
+            ifnames: Vec::new(),
+            bootif: None,
+            neednet: None,
+            peerdns: true,
+            drivers: Vec::new(),
+            blacklist: Vec::new(),
+        }
+    }
+}
+
+impl Network {
+    /// What the standalone initramfs does with the network options, one sentence per step in the
+    /// order it takes them (`rustlive config` shows it; the dracut path's network manager reads the
+    /// same options its own way).
+    pub fn plan(&self) -> Vec<String> {
+        let n = self;
+        use crate::config::ipconfig::Method;
+        use crate::config::netdev::hex;
+        let mut out = Vec::new();
+        for i in &n.ifnames {
+            out.push(format!(
+                "rename the interface with MAC {} to {}",
+                hex(&i.mac),
+                i.name
+            ));
+        }
+        if let Some(b) = &n.bootif {
+            out.push(format!(
+                "configure only the interface with hardware address {} (BOOTIF)",
+                hex(&b.addr)
+            ));
+        }
+        for b in &n.bonds {
+            let mode = serde_json::to_value(b.mode)
+                .ok()
+                .and_then(|v| v.as_str().map(str::to_string))
+                .unwrap_or_default();
+            out.push(format!(
+                "create bond {} ({mode}{}) of {}, up when any of them has carrier",
+                b.name,
+                b.miimon
+                    .map(|m| format!(", miimon {m} ms"))
+                    .unwrap_or_default(),
+                b.slaves.join(", ")
+            ));
+        }
+        for v in &n.vlans {
+            out.push(format!(
+                "create VLAN {} (802.1Q id {}) on {}",
+                v.name, v.id, v.parent
+            ));
+        }
+        if n.ip.is_empty() {
+            out.push(
+                "DHCPv4 on every Ethernet interface with carrier; the first lease wins".into(),
+            );
+        }
+        for c in &n.ip {
+            let on = c.iface.as_deref().unwrap_or("every interface with carrier");
+            let what = match c.method {
+                Method::Dhcp => "DHCPv4".to_string(),
+                Method::Dhcp6 => "DHCPv6 (stateful)".to_string(),
+                Method::Auto6 => {
+                    "router advertisements: SLAAC, and DHCPv6 when the router asks for it"
+                        .to_string()
+                }
+                Method::Either6 => {
+                    "router advertisements, falling back to DHCPv6 when no router answers"
+                        .to_string()
+                }
+                Method::Link6 => "the IPv6 link-local address only".to_string(),
+                Method::Off => "nothing (off)".to_string(),
+                Method::Static => format!(
+                    "static {}/{}{}",
+                    c.addr.map(|a| a.to_string()).unwrap_or_default(),
+                    c.prefix.unwrap_or_default(),
+                    c.gateway.map(|g| format!(" via {g}")).unwrap_or_default()
+                ),
+            };
+            out.push(format!("{on}: {what}"));
+        }
+        if !n.nameservers.is_empty() {
+            let list: Vec<String> = n.nameservers.iter().map(|a| a.to_string()).collect();
+            out.push(format!("name servers {} first", list.join(", ")));
+        }
+        if !n.peerdns {
+            out.push(
+                "name servers from DHCP and router advertisements are not used (rd.peerdns=0)"
+                    .into(),
+            );
+        }
+        out
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -301,6 +416,9 @@ struct Builder {
     minmem_alias: Option<u64>,
     init: Option<PathBuf>,
     init_alias: Option<PathBuf>,
+    bootif: Option<crate::config::netdev::BootIf>,
+    /// `rd.bootif=0`: `BOOTIF=` is ignored, as dracut does.
+    bootif_off: bool,
 }
 
 fn err(p: &Param, reason: impl Into<String>) -> ConfigError {
@@ -578,6 +696,40 @@ impl Builder {
                 c.network.nameservers.push(v);
                 "network.nameservers"
             }
+            "vlan" => {
+                let v = crate::config::netdev::parse_vlan(val()?).map_err(|r| err(p, r))?;
+                c.network.vlans.push(v);
+                "network.vlans"
+            }
+            "bond" => {
+                // A bare `bond` is dracut's default bond.
+                let v = crate::config::netdev::parse_bond(p.value.as_deref().unwrap_or_default())
+                    .map_err(|r| err(p, r))?;
+                c.network.bonds.push(v);
+                "network.bonds"
+            }
+            "ifname" => {
+                let v = crate::config::netdev::parse_ifname(val()?).map_err(|r| err(p, r))?;
+                c.network.ifnames.push(v);
+                "network.ifnames"
+            }
+            "BOOTIF" => {
+                self.bootif =
+                    Some(crate::config::netdev::parse_bootif(val()?).map_err(|r| err(p, r))?);
+                "network.bootif"
+            }
+            "rd.bootif" => {
+                self.bootif_off = !flag()?;
+                "network.bootif"
+            }
+            "rd.neednet" => {
+                c.network.neednet = Some(flag()?);
+                "network.neednet"
+            }
+            "rd.peerdns" => {
+                c.network.peerdns = flag()?;
+                "network.peerdns"
+            }
             "rd.rustlive.drivers" | "rd.driver.blacklist" => {
                 let mut names = Vec::new();
                 for m in val()?.split(',').filter(|m| !m.is_empty()) {
@@ -641,10 +793,14 @@ impl Builder {
         if let Some(i) = self.init.or(self.init_alias) {
             c.root.init = i;
         }
-        c.needs_network = c
-            .image
-            .as_ref()
-            .is_some_and(|i| i.urls.iter().any(|u| u.scheme() != "file"))
+        if !self.bootif_off {
+            c.network.bootif = self.bootif;
+        }
+        check_network(&c.network)?;
+        c.needs_network = c.network.neednet == Some(true)
+            || c.image
+                .as_ref()
+                .is_some_and(|i| i.urls.iter().any(|u| u.scheme() != "file"))
             || c.secrets
                 .source
                 .as_ref()
@@ -689,6 +845,71 @@ impl Builder {
         }
         Ok(self.cfg)
     }
+}
+
+/// Rules across the network options: one IPv4 and one IPv6 method per interface (dracut refuses
+/// duplicate configurations too), device names declared once, and no device both a VLAN or bond
+/// and a bond's slave.
+fn check_network(n: &Network) -> Result<(), ConfigError> {
+    let fail = |option: &str, value: &str, reason: String| ConfigError {
+        option: option.into(),
+        value: value.into(),
+        reason,
+    };
+    for (i, a) in n.ip.iter().enumerate() {
+        let earlier = n.ip.get(..i).unwrap_or_default();
+        let same_family = |b: &&crate::config::ipconfig::IpConfig| {
+            let v6 = |c: &crate::config::ipconfig::IpConfig| {
+                c.method.is_v6() || c.addr.is_some_and(|x| x.is_ipv6())
+            };
+            b.iface == a.iface && v6(b) == v6(a)
+        };
+        if let Some(b) = earlier.iter().find(same_family) {
+            let iface = a.iface.as_deref().unwrap_or("every interface");
+            let family = if b.method.is_v6() || b.addr.is_some_and(|x| x.is_ipv6()) {
+                "IPv6"
+            } else {
+                "IPv4"
+            };
+            return Err(fail("ip", iface, format!("{iface} has two {family} configurations (one ip= per interface and IP version)")));
+        }
+    }
+    let mut names: Vec<&str> = Vec::new();
+    let declared = n
+        .vlans
+        .iter()
+        .map(|v| v.name.as_str())
+        .chain(n.bonds.iter().map(|b| b.name.as_str()));
+    for name in declared {
+        if names.contains(&name) {
+            return Err(fail("vlan/bond", name, format!("{name} is declared twice")));
+        }
+        names.push(name);
+    }
+    for b in &n.bonds {
+        if let Some(s) = b.slaves.iter().find(|s| names.contains(&s.as_str())) {
+            return Err(fail(
+                "bond",
+                &b.name,
+                format!("slave {s} is itself a VLAN or bond declared on the command line"),
+            ));
+        }
+    }
+    for (i, f) in n.ifnames.iter().enumerate() {
+        if n.ifnames
+            .get(..i)
+            .unwrap_or_default()
+            .iter()
+            .any(|g| g.name == f.name || g.mac == f.mac)
+        {
+            return Err(fail(
+                "ifname",
+                &f.name,
+                format!("{} or its MAC is named twice", f.name),
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// An image URL: http, https, file, or an OCI reference (`oci://`, `oci+http://`).
@@ -773,6 +994,13 @@ const OTHER_KEYS: &[&str] = &[
     "rd.live.squashimg",
     "rd.live.overlay.size",
     "ip",
+    "vlan",
+    "bond",
+    "ifname",
+    "BOOTIF",
+    "rd.bootif",
+    "rd.neednet",
+    "rd.peerdns",
     "nameserver",
     "rd.driver.blacklist",
 ];
@@ -1072,6 +1300,106 @@ mod tests {
             assert_eq!(e.option, needle, "{line}");
             assert!(line.contains(&e.value), "{line}: the value is named: {e}");
         }
+    }
+
+    #[test]
+    fn the_plan_names_every_step_in_order() {
+        let c = Config::from_cmdline(
+            "ifname=mgmt:52:54:00:00:00:01 BOOTIF=01-52-54-00-00-00-01 \
+             bond=bond0:eth1,eth2:mode=active-backup,miimon=100 vlan=vlan7:bond0 \
+             ip=vlan7:dhcp ip=vlan7:auto6 nameserver=[fd00::53] rd.peerdns=0",
+        )
+        .unwrap();
+        let p = c.network.plan();
+        assert_eq!(
+            p,
+            [
+                "rename the interface with MAC 52:54:00:00:00:01 to mgmt",
+                "configure only the interface with hardware address 52:54:00:00:00:01 (BOOTIF)",
+                "create bond bond0 (active-backup, miimon 100 ms) of eth1, eth2, up when any of them has carrier",
+                "create VLAN vlan7 (802.1Q id 7) on bond0",
+                "vlan7: DHCPv4",
+                "vlan7: router advertisements: SLAAC, and DHCPv6 when the router asks for it",
+                "name servers fd00::53 first",
+                "name servers from DHCP and router advertisements are not used (rd.peerdns=0)",
+            ]
+        );
+        let d = Config::from_cmdline("").unwrap().network.plan();
+        assert_eq!(
+            d,
+            ["DHCPv4 on every Ethernet interface with carrier; the first lease wins"]
+        );
+    }
+
+    /// Every dracut network option the dracut path may see is accepted (dracut.cmdline(7)),
+    /// and the rules across them hold.
+    #[test]
+    fn dracut_network_options() {
+        let c = Config::from_cmdline(
+            "root=live:http://[fd00::1]:8080/img ip=eth0:dhcp ip=eth0:dhcp6 \
+             ip=[fd00::10]::[fd00::1]:64:n1:eth1:none nameserver=10.0.2.3 nameserver=[fd00::53] \
+             vlan=vlan100:eth2 bond=bond0:eth3,eth4:mode=802.3ad,miimon=100 \
+             ifname=boot0:52:54:00:12:34:56 BOOTIF=01-52-54-00-12-34-56 rd.neednet=1 rd.peerdns=0",
+        )
+        .unwrap();
+        let n = &c.network;
+        assert_eq!(n.ip.len(), 3);
+        assert_eq!(n.nameservers.len(), 2);
+        assert_eq!((n.vlans.len(), n.bonds.len(), n.ifnames.len()), (1, 1, 1));
+        assert!(n.bootif.is_some());
+        assert_eq!((n.neednet, n.peerdns), (Some(true), false));
+        assert_eq!(
+            c.sources.get("network.vlans").map(String::as_str),
+            Some("vlan")
+        );
+        // rd.bootif=0 turns BOOTIF off, before or after it.
+        for line in [
+            "BOOTIF=01-52-54-00-12-34-56 rd.bootif=0",
+            "rd.bootif=0 BOOTIF=01-52-54-00-12-34-56",
+        ] {
+            assert_eq!(
+                Config::from_cmdline(line).unwrap().network.bootif,
+                None,
+                "{line}"
+            );
+        }
+        // rd.neednet=1 alone asks for the network.
+        assert!(Config::from_cmdline("rd.neednet=1").unwrap().needs_network);
+        assert!(!Config::from_cmdline("rd.neednet=0").unwrap().needs_network);
+        // A bare `bond` is dracut's default bond.
+        assert_eq!(
+            Config::from_cmdline("bond").unwrap().network.bonds[0].name,
+            "bond0"
+        );
+        for (line, option, why) in [
+            ("ip=eth0:dhcp ip=eth0:on", "ip", "two IPv4"),
+            ("ip=eth0:auto6 ip=eth0:dhcp6", "ip", "two IPv6"),
+            ("ip=dhcp ip=dhcp", "ip", "two IPv4"),
+            (
+                "vlan=vlan5:eth0 vlan=vlan5:eth1",
+                "vlan/bond",
+                "declared twice",
+            ),
+            (
+                "vlan=vlan5:eth0 bond=bond0:vlan5,eth1",
+                "bond",
+                "slave vlan5",
+            ),
+            (
+                "ifname=a:52:54:00:12:34:56 ifname=b:52:54:00:12:34:56",
+                "ifname",
+                "named twice",
+            ),
+            ("vlan=eth0", "vlan", "NAME:PARENT"),
+            ("BOOTIF=zz", "BOOTIF", "boot interface"),
+            ("rd.peerdns=maybe", "rd.peerdns", ""),
+        ] {
+            let e = Config::from_cmdline(line).unwrap_err();
+            assert_eq!(e.option, option, "{line}: {e}");
+            assert!(e.reason.contains(why), "{line}: {e}");
+        }
+        // One IPv4 and one IPv6 configuration on the same interface: dual stack.
+        assert!(Config::from_cmdline("ip=eth0:dhcp ip=eth0:auto6").is_ok());
     }
 
     #[test]

@@ -5,10 +5,11 @@
 use super::dhcp::{self, Candidate, DhcpError, Lease};
 use super::rtnl::{Rtnl, RtnlError};
 use crate::config::ipconfig::{IpConfig, Method};
+use crate::config::netdev::{Bond, BootIf, IfName, Vlan};
 use crate::drivers::coldplug::Unclaimed;
 use crate::support::deadline::Deadline;
 use serde::Serialize;
-use std::net::Ipv4Addr;
+use std::net::{IpAddr, Ipv4Addr};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -31,6 +32,10 @@ pub enum NetError {
         links: Vec<String>,
         waited_secs: u64,
     },
+    /// A form the command line may carry (the dracut path's network managers read it) that
+    /// this initramfs does not configure.
+    #[error("{0} is not configured by the standalone initramfs (boot it with the dracut module)")]
+    Unsupported(String),
     #[error("interface {0} named by ip= does not exist (present: {1})")]
     NoSuchIface(String, String),
     #[error(transparent)]
@@ -127,7 +132,7 @@ pub struct Record<'a> {
     pub addr: Ipv4Addr,
     pub prefix: u8,
     pub gateway: Option<Ipv4Addr>,
-    pub dns: &'a [Ipv4Addr],
+    pub dns: &'a [IpAddr],
     pub domain: Option<&'a str>,
     pub hostname: Option<&'a str>,
     pub mtu: Option<u16>,
@@ -139,7 +144,7 @@ pub struct Record<'a> {
 }
 
 /// `/etc/resolv.conf` for musl's resolver (at most 3 servers are used).
-pub fn resolv_conf(servers: &[Ipv4Addr], domain: Option<&str>) -> String {
+pub fn resolv_conf(servers: &[IpAddr], domain: Option<&str>) -> String {
     let mut s = String::from("# written by rustlive (standalone initramfs)\n");
     if let Some(d) = domain {
         s.push_str(&format!("search {d}\n"));
@@ -194,7 +199,7 @@ fn write(path: &str, text: &str) -> Result<(), NetError> {
 
 /// What the network stage does (`ip=`, `nameserver=`, `rd.rustlive.drivers=`,
 /// `rd.driver.blacklist=`).
-#[derive(Debug, Clone, Default, PartialEq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct NetOptions {
     /// Whether the boot needs the network at all: an image or a secrets bundle over the
     /// network (the configuration decided it once, for the dracut hooks as well). Drivers are
@@ -203,11 +208,38 @@ pub struct NetOptions {
     /// Empty: DHCP on every Ethernet interface with carrier.
     pub ip: Vec<IpConfig>,
     /// Name servers ahead of the lease's.
-    pub nameservers: Vec<Ipv4Addr>,
+    pub nameservers: Vec<IpAddr>,
+    /// `vlan=`: 802.1Q devices to create.
+    pub vlans: Vec<Vlan>,
+    /// `bond=`: bonds to create.
+    pub bonds: Vec<Bond>,
+    /// `ifname=`: renames before use.
+    pub ifnames: Vec<IfName>,
+    /// `BOOTIF=`: the only interface to configure.
+    pub bootif: Option<BootIf>,
+    /// `rd.peerdns=0`: the lease's name servers are not used.
+    pub peerdns: bool,
     /// Modules to load besides those the devices ask for.
     pub drivers: Vec<String>,
     /// Modules never loaded.
     pub blacklist: Vec<String>,
+}
+
+impl Default for NetOptions {
+    fn default() -> Self {
+        NetOptions {
+            needed: false,
+            ip: Vec::new(),
+            nameservers: Vec::new(),
+            vlans: Vec::new(),
+            bonds: Vec::new(),
+            ifnames: Vec::new(),
+            bootif: None,
+            peerdns: true,
+            drivers: Vec::new(),
+            blacklist: Vec::new(),
+        }
+    }
 }
 
 /// The network stage: a no-op when the boot needs no network or it is already configured.
@@ -220,6 +252,9 @@ pub fn bring_up(opts: &NetOptions, deadline: &Deadline) -> Result<(), NetError> 
     if let Some((ifname, a)) = already_configured() {
         log::info!("network already configured ({a} on {ifname}); not running DHCP");
         return Ok(());
+    }
+    if let Some(form) = unsupported(opts) {
+        return Err(NetError::Unsupported(form));
     }
     let specs: Vec<IpConfig> = if opts.ip.is_empty() {
         vec![crate::config::ipconfig::parse_ip("dhcp").map_err(|_| NetError::NoNic)?]
@@ -330,8 +365,10 @@ pub fn bring_up(opts: &NetOptions, deadline: &Deadline) -> Result<(), NetError> 
         .or(lease.hostname.clone());
     let mtu = specs.iter().find_map(|c| c.mtu).or(lease.mtu);
     configure(&mut rt, link, &lease, mtu)?;
-    let mut dns: Vec<Ipv4Addr> = opts.nameservers.clone();
-    dns.extend(&lease.dns);
+    let mut dns: Vec<IpAddr> = opts.nameservers.clone();
+    if opts.peerdns {
+        dns.extend(lease.dns.iter().map(|&d| IpAddr::V4(d)));
+    }
     write(RESOLV_CONF, &resolv_conf(&dns, lease.domain.as_deref()))?;
     if let Some(h) = &hostname {
         if let Err(e) = crate::sys::hostname::set(h) {
@@ -386,6 +423,30 @@ pub fn bring_up(opts: &NetOptions, deadline: &Deadline) -> Result<(), NetError> 
     Ok(())
 }
 
+/// The first command-line form [`bring_up`] cannot configure yet, named as the user wrote it.
+fn unsupported(opts: &NetOptions) -> Option<String> {
+    if let Some(v) = opts.vlans.first() {
+        return Some(format!("vlan={}:{}", v.name, v.parent));
+    }
+    if let Some(b) = opts.bonds.first() {
+        return Some(format!("bond={}", b.name));
+    }
+    if let Some(i) = opts.ifnames.first() {
+        return Some(format!("ifname={}", i.name));
+    }
+    if opts.bootif.is_some() {
+        return Some("BOOTIF=".into());
+    }
+    if let Some(c) = opts
+        .ip
+        .iter()
+        .find(|c| c.method.is_v6() || c.addr.is_some_and(|a| a.is_ipv6()))
+    {
+        return Some(format!("IPv6 (ip= {:?})", c.method).to_lowercase());
+    }
+    None
+}
+
 fn uptime() -> f64 {
     std::fs::read_to_string("/proc/uptime")
         .ok()
@@ -395,13 +456,21 @@ fn uptime() -> f64 {
 
 /// A static `ip=` as a lease, so both take the same path to the kernel.
 fn static_lease(c: &IpConfig, l: &Link) -> Lease {
+    let v4 = |a: &IpAddr| match a {
+        IpAddr::V4(v) => Some(*v),
+        IpAddr::V6(_) => None,
+    };
     Lease {
         iface: l.name.clone(),
-        addr: c.addr.unwrap_or(Ipv4Addr::UNSPECIFIED),
+        addr: c
+            .addr
+            .as_ref()
+            .and_then(v4)
+            .unwrap_or(Ipv4Addr::UNSPECIFIED),
         prefix: c.prefix.unwrap_or(24),
         server: Ipv4Addr::UNSPECIFIED,
-        routers: c.gateway.into_iter().collect(),
-        dns: c.dns.clone(),
+        routers: c.gateway.as_ref().and_then(v4).into_iter().collect(),
+        dns: c.dns.iter().filter_map(v4).collect(),
         domain: None,
         hostname: c.hostname.clone(),
         mtu: c.mtu,
@@ -469,7 +538,10 @@ mod tests {
     #[test]
     fn resolv_conf_dedups_and_searches() {
         assert_eq!(
-            resolv_conf(&[a("10.0.2.3"), a("10.0.2.3"), a("8.8.8.8")], Some("cluster.example")),
+            resolv_conf(
+                &[a("10.0.2.3").into(), a("10.0.2.3").into(), a("8.8.8.8").into()],
+                Some("cluster.example")
+            ),
             "# written by rustlive (standalone initramfs)\nsearch cluster.example\nnameserver 10.0.2.3\nnameserver 8.8.8.8\n"
         );
     }
