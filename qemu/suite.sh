@@ -893,12 +893,83 @@ t_standalone_rig_v4() {
 	[ "$rc" -eq 0 ] && sa_booted && check "rustlive.*DHCP from $RIG_V4" "a DHCP lease from the rig's dnsmasq"
 }
 
+# IPv6 on the rig. v6_booted: the test root ran, with the IPv6 configuration rustlive left it.
+v6_booted() {
+	booted && check 'rustlive.*network up in|rustlive.*IPv6 up:' "the network stage's summary" &&
+		check 'TESTROOT: lease6 \{' "/run/rustlive/lease6-eth0.json in the booted system" &&
+		check 'rustlive.*VmHWM' "rustlive's peak memory before switch-root"
+}
+
+# The guest's SLAAC address on the rig: the prefix and GUEST_MAC's modified EUI-64.
+RIG_SLAAC="fd00:2::5054:ff:fe12:3456"
+
+t_standalone_v6_slaac() {
+	# IPv6 only: no IPv4 on the segment; SLAAC from the RA's prefix, the default route via the
+	# router, RDNSS and DNSSL; the image at a [v6] URL.
+	rig_up --no-v4 --v6 slaac
+	rig_sa_boot standalone-v6-slaac "$IMG/sa.img" \
+		"ip=auto6 root=live:$RIG_URL6/root.squashfs rd.rustlive.sha256=$(sha_of root.squashfs)" \
+		300 'TESTROOT: done' "$SA_NOBOOT"
+	local rc=$?
+	rig_down
+	[ "$rc" -eq 0 ] && v6_booted &&
+		check 'rustlive.*router advertisement on eth0 from fe80::' "the router advertisement" &&
+		check "TESTROOT: inet6 eth0 $RIG_SLAAC/64" "the SLAAC address kept for the booted system" &&
+		check 'TESTROOT: route6 default via fe80::' "the default route via the router" &&
+		check 'rustlive.*network up in .*DNS fe80::[0-9a-f:]+%eth0' "the RDNSS server" &&
+		check 'TESTROOT: lease6 .*"domains":\["rig.test"\]' "the DNSSL domain" &&
+		check_not 'DHCPv6' "a DHCPv6 exchange" &&
+		grep -q "^$RIG_SLAAC .*GET /root.squashfs HTTP/1.1\" 200" "$(rig_access_log)"
+}
+
+t_standalone_dhcp6() {
+	# DHCPv6 stateful: the RA says M and no A; the address comes from dnsmasq's reservation
+	# for GUEST_MAC, its prefix length from the RA's on-link prefix.
+	rig_up --no-v4 --v6 stateful
+	rig_sa_boot standalone-dhcp6 "$IMG/sa.img" \
+		"ip=dhcp6 root=live:$RIG_URL6/root.squashfs rd.rustlive.sha256=$(sha_of root.squashfs)" \
+		300 'TESTROOT: done' "$SA_NOBOOT"
+	local rc=$?
+	rig_down
+	[ "$rc" -eq 0 ] && v6_booted &&
+		check 'TESTROOT: inet6 eth0 fd00:2::15/64' "the DHCPv6 address" &&
+		check 'TESTROOT: lease6 .*"mode":"stateful"' "the DHCPv6 lease" &&
+		check 'TESTROOT: route6 default via fe80::' "the default route from the RA" &&
+		check_not "$RIG_SLAAC" "a SLAAC address (the RA has no A flag)"
+}
+
+t_standalone_dual_stack() {
+	# ip=dhcp ip=auto6: both families, the image over IPv6, DNS from both.
+	rig_up --v6 stateless
+	rig_sa_boot standalone-dual-stack "$IMG/sa.img" \
+		"ip=dhcp ip=auto6 root=live:$RIG_URL6/root.squashfs rd.rustlive.sha256=$(sha_of root.squashfs)" \
+		300 'TESTROOT: done' "$SA_NOBOOT"
+	local rc=$?
+	rig_down
+	[ "$rc" -eq 0 ] && v6_booted &&
+		check 'TESTROOT: inet eth0 10\.0\.2\.15/24' "the DHCPv4 address" &&
+		check "TESTROOT: inet6 eth0 $RIG_SLAAC/64" "the SLAAC address" &&
+		check 'TESTROOT: lease6 .*"mode":"stateless"' "the stateless DHCPv6 exchange (RA with O)" &&
+		check 'TESTROOT: lease \{' "the DHCPv4 lease file"
+}
+
+t_standalone_no_ra() {
+	# IPv6 only on a segment with no router: the reason, then the failure policy.
+	rig_up --no-v4 --v6 off
+	rig_sa_boot standalone-no-ra "$IMG/sa.img" "ip=auto6 root=live:$RIG_URL6/root.squashfs rd.rustlive.timeout=15" \
+		300 'rustlive failed: powering off' 'TESTROOT|Kernel panic'
+	local rc=$?
+	rig_down
+	[ "$rc" -eq 0 ] &&
+		check 'rustlive.*no router advertisement on eth0 after [0-9]+ s \(sent [0-9]+ router solicitations\)' "the reason"
+}
+
 ALL="initramfs_cache_key happy_nm happy_networkd livenet_cmdline root_http_alias nested erofs hash_mismatch bad_cmdline bad_cmdline_shell server_late broken_transfer
 secrets_initrd secrets_cat secrets_cat_plain secrets_https no_network signature_valid signature_missing pxe no_systemd
 no_systemd_fail file_image no_systemd_file pid1_switch_root syslog_failure oci secrets_tpm secrets_tpm_other
 standalone_virtio standalone_mirrors standalone_e1000 standalone_e1000e standalone_static standalone_hash_mismatch standalone_no_nic
 standalone_no_driver standalone_no_dhcp standalone_pxe standalone_secrets_mtls standalone_tpm standalone_oci
-debian_root debian_root_pxe"
+debian_root debian_root_pxe standalone_rig_v4 standalone_v6_slaac standalone_dhcp6 standalone_dual_stack standalone_no_ra"
 
 # shellcheck disable=SC2086 # the default list is split on whitespace
 [ $# -gt 0 ] || set -- $ALL

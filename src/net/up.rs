@@ -40,6 +40,8 @@ pub enum NetError {
     NoSuchIface(String, String),
     #[error(transparent)]
     Dhcp(#[from] DhcpError),
+    #[error(transparent)]
+    V6(#[from] super::up6::Net6Error),
     #[error("cannot configure the network")]
     Rtnl(#[from] RtnlError),
     #[error("cannot write {path}")]
@@ -320,6 +322,21 @@ pub fn bring_up(opts: &NetOptions, deadline: &Deadline) -> Result<(), NetError> 
             .join(", ")
     );
 
+    // IPv6 (net::up6): alone when no ip= asks for IPv4, else on a thread beside it.
+    let (specs, specs6): (Vec<IpConfig>, Vec<IpConfig>) =
+        specs.into_iter().partition(|c| !super::up6::is_v6(c));
+    if specs.is_empty() {
+        return Ok(super::up6::only(
+            &specs6,
+            &up,
+            &deadline,
+            &opts.nameservers,
+            opts.peerdns,
+            started,
+        )?);
+    }
+    let v6 = super::up6::start(&specs6, &up, &deadline);
+
     // A static ip= for a link with carrier wins; otherwise DHCP on the links it names.
     let static_cfg = specs.iter().find_map(|c| {
         (c.method == Method::Static)
@@ -330,8 +347,8 @@ pub fn bring_up(opts: &NetOptions, deadline: &Deadline) -> Result<(), NetError> 
             })
             .flatten()
     });
-    let (lease, method) = match static_cfg {
-        Some((c, l)) => (static_lease(c, l), Method::Static),
+    let (lease, method, v6) = match static_cfg {
+        Some((c, l)) => (static_lease(c, l), Method::Static, v6),
         None => {
             let cands: Vec<Candidate> = up
                 .iter()
@@ -351,7 +368,17 @@ pub fn bring_up(opts: &NetOptions, deadline: &Deadline) -> Result<(), NetError> 
                     waited_secs: started.elapsed().as_secs(),
                 });
             }
-            (dhcp::acquire(&cands, &deadline)?, Method::Dhcp)
+            match (dhcp::acquire(&cands, &deadline), v6) {
+                (Ok(l), v6) => (l, Method::Dhcp, v6),
+                (Err(e), Some(p)) => {
+                    return if super::up6::v4_failed(p, &e, &opts.nameservers, opts.peerdns) {
+                        Ok(())
+                    } else {
+                        Err(e.into())
+                    }
+                }
+                (Err(e), None) => return Err(e.into()),
+            }
         }
     };
     let link = up.iter().find(|l| l.name == lease.iface).copied();
@@ -420,6 +447,15 @@ pub fn bring_up(opts: &NetOptions, deadline: &Deadline) -> Result<(), NetError> 
             )
         }
     );
+    if let Some(p) = v6 {
+        super::up6::after_v4(
+            p,
+            &opts.nameservers,
+            &lease.dns,
+            lease.domain.as_deref(),
+            opts.peerdns,
+        );
+    }
     Ok(())
 }
 
@@ -436,13 +472,6 @@ fn unsupported(opts: &NetOptions) -> Option<String> {
     }
     if opts.bootif.is_some() {
         return Some("BOOTIF=".into());
-    }
-    if let Some(c) = opts
-        .ip
-        .iter()
-        .find(|c| c.method.is_v6() || c.addr.is_some_and(|a| a.is_ipv6()))
-    {
-        return Some(format!("IPv6 (ip= {:?})", c.method).to_lowercase());
     }
     None
 }
