@@ -964,12 +964,26 @@ t_standalone_no_ra() {
 		check 'rustlive.*no router advertisement on eth0 after [0-9]+ s \(sent [0-9]+ router solicitations\)' "the reason"
 }
 
+t_dracut_nm_dhcp6() {
+	# The dracut module with ip=dhcp6 on the IPv6-only segment: NetworkManager configures
+	# DHCPv6, rustlive waits for a route to the [v6] image server and fetches.
+	rig_up --no-v4 --v6 stateful
+	LOG="$LOGS/dracut-nm-dhcp6.log"
+	QEMU_NETNS=$RIG_NS qemu_start "$LOG" -kernel "$KERNEL" -initrd "$IMG/nm.img" \
+		-append "console=ttyS0 ip=dhcp6 root=live:$RIG_URL6/root.squashfs rd.rustlive.sha256=$(sha_of root.squashfs)" \
+		-netdev "$(rig_tap tap0 n0)" -device "virtio-net-pci,netdev=n0,mac=$GUEST_MAC"
+	wait_serial "$LOG" 300 'TESTROOT: done' "$NOBOOT"
+	local rc=$?
+	rig_down
+	[ "$rc" -eq 0 ] && booted && check 'TESTROOT: inet6 eth0 fd00:2::15/' "NetworkManager's DHCPv6 address"
+}
+
 ALL="initramfs_cache_key happy_nm happy_networkd livenet_cmdline root_http_alias nested erofs hash_mismatch bad_cmdline bad_cmdline_shell server_late broken_transfer
 secrets_initrd secrets_cat secrets_cat_plain secrets_https no_network signature_valid signature_missing pxe no_systemd
 no_systemd_fail file_image no_systemd_file pid1_switch_root syslog_failure oci secrets_tpm secrets_tpm_other
 standalone_virtio standalone_mirrors standalone_e1000 standalone_e1000e standalone_static standalone_hash_mismatch standalone_no_nic
 standalone_no_driver standalone_no_dhcp standalone_pxe standalone_secrets_mtls standalone_tpm standalone_oci
-debian_root debian_root_pxe standalone_rig_v4 standalone_v6_slaac standalone_dhcp6 standalone_dual_stack standalone_no_ra"
+debian_root debian_root_pxe standalone_rig_v4 standalone_v6_slaac standalone_dhcp6 standalone_dual_stack standalone_no_ra dracut_nm_dhcp6"
 
 # shellcheck disable=SC2086 # the default list is split on whitespace
 [ $# -gt 0 ] || set -- $ALL

@@ -226,7 +226,7 @@ fn prefix_option(opt: &[u8], ra: &mut Advert) {
         // not a unicast prefix.
         Some(p) => ra
             .notes
-            .push(format!("prefix {}/{} left out", p.prefix, p.len.min(255))),
+            .push(format!("prefix {}/{} left out", p.prefix, p.len)),
         None => ra.notes.push("malformed prefix option left out".into()),
     }
 }
@@ -234,7 +234,7 @@ fn prefix_option(opt: &[u8], ra: &mut Advert) {
 fn rdnss_option(opt: &[u8], ra: &mut Advert) {
     // Length 3, 5, 7…: 8 bytes of header, then 16 per server (RFC 8106 §5.1).
     let lifetime = be32(opt, 4).unwrap_or(0);
-    if opt.len() < 24 || (opt.len() - 8) % 16 != 0 {
+    if opt.len() < 24 || opt.len().checked_sub(8).is_none_or(|n| n % 16 != 0) {
         ra.notes.push("malformed RDNSS option left out".into());
         return;
     }

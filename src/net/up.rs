@@ -325,17 +325,25 @@ pub fn bring_up(opts: &NetOptions, deadline: &Deadline) -> Result<(), NetError> 
     // IPv6 (net::up6): alone when no ip= asks for IPv4, else on a thread beside it.
     let (specs, specs6): (Vec<IpConfig>, Vec<IpConfig>) =
         specs.into_iter().partition(|c| !super::up6::is_v6(c));
+    let up6: Vec<super::up6::Link> = up
+        .iter()
+        .map(|l| super::up6::Link {
+            name: l.name.clone(),
+            index: l.index,
+            mac: l.mac,
+        })
+        .collect();
     if specs.is_empty() {
         return Ok(super::up6::only(
             &specs6,
-            &up,
+            &up6,
             &deadline,
             &opts.nameservers,
             opts.peerdns,
             started,
         )?);
     }
-    let v6 = super::up6::start(&specs6, &up, &deadline);
+    let v6 = super::up6::start(&specs6, &up6, &deadline);
 
     // A static ip= for a link with carrier wins; otherwise DHCP on the links it names.
     let static_cfg = specs.iter().find_map(|c| {

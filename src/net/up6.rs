@@ -13,7 +13,6 @@
 use super::dhcp6::{self, Lease6};
 use super::ra::{self, Advert};
 use super::rtnl::{Rtnl, RtnlError};
-use super::up::Link;
 use crate::config::ipconfig::{IpConfig, Method};
 use crate::support::deadline::Deadline;
 use serde::Serialize;
@@ -33,6 +32,17 @@ pub const DUAL_GRACE: Duration = Duration::from_secs(15);
 /// kernel's random delay; this is the most waited for one address.
 pub const DAD_WAIT: Duration = Duration::from_secs(10);
 pub const LEASE6_DIR: &str = "/run/rustlive";
+/// The file `net::up` writes for IPv4 too; dual stack rewrites it with both families.
+pub const RESOLV_CONF: &str = "/etc/resolv.conf";
+
+/// An Ethernet interface up with carrier (`net::up`'s `Link`, which this file does not use:
+/// `net::up` uses this one).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Link {
+    pub name: String,
+    pub index: u32,
+    pub mac: [u8; 6],
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum Net6Error {
@@ -527,6 +537,17 @@ fn receive(r: &mut Run<'_>, plan: &Plan6, buf: &mut [u8], rng: &mut crate::sys::
                 r.dhcp_sent = 0;
             }
             dhcp6::Outcome::Bound(l) => {
+                log::info!(
+                    "DHCPv6 ({}) on {name} from {}: {}",
+                    if l.addr.is_some() {
+                        "stateful"
+                    } else {
+                        "stateless"
+                    },
+                    l.server,
+                    l.addr
+                        .map_or_else(|| "name servers only".to_string(), |a| a.to_string())
+                );
                 r.lease = Some(l);
                 r.lease_at = Some(Instant::now());
             }
@@ -811,6 +832,113 @@ pub fn resolv_conf(servers: &[String], domains: &[String]) -> String {
     s
 }
 
+// --- how `net::up::bring_up` calls this -----------------------------------------------------
+
+/// The plan of the first IPv6 `ip=` value, and the links with carrier it applies to.
+fn plan_links(specs6: &[IpConfig], up: &[Link]) -> Option<(Plan6, Vec<Link>)> {
+    let (c, p) = specs6.iter().find_map(|c| Some((c, plan(c)?)))?;
+    let links: Vec<Link> = up
+        .iter()
+        .filter(|l| c.iface.as_deref().is_none_or(|i| i == l.name))
+        .cloned()
+        .collect();
+    Some((p, links))
+}
+
+/// IPv6 only (no `ip=` asks for IPv4): configured here, then resolv.conf.
+pub fn only(
+    specs6: &[IpConfig],
+    up: &[Link],
+    deadline: &Deadline,
+    nameservers: &[IpAddr],
+    peerdns: bool,
+    started: Instant,
+) -> Result<(), Net6Error> {
+    let Some((p, links)) = plan_links(specs6, up) else {
+        return Err(Net6Error::NoLink);
+    };
+    let refs: Vec<&Link> = links.iter().collect();
+    let c = bring_up6(&p, &refs, deadline, &AtomicBool::new(false))?;
+    write_resolv(nameservers, &[], None, Some(&c), peerdns);
+    log::info!(
+        "network up in {:.1} s: {}",
+        started.elapsed().as_secs_f64(),
+        c.summary()
+    );
+    Ok(())
+}
+
+/// Dual stack: IPv6 on a thread while `net::up` runs DHCPv4 (or a static IPv4 address).
+pub fn start(specs6: &[IpConfig], up: &[Link], deadline: &Deadline) -> Option<Pending> {
+    let (p, links) = plan_links(specs6, up)?;
+    if links.is_empty() {
+        return None;
+    }
+    Some(spawn(p, links, *deadline))
+}
+
+/// Dual stack, IPv4 up: IPv6's result within [`DUAL_GRACE`] more, resolv.conf for both. An
+/// IPv6 failure is a warning: the node boots on IPv4 (the image's route decides later).
+pub fn after_v4(
+    pending: Pending,
+    nameservers: &[IpAddr],
+    v4_dns: &[std::net::Ipv4Addr],
+    v4_domain: Option<&str>,
+    peerdns: bool,
+) {
+    match pending.finish(DUAL_GRACE) {
+        Ok(c) => {
+            write_resolv(nameservers, v4_dns, v4_domain, Some(&c), peerdns);
+            log::info!("IPv6 up: {}", c.summary());
+        }
+        Err(e) => log::warn!("IPv6 not configured, going on with IPv4 only: {e}"),
+    }
+}
+
+/// Dual stack, IPv4 failed: the boot goes on if IPv6 comes up (with a warning naming the
+/// IPv4 failure), else IPv4's error stands.
+pub fn v4_failed(
+    pending: Pending,
+    v4_error: &dyn std::fmt::Display,
+    nameservers: &[IpAddr],
+    peerdns: bool,
+) -> bool {
+    match pending.finish(DUAL_GRACE) {
+        Ok(c) => {
+            log::warn!("IPv4 not configured, going on with IPv6 only: {v4_error}");
+            write_resolv(nameservers, &[], None, Some(&c), peerdns);
+            log::info!("IPv6 up: {}", c.summary());
+            true
+        }
+        Err(e) => {
+            log::warn!("IPv6 not configured either: {e}");
+            false
+        }
+    }
+}
+
+fn write_resolv(
+    nameservers: &[IpAddr],
+    v4_dns: &[std::net::Ipv4Addr],
+    v4_domain: Option<&str>,
+    c: Option<&Config6>,
+    peerdns: bool,
+) {
+    let mut servers: Vec<String> = nameservers.iter().map(|n| n.to_string()).collect();
+    let mut domains: Vec<String> = v4_domain.map(str::to_string).into_iter().collect();
+    if peerdns {
+        servers.extend(v4_dns.iter().map(|d| d.to_string()));
+        if let Some(c) = c {
+            servers.extend(c.resolvers());
+            domains.extend(c.domains.iter().cloned());
+        }
+    }
+    let text = resolv_conf(&servers, &domains);
+    if let Err(e) = std::fs::write(RESOLV_CONF, text) {
+        log::warn!("cannot write {}: {e}", RESOLV_CONF);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -878,112 +1006,5 @@ mod tests {
             ),
             "# written by rustlive (standalone initramfs)\nsearch rig.test example\nnameserver 10.0.2.2\nnameserver fe80::1%eth0\n"
         );
-    }
-}
-
-// --- how `net::up::bring_up` calls this -----------------------------------------------------
-
-/// The plan of the first IPv6 `ip=` value, and the links with carrier it applies to.
-fn plan_links(specs6: &[IpConfig], up: &[&Link]) -> Option<(Plan6, Vec<Link>)> {
-    let (c, p) = specs6.iter().find_map(|c| Some((c, plan(c)?)))?;
-    let links: Vec<Link> = up
-        .iter()
-        .filter(|l| c.iface.as_deref().is_none_or(|i| i == l.name))
-        .map(|l| (*l).clone())
-        .collect();
-    Some((p, links))
-}
-
-/// IPv6 only (no `ip=` asks for IPv4): configured here, then resolv.conf.
-pub fn only(
-    specs6: &[IpConfig],
-    up: &[&Link],
-    deadline: &Deadline,
-    nameservers: &[IpAddr],
-    peerdns: bool,
-    started: Instant,
-) -> Result<(), Net6Error> {
-    let Some((p, links)) = plan_links(specs6, up) else {
-        return Err(Net6Error::NoLink);
-    };
-    let refs: Vec<&Link> = links.iter().collect();
-    let c = bring_up6(&p, &refs, deadline, &AtomicBool::new(false))?;
-    write_resolv(nameservers, &[], None, Some(&c), peerdns);
-    log::info!(
-        "network up in {:.1} s: {}",
-        started.elapsed().as_secs_f64(),
-        c.summary()
-    );
-    Ok(())
-}
-
-/// Dual stack: IPv6 on a thread while `net::up` runs DHCPv4 (or a static IPv4 address).
-pub fn start(specs6: &[IpConfig], up: &[&Link], deadline: &Deadline) -> Option<Pending> {
-    let (p, links) = plan_links(specs6, up)?;
-    if links.is_empty() {
-        return None;
-    }
-    Some(spawn(p, links, *deadline))
-}
-
-/// Dual stack, IPv4 up: IPv6's result within [`DUAL_GRACE`] more, resolv.conf for both. An
-/// IPv6 failure is a warning: the node boots on IPv4 (the image's route decides later).
-pub fn after_v4(
-    pending: Pending,
-    nameservers: &[IpAddr],
-    v4_dns: &[std::net::Ipv4Addr],
-    v4_domain: Option<&str>,
-    peerdns: bool,
-) {
-    match pending.finish(DUAL_GRACE) {
-        Ok(c) => {
-            write_resolv(nameservers, v4_dns, v4_domain, Some(&c), peerdns);
-            log::info!("IPv6 up: {}", c.summary());
-        }
-        Err(e) => log::warn!("IPv6 not configured, going on with IPv4 only: {e}"),
-    }
-}
-
-/// Dual stack, IPv4 failed: the boot goes on if IPv6 comes up (with a warning naming the
-/// IPv4 failure), else IPv4's error stands.
-pub fn v4_failed(
-    pending: Pending,
-    v4_error: &dyn std::fmt::Display,
-    nameservers: &[IpAddr],
-    peerdns: bool,
-) -> bool {
-    match pending.finish(DUAL_GRACE) {
-        Ok(c) => {
-            log::warn!("IPv4 not configured, going on with IPv6 only: {v4_error}");
-            write_resolv(nameservers, &[], None, Some(&c), peerdns);
-            log::info!("IPv6 up: {}", c.summary());
-            true
-        }
-        Err(e) => {
-            log::warn!("IPv6 not configured either: {e}");
-            false
-        }
-    }
-}
-
-fn write_resolv(
-    nameservers: &[IpAddr],
-    v4_dns: &[std::net::Ipv4Addr],
-    v4_domain: Option<&str>,
-    c: Option<&Config6>,
-    peerdns: bool,
-) {
-    let mut servers: Vec<String> = nameservers.iter().map(|n| n.to_string()).collect();
-    let mut domains: Vec<String> = v4_domain.map(str::to_string).into_iter().collect();
-    if peerdns {
-        servers.extend(v4_dns.iter().map(|d| d.to_string()));
-        if let Some(c) = c {
-            servers.extend(c.resolvers());
-            domains.extend(c.domains.iter().cloned());
-        }
-    }
-    let text = resolv_conf(&servers, &domains);
-    if let Err(e) = std::fs::write(super::up::RESOLV_CONF, text) {
-        log::warn!("cannot write {}: {e}", super::up::RESOLV_CONF);
     }
 }
