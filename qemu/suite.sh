@@ -953,6 +953,20 @@ t_standalone_dual_stack() {
 		check 'TESTROOT: lease \{' "the DHCPv4 lease file"
 }
 
+t_standalone_v6_static() {
+	# ip=[ADDR]::[GW]:PREFIX:HOST:IFACE:none on a segment with neither RA nor DHCPv6.
+	rig_up --no-v4 --v6 off
+	rig_sa_boot standalone-v6-static "$IMG/sa.img" \
+		"ip=[fd00:2::99]::[fd00:2::2]:64:node1:eth0:none root=live:$RIG_URL6/root.squashfs rd.rustlive.sha256=$(sha_of root.squashfs)" \
+		300 'TESTROOT: done' "$SA_NOBOOT"
+	local rc=$?
+	rig_down
+	[ "$rc" -eq 0 ] && v6_booted &&
+		check 'TESTROOT: inet6 eth0 fd00:2::99/64' "the static address" &&
+		check 'TESTROOT: route6 default via fd00:2::2' "the static gateway" &&
+		check_not 'router solicitation|DHCPv6 \(' "router discovery or DHCPv6"
+}
+
 t_standalone_no_ra() {
 	# IPv6 only on a segment with no router: the reason, then the failure policy.
 	rig_up --no-v4 --v6 off
@@ -975,7 +989,11 @@ t_dracut_nm_dhcp6() {
 	wait_serial "$LOG" 300 'TESTROOT: done' "$NOBOOT"
 	local rc=$?
 	rig_down
-	[ "$rc" -eq 0 ] && booted && check 'TESTROOT: inet6 eth0 fd00:2::15/' "NetworkManager's DHCPv6 address"
+	# systemd's udev names the NIC (ens2); NetworkManager keeps the DHCPv6 address as a /128
+	# and routes by the RA.
+	[ "$rc" -eq 0 ] && booted && check 'TESTROOT: inet6 [a-z0-9]+ fd00:2::15/' "NetworkManager's DHCPv6 address" &&
+		check 'rustlive.*fetched .* sha256' "rustlive's fetch over IPv6" &&
+		grep -q '^fd00:2::15 .*GET /root.squashfs HTTP/1.1" 200' "$(rig_access_log)"
 }
 
 ALL="initramfs_cache_key happy_nm happy_networkd livenet_cmdline root_http_alias nested erofs hash_mismatch bad_cmdline bad_cmdline_shell server_late broken_transfer
@@ -983,7 +1001,7 @@ secrets_initrd secrets_cat secrets_cat_plain secrets_https no_network signature_
 no_systemd_fail file_image no_systemd_file pid1_switch_root syslog_failure oci secrets_tpm secrets_tpm_other
 standalone_virtio standalone_mirrors standalone_e1000 standalone_e1000e standalone_static standalone_hash_mismatch standalone_no_nic
 standalone_no_driver standalone_no_dhcp standalone_pxe standalone_secrets_mtls standalone_tpm standalone_oci
-debian_root debian_root_pxe standalone_rig_v4 standalone_v6_slaac standalone_dhcp6 standalone_dual_stack standalone_no_ra dracut_nm_dhcp6"
+debian_root debian_root_pxe standalone_rig_v4 standalone_v6_slaac standalone_dhcp6 standalone_dual_stack standalone_v6_static standalone_no_ra dracut_nm_dhcp6"
 
 # shellcheck disable=SC2086 # the default list is split on whitespace
 [ $# -gt 0 ] || set -- $ALL
