@@ -967,6 +967,17 @@ t_standalone_v6_static() {
 		check_not 'router solicitation|DHCPv6 \(' "router discovery or DHCPv6"
 }
 
+t_standalone_no_dhcp6() {
+	# ip=dhcp6 on a segment with no DHCPv6 server: the reason, then the failure policy.
+	rig_up --no-v4 --v6 off
+	rig_sa_boot standalone-no-dhcp6 "$IMG/sa.img" "ip=dhcp6 root=live:$RIG_URL6/root.squashfs rd.rustlive.timeout=15" \
+		300 'rustlive failed: powering off' 'TESTROOT|Kernel panic'
+	local rc=$?
+	rig_down
+	[ "$rc" -eq 0 ] &&
+		check 'rustlive.*no DHCPv6 answer on eth0 after [0-9]+ s \(sent [0-9]+ SOLICIT\)' "the reason"
+}
+
 t_standalone_no_ra() {
 	# IPv6 only on a segment with no router: the reason, then the failure policy.
 	rig_up --no-v4 --v6 off
@@ -1001,7 +1012,7 @@ secrets_initrd secrets_cat secrets_cat_plain secrets_https no_network signature_
 no_systemd_fail file_image no_systemd_file pid1_switch_root syslog_failure oci secrets_tpm secrets_tpm_other
 standalone_virtio standalone_mirrors standalone_e1000 standalone_e1000e standalone_static standalone_hash_mismatch standalone_no_nic
 standalone_no_driver standalone_no_dhcp standalone_pxe standalone_secrets_mtls standalone_tpm standalone_oci
-debian_root debian_root_pxe standalone_rig_v4 standalone_v6_slaac standalone_dhcp6 standalone_dual_stack standalone_v6_static standalone_no_ra dracut_nm_dhcp6"
+debian_root debian_root_pxe standalone_rig_v4 standalone_v6_slaac standalone_dhcp6 standalone_dual_stack standalone_v6_static standalone_no_ra standalone_no_dhcp6 dracut_nm_dhcp6"
 
 # shellcheck disable=SC2086 # the default list is split on whitespace
 [ $# -gt 0 ] || set -- $ALL

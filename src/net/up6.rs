@@ -51,10 +51,12 @@ pub enum Net6Error {
         waited_secs: u64,
         sent: Vec<(String, u32)>,
     },
-    #[error("no DHCPv6 answer {}", per_link(.waited_secs, .sent, "SOLICIT/REQUEST/INFORMATION-REQUEST"))]
+    /// `sent`: per interface, how many messages of the kind it was sending at the end.
+    #[error("no DHCPv6 answer {}", per_link(.waited_secs, .sent, .kind))]
     NoDhcp6 {
         waited_secs: u64,
         sent: Vec<(String, u32)>,
+        kind: &'static str,
     },
     #[error("no usable link-local IPv6 address on {iface} after {waited_secs} s (IPv6 disabled, or duplicate address detection failed?)")]
     NoLinkLocal { iface: String, waited_secs: u64 },
@@ -325,6 +327,12 @@ fn step(
     now: Instant,
 ) -> Result<(), Net6Error> {
     let name = &r.link.name;
+    // A static address needs nothing from the link-local one: its duplicate address
+    // detection runs beside the link-local's.
+    if r.phase == Phase::LinkLocal && matches!(plan, Plan6::Static { .. }) {
+        r.phase = Phase::Done;
+        return Ok(());
+    }
     if r.phase == Phase::LinkLocal {
         let addrs = rt.addresses6(r.link.index)?;
         if let Some(a) = addrs
@@ -563,13 +571,15 @@ fn timeout(runs: &[Run<'_>], waited: Duration) -> Net6Error {
             waited_secs,
         };
     }
-    if runs.iter().any(|r| r.dhcp.is_some()) {
+    if let Some(c) = runs.iter().find_map(|r| r.dhcp.as_ref()) {
         return Net6Error::NoDhcp6 {
             waited_secs,
             sent: runs
                 .iter()
+                .filter(|r| r.dhcp.is_some())
                 .map(|r| (r.link.name.clone(), r.dhcp_sent))
                 .collect(),
+            kind: c.kind(),
         };
     }
     Net6Error::NoAdvert {
@@ -669,6 +679,13 @@ fn apply(
         }
     }
     wait_dad(rt, l, &addrs, deadline, stop)?;
+    let link_local = r.link_local.or_else(|| {
+        rt.addresses6(l.index)
+            .ok()?
+            .into_iter()
+            .find(|a| ra::link_local(a.addr))
+            .map(|a| a.addr)
+    });
     if let Some(g) = gateway {
         rt.add_route6(
             &l.name,
@@ -694,7 +711,7 @@ fn apply(
             .map(|b| format!("{b:02x}"))
             .collect::<Vec<_>>()
             .join(":"),
-        link_local: r.link_local,
+        link_local,
         addrs,
         gateway,
         dns,
@@ -981,10 +998,11 @@ mod tests {
         let e = Net6Error::NoDhcp6 {
             waited_secs: 9,
             sent: vec![("eth0".into(), 4), ("eth1".into(), 3)],
+            kind: "SOLICIT",
         };
         assert_eq!(
             e.to_string(),
-            "no DHCPv6 answer after 9 s (sent 4 SOLICIT/REQUEST/INFORMATION-REQUEST on eth0, 3 SOLICIT/REQUEST/INFORMATION-REQUEST on eth1)"
+            "no DHCPv6 answer after 9 s (sent 4 SOLICIT on eth0, 3 SOLICIT on eth1)"
         );
     }
 
