@@ -922,6 +922,19 @@ t_standalone_v6_slaac() {
 		grep -q "^$RIG_SLAAC .*GET /root.squashfs HTTP/1.1\" 200" "$(rig_access_log)"
 }
 
+t_standalone_v6_dns() {
+	# The image server by name: resolved through the RA's RDNSS (dnsmasq's link-local address,
+	# written fe80::…%eth0 in resolv.conf) with the DNSSL domain searched.
+	rig_up --no-v4 --v6 slaac
+	rig_sa_boot standalone-v6-dns "$IMG/sa.img" \
+		"ip=auto6 root=live:http://boot6:$RIG_PORT/root.squashfs rd.rustlive.sha256=$(sha_of root.squashfs)" \
+		300 'TESTROOT: done' "$SA_NOBOOT"
+	local rc=$?
+	rig_down
+	[ "$rc" -eq 0 ] && v6_booted &&
+		grep -q "^$RIG_SLAAC .*GET /root.squashfs HTTP/1.1\" 200" "$(rig_access_log)"
+}
+
 t_standalone_dhcp6() {
 	# DHCPv6 stateful: the RA says M and no A; the address comes from dnsmasq's reservation
 	# for GUEST_MAC, its prefix length from the RA's on-link prefix.
@@ -1012,7 +1025,7 @@ secrets_initrd secrets_cat secrets_cat_plain secrets_https no_network signature_
 no_systemd_fail file_image no_systemd_file pid1_switch_root syslog_failure oci secrets_tpm secrets_tpm_other
 standalone_virtio standalone_mirrors standalone_e1000 standalone_e1000e standalone_static standalone_hash_mismatch standalone_no_nic
 standalone_no_driver standalone_no_dhcp standalone_pxe standalone_secrets_mtls standalone_tpm standalone_oci
-debian_root debian_root_pxe standalone_rig_v4 standalone_v6_slaac standalone_dhcp6 standalone_dual_stack standalone_v6_static standalone_no_ra standalone_no_dhcp6 dracut_nm_dhcp6"
+debian_root debian_root_pxe standalone_rig_v4 standalone_v6_slaac standalone_v6_dns standalone_dhcp6 standalone_dual_stack standalone_v6_static standalone_no_ra standalone_no_dhcp6 dracut_nm_dhcp6"
 
 # shellcheck disable=SC2086 # the default list is split on whitespace
 [ $# -gt 0 ] || set -- $ALL
