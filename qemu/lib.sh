@@ -89,6 +89,11 @@ build_testroot() {
 		# What the standalone initramfs leaves configured for the booted system.
 		echo "TESTROOT: inet $(ip -4 -o addr show 2>/dev/null | awk '$2 != "lo" { printf "%s %s ", $2, $4 }')"
 		[ -e /run/rustlive/lease.json ] && echo "TESTROOT: lease $(tr -d ' \n' </run/rustlive/lease.json)"
+		echo "TESTROOT: inet6 $(ip -6 -o addr show scope global 2>/dev/null | awk '{ printf "%s %s ", $2, $4 }')"
+		echo "TESTROOT: route6 $(ip -6 route show default 2>/dev/null | tr '\n' ' ')"
+		for f in /run/rustlive/lease6-*.json; do
+			[ -e "$f" ] && echo "TESTROOT: lease6 $(tr -d ' \n' <"$f")"
+		done
 		echo "TESTROOT: done"
 		sync
 		poweroff -f
