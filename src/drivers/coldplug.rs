@@ -159,10 +159,7 @@ pub fn load_drivers(extra: &[String], blacklist: &[String]) -> Report {
     let dir = match crate::drivers::kmod::modules_dir() {
         Ok(dir) => dir,
         Err(e) => {
-            log::warn!(
-                "{}; not loading drivers",
-                crate::support::exit::report(&e)
-            );
+            log::warn!("{}; not loading drivers", crate::support::exit::report(&e));
             return report;
         }
     };
@@ -304,12 +301,17 @@ mod tests {
                 && msg.contains("8086:100e"),
             "{msg}"
         );
-        assert!(!msg.contains("has no driver") && !msg.contains("--add-drivers"), "{msg}");
+        assert!(
+            !msg.contains("has no driver") && !msg.contains("--add-drivers"),
+            "{msg}"
+        );
         // Another module's failure is not this device's.
         let other = [Failure {
             requested: "igb".into(),
             reason: "x".into(),
         }];
-        assert!(unclaimed_nics(sys, &hints, &table, &other)[0].failed.is_none());
+        assert!(unclaimed_nics(sys, &hints, &table, &other)[0]
+            .failed
+            .is_none());
     }
 }

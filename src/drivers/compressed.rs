@@ -80,7 +80,9 @@ pub fn decompress(how: Compression, data: &[u8], limit: u64) -> Result<Vec<u8>, 
     let corrupt = |e| DecompressError::Corrupt(how, e);
     let reader: Box<dyn Read + '_> = match how {
         Compression::Xz => Box::new(xz2::read::XzDecoder::new_multi_decoder(data)),
-        Compression::Zstd => Box::new(zstd::stream::read::Decoder::with_buffer(data).map_err(corrupt)?),
+        Compression::Zstd => {
+            Box::new(zstd::stream::read::Decoder::with_buffer(data).map_err(corrupt)?)
+        }
         Compression::Gzip => Box::new(flate2::read::MultiGzDecoder::new(data)),
     };
     let mut out = Vec::new();
@@ -128,7 +130,10 @@ mod tests {
         assert_eq!(Compression::of("a/e1000.ko.gz"), Some(Compression::Gzip));
         assert_eq!(Compression::of("a/e1000.ko"), None);
         assert_eq!(Compression::of("a/firmware.bin.xz"), None);
-        assert_eq!(decompressed_name("kernel/fs/ext4/ext4.ko.xz"), "kernel/fs/ext4/ext4.ko");
+        assert_eq!(
+            decompressed_name("kernel/fs/ext4/ext4.ko.xz"),
+            "kernel/fs/ext4/ext4.ko"
+        );
         assert_eq!(decompressed_name("k/virtio-net.ko.zst"), "k/virtio-net.ko");
         assert_eq!(decompressed_name("k/tg3.ko.gz"), "k/tg3.ko");
         assert_eq!(decompressed_name("k/tg3.ko"), "k/tg3.ko");
@@ -147,7 +152,11 @@ mod tests {
             (Compression::Zstd, zst(&module)),
             (Compression::Gzip, gz(&module)),
         ] {
-            assert_eq!(decompress(how, &packed, MAX_MODULE_BYTES).unwrap(), module, "{how}");
+            assert_eq!(
+                decompress(how, &packed, MAX_MODULE_BYTES).unwrap(),
+                module,
+                "{how}"
+            );
             let (a, b) = module.split_at(1000);
             let (pa, pb) = match how {
                 Compression::Xz => (xz(a), xz(b)),
@@ -155,7 +164,11 @@ mod tests {
                 Compression::Gzip => (gz(a), gz(b)),
             };
             let two = [pa, pb].concat();
-            assert_eq!(decompress(how, &two, MAX_MODULE_BYTES).unwrap(), module, "{how}");
+            assert_eq!(
+                decompress(how, &two, MAX_MODULE_BYTES).unwrap(),
+                module,
+                "{how}"
+            );
         }
     }
 
@@ -167,12 +180,18 @@ mod tests {
             (Compression::Zstd, zst(&big)),
             (Compression::Gzip, gz(&big)),
         ] {
-            assert!(decompress(how, &packed, 1 << 20).is_ok(), "{how}: exactly the cap");
+            assert!(
+                decompress(how, &packed, 1 << 20).is_ok(),
+                "{how}: exactly the cap"
+            );
             let e = decompress(how, &packed, (1 << 20) - 1).unwrap_err();
             assert!(matches!(e, DecompressError::TooLarge { .. }), "{how}: {e}");
             let half = packed.get(..packed.len() / 2).unwrap();
             let e = decompress(how, half, MAX_MODULE_BYTES).unwrap_err();
-            assert!(matches!(e, DecompressError::Corrupt(h, _) if h == how), "{how}: {e}");
+            assert!(
+                matches!(e, DecompressError::Corrupt(h, _) if h == how),
+                "{how}: {e}"
+            );
             assert!(e.to_string().contains(how.extension()), "{e}");
         }
     }

@@ -332,7 +332,9 @@ impl Background {
         let thread = match spawned {
             Ok(t) => Some(t),
             Err(e) => {
-                log::warn!("cannot start a thread for the filesystem modules ({e}); they load when needed");
+                log::warn!(
+                    "cannot start a thread for the filesystem modules ({e}); they load when needed"
+                );
                 None
             }
         };

@@ -705,7 +705,11 @@ mod tests {
         );
         // A compressed tree's lines name the files as the archive stores them: decompressed.
         let packed = "kernel/a/x.ko.xz: kernel/b/y.ko.zst kernel/c/z.ko\nkernel/b/y.ko.zst:\nkernel/d/w.ko.gz:\n";
-        let files: BTreeSet<String> = ["kernel/a/x.ko.xz".to_string(), "kernel/b/y.ko.zst".to_string()].into();
+        let files: BTreeSet<String> = [
+            "kernel/a/x.ko.xz".to_string(),
+            "kernel/b/y.ko.zst".to_string(),
+        ]
+        .into();
         assert_eq!(
             prune_dep(packed, &files),
             "kernel/a/x.ko: kernel/b/y.ko kernel/c/z.ko\nkernel/b/y.ko:\n"
