@@ -337,7 +337,11 @@ fn compressed_modules_are_stored_decompressed_under_their_plain_names() {
     let rb = build(&opts(&packed, Compress::None), &b).unwrap();
     assert_eq!(ra.decompressed, 0);
     assert_eq!(rb.decompressed, 4, "snd is not selected");
-    assert_eq!(rb.firmware, ["tigon/tg3.bin"], "read from the decompressed tg3");
+    assert_eq!(
+        rb.firmware,
+        ["tigon/tg3.bin"],
+        "read from the decompressed tg3"
+    );
     assert_eq!(rb.modules, ra.modules);
     // The plain tree's paths differ only by the temporary directory, which is not in the archive.
     assert!(
@@ -346,7 +350,9 @@ fn compressed_modules_are_stored_decompressed_under_their_plain_names() {
     );
 
     // A module that does not decompress stops the build, naming it.
-    let k = packed.root.join("modules/kernel/drivers/virtio/virtio_ring.ko.xz");
+    let k = packed
+        .root
+        .join("modules/kernel/drivers/virtio/virtio_ring.ko.xz");
     let bytes = std::fs::read(&k).unwrap();
     std::fs::write(&k, &bytes[..bytes.len() / 2]).unwrap();
     let e = build(&opts(&packed, Compress::None), &packed.root.join("c")).unwrap_err();

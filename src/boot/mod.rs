@@ -173,7 +173,7 @@ fn run(
     let staged = fetch_image(cfg, req, &fetch)?;
     set_stage(Stage::Assemble);
     if let Some(m) = assembly_modules {
-        m.wait(ASSEMBLY_MODULES);
+        m.wait();
     }
     let root = assemble::assemble(&staged.path, &req.sysroot, &options::assemble(cfg))?;
     set_stage(Stage::Secrets);

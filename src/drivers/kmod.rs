@@ -305,6 +305,7 @@ pub fn load(modules_dir: &Path, names: &[&str]) -> Result<Loaded, KmodError> {
 #[derive(Debug)]
 pub struct Background {
     thread: Option<std::thread::JoinHandle<()>>,
+    names: &'static [&'static str],
     started: Instant,
 }
 
@@ -340,13 +341,14 @@ impl Background {
         };
         Background {
             thread,
+            names,
             started: Instant::now(),
         }
     }
 
     /// Waits until the modules are loaded (or failed: the stage that needs one reports what
     /// it lacks). When the thread could not start, loads them here.
-    pub fn wait(self, names: &[&str]) {
+    pub fn wait(self) {
         match self.thread {
             Some(t) => {
                 if t.join().is_err() {
@@ -357,7 +359,7 @@ impl Background {
                     self.started.elapsed().as_secs_f64()
                 );
             }
-            None => match modules_dir().and_then(|dir| load(&dir, names)) {
+            None => match modules_dir().and_then(|dir| load(&dir, self.names)) {
                 Ok(_) => {}
                 Err(e) => log::warn!("{}", crate::support::exit::report(&e)),
             },
