@@ -153,7 +153,10 @@ pub fn main() -> ExitCode {
         for w in early_warnings {
             log::warn!("{w}");
         }
-        crate::boot::pid1::load_modules();
+        // `rustlive boot` loads them itself, after the NIC's driver (crate::boot::run).
+        if !matches!(cli.command, Command::Boot(_)) {
+            crate::boot::pid1::load_modules();
+        }
     }
     let result = match cli.command {
         // boot reports its own errors: it must do so before its failure policy reboots.
