@@ -872,12 +872,16 @@ t_standalone_secrets_mtls() {
 		grep -q "GET /nodes/$GUEST_MAC.json HTTP/1.1\" 200" "$B/nginx/mtls/logs/access.log"
 }
 
+# The tested documentation: docs-site-workflow, docs-standalone-sealed.
+# shellcheck source=qemu/docs.sh
+. "$(dirname "$0")/docs.sh"
+
 ALL="initramfs_cache_key happy_nm happy_networkd livenet_cmdline root_http_alias nested erofs hash_mismatch bad_cmdline bad_cmdline_shell server_late broken_transfer
 secrets_initrd secrets_cat secrets_cat_plain secrets_https no_network signature_valid signature_missing pxe no_systemd
 no_systemd_fail file_image no_systemd_file pid1_switch_root syslog_failure oci secrets_tpm secrets_tpm_other
 standalone_virtio standalone_mirrors standalone_e1000 standalone_e1000e standalone_static standalone_hash_mismatch standalone_no_nic
 standalone_no_driver standalone_no_dhcp standalone_pxe standalone_secrets_mtls standalone_tpm standalone_oci
-debian_root debian_root_pxe"
+debian_root debian_root_pxe docs_site_workflow docs_standalone_sealed"
 
 # shellcheck disable=SC2086 # the default list is split on whitespace
 [ $# -gt 0 ] || set -- $ALL
