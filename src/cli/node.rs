@@ -27,6 +27,13 @@ pub enum TpmCommand {
     /// Print the TPM's endorsement keys (TCG default templates RSA 2048 and ECC P-256: the
     /// persistent one when provisioned, else created as a primary), their certificates from
     /// NV when present, the node's MACs and DMI UUID: what the site records to seal to it.
+    ///
+    /// The output, saved unedited, is the EK file of the boot server's tools: `rustlive bundle
+    /// seal --ek FILE`, or EK_DIR/HOSTNAME.ek for `rustlive bundle build-all --seal-to EK_DIR`.
+    #[command(after_long_help = "Example (on node n001, then on the boot server):
+  rustlive tpm ek > n001.ek
+  rustlive bundle seal --ek n001.ek --sign-key /etc/rustlive/sealing.key n001.json -o n001.sealed
+  cp n001.ek /srv/eks/n001.ek   # for build-all --seal-to /srv/eks")]
     Ek(TpmEkArgs),
 }
 

@@ -6,8 +6,9 @@ use clap::{Args, Subcommand};
 
 #[derive(Debug, Args)]
 pub struct BundleSealArgs {
-    /// The node's EK: a PEM public key (`rustlive tpm ek`, `tpm2_createek -f pem`) or its EK
-    /// certificate (PEM or DER).
+    /// The node's EK: what `rustlive tpm ek` printed on the node, saved unedited (text or
+    /// --json; of its keys, the persistent one, else ECC before RSA, is sealed to), or a PEM
+    /// public key (`tpm2_createek -f pem`), or the EK certificate (PEM or DER).
     #[arg(long, value_name = "EK")]
     pub ek: std::path::PathBuf,
     /// The boot server's minisign secret key (`minisign -G -W -s FILE -p FILE.pub` for
@@ -198,8 +199,10 @@ pub struct BundleBuildAllArgs {
     /// The web server's directory for the bundles.
     #[arg(short, long, value_name = "WWW_DIR")]
     pub output: std::path::PathBuf,
-    /// Seal every node's bundle to its TPM's endorsement key, EK_DIR/HOSTNAME.pem (or .crt,
-    /// .der: what `rustlive tpm ek` prints on the node); a node without one is refused.
+    /// Seal every node's bundle to its TPM's endorsement key: EK_DIR/HOSTNAME.ek, what
+    /// `rustlive tpm ek` printed on the node saved as is (`rustlive tpm ek > n001.ek`), else
+    /// HOSTNAME.pem, .crt or .der (as `bundle seal --ek` reads them); a node without one is
+    /// refused.
     #[arg(long, value_name = "EK_DIR", requires = "sign_key")]
     pub seal_to: Option<std::path::PathBuf>,
     /// With --seal-to (and required by it): the boot server's minisign secret key, which signs
