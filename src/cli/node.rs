@@ -113,7 +113,8 @@ pub struct InjectSecretsArgs {
 
 #[derive(Debug, Args)]
 #[command(
-    after_help = "Exit status: 0 verified and written, 2 bad option, 3 transfer failed, 4 verification failed.\n\
+    after_help = "The summary line ends with what verified the file (the pinned sha256, sha256sums URL, minisign signature by key ID (FILE)) or \"not verified: no hash or signature configured\".\n\
+Exit status: 0 verified and written, 2 bad option, 3 transfer failed, 4 verification failed.\n\
 Example: rustlive fetch --sha256 HEX -o /run/img http://mirror1/img http://mirror2/img"
 )]
 pub struct FetchArgs {
@@ -191,11 +192,11 @@ pub(super) fn fetch(a: &FetchArgs) -> Result<(), Error> {
     use crate::fetch::verify;
     use crate::fetch::{fetch_to_file, FetchOptions};
     let mut keys = match &a.keys_dir {
-        Some(d) => verify::load_keys_dir(d).map_err(crate::fetch::FetchError::from)?,
+        Some(d) => verify::load_trusted_dir(d).map_err(crate::fetch::FetchError::from)?,
         None => Vec::new(),
     };
     for p in &a.pubkey {
-        keys.push(verify::load_key(p).map_err(crate::fetch::FetchError::from)?);
+        keys.push(verify::load_trusted(p).map_err(crate::fetch::FetchError::from)?);
     }
     let opts = FetchOptions {
         retries: a.retries,
