@@ -171,7 +171,8 @@ docs_boot() {
 	kill "$QEMU_PID" 2>/dev/null || true
 	wait "$QEMU_PID" 2>/dev/null || true
 	QEMU_PID=
-	[ "$rc" -eq 0 ] && check 'rustlive.*(signature|minisign|signed)' "the boot log naming what verified the image"
+	[ "$rc" -eq 0 ] && check 'rustlive.*; verified by .*minisign signature by key [0-9A-F]{16} \(site\.pub\)' \
+		"the boot log naming the image's signature key"
 }
 
 t_docs_site_workflow() {
