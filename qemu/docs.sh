@@ -37,7 +37,12 @@ docs_stop() {
 # build/logs/docs-LABEL.run.log; fails with the failing command's trace.
 docs_run() {
 	local file=$1 label=$2 script="$DOCS/${2// /-}.sh" log="$LOGS/docs-${2// /-}.run.log"
-	doc_blocks "$file" "$label" >"$script" || return 1
+	# The trace shows the time of each command (where a slow step spends it).
+	{
+		# shellcheck disable=SC2016 # expanded by the traced shell
+		echo 'PS4='"'"'+ $(date +%T) '"'"
+		doc_blocks "$file" "$label" || return 1
+	} >"$script" || return 1
 	say "  running the blocks of $file ($label)"
 	if ! docs_in sh -c "cd '$DOCS/cwd' && umask 077 && exec bash -eux -o pipefail '$script'" >"$log" 2>&1; then
 		say "  a command of $file failed (see $log):"
