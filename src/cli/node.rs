@@ -149,7 +149,8 @@ pub struct FetchArgs {
     /// Abort and resume an attempt that received nothing for this long.
     #[arg(long, value_name = "SECS", default_value = "30", value_parser = crate::support::values::parse_duration)]
     pub stall: std::time::Duration,
-    /// PEM CA bundle for https (default: /etc/rustlive/ca.pem, then the system bundle).
+    /// The CA bundle (PEM) to verify https servers with (default: /etc/rustlive/ca.pem, the
+    /// initramfs's copy of the site's CAs, then the system bundle).
     #[arg(long, value_name = "FILE")]
     pub ca: Option<std::path::PathBuf>,
     /// Do not verify the server certificate (a hash or signature still applies).
