@@ -177,7 +177,10 @@ docs_boot() {
 	wait "$QEMU_PID" 2>/dev/null || true
 	QEMU_PID=
 	[ "$rc" -eq 0 ] && check 'rustlive.*; verified by .*minisign signature by key [0-9A-F]{16} \(site\.pub\)' \
-		"the boot log naming the image's signature key"
+		"the boot log naming the image's signature key" &&
+		check 'rustlive.*secrets: wrote /etc/munge/munge\.key \(mode 0400' "the munge key written 0400" &&
+		check 'rustlive.*secrets: wrote /root/\.ssh/authorized_keys \(mode 0600' "the admin's key written" &&
+		check 'rustlive.*secrets: installed 8 files into /sysroot' "the node's 8 files (6 host key files)"
 }
 
 t_docs_site_workflow() {
