@@ -116,6 +116,26 @@ fn trees_and_images_with_host_keys_are_refused_clean_ones_pass() {
             "{err}"
         );
     }
+    // dmsquash-live's layout: the root is LiveOS/rootfs.img inside the squashfs.
+    for (what, ext4) in [("dirty", "dirty.ext4"), ("clean", "clean.ext4")] {
+        let live = t.path().join(format!("{what}-live"));
+        std::fs::create_dir_all(live.join("LiveOS")).unwrap();
+        std::fs::copy(t.path().join(ext4), live.join("LiveOS/rootfs.img")).unwrap();
+        let img = t.path().join(format!("{what}-live.squashfs"));
+        build(Fs::Squashfs, &live, &img, "");
+        let (code, err) = check(&img);
+        if what == "dirty" {
+            assert_eq!(code, Some(6), "{err}");
+            assert!(
+                err.contains(
+                    "LiveOS/rootfs.img:etc/ssh/ssh_host_rsa_key (an SSH host private key)"
+                ),
+                "{err}"
+            );
+        } else {
+            assert_eq!(code, Some(0), "{err}");
+        }
+    }
     // Not an image at all: cannot be checked, which is not a pass.
     let junk = t.path().join("junk.img");
     std::fs::write(&junk, [0u8; 8192]).unwrap();
@@ -159,7 +179,8 @@ fn links_in_a_tree_are_not_followed() {
 }
 
 /// `rustlive publish` runs the check before it contacts the registry (port 1 here, closed: a
-/// push attempt would fail with exit 3); `--allow-secrets-in-image` skips it, loudly.
+/// push attempt would fail with exit 3); `--allow-secrets-in-image` skips it, loudly; an image
+/// the check cannot read is published with a warning.
 #[test]
 fn publish_refuses_an_image_with_host_keys_unless_told() {
     if !have_tools() {
@@ -201,6 +222,16 @@ fn publish_refuses_an_image_with_host_keys_unless_told() {
     let (code, err) = publish(&dirty_img, &["--allow-secrets-in-image"]);
     assert_ne!(code, Some(6), "{err}");
     assert!(err.contains("NOT checking"), "{err}");
+    assert!(err.contains("127.0.0.1"), "went on to the registry: {err}");
+
+    // An image the check cannot read (a fake squashfs) goes on, with a loud warning.
+    let fake = t.path().join("fake.sqfs");
+    let mut bytes = b"hsqs".to_vec();
+    bytes.resize(1 << 16, 0x5a);
+    std::fs::write(&fake, bytes).unwrap();
+    let (code, err) = publish(&fake, &[]);
+    assert_ne!(code, Some(6), "{err}");
+    assert!(err.contains("publishing it UNCHECKED"), "{err}");
     assert!(err.contains("127.0.0.1"), "went on to the registry: {err}");
 
     let (code, err) = publish(&clean_img, &[]);

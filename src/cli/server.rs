@@ -65,7 +65,7 @@ pub struct PublishArgs {
     pub debug: bool,
     /// DANGEROUS: publish even if IMAGE holds SSH host private keys (etc/ssh/ssh_host_*_key)
     /// or a munge key (etc/munge/munge.key), which are checked for otherwise (as `rustlive
-    /// image check` does). Whoever can pull the image gets those keys: every node booted from
+    /// image check` does; an image the check cannot read is published with a warning). Whoever can pull the image gets those keys: every node booted from
     /// it shares host keys anyone can impersonate, and the munge key lets anyone act as any
     /// user of the cluster. Only for a registry no one else can read.
     #[arg(long)]

@@ -13,10 +13,12 @@
 //! listed with the tools that made it (`unsquashfs -lls`, `dump.erofs --ls`, `debugfs -R 'ls
 //! -l'`), which resolve names inside the image only, without mounting it (no root needed).
 //! Only regular files count: a link named like a key points elsewhere (a key generated at boot
-//! into a tmpfs, say).
+//! into a tmpfs, say). A squashfs in dmsquash-live's layout has its `LiveOS/rootfs.img`
+//! checked as well (`scan_nested`).
 
 use crate::server::safe_file::{Dir, FileError};
 use std::io::Read;
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
@@ -113,9 +115,12 @@ pub fn check(path: &Path) -> Result<(), CheckError> {
     }
 }
 
-/// What `rustlive publish` runs before anything is pushed: IMAGE must hold no SSH host private
-/// key nor munge key ([`check`]), unless `allow` (`--allow-secrets-in-image`), which says so
-/// loudly.
+/// What `rustlive publish` runs before anything is pushed: an IMAGE found to hold an SSH host
+/// private key or the munge key is refused ([`check`]), unless `allow`
+/// (`--allow-secrets-in-image`), which says so loudly. An image the check cannot read (its
+/// tool missing, a file the tool does not take) is published with a loud warning rather than
+/// refused: the node's kernel is the judge of what mounts, and `rustlive image check` on the
+/// tree it was built from is the strict check.
 pub fn before_publish(image: &Path, allow: bool) -> Result<(), CheckError> {
     if allow {
         log::warn!(
@@ -125,7 +130,18 @@ pub fn before_publish(image: &Path, allow: bool) -> Result<(), CheckError> {
         );
         return Ok(());
     }
-    check(image)
+    match check(image) {
+        Err(e @ CheckError::Secrets { .. }) => Err(e),
+        Err(e) => {
+            log::warn!(
+                "{}; publishing it UNCHECKED for SSH host keys and the munge key (run \
+                 `rustlive image check` on the root tree it was built from)",
+                crate::support::exit::report(&e)
+            );
+            Ok(())
+        }
+        Ok(()) => Ok(()),
+    }
 }
 
 /// The secrets PATH holds.
@@ -154,8 +170,84 @@ pub fn scan(path: &Path) -> Result<Vec<Finding>, CheckError> {
             }
         }
     }
+    if format == Format::Squashfs {
+        found.extend(scan_nested(path).map_err(unchecked)??);
+    }
     found.sort_by(|a, b| a.path.cmp(&b.path));
     Ok(found)
+}
+
+/// dmsquash-live's layout, which the node boots too: a squashfs whose root is in
+/// `LiveOS/rootfs.img` (or `ext3fs.img`). That image is copied out (`unsquashfs -cat`) into a
+/// private directory under `$TMPDIR`, which needs room for it, checked, and removed.
+fn scan_nested(path: &Path) -> Result<Result<Vec<Finding>, CheckError>, String> {
+    let nested: Vec<String> = list_image(path, Format::Squashfs, NESTED_DIR)?
+        .into_iter()
+        .filter(|(n, k)| *k == Kind::File && NESTED_IMAGES.contains(&n.as_str()))
+        .map(|(n, _)| n)
+        .collect();
+    let mut found = Vec::new();
+    for name in nested {
+        let rel = format!("{NESTED_DIR}/{name}");
+        let tmp = PrivateDir::new()?;
+        let copy = tmp.0.join("nested.img");
+        let out = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&copy)
+            .map_err(|e| format!("cannot create {}: {e}", copy.display()))?;
+        let st = Command::new("unsquashfs")
+            .args(["-cat", "-no-progress"])
+            .arg(path)
+            .arg(&rel)
+            .stdin(Stdio::null())
+            .stdout(out)
+            .stderr(Stdio::null())
+            .status()
+            .map_err(|e| format!("cannot run unsquashfs: {e}"))?;
+        if !st.success() {
+            return Err(format!("unsquashfs could not copy out {rel} ({st})"));
+        }
+        match scan(&copy) {
+            Ok(inner) => found.extend(inner.into_iter().map(|f| Finding {
+                path: format!("{rel}:{}", f.path),
+                what: f.what,
+            })),
+            Err(CheckError::Unchecked { why, .. }) => return Err(format!("{rel}: {why}")),
+            Err(e) => return Ok(Err(e)),
+        }
+    }
+    Ok(Ok(found))
+}
+
+/// Where dmsquash-live looks for the nested root image, and its names.
+const NESTED_DIR: &str = "LiveOS";
+const NESTED_IMAGES: [&str; 2] = ["rootfs.img", "ext3fs.img"];
+
+/// A directory only this process can use, removed with what it holds when dropped.
+struct PrivateDir(PathBuf);
+
+impl PrivateDir {
+    fn new() -> Result<PrivateDir, String> {
+        let mut id = [0u8; 8];
+        crate::sys::random::fill(&mut id).map_err(|e| format!("no random bytes: {e}"))?;
+        let p = std::env::temp_dir().join(format!(
+            "rustlive-image-check.{}",
+            crate::support::values::hex(&id)
+        ));
+        std::fs::DirBuilder::new()
+            .mode(0o700)
+            .create(&p)
+            .map_err(|e| format!("cannot create {}: {e}", p.display()))?;
+        Ok(PrivateDir(p))
+    }
+}
+
+impl Drop for PrivateDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
 }
 
 /// A directory, or an image file by its magic number.
