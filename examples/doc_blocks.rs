@@ -46,7 +46,9 @@ pub fn blocks(page: &str, label: &str) -> Result<Vec<Block>, String> {
         let mut text = String::new();
         loop {
             let Some(b) = lines.get(i) else {
-                return Err(format!("line {first}: the block after {marker} is never closed"));
+                return Err(format!(
+                    "line {first}: the block after {marker} is never closed"
+                ));
             };
             i += 1;
             if b.trim() == "```" {
@@ -60,7 +62,11 @@ pub fn blocks(page: &str, label: &str) -> Result<Vec<Block>, String> {
             text.push_str(b);
             text.push('\n');
         }
-        out.push(Block { lang: lang.trim().to_string(), line: first, text });
+        out.push(Block {
+            lang: lang.trim().to_string(),
+            line: first,
+            text,
+        });
     }
     if out.is_empty() {
         return Err(format!("no block is marked {marker}"));
@@ -79,7 +85,9 @@ pub fn render(file: &str, blocks: &[Block], subst: &[(String, String)]) -> Resul
     }
     for (from, to) in subst {
         if !out.contains(from.as_str()) {
-            return Err(format!("the substitution {from:?} matches nothing in those blocks"));
+            return Err(format!(
+                "the substitution {from:?} matches nothing in those blocks"
+            ));
         }
         out = out.replace(from.as_str(), to);
     }

@@ -15,8 +15,18 @@ fn page(path: &str) -> String {
 fn the_tested_walkthroughs_have_their_blocks() {
     for (path, label, lang, at_least) in [
         ("docs/admins/site-workflow.md", "site-workflow", "sh", 4),
-        ("docs/admins/site-workflow.md", "site-workflow nginx", "nginx", 1),
-        ("docs/admins/site-workflow.md", "site-workflow ipxe", "ipxe", 1),
+        (
+            "docs/admins/site-workflow.md",
+            "site-workflow nginx",
+            "nginx",
+            1,
+        ),
+        (
+            "docs/admins/site-workflow.md",
+            "site-workflow ipxe",
+            "ipxe",
+            1,
+        ),
         ("docs/admins/standalone-initramfs.md", "standalone", "sh", 1),
         ("docs/admins/sealing.md", "sealing key", "sh", 1),
         ("docs/admins/sealing.md", "sealing", "sh", 2),
@@ -24,10 +34,18 @@ fn the_tested_walkthroughs_have_their_blocks() {
         ("docs/operators/booted-node.md", "booted-node", "sh", 1),
     ] {
         let found = blocks(&page(path), label).unwrap_or_else(|e| panic!("{path}: {e}"));
-        assert!(found.len() >= at_least, "{path}: {label}: {} blocks", found.len());
+        assert!(
+            found.len() >= at_least,
+            "{path}: {label}: {} blocks",
+            found.len()
+        );
         for b in &found {
             assert_eq!(b.lang, lang, "{path}:{}: {label}", b.line);
-            assert!(!b.text.trim().is_empty(), "{path}:{}: an empty block", b.line);
+            assert!(
+                !b.text.trim().is_empty(),
+                "{path}:{}: an empty block",
+                b.line
+            );
         }
     }
 }
@@ -41,7 +59,10 @@ fn the_ipxe_scripts_are_scripts() {
         let found = blocks(&page(path), label).unwrap();
         let text = render(path, &found, &[]).unwrap();
         assert!(text.starts_with("#!ipxe\n"), "{path}: {label}");
-        assert!(text.contains("${mac}"), "{path}: {label}: the per-node initrd by MAC");
+        assert!(
+            text.contains("${mac}"),
+            "{path}: {label}: the per-node initrd by MAC"
+        );
     }
 }
 
@@ -53,8 +74,16 @@ fn marked_blocks_only_in_order_list_indentation_removed() {
     assert_eq!(
         blocks(PAGE, "w").unwrap(),
         vec![
-            Block { lang: "sh".into(), line: 4, text: "echo one\n".into() },
-            Block { lang: "sh".into(), line: 13, text: "echo two\n".into() },
+            Block {
+                lang: "sh".into(),
+                line: 4,
+                text: "echo one\n".into()
+            },
+            Block {
+                lang: "sh".into(),
+                line: 13,
+                text: "echo two\n".into()
+            },
         ]
     );
     assert_eq!(blocks(PAGE, "other").unwrap()[0].lang, "nginx");
@@ -69,12 +98,18 @@ fn sh_blocks_name_their_line_and_substitutions_must_match() {
         "# p.md:4\necho 1\n# p.md:13\necho two\n"
     );
     let none = [("three".to_string(), "3".to_string())];
-    assert!(render("p.md", &b, &none).unwrap_err().contains("matches nothing"));
+    assert!(render("p.md", &b, &none)
+        .unwrap_err()
+        .contains("matches nothing"));
 }
 
 #[test]
 fn broken_markers_are_errors() {
     assert!(blocks(PAGE, "missing").unwrap_err().contains("no block"));
-    assert!(blocks("<!-- test: w -->\ntext\n", "w").unwrap_err().contains("not followed"));
-    assert!(blocks("<!-- test: w -->\n```sh\necho\n", "w").unwrap_err().contains("never closed"));
+    assert!(blocks("<!-- test: w -->\ntext\n", "w")
+        .unwrap_err()
+        .contains("not followed"));
+    assert!(blocks("<!-- test: w -->\n```sh\necho\n", "w")
+        .unwrap_err()
+        .contains("never closed"));
 }
