@@ -20,6 +20,10 @@ pub enum Error {
     Seal(#[from] SealError),
     #[error("cannot build the initramfs")]
     Initramfs(#[from] InitramfsError),
+    #[error("cannot create the torrent")]
+    Torrent(#[from] crate::server::torrent::TorrentError),
+    #[error("cannot fetch from the swarm")]
+    Swarm(#[from] crate::swarm::SwarmError),
 }
 
 impl Error {
@@ -31,6 +35,8 @@ impl Error {
             Error::Bundle(e) => e.exit_code(),
             Error::Seal(e) => e.exit_code(),
             Error::Initramfs(_) => Exit::Usage,
+            Error::Torrent(_) => Exit::Usage,
+            Error::Swarm(e) => e.exit_code(),
         }
     }
 }

@@ -4,10 +4,12 @@
 mod error;
 mod node;
 mod server;
+mod torrent;
 
 pub use error::Error;
 use node::*;
 use server::*;
+use torrent::TorrentCommand;
 
 use crate::support::exit::{report, Exit};
 use crate::support::paths::Paths;
@@ -72,6 +74,10 @@ Credentials (docker config.json format): --registry-auth, else $REGISTRY_AUTH_FI
     /// The node's TPM: `tpm ek` prints its endorsement key for enrollment.
     #[command(subcommand)]
     Tpm(TpmCommand),
+    /// On the boot server: `torrent create` writes a .torrent for an image (nodes and any
+    /// BitTorrent client share it: `rustlive fetch torrent://…`); `torrent show` reads one.
+    #[command(subcommand)]
+    Torrent(TorrentCommand),
 }
 
 #[derive(Debug, Args)]
@@ -158,6 +164,7 @@ pub fn main() -> ExitCode {
         Command::SwitchRoot(a) => switch_root(a),
         Command::Bundle(a) => bundle(&a),
         Command::Initramfs(a) => initramfs(&a),
+        Command::Torrent(c) => torrent::torrent(&c),
         Command::Tpm(TpmCommand::Ek(a)) => {
             crate::secrets::enroll::ek_command(a.json, &Paths::system()).map_err(Error::from)
         }
