@@ -107,7 +107,6 @@ struct Conn<'a> {
     announced: usize,
     current: Option<Current>,
     queue: VecDeque<(u32, u32, u32)>,
-    first_message: bool,
     last_recv: Instant,
     last_sent: Instant,
     last_pex: Instant,
@@ -180,7 +179,6 @@ fn run(shared: &Shared, id: Source, mut stream: TcpStream, addr: SocketAddr, out
         announced: 0,
         current: None,
         queue: VecDeque::new(),
-        first_message: true,
         last_recv: now,
         last_sent: now,
         last_pex: now,
@@ -292,11 +290,6 @@ impl Conn<'_> {
         if self.second_messages > MAX_MESSAGES_PER_SEC {
             return Err(End::Dropped("message flood".into()));
         }
-        // The bitfield comes first, after the extension handshake when there is one (BEP 10).
-        let first = self.first_message;
-        if !matches!(msg, Message::Extended { .. }) {
-            self.first_message = false;
-        }
         let pieces = self.shared.meta.piece_count();
         match msg {
             Message::KeepAlive | Message::Port(_) | Message::Suggest(_) | Message::AllowedFast(_) | Message::Unknown(_) => {}
@@ -313,10 +306,9 @@ impl Conn<'_> {
                     return Err(End::Dropped(format!("have for piece {i} of {pieces}")));
                 }
             }
+            // BEP 3 puts the bitfield first, but clients send it after other messages too
+            // (aria2 does); a late one only replaces what we knew of the peer's pieces.
             Message::Bitfield(b) => {
-                if !first {
-                    return Err(End::Dropped("bitfield after the first message".into()));
-                }
                 let has = wire::parse_bitfield(&b, pieces)
                     .ok_or_else(|| End::Dropped("malformed bitfield".into()))?;
                 if let Some(p) = self.shared.lock().picker() {
