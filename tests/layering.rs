@@ -29,8 +29,8 @@ const LAYERS: &[(&str, &[&str])] = &[
 
 /// What runs on a booting node: none of it may use [`SERVER`].
 const NODE: &[&str] = &[
-    "support", "sys", "config", "drivers", "net", "root", "fetch", "swarm", "oci", "tpm", "secrets",
-    "boot",
+    "support", "sys", "config", "drivers", "net", "root", "fetch", "swarm", "oci", "tpm",
+    "secrets", "boot",
 ];
 const SERVER: &str = "server";
 

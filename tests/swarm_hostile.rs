@@ -74,10 +74,22 @@ fn serve(kind: Kind, s: &mut TcpStream, hash: InfoHash, pieces: u32) {
     };
     let mut id = [b'x'; 20];
     id[0] = kind as u8;
-    if s.write_all(&Handshake { reserved: [0; 8], info_hash: h, peer_id: id }.encode()).is_err() {
+    if s.write_all(
+        &Handshake {
+            reserved: [0; 8],
+            info_hash: h,
+            peer_id: id,
+        }
+        .encode(),
+    )
+    .is_err()
+    {
         return;
     }
-    send(s, &Message::Bitfield(wire::bitfield(&vec![true; pieces as usize])));
+    send(
+        s,
+        &Message::Bitfield(wire::bitfield(&vec![true; pieces as usize])),
+    );
     send(s, &Message::Unchoke);
     match kind {
         Kind::BadIndex => {
@@ -97,7 +109,12 @@ fn serve(kind: Kind, s: &mut TcpStream, hash: InfoHash, pieces: u32) {
         _ => {}
     }
     while let Some(m) = read_msg(s) {
-        if let Message::Request { index, begin, length } = m {
+        if let Message::Request {
+            index,
+            begin,
+            length,
+        } = m
+        {
             match kind {
                 Kind::WrongBytes => {
                     let data = vec![0x5a; length as usize];
@@ -108,7 +125,12 @@ fn serve(kind: Kind, s: &mut TcpStream, hash: InfoHash, pieces: u32) {
                 Kind::Trickle => {
                     // One byte a second: a live connection far below any useful rate.
                     let mut out = Vec::new();
-                    Message::Piece { index, begin, data: vec![0; length as usize] }.encode(&mut out);
+                    Message::Piece {
+                        index,
+                        begin,
+                        data: vec![0; length as usize],
+                    }
+                    .encode(&mut out);
                     for b in out {
                         if s.write_all(&[b]).is_err() {
                             return;
@@ -155,7 +177,12 @@ fn site(image: Vec<u8>, kinds: &[Kind], webseed: bool) -> (Server, Vec<u8>) {
         if req.path.starts_with("/announce") {
             let mut e = Encoder::default();
             let list = p.lock().unwrap().clone();
-            e.dict().str("interval").int(60).str("peers").bytes(&wire::compact(&list, false)).end();
+            e.dict()
+                .str("interval")
+                .int(60)
+                .str("peers")
+                .bytes(&wire::compact(&list, false))
+                .end();
             Reply::ok(&e.out)
         } else if req.path == "/img.torrent" {
             Reply::ok(&t.lock().unwrap())
@@ -169,7 +196,10 @@ fn site(image: Vec<u8>, kinds: &[Kind], webseed: bool) -> (Server, Vec<u8>) {
     let meta = Metainfo::parse(&tb).unwrap();
     *torrent_bytes.lock().unwrap() = tb;
     for k in kinds {
-        peers.lock().unwrap().push(fake_peer(*k, meta.info_hash, meta.piece_count()));
+        peers
+            .lock()
+            .unwrap()
+            .push(fake_peer(*k, meta.info_hash, meta.piece_count()));
     }
     (server, image)
 }
@@ -193,11 +223,24 @@ fn hostile_peers_are_dropped_and_the_web_seed_completes_the_file() {
             .args(["fetch", "-o"])
             .arg(&out)
             .arg(server.url("/img.torrent").replace("http://", "torrent://"))
-            .args(["--sha256", &sha256_hex(&image), "--bt-port", "0", "--timeout", "60", "--stall", "3"]),
+            .args([
+                "--sha256",
+                &sha256_hex(&image),
+                "--bt-port",
+                "0",
+                "--timeout",
+                "60",
+                "--stall",
+                "3",
+            ]),
         Duration::from_secs(90),
     );
     assert_eq!(r.code, Some(0), "{}", r.output);
-    assert_eq!(std::fs::read(&out).unwrap(), image, "a corrupt byte reached the file");
+    assert_eq!(
+        std::fs::read(&out).unwrap(),
+        image,
+        "a corrupt byte reached the file"
+    );
     for why in [
         "banned for the rest of the download: piece",
         "banned for the rest of the download: its handshake names another torrent",
@@ -224,7 +267,16 @@ fn only_hostile_peers_the_deadline_holds_and_nothing_is_left() {
             .args(["fetch", "-o"])
             .arg(&out)
             .arg(server.url("/img.torrent").replace("http://", "torrent://"))
-            .args(["--sha256", &sha256_hex(&image), "--bt-port", "0", "--timeout", "8", "--stall", "3"]),
+            .args([
+                "--sha256",
+                &sha256_hex(&image),
+                "--bt-port",
+                "0",
+                "--timeout",
+                "8",
+                "--stall",
+                "3",
+            ]),
         Duration::from_secs(60),
     );
     // Killed at the bound would be `None`: the deadline ended it, as a transfer failure.

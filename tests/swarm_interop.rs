@@ -19,13 +19,19 @@ fn have(tool: &str) -> bool {
     let found = std::env::var_os("PATH")
         .is_some_and(|p| std::env::split_paths(&p).any(|d| d.join(tool).is_file()));
     if !found {
-        rustlive::support::testing::skip(&format!("{tool} is not installed (scripts/install-deps.sh)"));
+        rustlive::support::testing::skip(&format!(
+            "{tool} is not installed (scripts/install-deps.sh)"
+        ));
     }
     found
 }
 
 fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 /// A child process killed when the test ends, however it ends.
@@ -43,7 +49,11 @@ fn transmission_hash(t: &Path) -> String {
     let out = run_ok(Command::new("transmission-show").arg(t));
     let text = String::from_utf8_lossy(&out.stdout).into_owned();
     text.lines()
-        .find_map(|l| l.trim().strip_prefix("Hash: ").or_else(|| l.trim().strip_prefix("Hash v1: ")))
+        .find_map(|l| {
+            l.trim()
+                .strip_prefix("Hash: ")
+                .or_else(|| l.trim().strip_prefix("Hash v1: "))
+        })
         .unwrap_or_else(|| panic!("no hash in {text}"))
         .trim()
         .to_string()
@@ -71,7 +81,13 @@ fn rustlive_torrent_reads_in_transmission_with_the_same_info_hash() {
         Command::new(RUSTLIVE)
             .args(["torrent", "create"])
             .arg(&img)
-            .args(["--tracker", "http://boot:6969/announce", "--webseed", "http://boot/root.squashfs", "-o"])
+            .args([
+                "--tracker",
+                "http://boot:6969/announce",
+                "--webseed",
+                "http://boot/root.squashfs",
+                "-o",
+            ])
             .arg(&t),
     );
     let printed = String::from_utf8_lossy(&out.stdout);
@@ -84,14 +100,26 @@ fn rustlive_torrent_reads_in_transmission_with_the_same_info_hash() {
         Command::new(RUSTLIVE)
             .args(["torrent", "create"])
             .arg(&img)
-            .args(["--tracker", "http://boot:6969/announce", "--webseed", "http://boot/root.squashfs", "-o"])
+            .args([
+                "--tracker",
+                "http://boot:6969/announce",
+                "--webseed",
+                "http://boot/root.squashfs",
+                "-o",
+            ])
             .arg(&t2),
     );
     assert_eq!(std::fs::read(&t).unwrap(), std::fs::read(&t2).unwrap());
     // 3 MB: the smallest automatic piece size, 256 KiB.
-    let shown = String::from_utf8_lossy(&run_ok(Command::new(RUSTLIVE).args(["torrent", "show"]).arg(&t)).stdout).into_owned();
+    let shown = String::from_utf8_lossy(
+        &run_ok(Command::new(RUSTLIVE).args(["torrent", "show"]).arg(&t)).stdout,
+    )
+    .into_owned();
     assert!(shown.contains("piece length: 262144"), "{shown}");
-    assert!(shown.contains("web seed: http://boot/root.squashfs"), "{shown}");
+    assert!(
+        shown.contains("web seed: http://boot/root.squashfs"),
+        "{shown}"
+    );
 }
 
 #[test]
@@ -105,7 +133,15 @@ fn mktorrent_torrent_reads_in_rustlive_with_the_same_info_hash() {
     let t = d.path().join("img.torrent");
     run_ok(
         Command::new("mktorrent")
-            .args(["-a", "http://t:6969/announce", "-w", "http://w/img", "-l", "16", "-o"])
+            .args([
+                "-a",
+                "http://t:6969/announce",
+                "-w",
+                "http://w/img",
+                "-l",
+                "16",
+                "-o",
+            ])
             .arg(&t)
             .arg(&img),
     );
@@ -116,10 +152,22 @@ fn mktorrent_torrent_reads_in_rustlive_with_the_same_info_hash() {
     std::fs::write(dir.join("a"), b"a").unwrap();
     std::fs::write(dir.join("b"), b"b").unwrap();
     let multi = d.path().join("multi.torrent");
-    run_ok(Command::new("mktorrent").args(["-a", "http://t/a", "-o"]).arg(&multi).arg(&dir));
-    let r = run_bounded(Command::new(RUSTLIVE).args(["torrent", "show"]).arg(&multi), Duration::from_secs(10));
+    run_ok(
+        Command::new("mktorrent")
+            .args(["-a", "http://t/a", "-o"])
+            .arg(&multi)
+            .arg(&dir),
+    );
+    let r = run_bounded(
+        Command::new(RUSTLIVE).args(["torrent", "show"]).arg(&multi),
+        Duration::from_secs(10),
+    );
     assert_ne!(r.code, Some(0));
-    assert!(r.output.contains("single-file torrents only"), "{}", r.output);
+    assert!(
+        r.output.contains("single-file torrents only"),
+        "{}",
+        r.output
+    );
 }
 
 /// opentracker on 127.0.0.1, answering for `hash` only.
@@ -133,7 +181,17 @@ fn opentracker(dir: &Path, hash: &str) -> Option<(Killed, u16)> {
     // Debian's opentracker chroots to -d and reads the whitelist from there: `/` keeps the
     // absolute path valid.
     let child = Command::new("opentracker")
-        .args(["-i", "127.0.0.1", "-p", &port.to_string(), "-P", &port.to_string(), "-d", "/", "-w"])
+        .args([
+            "-i",
+            "127.0.0.1",
+            "-p",
+            &port.to_string(),
+            "-P",
+            &port.to_string(),
+            "-d",
+            "/",
+            "-w",
+        ])
         .arg(&wl)
         .stdout(Stdio::null())
         .stderr(Stdio::null())
@@ -142,7 +200,10 @@ fn opentracker(dir: &Path, hash: &str) -> Option<(Killed, u16)> {
     let k = Killed(child);
     let t = std::time::Instant::now();
     while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(t.elapsed() < Duration::from_secs(10), "opentracker did not start");
+        assert!(
+            t.elapsed() < Duration::from_secs(10),
+            "opentracker did not start"
+        );
         std::thread::sleep(Duration::from_millis(20));
     }
     Some((k, port))
@@ -170,7 +231,13 @@ fn swarm(len: usize, webseed: bool) -> Option<Swarm> {
     let mut cmd = Command::new(RUSTLIVE);
     cmd.args(["torrent", "create"])
         .arg(nginx.root.join("img"))
-        .args(["--tracker", &format!("http://127.0.0.1:{port}/announce"), "--piece-size", "256K", "-o"])
+        .args([
+            "--tracker",
+            &format!("http://127.0.0.1:{port}/announce"),
+            "--piece-size",
+            "256K",
+            "-o",
+        ])
         .arg(&torrent);
     if webseed {
         cmd.args(["--webseed", &format!("http://{}/img", nginx.addr)]);
@@ -184,7 +251,17 @@ fn swarm(len: usize, webseed: bool) -> Option<Swarm> {
         return None;
     }
     let child = Command::new("opentracker")
-        .args(["-i", "127.0.0.1", "-p", &port.to_string(), "-P", &port.to_string(), "-d", "/", "-w"])
+        .args([
+            "-i",
+            "127.0.0.1",
+            "-p",
+            &port.to_string(),
+            "-P",
+            &port.to_string(),
+            "-d",
+            "/",
+            "-w",
+        ])
         .arg(&wl)
         .stdout(Stdio::null())
         .stderr(Stdio::null())
@@ -193,7 +270,10 @@ fn swarm(len: usize, webseed: bool) -> Option<Swarm> {
     let tracker = Killed(child);
     let t = std::time::Instant::now();
     while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(t.elapsed() < Duration::from_secs(10), "opentracker did not start");
+        assert!(
+            t.elapsed() < Duration::from_secs(10),
+            "opentracker did not start"
+        );
         std::thread::sleep(Duration::from_millis(20));
     }
     Some(Swarm {
@@ -227,7 +307,9 @@ fn aria2(torrent: &Path, dir: &Path, seed_minutes: &str) -> Command {
 
 #[test]
 fn fetch_from_an_aria2_seed_through_opentracker() {
-    let Some(s) = swarm(6 << 20, false) else { return };
+    let Some(s) = swarm(6 << 20, false) else {
+        return;
+    };
     // aria2 checks the complete file it is given, then seeds it.
     let seed_dir = s.dir.path().join("seed");
     std::fs::create_dir(&seed_dir).unwrap();
@@ -245,7 +327,14 @@ fn fetch_from_an_aria2_seed_through_opentracker() {
             .args(["fetch", "-o"])
             .arg(&out)
             .arg(format!("torrent://{}/img.torrent", s.nginx.addr))
-            .args(["--sha256", &sha256_hex(&s.image), "--bt-port", "0", "--timeout", "60"]),
+            .args([
+                "--sha256",
+                &sha256_hex(&s.image),
+                "--bt-port",
+                "0",
+                "--timeout",
+                "60",
+            ]),
         Duration::from_secs(90),
     );
     assert_eq!(r.code, Some(0), "{}", r.output);
@@ -259,20 +348,35 @@ fn fetch_from_an_aria2_seed_through_opentracker() {
 
 #[test]
 fn aria2_downloads_from_a_rustlive_seed() {
-    let Some(s) = swarm(6 << 20, true) else { return };
+    let Some(s) = swarm(6 << 20, true) else {
+        return;
+    };
     // rustlive gets the image from the web seed (no peer yet), then seeds it.
     let out = s.dir.path().join("out");
     let mut rl = Command::new(RUSTLIVE);
     rl.args(["fetch", "-o"])
         .arg(&out)
         .arg(format!("torrent://{}/img.torrent", s.nginx.addr))
-        .args(["--sha256", &sha256_hex(&s.image), "--bt-port", "0", "--timeout", "60", "--seed", "60", "--debug"])
+        .args([
+            "--sha256",
+            &sha256_hex(&s.image),
+            "--bt-port",
+            "0",
+            "--timeout",
+            "60",
+            "--seed",
+            "60",
+            "--debug",
+        ])
         .stdout(Stdio::null())
         .stderr(std::fs::File::create(s.dir.path().join("seeder.log")).unwrap());
     let mut seeder = Killed(rl.spawn().unwrap());
     let t = std::time::Instant::now();
     while !out.exists() {
-        assert!(t.elapsed() < Duration::from_secs(60), "rustlive did not complete from the web seed");
+        assert!(
+            t.elapsed() < Duration::from_secs(60),
+            "rustlive did not complete from the web seed"
+        );
         std::thread::sleep(Duration::from_millis(50));
     }
     // nginx stops serving the image: aria2 can only get it from rustlive.
@@ -292,7 +396,9 @@ fn aria2_downloads_from_a_rustlive_seed() {
 #[test]
 fn opentracker_refuses_unlisted_torrents_and_rustlive_says_so() {
     let d = tempfile::tempdir().unwrap();
-    let Some((_ot, port)) = opentracker(d.path(), &"0".repeat(40)) else { return };
+    let Some((_ot, port)) = opentracker(d.path(), &"0".repeat(40)) else {
+        return;
+    };
     let Some(n) = Nginx::start() else { return };
     let image = random_bytes(300_000, 9);
     std::fs::write(n.root.join("img"), &image).unwrap();
@@ -300,7 +406,13 @@ fn opentracker_refuses_unlisted_torrents_and_rustlive_says_so() {
         Command::new(RUSTLIVE)
             .args(["torrent", "create"])
             .arg(n.root.join("img"))
-            .args(["--tracker", &format!("http://127.0.0.1:{port}/announce"), "--webseed", &format!("http://{}/img", n.addr), "-o"])
+            .args([
+                "--tracker",
+                &format!("http://127.0.0.1:{port}/announce"),
+                "--webseed",
+                &format!("http://{}/img", n.addr),
+                "-o",
+            ])
             .arg(n.root.join("img.torrent")),
     );
     let out = d.path().join("out");
@@ -309,7 +421,14 @@ fn opentracker_refuses_unlisted_torrents_and_rustlive_says_so() {
             .args(["fetch", "-o"])
             .arg(&out)
             .arg(format!("torrent://{}/img.torrent", n.addr))
-            .args(["--sha256", &sha256_hex(&image), "--bt-port", "0", "--timeout", "30"]),
+            .args([
+                "--sha256",
+                &sha256_hex(&image),
+                "--bt-port",
+                "0",
+                "--timeout",
+                "30",
+            ]),
         Duration::from_secs(60),
     );
     // The tracker's refusal is logged; the web seed still delivers.

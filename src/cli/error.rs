@@ -23,7 +23,7 @@ pub enum Error {
     #[error("cannot create the torrent")]
     Torrent(#[from] crate::server::torrent::TorrentError),
     #[error("cannot fetch from the swarm")]
-    Swarm(#[from] crate::swarm::SwarmError),
+    Swarm(#[from] crate::swarm::session::SwarmError),
 }
 
 impl Error {

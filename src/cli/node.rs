@@ -178,7 +178,7 @@ pub struct FetchArgs {
 
 fn fetchable_url(s: &str) -> Result<reqwest::Url, String> {
     match reqwest::Url::parse(s) {
-        Ok(u) if crate::swarm::torrent_http_url(&u).is_some() => Ok(u),
+        Ok(u) if crate::swarm::session::torrent_http_url(&u).is_some() => Ok(u),
         _ => crate::config::parse_image_url(s),
     }
 }
@@ -214,7 +214,7 @@ pub(super) fn fetch(a: &FetchArgs) -> Result<(), Error> {
         ..FetchOptions::default()
     };
     if a.urls.iter().any(super::torrent::is_torrent) {
-        return super::torrent::fetch(a, &opts);
+        return super::torrent::fetch(&a.urls, &a.output, &a.swarm, &opts);
     }
     use crate::fetch::mirrors::{self, MirrorPolicy, NodeId};
     let node = match &a.node_id {

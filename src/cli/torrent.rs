@@ -2,7 +2,6 @@
 //! BitTorrent) and the swarm half of `rustlive fetch` (a `torrent://` source).
 
 use super::error::Error;
-use super::node::FetchArgs;
 use clap::{Args, Subcommand};
 use std::path::PathBuf;
 
@@ -113,37 +112,39 @@ pub(super) fn torrent(c: &TorrentCommand) -> Result<(), Error> {
 
 /// Whether a `rustlive fetch` URL is a torrent source.
 pub(super) fn is_torrent(u: &reqwest::Url) -> bool {
-    crate::swarm::torrent_http_url(u).is_some()
+    crate::swarm::session::torrent_http_url(u).is_some()
 }
 
 /// `rustlive fetch torrent://…`: the image from the swarm; the other URLs are its mirrors,
 /// used as web seeds beside the torrent's own.
 pub(super) fn fetch(
-    a: &FetchArgs,
+    urls: &[reqwest::Url],
+    output: &std::path::Path,
+    swarm: &SwarmArgs,
     opts: &crate::fetch::FetchOptions,
 ) -> Result<(), Error> {
-    let mut torrents = a.urls.iter().filter(|u| is_torrent(u));
+    let mut torrents = urls.iter().filter(|u| is_torrent(u));
     let (Some(t), None) = (torrents.next(), torrents.next()) else {
-        return Err(crate::swarm::SwarmError::Usage(
+        return Err(crate::swarm::session::SwarmError::Usage(
             "give one torrent source; the other URLs are its mirrors",
         )
         .into());
     };
-    let url = crate::swarm::torrent_http_url(t).ok_or(crate::fetch::FetchError::NoUrl)?;
-    let mirrors: Vec<reqwest::Url> = a.urls.iter().filter(|u| !is_torrent(u)).cloned().collect();
+    let url = crate::swarm::session::torrent_http_url(t).ok_or(crate::fetch::FetchError::NoUrl)?;
+    let mirrors: Vec<reqwest::Url> = urls.iter().filter(|u| !is_torrent(u)).cloned().collect();
     let limits = crate::swarm::shared::Limits {
-        max_peers: a.swarm.max_peers.max(1),
-        upload_slots: a.swarm.upload_slots,
+        max_peers: swarm.max_peers.max(1),
+        upload_slots: swarm.upload_slots,
         stall: opts.stall,
         min_rate: opts.min_rate,
         ..crate::swarm::shared::Limits::default()
     };
-    let sopts = crate::swarm::SwarmOptions {
-        port: a.swarm.bt_port,
-        seed: a.swarm.seed,
+    let sopts = crate::swarm::session::SwarmOptions {
+        port: swarm.bt_port,
+        seed: swarm.seed,
         limits,
         mirrors,
     };
-    crate::swarm::fetch_torrent(&url, &a.output, &sopts, opts)?;
+    crate::swarm::session::fetch_torrent(&url, output, &sopts, opts)?;
     Ok(())
 }

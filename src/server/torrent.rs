@@ -211,10 +211,11 @@ pub fn show(path: &Path) -> Result<Metainfo, TorrentError> {
         bytes: u64::try_from(crate::swarm::metainfo::MAX_TORRENT).unwrap_or(u64::MAX),
         what: "a torrent",
     };
-    let content = super::safe_file::read_named(path, limit).map_err(|source| TorrentError::Read {
-        path: path.into(),
-        source,
-    })?;
+    let content =
+        super::safe_file::read_named(path, limit).map_err(|source| TorrentError::Read {
+            path: path.into(),
+            source,
+        })?;
     Metainfo::parse(&content.bytes).map_err(|source| TorrentError::Parse {
         path: path.into(),
         source,
@@ -255,8 +256,22 @@ mod tests {
             piece_size: Some(64 << 10),
             name: None,
         };
-        let a = build(&mut &data[..], data.len() as u64, "img", &opts, Path::new("x")).unwrap();
-        let b = build(&mut &data[..], data.len() as u64, "img", &opts, Path::new("x")).unwrap();
+        let a = build(
+            &mut &data[..],
+            data.len() as u64,
+            "img",
+            &opts,
+            Path::new("x"),
+        )
+        .unwrap();
+        let b = build(
+            &mut &data[..],
+            data.len() as u64,
+            "img",
+            &opts,
+            Path::new("x"),
+        )
+        .unwrap();
         assert_eq!(a, b);
         let m = Metainfo::parse(&a).unwrap();
         assert_eq!(m.piece_count(), 5);
@@ -268,7 +283,13 @@ mod tests {
         assert_eq!(crate::swarm::bencode::encode(&v), a);
         // A short read is a changed file, not a short torrent.
         assert!(matches!(
-            build(&mut &data[..10], data.len() as u64, "img", &opts, Path::new("x")),
+            build(
+                &mut &data[..10],
+                data.len() as u64,
+                "img",
+                &opts,
+                Path::new("x")
+            ),
             Err(TorrentError::Changed { .. })
         ));
         assert!(matches!(

@@ -216,9 +216,7 @@ impl<'a> Parser<'a> {
         if !self.peek()?.is_ascii_digit() {
             return Err(BencodeError::Unexpected(start));
         }
-        let n = self
-            .int(b':')
-            .map_err(|_| BencodeError::BadLength(start))?;
+        let n = self.int(b':').map_err(|_| BencodeError::BadLength(start))?;
         let n = usize::try_from(n).map_err(|_| BencodeError::BadLength(start))?;
         let end = self
             .pos
@@ -348,7 +346,10 @@ mod tests {
         assert_eq!(decode(b"0:"), Ok(Value::Bytes(b"")));
         let d = decode(b"d3:cow3:moo4:spaml1:a1:bee").unwrap();
         assert_eq!(d.get("cow").and_then(Value::as_str), Some("moo"));
-        assert_eq!(d.get("spam").and_then(Value::as_list).map(<[_]>::len), Some(2));
+        assert_eq!(
+            d.get("spam").and_then(Value::as_list).map(<[_]>::len),
+            Some(2)
+        );
         assert_eq!(d.raw_dict(), Some(&b"d3:cow3:moo4:spaml1:a1:bee"[..]));
     }
 
@@ -395,8 +396,12 @@ mod tests {
         ];
         leaf.prop_recursive(4, 40, 6, |inner| {
             prop_oneof![
-                proptest::collection::vec(inner.clone(), 0..6)
-                    .prop_map(|items| [vec![b'l'], items.concat(), vec![b'e']].concat()),
+                proptest::collection::vec(inner.clone(), 0..6).prop_map(|items| [
+                    vec![b'l'],
+                    items.concat(),
+                    vec![b'e']
+                ]
+                .concat()),
                 proptest::collection::btree_map("[a-z]{1,6}", inner, 0..6).prop_map(|m| {
                     let mut e = Encoder::default();
                     e.dict();

@@ -299,9 +299,14 @@ pub mod tests {
         let t = b"d4:infod6:lengthi40000e4:name1:x12:piece lengthi16384e6:pieces20:aaaaaaaaaaaaaaaaaaaaee";
         assert!(matches!(
             Metainfo::parse(t),
-            Err(MetainfoError::PieceCount { got: 1, need: 3, .. })
+            Err(MetainfoError::PieceCount {
+                got: 1,
+                need: 3,
+                ..
+            })
         ));
-        let t = b"d4:infod6:lengthi1e4:name2:..12:piece lengthi16384e6:pieces20:aaaaaaaaaaaaaaaaaaaaee";
+        let t =
+            b"d4:infod6:lengthi1e4:name2:..12:piece lengthi16384e6:pieces20:aaaaaaaaaaaaaaaaaaaaee";
         assert!(matches!(Metainfo::parse(t), Err(MetainfoError::BadName(_))));
     }
 

@@ -19,5 +19,3 @@ pub mod shared;
 pub mod tracker;
 pub mod webseed;
 pub mod wire;
-
-pub use session::{fetch_torrent, torrent_http_url, SwarmError, SwarmOptions, SwarmReport};

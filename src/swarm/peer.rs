@@ -40,7 +40,9 @@ pub enum End {
 pub fn connect(shared: Arc<Shared>, id: Source, addr: SocketAddr) {
     let end = match TcpStream::connect_timeout(&addr, Duration::from_secs(5)) {
         // Trackers list us among the peers: our own port on our own address is ourselves.
-        Ok(s) if addr.port() == shared.port && s.local_addr().is_ok_and(|l| l.ip() == addr.ip()) => {
+        Ok(s)
+            if addr.port() == shared.port && s.local_addr().is_ok_and(|l| l.ip() == addr.ip()) =>
+        {
             let mut st = shared.lock();
             st.known.remove(&addr);
             st.banned.insert(addr);
@@ -118,7 +120,13 @@ struct Conn<'a> {
     max_frame: u32,
 }
 
-fn run(shared: &Shared, id: Source, mut stream: TcpStream, addr: SocketAddr, outgoing: bool) -> End {
+fn run(
+    shared: &Shared,
+    id: Source,
+    mut stream: TcpStream,
+    addr: SocketAddr,
+    outgoing: bool,
+) -> End {
     let ours = Handshake::ours(shared.meta.info_hash, shared.peer_id).encode();
     let _ = stream.set_nodelay(true);
     if stream.set_write_timeout(Some(WRITE_TIMEOUT)).is_err()
@@ -138,7 +146,10 @@ fn run(shared: &Shared, id: Source, mut stream: TcpStream, addr: SocketAddr, out
         Err(e) => return End::Dropped(e.to_string()),
     };
     if h.info_hash != shared.meta.info_hash {
-        return End::Banned(format!("its handshake names another torrent ({})", h.info_hash));
+        return End::Banned(format!(
+            "its handshake names another torrent ({})",
+            h.info_hash
+        ));
     }
     if h.peer_id == shared.peer_id {
         return End::Closed("ourselves");
@@ -249,7 +260,14 @@ impl Conn<'_> {
             let got = match tmp.get_mut(..room).map(|b| self.stream.read(b)) {
                 Some(Ok(0)) => return End::Closed("closed by the peer"),
                 Some(Ok(n)) => n,
-                Some(Err(e)) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut | ErrorKind::Interrupted) => 0,
+                Some(Err(e))
+                    if matches!(
+                        e.kind(),
+                        ErrorKind::WouldBlock | ErrorKind::TimedOut | ErrorKind::Interrupted
+                    ) =>
+                {
+                    0
+                }
                 Some(Err(_)) => return End::Closed("connection reset"),
                 None => 0,
             };
@@ -265,7 +283,9 @@ impl Conn<'_> {
                     Err(e) => return End::Dropped(e.to_string()),
                 };
                 let total = usize::try_from(n).unwrap_or(usize::MAX).saturating_add(4);
-                let Some(frame) = rbuf.get(4..total) else { break };
+                let Some(frame) = rbuf.get(4..total) else {
+                    break;
+                };
                 let msg = match Message::parse(frame) {
                     Ok(m) => m,
                     Err(e) => return End::Dropped(e.to_string()),
@@ -292,7 +312,11 @@ impl Conn<'_> {
         }
         let pieces = self.shared.meta.piece_count();
         match msg {
-            Message::KeepAlive | Message::Port(_) | Message::Suggest(_) | Message::AllowedFast(_) | Message::Unknown(_) => {}
+            Message::KeepAlive
+            | Message::Port(_)
+            | Message::Suggest(_)
+            | Message::AllowedFast(_)
+            | Message::Unknown(_) => {}
             Message::Choke => {
                 self.peer_choking = true;
                 self.abandon();
@@ -301,7 +325,11 @@ impl Conn<'_> {
             Message::Interested => self.peer_interested = true,
             Message::NotInterested => self.peer_interested = false,
             Message::Have(i) => {
-                let ok = self.shared.lock().picker().is_some_and(|p| p.peer_have(self.id, i));
+                let ok = self
+                    .shared
+                    .lock()
+                    .picker()
+                    .is_some_and(|p| p.peer_have(self.id, i));
                 if !ok {
                     return Err(End::Dropped(format!("have for piece {i} of {pieces}")));
                 }
@@ -322,9 +350,15 @@ impl Conn<'_> {
                     p.peer_bitfield(self.id, vec![all; n]);
                 }
             }
-            Message::Request { index, begin, length } => {
+            Message::Request {
+                index,
+                begin,
+                length,
+            } => {
                 if length == 0 || length > MAX_REQUEST || index >= pieces {
-                    return Err(End::Dropped(format!("request for {length} bytes at {begin} of piece {index}")));
+                    return Err(End::Dropped(format!(
+                        "request for {length} bytes at {begin} of piece {index}"
+                    )));
                 }
                 if !self.am_choking {
                     if self.queue.len() >= self.shared.limits.max_queued {
@@ -333,7 +367,11 @@ impl Conn<'_> {
                     self.queue.push_back((index, begin, length));
                 }
             }
-            Message::Cancel { index, begin, length } => {
+            Message::Cancel {
+                index,
+                begin,
+                length,
+            } => {
                 self.queue.retain(|r| *r != (index, begin, length));
             }
             Message::Reject { index, .. } => {
@@ -377,7 +415,9 @@ impl Conn<'_> {
             return Ok(());
         };
         let Some(pos) = cur.outstanding.iter().position(|r| *r == (begin, len)) else {
-            return Err(End::Dropped(format!("a block of {len} bytes at {begin} of piece {index} that was not requested")));
+            return Err(End::Dropped(format!(
+                "a block of {len} bytes at {begin} of piece {index} that was not requested"
+            )));
         };
         cur.outstanding.remove(pos);
         let start = usize::try_from(begin).unwrap_or(usize::MAX);
@@ -389,11 +429,16 @@ impl Conn<'_> {
         self.window_bytes = self.window_bytes.saturating_add(n);
         let _ = now;
         if cur.next >= cur.len && cur.outstanding.is_empty() {
-            let Some(done) = self.current.take() else { return Ok(()) };
+            let Some(done) = self.current.take() else {
+                return Ok(());
+            };
             let ok = self.shared.deliver(self.id, done.index, &done.data, None);
             self.shared.lock().unreserve(u64::from(done.len));
             if !ok {
-                return Err(End::Banned(format!("piece {} does not match its SHA-1", done.index)));
+                return Err(End::Banned(format!(
+                    "piece {} does not match its SHA-1",
+                    done.index
+                )));
             }
         }
         Ok(())
@@ -416,10 +461,16 @@ impl Conn<'_> {
             return Err(End::Dropped("silent".into()));
         }
         // The minimum-progress rule, while we wait on requests.
-        let waiting = self.current.as_ref().is_some_and(|c| !c.outstanding.is_empty());
+        let waiting = self
+            .current
+            .as_ref()
+            .is_some_and(|c| !c.outstanding.is_empty());
         let window = now.saturating_duration_since(self.window_start);
         if window >= limits.stall {
-            let need = limits.min_rate.saturating_mul(limits.stall.as_secs()).max(1);
+            let need = limits
+                .min_rate
+                .saturating_mul(limits.stall.as_secs())
+                .max(1);
             if waiting && self.window_bytes < need {
                 return Err(End::Dropped(format!(
                     "{} bytes in {} s, below the minimum rate",
@@ -447,7 +498,11 @@ impl Conn<'_> {
             if let Some(cur) = &self.current {
                 if st.picker.as_ref().is_some_and(|p| p.has(cur.index)) {
                     for (b, l) in &cur.outstanding {
-                        msgs.push(Message::Cancel { index: cur.index, begin: *b, length: *l });
+                        msgs.push(Message::Cancel {
+                            index: cur.index,
+                            begin: *b,
+                            length: *l,
+                        });
                     }
                     st.unreserve(u64::from(cur.len));
                     self.current = None;
@@ -456,7 +511,11 @@ impl Conn<'_> {
             let want = st.picker.as_ref().is_some_and(|p| p.wants_from(self.id));
             if want != self.am_interested {
                 self.am_interested = want;
-                msgs.push(if want { Message::Interested } else { Message::NotInterested });
+                msgs.push(if want {
+                    Message::Interested
+                } else {
+                    Message::NotInterested
+                });
             }
             if want && !self.peer_choking && self.current.is_none() {
                 if let Some(i) = st.picker().and_then(|p| p.pick(self.id)) {
@@ -495,7 +554,11 @@ impl Conn<'_> {
         if let Some(cur) = self.current.as_mut() {
             while cur.outstanding.len() < limits.pipeline && cur.next < cur.len {
                 let length = wire::BLOCK.min(cur.len.saturating_sub(cur.next));
-                let m = Message::Request { index: cur.index, begin: cur.next, length };
+                let m = Message::Request {
+                    index: cur.index,
+                    begin: cur.next,
+                    length,
+                };
                 m.encode(&mut self.out);
                 cur.outstanding.push_back((cur.next, length));
                 cur.next = cur.next.saturating_add(length);
@@ -503,27 +566,49 @@ impl Conn<'_> {
         }
         // Serve a few queued requests per tick, so reading never starves.
         for _ in 0..8 {
-            let Some((index, begin, length)) = self.queue.pop_front() else { break };
+            let Some((index, begin, length)) = self.queue.pop_front() else {
+                break;
+            };
             match self.shared.read_block(index, begin, length) {
                 Some(data) => {
                     let n = u64::try_from(data.len()).unwrap_or(0);
                     self.send(&Message::Piece { index, begin, data });
-                    self.shared.uploaded.fetch_add(n, std::sync::atomic::Ordering::Relaxed);
+                    self.shared
+                        .uploaded
+                        .fetch_add(n, std::sync::atomic::Ordering::Relaxed);
                 }
-                None => return Err(End::Dropped(format!("request for a piece we do not have or outside it ({index}, {begin}, {length})"))),
+                None => {
+                    return Err(End::Dropped(format!(
+                    "request for a piece we do not have or outside it ({index}, {begin}, {length})"
+                )))
+                }
             }
             if self.out.len() > (1 << 20) {
                 break;
             }
         }
-        if self.peer_pex != 0 && self.shared.pex && now.saturating_duration_since(self.last_pex) >= PEX_EVERY {
+        if self.peer_pex != 0
+            && self.shared.pex
+            && now.saturating_duration_since(self.last_pex) >= PEX_EVERY
+        {
             self.last_pex = now;
             let added: Vec<SocketAddr> = {
                 let st = self.shared.lock();
-                st.conns.iter().filter(|(k, _)| **k != self.id).map(|(_, a)| *a).take(50).collect()
+                st.conns
+                    .iter()
+                    .filter(|(k, _)| **k != self.id)
+                    .map(|(_, a)| *a)
+                    .take(50)
+                    .collect()
             };
-            let payload = wire::encode_pex(&Pex { added, dropped: Vec::new() });
-            self.send(&Message::Extended { id: self.peer_pex, payload });
+            let payload = wire::encode_pex(&Pex {
+                added,
+                dropped: Vec::new(),
+            });
+            self.send(&Message::Extended {
+                id: self.peer_pex,
+                payload,
+            });
         }
         if self.out.is_empty() && now.saturating_duration_since(self.last_sent) >= KEEPALIVE {
             self.send(&Message::KeepAlive);

@@ -54,7 +54,10 @@ impl Picker {
     }
 
     pub fn has(&self, i: u32) -> bool {
-        self.idx(i).and_then(|i| self.have.get(i)).copied().unwrap_or(false)
+        self.idx(i)
+            .and_then(|i| self.have.get(i))
+            .copied()
+            .unwrap_or(false)
     }
 
     pub fn missing(&self) -> u32 {
@@ -165,7 +168,8 @@ impl Picker {
                 if best.is_none_or(|(a, t, _)| (avail, key_tie) < (a, t)) {
                     best = Some((avail, key_tie, i));
                 }
-            } else if active < MAX_DUP && endgame.is_none_or(|(a, t, _)| (active, key_tie) < (a, t)) {
+            } else if active < MAX_DUP && endgame.is_none_or(|(a, t, _)| (active, key_tie) < (a, t))
+            {
                 endgame = Some((active, key_tie, i));
             }
         }

@@ -7,10 +7,11 @@
 //! to `DEST`, as `fetch` does. With `seed`, the verified file keeps being served for that long.
 
 use super::metainfo::{self, Metainfo, MetainfoError};
+use super::peer;
 use super::picker::Picker;
 use super::shared::{Limits, Shared, State};
 use super::tracker::{self, Announce, Event};
-use super::{peer, webseed};
+use super::webseed;
 use crate::fetch::verify::VerifyError;
 use crate::fetch::{self, progress::Progress, FetchError, FetchOptions};
 use crate::support::exit::Exit;
@@ -176,7 +177,9 @@ pub fn fetch_torrent(
     );
     // The image's name beside the torrent: what sha256sums lines name and where IMAGE.minisig
     // is looked for.
-    let image = torrent_url.join(&meta.name).unwrap_or_else(|_| torrent_url.clone());
+    let image = torrent_url
+        .join(&meta.name)
+        .unwrap_or_else(|_| torrent_url.clone());
     download(&meta, &image, dest, opts, fopts)
 }
 
@@ -227,10 +230,11 @@ pub fn download(
         .open(&part)
         .map_err(werr)?;
     file.set_len(meta.length).map_err(werr)?;
-    let listener = TcpListener::bind(("0.0.0.0", opts.port)).map_err(|source| SwarmError::Listen {
-        port: opts.port,
-        source,
-    })?;
+    let listener =
+        TcpListener::bind(("0.0.0.0", opts.port)).map_err(|source| SwarmError::Listen {
+            port: opts.port,
+            source,
+        })?;
     let port = listener.local_addr().map(|a| a.port()).unwrap_or(opts.port);
     let mut rng = crate::sys::random::Rng::from_entropy();
     let mut peer_id = *b"-RL0010-000000000000";
@@ -258,7 +262,9 @@ pub fn download(
         state: Mutex::new(state),
     });
     log::info!("listening for peers on port {port}");
-    let result = run(&shared, listener, &web, &client, &expected, image, dest, opts);
+    let result = run(
+        &shared, listener, &web, &client, &expected, image, dest, opts,
+    );
     shared.stop.store(true, Ordering::Relaxed);
     if result.is_err() {
         let _ = std::fs::remove_file(&part);
@@ -317,7 +323,10 @@ fn run(
                 });
             }
             let missing = st.picker.as_ref().map_or(0, Picker::missing);
-            let bytes = st.from_web.iter().fold(st.from_peers, |a, b| a.saturating_add(*b));
+            let bytes = st
+                .from_web
+                .iter()
+                .fold(st.from_peers, |a, b| a.saturating_add(*b));
             (missing, bytes)
         };
         if missing == 0 {
@@ -344,10 +353,13 @@ fn run(
     let mut buf = vec![0u8; 1 << 20];
     let mut at = 0u64;
     while at < shared.meta.length {
-        let n = shared.file.read_at(&mut buf, at).map_err(|source| SwarmError::Write {
-            path: shared.part.clone(),
-            source,
-        })?;
+        let n = shared
+            .file
+            .read_at(&mut buf, at)
+            .map_err(|source| SwarmError::Write {
+                path: shared.part.clone(),
+                source,
+            })?;
         if n == 0 {
             break;
         }
@@ -383,13 +395,34 @@ fn run(
     for t in &mut trackers {
         t.next = now;
     }
-    announce_due(shared, client, &mut trackers, now, shared.meta.length, 0, Some(Event::Completed));
+    announce_due(
+        shared,
+        client,
+        &mut trackers,
+        now,
+        shared.meta.length,
+        0,
+        Some(Event::Completed),
+    );
     if !opts.seed.is_zero() {
-        log::info!("seeding {} for {} s on port {}", dest.display(), opts.seed.as_secs(), shared.port);
+        log::info!(
+            "seeding {} for {} s on port {}",
+            dest.display(),
+            opts.seed.as_secs(),
+            shared.port
+        );
         let end = now.checked_add(opts.seed);
         while end.is_some_and(|e| Instant::now() < e) {
             let now = Instant::now();
-            announce_due(shared, client, &mut trackers, now, shared.meta.length, 0, None);
+            announce_due(
+                shared,
+                client,
+                &mut trackers,
+                now,
+                shared.meta.length,
+                0,
+                None,
+            );
             connect_more(shared, now);
             std::thread::sleep(LOOP);
         }
@@ -403,7 +436,15 @@ fn run(
     for t in &mut trackers {
         t.next = now;
     }
-    announce_due(shared, client, &mut trackers, now, shared.meta.length, 0, Some(Event::Stopped));
+    announce_due(
+        shared,
+        client,
+        &mut trackers,
+        now,
+        shared.meta.length,
+        0,
+        Some(Event::Stopped),
+    );
     Ok(report)
 }
 
@@ -488,15 +529,25 @@ fn announce_due(
             downloaded,
             left,
             event: ev,
-            numwant: if ev == Some(Event::Stopped) { 0 } else { NUMWANT },
+            numwant: if ev == Some(Event::Stopped) {
+                0
+            } else {
+                NUMWANT
+            },
         };
-        let shown = Url::parse(&t.url).map(|u| redact_url(&u)).unwrap_or_default();
+        let shown = Url::parse(&t.url)
+            .map(|u| redact_url(&u))
+            .unwrap_or_default();
         match announce(client, &t.url, &a) {
             Ok(r) => {
                 t.started = true;
                 t.warned = false;
                 t.next = now.checked_add(r.interval).unwrap_or(now);
-                log::debug!("tracker {shown}: {} peers, next in {} s", r.peers.len(), r.interval.as_secs());
+                log::debug!(
+                    "tracker {shown}: {} peers, next in {} s",
+                    r.peers.len(),
+                    r.interval.as_secs()
+                );
                 shared.lock().learn(&r.peers, None);
             }
             Err(why) => {
@@ -558,7 +609,10 @@ mod tests {
             port: 6881,
         };
         let s = r.summary();
-        assert!(s.contains("3.0 MiB from peers, 1.0 MiB from http://w/img"), "{s}");
+        assert!(
+            s.contains("3.0 MiB from peers, 1.0 MiB from http://w/img"),
+            "{s}"
+        );
         assert!(s.contains("1 peer dropped"), "{s}");
     }
 }

@@ -119,7 +119,9 @@ pub fn parse_response(body: &[u8]) -> Result<Response, TrackerError> {
 /// addresses are skipped (no DNS lookups on a tracker's say-so).
 fn dict_peer(v: &Value<'_>) -> Option<SocketAddr> {
     let ip: IpAddr = v.get("ip")?.as_str()?.parse().ok()?;
-    let port = u16::try_from(v.get("port")?.as_int()?).ok().filter(|&p| p != 0)?;
+    let port = u16::try_from(v.get("port")?.as_int()?)
+        .ok()
+        .filter(|&p| p != 0)?;
     Some(SocketAddr::new(ip, port))
 }
 
@@ -153,13 +155,22 @@ mod tests {
 
     #[test]
     fn compact_and_dict_answers() {
-        let r = parse_response(b"d8:intervali900e5:peers12:\x7f\x00\x00\x01\x1a\xe1\x0a\x00\x00\x02\x1a\xe2e").unwrap();
+        let r = parse_response(
+            b"d8:intervali900e5:peers12:\x7f\x00\x00\x01\x1a\xe1\x0a\x00\x00\x02\x1a\xe2e",
+        )
+        .unwrap();
         assert_eq!(r.interval, Duration::from_secs(900));
         assert_eq!(
             r.peers,
-            vec!["127.0.0.1:6881".parse().unwrap(), "10.0.0.2:6882".parse().unwrap()]
+            vec![
+                "127.0.0.1:6881".parse().unwrap(),
+                "10.0.0.2:6882".parse().unwrap()
+            ]
         );
-        let r = parse_response(b"d8:intervali1e5:peersld2:ip8:10.0.0.14:porti7eed2:ip4:host4:porti8eeee").unwrap();
+        let r = parse_response(
+            b"d8:intervali1e5:peersld2:ip8:10.0.0.14:porti7eed2:ip4:host4:porti8eeee",
+        )
+        .unwrap();
         assert_eq!(r.interval, MIN_INTERVAL);
         assert_eq!(r.peers, vec!["10.0.0.1:7".parse().unwrap()]);
         let r = parse_response(b"d5:peers0:6:peers618:\xfe\x80\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x01\x00\x07e").unwrap();
@@ -172,7 +183,10 @@ mod tests {
             parse_response(b"d14:failure reason9:not founde"),
             Err(TrackerError::Failure("not found".into()))
         );
-        assert_eq!(parse_response(b"d5:peers5:abcdee"), Err(TrackerError::Invalid("peers")));
+        assert_eq!(
+            parse_response(b"d5:peers5:abcdee"),
+            Err(TrackerError::Invalid("peers"))
+        );
         assert!(parse_response(b"<html>").is_err());
     }
 

@@ -39,7 +39,11 @@ pub fn run(shared: Arc<Shared>, id: Source, slot: usize, url: Url, client: Clien
             let since = st.last_peer_piece.unwrap_or(start);
             let any = now.saturating_duration_since(since) >= wait;
             let early = now.saturating_duration_since(start) < wait.min(Duration::from_secs(1));
-            let pick = if early { None } else { st.picker().and_then(|p| p.pick_web(id, any)) };
+            let pick = if early {
+                None
+            } else {
+                st.picker().and_then(|p| p.pick_web(id, any))
+            };
             match pick.and_then(|i| shared.meta.piece_span(i).map(|s| (i, s))) {
                 Some(x) => x,
                 None => {
@@ -67,7 +71,10 @@ pub fn run(shared: Arc<Shared>, id: Source, slot: usize, url: Url, client: Clien
                 if let Some(p) = shared.lock().picker() {
                     p.release(id, index);
                 }
-                log::info!("web seed {shown}, piece {index}: {why}; retrying in {} ms", backoff.as_millis());
+                log::info!(
+                    "web seed {shown}, piece {index}: {why}; retrying in {} ms",
+                    backoff.as_millis()
+                );
                 std::thread::sleep(shared.deadline.clamp(backoff));
                 backoff = backoff.saturating_mul(2).min(BACKOFF_MAX);
             }
@@ -77,7 +84,12 @@ pub fn run(shared: Arc<Shared>, id: Source, slot: usize, url: Url, client: Clien
 
 /// Bytes `start .. start+len` of the file: a 206 with the matching Content-Range (or a 200 when
 /// that is the whole file), read to exactly `len` bytes.
-fn get_piece(client: &Client, url: &Url, (start, len): (u64, u32), total: u64) -> Result<Vec<u8>, String> {
+fn get_piece(
+    client: &Client,
+    url: &Url,
+    (start, len): (u64, u32),
+    total: u64,
+) -> Result<Vec<u8>, String> {
     let last = start
         .checked_add(u64::from(len))
         .and_then(|e| e.checked_sub(1))

@@ -87,18 +87,37 @@ pub enum Message {
     NotInterested,
     Have(u32),
     Bitfield(Vec<u8>),
-    Request { index: u32, begin: u32, length: u32 },
-    Piece { index: u32, begin: u32, data: Vec<u8> },
-    Cancel { index: u32, begin: u32, length: u32 },
+    Request {
+        index: u32,
+        begin: u32,
+        length: u32,
+    },
+    Piece {
+        index: u32,
+        begin: u32,
+        data: Vec<u8>,
+    },
+    Cancel {
+        index: u32,
+        begin: u32,
+        length: u32,
+    },
     Port(u16),
     // BEP 6.
     Suggest(u32),
     HaveAll,
     HaveNone,
-    Reject { index: u32, begin: u32, length: u32 },
+    Reject {
+        index: u32,
+        begin: u32,
+        length: u32,
+    },
     AllowedFast(u32),
     /// BEP 10: id 0 is the extension handshake, others the ids we announced.
-    Extended { id: u8, payload: Vec<u8> },
+    Extended {
+        id: u8,
+        payload: Vec<u8>,
+    },
     /// A message id nobody defined; ignored, as BEP 3 asks.
     Unknown(u8),
 }
@@ -139,7 +158,11 @@ impl Message {
         };
         let triple = || -> Result<(u32, u32, u32), WireError> {
             exact(12)?;
-            Ok((u32_at(body, 0, id)?, u32_at(body, 4, id)?, u32_at(body, 8, id)?))
+            Ok((
+                u32_at(body, 0, id)?,
+                u32_at(body, 4, id)?,
+                u32_at(body, 8, id)?,
+            ))
         };
         Ok(match id {
             0 => exact(0).map(|_| Message::Choke)?,
@@ -327,7 +350,8 @@ pub fn ext_handshake(port: u16, pex: bool) -> Vec<u8> {
     }
     e.end();
     e.str("p").int(i64::from(port));
-    e.str("v").str(concat!("rustlive ", env!("CARGO_PKG_VERSION")));
+    e.str("v")
+        .str(concat!("rustlive ", env!("CARGO_PKG_VERSION")));
     e.end();
     e.out
 }
@@ -361,12 +385,12 @@ pub struct Pex {
 /// Compact peers (BEP 23): 6 bytes per IPv4 peer, 18 per IPv6 peer; at most `max`.
 pub fn parse_compact(b: &[u8], v6: bool, max: usize) -> Option<Vec<SocketAddr>> {
     let size = if v6 { 18 } else { 6 };
-    if b.len() % size != 0 {
+    if b.len().checked_rem(size) != Some(0) {
         return None;
     }
     let mut out = Vec::new();
     for c in b.chunks_exact(size).take(max) {
-        let (ip, port) = c.split_at(size - 2);
+        let (ip, port) = c.split_at(size.saturating_sub(2));
         let port = u16::from_be_bytes(port.try_into().ok()?);
         let ip: IpAddr = if v6 {
             Ipv6Addr::from(<[u8; 16]>::try_from(ip).ok()?).into()
@@ -454,14 +478,33 @@ mod tests {
             Message::NotInterested,
             Message::Have(7),
             Message::Bitfield(vec![0xf0]),
-            Message::Request { index: 1, begin: 16384, length: 16384 },
-            Message::Piece { index: 2, begin: 0, data: vec![1, 2, 3] },
-            Message::Cancel { index: 1, begin: 2, length: 3 },
+            Message::Request {
+                index: 1,
+                begin: 16384,
+                length: 16384,
+            },
+            Message::Piece {
+                index: 2,
+                begin: 0,
+                data: vec![1, 2, 3],
+            },
+            Message::Cancel {
+                index: 1,
+                begin: 2,
+                length: 3,
+            },
             Message::Port(6881),
             Message::HaveAll,
             Message::HaveNone,
-            Message::Reject { index: 1, begin: 2, length: 3 },
-            Message::Extended { id: 0, payload: b"de".to_vec() },
+            Message::Reject {
+                index: 1,
+                begin: 2,
+                length: 3,
+            },
+            Message::Extended {
+                id: 0,
+                payload: b"de".to_vec(),
+            },
         ] {
             let mut out = Vec::new();
             m.encode(&mut out);
@@ -475,10 +518,16 @@ mod tests {
     fn bad_messages() {
         assert_eq!(Message::parse(&[4, 0, 0]), Err(WireError::Malformed(4)));
         assert_eq!(Message::parse(&[0, 1]), Err(WireError::Malformed(0)));
-        assert_eq!(Message::parse(&[7, 0, 0, 0, 1]), Err(WireError::Malformed(7)));
+        assert_eq!(
+            Message::parse(&[7, 0, 0, 0, 1]),
+            Err(WireError::Malformed(7))
+        );
         assert_eq!(Message::parse(&[99]), Ok(Message::Unknown(99)));
         assert_eq!(frame_len(&[0, 0, 1], 10), Ok(None));
-        assert_eq!(frame_len(&[0xff, 0, 0, 0], 1 << 20), Err(WireError::TooLong(0xff00_0000)));
+        assert_eq!(
+            frame_len(&[0xff, 0, 0, 0], 1 << 20),
+            Err(WireError::TooLong(0xff00_0000))
+        );
     }
 
     #[test]
@@ -494,9 +543,18 @@ mod tests {
     #[test]
     fn extension_handshake_and_pex() {
         let h = parse_ext_handshake(&ext_handshake(6881, true)).unwrap();
-        assert_eq!(h, ExtHandshake { ut_pex: UT_PEX_ID, port: Some(6881) });
+        assert_eq!(
+            h,
+            ExtHandshake {
+                ut_pex: UT_PEX_ID,
+                port: Some(6881)
+            }
+        );
         let p = Pex {
-            added: vec!["10.0.0.1:6881".parse().unwrap(), "[fe80::1]:7000".parse().unwrap()],
+            added: vec![
+                "10.0.0.1:6881".parse().unwrap(),
+                "[fe80::1]:7000".parse().unwrap(),
+            ],
             dropped: vec!["10.0.0.2:1".parse().unwrap()],
         };
         assert_eq!(parse_pex(&encode_pex(&p)), Ok(p));
