@@ -450,3 +450,83 @@ fn plain_http_torrent_needs_a_pinned_image() {
     assert_eq!(r.code, Some(4), "{}", r.output);
     assert!(r.output.contains("plain http"), "{}", r.output);
 }
+
+/// rustlive with rustlive: one node gets the image from the web seed and seeds it; the web
+/// seed then goes away, and four nodes started together get it from that seeder and from each
+/// other (every one verifies; the summary of each says how much it took from peers).
+#[test]
+fn rustlive_nodes_share_the_image_among_themselves() {
+    let Some(s) = swarm(8 << 20, true) else {
+        return;
+    };
+    let sha = sha256_hex(&s.image);
+    let fetch = |out: &Path, seed: &str, log: &Path| {
+        let mut c = Command::new(RUSTLIVE);
+        c.args(["fetch", "-o"])
+            .arg(out)
+            .arg(format!("torrent://{}/img.torrent", s.nginx.addr))
+            .args([
+                "--sha256",
+                &sha,
+                "--bt-port",
+                "0",
+                "--timeout",
+                "90",
+                "--seed",
+                seed,
+            ])
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(log).unwrap());
+        c
+    };
+    let first = s.dir.path().join("first");
+    let mut seeder = Killed(
+        fetch(&first, "120", &s.dir.path().join("first.log"))
+            .spawn()
+            .unwrap(),
+    );
+    let t = std::time::Instant::now();
+    while !first.exists() {
+        assert!(
+            t.elapsed() < Duration::from_secs(60),
+            "the first node did not complete"
+        );
+        assert!(
+            seeder.0.try_wait().unwrap().is_none(),
+            "the first node exited"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    std::fs::remove_file(s.nginx.root.join("img")).unwrap();
+    // Each node seeds a little after completing, so a slower one still has the others.
+    let mut nodes: Vec<(PathBuf, PathBuf, Killed)> = (0..4)
+        .map(|i| {
+            let out = s.dir.path().join(format!("node{i}"));
+            let log = s.dir.path().join(format!("node{i}.log"));
+            let child = fetch(&out, "5", &log).spawn().unwrap();
+            (out, log, Killed(child))
+        })
+        .collect();
+    for (out, log, child) in &mut nodes {
+        let status = child.0.wait().unwrap();
+        let text = std::fs::read_to_string(&*log).unwrap();
+        assert!(status.success(), "{text}");
+        assert_eq!(std::fs::read(&*out).unwrap(), s.image);
+        let summary = text
+            .lines()
+            .find(|l| l.contains("from the swarm"))
+            .unwrap_or_default();
+        assert!(summary.contains("8.0 MiB from peers"), "{text}");
+        println!("{summary}");
+    }
+    let _ = seeder.0.kill();
+    let _ = seeder.0.wait();
+    let log = std::fs::read_to_string(s.dir.path().join("first.log")).unwrap();
+    println!(
+        "{}",
+        log.lines()
+            .filter(|l| l.contains("seeding done"))
+            .collect::<Vec<_>>()
+            .join("\n")
+    );
+}

@@ -138,8 +138,13 @@ fn run(
         return End::Closed("handshake not sent");
     }
     let mut theirs = [0u8; HANDSHAKE_LEN];
-    if stream.read_exact(&mut theirs).is_err() {
-        return End::Dropped("no handshake within 10 s".into());
+    match stream.read_exact(&mut theirs) {
+        Ok(()) => {}
+        // Closed before a word: a port scan, or our own connection to ourselves.
+        Err(e) if e.kind() == ErrorKind::UnexpectedEof => {
+            return End::Closed("closed before its handshake")
+        }
+        Err(_) => return End::Dropped("no handshake within 10 s".into()),
     }
     let h = match Handshake::parse(&theirs) {
         Ok(h) => h,

@@ -183,14 +183,27 @@ impl Picker {
     }
 
     /// The next piece for a web seed: one no peer has and nobody fetches; with `any`, also
-    /// pieces peers have (they had their chance). Lowest index first: web seeds serve ranges.
+    /// pieces peers have (they had their chance). In this node's own order (the tie order), so
+    /// a herd starting together pulls different pieces from the mirrors and then trades them,
+    /// instead of every node asking the mirrors for piece 0.
     pub fn pick_web(&mut self, w: Source, any: bool) -> Option<u32> {
-        let i = self
+        let mut best: Option<(u64, u32)> = None;
+        for (i, (h, (&avail, &active))) in self
             .have
             .iter()
             .zip(self.avail.iter().zip(&self.active))
-            .position(|(h, (&avail, &active))| !h && active == 0 && (avail == 0 || any))?;
-        let i = u32::try_from(i).ok()?;
+            .enumerate()
+        {
+            if *h || active != 0 || (avail != 0 && !any) {
+                continue;
+            }
+            let Ok(i) = u32::try_from(i) else { break };
+            let t = self.tie(i);
+            if best.is_none_or(|(bt, _)| t < bt) {
+                best = Some((t, i));
+            }
+        }
+        let (_, i) = best?;
         self.start(w, i);
         Some(i)
     }
@@ -268,8 +281,9 @@ mod tests {
     fn web_seeds_take_what_no_peer_has_then_anything() {
         let mut p = Picker::new(3, 0);
         p.peer_bitfield(1, vec![true, false, false]);
-        assert_eq!(p.pick_web(10, false), Some(1));
-        assert_eq!(p.pick_web(10, false), Some(2));
+        let a = p.pick_web(10, false).unwrap();
+        let b = p.pick_web(10, false).unwrap();
+        assert_eq!([a.min(b), a.max(b)], [1, 2]);
         assert_eq!(p.pick_web(10, false), None);
         assert_eq!(p.pick_web(10, true), Some(0));
         p.remove(10);

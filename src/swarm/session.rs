@@ -567,7 +567,8 @@ fn announce(client: &Client, base: &str, a: &Announce) -> Result<tracker::Respon
         .get(url)
         .timeout(Duration::from_secs(10))
         .send()
-        .map_err(|e| crate::support::exit::report(&e))?;
+        // Without the URL: its query may hold a private tracker's passkey.
+        .map_err(|e| crate::support::exit::report(&e.without_url()))?;
     if !resp.status().is_success() {
         return Err(format!("HTTP {}", resp.status().as_u16()));
     }

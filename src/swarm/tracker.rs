@@ -90,8 +90,9 @@ pub fn parse_response(body: &[u8]) -> Result<Response, TrackerError> {
     }
     if let Some(reason) = v.get("failure reason") {
         let text = reason.as_bytes().unwrap_or_default();
+        // The tracker's words, escaped once here so that every log line that shows them is safe.
         let shown = String::from_utf8_lossy(text.get(..200).unwrap_or(text)).into_owned();
-        return Err(TrackerError::Failure(shown));
+        return Err(TrackerError::Failure(crate::support::log::escaped(&shown)));
     }
     let interval = v
         .get("interval")

@@ -98,7 +98,8 @@ fn get_piece(
         .get(url.clone())
         .header(RANGE, format!("bytes={start}-{last}"))
         .send()
-        .map_err(|e| crate::support::exit::report(&e))?;
+        // The URL is shown redacted by the caller; reqwest's own would carry its query.
+        .map_err(|e| crate::support::exit::report(&e.without_url()))?;
     let status = resp.status();
     let whole = start == 0 && u64::from(len) == total;
     match status {
