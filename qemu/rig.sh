@@ -109,7 +109,10 @@ rig_up() {
 		--dhcp-leasefile="$RIG_DIR/leases" --dhcp-authoritative --domain="$RIG_DOMAIN"
 		--pid-file="$RIG_DIR/dnsmasq.pid")
 	if [ -n "$dns" ]; then
-		args+=(--host-record="boot.$RIG_DOMAIN,$RIG_V4,$RIG_V6" --host-record="boot6.$RIG_DOMAIN,$RIG_V6")
+		# --local: the rig's domain is answered here only (NODATA for an A query on boot6, not
+		# the SERVFAIL of a forward to no upstream, which musl's resolver takes as failure).
+		args+=(--host-record="boot.$RIG_DOMAIN,$RIG_V4,$RIG_V6" --host-record="boot6.$RIG_DOMAIN,$RIG_V6"
+			"--local=/$RIG_DOMAIN/")
 	else
 		args+=(--port=0 "--dhcp-option=option:dns-server,$RIG_V4" "--dhcp-option=option6:dns-server,[$RIG_V6]")
 	fi

@@ -895,13 +895,147 @@ t_standalone_rig_v4() {
 	[ "$rc" -eq 0 ] && sa_booted && check "rustlive.*DHCP from $RIG_V4" "a DHCP lease from the rig's dnsmasq"
 }
 
+# IPv6 on the rig. v6_booted: the test root ran, with the IPv6 configuration rustlive left it.
+v6_booted() {
+	booted && check 'rustlive.*network up in|rustlive.*IPv6 up:' "the network stage's summary" &&
+		check 'TESTROOT: lease6 \{' "/run/rustlive/lease6-eth0.json in the booted system" &&
+		check 'rustlive.*VmHWM' "rustlive's peak memory before switch-root"
+}
+
+# The guest's SLAAC address on the rig: the prefix and GUEST_MAC's modified EUI-64.
+RIG_SLAAC="fd00:2::5054:ff:fe12:3456"
+
+t_standalone_v6_slaac() {
+	# IPv6 only: no IPv4 on the segment; SLAAC from the RA's prefix, the default route via the
+	# router, RDNSS and DNSSL; the image at a [v6] URL.
+	rig_up --no-v4 --v6 slaac
+	rig_sa_boot standalone-v6-slaac "$IMG/sa.img" \
+		"ip=auto6 root=live:$RIG_URL6/root.squashfs rd.rustlive.sha256=$(sha_of root.squashfs)" \
+		300 'TESTROOT: done' "$SA_NOBOOT"
+	local rc=$?
+	rig_down
+	[ "$rc" -eq 0 ] && v6_booted &&
+		check 'rustlive.*router advertisement on eth0 from fe80::' "the router advertisement" &&
+		check "TESTROOT: inet6 eth0 $RIG_SLAAC/64" "the SLAAC address kept for the booted system" &&
+		check 'TESTROOT: route6 default via fe80::' "the default route via the router" &&
+		check 'rustlive.*network up in .*DNS fe80::[0-9a-f:]+%eth0' "the RDNSS server" &&
+		check 'TESTROOT: lease6 .*"domains":\["rig.test"\]' "the DNSSL domain" &&
+		check_not 'DHCPv6' "a DHCPv6 exchange" &&
+		grep -q "^$RIG_SLAAC .*GET /root.squashfs HTTP/1.1\" 200" "$(rig_access_log)"
+}
+
+t_standalone_v6_dns() {
+	# The image server by name: resolved through the RA's RDNSS (dnsmasq's link-local address,
+	# written fe80::…%eth0 in resolv.conf) with the DNSSL domain searched.
+	rig_up --no-v4 --v6 slaac
+	rig_sa_boot standalone-v6-dns "$IMG/sa.img" \
+		"ip=auto6 root=live:http://boot6:$RIG_PORT/root.squashfs rd.rustlive.sha256=$(sha_of root.squashfs)" \
+		300 'TESTROOT: done' "$SA_NOBOOT"
+	local rc=$?
+	rig_down
+	[ "$rc" -eq 0 ] && v6_booted &&
+		grep -q "^$RIG_SLAAC .*GET /root.squashfs HTTP/1.1\" 200" "$(rig_access_log)"
+}
+
+t_standalone_dhcp6() {
+	# DHCPv6 stateful: the RA says M and no A; the address comes from dnsmasq's reservation
+	# for GUEST_MAC, its prefix length from the RA's on-link prefix.
+	rig_up --no-v4 --v6 stateful
+	rig_sa_boot standalone-dhcp6 "$IMG/sa.img" \
+		"ip=dhcp6 root=live:$RIG_URL6/root.squashfs rd.rustlive.sha256=$(sha_of root.squashfs)" \
+		300 'TESTROOT: done' "$SA_NOBOOT"
+	local rc=$?
+	rig_down
+	[ "$rc" -eq 0 ] && v6_booted &&
+		check 'TESTROOT: inet6 eth0 fd00:2::15/64' "the DHCPv6 address" &&
+		check 'TESTROOT: lease6 .*"mode":"stateful"' "the DHCPv6 lease" &&
+		check 'TESTROOT: route6 default via fe80::' "the default route from the RA" &&
+		check_not "$RIG_SLAAC" "a SLAAC address (the RA has no A flag)"
+}
+
+t_standalone_dual_stack() {
+	# ip=dhcp ip=auto6: both families, the image over IPv6, DNS from both.
+	rig_up --v6 stateless
+	rig_sa_boot standalone-dual-stack "$IMG/sa.img" \
+		"ip=dhcp ip=auto6 root=live:$RIG_URL6/root.squashfs rd.rustlive.sha256=$(sha_of root.squashfs)" \
+		300 'TESTROOT: done' "$SA_NOBOOT"
+	local rc=$?
+	rig_down
+	[ "$rc" -eq 0 ] && v6_booted &&
+		check 'TESTROOT: inet eth0 10\.0\.2\.15/24' "the DHCPv4 address" &&
+		check "TESTROOT: inet6 eth0 $RIG_SLAAC/64" "the SLAAC address" &&
+		check 'TESTROOT: lease6 .*"mode":"stateless"' "the stateless DHCPv6 exchange (RA with O)" &&
+		check 'TESTROOT: lease \{' "the DHCPv4 lease file"
+}
+
+t_standalone_v6_static() {
+	# ip=[ADDR]::[GW]:PREFIX:HOST:IFACE:none on a segment with neither RA nor DHCPv6.
+	rig_up --no-v4 --v6 off
+	rig_sa_boot standalone-v6-static "$IMG/sa.img" \
+		"ip=[fd00:2::99]::[fd00:2::2]:64:node1:eth0:none root=live:$RIG_URL6/root.squashfs rd.rustlive.sha256=$(sha_of root.squashfs)" \
+		300 'TESTROOT: done' "$SA_NOBOOT"
+	local rc=$?
+	rig_down
+	[ "$rc" -eq 0 ] && v6_booted &&
+		check 'TESTROOT: inet6 eth0 fd00:2::99/64' "the static address" &&
+		check 'TESTROOT: route6 default via fd00:2::2' "the static gateway" &&
+		check_not 'router solicitation|DHCPv6 \(' "router discovery or DHCPv6"
+}
+
+t_standalone_no_dhcp6() {
+	# ip=dhcp6 on a segment with no DHCPv6 server: the reason, then the failure policy.
+	rig_up --no-v4 --v6 off
+	rig_sa_boot standalone-no-dhcp6 "$IMG/sa.img" "ip=dhcp6 root=live:$RIG_URL6/root.squashfs rd.rustlive.timeout=15" \
+		300 'rustlive failed: powering off' 'TESTROOT|Kernel panic'
+	local rc=$?
+	rig_down
+	[ "$rc" -eq 0 ] &&
+		check 'rustlive.*no DHCPv6 answer on eth0 after [0-9]+ s \(sent [0-9]+ SOLICIT\)' "the reason"
+}
+
+t_standalone_no_ra() {
+	# IPv6 only on a segment with no router: the reason, then the failure policy.
+	rig_up --no-v4 --v6 off
+	rig_sa_boot standalone-no-ra "$IMG/sa.img" "ip=auto6 root=live:$RIG_URL6/root.squashfs rd.rustlive.timeout=15" \
+		300 'rustlive failed: powering off' 'TESTROOT|Kernel panic'
+	local rc=$?
+	rig_down
+	[ "$rc" -eq 0 ] &&
+		check 'rustlive.*no router advertisement on eth0 after [0-9]+ s \(sent [0-9]+ router solicitations\)' "the reason"
+}
+
+t_dracut_nm_dhcp6() {
+	# The dracut module with ip=dhcp6 on the IPv6-only segment: NetworkManager configures
+	# DHCPv6, rustlive waits for a route to the [v6] image server and fetches.
+	rig_up --no-v4 --v6 stateful
+	LOG="$LOGS/dracut-nm-dhcp6.log"
+	QEMU_NETNS=$RIG_NS qemu_start "$LOG" -kernel "$KERNEL" -initrd "$IMG/nm.img" \
+		-append "console=ttyS0 ip=dhcp6 root=live:$RIG_URL6/root.squashfs rd.rustlive.sha256=$(sha_of root.squashfs)" \
+		-netdev "$(rig_tap tap0 n0)" -device "virtio-net-pci,netdev=n0,mac=$GUEST_MAC"
+	wait_serial "$LOG" 300 'TESTROOT: done' "$NOBOOT"
+	local rc=$?
+	rig_down
+	# systemd's udev names the NIC (ens2); NetworkManager keeps the DHCPv6 address as a /128
+	# and routes by the RA.
+	[ "$rc" -eq 0 ] && booted && check 'TESTROOT: inet6 [a-z0-9]+ fd00:2::15/' "NetworkManager's DHCPv6 address" &&
+		check 'rustlive.*fetched .* sha256' "rustlive's fetch over IPv6" &&
+		grep -q '^fd00:2::15 .*GET /root.squashfs HTTP/1.1" 200' "$(rig_access_log)
+compressed kernel modules (RHEL 8/9: .ko.xz in-kernel decompression) ------------- sa-xz.img: standalone initramfs xz-compressed copy of tree, sa-xz+ko.img / sa-xz+badko.img: same e1000 put back compressed (intact, cut half) an appended cpio, which replaces modules.dep naming e1000.ko.xz. prepare_xz_modules() kver xz d m variant f kver=$(cat $B/kernel/kver ) xz=$(build_xz_kmods) SA_KMODDIR=$xz build_standalone sa-xz -s $IMG/sa-xz+ko.img $IMG/sa-xz+ko.img -nt $IMG/sa-xz.img return d= $B/xz-initrd m= lib/modules/$kver variant ko badko; do rm -rf $d mkdir -p $d/$m/kernel/drivers/net/ethernet/intel/e1000 zstd -dc $IMG/sa-xz.img | (cd $d cpio -i --quiet $m/modules.dep ) sed -i 's#^\(kernel/drivers/net/ethernet/intel/e1000/e1000\.ko\):#\1.xz:#' $d/$m/modules.dep '^kernel/drivers/net/ethernet/intel/e1000/e1000\.ko\.xz:' $d/$m/modules.dep || die e1000 line modules.dep of sa-xz.img cp $xz/kernel/drivers/net/ethernet/intel/e1000/e1000.ko.xz $d/$m/kernel/drivers/net/ethernet/intel/e1000/ f= $d/$m/kernel/drivers/net/ethernet/intel/e1000/e1000.ko.xz $variant = ko || truncate -s $(($(stat -c %s $f ) / 2)) $f (cd $d find lib | cpio -o -H newc --quiet -R 0:0) > $B/xz-$variant.cpio cat_initrds $IMG/sa-xz+$variant.img $IMG/sa-xz.img $B/xz-$variant.cpio done rm -rf $d t_standalone_xz_modules() kernel tree whose modules are .ko.xz (xz --check=crc32 --lzma2=dict=1MiB) kernel that cannot decompress them: initramfs stores them decompressed, under same index plain tree's, so archive is plain tree's, byte byte. prepare_xz_modules say initramfs .ko.xz tree: $(stat -c %s $IMG/sa-xz.img ) bytes; plain tree: $(stat -c %s ) bytes 'stored decompressed' $IMG/sa-xz.log || say build did not say it decompressed modules: $(cat $IMG/sa-xz.log ) return 1 ! zstd -dc $IMG/sa-xz.img | cpio -it --quiet | -E '\.ko\.(xz|zst|gz)$' || say compressed modules sa-xz.img return 1 cmp -s $IMG/sa-xz.img || say sa-xz.img differs sa.img return 1 standalone-xz-modules $IMG/sa-xz.img root=live:$URL/nested.squashfs rd.live.image nested.squashfs) user,id=n0 e1000,netdev=n0,mac=$GUEST_MAC 'rustlive.*loaded kernel modules: e1000([^e]|$)' e1000 loaded modalias 'rustlive.*loaded kernel modules: .*ext4' ext4 nested image) loaded beside t_standalone_compressed_module() compressed inside initramfs anyway (appended hand): kernel refuses it (EOPNOTSUPP), decompresses it loads it init_module. Cut half, it is reported driver that did not load, never missing one. prepare_xz_modules standalone-compressed-module $IMG/sa-xz+ko.img root=live:$URL/root.squashfs user,id=n0 e1000,netdev=n0,mac=$GUEST_MAC 'rustlive.*the kernel cannot decompress modules itself \(it refused e1000\.ko\.xz: [^)]*\(os error 95\)\); decompresses them' kernel's refusal fallback 'rustlive.*loaded kernel modules: e1000([^e]|$)' e1000 loaded, decompressed || return 1 standalone-corrupt-module $IMG/sa-xz+badko.img root=live:$URL/root.squashfs user,id=n0 e1000,netdev=n0,mac=$GUEST_MAC device .*PCI 8086:100e.*its driver e1000 is this initramfs but did not load: cannot decompress e1000 .*e1000\.ko\.xz.*not valid xz data' which did not load, why 'has driver this initramfs' missing-driver message driver that is there"
+}
+# The tested documentation: docs-site-workflow, docs-standalone-sealed.
+# shellcheck source=qemu/docs.sh
+. "$(dirname "$0")/docs.sh"
+
 ALL="initramfs_cache_key happy_nm happy_networkd livenet_cmdline root_http_alias nested erofs hash_mismatch bad_cmdline bad_cmdline_shell server_late broken_transfer
 secrets_initrd secrets_cat secrets_cat_plain secrets_https no_network signature_valid signature_missing pxe no_systemd
 no_systemd_fail file_image no_systemd_file pid1_switch_root syslog_failure oci secrets_tpm secrets_tpm_other
 standalone_virtio standalone_mirrors standalone_e1000 standalone_e1000e standalone_static standalone_hash_mismatch standalone_no_nic
 standalone_no_driver standalone_no_dhcp standalone_pxe standalone_secrets_mtls standalone_tpm standalone_oci
 debian_root debian_root_pxe
-standalone_bond standalone_bond_no_carrier standalone_bootif standalone_ifname standalone_vlan_no_parent standalone_vlan standalone_vlan_untagged"
+standalone_bond standalone_bond_no_carrier standalone_bootif standalone_ifname standalone_vlan_no_parent standalone_vlan standalone_vlan_untagged
+standalone_rig_v4 standalone_v6_slaac standalone_v6_dns standalone_dhcp6 standalone_dual_stack standalone_v6_static standalone_no_ra standalone_no_dhcp6 dracut_nm_dhcp6
+standalone_xz_modules standalone_compressed_module
+docs_site_workflow docs_standalone_sealed"
 
 # shellcheck disable=SC2086 # the default list is split on whitespace
 [ $# -gt 0 ] || set -- $ALL

@@ -9,9 +9,12 @@
 
 use crate::support::deadline::Deadline;
 pub mod dhcp;
+pub mod dhcp6;
 pub mod links;
+pub mod ra;
 pub mod rtnl;
 pub mod up;
+pub mod up6;
 
 pub use up::{bring_up, NetError};
 

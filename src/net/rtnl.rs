@@ -376,3 +376,129 @@ impl Rtnl {
         )
     }
 }
+
+// --- IPv6 (the standalone initramfs's `net::up6`) ------------------------------------------
+
+/// The state of an IPv6 address the kernel holds: duplicate address detection under way
+/// (`IFA_F_TENTATIVE`), or failed (`IFA_F_DADFAILED`: another node has it).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Addr6State {
+    pub addr: std::net::Ipv6Addr,
+    pub prefix: u8,
+    pub tentative: bool,
+    pub dad_failed: bool,
+}
+
+impl Rtnl {
+    /// The IPv6 addresses of interface `index`, with their DAD state.
+    pub fn addresses6(&mut self, index: u32) -> Result<Vec<Addr6State>, RtnlError> {
+        use netlink_packet_route::address::AddressFlags;
+        let mut req = AddressMessage::default();
+        req.header.family = AddressFamily::Inet6;
+        let mut out = Vec::new();
+        for m in self.dump(
+            "list the IPv6 addresses",
+            RouteNetlinkMessage::GetAddress(req),
+        )? {
+            let RouteNetlinkMessage::NewAddress(a) = m else {
+                continue;
+            };
+            if a.header.index != index || a.header.family != AddressFamily::Inet6 {
+                continue;
+            }
+            // IFA_FLAGS (32 bits) when present supersedes the header's 8.
+            let flags = a
+                .attributes
+                .iter()
+                .find_map(|x| match x {
+                    AddressAttribute::Flags(f) => Some(*f),
+                    _ => None,
+                })
+                .unwrap_or_else(|| {
+                    AddressFlags::from_bits_retain(u32::from(a.header.flags.bits()))
+                });
+            let addr = a.attributes.iter().find_map(|x| match x {
+                AddressAttribute::Address(IpAddr::V6(ip)) => Some(*ip),
+                _ => None,
+            });
+            if let Some(addr) = addr {
+                out.push(Addr6State {
+                    addr,
+                    prefix: a.header.prefix_len,
+                    tentative: flags.contains(AddressFlags::Tentative),
+                    dad_failed: flags.contains(AddressFlags::Dadfailed),
+                });
+            }
+        }
+        Ok(out)
+    }
+
+    /// `ip -6 addr replace ADDR/PREFIX dev IFACE`: permanent (no lifetimes: the booted system
+    /// keeps it, as it keeps a DHCPv4 address, until its own network manager takes over), the
+    /// kernel's duplicate address detection on.
+    pub fn add_address6(
+        &mut self,
+        iface: &str,
+        index: u32,
+        addr: std::net::Ipv6Addr,
+        prefix: u8,
+    ) -> Result<(), RtnlError> {
+        let mut m = AddressMessage::default();
+        m.header.family = AddressFamily::Inet6;
+        m.header.prefix_len = prefix;
+        m.header.scope = AddressScope::Universe;
+        m.header.index = index;
+        m.attributes.push(AddressAttribute::Local(IpAddr::V6(addr)));
+        m.attributes
+            .push(AddressAttribute::Address(IpAddr::V6(addr)));
+        self.request(
+            format!("add address {addr}/{prefix} to {iface}"),
+            RouteNetlinkMessage::NewAddress(m),
+            NLM_F_CREATE | NLM_F_REPLACE,
+        )
+    }
+
+    /// `ip -6 route replace DEST/PREFIX [via GW] dev IFACE proto ra|dhcp`; a link-local gateway
+    /// is reached through `index`.
+    pub fn add_route6(
+        &mut self,
+        iface: &str,
+        index: u32,
+        dest: std::net::Ipv6Addr,
+        prefix: u8,
+        gateway: Option<std::net::Ipv6Addr>,
+        from_ra: bool,
+    ) -> Result<(), RtnlError> {
+        let mut m = RouteMessage::default();
+        m.header = RouteHeader {
+            address_family: AddressFamily::Inet6,
+            destination_prefix_length: prefix,
+            table: RouteHeader::RT_TABLE_MAIN,
+            protocol: if from_ra {
+                RouteProtocol::Ra
+            } else {
+                RouteProtocol::Dhcp
+            },
+            scope: RouteScope::Universe,
+            kind: RouteType::Unicast,
+            ..RouteHeader::default()
+        };
+        if prefix > 0 {
+            m.attributes
+                .push(RouteAttribute::Destination(RouteAddress::Inet6(dest)));
+        }
+        if let Some(gw) = gateway {
+            m.attributes
+                .push(RouteAttribute::Gateway(RouteAddress::Inet6(gw)));
+        }
+        m.attributes.push(RouteAttribute::Oif(index));
+        // The kernel's own metric for routes from router advertisements.
+        m.attributes.push(RouteAttribute::Priority(1024));
+        let via = gateway.map(|g| format!(" via {g}")).unwrap_or_default();
+        self.request(
+            format!("add route {dest}/{prefix}{via} on {iface}"),
+            RouteNetlinkMessage::NewRoute(m),
+            NLM_F_CREATE | NLM_F_REPLACE,
+        )
+    }
+}

@@ -38,16 +38,14 @@ pub enum NetError {
         links: Vec<String>,
         waited_secs: u64,
     },
-    /// A form the command line may carry (the dracut path's network managers read it) that
-    /// this initramfs does not configure.
-    #[error("{0} is not configured by the standalone initramfs (boot it with the dracut module)")]
-    Unsupported(String),
     #[error("interface {0} named by ip= does not exist (present: {1})")]
     NoSuchIface(String, String),
     #[error(transparent)]
     Dhcp(#[from] DhcpError),
     #[error(transparent)]
     Links(#[from] LinkError),
+    #[error(transparent)]
+    V6(#[from] super::up6::Net6Error),
     #[error("cannot configure the network")]
     Rtnl(#[from] RtnlError),
     #[error("cannot write {path}")]
@@ -280,9 +278,6 @@ pub fn bring_up(opts: &NetOptions, deadline: &Deadline) -> Result<(), NetError> 
         log::info!("network already configured ({a} on {ifname}); not running DHCP");
         return Ok(());
     }
-    if let Some(form) = unsupported(opts) {
-        return Err(NetError::Unsupported(form));
-    }
     let specs: Vec<IpConfig> = if opts.ip.is_empty() {
         vec![crate::config::ipconfig::parse_ip("dhcp").map_err(|_| NetError::NoNic)?]
     } else {
@@ -351,6 +346,34 @@ pub fn bring_up(opts: &NetOptions, deadline: &Deadline) -> Result<(), NetError> 
             .join(", ")
     );
 
+    // IPv6 (net::up6): alone when no ip= asks for IPv4, else on a thread beside it.
+    let (specs, specs6): (Vec<IpConfig>, Vec<IpConfig>) =
+        specs.into_iter().partition(|c| !super::up6::is_v6(c));
+    // IPv6 runs on Ethernet links (VLANs and bonds included); IPoIB interface identifiers
+    // (RFC 4391) are not built here, so an IPoIB link is configured over IPv4 only.
+    let up6: Vec<super::up6::Link> = up
+        .iter()
+        .filter_map(|l| match l.hw {
+            Hw::Ether(mac) => Some(super::up6::Link {
+                name: l.name.clone(),
+                index: l.index,
+                mac,
+            }),
+            Hw::Infiniband(_) => None,
+        })
+        .collect();
+    if specs.is_empty() {
+        return Ok(super::up6::only(
+            &specs6,
+            &up6,
+            &deadline,
+            &opts.nameservers,
+            opts.peerdns,
+            started,
+        )?);
+    }
+    let v6 = super::up6::start(&specs6, &up6, &deadline);
+
     // A static ip= for a link with carrier wins; otherwise DHCP on the links it names.
     let static_cfg = specs.iter().find_map(|c| {
         (c.method == Method::Static)
@@ -361,8 +384,8 @@ pub fn bring_up(opts: &NetOptions, deadline: &Deadline) -> Result<(), NetError> 
             })
             .flatten()
     });
-    let (lease, method) = match static_cfg {
-        Some((c, l)) => (static_lease(c, l), Method::Static),
+    let (lease, method, v6) = match static_cfg {
+        Some((c, l)) => (static_lease(c, l), Method::Static, v6),
         None => {
             let cands: Vec<Candidate> = up
                 .iter()
@@ -379,7 +402,17 @@ pub fn bring_up(opts: &NetOptions, deadline: &Deadline) -> Result<(), NetError> 
             if cands.is_empty() {
                 return Err(carrier_failure(sys, &wanted, &plan, started));
             }
-            (dhcp::acquire(&cands, &deadline)?, Method::Dhcp)
+            match (dhcp::acquire(&cands, &deadline), v6) {
+                (Ok(l), v6) => (l, Method::Dhcp, v6),
+                (Err(e), Some(p)) => {
+                    return if super::up6::v4_failed(p, &e, &opts.nameservers, opts.peerdns) {
+                        Ok(())
+                    } else {
+                        Err(e.into())
+                    }
+                }
+                (Err(e), None) => return Err(e.into()),
+            }
         }
     };
     let link = up.iter().find(|l| l.name == lease.iface).copied();
@@ -454,6 +487,15 @@ pub fn bring_up(opts: &NetOptions, deadline: &Deadline) -> Result<(), NetError> 
             )
         }
     );
+    if let Some(p) = v6 {
+        super::up6::after_v4(
+            p,
+            &opts.nameservers,
+            &lease.dns,
+            lease.domain.as_deref(),
+            opts.peerdns,
+        );
+    }
     Ok(())
 }
 
@@ -540,18 +582,6 @@ fn carrier_failure(sys: &Path, wanted: &[&Link], plan: &links::Plan, started: In
         links: wanted.iter().map(|l| l.name.clone()).collect(),
         waited_secs,
     }
-}
-
-/// The first command-line form [`bring_up`] cannot configure yet, named as the user wrote it.
-fn unsupported(opts: &NetOptions) -> Option<String> {
-    if let Some(c) = opts
-        .ip
-        .iter()
-        .find(|c| c.method.is_v6() || c.addr.is_some_and(|a| a.is_ipv6()))
-    {
-        return Some(format!("IPv6 (ip= {:?})", c.method).to_lowercase());
-    }
-    None
 }
 
 fn uptime() -> f64 {

@@ -43,6 +43,87 @@ pub fn readable(fds: &[BorrowedFd<'_>], timeout: Duration) -> Vec<bool> {
     }
 }
 
+// --- IPv6 (router discovery and DHCPv6 before the interface has a global address) ------------
+
+/// A raw ICMPv6 socket that sends and receives on `iface` only, non-blocking, with the hop
+/// limit 255 that router discovery requires of what it sends (RFC 4861 §4.1). It sees every
+/// ICMPv6 message on the link; the kernel has checked their checksums.
+pub struct Icmp6(std::os::fd::OwnedFd);
+
+impl Icmp6 {
+    pub fn on_device(iface: &str) -> io::Result<Icmp6> {
+        use rustix::net::{ipproto, sockopt, AddressFamily, SocketFlags, SocketType};
+        let fd = rustix::net::socket_with(
+            AddressFamily::INET6,
+            SocketType::RAW,
+            SocketFlags::CLOEXEC | SocketFlags::NONBLOCK,
+            Some(ipproto::ICMPV6),
+        )?;
+        sockopt::set_ipv6_unicast_hops(&fd, Some(255))?;
+        sockopt::set_ipv6_multicast_hops(&fd, 255)?;
+        socket2::SockRef::from(&fd).bind_device(Some(iface.as_bytes()))?;
+        Ok(Icmp6(fd))
+    }
+
+    /// Sends `bytes` (the kernel fills in the checksum) to `dest` through interface `ifindex`.
+    pub fn send(&self, bytes: &[u8], dest: std::net::Ipv6Addr, ifindex: u32) -> io::Result<()> {
+        let to = std::net::SocketAddrV6::new(dest, 0, 0, ifindex);
+        rustix::net::sendto(&self.0, bytes, rustix::net::SendFlags::empty(), &to)?;
+        Ok(())
+    }
+
+    /// One message and its source, `None` when nothing is waiting.
+    pub fn recv(&self, buf: &mut [u8]) -> io::Result<Option<(usize, std::net::Ipv6Addr)>> {
+        match rustix::net::recvfrom(&self.0, &mut *buf, rustix::net::RecvFlags::empty()) {
+            Ok((n, _, from)) => {
+                let src = from
+                    .and_then(|a| std::net::SocketAddrV6::try_from(a).ok())
+                    .map(|a| *a.ip())
+                    .unwrap_or(std::net::Ipv6Addr::UNSPECIFIED);
+                Ok(Some((n, src)))
+            }
+            Err(rustix::io::Errno::AGAIN) => Ok(None),
+            Err(e) => Err(e.into()),
+        }
+    }
+}
+
+impl std::os::fd::AsFd for Icmp6 {
+    fn as_fd(&self) -> BorrowedFd<'_> {
+        self.0.as_fd()
+    }
+}
+
+/// A UDP socket on `[::]:port`, IPv6 only, that sends and receives on `iface` only, with
+/// `SO_REUSEADDR`: the DHCPv6 client's (it sends from the interface's link-local address).
+pub fn udp6_on_device(iface: &str, port: u16) -> io::Result<UdpSocket> {
+    use rustix::net::{sockopt, AddressFamily, SocketFlags, SocketType};
+    let fd = rustix::net::socket_with(
+        AddressFamily::INET6,
+        SocketType::DGRAM,
+        SocketFlags::CLOEXEC,
+        None,
+    )?;
+    sockopt::set_ipv6_v6only(&fd, true)?;
+    sockopt::set_socket_reuseaddr(&fd, true)?;
+    socket2::SockRef::from(&fd).bind_device(Some(iface.as_bytes()))?;
+    rustix::net::bind(
+        &fd,
+        &std::net::SocketAddrV6::new(std::net::Ipv6Addr::UNSPECIFIED, port, 0, 0),
+    )?;
+    Ok(UdpSocket::from(fd))
+}
+
+/// Writes one IPv6 setting of an interface, `/proc/sys/net/ipv6/conf/IFACE/KEY` (what rtnetlink
+/// cannot set): the network stage turns the kernel's own router-advertisement handling off on
+/// the interfaces it configures itself.
+pub fn set_ipv6_conf(iface: &str, key: &str, value: &str) -> io::Result<()> {
+    if iface.contains('/') || iface.starts_with('.') || key.contains('/') {
+        return Err(io::Error::from(io::ErrorKind::InvalidInput));
+    }
+    std::fs::write(format!("/proc/sys/net/ipv6/conf/{iface}/{key}"), value)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
