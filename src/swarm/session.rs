@@ -295,9 +295,11 @@ fn run(
         std::thread::spawn(move || accept_loop(&shared, &listener));
     }
     for (slot, u) in web.iter().enumerate() {
-        let id = shared.lock().new_source();
-        let (s, u, c) = (Arc::clone(shared), u.clone(), client.clone());
-        std::thread::spawn(move || webseed::run(s, id, slot, u, c, start));
+        for _ in 0..webseed::WORKERS {
+            let id = shared.lock().new_source();
+            let (s, u, c) = (Arc::clone(shared), u.clone(), client.clone());
+            std::thread::spawn(move || webseed::run(s, id, slot, u, c, start));
+        }
     }
     let mut trackers: Vec<Tracker> = shared
         .meta
