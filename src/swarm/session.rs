@@ -258,6 +258,7 @@ pub fn download(
         pex: !meta.private,
         deadline: fopts.deadline,
         stop: Default::default(),
+        announced: Default::default(),
         uploaded: Default::default(),
         state: Mutex::new(state),
     });
@@ -342,6 +343,7 @@ fn run(
         }
         let left = shared.meta.length.saturating_sub(have_bytes);
         announce_due(shared, client, &mut trackers, now, have_bytes, left, None);
+        shared.announced.store(true, Ordering::Relaxed);
         connect_more(shared, now);
         if let Some(line) = progress.tick(now, have_bytes, Some(shared.meta.length)) {
             let peers = shared.lock().conns.len();

@@ -134,6 +134,9 @@ pub struct Shared {
     /// The download's deadline; seeding after completion has its own end.
     pub deadline: Deadline,
     pub stop: AtomicBool,
+    /// The first round of tracker announces is over (answered or failed): web seeds need not
+    /// wait for peers nobody will name.
+    pub announced: AtomicBool,
     pub uploaded: AtomicU64,
     pub state: Mutex<State>,
 }

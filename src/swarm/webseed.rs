@@ -14,6 +14,7 @@ use reqwest::blocking::Client;
 use reqwest::header::{CONTENT_RANGE, RANGE};
 use reqwest::{StatusCode, Url};
 use std::io::Read;
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -44,8 +45,11 @@ pub fn run(shared: Arc<Shared>, id: Source, slot: usize, url: Url, client: Clien
             // the start while none has).
             let since = st.last_peer_piece.unwrap_or(start);
             let any = now.saturating_duration_since(since) >= wait;
-            // A moment for the first bitfields, when there are peers to hear from.
+            // A moment for the first bitfields, when there are peers to hear from: until the
+            // trackers answered, then while connections are being made, at most 1 s.
+            let peers_coming = !shared.announced.load(Ordering::Relaxed) || !st.known.is_empty();
             let early = !shared.meta.trackers.is_empty()
+                && peers_coming
                 && now.saturating_duration_since(start) < wait.min(Duration::from_secs(1));
             let max = u32::try_from(RUN.div_ceil(u64::from(shared.meta.piece_length))).unwrap_or(1);
             if early {
