@@ -453,7 +453,8 @@ fn plain_http_torrent_needs_a_pinned_image() {
 
 /// rustlive with rustlive: one node gets the image from the web seed and seeds it; the web
 /// seed then goes away, and four nodes started together get it from that seeder and from each
-/// other (every one verifies; the summary of each says how much it took from peers).
+/// other (every one verifies; the summary of each says how much it took from peers), while a
+/// fifth is killed a moment after it started.
 #[test]
 fn rustlive_nodes_share_the_image_among_themselves() {
     let Some(s) = swarm(8 << 20, true) else {
@@ -507,6 +508,17 @@ fn rustlive_nodes_share_the_image_among_themselves() {
             (out, log, Killed(child))
         })
         .collect();
+    // A node that leaves half-way stalls nobody.
+    let mut leaver = fetch(
+        &s.dir.path().join("leaver"),
+        "0",
+        &s.dir.path().join("leaver.log"),
+    )
+    .spawn()
+    .unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    let _ = leaver.kill();
+    let _ = leaver.wait();
     for (out, log, child) in &mut nodes {
         let status = child.0.wait().unwrap();
         let text = std::fs::read_to_string(&*log).unwrap();

@@ -57,7 +57,7 @@ pub struct SwarmArgs {
     #[arg(long, value_name = "PORT", default_value = "6881")]
     pub bt_port: u16,
     /// With a torrent source: keep serving the verified file to peers this long after it is
-    /// complete (e.g. 10m; default 0, stop at once).
+    /// complete (e.g. 10m; 0: stop at once).
     #[arg(long, value_name = "DURATION", default_value = "0", value_parser = crate::support::values::parse_duration)]
     pub seed: std::time::Duration,
     /// With a torrent source: most peer connections at once.

@@ -20,6 +20,7 @@ const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 const WRITE_TIMEOUT: Duration = Duration::from_secs(30);
 const KEEPALIVE: Duration = Duration::from_secs(90);
 const PEX_EVERY: Duration = Duration::from_secs(60);
+const PEX_FIRST: Duration = Duration::from_secs(3);
 /// Bytes of blocks nobody asked for (late end-game copies) tolerated before the peer is dropped.
 const MAX_UNREQUESTED: u64 = 4 << 20;
 /// Messages per second above which a peer counts as flooding.
@@ -197,7 +198,10 @@ fn run(
         queue: VecDeque::new(),
         last_recv: now,
         last_sent: now,
-        last_pex: now,
+        // The first peer list goes out a few seconds in (a booting herd cannot wait a minute).
+        last_pex: now
+            .checked_sub(PEX_EVERY.saturating_sub(PEX_FIRST))
+            .unwrap_or(now),
         window_start: now,
         window_bytes: 0,
         second_start: now,

@@ -182,30 +182,42 @@ impl Picker {
         Some(i)
     }
 
-    /// The next piece for a web seed: one no peer has and nobody fetches; with `any`, also
-    /// pieces peers have (they had their chance). In this node's own order (the tie order), so
-    /// a herd starting together pulls different pieces from the mirrors and then trades them,
-    /// instead of every node asking the mirrors for piece 0.
-    pub fn pick_web(&mut self, w: Source, any: bool) -> Option<u32> {
-        let mut best: Option<(u64, u32)> = None;
-        for (i, (h, (&avail, &active))) in self
-            .have
-            .iter()
-            .zip(self.avail.iter().zip(&self.active))
-            .enumerate()
-        {
-            if *h || active != 0 || (avail != 0 && !any) {
+    /// The next pieces for a web seed: a run of up to `max` consecutive pieces that no peer
+    /// has and nobody fetches (with `any`, also pieces peers have: they had their chance),
+    /// starting in this node's own order (the tie order), so a herd starting together pulls
+    /// different pieces from the mirrors and then trades them, instead of every node asking the
+    /// mirrors for piece 0; one ranged request then carries the whole run. `(first, count)`.
+    pub fn pick_web(&mut self, w: Source, any: bool, max: u32) -> Option<(u32, u32)> {
+        let free = |p: &Picker, i: usize| {
+            let h = p.have.get(i).copied().unwrap_or(true);
+            let avail = p.avail.get(i).copied().unwrap_or(0);
+            let active = p.active.get(i).copied().unwrap_or(1);
+            !h && active == 0 && (avail == 0 || any)
+        };
+        let mut best: Option<(u64, usize)> = None;
+        for i in 0..self.have.len() {
+            if !free(self, i) {
                 continue;
             }
-            let Ok(i) = u32::try_from(i) else { break };
-            let t = self.tie(i);
+            let Ok(x) = u32::try_from(i) else { break };
+            let t = self.tie(x);
             if best.is_none_or(|(bt, _)| t < bt) {
                 best = Some((t, i));
             }
         }
-        let (_, i) = best?;
-        self.start(w, i);
-        Some(i)
+        let (_, first) = best?;
+        let mut end = first;
+        while end < self.have.len()
+            && free(self, end)
+            && end.saturating_sub(first) < usize::try_from(max.max(1)).unwrap_or(1)
+        {
+            let x = u32::try_from(end).ok()?;
+            self.start(w, x);
+            end = end.saturating_add(1);
+        }
+        let first = u32::try_from(first).ok()?;
+        let count = u32::try_from(end).ok()?.saturating_sub(first);
+        Some((first, count))
     }
 
     fn start(&mut self, p: Source, i: u32) {
@@ -270,7 +282,7 @@ mod tests {
         assert!(p.wants_from(3));
         // Everything peer 3 has is in flight: end game gives it a second copy of piece 1.
         assert_eq!(p.pick(3), None, "piece 3 is not active: no end game yet");
-        assert_eq!(p.pick_web(9, false), Some(3));
+        assert_eq!(p.pick_web(9, false, 8), Some((3, 1)));
         assert_eq!(p.pick(3), Some(1));
         assert_eq!(p.complete(2, 1), vec![3]);
         assert_eq!(p.pick(3), None);
@@ -281,11 +293,26 @@ mod tests {
     fn web_seeds_take_what_no_peer_has_then_anything() {
         let mut p = Picker::new(3, 0);
         p.peer_bitfield(1, vec![true, false, false]);
-        let a = p.pick_web(10, false).unwrap();
-        let b = p.pick_web(10, false).unwrap();
+        let (a, n) = p.pick_web(10, false, 1).unwrap();
+        assert_eq!(n, 1);
+        let (b, _) = p.pick_web(10, false, 1).unwrap();
         assert_eq!([a.min(b), a.max(b)], [1, 2]);
-        assert_eq!(p.pick_web(10, false), None);
-        assert_eq!(p.pick_web(10, true), Some(0));
+        assert_eq!(p.pick_web(10, false, 8), None);
+        assert_eq!(p.pick_web(10, true, 8), Some((0, 1)));
+        p.remove(10);
+        // A run: consecutive free pieces from the first one picked.
+        let mut q = Picker::new(10, 3);
+        q.peer_bitfield(
+            1,
+            vec![
+                false, false, false, false, false, true, false, false, false, false,
+            ],
+        );
+        let (f, n) = q.pick_web(11, false, 4).unwrap();
+        assert!(
+            (1..=4).contains(&n) && (f..f + n).all(|i| i != 5),
+            "{f} {n}"
+        );
         p.remove(10);
         assert_eq!(p.pick(1), Some(0));
     }
@@ -299,7 +326,7 @@ mod tests {
         let a = p.pick(1).unwrap();
         p.remove(1);
         assert_eq!(p.in_flight(1), 0);
-        assert_eq!(p.pick_web(7, false), Some(1));
+        assert_eq!(p.pick_web(7, false, 8), Some((1, 1)));
         // Piece 1 was the rarest; peer 2 still has piece 0, which nobody fetches.
         assert_eq!(a, 1);
         assert_eq!(p.pick(2), Some(0));
@@ -318,14 +345,19 @@ mod tests {
                     2 => { p.release(s, i); }
                     3 => { p.complete(s, i); }
                     4 => { p.remove(s); }
-                    _ => if let Some(x) = p.pick_web(100 + s, i % 2 == 0) { prop_assert!(!p.has(x)); },
+                    _ => if let Some((x, n)) = p.pick_web(100 + s, i % 2 == 0, i % 5 + 1) {
+                        prop_assert!((1..=i % 5 + 1).contains(&n));
+                        prop_assert!((x..x + n).all(|y| !p.has(y)));
+                    },
                 }
                 prop_assert!(p.active.iter().all(|&a| a <= MAX_DUP));
                 let sum: usize = p.busy.values().map(Vec::len).sum();
                 prop_assert_eq!(sum, p.active.iter().map(|&a| usize::from(a)).sum::<usize>());
             }
-            while let Some(x) = p.pick_web(1000, true) {
-                p.complete(1000, x);
+            while let Some((x, n)) = p.pick_web(1000, true, 3) {
+                for y in x..x + n {
+                    p.complete(1000, y);
+                }
             }
             prop_assert!(p.is_complete() || p.active.iter().any(|&a| a > 0));
         }

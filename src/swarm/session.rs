@@ -258,6 +258,7 @@ pub fn download(
         pex: !meta.private,
         deadline: fopts.deadline,
         stop: Default::default(),
+        announced: Default::default(),
         uploaded: Default::default(),
         state: Mutex::new(state),
     });
@@ -295,9 +296,11 @@ fn run(
         std::thread::spawn(move || accept_loop(&shared, &listener));
     }
     for (slot, u) in web.iter().enumerate() {
-        let id = shared.lock().new_source();
-        let (s, u, c) = (Arc::clone(shared), u.clone(), client.clone());
-        std::thread::spawn(move || webseed::run(s, id, slot, u, c, start));
+        for _ in 0..webseed::WORKERS {
+            let id = shared.lock().new_source();
+            let (s, u, c) = (Arc::clone(shared), u.clone(), client.clone());
+            std::thread::spawn(move || webseed::run(s, id, slot, u, c, start));
+        }
     }
     let mut trackers: Vec<Tracker> = shared
         .meta
@@ -340,6 +343,7 @@ fn run(
         }
         let left = shared.meta.length.saturating_sub(have_bytes);
         announce_due(shared, client, &mut trackers, now, have_bytes, left, None);
+        shared.announced.store(true, Ordering::Relaxed);
         connect_more(shared, now);
         if let Some(line) = progress.tick(now, have_bytes, Some(shared.meta.length)) {
             let peers = shared.lock().conns.len();

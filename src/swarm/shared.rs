@@ -134,6 +134,9 @@ pub struct Shared {
     /// The download's deadline; seeding after completion has its own end.
     pub deadline: Deadline,
     pub stop: AtomicBool,
+    /// The first round of tracker announces is over (answered or failed): web seeds need not
+    /// wait for peers nobody will name.
+    pub announced: AtomicBool,
     pub uploaded: AtomicU64,
     pub state: Mutex<State>,
 }
@@ -209,5 +212,110 @@ impl Shared {
         let at = start.checked_add(u64::from(begin))?;
         self.file.read_exact_at(&mut buf, at).ok()?;
         Some(buf)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::swarm::metainfo::tests::torrent_of;
+
+    fn shared(data: &[u8], piece: u32) -> (tempfile::TempDir, Shared) {
+        let meta = Metainfo::parse(&torrent_of(data, piece, "http://t/a", &[])).unwrap();
+        let d = tempfile::tempdir().unwrap();
+        let part = d.path().join("img.part");
+        let file = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create_new(true)
+            .open(&part)
+            .unwrap();
+        file.set_len(meta.length).unwrap();
+        let state = State {
+            picker: Some(Picker::new(meta.piece_count(), 1)),
+            from_web: vec![0],
+            ..State::default()
+        };
+        let s = Shared {
+            meta,
+            file,
+            part,
+            peer_id: [0; 20],
+            port: 0,
+            limits: Limits::default(),
+            pex: true,
+            deadline: Deadline::NONE,
+            stop: AtomicBool::new(false),
+            announced: AtomicBool::new(false),
+            uploaded: AtomicU64::new(0),
+            state: Mutex::new(state),
+        };
+        (d, s)
+    }
+
+    #[test]
+    fn only_verified_pieces_are_written_and_served() {
+        let data: Vec<u8> = (0..10_000u32).map(|i| (i % 253) as u8).collect();
+        let (_d, s) = shared(&data, 4096);
+        // Wrong bytes: refused, nothing written, the piece still missing.
+        let mut bad = data[..4096].to_vec();
+        bad[7] ^= 1;
+        assert!(!s.deliver(1, 0, &bad, None));
+        assert_eq!(std::fs::read(&s.part).unwrap(), vec![0; 10_000]);
+        assert_eq!(
+            s.read_block(0, 0, 16),
+            None,
+            "a piece we do not hold is not served"
+        );
+        // A short piece, or one at the wrong index, does not verify either.
+        assert!(!s.deliver(1, 2, &data[8192..9000], None));
+        assert!(!s.deliver(1, 1, &data[..4096], None));
+        // The right bytes: written at the piece's offset, counted, served.
+        assert!(s.deliver(1, 2, &data[8192..], None));
+        assert!(s.deliver(2, 0, &data[..4096], Some(0)));
+        let file = std::fs::read(&s.part).unwrap();
+        assert_eq!(&file[8192..], &data[8192..]);
+        assert_eq!(&file[..4096], &data[..4096]);
+        assert_eq!(s.read_block(2, 100, 50).as_deref(), Some(&data[8292..8342]));
+        assert_eq!(
+            s.read_block(2, 1800, 16),
+            None,
+            "past the end of the last piece"
+        );
+        assert_eq!(s.read_block(9, 0, 16), None);
+        let st = s.lock();
+        assert_eq!(st.from_peers, 10_000 - 8192);
+        assert_eq!(st.from_web, vec![4096]);
+        assert_eq!(st.completed, vec![2, 0]);
+        assert_eq!(st.picker.as_ref().unwrap().missing(), 1);
+    }
+
+    #[test]
+    fn memory_budget_admits_one_piece_always() {
+        let mut st = State::default();
+        assert!(
+            st.reserve(100, 10),
+            "the first piece fits whatever the budget"
+        );
+        assert!(!st.reserve(1, 10));
+        st.unreserve(100);
+        assert!(st.reserve(5, 10));
+        assert!(st.reserve(5, 10));
+        assert!(!st.reserve(1, 10));
+    }
+
+    #[test]
+    fn learned_peers_are_bounded_and_exclude_us_and_the_banned() {
+        let mut st = State::default();
+        let me: SocketAddr = "10.0.0.1:6881".parse().unwrap();
+        let bad: SocketAddr = "10.0.0.2:6881".parse().unwrap();
+        st.banned.insert(bad);
+        st.learn(&[me, bad, "10.0.0.3:1".parse().unwrap()], Some(me));
+        assert_eq!(st.known.len(), 1);
+        let many: Vec<SocketAddr> = (0..2000u16)
+            .map(|p| SocketAddr::new([10, 1, 0, 1].into(), p.saturating_add(1)))
+            .collect();
+        st.learn(&many, None);
+        assert_eq!(st.known.len(), MAX_KNOWN);
     }
 }
