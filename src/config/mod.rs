@@ -200,9 +200,11 @@ impl Network {
             out.push(format!(
                 "create bond {} ({mode}{}) of {}, up when any of them has carrier",
                 b.name,
-                b.miimon
-                    .map(|m| format!(", miimon {m} ms"))
-                    .unwrap_or_default(),
+                // The standalone bring-up's default, as NetworkManager's: link monitoring on.
+                match b.miimon {
+                    Some(m) => format!(", miimon {m} ms"),
+                    None => ", miimon 100 ms (default)".to_string(),
+                },
                 b.slaves.join(", ")
             ));
         }
@@ -212,9 +214,13 @@ impl Network {
                 v.name, v.id, v.parent
             ));
         }
+        if !n.bonds.is_empty() || !n.vlans.is_empty() {
+            out.push("bond slaves and VLAN parents get no address of their own".into());
+        }
         if n.ip.is_empty() {
             out.push(
-                "DHCPv4 on every Ethernet interface with carrier; the first lease wins".into(),
+                "DHCPv4 on every Ethernet or IPoIB interface with carrier; the first lease wins"
+                    .into(),
             );
         }
         for c in &n.ip {
@@ -1318,6 +1324,7 @@ mod tests {
                 "configure only the interface with hardware address 52:54:00:00:00:01 (BOOTIF)",
                 "create bond bond0 (active-backup, miimon 100 ms) of eth1, eth2, up when any of them has carrier",
                 "create VLAN vlan7 (802.1Q id 7) on bond0",
+                "bond slaves and VLAN parents get no address of their own",
                 "vlan7: DHCPv4",
                 "vlan7: router advertisements: SLAAC, and DHCPv6 when the router asks for it",
                 "name servers fd00::53 first",
@@ -1327,7 +1334,7 @@ mod tests {
         let d = Config::from_cmdline("").unwrap().network.plan();
         assert_eq!(
             d,
-            ["DHCPv4 on every Ethernet interface with carrier; the first lease wins"]
+            ["DHCPv4 on every Ethernet or IPoIB interface with carrier; the first lease wins"]
         );
     }
 
