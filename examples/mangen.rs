@@ -29,7 +29,10 @@ const EXIT_CODES: &[(&str, &str)] = &[
     ("3", "transfer failed (deadline or retries exhausted)"),
     ("4", "verification failed"),
     ("5", "root assembly failed"),
-    ("6", "secrets failed"),
+    (
+        "6",
+        "secrets failed; for image check and publish: the image holds SSH host keys or the munge key",
+    ),
     ("7", "switch-root failed"),
 ];
 

@@ -27,7 +27,8 @@ mkdir -p "$out"
 # A new subcommand gets its page listed here.
 man_pages="rustlive rustlive-boot rustlive-config rustlive-inject-secrets rustlive-assemble
 rustlive-switch-root rustlive-fetch rustlive-bundle rustlive-bundle-build rustlive-bundle-build-all
-rustlive-bundle-seal rustlive-publish rustlive-initramfs rustlive-tpm rustlive-tpm-ek"
+rustlive-bundle-seal rustlive-publish rustlive-initramfs rustlive-tpm rustlive-tpm-ek rustlive-image
+rustlive-image-check"
 
 # The documentation: README.md and docs/ as git tracks them (the RPM's tarball is made the same
 # way), relative to the repository.

@@ -1,5 +1,6 @@
 //! Against real nginx (what sites serve images with): a broken transfer resumes with Range and
-//! If-Range on nginx's ETag and gets a 206; a file replaced meanwhile restarts from zero.
+//! If-Range on nginx's ETag and gets a 206; a file replaced meanwhile restarts from zero; the
+//! `rustlive fetch` summary line says what verified the image.
 
 mod support;
 
@@ -78,4 +79,106 @@ fn nginx_file_replaced_between_attempts_restarts() {
         "{}",
         n.access_log()
     );
+}
+
+/// Issue 21, item 12: the summary line of `rustlive fetch` (the same line the boot logs) says
+/// what verified the image: the pinned sha256, the sha256sums list (its URL), the minisign
+/// signature (key id and key file), or plainly that nothing did.
+#[test]
+fn the_summary_says_what_verified_the_image() {
+    let Some(n) = Nginx::start() else { return };
+    let keys = tempfile::tempdir().unwrap();
+    let (public, secret) = (keys.path().join("site.pub"), keys.path().join("site.key"));
+    let made = std::process::Command::new("minisign")
+        .args(["-G", "-W", "-p"])
+        .arg(&public)
+        .arg("-s")
+        .arg(&secret)
+        .output();
+    if !made.is_ok_and(|o| o.status.success()) {
+        rustlive::support::testing::skip("the minisign tool is not installed");
+        return;
+    }
+    // minisign's own word for the key id: "untrusted comment: minisign public key ID".
+    let key_text = std::fs::read_to_string(&public).unwrap();
+    let key_id = key_text
+        .lines()
+        .next()
+        .and_then(|l| l.rsplit(' ').next())
+        .unwrap()
+        .to_string();
+    let content = random_bytes(1 << 20, 44);
+    let img = n.root.join("root.squashfs");
+    std::fs::write(&img, &content).unwrap();
+    let hex = sha256_hex(&content);
+    std::fs::write(n.root.join("SHA256SUMS"), format!("{hex}  root.squashfs\n")).unwrap();
+    support::run_ok(
+        std::process::Command::new("minisign")
+            .arg("-S")
+            .arg("-s")
+            .arg(&secret)
+            .arg("-m")
+            .arg(&img),
+    );
+    let base = format!("http://{}", n.addr);
+    let url = format!("{base}/root.squashfs");
+    let sums = format!("{base}/SHA256SUMS");
+    let out_dir = tempfile::tempdir().unwrap();
+    let summary = |args: &[&str]| -> String {
+        let out = out_dir.path().join("img");
+        let o = std::process::Command::new(env!("CARGO_BIN_EXE_rustlive"))
+            .arg("fetch")
+            .args(args)
+            .arg("-o")
+            .arg(&out)
+            .arg(&url)
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&o.stderr).into_owned();
+        assert!(o.status.success(), "{args:?}: {err}");
+        assert_eq!(std::fs::read(&out).unwrap(), content);
+        std::fs::remove_file(&out).unwrap();
+        err.lines()
+            .find(|l| l.contains("fetched "))
+            .unwrap_or_else(|| panic!("no summary line: {err}"))
+            .to_string()
+    };
+    let line = summary(&["--sha256", &hex]);
+    assert!(line.ends_with("; verified by the pinned sha256"), "{line}");
+    let line = summary(&["--sha256sums", &sums]);
+    assert!(
+        line.ends_with(&format!("; verified by sha256sums {sums}")),
+        "{line}"
+    );
+    let line = summary(&["--pubkey", public.to_str().unwrap()]);
+    assert!(
+        line.ends_with(&format!(
+            "; verified by minisign signature by key {key_id} (site.pub)"
+        )),
+        "{line}"
+    );
+    let line = summary(&[
+        "--keys-dir",
+        keys.path().to_str().unwrap(),
+        "--sha256",
+        &hex,
+    ]);
+    assert!(
+        line.ends_with(&format!(
+            "; verified by the pinned sha256, minisign signature by key {key_id} (site.pub)"
+        )),
+        "{line}"
+    );
+    let line = summary(&[]);
+    assert!(
+        line.ends_with("; not verified: no hash or signature configured"),
+        "{line}"
+    );
+    // nginx served the signature when, and only when, a key asked for it.
+    let sig_gets = n
+        .access_log()
+        .lines()
+        .filter(|l| l.contains("GET /root.squashfs.minisig"))
+        .count();
+    assert_eq!(sig_gets, 2, "{}", n.access_log());
 }

@@ -79,6 +79,12 @@ fn image_lands_verified_in_its_own_tmpfs() {
     assert!(mounted(&dir), "tmpfs on {}", dir.display());
     assert_eq!(std::fs::read(&staged.path).unwrap(), content);
     assert_eq!(staged.report.sha256.to_hex(), sha256_hex(&content));
+    // The line the boot logs ("root ready … : SUMMARY") names what verified the image.
+    let summary = staged.report.summary();
+    assert!(
+        summary.ends_with("; verified by the pinned sha256"),
+        "{summary}"
+    );
     let fs = rustix::fs::statvfs(&dir).unwrap();
     let size = fs.f_blocks * fs.f_frsize;
     // Content-Length plus the 16 MiB minimum slack, not half of RAM.

@@ -537,3 +537,37 @@ fn special_files_in_the_trees_are_refused_quickly() {
     }
     assert!(failed.is_empty(), "{failed:#?}");
 }
+
+/// Issue 21, item 11: the summary names the firmware the modules declare that the firmware
+/// directory lacks; a `--ca` that is not there is one sentence naming it and saying what it is,
+/// before any module is read, and nothing is written.
+#[test]
+fn missing_firmware_is_named_and_a_missing_ca_says_what_it_is() {
+    let t = tree();
+    let out = t.root.join("cli.img");
+    let r = initramfs_cli(&t, &out);
+    assert_eq!(r.code, Some(0), "{}", r.output);
+    assert!(
+        r.output
+            .contains("1 declared but not in the firmware directory: tigon/tg3_tso.bin)"),
+        "{}",
+        r.output
+    );
+    std::fs::remove_file(&out).unwrap();
+    let ca = opts(&t, Compress::None).ca.unwrap();
+    std::fs::remove_file(&ca).unwrap();
+    let r = initramfs_cli(&t, &out);
+    assert_eq!(r.code, Some(2), "{}", r.output);
+    let want = format!(
+        "--ca {}: no such file; it is the PEM bundle of the CAs",
+        ca.display()
+    );
+    assert!(r.output.contains(&want), "{}", r.output);
+    assert!(
+        r.output.contains("verify the https servers"),
+        "{}",
+        r.output
+    );
+    assert_eq!(r.output.lines().count(), 1, "one line: {}", r.output);
+    assert!(!out.exists());
+}

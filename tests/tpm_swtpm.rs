@@ -743,3 +743,139 @@ fn build_all_seals_each_node_to_its_own_ek() {
         );
     }
 }
+
+/// Issue 21, item 4: what `rustlive tpm ek` prints on the node goes, saved unedited, straight
+/// into `rustlive bundle seal --ek FILE` and into `build-all --seal-to EK_DIR` as
+/// EK_DIR/HOSTNAME.ek, text or `--json`, from a manufactured TPM (persistent EK and its
+/// certificate) and from a bare one (EKs created as primaries); each bundle opens only on the
+/// TPM that printed the file.
+#[test]
+fn tpm_ek_output_goes_unedited_into_seal_and_build_all() {
+    let (Some(a), Some(b)) = (SoftTpm::start(true), SoftTpm::start(false)) else {
+        return;
+    };
+    let bin = env!("CARGO_BIN_EXE_rustlive");
+    let t = tempfile::tempdir().unwrap();
+    let dir = t.path();
+    // What the node prints, as the shell redirect saves it.
+    let tpm_ek = |tpm: &SoftTpm, json: bool| -> Vec<u8> {
+        let mut cmd = Command::new(bin);
+        cmd.args(["tpm", "ek"])
+            .env("RUSTLIVE_TPM", format!("swtpm:127.0.0.1:{}", tpm.port));
+        if json {
+            cmd.arg("--json");
+        }
+        support::run_ok(&mut cmd).stdout
+    };
+    let a_text = tpm_ek(&a, false);
+    let b_text = tpm_ek(&b, false);
+    let b_json = tpm_ek(&b, true);
+    let shown = String::from_utf8_lossy(&a_text);
+    assert_eq!(
+        shown.matches("-----BEGIN PUBLIC KEY-----").count(),
+        2,
+        "both EKs: {shown}"
+    );
+    assert!(shown.contains("-----BEGIN CERTIFICATE-----"), "{shown}");
+
+    // The boot server's signing key, a plain bundle.
+    let kp = minisign::KeyPair::generate_unencrypted_keypair().unwrap();
+    let key = dir.join("sealing.key");
+    std::fs::write(&key, kp.sk.to_box(None).unwrap().into_string()).unwrap();
+    std::fs::set_permissions(&key, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
+    let plain = dir.join("n1.json");
+    std::fs::write(&plain, PLAIN).unwrap();
+
+    // bundle seal --ek, one file per output kind of `tpm ek`.
+    for (name, bytes, mine, other) in [
+        ("a.ek", &a_text, &a, &b),
+        ("b.ek", &b_text, &b, &a),
+        ("b.json", &b_json, &b, &a),
+    ] {
+        let ek = dir.join(name);
+        std::fs::write(&ek, bytes).unwrap();
+        let out = dir.join(format!("{name}.sealed"));
+        support::run_ok(
+            Command::new(bin)
+                .args(["bundle", "seal", "--ek"])
+                .arg(&ek)
+                .arg("--sign-key")
+                .arg(&key)
+                .arg(&plain)
+                .arg("-o")
+                .arg(&out),
+        );
+        let sealed = std::fs::read(&out).unwrap();
+        assert_eq!(
+            &open(&sealed, &mut mine.connect()).unwrap()[..],
+            PLAIN,
+            "{name}"
+        );
+        let err = open(&sealed, &mut other.connect()).unwrap_err();
+        assert!(
+            matches!(err, EnvelopeError::OtherTpm { .. }),
+            "{name}: {err}"
+        );
+    }
+
+    // build-all --seal-to: EK_DIR/HOSTNAME.ek as saved from the node.
+    let (nodes, www, eks) = (dir.join("nodes"), dir.join("www"), dir.join("eks"));
+    for (host, mac, secret) in [
+        ("n1", "52:54:00:aa:00:01", "key one"),
+        ("n2", "52:54:00:aa:00:02", "key two"),
+    ] {
+        std::fs::create_dir_all(nodes.join(host).join("etc/munge")).unwrap();
+        std::fs::write(nodes.join(host).join("etc/munge/munge.key"), secret).unwrap();
+        std::fs::write(
+            nodes.join(host).join("rustlive-bundle.json"),
+            format!(r#"{{"macs": ["{mac}"]}}"#),
+        )
+        .unwrap();
+    }
+    std::fs::create_dir_all(&eks).unwrap();
+    std::fs::write(eks.join("n1.ek"), &a_text).unwrap();
+    std::fs::write(eks.join("n2.ek"), &b_json).unwrap();
+    let build_all = || {
+        Command::new(bin)
+            .args(["bundle", "build-all"])
+            .arg(&nodes)
+            .arg("--seal-to")
+            .arg(&eks)
+            .arg("--sign-key")
+            .arg(&key)
+            .arg("-o")
+            .arg(&www)
+            .output()
+            .unwrap()
+    };
+    let out = build_all();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let opts = rustlive::server::bundle::build::Options::default();
+    for (host, mac, tpm, other) in [
+        ("n1", "52:54:00:aa:00:01", &a, &b),
+        ("n2", "52:54:00:aa:00:02", &b, &a),
+    ] {
+        let sealed = std::fs::read(www.join(format!("by-mac/{mac}.json"))).unwrap();
+        let want = rustlive::server::bundle::build::build(&nodes.join(host), &opts).unwrap();
+        assert_eq!(
+            &open(&sealed, &mut tpm.connect()).unwrap()[..],
+            &want.json[..],
+            "{host}"
+        );
+        assert!(open(&sealed, &mut other.connect()).is_err(), "{host}");
+    }
+
+    // A node whose EK was never saved: the refusal names the file to save.
+    std::fs::remove_file(eks.join("n2.ek")).unwrap();
+    let out = build_all();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("n2.ek") && err.contains("rustlive tpm ek"),
+        "{err}"
+    );
+}

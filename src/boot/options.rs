@@ -36,7 +36,7 @@ pub fn fetch(cfg: &Config, keys_dir: &Path) -> Result<FetchOptions, FetchError> 
         sha256: cfg.verify.sha256,
         sha256sums: cfg.verify.sha256sums.clone(),
         sig: cfg.verify.sig.clone(),
-        keys: verify::load_keys_dir(keys_dir)?,
+        keys: verify::load_trusted_dir(keys_dir)?,
         verify_required: cfg.verify.required,
         ..transfer(cfg)
     })

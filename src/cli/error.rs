@@ -20,6 +20,19 @@ pub enum Error {
     Seal(#[from] SealError),
     #[error("cannot build the initramfs")]
     Initramfs(#[from] InitramfsError),
+    /// `image check`, and `publish` before it pushes: the image holds a node's secrets, or
+    /// cannot be checked.
+    #[error(transparent)]
+    ImageCheck(#[from] crate::server::image_check::CheckError),
+    /// `initramfs --ca FILE` names a file that is not there.
+    #[error(
+        "--ca {}: no such file; it is the PEM bundle of the CAs the node trusts to verify the https \
+         servers it fetches from (image, sha256sums, secrets); give an existing bundle, or leave \
+         --ca out to take the first of {} that exists",
+        .0.display(),
+        crate::server::initramfs::CA_DEFAULTS.join(", ")
+    )]
+    CaMissing(std::path::PathBuf),
 }
 
 impl Error {
@@ -30,7 +43,8 @@ impl Error {
             Error::Enroll(e) => e.exit_code(),
             Error::Bundle(e) => e.exit_code(),
             Error::Seal(e) => e.exit_code(),
-            Error::Initramfs(_) => Exit::Usage,
+            Error::Initramfs(_) | Error::CaMissing(_) => Exit::Usage,
+            Error::ImageCheck(e) => e.exit_code(),
         }
     }
 }

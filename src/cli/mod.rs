@@ -1,6 +1,7 @@
 //! The `rustlive` command line: one subcommand per stage, so an operator can run any stage by
 //! hand on a node (or a benchmark can run it alone), plus `boot`, which runs them all.
 
+mod cmdline_help;
 mod error;
 mod node;
 mod server;
@@ -30,13 +31,23 @@ pub struct Cli {
 pub enum Command {
     /// Initramfs entry point: read the kernel command line and, when an image source is
     /// configured, fetch, verify and assemble the root and install the node's secrets.
+    #[command(
+        after_help = "The kernel command-line options it reads: rustlive boot --help.",
+        after_long_help = cmdline_help::OPTIONS
+    )]
     Boot(BootArgs),
     /// Print the effective configuration parsed from the kernel command line as JSON.
+    #[command(
+        after_help = "The kernel command-line options it reads: rustlive config --help.",
+        after_long_help = cmdline_help::OPTIONS
+    )]
     Config(ConfigArgs),
     /// Install the node's secrets bundle into an assembled root (`boot` runs this step after
     /// assembling the root, before switch-root).
     ///
-    /// The bundle (format: docs/reference/secrets-bundle.md) comes from --source, else rd.rustlive.secrets, else
+    /// The bundle (format: docs/reference/secrets-bundle.md, installed as
+    /// /usr/share/doc/rustlive/docs/reference/secrets-bundle.md) comes from --source, else
+    /// rd.rustlive.secrets, else
     /// /rustlive/secrets.json when it exists. It is validated as a whole before anything is
     /// written; files are created with their final mode and owner, never through a symlink.
     /// A file:// source and /rustlive/secrets.json are overwritten and removed afterwards.
@@ -72,6 +83,10 @@ Credentials (docker config.json format): --registry-auth, else $REGISTRY_AUTH_FI
     /// The node's TPM: `tpm ek` prints its endorsement key for enrollment.
     #[command(subcommand)]
     Tpm(TpmCommand),
+    /// Root images on the boot server: `image check` refuses one that holds SSH host keys or
+    /// a munge key.
+    #[command(subcommand)]
+    Image(ImageCommand),
 }
 
 #[derive(Debug, Args)]
@@ -158,6 +173,7 @@ pub fn main() -> ExitCode {
         Command::SwitchRoot(a) => switch_root(a),
         Command::Bundle(a) => bundle(&a),
         Command::Initramfs(a) => initramfs(&a),
+        Command::Image(c) => image(&c),
         Command::Tpm(TpmCommand::Ek(a)) => {
             crate::secrets::enroll::ek_command(a.json, &Paths::system()).map_err(Error::from)
         }
@@ -171,5 +187,65 @@ pub fn main() -> ExitCode {
             }
             e.exit_code().into()
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    /// Every subcommand's `--help`, nested ones included, with its name.
+    fn all_help() -> Vec<(String, String)> {
+        fn walk(cmd: &mut clap::Command, name: String, out: &mut Vec<(String, String)>) {
+            out.push((name.clone(), cmd.render_long_help().to_string()));
+            for sub in cmd.get_subcommands_mut() {
+                let n = format!("{name} {}", sub.get_name());
+                walk(sub, n, out);
+            }
+        }
+        let mut out = Vec::new();
+        walk(&mut Cli::command(), "rustlive".into(), &mut out);
+        out
+    }
+
+    /// Issue 21, item 13: a page a `--help` sends the reader to is in the repository (and so in
+    /// /usr/share/doc/rustlive/ once installed).
+    #[test]
+    fn documents_named_in_help_exist() {
+        let top = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+        let mut named = 0;
+        for (cmd, help) in all_help() {
+            for (i, _) in help.match_indices("docs/") {
+                let rest = help.get(i..).unwrap_or_default();
+                let end = rest.find(".md").map(|e| e + 3).unwrap_or(0);
+                let path = &rest[..end];
+                assert!(!path.is_empty(), "{cmd}: a docs/ reference without .md");
+                assert!(
+                    top.join(path).is_file(),
+                    "{cmd} --help names {path}, which is missing"
+                );
+                named += 1;
+            }
+        }
+        assert!(named >= 3, "the helps name {named} documents");
+    }
+
+    #[test]
+    fn boot_config_and_build_all_help_say_what_the_issue_asked() {
+        let help: std::collections::BTreeMap<String, String> = all_help().into_iter().collect();
+        for cmd in ["rustlive boot", "rustlive config"] {
+            let h = &help[cmd];
+            assert!(
+                h.contains("rd.rustlive.secrets.sealed=") && h.contains("ip=dhcp"),
+                "{cmd}: {h}"
+            );
+        }
+        let h = &help["rustlive bundle build-all"];
+        assert!(
+            h.contains("rustlive-bundle.json") && h.contains("\"macs\""),
+            "{h}"
+        );
+        assert!(help["rustlive inject-secrets"].contains("docs/reference/secrets-bundle.md"));
     }
 }

@@ -27,6 +27,13 @@ pub enum TpmCommand {
     /// Print the TPM's endorsement keys (TCG default templates RSA 2048 and ECC P-256: the
     /// persistent one when provisioned, else created as a primary), their certificates from
     /// NV when present, the node's MACs and DMI UUID: what the site records to seal to it.
+    ///
+    /// The output, saved unedited, is the EK file of the boot server's tools: `rustlive bundle
+    /// seal --ek FILE`, or EK_DIR/HOSTNAME.ek for `rustlive bundle build-all --seal-to EK_DIR`.
+    #[command(after_long_help = "Example (on node n001, then on the boot server):
+  rustlive tpm ek > n001.ek
+  rustlive bundle seal --ek n001.ek --sign-key /etc/rustlive/sealing.key n001.json -o n001.sealed
+  cp n001.ek /srv/eks/n001.ek   # for build-all --seal-to /srv/eks")]
     Ek(TpmEkArgs),
 }
 
@@ -106,7 +113,8 @@ pub struct InjectSecretsArgs {
 
 #[derive(Debug, Args)]
 #[command(
-    after_help = "Exit status: 0 verified and written, 2 bad option, 3 transfer failed, 4 verification failed.\n\
+    after_help = "The summary line ends with what verified the file (the pinned sha256, sha256sums URL, minisign signature by key ID (FILE)) or \"not verified: no hash or signature configured\".\n\
+Exit status: 0 verified and written, 2 bad option, 3 transfer failed, 4 verification failed.\n\
 Example: rustlive fetch --sha256 HEX -o /run/img http://mirror1/img http://mirror2/img"
 )]
 pub struct FetchArgs {
@@ -141,7 +149,8 @@ pub struct FetchArgs {
     /// Abort and resume an attempt that received nothing for this long.
     #[arg(long, value_name = "SECS", default_value = "30", value_parser = crate::support::values::parse_duration)]
     pub stall: std::time::Duration,
-    /// PEM CA bundle for https (default: /etc/rustlive/ca.pem, then the system bundle).
+    /// The CA bundle (PEM) to verify https servers with (default: /etc/rustlive/ca.pem, the
+    /// initramfs's copy of the site's CAs, then the system bundle).
     #[arg(long, value_name = "FILE")]
     pub ca: Option<std::path::PathBuf>,
     /// Do not verify the server certificate (a hash or signature still applies).
@@ -184,11 +193,11 @@ pub(super) fn fetch(a: &FetchArgs) -> Result<(), Error> {
     use crate::fetch::verify;
     use crate::fetch::{fetch_to_file, FetchOptions};
     let mut keys = match &a.keys_dir {
-        Some(d) => verify::load_keys_dir(d).map_err(crate::fetch::FetchError::from)?,
+        Some(d) => verify::load_trusted_dir(d).map_err(crate::fetch::FetchError::from)?,
         None => Vec::new(),
     };
     for p in &a.pubkey {
-        keys.push(verify::load_key(p).map_err(crate::fetch::FetchError::from)?);
+        keys.push(verify::load_trusted(p).map_err(crate::fetch::FetchError::from)?);
     }
     let opts = FetchOptions {
         retries: a.retries,

@@ -6,8 +6,9 @@ use clap::{Args, Subcommand};
 
 #[derive(Debug, Args)]
 pub struct BundleSealArgs {
-    /// The node's EK: a PEM public key (`rustlive tpm ek`, `tpm2_createek -f pem`) or its EK
-    /// certificate (PEM or DER).
+    /// The node's EK: what `rustlive tpm ek` printed on the node, saved unedited (text or
+    /// --json; of its keys, the persistent one, else ECC before RSA, is sealed to), or a PEM
+    /// public key (`tpm2_createek -f pem`), or the EK certificate (PEM or DER).
     #[arg(long, value_name = "EK")]
     pub ek: std::path::PathBuf,
     /// The boot server's minisign secret key (`minisign -G -W -s FILE -p FILE.pub` for
@@ -52,7 +53,8 @@ pub struct PublishArgs {
     /// without an answer or data.
     #[arg(long, value_name = "SECS", default_value = "30", value_parser = crate::support::values::parse_duration)]
     pub stall: std::time::Duration,
-    /// PEM CA bundle for https.
+    /// The CA bundle (PEM) to verify the registry's https certificate with (default: the
+    /// system's).
     #[arg(long, value_name = "FILE")]
     pub ca: Option<std::path::PathBuf>,
     /// Do not verify the registry's certificate.
@@ -61,6 +63,53 @@ pub struct PublishArgs {
     /// Log every request.
     #[arg(long)]
     pub debug: bool,
+    /// DANGEROUS: publish even if IMAGE holds SSH host private keys (etc/ssh/ssh_host_*_key)
+    /// or a munge key (etc/munge/munge.key), which are checked for otherwise (as `rustlive
+    /// image check` does; an image the check cannot read is published with a warning). Whoever can pull the image gets those keys: every node booted from
+    /// it shares host keys anyone can impersonate, and the munge key lets anyone act as any
+    /// user of the cluster. Only for a registry no one else can read.
+    #[arg(long)]
+    pub allow_secrets_in_image: bool,
+}
+
+/// `rustlive image`.
+#[derive(Debug, clap::Subcommand)]
+pub enum ImageCommand {
+    /// Check that a root image holds no node secret before it is served or published: no SSH
+    /// host private key (etc/ssh/ssh_host_*_key) and no munge key (etc/munge/munge.key).
+    ///
+    /// PATH is a root directory (buildah's mount, an unpacked tree) or a squashfs, erofs or
+    /// ext2/3/4 image file. A tree is read without following any symbolic link below PATH; an
+    /// image file is listed with unsquashfs, dump.erofs or debugfs (squashfs-tools,
+    /// erofs-utils, e2fsprogs), not mounted. A link named like a key is not a key in the
+    /// image and passes. Exit status: 0 none found, 6 found (each named), 2 PATH could not be
+    /// checked (unreadable, another format, the tool missing, etc/ssh a symbolic link).
+    #[command(
+        after_long_help = "Examples:\n  rustlive image check \"$mnt\"                 # buildah mount of the image, before mksquashfs\n  rustlive image check /srv/www/images/compute.squashfs"
+    )]
+    Check(ImageCheckArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct ImageCheckArgs {
+    /// The root tree or image file.
+    #[arg(value_name = "PATH")]
+    pub path: std::path::PathBuf,
+}
+
+/// `rustlive image check PATH`.
+pub(super) fn image(c: &ImageCommand) -> Result<(), Error> {
+    match c {
+        ImageCommand::Check(a) => {
+            crate::server::image_check::check(&a.path)?;
+            log::info!(
+                "{}: no SSH host private key and no munge key (checked {})",
+                a.path.display(),
+                crate::server::image_check::CHECKED_DIRS.join(", ")
+            );
+            Ok(())
+        }
+    }
 }
 
 fn oci_reference(s: &str) -> Result<crate::oci::Reference, String> {
@@ -110,7 +159,11 @@ pub struct InitramfsArgs {
     /// Where the firmware the modules declare is looked up.
     #[arg(long, value_name = "DIR", default_value = "/lib/firmware")]
     pub firmware_dir: std::path::PathBuf,
-    /// PEM CA bundle for https (default: /etc/rustlive/ca.pem, else the distribution's bundle).
+    /// The CA bundle the node uses to verify the https servers it fetches from (the image,
+    /// sha256sums, the secrets bundle): a PEM file of one or more CA certificates, installed as
+    /// /etc/rustlive/ca.pem in the initramfs. Default: /etc/rustlive/ca.pem when it exists (the
+    /// site's own CA), else the distribution's bundle (/etc/pki/tls/certs/ca-bundle.crt,
+    /// /etc/ssl/certs/ca-certificates.crt); with none of them, https URLs fail at boot.
     #[arg(long, value_name = "PEM")]
     pub ca: Option<std::path::PathBuf>,
     /// Directory of trusted minisign keys (*.pub); any key makes signatures mandatory.
@@ -156,7 +209,17 @@ pub enum BundleCommand {
     /// manifest lists its "macs"); writes WWW_DIR/by-mac/MAC.{json,cpio} (MAC as iPXE prints
     /// ${mac}) and WWW_DIR/by-host/HOSTNAME.{json,cpio}, rewriting only what changed and
     /// removing outputs no node produces any more. Names starting with '.' or '_' are skipped.
-    #[command(name = "build-all")]
+    ///
+    /// Each node's manifest is NODES_DIR/HOSTNAME/rustlive-bundle.json (read, never put in the
+    /// bundle): {"macs": ["52:54:00:12:34:56"], "owners": {"/etc/munge/munge.key":
+    /// "munge:munge"}}. "macs" names the by-mac/ outputs (a node without one gets only
+    /// by-host/); "owners" gives a file's owner and group by name (others are root:root), as in
+    /// `bundle build`. The user running build-all writes NODES_DIR (generated host keys, the
+    /// .sealed/ state) and WWW_DIR, and reads --image-root's etc/passwd and etc/group.
+    #[command(
+        name = "build-all",
+        after_long_help = "Example:\n  rustlive bundle build-all /srv/nodes --common /srv/nodes/_common --ssh-host-keys \\\n    --seal-to /srv/eks --sign-key /etc/rustlive/sealing.key -o /srv/www/nodes\nLayout: /srv/nodes/n001/rustlive-bundle.json, /srv/nodes/n001/etc/..., /srv/eks/n001.ek (rustlive tpm ek output)."
+    )]
     BuildAll(BundleBuildAllArgs),
 }
 
@@ -198,8 +261,10 @@ pub struct BundleBuildAllArgs {
     /// The web server's directory for the bundles.
     #[arg(short, long, value_name = "WWW_DIR")]
     pub output: std::path::PathBuf,
-    /// Seal every node's bundle to its TPM's endorsement key, EK_DIR/HOSTNAME.pem (or .crt,
-    /// .der: what `rustlive tpm ek` prints on the node); a node without one is refused.
+    /// Seal every node's bundle to its TPM's endorsement key: EK_DIR/HOSTNAME.ek, what
+    /// `rustlive tpm ek` printed on the node saved as is (`rustlive tpm ek > n001.ek`), else
+    /// HOSTNAME.pem, .crt or .der (as `bundle seal --ek` reads them); a node without one is
+    /// refused.
     #[arg(long, value_name = "EK_DIR", requires = "sign_key")]
     pub seal_to: Option<std::path::PathBuf>,
     /// With --seal-to (and required by it): the boot server's minisign secret key, which signs
@@ -304,6 +369,7 @@ fn bundle_build_all(a: &BundleBuildAllArgs) -> Result<(), crate::server::bundle:
 }
 
 pub(super) fn publish(a: &PublishArgs) -> Result<(), Error> {
+    crate::server::image_check::before_publish(&a.image, a.allow_secrets_in_image)?;
     let p = crate::server::publish::publish(&crate::server::publish::PublishOptions {
         image: a.image.clone(),
         signature: a.signature.clone(),
@@ -328,6 +394,26 @@ pub(super) fn publish(a: &PublishArgs) -> Result<(), Error> {
 }
 
 pub(super) fn initramfs(a: &InitramfsArgs) -> Result<(), Error> {
+    // Checked before the modules are read: a mistyped --ca is the likelier error, and it says
+    // what the file is for.
+    match &a.ca {
+        Some(ca) if matches!(ca.try_exists(), Ok(false)) => {
+            return Err(Error::CaMissing(ca.clone()))
+        }
+        Some(_) => {}
+        None => {
+            if !crate::server::initramfs::CA_DEFAULTS
+                .iter()
+                .any(|p| std::path::Path::new(p).is_file())
+            {
+                log::warn!(
+                    "no CA bundle ({} are all absent, and no --ca): the node will not be able to \
+                     verify any https server",
+                    crate::server::initramfs::CA_DEFAULTS.join(", ")
+                );
+            }
+        }
+    }
     let kver = match &a.kver {
         Some(k) => k.clone(),
         None => std::fs::read_to_string("/proc/sys/kernel/osrelease")

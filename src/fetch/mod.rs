@@ -40,7 +40,6 @@ use crate::support::values::Sha256Hex;
 use attempt::{AttemptError, Failure, Sink};
 pub use auth::RequestAuth;
 pub use client::ClientIdentity;
-use minisign_verify::PublicKey;
 use planner::{Done, Planner, Step, Stop};
 use progress::Progress;
 use reqwest::blocking::Client;
@@ -50,7 +49,7 @@ use std::fs::File;
 use std::io::{Seek, Write};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
-use verify::{Expected, SignatureCheck, VerifyError};
+use verify::{Check, Expected, SignatureCheck, VerifyError};
 use zeroize::Zeroizing;
 
 /// Largest checksum list or signature rustlive downloads.
@@ -163,7 +162,7 @@ pub struct FetchOptions {
     /// Explicit signature URL; with keys and no URL, `IMAGEURL.minisig` of each mirror.
     pub sig: Option<Url>,
     /// Trusted keys; when any is present a valid signature is required.
-    pub keys: Vec<PublicKey>,
+    pub keys: Vec<verify::TrustedKey>,
     /// Refuse content no hash or signature covers.
     pub verify_required: bool,
     pub max_redirects: usize,
@@ -236,21 +235,25 @@ pub struct FetchReport {
     pub sha256: Sha256Hex,
     /// The mirror that delivered the bytes (redacted).
     pub url: String,
+    /// What the bytes were checked against ([`verify::describe`]).
+    pub verified: Vec<Check>,
 }
 
 impl FetchReport {
-    /// The summary line: bytes, seconds, MiB/s, attempts, resumes, sha256.
+    /// The summary line: bytes, seconds, MiB/s, attempts, resumes, sha256, and what verified
+    /// the file (or that nothing did).
     pub fn summary(&self) -> String {
         let secs = self.elapsed.as_secs_f64();
         format!(
-            "fetched {} in {secs:.1} s ({:.1} MiB/s), {} attempt{}, {} resume{}, sha256 {}",
+            "fetched {} in {secs:.1} s ({:.1} MiB/s), {} attempt{}, {} resume{}, sha256 {}; {}",
             mib(self.bytes),
             self.bytes as f64 / (1u64 << 20) as f64 / secs.max(1e-3),
             self.attempts,
             if self.attempts == 1 { "" } else { "s" },
             self.resumes,
             if self.resumes == 1 { "" } else { "s" },
-            self.sha256
+            self.sha256,
+            verify::describe(&self.verified)
         )
     }
 }
@@ -371,6 +374,7 @@ fn download_to_file(
                     restarts: done.state.restarts.saturating_add(thrown_away),
                     sha256,
                     url: done.url,
+                    verified: expected.checks.clone(),
                 };
                 log::info!("{}", r.summary());
                 return Ok(r);
@@ -505,7 +509,7 @@ pub fn fetch_bytes(
 ) -> Result<Zeroizing<Vec<u8>>, FetchError> {
     let expected = Expected {
         sha256: opts.sha256.into_iter().collect(),
-        signature: None,
+        ..Expected::default()
     };
     let bytes = fetch_small(std::slice::from_ref(url), opts, opts.insecure_tls, max_len)?;
     let mut d = expected.digests();
@@ -542,7 +546,10 @@ pub(crate) fn fetch_small(
 /// signature (required when keys are installed).
 fn expectations(urls: &[Url], opts: &FetchOptions) -> Result<Expected, FetchError> {
     let mut exp = Expected::default();
-    exp.sha256.extend(opts.sha256);
+    if let Some(h) = opts.sha256 {
+        exp.sha256.push(h);
+        exp.checks.push(Check::Pinned);
+    }
     if let Some(u) = &opts.sha256sums {
         let name = urls.first().and_then(file_name).unwrap_or_default();
         // Checksums are fetched with certificate checks even under rd.noverifyssl: they are
@@ -550,6 +557,7 @@ fn expectations(urls: &[Url], opts: &FetchOptions) -> Result<Expected, FetchErro
         let text = fetch_small(std::slice::from_ref(u), opts, false, SMALL_FILE_MAX)?;
         let h = verify::parse_sha256sums(&String::from_utf8_lossy(&text), &name, &redact_url(u))?;
         exp.sha256.push(h);
+        exp.checks.push(Check::Sums { url: redact_url(u) });
     }
     if !opts.keys.is_empty() {
         let sig_urls: Vec<Url> = match &opts.sig {
@@ -570,7 +578,12 @@ fn expectations(urls: &[Url], opts: &FetchOptions) -> Result<Expected, FetchErro
             Err(e) => return Err(e),
         };
         let sig = verify::parse_signature(&String::from_utf8_lossy(&text), &shown)?;
-        exp.signature = Some(SignatureCheck::new(&opts.keys, sig, &shown)?);
+        let check = SignatureCheck::new(&opts.keys, sig, &shown)?;
+        exp.checks.push(Check::Signature {
+            key_id: check.key_id.clone(),
+            key_file: check.key_file.clone(),
+        });
+        exp.signature = Some(check);
     } else if let Some(u) = &opts.sig {
         log::warn!(
             "a signature URL ({}) is given but no trusted key is installed; it cannot be checked",
@@ -580,7 +593,10 @@ fn expectations(urls: &[Url], opts: &FetchOptions) -> Result<Expected, FetchErro
     // An OCI layer digest is always checked, but pins the image only when the manifest
     // naming it was pinned: a tag is only as trustworthy as the registry connection.
     let pinned = exp.pins() || opts.content.is_some_and(|c| c.pins);
-    exp.sha256.extend(opts.content.map(|c| c.sha256));
+    if let Some(c) = opts.content {
+        exp.sha256.push(c.sha256);
+        exp.checks.push(Check::Layer { pinned: c.pins });
+    }
     if !pinned {
         if opts.verify_required {
             return Err(VerifyError::Unverifiable.into());
@@ -836,11 +852,13 @@ mod tests {
             restarts: 0,
             sha256: crate::fetch::verify::sha256(b"abc"),
             url: "http://h/img".into(),
+            verified: vec![Check::Pinned],
         };
         assert_eq!(
             r.summary(),
             "fetched 1024.0 MiB in 8.0 s (128.0 MiB/s), 2 attempts, 1 resume, sha256 \
-             ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
+             ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad; verified by the \
+             pinned sha256"
         );
     }
 

@@ -69,10 +69,21 @@ pub enum VerifyError {
     Unverifiable,
 }
 
+/// A trusted minisign key and the file it came from, so that a summary can say which key
+/// signed the image.
+#[derive(Debug, Clone)]
+pub struct TrustedKey {
+    pub key: PublicKey,
+    /// The key id as minisign prints it (16 uppercase hex digits).
+    pub id: String,
+    /// The key file's name (without its directory), escaped for logging.
+    pub file: String,
+}
+
 /// Trusted minisign keys: every `*.pub` in `dir`, sorted by name. A missing directory means no
 /// keys (signatures are then optional); an unreadable or malformed key file is an error, never
 /// silently skipped, because skipping it could turn "signature required" into "optional".
-pub fn load_keys_dir(dir: &Path) -> Result<Vec<PublicKey>, VerifyError> {
+pub fn load_trusted_dir(dir: &Path) -> Result<Vec<TrustedKey>, VerifyError> {
     let entries = match std::fs::read_dir(dir) {
         Ok(e) => e,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
@@ -95,19 +106,53 @@ pub fn load_keys_dir(dir: &Path) -> Result<Vec<PublicKey>, VerifyError> {
         }
     }
     paths.sort();
-    paths.iter().map(|p| load_key(p)).collect()
+    paths.iter().map(|p| load_trusted(p)).collect()
+}
+
+/// [`load_trusted_dir`] without the file names (the sealed-bundle keys).
+pub fn load_keys_dir(dir: &Path) -> Result<Vec<PublicKey>, VerifyError> {
+    Ok(load_trusted_dir(dir)?.into_iter().map(|k| k.key).collect())
 }
 
 /// One minisign public key file (`untrusted comment:` line + base64 line, or the bare base64).
-pub fn load_key(path: &Path) -> Result<PublicKey, VerifyError> {
+pub fn load_trusted(path: &Path) -> Result<TrustedKey, VerifyError> {
     let text = std::fs::read_to_string(path).map_err(|source| VerifyError::KeyRead {
         path: path.into(),
         source,
     })?;
-    parse_key(&text).map_err(|source| VerifyError::KeyFormat {
+    let key = parse_key(&text).map_err(|source| VerifyError::KeyFormat {
         path: path.into(),
         source,
+    })?;
+    let file = path
+        .file_name()
+        .map(|n| crate::support::log::escaped(&n.to_string_lossy()))
+        .unwrap_or_default();
+    Ok(TrustedKey {
+        key,
+        id: key_id(&text).unwrap_or_else(|| "(unknown id)".into()),
+        file,
     })
+}
+
+/// [`load_trusted`] without the file name.
+pub fn load_key(path: &Path) -> Result<PublicKey, VerifyError> {
+    load_trusted(path).map(|k| k.key)
+}
+
+/// The key id of a minisign key or signature (the base64 line: 2 bytes of algorithm, then the
+/// 8-byte key number), printed as minisign prints it: the little-endian number in hex.
+pub fn key_id(text: &str) -> Option<String> {
+    use base64::Engine as _;
+    let line = text
+        .lines()
+        .map(str::trim)
+        .find(|l| !l.is_empty() && !l.starts_with("untrusted comment:"))?;
+    let raw = base64::engine::general_purpose::STANDARD
+        .decode(line)
+        .ok()?;
+    let id: [u8; 8] = raw.get(2..10)?.try_into().ok()?;
+    Some(format!("{:016X}", u64::from_le_bytes(id)))
 }
 
 fn parse_key(text: &str) -> Result<PublicKey, minisign_verify::Error> {
@@ -181,19 +226,24 @@ pub struct SignatureCheck {
     pub signature: Signature,
     /// Where the signature came from, for messages.
     pub url: String,
+    /// The key's id and file, for the summary.
+    pub key_id: String,
+    pub key_file: String,
 }
 
 impl SignatureCheck {
     /// Picks the trusted key that made `signature` (minisign embeds the key id).
-    pub fn new(keys: &[PublicKey], signature: Signature, url: &str) -> Result<Self, VerifyError> {
+    pub fn new(keys: &[TrustedKey], signature: Signature, url: &str) -> Result<Self, VerifyError> {
         let mut last = minisign_verify::Error::UnexpectedKeyId;
         for k in keys {
-            match k.verify_stream(&signature) {
+            match k.key.verify_stream(&signature) {
                 Ok(_) => {
                     return Ok(SignatureCheck {
-                        key: k.clone(),
+                        key: k.key.clone(),
                         signature,
                         url: url.into(),
+                        key_id: k.id.clone(),
+                        key_file: k.file.clone(),
                     })
                 }
                 Err(minisign_verify::Error::UnsupportedLegacyMode) => {
@@ -215,6 +265,49 @@ pub struct Expected {
     /// Every hash that applies (`rd.rustlive.sha256`, the `sha256sums` line); all must match.
     pub sha256: Vec<Sha256Hex>,
     pub signature: Option<SignatureCheck>,
+    /// Where each of them came from, for the summary line ([`describe`]).
+    pub checks: Vec<Check>,
+}
+
+/// One thing a fetched file was checked against, as the summary line names it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Check {
+    /// The SHA-256 given with the URL (`rd.rustlive.sha256`, `fetch --sha256`).
+    Pinned,
+    /// The line naming the file in this `sha256sum` list (its URL, redacted).
+    Sums { url: String },
+    /// A minisign signature by this trusted key (id, file name).
+    Signature { key_id: String, key_file: String },
+    /// An OCI layer's digest, from a manifest pinned by digest (`pinned`) or named by a tag,
+    /// which is only as trustworthy as the connection to the registry.
+    Layer { pinned: bool },
+}
+
+/// What vouched for a file, for the summary line and the boot log: `verified by the pinned
+/// sha256, sha256sums URL, minisign signature by key ID (FILE)`, or plainly that nothing did.
+pub fn describe(checks: &[Check]) -> String {
+    let by: Vec<String> = checks
+        .iter()
+        .filter_map(|c| match c {
+            Check::Pinned => Some("the pinned sha256".to_string()),
+            Check::Sums { url } => Some(format!("sha256sums {url}")),
+            Check::Signature { key_id, key_file } => {
+                Some(format!("minisign signature by key {key_id} ({key_file})"))
+            }
+            Check::Layer { pinned: true } => {
+                Some("the layer digest of a manifest pinned by digest".to_string())
+            }
+            Check::Layer { pinned: false } => None,
+        })
+        .collect();
+    if !by.is_empty() {
+        return format!("verified by {}", by.join(", "));
+    }
+    let mut s = "not verified: no hash or signature configured".to_string();
+    if checks.contains(&Check::Layer { pinned: false }) {
+        s.push_str(" (the layer digest of a manifest named by tag guards only against corruption)");
+    }
+    s
 }
 
 impl Expected {
@@ -303,12 +396,19 @@ trusted comment: timestamp:1795627336\tfile:t
 HYGYWEVlc0olRgaRtM94S05mv9TT01q74aoCzQAXhTSjqAApt4K0aHQbJwhwDP5g54hD/rlZTgPY9FRx5a35Bg==
 ";
 
+    fn trusted(text: &str) -> TrustedKey {
+        TrustedKey {
+            key: parse_key(text).unwrap(),
+            id: key_id(text).unwrap(),
+            file: "site.pub".into(),
+        }
+    }
+
     fn expect_sig() -> Result<Expected, VerifyError> {
-        let key = parse_key(PUBKEY).unwrap();
         let sig = parse_signature(SIG, "t.minisig")?;
         Ok(Expected {
-            sha256: vec![],
-            signature: Some(SignatureCheck::new(&[key], sig, "t.minisig")?),
+            signature: Some(SignatureCheck::new(&[trusted(PUBKEY)], sig, "t.minisig")?),
+            ..Expected::default()
         })
     }
 
@@ -330,9 +430,7 @@ HYGYWEVlc0olRgaRtM94S05mv9TT01q74aoCzQAXhTSjqAApt4K0aHQbJwhwDP5g54hD/rlZTgPY9FRx
 
     #[test]
     fn signature_needs_a_matching_key_and_prehash() {
-        let other =
-            PublicKey::from_base64("RWQf6LRCGA9i53mlYecO4IzT51TGPpvWucNSCh1CBM0QTaLn73Y7GFO3")
-                .unwrap();
+        let other = trusted("RWQf6LRCGA9i53mlYecO4IzT51TGPpvWucNSCh1CBM0QTaLn73Y7GFO3");
         let sig = parse_signature(SIG, "t.minisig").unwrap();
         assert!(matches!(
             SignatureCheck::new(&[other], sig, "t.minisig"),
@@ -340,7 +438,7 @@ HYGYWEVlc0olRgaRtM94S05mv9TT01q74aoCzQAXhTSjqAApt4K0aHQbJwhwDP5g54hD/rlZTgPY9FRx
         ));
         let legacy = parse_signature(LEGACY_SIG, "t.minisig").unwrap();
         assert!(matches!(
-            SignatureCheck::new(&[parse_key(PUBKEY).unwrap()], legacy, "t.minisig"),
+            SignatureCheck::new(&[trusted(PUBKEY)], legacy, "t.minisig"),
             Err(VerifyError::LegacySignature { .. })
         ));
         assert!(matches!(
@@ -389,6 +487,52 @@ HYGYWEVlc0olRgaRtM94S05mv9TT01q74aoCzQAXhTSjqAApt4K0aHQbJwhwDP5g54hD/rlZTgPY9FRx
     }
 
     #[test]
+    fn key_ids_are_minisigns() {
+        // The id minisign printed in the key's comment, from the key and from its signature.
+        assert_eq!(key_id(PUBKEY).unwrap(), "9DEBB95DA0B4AD10");
+        assert_eq!(key_id(SIG).unwrap(), "9DEBB95DA0B4AD10");
+        assert_eq!(
+            key_id("RWQQrbSgXbnrnWo0wShV+Fn/XN1qY1qB2l7vEQmKQGPQhpW8omxjZigc").unwrap(),
+            "9DEBB95DA0B4AD10"
+        );
+        assert_eq!(key_id("not base64!"), None);
+        assert_eq!(key_id("AAAA"), None);
+        let exp = expect_sig().unwrap();
+        let s = exp.signature.unwrap();
+        assert_eq!(
+            (s.key_id.as_str(), s.key_file.as_str()),
+            ("9DEBB95DA0B4AD10", "site.pub")
+        );
+    }
+
+    #[test]
+    fn the_summary_names_what_verified() {
+        let sums = Check::Sums {
+            url: "http://h/SHA256SUMS".into(),
+        };
+        let sig = Check::Signature {
+            key_id: "9DEBB95DA0B4AD10".into(),
+            key_file: "site.pub".into(),
+        };
+        assert_eq!(describe(&[Check::Pinned]), "verified by the pinned sha256");
+        assert_eq!(
+            describe(&[sums.clone(), sig.clone()]),
+            "verified by sha256sums http://h/SHA256SUMS, minisign signature by key \
+             9DEBB95DA0B4AD10 (site.pub)"
+        );
+        assert_eq!(
+            describe(&[]),
+            "not verified: no hash or signature configured"
+        );
+        assert!(describe(&[Check::Layer { pinned: false }])
+            .starts_with("not verified: no hash or signature configured (the layer digest"));
+        assert_eq!(
+            describe(&[Check::Layer { pinned: true }]),
+            "verified by the layer digest of a manifest pinned by digest"
+        );
+    }
+
+    #[test]
     fn sha256_of_known_input() {
         assert_eq!(
             sha256(b"abc").to_hex(),
@@ -401,7 +545,7 @@ HYGYWEVlc0olRgaRtM94S05mv9TT01q74aoCzQAXhTSjqAApt4K0aHQbJwhwDP5g54hD/rlZTgPY9FRx
         let good = sha256(b"hello");
         let exp = Expected {
             sha256: vec![good],
-            signature: None,
+            ..Expected::default()
         };
         let mut d = exp.digests();
         d.update(b"hel");
@@ -431,6 +575,11 @@ HYGYWEVlc0olRgaRtM94S05mv9TT01q74aoCzQAXhTSjqAApt4K0aHQbJwhwDP5g54hD/rlZTgPY9FRx
         std::fs::write(dir.path().join("site.pub"), PUBKEY).unwrap();
         std::fs::write(dir.path().join("README"), "not a key").unwrap();
         assert_eq!(load_keys_dir(dir.path()).unwrap().len(), 1);
+        let k = load_trusted_dir(dir.path()).unwrap();
+        assert_eq!(
+            (k[0].id.as_str(), k[0].file.as_str()),
+            ("9DEBB95DA0B4AD10", "site.pub")
+        );
         std::fs::write(
             dir.path().join("bad.pub"),
             "untrusted comment: x\nnot base64!\n",

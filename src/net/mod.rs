@@ -135,6 +135,16 @@ mod tests {
         assert_eq!(r.mac_string().as_deref(), Some("00:00:00:00:00:00"));
     }
 
+    /// The dracut path waits for a route to an image at `http://[v6]:port/…` the same way.
+    #[test]
+    fn ipv6_route_from_a_url_host() {
+        let r = route_to("[::1]").expect("a route to the IPv6 loopback");
+        assert_eq!(
+            (r.ifname.as_str(), r.addr),
+            ("lo", IpAddr::from(std::net::Ipv6Addr::LOCALHOST))
+        );
+    }
+
     #[test]
     fn unresolvable_host_is_not_ready() {
         assert_eq!(route_to("no-such-host.invalid"), None);

@@ -137,6 +137,36 @@ fn macs(paths: &Paths) -> Vec<(String, String)> {
     out
 }
 
+/// The text `tpm ek` prints: the inventory lines, then each EK under its `ek:` line. Saved as is,
+/// it is the EK file `bundle seal --ek` and `build-all --seal-to` read
+/// ([`crate::tpm::ek_file`], which parses exactly this).
+pub fn render_text(report: &EkReport) -> String {
+    let mut s = String::new();
+    s.push_str(&format!(
+        "uuid: {}\n",
+        report.uuid.as_deref().unwrap_or("(unknown)")
+    ));
+    for (ifname, mac) in &report.macs {
+        s.push_str(&format!("mac: {ifname} {mac}\n"));
+    }
+    for k in &report.keys {
+        s.push_str(&format!(
+            "ek: {} {} name {}\n{}",
+            k.kind,
+            k.handle.as_deref().unwrap_or("(primary)"),
+            k.name,
+            k.public_pem
+        ));
+        if let Some(c) = &k.certificate_pem {
+            s.push_str(c);
+        }
+    }
+    for (n, v) in &report.pcrs {
+        s.push_str(&format!("pcr: sha256:{n} {v}\n"));
+    }
+    s
+}
+
 /// `rustlive tpm ek [--json]`.
 pub fn ek_command(json: bool, paths: &Paths) -> Result<(), EnrollError> {
     // Creating an RSA EK as a primary takes a slow TPM tens of seconds; a TPM that has not
@@ -149,30 +179,7 @@ pub fn ek_command(json: bool, paths: &Paths) -> Result<(), EnrollError> {
     let text = if json {
         serde_json::to_string_pretty(&report).unwrap_or_default() + "\n"
     } else {
-        let mut s = String::new();
-        s.push_str(&format!(
-            "uuid: {}\n",
-            report.uuid.as_deref().unwrap_or("(unknown)")
-        ));
-        for (ifname, mac) in &report.macs {
-            s.push_str(&format!("mac: {ifname} {mac}\n"));
-        }
-        for k in &report.keys {
-            s.push_str(&format!(
-                "ek: {} {} name {}\n{}",
-                k.kind,
-                k.handle.as_deref().unwrap_or("(primary)"),
-                k.name,
-                k.public_pem
-            ));
-            if let Some(c) = &k.certificate_pem {
-                s.push_str(c);
-            }
-        }
-        for (n, v) in &report.pcrs {
-            s.push_str(&format!("pcr: sha256:{n} {v}\n"));
-        }
-        s
+        render_text(&report)
     };
     out.write_all(text.as_bytes()).map_err(EnrollError::Write)
 }
@@ -180,6 +187,35 @@ pub fn ek_command(json: bool, paths: &Paths) -> Result<(), EnrollError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// What `tpm ek` prints, text or JSON, is what the boot server's EK file reader takes.
+    #[test]
+    fn printed_report_is_an_ek_file() {
+        use crate::tpm::ek::EkPublic;
+        let rsa = EkPublic::from_pem(include_str!("../tpm/testdata/ek-rsa.pem")).unwrap();
+        let ecc = crate::tpm::ek_file::tests::ecc();
+        let entry = |k: &EkPublic, handle: Option<&str>| EkEntry {
+            kind: k.kind(),
+            handle: handle.map(str::to_string),
+            name: hex(&k.name()),
+            public_pem: k.to_pem(),
+            certificate_pem: None,
+        };
+        let report = EkReport {
+            uuid: None,
+            macs: vec![("eth0".into(), "52:54:00:12:34:56".into())],
+            keys: vec![entry(&rsa, Some("0x81010001")), entry(&ecc, None)],
+            pcrs: vec![(7, "00".repeat(32))],
+        };
+        let text = render_text(&report);
+        let json = serde_json::to_string_pretty(&report).unwrap();
+        for file in [text.as_bytes(), json.as_bytes()] {
+            let all = crate::tpm::ek_file::candidates(file).unwrap();
+            assert_eq!(all.len(), 2);
+            // The persistent RSA key: the node loads it without deriving a primary.
+            assert_eq!(crate::tpm::ek_file::parse(file).unwrap(), rsa);
+        }
+    }
 
     #[test]
     fn pem_wraps_at_64() {

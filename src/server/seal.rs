@@ -18,7 +18,7 @@ use zeroize::Zeroizing;
 
 #[derive(Debug, thiserror::Error)]
 pub enum SealError {
-    #[error("{} is not an EK public key or certificate", .0.display())]
+    #[error("{} is not an EK file (what `rustlive tpm ek` prints, an EK public key or certificate)", .0.display())]
     Ek(PathBuf, #[source] EkError),
     #[error("{} is not a plain secrets bundle: {}", .0.display(), .1)]
     Input(PathBuf, String),
@@ -50,8 +50,9 @@ impl SealError {
     }
 }
 
-/// The EK of `--ek`: a PEM public key, or an EK certificate (PEM or DER); a regular file of at
-/// most [`Limit::EK`].
+/// The EK of `--ek`: what `rustlive tpm ek` printed (text or JSON, saved unedited), a PEM public
+/// key, or an EK certificate (PEM or DER), read by [`crate::tpm::ek_file`]; a regular file of
+/// at most [`Limit::EK`].
 pub fn load_ek(path: &Path) -> Result<EkPublic, SealError> {
     let c = read_named(path, Limit::EK).map_err(SealError::InputFile)?;
     parse_ek(path, &c.bytes)
@@ -59,13 +60,7 @@ pub fn load_ek(path: &Path) -> Result<EkPublic, SealError> {
 
 /// [`load_ek`] of bytes already read from `path`.
 pub fn parse_ek(path: &Path, bytes: &[u8]) -> Result<EkPublic, SealError> {
-    let text = String::from_utf8_lossy(bytes);
-    let r = if text.contains("-----BEGIN PUBLIC KEY-----") {
-        EkPublic::from_pem(&text)
-    } else {
-        crate::tpm::ek_from_certificate(bytes)
-    };
-    r.map_err(|e| SealError::Ek(path.into(), e))
+    crate::tpm::ek_file::parse(bytes).map_err(|e| SealError::Ek(path.into(), e))
 }
 
 /// Seals `plain` to `ek` (and `pcr`) and signs it with `key`: the sealed bundle (envelope

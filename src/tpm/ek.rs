@@ -60,6 +60,19 @@ pub enum EkError {
     NotDefault,
     #[error(transparent)]
     Short(#[from] Short),
+    /// An EK file ([`super::ek_file`]) that is not as `rustlive tpm ek` printed it.
+    #[error("{}{what}", at_line(*.line))]
+    File { line: usize, what: String },
+    #[error("it holds no EK public key or certificate")]
+    NoKey,
+}
+
+fn at_line(line: usize) -> String {
+    if line == 0 {
+        String::new()
+    } else {
+        format!("line {line}: ")
+    }
 }
 
 pub fn hex(b: &[u8]) -> String {

@@ -13,6 +13,7 @@
 pub mod client;
 pub mod credential;
 pub mod ek;
+pub mod ek_file;
 pub mod envelope;
 pub mod kdf;
 pub mod pcr;

@@ -15,9 +15,9 @@
 //! so a retired node's secrets stop being served.
 //!
 //! With [`Sealing`] every node's outputs are sealed to its own TPM's EK, enrolled as
-//! `EK_DIR/HOSTNAME.pem` (or `.crt`, `.der`), and signed with the boot server's key; a node
-//! without an EK is refused, so a directory served over plain http never holds an unsealed
-//! bundle. Sealing is randomized (a fresh key each time), so the bytes cannot tell whether the
+//! `EK_DIR/HOSTNAME.ek` (what `rustlive tpm ek` printed on the node, saved as is; or `.pem`,
+//! `.crt`, `.der`), and signed with the boot server's key; a node without an EK is refused, so
+//! a directory served over plain http never holds an unsealed bundle. Sealing is randomized (a fresh key each time), so the bytes cannot tell whether the
 //! inputs changed: `NODES_DIR/.sealed/HOSTNAME` (beside the plain trees, never in the served
 //! directory) records a digest of what the outputs were sealed from (the plain bundle, the EK,
 //! the PCR policy, the signing key) and the SHA-256 of the bytes written. A node is sealed again
@@ -149,6 +149,9 @@ pub struct Sealing<'a> {
     pub signer: &'a SigningKey,
 }
 
+/// The names `EK_DIR/HOST.EXT` an EK is looked up under, in this order.
+pub const EK_EXTENSIONS: [&str; 4] = ["ek", "pem", "crt", "der"];
+
 /// Where a sealed node's input digest is kept (see the module doc).
 pub const SEALED_STATE: &str = ".sealed";
 
@@ -161,15 +164,16 @@ enum Plan {
     Keep,
 }
 
-/// The EK enrolled as `EK_DIR/HOST.{pem,crt,der}`: read from `EK_DIR`'s fd without following
-/// a link, a regular file of at most [`Limit::EK`].
+/// The EK enrolled as `EK_DIR/HOST.ek` (what `rustlive tpm ek` printed on the node, saved as
+/// is), else `HOST.pem`, `.crt` or `.der`: read from `EK_DIR`'s fd without following a link, a
+/// regular file of at most [`Limit::EK`].
 fn enrolled_ek(s: &Sealing<'_>, host: &str) -> Result<EkPublic, BuildError> {
     let no_ek = || BuildError::NoEk {
         host: host.into(),
         ek_dir: s.ek_dir.clone(),
     };
     let dir = Dir::try_open(&s.ek_dir)?.ok_or_else(no_ek)?;
-    for ext in ["pem", "crt", "der"] {
+    for ext in EK_EXTENSIONS {
         let name = format!("{host}.{ext}");
         if let Some(c) = dir.read(Path::new(&name), Limit::EK)? {
             return crate::server::seal::parse_ek(&dir.path().join(&name), &c.bytes).map_err(

@@ -70,7 +70,7 @@ pub enum BuildError {
     },
     #[error("{}: {what}", dir.display())]
     Node { dir: PathBuf, what: String },
-    #[error("node {host} has no enrolled EK in {} ({host}.pem, .crt or .der; `rustlive tpm ek` on the node prints it)", ek_dir.display())]
+    #[error("node {host} has no enrolled EK in {} (save what `rustlive tpm ek` prints on the node as {host}.ek; {host}.pem, .crt or .der are read too)", ek_dir.display())]
     NoEk { host: String, ek_dir: PathBuf },
     /// A file or directory refused or failed by the boot server's file layer.
     #[error(transparent)]

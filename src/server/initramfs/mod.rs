@@ -590,11 +590,7 @@ pub fn summary(r: &Report, out: &Path) -> String {
         r.modules.len(),
         by_dir.get("nic").copied().unwrap_or(0),
         r.firmware.len(),
-        if r.firmware_missing.is_empty() {
-            String::new()
-        } else {
-            format!(" ({} declared but not in the firmware directory)", r.firmware_missing.len())
-        },
+        missing_firmware(&r.firmware_missing),
         if r.absent.is_empty() {
             String::new()
         } else {
@@ -603,9 +599,54 @@ pub fn summary(r: &Report, out: &Path) -> String {
     )
 }
 
+/// The summary's note on firmware the modules declare that the firmware directory lacks: the
+/// first [`MISSING_SHOWN`] names (escaped: they come from the modules), then how many more.
+fn missing_firmware(missing: &[String]) -> String {
+    if missing.is_empty() {
+        return String::new();
+    }
+    let shown: Vec<String> = missing
+        .iter()
+        .take(MISSING_SHOWN)
+        .map(|f| crate::support::log::escaped(f))
+        .collect();
+    let more = missing.len().saturating_sub(MISSING_SHOWN);
+    format!(
+        " ({} declared but not in the firmware directory: {}{})",
+        missing.len(),
+        shown.join(", "),
+        if more > 0 {
+            format!(" and {more} more")
+        } else {
+            String::new()
+        }
+    )
+}
+
+/// How many missing firmware files the summary names.
+const MISSING_SHOWN: usize = 10;
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn missing_firmware_is_named_up_to_ten() {
+        assert_eq!(missing_firmware(&[]), "");
+        let two = strs(&["i915/tgl_dmc.bin", "bnx2x/x\n.fw"]);
+        assert_eq!(
+            missing_firmware(&two),
+            " (2 declared but not in the firmware directory: i915/tgl_dmc.bin, bnx2x/x\\x0a.fw)"
+        );
+        let many: Vec<String> = (0..13).map(|i| format!("f{i}.bin")).collect();
+        let s = missing_firmware(&many);
+        assert!(
+            s.starts_with(" (13 declared but not in the firmware directory: f0.bin, "),
+            "{s}"
+        );
+        assert!(s.ends_with("f9.bin and 3 more)"), "{s}");
+        assert!(!s.contains("f10.bin"), "{s}");
+    }
 
     const DEP: &str = include_str!("../../drivers/testdata/modules.dep");
     const ALIAS: &str = include_str!("../../drivers/testdata/modules.alias");
