@@ -83,6 +83,9 @@ build_testroot() {
 			echo "TESTROOT: secret $f $(stat -c '%a %U:%G' "$f") $(sha256sum <"$f" | cut -d' ' -f1)"
 		done
 		[ -e /rustlive/secrets.json ] && echo "TESTROOT: LEFTOVER bundle in the new root"
+		# The links the standalone initramfs leaves (bonds, VLANs, renames) and its lease files.
+		echo "TESTROOT: links $(ip -o link show 2>/dev/null | awk -F': ' '{ printf "%s ", $2 }')"
+		echo "TESTROOT: lease files $(ls /run/rustlive/ 2>/dev/null | grep '^lease-' | tr '\n' ' ')"
 		# What the standalone initramfs leaves configured for the booted system.
 		echo "TESTROOT: inet $(ip -4 -o addr show 2>/dev/null | awk '$2 != "lo" { printf "%s %s ", $2, $4 }')"
 		[ -e /run/rustlive/lease.json ] && echo "TESTROOT: lease $(tr -d ' \n' </run/rustlive/lease.json)"
@@ -323,25 +326,48 @@ build_initramfs() {
 }
 
 # build_standalone NAME [rustlive initramfs ARGS...]: build/initramfs/NAME.img, the standalone
-# initramfs (no dracut) from the fetched Debian kernel's modules, with the suite's CA and no
-# signing keys. Prints its size.
+# initramfs (no dracut) from the fetched Debian kernel's modules (or those of $SA_KMODDIR), with
+# the suite's CA and no signing keys. Prints its size.
 build_standalone() {
-	local name=$1 kver
+	local name=$1 kver kmoddir
 	shift
 	kver=$(cat "$B/kernel/kver")
+	kmoddir=${SA_KMODDIR:-$B/kernel/root/lib/modules/$kver}
 	mkdir -p "$IMG" "$B/tls"
 	# Rebuilt only when the binary or the arguments changed (the build is deterministic).
-	if [ -s "$IMG/$name.img" ] && [ "$IMG/$name.img" -nt "$BIN" ] && [ "$(cat "$IMG/$name.args" 2>/dev/null)" = "$*" ]; then
+	if [ -s "$IMG/$name.img" ] && [ "$IMG/$name.img" -nt "$BIN" ] && [ "$(cat "$IMG/$name.args" 2>/dev/null)" = "$kmoddir $*" ]; then
 		return 0
 	fi
-	"$BIN" initramfs -o "$IMG/$name.img" --kver "$kver" --kmoddir "$B/kernel/root/lib/modules/$kver" \
+	"$BIN" initramfs -o "$IMG/$name.img" --kver "$kver" --kmoddir "$kmoddir" \
 		--ca "$B/tls/ca.pem" --keys "$B/no-keys" "$@" >"$IMG/$name.log" 2>&1 || {
 		cat "$IMG/$name.log" >&2
 		die "rustlive initramfs failed for $name"
 	}
 	chmod 0644 "$IMG/$name.img"
-	printf '%s' "$*" >"$IMG/$name.args"
+	printf '%s' "$kmoddir $*" >"$IMG/$name.args"
 	say "standalone initramfs $name: $(stat -c %s "$IMG/$name.img") bytes ($*)"
+}
+
+# build/kernel-xz/lib/modules/KVER: a copy of the fetched kernel's module tree with every module
+# compressed as the kernel's own `make modules_install` does for RHEL 8/9 and Fedora
+# (CONFIG_MODULE_COMPRESS_XZ), and depmod run on it. Debian 12's kernel cannot decompress
+# modules (no CONFIG_MODULE_DECOMPRESS), like RHEL 8's 4.18 and RHEL 9's 5.14. Built once per
+# kernel (a few CPU minutes); prints the modules directory.
+build_xz_kmods() {
+	local kver src out
+	kver=$(cat "$B/kernel/kver")
+	src="$B/kernel/root/lib/modules/$kver"
+	out="$B/kernel-xz/lib/modules/$kver"
+	if [ "$(cat "$B/kernel-xz/.done" 2>/dev/null)" != "$kver" ]; then
+		say "compressing a copy of the $kver modules with xz (once)"
+		rm -rf "$B/kernel-xz"
+		mkdir -p "$(dirname "$out")"
+		cp -a "$src" "$out"
+		find "$out" -name '*.ko' -print0 | xargs -0 -r -n 64 -P 2 xz --check=crc32 --lzma2=dict=1MiB
+		depmod -b "$B/kernel-xz" "$kver"
+		echo "$kver" >"$B/kernel-xz/.done"
+	fi
+	echo "$out"
 }
 
 # --- QEMU ----------------------------------------------------------------------------------------

@@ -7,6 +7,8 @@ set -eu
 . "$(dirname "$0")/lib.sh"
 # shellcheck source=qemu/rig.sh
 . "$(dirname "$0")/rig.sh"
+# shellcheck source=qemu/links.sh
+. "$(dirname "$0")/links.sh"
 
 prerequisites
 
@@ -828,7 +830,7 @@ t_standalone_hash_mismatch() {
 t_standalone_no_nic() {
 	sa_boot standalone-no-nic "$IMG/sa.img" "root=live:$URL/root.squashfs" \
 		300 'rustlive failed: powering off' 'TESTROOT|Kernel panic' none &&
-		check 'rustlive.*no Ethernet interface found' "the reason (no NIC)"
+		check 'rustlive.*no Ethernet or IPoIB interface found' "the reason (no NIC)"
 }
 
 t_standalone_no_driver() {
@@ -1034,12 +1036,87 @@ t_dracut_nm_dhcp6() {
 		grep -q '^fd00:2::15 .*GET /root.squashfs HTTP/1.1" 200' "$(rig_access_log)"
 }
 
+# --- compressed kernel modules (RHEL 8/9: .ko.xz and no in-kernel decompression) -------------
+
+# sa-xz.img: the standalone initramfs from the xz-compressed copy of the module tree, and
+# sa-xz+ko.img / sa-xz+badko.img: the same with e1000 put back compressed (intact, or cut in
+# half) by an appended cpio, which replaces modules.dep with one naming e1000.ko.xz.
+prepare_xz_modules() {
+	local kver xz d m variant f
+	kver=$(cat "$B/kernel/kver")
+	xz=$(build_xz_kmods)
+	SA_KMODDIR=$xz build_standalone sa-xz
+	[ -s "$IMG/sa-xz+ko.img" ] && [ "$IMG/sa-xz+ko.img" -nt "$IMG/sa-xz.img" ] && return 0
+	d="$B/xz-initrd"
+	m="lib/modules/$kver"
+	for variant in ko badko; do
+		rm -rf "$d" && mkdir -p "$d/$m/kernel/drivers/net/ethernet/intel/e1000"
+		zstd -dc "$IMG/sa-xz.img" | (cd "$d" && cpio -i --quiet "$m/modules.dep")
+		sed -i 's#^\(kernel/drivers/net/ethernet/intel/e1000/e1000\.ko\):#\1.xz:#' "$d/$m/modules.dep"
+		grep -q '^kernel/drivers/net/ethernet/intel/e1000/e1000\.ko\.xz:' "$d/$m/modules.dep" ||
+			die "no e1000 line in the modules.dep of sa-xz.img"
+		cp "$xz/kernel/drivers/net/ethernet/intel/e1000/e1000.ko.xz" "$d/$m/kernel/drivers/net/ethernet/intel/e1000/"
+		f="$d/$m/kernel/drivers/net/ethernet/intel/e1000/e1000.ko.xz"
+		[ "$variant" = ko ] || truncate -s $(($(stat -c %s "$f") / 2)) "$f"
+		(cd "$d" && find lib | cpio -o -H newc --quiet -R 0:0) >"$B/xz-$variant.cpio"
+		cat_initrds "$IMG/sa-xz+$variant.img" "$IMG/sa-xz.img" "$B/xz-$variant.cpio"
+	done
+	rm -rf "$d"
+}
+
+t_standalone_xz_modules() {
+	# A kernel tree whose modules are .ko.xz (xz --check=crc32 --lzma2=dict=1MiB) for a kernel
+	# that cannot decompress them: rustlive initramfs stores them decompressed, under the same
+	# names and index as the plain tree's, so the archive is the plain tree's, byte for byte.
+	prepare_xz_modules
+	say "  initramfs from the .ko.xz tree: $(stat -c %s "$IMG/sa-xz.img") bytes; from the plain tree: $(stat -c %s "$IMG/sa.img") bytes"
+	grep -q 'stored decompressed' "$IMG/sa-xz.log" || {
+		say "  the build did not say it decompressed modules: $(cat "$IMG/sa-xz.log")"
+		return 1
+	}
+	! zstd -dc "$IMG/sa-xz.img" | cpio -it --quiet | grep -E '\.ko\.(xz|zst|gz)$' || {
+		say "  compressed modules left in sa-xz.img"
+		return 1
+	}
+	cmp -s "$IMG/sa-xz.img" "$IMG/sa.img" || {
+		say "  sa-xz.img differs from sa.img"
+		return 1
+	}
+	sa_boot standalone-xz-modules "$IMG/sa-xz.img" "root=live:$URL/nested.squashfs rd.live.image rd.rustlive.sha256=$(sha_of nested.squashfs)" \
+		300 'TESTROOT: done' "$SA_NOBOOT" -netdev "user,id=n0" -device "e1000,netdev=n0,mac=$GUEST_MAC" &&
+		sa_booted && check 'rustlive.*loaded kernel modules: e1000([^e]|$)' "e1000 loaded by modalias" &&
+		check 'rustlive.*loaded kernel modules: .*ext4' "ext4 (the nested image) loaded beside the network"
+}
+
+t_standalone_compressed_module() {
+	# A compressed module inside the initramfs anyway (appended by hand): the kernel refuses
+	# it (EOPNOTSUPP), rustlive decompresses it and loads it with init_module. Cut in half, it
+	# is reported as a driver that did not load, never as a missing one.
+	prepare_xz_modules
+	sa_boot standalone-compressed-module "$IMG/sa-xz+ko.img" "root=live:$URL/root.squashfs rd.rustlive.sha256=$(sha_of root.squashfs)" \
+		300 'TESTROOT: done' "$SA_NOBOOT" -netdev "user,id=n0" -device "e1000,netdev=n0,mac=$GUEST_MAC" &&
+		sa_booted &&
+		check 'rustlive.*the kernel cannot decompress modules itself \(it refused e1000\.ko\.xz: [^)]*\(os error 95\)\); rustlive decompresses them' "the kernel's refusal and the fallback" &&
+		check 'rustlive.*loaded kernel modules: e1000([^e]|$)' "e1000 loaded, decompressed by rustlive" || return 1
+	sa_boot standalone-corrupt-module "$IMG/sa-xz+badko.img" "root=live:$URL/root.squashfs" \
+		300 'rustlive failed: powering off' 'TESTROOT|Kernel panic' -netdev "user,id=n0" -device "e1000,netdev=n0,mac=$GUEST_MAC" &&
+		check 'rustlive.*network device .*PCI 8086:100e.*its driver e1000 is in this initramfs but did not load: cannot decompress module e1000 from .*e1000\.ko\.xz.*not valid xz data' "which module did not load, and why" &&
+		check_not 'has no driver in this initramfs' "a missing-driver message for a driver that is there"
+}
+# The tested documentation: docs-site-workflow, docs-standalone-sealed.
+# shellcheck source=qemu/docs.sh
+. "$(dirname "$0")/docs.sh"
+
 ALL="initramfs_cache_key happy_nm happy_networkd livenet_cmdline root_http_alias nested erofs hash_mismatch bad_cmdline bad_cmdline_shell server_late broken_transfer
 secrets_initrd secrets_cat secrets_cat_plain secrets_https no_network signature_valid signature_missing pxe no_systemd
 no_systemd_fail file_image no_systemd_file pid1_switch_root syslog_failure oci secrets_tpm secrets_tpm_other
 standalone_virtio standalone_mirrors standalone_e1000 standalone_e1000e standalone_static standalone_hash_mismatch standalone_no_nic
 standalone_no_driver standalone_no_dhcp standalone_pxe standalone_secrets_mtls standalone_tpm standalone_oci
-debian_root debian_root_pxe standalone_rig_v4 standalone_v6_slaac standalone_v6_dns standalone_dhcp6 standalone_dual_stack standalone_dual_stack_no_v6 standalone_v6_static standalone_no_ra standalone_no_dhcp6 dracut_nm_dhcp6"
+debian_root debian_root_pxe
+standalone_bond standalone_bond_no_carrier standalone_bootif standalone_ifname standalone_vlan_no_parent standalone_vlan standalone_vlan_untagged
+standalone_rig_v4 standalone_v6_slaac standalone_v6_dns standalone_dhcp6 standalone_dual_stack standalone_dual_stack_no_v6 standalone_v6_static standalone_no_ra standalone_no_dhcp6 dracut_nm_dhcp6
+standalone_xz_modules standalone_compressed_module
+docs_site_workflow docs_standalone_sealed"
 
 # shellcheck disable=SC2086 # the default list is split on whitespace
 [ $# -gt 0 ] || set -- $ALL

@@ -7,7 +7,8 @@ PKGS="musl-tools squashfs-tools erofs-utils e2fsprogs cpio curl nginx-light
 openssl minisign shellcheck util-linux qemu-system-x86 ipxe-qemu dracut dracut-live
 dracut-network network-manager busybox-static zstd kmod file xorriso time
 isc-dhcp-client iproute2 rsyslog mmdebstrap openssh-client rpm docker-registry skopeo
-swtpm swtpm-tools tpm2-tools libtss2-tcti-swtpm0 dnsmasq-base"
+swtpm swtpm-tools tpm2-tools libtss2-tcti-swtpm0 dnsmasq-base
+opentracker transmission-cli mktorrent aria2"
 
 missing=""
 for p in $PKGS; do

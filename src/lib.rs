@@ -3,7 +3,7 @@
 //!
 //! The tree says who runs what (`docs/developers/layout.md` draws it):
 //! - on the node: [`boot`] (the whole boot under one deadline, PID 1, the failure policy) and
-//!   its stages [`drivers`], [`net`], [`fetch`], [`oci`], [`root`], [`secrets`], [`tpm`];
+//!   its stages [`drivers`], [`net`], [`fetch`], [`swarm`], [`oci`], [`root`], [`secrets`], [`tpm`];
 //! - on the boot server: [`server`] (bundles, sealing, the standalone initramfs, publishing);
 //! - below both: [`config`] (the kernel command line), [`sys`] (every syscall) and
 //!   [`support`] (logging, the deadline, paths, exit codes, bounded values);
@@ -38,5 +38,6 @@ pub mod root;
 pub mod secrets;
 pub mod server;
 pub mod support;
+pub mod swarm;
 pub mod sys;
 pub mod tpm;

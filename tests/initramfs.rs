@@ -270,6 +270,100 @@ fn two_builds_give_identical_bytes() {
     }
 }
 
+/// Compresses `rel` (under the tree's modules) as `ext` the way the kernel's
+/// `modules_install` does, and renames it in modules.dep (as depmod would).
+fn compress_module(t: &Tree, rel: &str, ext: &str) {
+    use std::io::Write;
+    let k = t.root.join("modules");
+    let plain = std::fs::read(k.join(rel)).unwrap();
+    let packed = match ext {
+        "xz" => {
+            let mut o = xz2::stream::LzmaOptions::new_preset(6).unwrap();
+            o.dict_size(1 << 20);
+            let mut f = xz2::stream::Filters::new();
+            f.lzma2(&o);
+            let s = xz2::stream::Stream::new_stream_encoder(&f, xz2::stream::Check::Crc32).unwrap();
+            let mut e = xz2::write::XzEncoder::new_stream(Vec::new(), s);
+            e.write_all(&plain).unwrap();
+            e.finish().unwrap()
+        }
+        "zst" => zstd::stream::encode_all(&plain[..], 19).unwrap(),
+        _ => {
+            let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::best());
+            e.write_all(&plain).unwrap();
+            e.finish().unwrap()
+        }
+    };
+    std::fs::remove_file(k.join(rel)).unwrap();
+    write(&k.join(format!("{rel}.{ext}")), &packed);
+    let dep = std::fs::read_to_string(k.join("modules.dep")).unwrap();
+    let renamed: String = dep
+        .split_inclusive(['\n', ' ', ':'])
+        .map(|w| {
+            let word = w.trim_end_matches(['\n', ' ', ':']);
+            if word == rel {
+                format!("{rel}.{ext}{}", &w[word.len()..])
+            } else {
+                w.to_string()
+            }
+        })
+        .collect();
+    write(&k.join("modules.dep"), renamed.as_bytes());
+}
+
+#[test]
+fn compressed_modules_are_stored_decompressed_under_their_plain_names() {
+    // The same modules as the plain tree, compressed (xz, zstd and gzip, tg3 with its firmware
+    // list among them): the archive is the plain tree's, byte for byte, so modules.dep names
+    // the decompressed files, in the dependencies too.
+    let plain = tree();
+    let packed = tree();
+    for (rel, ext) in [
+        ("kernel/drivers/net/virtio_net.ko", "xz"),
+        ("kernel/drivers/virtio/virtio_ring.ko", "xz"),
+        ("kernel/drivers/virtio/virtio.ko", "zst"),
+        ("kernel/drivers/net/ethernet/broadcom/tg3.ko", "gz"),
+        ("kernel/sound/snd.ko", "xz"),
+    ] {
+        compress_module(&packed, rel, ext);
+    }
+    let dep = std::fs::read_to_string(packed.root.join("modules/modules.dep")).unwrap();
+    assert!(
+        dep.contains("virtio_net.ko.xz: kernel/drivers/virtio/virtio.ko.zst kernel/drivers/virtio/virtio_ring.ko.xz\n"),
+        "{dep}"
+    );
+    let (a, b) = (plain.root.join("a"), packed.root.join("b"));
+    let ra = build(&opts(&plain, Compress::None), &a).unwrap();
+    let rb = build(&opts(&packed, Compress::None), &b).unwrap();
+    assert_eq!(ra.decompressed, 0);
+    assert_eq!(rb.decompressed, 4, "snd is not selected");
+    assert_eq!(
+        rb.firmware,
+        ["tigon/tg3.bin"],
+        "read from the decompressed tg3"
+    );
+    assert_eq!(rb.modules, ra.modules);
+    // The plain tree's paths differ only by the temporary directory, which is not in the archive.
+    assert!(
+        std::fs::read(&a).unwrap() == std::fs::read(&b).unwrap(),
+        "the archive from the compressed tree differs from the plain tree's"
+    );
+
+    // A module that does not decompress stops the build, naming it.
+    let k = packed
+        .root
+        .join("modules/kernel/drivers/virtio/virtio_ring.ko.xz");
+    let bytes = std::fs::read(&k).unwrap();
+    std::fs::write(&k, &bytes[..bytes.len() / 2]).unwrap();
+    let e = build(&opts(&packed, Compress::None), &packed.root.join("c")).unwrap_err();
+    let msg = rustlive::support::exit::report(&e);
+    assert!(
+        msg.contains("virtio_ring.ko.xz") && msg.contains("not valid xz data"),
+        "{msg}"
+    );
+    assert!(!packed.root.join("c").exists(), "no partial output");
+}
+
 #[test]
 fn unknown_added_driver_and_dynamic_init_are_errors() {
     let t = tree();

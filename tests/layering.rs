@@ -19,7 +19,9 @@ const LAYERS: &[(&str, &[&str])] = &[
     ("configuration", &["config"]),
     (
         "node stages",
-        &["drivers", "net", "root", "fetch", "oci", "tpm", "secrets"],
+        &[
+            "drivers", "net", "root", "fetch", "swarm", "oci", "tpm", "secrets",
+        ],
     ),
     ("the boot and the boot server", &["boot", "server"]),
     ("command line", &["cli"]),
@@ -27,7 +29,8 @@ const LAYERS: &[(&str, &[&str])] = &[
 
 /// What runs on a booting node: none of it may use [`SERVER`].
 const NODE: &[&str] = &[
-    "support", "sys", "config", "drivers", "net", "root", "fetch", "oci", "tpm", "secrets", "boot",
+    "support", "sys", "config", "drivers", "net", "root", "fetch", "swarm", "oci", "tpm",
+    "secrets", "boot",
 ];
 const SERVER: &str = "server";
 

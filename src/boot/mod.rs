@@ -12,6 +12,7 @@ pub mod panic_hook;
 pub mod pid1;
 
 use crate::config::{Config, ConfigError};
+use crate::drivers::kmod::{Background, ASSEMBLY_MODULES};
 use crate::fetch;
 use crate::root::{assemble, switchroot};
 use crate::secrets::{self, Applied, NodeFacts};
@@ -155,6 +156,10 @@ fn run(
 ) -> Result<(), Error> {
     let started = Instant::now();
     set_stage(Stage::Fetch);
+    // As PID 1 nothing else loads modules. The NIC's driver goes first (in the network stage);
+    // the block and filesystem modules assembling may need load in a thread at the lowest
+    // priority meanwhile, in the time spent waiting for carrier, a lease and the image.
+    let assembly_modules = req.pid1.then(|| Background::start(ASSEMBLY_MODULES));
     if req.pid1 {
         // The standalone initramfs: drivers by modalias, then ip= or DHCP; nothing else
         // brings the NIC up or gets an address.
@@ -167,6 +172,9 @@ fn run(
     let fetch = options::fetch(cfg, &keys)?.with_deadline(deadline);
     let staged = fetch_image(cfg, req, &fetch)?;
     set_stage(Stage::Assemble);
+    if let Some(m) = assembly_modules {
+        m.wait();
+    }
     let root = assemble::assemble(&staged.path, &req.sysroot, &options::assemble(cfg))?;
     set_stage(Stage::Secrets);
     install_secrets(&options::secrets(cfg, &fetch), req, facts, deadline)?;

@@ -61,11 +61,11 @@ pub fn prepare() -> Vec<String> {
     warnings
 }
 
-/// Loads the kernel modules assembling a root needs from `/lib/modules/$(uname -r)`.
+/// Loads the kernel modules assembling a root needs from `/lib/modules/$(uname -r)`, here and
+/// now: for a stage run by hand as PID 1 (`rustlive boot` loads them beside the network
+/// instead, see [`crate::boot`]).
 pub fn load_modules() {
-    let modules = std::fs::read_to_string("/proc/sys/kernel/osrelease")
-        .map(|r| Path::new("/lib/modules").join(r.trim()));
-    match modules {
+    match crate::drivers::kmod::modules_dir() {
         Ok(dir) if dir.is_dir() => {
             if let Err(e) = crate::drivers::kmod::load(&dir, crate::drivers::kmod::ASSEMBLY_MODULES)
             {
@@ -73,7 +73,7 @@ pub fn load_modules() {
             }
         }
         Ok(dir) => log::debug!("no {}; not loading modules", dir.display()),
-        Err(e) => log::warn!("cannot read the kernel release: {e}"),
+        Err(e) => log::warn!("{}", crate::support::exit::report(&e)),
     }
 }
 

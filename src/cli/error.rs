@@ -33,6 +33,10 @@ pub enum Error {
         crate::server::initramfs::CA_DEFAULTS.join(", ")
     )]
     CaMissing(std::path::PathBuf),
+    #[error("cannot create the torrent")]
+    Torrent(#[from] crate::server::torrent::TorrentError),
+    #[error("cannot fetch from the swarm")]
+    Swarm(#[from] crate::swarm::session::SwarmError),
 }
 
 impl Error {
@@ -45,6 +49,8 @@ impl Error {
             Error::Seal(e) => e.exit_code(),
             Error::Initramfs(_) | Error::CaMissing(_) => Exit::Usage,
             Error::ImageCheck(e) => e.exit_code(),
+            Error::Torrent(_) => Exit::Usage,
+            Error::Swarm(e) => e.exit_code(),
         }
     }
 }

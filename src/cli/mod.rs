@@ -5,10 +5,12 @@ mod cmdline_help;
 mod error;
 mod node;
 mod server;
+mod torrent;
 
 pub use error::Error;
 use node::*;
 use server::*;
+use torrent::TorrentCommand;
 
 use crate::support::exit::{report, Exit};
 use crate::support::paths::Paths;
@@ -77,8 +79,9 @@ Credentials (docker config.json format): --registry-auth, else $REGISTRY_AUTH_FI
     )]
     Publish(PublishArgs),
     /// Build a standalone netboot initramfs (no dracut): rustlive as /init, the kernel
-    /// modules for the image filesystems and the usual server NICs with their dependencies and
-    /// firmware, the CA bundle and minisign keys. Deterministic: same inputs, same bytes.
+    /// modules for the image filesystems, the usual server NICs, VLANs, bonds and IPoIB with
+    /// their dependencies and firmware, the CA bundle and minisign keys. Deterministic: same
+    /// inputs, same bytes.
     Initramfs(Box<InitramfsArgs>),
     /// The node's TPM: `tpm ek` prints its endorsement key for enrollment.
     #[command(subcommand)]
@@ -87,6 +90,10 @@ Credentials (docker config.json format): --registry-auth, else $REGISTRY_AUTH_FI
     /// a munge key.
     #[command(subcommand)]
     Image(ImageCommand),
+    /// On the boot server: `torrent create` writes a .torrent for an image (nodes and any
+    /// BitTorrent client share it: `rustlive fetch torrent://…`); `torrent show` reads one.
+    #[command(subcommand)]
+    Torrent(TorrentCommand),
 }
 
 #[derive(Debug, Args)]
@@ -152,7 +159,10 @@ pub fn main() -> ExitCode {
         for w in early_warnings {
             log::warn!("{w}");
         }
-        crate::boot::pid1::load_modules();
+        // `rustlive boot` loads them itself, after the NIC's driver (crate::boot::run).
+        if !matches!(cli.command, Command::Boot(_)) {
+            crate::boot::pid1::load_modules();
+        }
     }
     let result = match cli.command {
         // boot reports its own errors: it must do so before its failure policy reboots.
@@ -174,6 +184,7 @@ pub fn main() -> ExitCode {
         Command::Bundle(a) => bundle(&a),
         Command::Initramfs(a) => initramfs(&a),
         Command::Image(c) => image(&c),
+        Command::Torrent(c) => torrent::torrent(&c),
         Command::Tpm(TpmCommand::Ek(a)) => {
             crate::secrets::enroll::ek_command(a.json, &Paths::system()).map_err(Error::from)
         }

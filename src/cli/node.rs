@@ -122,7 +122,10 @@ pub struct FetchArgs {
     #[arg(short, long, value_name = "FILE")]
     pub output: std::path::PathBuf,
     /// Mirrors of the same file, tried in order and rotated on failure (http, https, file;
-    /// or oci://HOST[:PORT]/REPO[:TAG|@sha256:HEX] and oci+http:// registry mirrors).
+    /// or oci://HOST[:PORT]/REPO[:TAG|@sha256:HEX] and oci+http:// registry mirrors). Or one
+    /// torrent source, torrent://HOST[:PORT]/PATH.torrent (fetched over http; a plain-http
+    /// torrent needs --sha256, --sha256sums or a key) or torrent+https://…, with the other
+    /// URLs as its web seeds: pieces from peers, each SHA-1-checked, and from the mirrors.
     #[arg(required = true, value_name = "URL", value_parser = fetchable_url)]
     pub urls: Vec<reqwest::Url>,
     /// Expected SHA-256 (64 hex digits).
@@ -178,10 +181,15 @@ pub struct FetchArgs {
     /// machine's MAC toward the first mirror, DMI product_uuid, or host name).
     #[arg(long, value_name = "ID")]
     pub node_id: Option<String>,
+    #[command(flatten)]
+    pub swarm: super::torrent::SwarmArgs,
 }
 
 fn fetchable_url(s: &str) -> Result<reqwest::Url, String> {
-    crate::config::parse_image_url(s)
+    match reqwest::Url::parse(s) {
+        Ok(u) if crate::swarm::session::torrent_http_url(&u).is_some() => Ok(u),
+        _ => crate::config::parse_image_url(s),
+    }
 }
 
 fn proxy_url(s: &str) -> Result<reqwest::Url, String> {
@@ -214,6 +222,9 @@ pub(super) fn fetch(a: &FetchArgs) -> Result<(), Error> {
         verify_required: a.require_verified,
         ..FetchOptions::default()
     };
+    if a.urls.iter().any(super::torrent::is_torrent) {
+        return super::torrent::fetch(&a.urls, &a.output, &a.swarm, &opts);
+    }
     use crate::fetch::mirrors::{self, MirrorPolicy, NodeId};
     let node = match &a.node_id {
         Some(id) => Some(NodeId::given(id)),

@@ -146,7 +146,8 @@ pub struct InitramfsArgs {
     /// Kernel version (default: the running kernel's).
     #[arg(long, value_name = "KVER")]
     pub kver: Option<String>,
-    /// The kernel's modules directory, lib/modules/KVER (default /lib/modules/KVER).
+    /// The kernel's modules directory, lib/modules/KVER (default /lib/modules/KVER). Modules
+    /// compressed there (.ko.xz, .ko.zst, .ko.gz) are stored decompressed, as dracut does.
     #[arg(long, value_name = "DIR")]
     pub kmoddir: Option<std::path::PathBuf>,
     /// Extra kernel modules (comma-separated, repeatable), with their dependencies.

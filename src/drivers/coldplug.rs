@@ -8,6 +8,7 @@
 /// node reads it, so the name lives on the node's side.
 pub const NET_HINTS_FILE: &str = "modules.alias.rustlive-net";
 
+use crate::drivers::kmod::Failure;
 use crate::drivers::modalias::{self, AliasTable};
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
@@ -24,16 +25,26 @@ pub struct Unclaimed {
     pub modalias: String,
     /// The kernel's module for it, from the aliases of the NIC drivers left out at build time.
     pub module: Option<String>,
+    /// Its driver is in the initramfs but did not load: which and why (then `module` is
+    /// not looked at).
+    pub failed: Option<Failure>,
 }
 
 impl std::fmt::Display for Unclaimed {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let pci = self.pci_id.as_deref().unwrap_or("?");
+        if let Some(failed) = &self.failed {
+            // Not "no driver": the driver is here and the kernel said why it did not load.
+            return write!(
+                f,
+                "network device {} (PCI {pci}, modalias {}): its driver {} is in this initramfs but did not load: {}",
+                self.device, self.modalias, failed.requested, failed.reason
+            );
+        }
         write!(
             f,
-            "network device {} (PCI {}, modalias {}) has no driver in this initramfs",
-            self.device,
-            self.pci_id.as_deref().unwrap_or("?"),
-            self.modalias
+            "network device {} (PCI {pci}, modalias {}) has no driver in this initramfs",
+            self.device, self.modalias
         )?;
         match &self.module {
             Some(m) => write!(
@@ -90,8 +101,14 @@ pub fn plan(
     out
 }
 
-/// PCI network controllers (class 0x02xxxx) under `sys` with no bound driver.
-pub fn unclaimed_nics(sys: &Path, hints: &AliasTable) -> Vec<Unclaimed> {
+/// PCI network controllers (class 0x02xxxx) under `sys` with no bound driver; for each, the
+/// failure of a module of `table` that matches it, if one is in `failed`.
+pub fn unclaimed_nics(
+    sys: &Path,
+    hints: &AliasTable,
+    table: &AliasTable,
+    failed: &[Failure],
+) -> Vec<Unclaimed> {
     let mut out = Vec::new();
     let Ok(devs) = std::fs::read_dir(sys.join("bus/pci/devices")) else {
         return out;
@@ -107,7 +124,12 @@ pub fn unclaimed_nics(sys: &Path, hints: &AliasTable) -> Vec<Unclaimed> {
             .unwrap_or_default()
             .trim()
             .to_string();
+        let failed = table
+            .modules_for(&modalias)
+            .into_iter()
+            .find_map(|m| failed.iter().find(|f| f.requested == m).cloned());
         out.push(Unclaimed {
+            failed,
             device: d
                 .file_name()
                 .map(|n| n.to_string_lossy().into_owned())
@@ -124,6 +146,8 @@ pub fn unclaimed_nics(sys: &Path, hints: &AliasTable) -> Vec<Unclaimed> {
 #[derive(Debug, Default)]
 pub struct Report {
     pub loaded: Vec<String>,
+    /// Modules that are in the initramfs but did not load.
+    pub failed: Vec<Failure>,
     pub unclaimed: Vec<Unclaimed>,
 }
 
@@ -132,11 +156,13 @@ pub struct Report {
 pub fn load_drivers(extra: &[String], blacklist: &[String]) -> Report {
     let mut report = Report::default();
     let sys = Path::new("/sys");
-    let Ok(release) = std::fs::read_to_string("/proc/sys/kernel/osrelease") else {
-        log::warn!("cannot read the kernel release; not loading drivers");
-        return report;
+    let dir = match crate::drivers::kmod::modules_dir() {
+        Ok(dir) => dir,
+        Err(e) => {
+            log::warn!("{}; not loading drivers", crate::support::exit::report(&e));
+            return report;
+        }
     };
-    let dir = Path::new("/lib/modules").join(release.trim());
     let table =
         AliasTable::parse(&std::fs::read_to_string(dir.join("modules.alias")).unwrap_or_default());
     let hints =
@@ -174,14 +200,17 @@ pub fn load_drivers(extra: &[String], blacklist: &[String]) -> Report {
             todo.join(", ")
         );
         let names: Vec<&str> = todo.iter().map(String::as_str).collect();
-        if let Err(e) = crate::drivers::kmod::load(&dir, &names) {
-            log::warn!("{}", crate::support::exit::report(&e));
-            break;
+        match crate::drivers::kmod::load(&dir, &names) {
+            Ok(done) => report.failed.extend(done.failed),
+            Err(e) => {
+                log::warn!("{}", crate::support::exit::report(&e));
+                break;
+            }
         }
         tried.extend(todo.iter().cloned());
         report.loaded.extend(todo);
     }
-    report.unclaimed = unclaimed_nics(sys, &hints);
+    report.unclaimed = unclaimed_nics(sys, &hints, &table, &report.failed);
     report
 }
 
@@ -247,14 +276,42 @@ mod tests {
         let all = modaliases(sys);
         assert_eq!(all.len(), 4);
         let hints = AliasTable::parse("alias pci:v00008086d0000100Esv*sd*bc*sc*i* e1000\n");
-        let u = unclaimed_nics(sys, &hints);
+        let none = AliasTable::default();
+        let u = unclaimed_nics(sys, &hints, &none, &[]);
         assert_eq!(u.len(), 1, "{u:?}");
         assert_eq!(u[0].device, "0000:00:03.0");
         assert_eq!(u[0].pci_id.as_deref(), Some("8086:100e"));
         let msg = u[0].to_string();
         assert!(msg.contains("8086:100e") && msg.contains(e1000), "{msg}");
         assert!(msg.contains("--add-drivers e1000"), "{msg}");
-        let none = unclaimed_nics(sys, &AliasTable::default());
-        assert!(none[0].to_string().contains("--add-drivers MODULE"));
+        let no_hint = unclaimed_nics(sys, &none, &none, &[]);
+        assert!(no_hint[0].to_string().contains("--add-drivers MODULE"));
+        // The driver is there but did not load: said as that, never as a missing driver.
+        let failed = [Failure {
+            requested: "e1000".into(),
+            reason: "cannot load module e1000 from /lib/modules/k/e1000.ko.xz: Operation not supported (os error 95)".into(),
+        }];
+        let table = AliasTable::parse(FIXTURE);
+        let u = unclaimed_nics(sys, &hints, &table, &failed);
+        let msg = u[0].to_string();
+        assert_eq!(u[0].failed.as_ref(), failed.first());
+        assert!(
+            msg.contains("its driver e1000 is in this initramfs but did not load")
+                && msg.contains("e1000.ko.xz: Operation not supported (os error 95)")
+                && msg.contains("8086:100e"),
+            "{msg}"
+        );
+        assert!(
+            !msg.contains("has no driver") && !msg.contains("--add-drivers"),
+            "{msg}"
+        );
+        // Another module's failure is not this device's.
+        let other = [Failure {
+            requested: "igb".into(),
+            reason: "x".into(),
+        }];
+        assert!(unclaimed_nics(sys, &hints, &table, &other)[0]
+            .failed
+            .is_none());
     }
 }

@@ -1,9 +1,14 @@
 //! Loading kernel modules without modprobe, for when rustlive is PID 1 and nothing (udev,
 //! systemd, a shell) loads the drivers it needs: modules.dep gives each module's file and its
-//! dependencies; `finit_module(2)` loads them, dependencies first.
+//! dependencies; `finit_module(2)` loads them, dependencies first. A compressed module the
+//! kernel refuses (no in-kernel decompression: before 5.17, or built without
+//! `CONFIG_MODULE_DECOMPRESS`) is decompressed here and loaded with `init_module(2)`.
 
+use crate::drivers::compressed::{self, Compression, DecompressError};
 use std::collections::{HashMap, HashSet};
+use std::io::Read;
 use std::path::{Path, PathBuf};
+use std::time::Instant;
 
 /// The modules assembling a root may need: loop devices, the image filesystems, overlayfs.
 pub const ASSEMBLY_MODULES: &[&str] = &["loop", "squashfs", "erofs", "ext4", "isofs", "overlay"];
@@ -25,6 +30,39 @@ pub enum KmodError {
         #[source]
         source: crate::sys::Errno,
     },
+    #[error("cannot decompress module {name} from {path}, which the kernel refused compressed")]
+    Decompress {
+        name: String,
+        path: PathBuf,
+        #[source]
+        source: DecompressError,
+    },
+    #[error("cannot load module {name} from {path}, decompressed by rustlive since the kernel refused it compressed")]
+    LoadDecompressed {
+        name: String,
+        path: PathBuf,
+        #[source]
+        source: crate::sys::Errno,
+    },
+}
+
+/// A module that was asked for and did not load, with the reason (the module that failed may
+/// be one of its dependencies).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Failure {
+    /// The name asked for (`e1000`).
+    pub requested: String,
+    /// Why, in one line: which module file, which error.
+    pub reason: String,
+}
+
+/// What [`load`] did.
+#[derive(Debug, Default)]
+pub struct Loaded {
+    /// Modules loaded, dependencies included, in load order.
+    pub loaded: Vec<String>,
+    /// Modules asked for that this kernel has and the initramfs holds, but that did not load.
+    pub failed: Vec<Failure>,
 }
 
 /// The contents of `modules.dep`: module name → (file, dependency files), paths relative to
@@ -144,6 +182,9 @@ struct Loader<'a> {
     done: HashSet<String>,
     /// In load order, for one summary line (kmsg rate-limits a line per module).
     loaded: Vec<String>,
+    /// Cleared by the first compressed module the kernel refuses and rustlive then loads
+    /// decompressed: the later ones skip the kernel's attempt.
+    kernel_decompresses: bool,
 }
 
 impl Loader<'_> {
@@ -165,7 +206,7 @@ impl Loader<'_> {
                 continue;
             }
             self.soft_pre(&modname);
-            insert(&modname, &self.dir.join(&files))?;
+            self.insert(&modname, &self.dir.join(&files))?;
             self.done.insert(modname.clone());
             self.loaded.push(modname);
         }
@@ -199,12 +240,22 @@ impl Loader<'_> {
     }
 }
 
+/// `/lib/modules/$(uname -r)`: the running kernel's modules.
+pub fn modules_dir() -> Result<PathBuf, KmodError> {
+    let path = PathBuf::from("/proc/sys/kernel/osrelease");
+    match std::fs::read_to_string(&path) {
+        Ok(release) => Ok(Path::new("/lib/modules").join(release.trim())),
+        Err(source) => Err(KmodError::Read { path, source }),
+    }
+}
+
 /// Loads each of `names` (with dependencies) that is neither built in nor loaded yet, from
 /// `modules_dir` (`/lib/modules/$(uname -r)`). Each module is tried on its own: one that this
 /// kernel or initramfs lacks is logged, not fatal (not every initramfs ships every
-/// filesystem), and the stage that needs it reports the missing feature. Only an unreadable
+/// filesystem), and the stage that needs it reports the missing feature; one that is there but
+/// does not load is logged as a warning and returned in [`Loaded::failed`]. Only an unreadable
 /// modules.dep is an error.
-pub fn load(modules_dir: &Path, names: &[&str]) -> Result<(), KmodError> {
+pub fn load(modules_dir: &Path, names: &[&str]) -> Result<Loaded, KmodError> {
     let read = |rel: &str| {
         let path = modules_dir.join(rel);
         std::fs::read_to_string(&path).map_err(|source| KmodError::Read { path, source })
@@ -218,7 +269,9 @@ pub fn load(modules_dir: &Path, names: &[&str]) -> Result<(), KmodError> {
         aliases: parse_aliases(&optional("modules.alias")),
         done: HashSet::new(),
         loaded: Vec::new(),
+        kernel_decompresses: true,
     };
+    let mut failed = Vec::new();
     for name in names {
         match loader.load(name) {
             Ok(()) => {}
@@ -228,37 +281,178 @@ pub fn load(modules_dir: &Path, names: &[&str]) -> Result<(), KmodError> {
             {
                 log::debug!("module {name} is not in this initramfs");
             }
-            Err(e) => log::warn!("{}", crate::support::exit::report(&e)),
+            Err(e) => {
+                let reason = crate::support::exit::report(&e);
+                log::warn!("{reason}");
+                failed.push(Failure {
+                    requested: name.replace('-', "_"),
+                    reason,
+                });
+            }
         }
     }
     if !loader.loaded.is_empty() {
         log::info!("loaded kernel modules: {}", loader.loaded.join(", "));
     }
-    Ok(())
+    Ok(Loaded {
+        loaded: loader.loaded,
+        failed,
+    })
 }
 
-fn insert(name: &str, path: &Path) -> Result<(), KmodError> {
-    let f = std::fs::File::open(path).map_err(|source| KmodError::Read {
-        path: path.to_owned(),
-        source,
-    })?;
-    let compressed = path
-        .extension()
-        .is_some_and(|e| e == "xz" || e == "zst" || e == "gz");
-    // The kernel decompresses `.ko.xz`/`.ko.zst`/`.ko.gz` itself.
-    match crate::sys::module::load(&f, compressed) {
-        Ok(()) => {
-            log::debug!("loaded kernel module {name}");
-            Ok(())
+/// Modules loading in a thread of their own while the boot goes on (the block and filesystem
+/// modules, beside the network's bring-up); [`Background::wait`] before they are needed.
+#[derive(Debug)]
+pub struct Background {
+    thread: Option<std::thread::JoinHandle<()>>,
+    names: &'static [&'static str],
+    started: Instant,
+}
+
+impl Background {
+    /// Starts loading `names` (as [`load`]) from the running kernel's modules. The thread runs
+    /// at the lowest CPU priority: on a one-CPU node it takes the time the boot spends waiting
+    /// (for carrier, a DHCP answer, the image's bytes), not the time the NIC's driver needs.
+    pub fn start(names: &'static [&'static str]) -> Background {
+        let spawned = std::thread::Builder::new()
+            .name("modules".into())
+            .spawn(move || {
+                if let Err(e) = crate::sys::process::lower_thread_priority() {
+                    log::debug!("cannot lower the module loader's priority: {e}");
+                }
+                match modules_dir() {
+                    Ok(dir) if dir.is_dir() => {
+                        if let Err(e) = load(&dir, names) {
+                            log::warn!("{}", crate::support::exit::report(&e));
+                        }
+                    }
+                    Ok(dir) => log::debug!("no {}; not loading modules", dir.display()),
+                    Err(e) => log::warn!("{}", crate::support::exit::report(&e)),
+                }
+            });
+        let thread = match spawned {
+            Ok(t) => Some(t),
+            Err(e) => {
+                log::warn!(
+                    "cannot start a thread for the filesystem modules ({e}); they load when needed"
+                );
+                None
+            }
+        };
+        Background {
+            thread,
+            names,
+            started: Instant::now(),
         }
-        // Loaded meanwhile (or built in under another name): what we wanted.
-        Err(crate::sys::Errno::EXIST) => Ok(()),
-        Err(source) => Err(KmodError::Load {
+    }
+
+    /// Waits until the modules are loaded (or failed: the stage that needs one reports what
+    /// it lacks). When the thread could not start, loads them here.
+    pub fn wait(self) {
+        match self.thread {
+            Some(t) => {
+                if t.join().is_err() {
+                    log::warn!("the module loader thread panicked");
+                }
+                log::debug!(
+                    "modules loaded beside the network in {:.1} s",
+                    self.started.elapsed().as_secs_f64()
+                );
+            }
+            None => match modules_dir().and_then(|dir| load(&dir, self.names)) {
+                Ok(_) => {}
+                Err(e) => log::warn!("{}", crate::support::exit::report(&e)),
+            },
+        }
+    }
+}
+
+/// At most this many bytes of a compressed module are read (its decompressed image is
+/// capped the same way).
+const MAX_COMPRESSED_BYTES: u64 = compressed::MAX_MODULE_BYTES;
+
+impl Loader<'_> {
+    /// Loads one module file: `finit_module`, asking the kernel to decompress a compressed
+    /// one; when it cannot, rustlive decompresses and uses `init_module`.
+    fn insert(&mut self, name: &str, path: &Path) -> Result<(), KmodError> {
+        let f = std::fs::File::open(path).map_err(|source| KmodError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        let loaded = |how: Result<(), crate::sys::Errno>| match how {
+            // Loaded meanwhile (or built in under another name): what we wanted.
+            Ok(()) | Err(crate::sys::Errno::EXIST) => {
+                log::debug!("loaded kernel module {name}");
+                Ok(())
+            }
+            Err(e) => Err(e),
+        };
+        let load_error = |source| KmodError::Load {
             name: name.to_string(),
             path: path.to_owned(),
             source,
-        }),
+        };
+        let Some(c) = path.to_str().and_then(Compression::of) else {
+            return loaded(crate::sys::module::load(&f, false)).map_err(load_error);
+        };
+        let refused = if self.kernel_decompresses {
+            match loaded(crate::sys::module::load(&f, true)) {
+                Ok(_) => return Ok(()),
+                Err(e @ (crate::sys::Errno::OPNOTSUPP | crate::sys::Errno::INVAL)) => Some(e),
+                Err(source) => return Err(load_error(source)),
+            }
+        } else {
+            None
+        };
+        let image = read_decompressed(f, c).map_err(|e| match e {
+            Unpacked::Read(source) => KmodError::Read {
+                path: path.to_owned(),
+                source,
+            },
+            Unpacked::Decompress(source) => KmodError::Decompress {
+                name: name.to_string(),
+                path: path.to_owned(),
+                source,
+            },
+        })?;
+        match crate::sys::module::load_image(&image) {
+            Ok(()) | Err(crate::sys::Errno::EXIST) => {}
+            Err(source) => {
+                return Err(KmodError::LoadDecompressed {
+                    name: name.to_string(),
+                    path: path.to_owned(),
+                    source,
+                })
+            }
+        }
+        if let Some(e) = refused {
+            log::info!(
+                "the kernel cannot decompress modules itself (it refused {name}.ko.{c}: {e}); rustlive decompresses them"
+            );
+            self.kernel_decompresses = false;
+        }
+        log::debug!("loaded kernel module {name} (decompressed by rustlive)");
+        Ok(())
     }
+}
+
+enum Unpacked {
+    Read(std::io::Error),
+    Decompress(DecompressError),
+}
+
+/// The ELF image of the compressed module in `f`, both sizes bounded.
+fn read_decompressed(f: std::fs::File, c: Compression) -> Result<Vec<u8>, Unpacked> {
+    let mut packed = Vec::new();
+    f.take(MAX_COMPRESSED_BYTES.saturating_add(1))
+        .read_to_end(&mut packed)
+        .map_err(Unpacked::Read)?;
+    if u64::try_from(packed.len()).unwrap_or(u64::MAX) > MAX_COMPRESSED_BYTES {
+        return Err(Unpacked::Decompress(DecompressError::TooLarge {
+            limit: MAX_COMPRESSED_BYTES,
+        }));
+    }
+    compressed::decompress(c, &packed, compressed::MAX_MODULE_BYTES).map_err(Unpacked::Decompress)
 }
 
 #[cfg(test)]

@@ -543,8 +543,9 @@ pub(crate) fn fetch_small(
 }
 
 /// Resolves what the image must match: the pinned hash, the checksum list's line, the
-/// signature (required when keys are installed).
-fn expectations(urls: &[Url], opts: &FetchOptions) -> Result<Expected, FetchError> {
+/// signature (required when keys are installed). Also what a swarm download (`swarm`) checks
+/// its assembled file against.
+pub fn expectations(urls: &[Url], opts: &FetchOptions) -> Result<Expected, FetchError> {
     let mut exp = Expected::default();
     if let Some(h) = opts.sha256 {
         exp.sha256.push(h);
@@ -628,7 +629,8 @@ pub fn minisig_url(u: &Url) -> Url {
     s
 }
 
-fn part_path(dest: &Path) -> PathBuf {
+/// `DEST.part`, where the bytes land until they verify.
+pub fn part_path(dest: &Path) -> PathBuf {
     let mut s = dest.as_os_str().to_owned();
     s.push(".part");
     PathBuf::from(s)

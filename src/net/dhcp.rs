@@ -6,13 +6,113 @@
 //! server's replies are broadcast and the kernel delivers them to that socket even though the
 //! interface has no address yet. Retransmissions follow RFC 2131 §4.1 (4 s doubling to 64 s,
 //! randomized by ±1 s), bounded by the caller's [`Deadline`].
+//!
+//! Over IPoIB (RFC 4390) the link-layer address (20 bytes) does not fit `chaddr`: the client
+//! sends `htype` 32, `hlen` 0 and an empty `chaddr`, always sets the broadcast flag (the server
+//! cannot unicast to an address it does not know), and identifies itself by the client
+//! identifier alone ([`ipoib_client_id`]).
 
 use crate::support::deadline::Deadline;
-use dhcproto::v4::{self, DhcpOption, Flags, HType, Message, MessageType, Opcode, OptionCode};
+use dhcproto::v4::{self, DhcpOption, Flags, Message, MessageType, Opcode, OptionCode};
 use dhcproto::{Decodable, Decoder, Encodable};
 use serde::Serialize;
 use std::net::Ipv4Addr;
 use std::time::{Duration, Instant};
+
+/// The link-layer address a client runs over.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Hw {
+    Ether([u8; 6]),
+    /// IPoIB: flags and queue pair number (4 bytes), then the port GID (16 bytes), whose last
+    /// 8 bytes are the port GUID.
+    Infiniband([u8; 20]),
+}
+
+impl From<[u8; 6]> for Hw {
+    fn from(mac: [u8; 6]) -> Hw {
+        Hw::Ether(mac)
+    }
+}
+
+impl Hw {
+    /// From the bytes of `/sys/class/net/IFACE/address`: 6 (Ethernet) or 20 (IPoIB).
+    pub fn from_bytes(b: &[u8]) -> Option<Hw> {
+        if let Ok(m) = <[u8; 6]>::try_from(b) {
+            return Some(Hw::Ether(m));
+        }
+        <[u8; 20]>::try_from(b).ok().map(Hw::Infiniband)
+    }
+
+    pub fn bytes(&self) -> &[u8] {
+        match self {
+            Hw::Ether(m) => m,
+            Hw::Infiniband(a) => a,
+        }
+    }
+
+    /// The Ethernet MAC, which IPoIB has none of.
+    pub fn mac(&self) -> Option<[u8; 6]> {
+        match self {
+            Hw::Ether(m) => Some(*m),
+            Hw::Infiniband(_) => None,
+        }
+    }
+
+    /// The IPoIB port GUID: the last 8 bytes of the address.
+    pub fn guid(&self) -> Option<[u8; 8]> {
+        match self {
+            Hw::Ether(_) => None,
+            Hw::Infiniband(a) => a.get(12..).and_then(|g| <[u8; 8]>::try_from(g).ok()),
+        }
+    }
+
+    /// The DHCP `htype`: 1 (Ethernet) or 32 (InfiniBand, RFC 4390).
+    fn htype(&self) -> u8 {
+        match self {
+            Hw::Ether(_) => 1,
+            Hw::Infiniband(_) => 32,
+        }
+    }
+
+    /// The client identifier (option 61): type 1 and the MAC on Ethernet (what the node sent
+    /// before, so existing reservations stay valid), [`ipoib_client_id`] on IPoIB.
+    pub fn client_id(&self) -> Vec<u8> {
+        match self {
+            Hw::Ether(m) => {
+                let mut id = vec![1u8];
+                id.extend_from_slice(m);
+                id
+            }
+            Hw::Infiniband(_) => ipoib_client_id(&self.guid().unwrap_or_default()),
+        }
+    }
+}
+
+impl std::fmt::Display for Hw {
+    /// `52:54:00:12:34:56`, or the 20 bytes of an IPoIB address the same way (`ip link`'s form).
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let hex: Vec<String> = self.bytes().iter().map(|b| format!("{b:02x}")).collect();
+        f.write_str(&hex.join(":"))
+    }
+}
+
+/// The IPoIB client identifier of the port with GUID `guid` (RFC 4390 §2.1: type 255, then an
+/// IAID and a DUID as RFC 4361 describes). The IAID is 0 and the DUID is a DUID-EN of
+/// enterprise 713 (0x2c9, Mellanox) whose identifier is a zero byte and the port GUID: the
+/// identifier RHEL's network scripts, NetworkManager and dnsmasq's documented examples have used
+/// for a decade (`ff:00:00:00:00:00:02:00:00:02:c9:00:` and the GUID), so the reservations a
+/// site already keys on it keep working. It depends only on the port, not on the queue pair
+/// number, which changes from boot to boot.
+pub fn ipoib_client_id(guid: &[u8; 8]) -> Vec<u8> {
+    let mut id = Vec::with_capacity(20);
+    id.push(0xff); // RFC 4361: the IAID and DUID follow
+    id.extend_from_slice(&[0, 0, 0, 0]); // IAID
+    id.extend_from_slice(&[0, 2]); // DUID-EN
+    id.extend_from_slice(&713u32.to_be_bytes()); // enterprise number
+    id.push(0);
+    id.extend_from_slice(guid);
+    id
+}
 
 /// What a lease gives the node.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -73,17 +173,17 @@ pub enum Outcome {
 #[derive(Debug, Clone)]
 pub struct Client {
     pub iface: String,
-    mac: [u8; 6],
+    hw: Hw,
     xid: u32,
     state: State,
     started: Instant,
 }
 
 impl Client {
-    pub fn new(iface: &str, mac: [u8; 6], xid: u32, now: Instant) -> Client {
+    pub fn new(iface: &str, hw: impl Into<Hw>, xid: u32, now: Instant) -> Client {
         Client {
             iface: iface.to_string(),
-            mac,
+            hw: hw.into(),
             xid,
             state: State::Selecting,
             started: now,
@@ -100,20 +200,19 @@ impl Client {
 
     /// The message to (re)send in the current state: DISCOVER or REQUEST.
     pub fn packet(&self, now: Instant) -> Vec<u8> {
-        let Some(mut m) = blank(1, self.xid, &self.mac) else {
+        let Some(mut m) = blank(1, self.xid, &self.hw) else {
             return Vec::new();
         };
+        // Broadcast replies: the interface has no address yet (and over IPoIB the server could
+        // not address a unicast reply anyway, RFC 4390 §2.2).
         m.set_opcode(Opcode::BootRequest)
-            .set_htype(HType::Eth)
             .set_flags(Flags::default().set_broadcast())
             .set_secs(
                 u16::try_from(now.saturating_duration_since(self.started).as_secs())
                     .unwrap_or(u16::MAX),
             );
         let o = m.opts_mut();
-        let mut client_id = vec![1u8];
-        client_id.extend_from_slice(&self.mac);
-        o.insert(DhcpOption::ClientIdentifier(client_id));
+        o.insert(DhcpOption::ClientIdentifier(self.hw.client_id()));
         o.insert(DhcpOption::ParameterRequestList(REQUESTED.to_vec()));
         o.insert(DhcpOption::MaxMessageSize(1500));
         match &self.state {
@@ -146,9 +245,15 @@ impl Client {
     pub fn handle(&mut self, bytes: &[u8], new_xid: u32) -> Outcome {
         // Checked on the raw bytes first: dhcproto slices chaddr by the message's own hlen
         // and panics when it exceeds 16, so nothing with another hlen reaches the decoder.
-        let head_ok = bytes.get(0..3) == Some(&[2, 1, 6][..])
-            && bytes.get(4..8) == Some(&self.xid.to_be_bytes()[..])
-            && bytes.get(28..34) == Some(&self.mac[..]);
+        let head_ok = bytes.get(4..8) == Some(&self.xid.to_be_bytes()[..])
+            && match &self.hw {
+                Hw::Ether(mac) => {
+                    bytes.get(0..3) == Some(&[2, 1, 6][..]) && bytes.get(28..34) == Some(&mac[..])
+                }
+                // RFC 4390 §2.2: the server answers with htype 32 and hlen 0; nothing in chaddr
+                // to compare, the transaction id and the client identifier tell.
+                Hw::Infiniband(_) => bytes.get(0..3) == Some(&[2, 32, 0][..]),
+            };
         if !head_ok {
             return if bytes.len() < 240 && bytes.first() == Some(&2) {
                 Outcome::Rejected(format!("malformed DHCP message ({} bytes)", bytes.len()))
@@ -163,9 +268,19 @@ impl Client {
         };
         if msg.opcode() != Opcode::BootReply
             || msg.xid() != self.xid
-            || msg.chaddr().get(..6) != Some(&self.mac[..])
+            || self
+                .hw
+                .mac()
+                .is_some_and(|mac| msg.chaddr().get(..6) != Some(&mac[..]))
         {
             return Outcome::NotOurs;
+        }
+        // A server that echoes the client identifier (RFC 6842) names whose reply this is.
+        if let Some(DhcpOption::ClientIdentifier(id)) = msg.opts().get(OptionCode::ClientIdentifier)
+        {
+            if *id != self.hw.client_id() {
+                return Outcome::NotOurs;
+            }
         }
         let kind = msg.opts().msg_type();
         match (&self.state, kind) {
@@ -216,13 +331,19 @@ impl Client {
 /// `rand`'s OS-seeded generator, and that blocks in getrandom(2) until the kernel's CRNG is
 /// initialised: seconds, early in a boot, on a machine with little entropy (measured: 3 s
 /// under QEMU TCG).
-fn blank(op: u8, xid: u32, mac: &[u8; 6]) -> Option<Message> {
+fn blank(op: u8, xid: u32, hw: &Hw) -> Option<Message> {
+    // IPoIB: hlen 0 and chaddr empty (RFC 4390 §2.1), the address does not fit.
+    let mac = hw.mac();
+    let chaddr: &[u8] = match &mac {
+        Some(m) => m,
+        None => &[],
+    };
     let mut b = Vec::with_capacity(241);
-    b.extend_from_slice(&[op, 1, 6, 0]); // op, htype Ethernet, hlen 6, hops
+    b.extend_from_slice(&[op, hw.htype(), u8::try_from(chaddr.len()).ok()?, 0]); // op, htype, hlen, hops
     b.extend_from_slice(&xid.to_be_bytes()); // 4..8
     b.extend_from_slice(&[0u8; 20]); // secs, flags, ciaddr, yiaddr, siaddr, giaddr
-    b.extend_from_slice(mac); // chaddr 28..34
-    b.extend_from_slice(&[0u8; 202]); // chaddr padding, sname, file
+    b.extend_from_slice(chaddr); // chaddr from 28
+    b.resize(236, 0); // chaddr padding, sname, file
     b.extend_from_slice(&[99, 130, 83, 99]); // magic cookie 236..240
     b.push(255);
     Message::decode(&mut Decoder::new(&b)).ok()
@@ -273,6 +394,8 @@ fn option_length_ok(code: u8, len: usize) -> bool {
         12 | 15 | 56 | 121 => len >= 1,
         26 => len == 2,
         53 => len == 1,
+        // client identifier, when the server echoes it (RFC 6842)
+        61 => len >= 2,
         _ => false,
     }
 }
@@ -454,7 +577,7 @@ pub fn backoff(n: u32, jitter_ms: u64) -> Duration {
 #[derive(Debug, Clone)]
 pub struct Candidate {
     pub name: String,
-    pub mac: [u8; 6],
+    pub hw: Hw,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -503,7 +626,7 @@ pub fn acquire(cands: &[Candidate], deadline: &Deadline) -> Result<Lease, DhcpEr
         // Non-blocking: the poll below says when there is something to read.
         let _ = sock.set_nonblocking(true);
         runs.push(Run {
-            client: Client::new(&c.name, c.mac, rng.next_u32(), start),
+            client: Client::new(&c.name, c.hw, rng.next_u32(), start),
             sock,
             next: start,
             attempt: 0,
@@ -586,12 +709,12 @@ pub fn acquire(cands: &[Candidate], deadline: &Deadline) -> Result<Lease, DhcpEr
 /// Encodes a server reply; for tests and the recorded-reply fixtures.
 pub fn encode_reply(
     xid: u32,
-    mac: &[u8; 6],
+    hw: impl Into<Hw>,
     yiaddr: Ipv4Addr,
     kind: MessageType,
     opts: Vec<DhcpOption>,
 ) -> Vec<u8> {
-    let Some(mut m) = blank(2, xid, mac) else {
+    let Some(mut m) = blank(2, xid, &hw.into()) else {
         return Vec::new();
     };
     m.set_yiaddr(yiaddr);
@@ -647,7 +770,7 @@ mod tests {
             }
             o => panic!("no parameter request list: {o:?}"),
         }
-        let offer = encode_reply(c.xid(), &MAC, ADDR, MessageType::Offer, slirp_opts());
+        let offer = encode_reply(c.xid(), MAC, ADDR, MessageType::Offer, slirp_opts());
         assert_eq!(c.handle(&offer, 1), Outcome::Requesting);
         let r = decode(&c.packet(Instant::now()));
         assert_eq!(r.opts().msg_type(), Some(MessageType::Request));
@@ -661,7 +784,7 @@ mod tests {
         );
         // A second offer while requesting is not ours to act on.
         assert_eq!(c.handle(&offer, 1), Outcome::NotOurs);
-        let ack = encode_reply(c.xid(), &MAC, ADDR, MessageType::Ack, slirp_opts());
+        let ack = encode_reply(c.xid(), MAC, ADDR, MessageType::Ack, slirp_opts());
         let Outcome::Bound(l) = c.handle(&ack, 1) else {
             panic!("not bound")
         };
@@ -674,11 +797,11 @@ mod tests {
     #[test]
     fn nak_starts_over_with_a_new_transaction() {
         let mut c = client();
-        let offer = encode_reply(c.xid(), &MAC, ADDR, MessageType::Offer, slirp_opts());
+        let offer = encode_reply(c.xid(), MAC, ADDR, MessageType::Offer, slirp_opts());
         c.handle(&offer, 7);
         let mut opts = vec![DhcpOption::ServerIdentifier(SERVER)];
         opts.push(DhcpOption::Message("address in use\n".into()));
-        let nak = encode_reply(c.xid(), &MAC, Ipv4Addr::UNSPECIFIED, MessageType::Nak, opts);
+        let nak = encode_reply(c.xid(), MAC, Ipv4Addr::UNSPECIFIED, MessageType::Nak, opts);
         match c.handle(&nak, 7) {
             Outcome::Nak(why) => {
                 assert!(why.contains("refused 10.0.2.15: address in use?"), "{why}")
@@ -694,7 +817,7 @@ mod tests {
     fn unanswered_requests_restart_discovery() {
         let mut c = client();
         c.handle(
-            &encode_reply(c.xid(), &MAC, ADDR, MessageType::Offer, slirp_opts()),
+            &encode_reply(c.xid(), MAC, ADDR, MessageType::Offer, slirp_opts()),
             0,
         );
         for _ in 0..4 {
@@ -709,11 +832,11 @@ mod tests {
     #[test]
     fn other_transactions_and_macs_are_not_ours() {
         let mut c = client();
-        let wrong_xid = encode_reply(1, &MAC, ADDR, MessageType::Offer, slirp_opts());
+        let wrong_xid = encode_reply(1, MAC, ADDR, MessageType::Offer, slirp_opts());
         assert_eq!(c.handle(&wrong_xid, 0), Outcome::NotOurs);
         let wrong_mac = encode_reply(
             c.xid(),
-            &[1, 2, 3, 4, 5, 6],
+            [1, 2, 3, 4, 5, 6],
             ADDR,
             MessageType::Offer,
             slirp_opts(),
@@ -729,7 +852,7 @@ mod tests {
         let with = |extra: Vec<DhcpOption>, yi: Ipv4Addr| {
             let mut o = slirp_opts();
             o.extend(extra);
-            encode_reply(0x1234_5678, &MAC, yi, MessageType::Offer, o)
+            encode_reply(0x1234_5678, MAC, yi, MessageType::Offer, o)
         };
         let cases: Vec<(Vec<u8>, &str)> = vec![
             (with(vec![DhcpOption::InterfaceMtu(68)], ADDR), "MTU 68"),
@@ -809,7 +932,7 @@ mod tests {
         }
         // No server identifier.
         let mut c = client();
-        let bare = encode_reply(c.xid(), &MAC, ADDR, MessageType::Offer, vec![]);
+        let bare = encode_reply(c.xid(), MAC, ADDR, MessageType::Offer, vec![]);
         assert!(
             matches!(c.handle(&bare, 0), Outcome::Rejected(r) if r.contains("server identifier"))
         );
@@ -817,7 +940,7 @@ mod tests {
 
     #[test]
     fn truncated_replies_are_rejected() {
-        let good = encode_reply(0x1234_5678, &MAC, ADDR, MessageType::Offer, slirp_opts());
+        let good = encode_reply(0x1234_5678, MAC, ADDR, MessageType::Offer, slirp_opts());
         for cut in [0, 10, 100, 236, 240, good.len() - 3] {
             let mut c = client();
             let o = c.handle(&good[..cut], 0);
@@ -841,7 +964,7 @@ mod tests {
         o.push(DhcpOption::Hostname("node17".into()));
         o.push(DhcpOption::DomainName("cluster.example".into()));
         o.push(DhcpOption::InterfaceMtu(9000));
-        let m = decode(&encode_reply(1, &MAC, ADDR, MessageType::Ack, o));
+        let m = decode(&encode_reply(1, MAC, ADDR, MessageType::Ack, o));
         let l = lease_of("eth0", &m).unwrap();
         assert_eq!(
             l.routes,
@@ -882,7 +1005,7 @@ mod tests {
 
     #[test]
     fn options_the_client_does_not_read_are_dropped_before_decoding() {
-        let good = encode_reply(0x1234_5678, &MAC, ADDR, MessageType::Offer, slirp_opts());
+        let good = encode_reply(0x1234_5678, MAC, ADDR, MessageType::Offer, slirp_opts());
         // Found by mutated_offers_never_panic: option 152 (bulk lease query base time) with a
         // length other than 4 tripped a debug_assert! inside dhcproto.
         let mut b = good.clone();
@@ -909,7 +1032,7 @@ mod tests {
             DhcpOption::SubnetMask(mask),
         ];
         o.push(DhcpOption::AddressLeaseTime(3600));
-        encode_reply(0x1234_5678, &MAC, yiaddr, MessageType::Offer, o)
+        encode_reply(0x1234_5678, MAC, yiaddr, MessageType::Offer, o)
     }
 
     #[test]
@@ -940,7 +1063,7 @@ mod tests {
         c.handle(&offer_on(ADDR, 24), 0);
         let ack = encode_reply(
             c.xid(),
-            &MAC,
+            MAC,
             Ipv4Addr::new(10, 0, 2, 255),
             MessageType::Ack,
             slirp_opts(),
@@ -948,7 +1071,7 @@ mod tests {
         assert!(matches!(c.handle(&ack, 0), Outcome::Rejected(r) if r.contains("broadcast")));
         // Without a mask the classful prefix decides: 10.0.0.0 is a /8's network address.
         let bare = vec![DhcpOption::ServerIdentifier(SERVER)];
-        let m = encode_reply(0x1234_5678, &MAC, a("10.0.0.0"), MessageType::Offer, bare);
+        let m = encode_reply(0x1234_5678, MAC, a("10.0.0.0"), MessageType::Offer, bare);
         assert!(matches!(client().handle(&m, 0), Outcome::Rejected(r) if r.contains("10.0.0.0/8")));
         // Host addresses next to them are fine.
         for (addr, prefix) in [("10.99.0.1", 24), ("10.99.0.254", 24), ("10.99.1.0", 16)] {
@@ -1020,11 +1143,142 @@ mod tests {
 
         #[test]
         fn mutated_offers_never_panic(pos in 0usize..400, val in any::<u8>(), cut in 0usize..400) {
-            let mut b = encode_reply(0x1234_5678, &MAC, ADDR, MessageType::Offer, slirp_opts());
+            let mut b = encode_reply(0x1234_5678, MAC, ADDR, MessageType::Offer, slirp_opts());
             if let Some(x) = b.get_mut(pos) { *x = val; }
             b.truncate(cut.max(1));
             let mut c = client();
             let _ = c.handle(&b, 0);
+        }
+    }
+
+    // --- IPoIB (RFC 4390) -------------------------------------------------------------------
+
+    /// dnsmasq's documented example (dnsmasq.conf.example): the port with this hardware
+    /// address has the client id `ff:00:00:00:00:00:02:00:00:02:c9:00:f4:52:14:03:00:28:05:81`.
+    const IB: [u8; 20] = [
+        0x80, 0, 0, 0x48, 0xfe, 0x80, 0, 0, 0, 0, 0, 0, 0xf4, 0x52, 0x14, 0x03, 0, 0x28, 0x05, 0x81,
+    ];
+
+    fn ib_client() -> Client {
+        Client::new("ib0", Hw::Infiniband(IB), 0x1234_5678, Instant::now())
+    }
+
+    #[test]
+    fn ipoib_client_id_is_the_guid_under_the_usual_prefix() {
+        let hw = Hw::Infiniband(IB);
+        assert_eq!(
+            hw.guid(),
+            Some([0xf4, 0x52, 0x14, 0x03, 0, 0x28, 0x05, 0x81])
+        );
+        let id: Vec<String> = hw.client_id().iter().map(|b| format!("{b:02x}")).collect();
+        assert_eq!(
+            id.join(":"),
+            "ff:00:00:00:00:00:02:00:00:02:c9:00:f4:52:14:03:00:28:05:81"
+        );
+        // Type 255, IAID 0, then a DUID-EN: type 2, enterprise 713.
+        let raw = hw.client_id();
+        assert_eq!(
+            (raw[0], &raw[1..5], &raw[5..7]),
+            (0xff, &[0u8; 4][..], &[0u8, 2][..])
+        );
+        assert_eq!(u32::from_be_bytes(raw[7..11].try_into().unwrap()), 713);
+        // The queue pair number (bytes 1..4) changes from boot to boot; the identifier does not.
+        let mut other_qpn = IB;
+        other_qpn[1..4].copy_from_slice(&[0x12, 0x34, 0x56]);
+        assert_eq!(Hw::Infiniband(other_qpn).client_id(), raw);
+        assert_eq!(
+            Hw::Ether(MAC).client_id(),
+            [1, 0x52, 0x54, 0, 0x12, 0x34, 0x56]
+        );
+        assert_eq!(Hw::Ether(MAC).guid(), None);
+        assert_eq!(Hw::Infiniband(IB).mac(), None);
+    }
+
+    #[test]
+    fn hardware_addresses_from_sysfs_bytes() {
+        assert_eq!(Hw::from_bytes(&MAC), Some(Hw::Ether(MAC)));
+        assert_eq!(Hw::from_bytes(&IB), Some(Hw::Infiniband(IB)));
+        assert_eq!(Hw::from_bytes(&IB[..8]), None);
+        assert_eq!(
+            Hw::Infiniband(IB).to_string(),
+            "80:00:00:48:fe:80:00:00:00:00:00:00:f4:52:14:03:00:28:05:81"
+        );
+        assert_eq!(Hw::Ether(MAC).to_string(), "52:54:00:12:34:56");
+    }
+
+    #[test]
+    fn ipoib_discover_has_no_chaddr_and_asks_for_broadcast() {
+        let c = ib_client();
+        let raw = c.packet(Instant::now());
+        // op 1, htype 32, hlen 0; chaddr (28..44) all zero.
+        assert_eq!(&raw[0..3], &[1, 32, 0]);
+        assert!(raw[28..44].iter().all(|b| *b == 0));
+        let d = decode(&raw);
+        assert!(d.flags().broadcast(), "RFC 4390 §2.2: the broadcast flag");
+        assert_eq!(d.chaddr(), &[] as &[u8]);
+        assert_eq!(d.opts().msg_type(), Some(MessageType::Discover));
+        assert_eq!(
+            d.opts().get(OptionCode::ClientIdentifier),
+            Some(&DhcpOption::ClientIdentifier(
+                Hw::Infiniband(IB).client_id()
+            ))
+        );
+    }
+
+    #[test]
+    fn ipoib_exchange_binds() {
+        let mut c = ib_client();
+        let hw = Hw::Infiniband(IB);
+        let offer = encode_reply(c.xid(), hw, ADDR, MessageType::Offer, slirp_opts());
+        assert_eq!(&offer[0..3], &[2, 32, 0]);
+        assert_eq!(c.handle(&offer, 1), Outcome::Requesting);
+        let r = decode(&c.packet(Instant::now()));
+        assert_eq!(r.opts().msg_type(), Some(MessageType::Request));
+        assert_eq!(r.hlen(), 0);
+        // A server that echoes the client identifier (RFC 6842).
+        let mut opts = slirp_opts();
+        opts.push(DhcpOption::ClientIdentifier(hw.client_id()));
+        let ack = encode_reply(c.xid(), hw, ADDR, MessageType::Ack, opts);
+        assert!(
+            matches!(c.handle(&ack, 1), Outcome::Bound(l) if l.iface == "ib0" && l.addr == ADDR)
+        );
+    }
+
+    #[test]
+    fn ipoib_replies_for_others_are_not_ours() {
+        let hw = Hw::Infiniband(IB);
+        // Another port's identifier echoed back, same transaction id.
+        let mut opts = slirp_opts();
+        opts.push(DhcpOption::ClientIdentifier(ipoib_client_id(&[9; 8])));
+        let other = encode_reply(0x1234_5678, hw, ADDR, MessageType::Offer, opts);
+        assert_eq!(ib_client().handle(&other, 0), Outcome::NotOurs);
+        // An Ethernet-form reply (htype 1, hlen 6) is not an IPoIB client's.
+        let eth = encode_reply(0x1234_5678, MAC, ADDR, MessageType::Offer, slirp_opts());
+        assert_eq!(ib_client().handle(&eth, 0), Outcome::NotOurs);
+        // Nor is an IPoIB reply an Ethernet client's.
+        let ib = encode_reply(0x1234_5678, hw, ADDR, MessageType::Offer, slirp_opts());
+        assert_eq!(client().handle(&ib, 0), Outcome::NotOurs);
+    }
+
+    proptest! {
+        #[test]
+        fn ipoib_client_never_panics(bytes in proptest::collection::vec(any::<u8>(), 0..600)) {
+            let _ = ib_client().handle(&bytes, 0);
+        }
+
+        #[test]
+        fn mutated_ipoib_offers_never_panic(pos in 0usize..400, val in any::<u8>(), cut in 0usize..400) {
+            let mut b = encode_reply(0x1234_5678, Hw::Infiniband(IB), ADDR, MessageType::Offer, slirp_opts());
+            if let Some(x) = b.get_mut(pos) { *x = val; }
+            b.truncate(cut.max(1));
+            let _ = ib_client().handle(&b, 0);
+        }
+
+        #[test]
+        fn ipoib_client_id_is_twenty_bytes_ending_in_the_guid(guid in any::<[u8; 8]>()) {
+            let id = ipoib_client_id(&guid);
+            prop_assert_eq!(id.len(), 20);
+            prop_assert_eq!(&id[12..], &guid[..]);
         }
     }
 }

@@ -10,6 +10,7 @@
 use crate::support::deadline::Deadline;
 pub mod dhcp;
 pub mod dhcp6;
+pub mod links;
 pub mod ra;
 pub mod rtnl;
 pub mod up;

@@ -1,4 +1,5 @@
-//! The few rtnetlink requests the standalone initramfs makes (link up, MTU, address, routes),
+//! The few rtnetlink requests the standalone initramfs makes (link up, MTU, address, routes;
+//! renames, bonds and their slaves, VLANs),
 //! synchronous, each acknowledged by the kernel before the next, and the address list every
 //! boot reads ([`addresses`], what `getifaddrs(3)` asks the kernel). This is the syscall seam of
 //! the network stage: everything above it is pure.
@@ -8,7 +9,9 @@ use netlink_packet_core::{
     NLM_F_REPLACE, NLM_F_REQUEST,
 };
 use netlink_packet_route::address::{AddressAttribute, AddressMessage, AddressScope};
-use netlink_packet_route::link::{LinkAttribute, LinkFlags, LinkMessage};
+use netlink_packet_route::link::{
+    InfoBond, InfoData, InfoKind, InfoVlan, LinkAttribute, LinkFlags, LinkInfo, LinkMessage,
+};
 use netlink_packet_route::route::{
     RouteAddress, RouteAttribute, RouteFlags, RouteHeader, RouteMessage, RouteProtocol, RouteScope,
     RouteType,
@@ -204,6 +207,96 @@ impl Rtnl {
             None => format!("bring {iface} up"),
         };
         self.request(what, RouteNetlinkMessage::SetLink(m), 0)
+    }
+
+    /// `ip link set IFACE down`: a link is renamed, and a slave enslaved, only while down.
+    pub fn link_down(&mut self, iface: &str, index: u32) -> Result<(), RtnlError> {
+        let mut m = LinkMessage::default();
+        m.header.index = index;
+        m.header.change_mask = LinkFlags::Up;
+        self.request(
+            format!("bring {iface} down"),
+            RouteNetlinkMessage::SetLink(m),
+            0,
+        )
+    }
+
+    /// `ip link set IFACE name NEW` (the link must be down).
+    pub fn rename(&mut self, iface: &str, index: u32, new: &str) -> Result<(), RtnlError> {
+        let mut m = LinkMessage::default();
+        m.header.index = index;
+        m.attributes.push(LinkAttribute::IfName(new.to_string()));
+        self.request(
+            format!("rename {iface} to {new}"),
+            RouteNetlinkMessage::SetLink(m),
+            0,
+        )
+    }
+
+    /// `ip link add NAME link PARENT type vlan id ID`. An existing VLAN of that name is
+    /// updated instead (a second run).
+    pub fn create_vlan(
+        &mut self,
+        name: &str,
+        parent: &str,
+        parent_index: u32,
+        id: u16,
+    ) -> Result<(), RtnlError> {
+        let mut m = LinkMessage::default();
+        m.attributes.push(LinkAttribute::IfName(name.to_string()));
+        m.attributes.push(LinkAttribute::Link(parent_index));
+        m.attributes.push(LinkAttribute::LinkInfo(vec![
+            LinkInfo::Kind(InfoKind::Vlan),
+            LinkInfo::Data(InfoData::Vlan(vec![InfoVlan::Id(id)])),
+        ]));
+        self.request(
+            format!("create VLAN {name} (id {id} on {parent})"),
+            RouteNetlinkMessage::NewLink(m),
+            NLM_F_CREATE,
+        )
+    }
+
+    /// `ip link add NAME type bond OPTIONS [mtu MTU]`. Without `NLM_F_EXCL` an existing bond of
+    /// that name is reconfigured instead: loading `bonding` creates `bond0` by itself
+    /// (`max_bonds=1`).
+    pub fn create_bond(
+        &mut self,
+        name: &str,
+        options: Vec<InfoBond>,
+        mtu: Option<u16>,
+    ) -> Result<(), RtnlError> {
+        let mut m = LinkMessage::default();
+        m.attributes.push(LinkAttribute::IfName(name.to_string()));
+        if let Some(mtu) = mtu {
+            m.attributes.push(LinkAttribute::Mtu(u32::from(mtu)));
+        }
+        m.attributes.push(LinkAttribute::LinkInfo(vec![
+            LinkInfo::Kind(InfoKind::Bond),
+            LinkInfo::Data(InfoData::Bond(options)),
+        ]));
+        self.request(
+            format!("create bond {name}"),
+            RouteNetlinkMessage::NewLink(m),
+            NLM_F_CREATE,
+        )
+    }
+
+    /// `ip link set SLAVE master BOND` (the slave must be down; the bond brings it up).
+    pub fn enslave(
+        &mut self,
+        slave: &str,
+        slave_index: u32,
+        bond: &str,
+        bond_index: u32,
+    ) -> Result<(), RtnlError> {
+        let mut m = LinkMessage::default();
+        m.header.index = slave_index;
+        m.attributes.push(LinkAttribute::Controller(bond_index));
+        self.request(
+            format!("enslave {slave} to {bond}"),
+            RouteNetlinkMessage::SetLink(m),
+            0,
+        )
     }
 
     /// `ip addr replace ADDR/PREFIX brd + dev IFACE`.

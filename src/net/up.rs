@@ -1,8 +1,11 @@
-//! The network stage of the standalone initramfs: drivers for the devices present, Ethernet
-//! links up and with carrier, then `ip=` (DHCP by default, or a static address), routes, MTU,
-//! `/etc/resolv.conf` and `/run/rustlive/lease.json`. The address stays for the booted system.
+//! The network stage of the standalone initramfs: drivers for the devices present, `ifname=`
+//! renames, bonds and VLANs ([`super::links`]), the interfaces to configure (`BOOTIF=`, `ip=`)
+//! up and with carrier, then `ip=` (DHCP by default, or a static address), routes, MTU,
+//! `/etc/resolv.conf`, `/run/rustlive/lease.json` and `/run/rustlive/lease-IFACE.json`. The
+//! address and the links stay for the booted system.
 
-use super::dhcp::{self, Candidate, DhcpError, Lease};
+use super::dhcp::{self, Candidate, DhcpError, Hw, Lease};
+use super::links::{self, LinkError};
 use super::rtnl::{Rtnl, RtnlError};
 use crate::config::ipconfig::{IpConfig, Method};
 use crate::config::netdev::{Bond, BootIf, IfName, Vlan};
@@ -19,27 +22,28 @@ pub const LINK_WAIT: Duration = Duration::from_secs(15);
 /// before giving up on the root, too).
 pub const DEFAULT_NET_TIMEOUT: Duration = Duration::from_secs(180);
 pub const LEASE_FILE: &str = "/run/rustlive/lease.json";
+/// One lease file per configured interface, `lease-IFACE.json` in this directory, for the
+/// booted system's tools (beside IPv6's `lease6-IFACE.json`).
+pub const LEASE_DIR: &str = "/run/rustlive";
 pub const RESOLV_CONF: &str = "/etc/resolv.conf";
 
 #[derive(Debug, thiserror::Error)]
 pub enum NetError {
     #[error("{}", .0.iter().map(|u| u.to_string()).collect::<Vec<_>>().join("; "))]
     NoDriver(Vec<Unclaimed>),
-    #[error("no Ethernet interface found (no network device, or its driver failed to load; see the kernel log)")]
+    #[error("no Ethernet or IPoIB interface found (no network device, or its driver failed to load; see the kernel log)")]
     NoNic,
     #[error("no link with carrier on {} after {waited_secs} s (is the cable or the switch port up?)", .links.join(", "))]
     NoCarrier {
         links: Vec<String>,
         waited_secs: u64,
     },
-    /// A form the command line may carry (the dracut path's network managers read it) that
-    /// this initramfs does not configure.
-    #[error("{0} is not configured by the standalone initramfs (boot it with the dracut module)")]
-    Unsupported(String),
     #[error("interface {0} named by ip= does not exist (present: {1})")]
     NoSuchIface(String, String),
     #[error(transparent)]
     Dhcp(#[from] DhcpError),
+    #[error(transparent)]
+    Links(#[from] LinkError),
     #[error(transparent)]
     V6(#[from] super::up6::Net6Error),
     #[error("cannot configure the network")]
@@ -52,12 +56,12 @@ pub enum NetError {
     },
 }
 
-/// An Ethernet interface, from `/sys/class/net`.
+/// An interface, from `/sys/class/net`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Link {
     pub name: String,
     pub index: u32,
-    pub mac: [u8; 6],
+    pub hw: Hw,
 }
 
 /// `aa:bb:cc:dd:ee:ff` → bytes.
@@ -70,34 +74,43 @@ pub fn parse_mac(s: &str) -> Option<[u8; 6]> {
     parts.next().is_none().then_some(out)
 }
 
-fn mac_string(m: &[u8; 6]) -> String {
-    m.iter()
-        .map(|b| format!("{b:02x}"))
-        .collect::<Vec<_>>()
-        .join(":")
+/// `aa:bb:…` of any length (6 bytes on Ethernet, 20 on IPoIB) → bytes.
+fn parse_hw(s: &str) -> Option<Hw> {
+    let bytes: Option<Vec<u8>> = s
+        .trim()
+        .split(':')
+        .map(|b| u8::from_str_radix(b, 16).ok())
+        .collect();
+    Hw::from_bytes(&bytes?)
 }
 
-/// Ethernet interfaces (ARPHRD_ETHER, a real device behind it) under `sys`, sorted by name.
-pub fn ethernet_links(sys: &Path) -> Vec<Link> {
+/// Interface `name` under `sys`, whatever its kind (a bond, a VLAN): index and address.
+pub fn read_link(sys: &Path, name: &str) -> Option<Link> {
+    let p = sys.join("class/net").join(name);
+    let read = |f: &str| std::fs::read_to_string(p.join(f)).unwrap_or_default();
+    Some(Link {
+        name: name.to_string(),
+        index: read("ifindex").trim().parse().ok()?,
+        hw: parse_hw(&read("address"))?,
+    })
+}
+
+/// Physical Ethernet and IPoIB interfaces (ARPHRD_ETHER or ARPHRD_INFINIBAND, a real device
+/// behind it) under `sys`, sorted by name.
+pub fn physical_links(sys: &Path) -> Vec<Link> {
     let mut out = Vec::new();
     let Ok(dir) = std::fs::read_dir(sys.join("class/net")) else {
         return out;
     };
     for e in dir.flatten() {
         let p = e.path();
-        let read = |f: &str| std::fs::read_to_string(p.join(f)).unwrap_or_default();
-        if read("type").trim() != "1" || !p.join("device").exists() {
+        let ty = std::fs::read_to_string(p.join("type")).unwrap_or_default();
+        if !matches!(ty.trim(), "1" | "32") || !p.join("device").exists() {
             continue;
         }
-        let (Ok(index), Some(mac)) = (read("ifindex").trim().parse(), parse_mac(&read("address")))
-        else {
-            continue;
-        };
-        out.push(Link {
-            name: e.file_name().to_string_lossy().into_owned(),
-            index,
-            mac,
-        });
+        if let Some(l) = read_link(sys, &e.file_name().to_string_lossy()) {
+            out.push(l);
+        }
     }
     out.sort_by(|a, b| a.name.cmp(&b.name));
     out
@@ -130,6 +143,7 @@ fn already_configured() -> Option<(String, Ipv4Addr)> {
 pub struct Record<'a> {
     pub method: Method,
     pub iface: &'a str,
+    /// The interface's hardware address (20 bytes on IPoIB).
     pub mac: String,
     pub addr: Ipv4Addr,
     pub prefix: u8,
@@ -143,6 +157,8 @@ pub struct Record<'a> {
     pub lease_secs: Option<u32>,
     /// Seconds since boot when the lease was obtained (CLOCK_BOOTTIME has no wall clock yet).
     pub obtained_uptime_secs: f64,
+    /// The bonds and VLANs the network stage created (they stay for the booted system).
+    pub created_links: Vec<String>,
 }
 
 /// `/etc/resolv.conf` for musl's resolver (at most 3 servers are used).
@@ -247,16 +263,20 @@ impl Default for NetOptions {
 /// The network stage: a no-op when the boot needs no network or it is already configured.
 pub fn bring_up(opts: &NetOptions, deadline: &Deadline) -> Result<(), NetError> {
     let started = Instant::now();
-    let report = crate::drivers::coldplug::load_drivers(&opts.drivers, &opts.blacklist);
+    let sys = Path::new("/sys");
+    let mut extra = opts.drivers.clone();
+    extra.extend(links::modules(&opts.vlans, &opts.bonds));
+    let report = crate::drivers::coldplug::load_drivers(&extra, &opts.blacklist);
+    if links::has_infiniband(sys) {
+        // ib_ipoib has no device alias: it attaches to every HCA coldplug found.
+        links::load_modules(&["ib_ipoib"]);
+    }
     if !opts.needed {
         return Ok(());
     }
     if let Some((ifname, a)) = already_configured() {
         log::info!("network already configured ({a} on {ifname}); not running DHCP");
         return Ok(());
-    }
-    if let Some(form) = unsupported(opts) {
-        return Err(NetError::Unsupported(form));
     }
     let specs: Vec<IpConfig> = if opts.ip.is_empty() {
         vec![crate::config::ipconfig::parse_ip("dhcp").map_err(|_| NetError::NoNic)?]
@@ -276,9 +296,8 @@ pub fn bring_up(opts: &NetOptions, deadline: &Deadline) -> Result<(), NetError> 
     } else {
         Deadline::after(Some(DEFAULT_NET_TIMEOUT))
     };
-    let sys = Path::new("/sys");
-    let links = ethernet_links(sys);
-    if links.is_empty() {
+    let mut phys = physical_links(sys);
+    if phys.is_empty() {
         if !report.unclaimed.is_empty() {
             return Err(NetError::NoDriver(report.unclaimed));
         }
@@ -287,7 +306,10 @@ pub fn bring_up(opts: &NetOptions, deadline: &Deadline) -> Result<(), NetError> 
     for u in &report.unclaimed {
         log::warn!("{u}");
     }
-    let names: Vec<String> = links.iter().map(|l| l.name.clone()).collect();
+    let mut rt = Rtnl::open()?;
+    let (phys_names, plan, bootif) = set_up_links(&mut rt, sys, opts, &mut phys)?;
+    let created = plan.created();
+    let names: Vec<String> = phys_names.iter().chain(&created).cloned().collect();
     for c in &specs {
         if let Some(i) = &c.iface {
             if !names.contains(i) {
@@ -295,24 +317,26 @@ pub fn bring_up(opts: &NetOptions, deadline: &Deadline) -> Result<(), NetError> 
             }
         }
     }
-    let wanted: Vec<&Link> = links
+    // ip= without an interface: the interfaces links::targets picks (BOOTIF's, or every one
+    // that is not a slave or a VLAN's parent); ip=IFACE: that one.
+    let leaves = links::targets(&phys_names, &plan, bootif.as_deref());
+    let wanted: Vec<Link> = names
         .iter()
-        .filter(|l| {
-            specs
-                .iter()
-                .any(|c| c.iface.as_deref().is_none_or(|i| i == l.name))
+        .filter(|n| {
+            specs.iter().any(|c| match &c.iface {
+                None => leaves.contains(n),
+                Some(i) => i == *n,
+            })
         })
+        .filter_map(|n| read_link(sys, n))
         .collect();
-    let mut rt = Rtnl::open()?;
+    let wanted: Vec<&Link> = wanted.iter().collect();
     for l in &wanted {
         rt.link_up(&l.name, l.index, None)?;
     }
     let up = wait_for_carrier(sys, &wanted, &deadline);
     if up.is_empty() {
-        return Err(NetError::NoCarrier {
-            links: wanted.iter().map(|l| l.name.clone()).collect(),
-            waited_secs: started.elapsed().as_secs(),
-        });
+        return Err(carrier_failure(sys, &wanted, &plan, started));
     }
     log::info!(
         "links with carrier: {}",
@@ -325,12 +349,17 @@ pub fn bring_up(opts: &NetOptions, deadline: &Deadline) -> Result<(), NetError> 
     // IPv6 (net::up6): alone when no ip= asks for IPv4, else on a thread beside it.
     let (specs, specs6): (Vec<IpConfig>, Vec<IpConfig>) =
         specs.into_iter().partition(|c| !super::up6::is_v6(c));
+    // IPv6 runs on Ethernet links (VLANs and bonds included); IPoIB interface identifiers
+    // (RFC 4391) are not built here, so an IPoIB link is configured over IPv4 only.
     let up6: Vec<super::up6::Link> = up
         .iter()
-        .map(|l| super::up6::Link {
-            name: l.name.clone(),
-            index: l.index,
-            mac: l.mac,
+        .filter_map(|l| match l.hw {
+            Hw::Ether(mac) => Some(super::up6::Link {
+                name: l.name.clone(),
+                index: l.index,
+                mac,
+            }),
+            Hw::Infiniband(_) => None,
         })
         .collect();
     if specs.is_empty() {
@@ -367,14 +396,11 @@ pub fn bring_up(opts: &NetOptions, deadline: &Deadline) -> Result<(), NetError> 
                 })
                 .map(|l| Candidate {
                     name: l.name.clone(),
-                    mac: l.mac,
+                    hw: l.hw,
                 })
                 .collect();
             if cands.is_empty() {
-                return Err(NetError::NoCarrier {
-                    links: wanted.iter().map(|l| l.name.clone()).collect(),
-                    waited_secs: started.elapsed().as_secs(),
-                });
+                return Err(carrier_failure(sys, &wanted, &plan, started));
             }
             match (dhcp::acquire(&cands, &deadline), v6) {
                 (Ok(l), v6) => (l, Method::Dhcp, v6),
@@ -413,7 +439,7 @@ pub fn bring_up(opts: &NetOptions, deadline: &Deadline) -> Result<(), NetError> 
     let record = Record {
         method,
         iface: &lease.iface,
-        mac: mac_string(&link.mac),
+        mac: link.hw.to_string(),
         addr: lease.addr,
         prefix: lease.prefix,
         gateway: lease.routers.first().copied(),
@@ -425,9 +451,15 @@ pub fn bring_up(opts: &NetOptions, deadline: &Deadline) -> Result<(), NetError> 
         server: (method == Method::Dhcp).then_some(lease.server),
         lease_secs: lease.lease_secs,
         obtained_uptime_secs: uptime(),
+        created_links: created.clone(),
     };
     let json = serde_json::to_string_pretty(&record).unwrap_or_default();
     write(LEASE_FILE, &format!("{json}\n"))?;
+    // Interface names come from the kernel (no '/', never "." or ".."): safe as a file name.
+    write(
+        &format!("{LEASE_DIR}/lease-{}.json", lease.iface),
+        &format!("{json}\n"),
+    )?;
     log::info!(
         "network up in {:.1} s: {}/{} on {} ({}){}{}",
         started.elapsed().as_secs_f64(),
@@ -467,21 +499,89 @@ pub fn bring_up(opts: &NetOptions, deadline: &Deadline) -> Result<(), NetError> 
     Ok(())
 }
 
-/// The first command-line form [`bring_up`] cannot configure yet, named as the user wrote it.
-fn unsupported(opts: &NetOptions) -> Option<String> {
-    if let Some(v) = opts.vlans.first() {
-        return Some(format!("vlan={}:{}", v.name, v.parent));
+/// `ifname=` renames, `BOOTIF=`'s interface, then the bonds and VLANs: the physical
+/// interfaces' names afterwards, what was created, and the interface BOOTIF names.
+fn set_up_links(
+    rt: &mut Rtnl,
+    sys: &Path,
+    opts: &NetOptions,
+    phys: &mut Vec<Link>,
+) -> Result<(Vec<String>, links::Plan, Option<String>), NetError> {
+    let hw =
+        |p: &[Link]| -> Vec<(String, Hw)> { p.iter().map(|l| (l.name.clone(), l.hw)).collect() };
+    let r = links::renames(&opts.ifnames, &hw(phys))?;
+    for u in &r.unmatched {
+        log::warn!(
+            "ifname={}:{}: no interface has that MAC",
+            u.name,
+            Hw::Ether(u.mac)
+        );
     }
-    if let Some(b) = opts.bonds.first() {
-        return Some(format!("bond={}", b.name));
+    if !r.steps.is_empty() {
+        links::apply_renames(rt, sys, &r.steps)?;
+        *phys = physical_links(sys);
     }
-    if let Some(i) = opts.ifnames.first() {
-        return Some(format!("ifname={}", i.name));
+    let present = hw(phys);
+    let names: Vec<String> = phys.iter().map(|l| l.name.clone()).collect();
+    let bootif = match &opts.bootif {
+        None => None,
+        Some(b) => {
+            let Some(n) = links::bootif_link(b, &present) else {
+                return Err(LinkError::NoBootIf {
+                    bootif: links::bootif_string(b),
+                    present: present
+                        .iter()
+                        .map(|(n, h)| format!("{n} {h}"))
+                        .collect::<Vec<_>>()
+                        .join(", "),
+                }
+                .into());
+            };
+            log::info!("BOOTIF={}: {n}", links::bootif_string(b));
+            Some(n.to_string())
+        }
+    };
+    let plan = links::plan(&names, &opts.vlans, &opts.bonds)?;
+    links::apply(rt, sys, &plan)?;
+    Ok((names, plan, bootif))
+}
+
+/// Why no interface to configure has carrier, in one sentence: a bond's slaves (also under a
+/// VLAN on the bond), an IPoIB port that is not ACTIVE, or plain no carrier.
+fn carrier_failure(sys: &Path, wanted: &[&Link], plan: &links::Plan, started: Instant) -> NetError {
+    let waited_secs = started.elapsed().as_secs();
+    for l in wanted {
+        let under = plan
+            .vlans
+            .iter()
+            .find(|v| v.name == l.name)
+            .map_or(l.name.as_str(), |v| v.parent.as_str());
+        if let Some(b) = plan.bonds.iter().find(|b| b.bond.name == under) {
+            return LinkError::NoSlaveCarrier {
+                bond: b.bond.name.clone(),
+                slaves: b.slaves.clone(),
+                waited_secs,
+            }
+            .into();
+        }
+        if let Hw::Infiniband(_) = l.hw {
+            if let Some((hca, port, state)) = links::ib_port_of(sys, &l.name) {
+                if state != "ACTIVE" {
+                    return LinkError::IbPortNotActive {
+                        iface: l.name.clone(),
+                        hca,
+                        port,
+                        state,
+                    }
+                    .into();
+                }
+            }
+        }
     }
-    if opts.bootif.is_some() {
-        return Some("BOOTIF=".into());
+    NetError::NoCarrier {
+        links: wanted.iter().map(|l| l.name.clone()).collect(),
+        waited_secs,
     }
-    None
 }
 
 fn uptime() -> f64 {
@@ -622,9 +722,12 @@ mod tests {
         assert_eq!(parse_mac("52:54:00:12:34"), None);
         assert_eq!(parse_mac("52:54:00:12:34:56:78"), None);
         assert_eq!(
-            mac_string(&[0x52, 0x54, 0, 0x12, 0x34, 0x56]),
-            "52:54:00:12:34:56"
+            parse_hw("52:54:00:12:34:56\n"),
+            Some(Hw::Ether([0x52, 0x54, 0, 0x12, 0x34, 0x56]))
         );
+        let ib = "80:00:00:48:fe:80:00:00:00:00:00:00:f4:52:14:03:00:28:05:81\n";
+        assert!(matches!(parse_hw(ib), Some(Hw::Infiniband(a)) if a[19] == 0x81));
+        assert_eq!(parse_hw("52:54:00:12:34"), None);
     }
 
     #[test]
@@ -645,7 +748,7 @@ mod tests {
         add("lo", "772", false);
         add("eth0", "1", true);
         add("bond0", "1", false);
-        let l = ethernet_links(d.path());
+        let l = physical_links(d.path());
         assert_eq!(l.len(), 1);
         assert_eq!(l[0].name, "eth0");
         assert!(has_carrier(d.path(), "eth0"));
@@ -655,5 +758,78 @@ mod tests {
             "carrier before linkwatch set the link up"
         );
         assert!(!has_carrier(d.path(), "eth9"));
+    }
+
+    #[test]
+    fn no_carrier_is_said_by_what_lies_below() {
+        use crate::config::netdev::{Bond, BondMode, Vlan};
+        let d = tempfile::tempdir().unwrap();
+        let sys = d.path();
+        let link = |name: &str, hw: Hw| Link {
+            name: name.into(),
+            index: 2,
+            hw,
+        };
+        let present: Vec<String> = ["eth0", "eth1", "ib0"].map(String::from).to_vec();
+        let bond = Bond {
+            name: "bond0".into(),
+            slaves: vec!["eth0".into(), "eth1".into()],
+            mode: BondMode::ActiveBackup,
+            miimon: None,
+            options: Vec::new(),
+            mtu: None,
+        };
+        let vlan = Vlan {
+            name: "vlan5".into(),
+            parent: "bond0".into(),
+            id: 5,
+        };
+        let plan = links::plan(&present, &[vlan], &[bond]).unwrap();
+        let t = Instant::now();
+        // A VLAN on a bond: the bond's slaves are named.
+        let v = link("vlan5", Hw::Ether([2; 6]));
+        let e = carrier_failure(sys, &[&v], &plan, t).to_string();
+        assert!(
+            e.starts_with("bond bond0 has no carrier after 0 s: no slave (eth0, eth1) has a link"),
+            "{e}"
+        );
+        // An IPoIB port the subnet manager has not brought up.
+        let net = sys.join("class/net/ib0");
+        std::fs::create_dir_all(net.join("device/infiniband/mlx5_0")).unwrap();
+        std::fs::write(net.join("dev_port"), "0\n").unwrap();
+        let port = sys.join("class/infiniband/mlx5_0/ports/1");
+        std::fs::create_dir_all(&port).unwrap();
+        std::fs::write(port.join("state"), "2: INIT\n").unwrap();
+        let ib = link("ib0", Hw::Infiniband([0x80; 20]));
+        let none = links::Plan::default();
+        let e = carrier_failure(sys, &[&ib], &none, t).to_string();
+        assert!(e.contains("port 1 of mlx5_0 is INIT, not ACTIVE"), "{e}");
+        // ACTIVE, or plain Ethernet: the plain sentence.
+        std::fs::write(port.join("state"), "4: ACTIVE\n").unwrap();
+        let e = carrier_failure(sys, &[&ib], &none, t).to_string();
+        assert!(e.starts_with("no link with carrier on ib0"), "{e}");
+        let eth = link("eth2", Hw::Ether([3; 6]));
+        assert!(matches!(
+            carrier_failure(sys, &[&eth], &none, t),
+            NetError::NoCarrier { .. }
+        ));
+    }
+
+    #[test]
+    fn ipoib_links_from_sysfs() {
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().join("class/net/ib0");
+        std::fs::create_dir_all(p.join("device")).unwrap();
+        std::fs::write(p.join("type"), "32\n").unwrap();
+        std::fs::write(p.join("ifindex"), "3\n").unwrap();
+        std::fs::write(
+            p.join("address"),
+            "80:00:00:48:fe:80:00:00:00:00:00:00:f4:52:14:03:00:28:05:81\n",
+        )
+        .unwrap();
+        let l = physical_links(d.path());
+        assert_eq!(l.len(), 1);
+        assert!(matches!(l[0].hw, Hw::Infiniband(_)));
+        assert_eq!(l[0].hw.mac(), None);
     }
 }

@@ -18,6 +18,13 @@ pub fn is_root() -> bool {
     rustix::process::geteuid().is_root()
 }
 
+/// Gives the calling thread the lowest CPU priority (nice 19). On Linux the nice value is a
+/// thread's own (`setpriority(PRIO_PROCESS, 0)` names the calling thread), so the rest of the
+/// process keeps its priority.
+pub fn lower_thread_priority() -> Result<(), Errno> {
+    rustix::process::setpriority_process(None, 19)
+}
+
 /// The real user id.
 pub fn uid() -> u32 {
     rustix::process::getuid().as_raw()

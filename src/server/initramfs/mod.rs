@@ -16,6 +16,7 @@
 pub mod modinfo;
 
 use crate::drivers::coldplug::NET_HINTS_FILE;
+use crate::drivers::compressed::{self, decompressed_name, Compression, DecompressError};
 use crate::drivers::kmod::{self, ModulesDep};
 use crate::drivers::modalias::AliasTable;
 use crate::server::cpio::{Archive, CpioError};
@@ -45,6 +46,12 @@ pub const NIC_MODULES: &[&str] = &[
 /// Also: the TPM interface drivers, for sealed bundles (built into Debian's and Fedora's kernels,
 /// modules elsewhere; loaded by their ACPI modalias like any other device's driver).
 pub const BUS_MODULES: &[&str] = &["virtio_pci", "tpm_tis", "tpm_crb"];
+
+/// What `vlan=`, `bond=` and IPoIB need besides a NIC driver: 802.1Q, bonding, and IPoIB with
+/// the InfiniBand half of ConnectX-4 and later (whose mlx5_core is a NIC driver already). Older
+/// HCAs (mlx4_ib) and Omni-Path (hfi1) come in by `--add-drivers`. Each is loaded only when
+/// the command line or a device asks for it.
+pub const LINK_MODULES: &[&str] = &["8021q", "bonding", "ib_ipoib", "mlx5_ib"];
 
 /// Where the CA bundle goes and which host files provide it (the dracut module's defaults).
 pub const CA_TARGET: &str = "etc/rustlive/ca.pem";
@@ -104,6 +111,12 @@ pub enum BuildError {
         #[source]
         source: std::io::Error,
     },
+    #[error("cannot decompress the kernel module {path}")]
+    Decompress {
+        path: PathBuf,
+        #[source]
+        source: DecompressError,
+    },
     #[error("cannot compress the archive with {0:?}")]
     Compress(Compress, #[source] std::io::Error),
     #[error("{0} is not a static executable: the initramfs has no dynamic loader or libraries")]
@@ -123,6 +136,8 @@ pub struct Report {
     pub builtin: Vec<String>,
     /// Default modules this kernel does not have.
     pub absent: Vec<String>,
+    /// Modules the kernel tree holds compressed, stored decompressed.
+    pub decompressed: usize,
     pub firmware: Vec<String>,
     pub firmware_missing: Vec<String>,
     pub files: usize,
@@ -266,15 +281,24 @@ impl SelectState<'_> {
     }
 }
 
-/// Only the `modules.dep` lines of included files.
+/// Only the `modules.dep` lines of included files, every path under the name the module has
+/// in the archive (decompressed: `e1000.ko.xz` → `e1000.ko`, in the dependencies too).
 fn prune_dep(text: &str, files: &BTreeSet<String>) -> String {
-    text.lines()
-        .filter(|l| {
-            l.split_once(':')
-                .is_some_and(|(f, _)| files.contains(f.trim()))
-        })
-        .map(|l| format!("{l}\n"))
-        .collect()
+    let mut out = String::new();
+    for (file, deps) in text.lines().filter_map(|l| l.split_once(':')) {
+        let file = file.trim();
+        if !files.contains(file) {
+            continue;
+        }
+        out.push_str(decompressed_name(file));
+        out.push(':');
+        for d in deps.split_whitespace() {
+            out.push(' ');
+            out.push_str(decompressed_name(d));
+        }
+        out.push('\n');
+    }
+    out
 }
 
 fn prune_softdep(text: &str, names: &BTreeSet<String>) -> String {
@@ -310,6 +334,7 @@ pub fn build_archive(opts: &Options) -> Result<(Archive, Report), BuildError> {
     let optional: Vec<String> = kmod::ASSEMBLY_MODULES
         .iter()
         .chain(BUS_MODULES)
+        .chain(LINK_MODULES)
         .map(|s| s.to_string())
         .chain(opts.net_drivers.iter().cloned())
         .collect();
@@ -354,12 +379,31 @@ pub fn build_archive(opts: &Options) -> Result<(Archive, Report), BuildError> {
     for f in &sel.files {
         let rel = f.to_string_lossy().into_owned();
         let bytes = read_needed(&k, f, Limit::MODULE)?;
-        match module_elf(&rel, &bytes).map(|elf| modinfo::firmware(&elf)) {
-            Some(Ok(fw)) => firmware.extend(fw),
-            Some(Err(e)) => log::warn!("cannot read the firmware list of {rel}: {e}"),
-            None => log::warn!("cannot read the firmware list of {rel}: unsupported compression"),
+        // Stored decompressed, as dracut does: a kernel without in-kernel decompression
+        // (before 5.17, or without CONFIG_MODULE_DECOMPRESS) can load it, and the archive's
+        // own compression then does better than on already-compressed files.
+        let elf = match Compression::of(&rel) {
+            Some(c) => {
+                report.decompressed = report.decompressed.saturating_add(1);
+                compressed::decompress(c, &bytes, compressed::MAX_MODULE_BYTES).map_err(
+                    |source| BuildError::Decompress {
+                        path: k.path().join(f),
+                        source,
+                    },
+                )?
+            }
+            None => bytes,
+        };
+        match modinfo::firmware(&elf) {
+            Ok(fw) => firmware.extend(fw),
+            Err(e) => log::warn!("cannot read the firmware list of {rel}: {e}"),
         }
-        add(&mut a, &format!("{mdir}/{rel}"), 0o644, bytes)?;
+        add(
+            &mut a,
+            &format!("{mdir}/{}", decompressed_name(&rel)),
+            0o644,
+            elf,
+        )?;
         names.insert(kmod::module_name(f));
         report.modules.push(kmod::module_name(f));
         files.insert(rel);
@@ -517,25 +561,6 @@ pub fn compress(data: &[u8], how: Compress) -> std::io::Result<Vec<u8>> {
     }
 }
 
-/// The ELF image of a module file, decompressed when the kernel stores it compressed.
-fn module_elf(name: &str, bytes: &[u8]) -> Option<Vec<u8>> {
-    if name.ends_with(".ko") {
-        Some(bytes.to_vec())
-    } else if name.ends_with(".ko.zst") {
-        zstd::stream::decode_all(bytes).ok()
-    } else if name.ends_with(".ko.gz") {
-        let mut out = Vec::new();
-        std::io::Read::read_to_end(&mut flate2::read::GzDecoder::new(bytes), &mut out).ok()?;
-        Some(out)
-    } else if name.ends_with(".ko.xz") {
-        let mut out = Vec::new();
-        std::io::Read::read_to_end(&mut xz2::read::XzDecoder::new(bytes), &mut out).ok()?;
-        Some(out)
-    } else {
-        None
-    }
-}
-
 /// An ELF executable with no `PT_INTERP` program header (no dynamic loader needed).
 pub fn is_static_elf(b: &[u8]) -> bool {
     if b.get(0..6) != Some(b"\x7fELF\x02\x01") {
@@ -582,13 +607,18 @@ pub fn summary(r: &Report, out: &Path) -> String {
         *n = n.saturating_add(1);
     }
     format!(
-        "wrote {}: {} bytes ({} bytes uncompressed, {} files); {} modules ({} NIC drivers), {} firmware files{}{}",
+        "wrote {}: {} bytes ({} bytes uncompressed, {} files); {} modules ({} NIC drivers{}), {} firmware files{}{}",
         out.display(),
         r.bytes,
         r.cpio_bytes,
         r.files,
         r.modules.len(),
         by_dir.get("nic").copied().unwrap_or(0),
+        if r.decompressed == 0 {
+            String::new()
+        } else {
+            format!("; {} stored decompressed", r.decompressed)
+        },
         r.firmware.len(),
         missing_firmware(&r.firmware_missing),
         if r.absent.is_empty() {
@@ -720,6 +750,17 @@ mod tests {
         assert_eq!(
             prune_dep(DEP, &files),
             "kernel/drivers/net/ethernet/intel/e1000/e1000.ko:\n"
+        );
+        // A compressed tree's lines name the files as the archive stores them: decompressed.
+        let packed = "kernel/a/x.ko.xz: kernel/b/y.ko.zst kernel/c/z.ko\nkernel/b/y.ko.zst:\nkernel/d/w.ko.gz:\n";
+        let files: BTreeSet<String> = [
+            "kernel/a/x.ko.xz".to_string(),
+            "kernel/b/y.ko.zst".to_string(),
+        ]
+        .into();
+        assert_eq!(
+            prune_dep(packed, &files),
+            "kernel/a/x.ko: kernel/b/y.ko kernel/c/z.ko\nkernel/b/y.ko:\n"
         );
         let names: BTreeSet<String> = ["ext4".to_string()].into();
         assert_eq!(

@@ -1,0 +1,627 @@
+//! One peer connection: the handshake, then a loop that reads messages (under a hard size
+//! limit), downloads one piece at a time from the peer (blocks pipelined, the piece held in
+//! memory until it verifies), serves the blocks of verified pieces the peer asks for while it
+//! holds one of our upload slots, and exchanges peers (BEP 11). A peer is dropped on anything
+//! hostile: another torrent in its handshake, a malformed or oversized message, a bad index or
+//! length, unrequested data, a request flood, silence, a trickle below the minimum rate; one that
+//! sends a piece that does not verify is also banned for the rest of the download.
+
+use super::picker::Source;
+use super::shared::{Shared, State};
+use super::wire::{self, Handshake, Message, Pex, HANDSHAKE_LEN, MAX_REQUEST, UT_PEX_ID};
+use std::collections::VecDeque;
+use std::io::{ErrorKind, Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+const TICK: Duration = Duration::from_millis(100);
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+const WRITE_TIMEOUT: Duration = Duration::from_secs(30);
+const KEEPALIVE: Duration = Duration::from_secs(90);
+const PEX_EVERY: Duration = Duration::from_secs(60);
+const PEX_FIRST: Duration = Duration::from_secs(3);
+/// Bytes of blocks nobody asked for (late end-game copies) tolerated before the peer is dropped.
+const MAX_UNREQUESTED: u64 = 4 << 20;
+/// Messages per second above which a peer counts as flooding.
+const MAX_MESSAGES_PER_SEC: u32 = 20_000;
+
+/// Why a connection ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum End {
+    /// Ordinary: closed, stopping, not useful.
+    Closed(&'static str),
+    /// Hostile or broken: dropped, not banned.
+    Dropped(String),
+    /// Dropped and never contacted again (a piece that does not verify, another torrent).
+    Banned(String),
+}
+
+/// Connects to `addr` and runs the connection until it ends.
+pub fn connect(shared: Arc<Shared>, id: Source, addr: SocketAddr) {
+    let end = match TcpStream::connect_timeout(&addr, Duration::from_secs(5)) {
+        // Trackers list us among the peers: our own port on our own address is ourselves.
+        Ok(s)
+            if addr.port() == shared.port && s.local_addr().is_ok_and(|l| l.ip() == addr.ip()) =>
+        {
+            let mut st = shared.lock();
+            st.known.remove(&addr);
+            st.banned.insert(addr);
+            End::Closed("ourselves")
+        }
+        Ok(s) => run(&shared, id, s, addr, true),
+        Err(_) => End::Closed("connection refused or timed out"),
+    };
+    finish(&shared, id, addr, &end);
+}
+
+/// Runs a connection a peer opened to us.
+pub fn accepted(shared: Arc<Shared>, id: Source, stream: TcpStream, addr: SocketAddr) {
+    let end = run(&shared, id, stream, addr, false);
+    finish(&shared, id, addr, &end);
+}
+
+/// The connection's traces removed from the shared state; a banned peer's address and id kept.
+fn finish(shared: &Shared, id: Source, addr: SocketAddr, end: &End) {
+    let mut st = shared.lock();
+    if let Some(p) = st.picker() {
+        p.remove(id);
+    }
+    st.conns.remove(&id);
+    let peer_id = st.peer_ids.remove(&id);
+    match end {
+        End::Closed(why) => log::debug!("peer {addr}: {why}"),
+        End::Dropped(why) => {
+            st.dropped = st.dropped.saturating_add(1);
+            log::info!("peer {addr} dropped: {why}");
+        }
+        End::Banned(why) => {
+            st.dropped = st.dropped.saturating_add(1);
+            st.banned.insert(addr);
+            st.known.remove(&addr);
+            st.banned_ids.extend(peer_id);
+            log::warn!("peer {addr} banned for the rest of the download: {why}");
+        }
+    }
+}
+
+/// The piece being downloaded from this peer.
+struct Current {
+    index: u32,
+    len: u32,
+    data: Vec<u8>,
+    /// The next offset to request.
+    next: u32,
+    /// Requests sent and not yet answered: (begin, length).
+    outstanding: VecDeque<(u32, u32)>,
+}
+
+struct Conn<'a> {
+    shared: &'a Shared,
+    id: Source,
+    addr: SocketAddr,
+    stream: TcpStream,
+    out: Vec<u8>,
+    am_choking: bool,
+    am_interested: bool,
+    peer_choking: bool,
+    peer_interested: bool,
+    peer_pex: u8,
+    announced: usize,
+    current: Option<Current>,
+    queue: VecDeque<(u32, u32, u32)>,
+    last_recv: Instant,
+    last_sent: Instant,
+    last_pex: Instant,
+    window_start: Instant,
+    window_bytes: u64,
+    second_start: Instant,
+    second_messages: u32,
+    unrequested: u64,
+    max_frame: u32,
+}
+
+fn run(
+    shared: &Shared,
+    id: Source,
+    mut stream: TcpStream,
+    addr: SocketAddr,
+    outgoing: bool,
+) -> End {
+    let ours = Handshake::ours(shared.meta.info_hash, shared.peer_id).encode();
+    let _ = stream.set_nodelay(true);
+    if stream.set_write_timeout(Some(WRITE_TIMEOUT)).is_err()
+        || stream.set_read_timeout(Some(HANDSHAKE_TIMEOUT)).is_err()
+    {
+        return End::Closed("socket options refused");
+    }
+    if outgoing && stream.write_all(&ours).is_err() {
+        return End::Closed("handshake not sent");
+    }
+    let mut theirs = [0u8; HANDSHAKE_LEN];
+    match stream.read_exact(&mut theirs) {
+        Ok(()) => {}
+        // Closed before a word: a port scan, or our own connection to ourselves.
+        Err(e) if e.kind() == ErrorKind::UnexpectedEof => {
+            return End::Closed("closed before its handshake")
+        }
+        Err(_) => return End::Dropped("no handshake within 10 s".into()),
+    }
+    let h = match Handshake::parse(&theirs) {
+        Ok(h) => h,
+        Err(e) => return End::Dropped(e.to_string()),
+    };
+    if h.info_hash != shared.meta.info_hash {
+        return End::Banned(format!(
+            "its handshake names another torrent ({})",
+            h.info_hash
+        ));
+    }
+    if h.peer_id == shared.peer_id {
+        return End::Closed("ourselves");
+    }
+    {
+        let mut st = shared.lock();
+        if st.banned_ids.contains(&h.peer_id) || st.banned.contains(&addr) {
+            return End::Closed("banned");
+        }
+        if st.peer_ids.values().any(|p| *p == h.peer_id) {
+            return End::Closed("already connected");
+        }
+        st.peer_ids.insert(id, h.peer_id);
+        st.conns.insert(id, addr);
+    }
+    if !outgoing && stream.write_all(&ours).is_err() {
+        return End::Closed("handshake not sent");
+    }
+    if stream.set_read_timeout(Some(TICK)).is_err() {
+        return End::Closed("socket options refused");
+    }
+    let pieces = shared.meta.piece_count();
+    let max_frame = (MAX_REQUEST.saturating_add(16))
+        .max((pieces / 8).saturating_add(16))
+        .max(1 << 16);
+    let now = Instant::now();
+    let mut c = Conn {
+        shared,
+        id,
+        addr,
+        stream,
+        out: Vec::new(),
+        am_choking: true,
+        am_interested: false,
+        peer_choking: true,
+        peer_interested: false,
+        peer_pex: 0,
+        announced: 0,
+        current: None,
+        queue: VecDeque::new(),
+        last_recv: now,
+        last_sent: now,
+        // The first peer list goes out a few seconds in (a booting herd cannot wait a minute).
+        last_pex: now
+            .checked_sub(PEX_EVERY.saturating_sub(PEX_FIRST))
+            .unwrap_or(now),
+        window_start: now,
+        window_bytes: 0,
+        second_start: now,
+        second_messages: 0,
+        unrequested: 0,
+        max_frame,
+    };
+    if h.extensions() {
+        let payload = wire::ext_handshake(shared.port, shared.pex);
+        c.send(&Message::Extended { id: 0, payload });
+    }
+    {
+        let st = shared.lock();
+        if let Some(p) = st.picker.as_ref() {
+            c.announced = st.completed.len();
+            if p.have().iter().any(|h| *h) {
+                c.send(&Message::Bitfield(wire::bitfield(p.have())));
+            }
+        }
+    }
+    let end = c.run();
+    if let Some(cur) = c.current.take() {
+        shared.lock().unreserve(u64::from(cur.len));
+    }
+    if !c.am_choking {
+        let mut st = shared.lock();
+        st.unchoked = st.unchoked.saturating_sub(1);
+    }
+    end
+}
+
+impl Conn<'_> {
+    fn send(&mut self, m: &Message) {
+        m.encode(&mut self.out);
+    }
+
+    fn flush(&mut self) -> Result<(), End> {
+        if self.out.is_empty() {
+            return Ok(());
+        }
+        let out = std::mem::take(&mut self.out);
+        self.stream
+            .write_all(&out)
+            .map_err(|_| End::Closed("write failed or timed out"))?;
+        self.last_sent = Instant::now();
+        Ok(())
+    }
+
+    fn run(&mut self) -> End {
+        let mut rbuf: Vec<u8> = Vec::new();
+        let mut tmp = vec![0u8; 64 << 10];
+        loop {
+            if self.shared.stopping() {
+                return End::Closed("stopping");
+            }
+            if let Err(e) = self.flush() {
+                return e;
+            }
+            // Never more than one frame's worth buffered.
+            let room = usize::try_from(self.max_frame)
+                .unwrap_or(0)
+                .saturating_add(4)
+                .saturating_sub(rbuf.len())
+                .min(tmp.len());
+            let got = match tmp.get_mut(..room).map(|b| self.stream.read(b)) {
+                Some(Ok(0)) => return End::Closed("closed by the peer"),
+                Some(Ok(n)) => n,
+                Some(Err(e))
+                    if matches!(
+                        e.kind(),
+                        ErrorKind::WouldBlock | ErrorKind::TimedOut | ErrorKind::Interrupted
+                    ) =>
+                {
+                    0
+                }
+                Some(Err(_)) => return End::Closed("connection reset"),
+                None => 0,
+            };
+            let now = Instant::now();
+            if got > 0 {
+                rbuf.extend_from_slice(tmp.get(..got).unwrap_or_default());
+                self.last_recv = now;
+            }
+            loop {
+                let n = match wire::frame_len(&rbuf, self.max_frame) {
+                    Ok(Some(n)) => n,
+                    Ok(None) => break,
+                    Err(e) => return End::Dropped(e.to_string()),
+                };
+                let total = usize::try_from(n).unwrap_or(usize::MAX).saturating_add(4);
+                let Some(frame) = rbuf.get(4..total) else {
+                    break;
+                };
+                let msg = match Message::parse(frame) {
+                    Ok(m) => m,
+                    Err(e) => return End::Dropped(e.to_string()),
+                };
+                rbuf.drain(..total);
+                if let Err(e) = self.handle(msg, now) {
+                    return e;
+                }
+            }
+            if let Err(e) = self.tick(now) {
+                return e;
+            }
+        }
+    }
+
+    fn handle(&mut self, msg: Message, now: Instant) -> Result<(), End> {
+        if now.saturating_duration_since(self.second_start) >= Duration::from_secs(1) {
+            self.second_start = now;
+            self.second_messages = 0;
+        }
+        self.second_messages = self.second_messages.saturating_add(1);
+        if self.second_messages > MAX_MESSAGES_PER_SEC {
+            return Err(End::Dropped("message flood".into()));
+        }
+        let pieces = self.shared.meta.piece_count();
+        match msg {
+            Message::KeepAlive
+            | Message::Port(_)
+            | Message::Suggest(_)
+            | Message::AllowedFast(_)
+            | Message::Unknown(_) => {}
+            Message::Choke => {
+                self.peer_choking = true;
+                self.abandon();
+            }
+            Message::Unchoke => self.peer_choking = false,
+            Message::Interested => self.peer_interested = true,
+            Message::NotInterested => self.peer_interested = false,
+            Message::Have(i) => {
+                let ok = self
+                    .shared
+                    .lock()
+                    .picker()
+                    .is_some_and(|p| p.peer_have(self.id, i));
+                if !ok {
+                    return Err(End::Dropped(format!("have for piece {i} of {pieces}")));
+                }
+            }
+            // BEP 3 puts the bitfield first, but clients send it after other messages too
+            // (aria2 does); a late one only replaces what we knew of the peer's pieces.
+            Message::Bitfield(b) => {
+                let has = wire::parse_bitfield(&b, pieces)
+                    .ok_or_else(|| End::Dropped("malformed bitfield".into()))?;
+                if let Some(p) = self.shared.lock().picker() {
+                    p.peer_bitfield(self.id, has);
+                }
+            }
+            Message::HaveAll | Message::HaveNone => {
+                let all = matches!(msg, Message::HaveAll);
+                let n = usize::try_from(pieces).unwrap_or(0);
+                if let Some(p) = self.shared.lock().picker() {
+                    p.peer_bitfield(self.id, vec![all; n]);
+                }
+            }
+            Message::Request {
+                index,
+                begin,
+                length,
+            } => {
+                if length == 0 || length > MAX_REQUEST || index >= pieces {
+                    return Err(End::Dropped(format!(
+                        "request for {length} bytes at {begin} of piece {index}"
+                    )));
+                }
+                if !self.am_choking {
+                    if self.queue.len() >= self.shared.limits.max_queued {
+                        return Err(End::Dropped("request flood".into()));
+                    }
+                    self.queue.push_back((index, begin, length));
+                }
+            }
+            Message::Cancel {
+                index,
+                begin,
+                length,
+            } => {
+                self.queue.retain(|r| *r != (index, begin, length));
+            }
+            Message::Reject { index, .. } => {
+                if self.current.as_ref().is_some_and(|c| c.index == index) {
+                    self.abandon();
+                }
+            }
+            Message::Piece { index, begin, data } => self.block(index, begin, &data, now)?,
+            Message::Extended { id: 0, payload } => {
+                if let Ok(h) = wire::parse_ext_handshake(&payload) {
+                    self.peer_pex = h.ut_pex;
+                    if let Some(port) = h.port {
+                        let listen = SocketAddr::new(self.addr.ip(), port);
+                        let mut st = self.shared.lock();
+                        st.conns.insert(self.id, listen);
+                        st.known.entry(listen).or_insert(Some(now));
+                    }
+                }
+            }
+            Message::Extended { id, payload } => {
+                if id == UT_PEX_ID && self.shared.pex {
+                    if let Ok(p) = wire::parse_pex(&payload) {
+                        let me = SocketAddr::new(self.addr.ip(), self.shared.port);
+                        self.shared.lock().learn(&p.added, Some(me));
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// A block arrived: it must answer a request of ours.
+    fn block(&mut self, index: u32, begin: u32, data: &[u8], now: Instant) -> Result<(), End> {
+        let len = u32::try_from(data.len()).unwrap_or(u32::MAX);
+        let n = u64::from(len);
+        let Some(cur) = self.current.as_mut().filter(|c| c.index == index) else {
+            self.unrequested = self.unrequested.saturating_add(n);
+            if self.unrequested > MAX_UNREQUESTED {
+                return Err(End::Dropped("blocks nobody asked for".into()));
+            }
+            return Ok(());
+        };
+        let Some(pos) = cur.outstanding.iter().position(|r| *r == (begin, len)) else {
+            return Err(End::Dropped(format!(
+                "a block of {len} bytes at {begin} of piece {index} that was not requested"
+            )));
+        };
+        cur.outstanding.remove(pos);
+        let start = usize::try_from(begin).unwrap_or(usize::MAX);
+        let end = start.saturating_add(data.len());
+        let Some(dst) = cur.data.get_mut(start..end) else {
+            return Err(End::Dropped("a block outside its piece".into()));
+        };
+        dst.copy_from_slice(data);
+        self.window_bytes = self.window_bytes.saturating_add(n);
+        let _ = now;
+        if cur.next >= cur.len && cur.outstanding.is_empty() {
+            let Some(done) = self.current.take() else {
+                return Ok(());
+            };
+            let ok = self.shared.deliver(self.id, done.index, &done.data, None);
+            self.shared.lock().unreserve(u64::from(done.len));
+            if !ok {
+                return Err(End::Banned(format!(
+                    "piece {} does not match its SHA-1",
+                    done.index
+                )));
+            }
+        }
+        Ok(())
+    }
+
+    /// Drops the piece in progress (choked, rejected, or completed by someone else).
+    fn abandon(&mut self) {
+        if let Some(cur) = self.current.take() {
+            let mut st = self.shared.lock();
+            if let Some(p) = st.picker() {
+                p.release(self.id, cur.index);
+            }
+            st.unreserve(u64::from(cur.len));
+        }
+    }
+
+    fn tick(&mut self, now: Instant) -> Result<(), End> {
+        let limits = &self.shared.limits;
+        if now.saturating_duration_since(self.last_recv) > limits.idle {
+            return Err(End::Dropped("silent".into()));
+        }
+        // The minimum-progress rule, while we wait on requests.
+        let waiting = self
+            .current
+            .as_ref()
+            .is_some_and(|c| !c.outstanding.is_empty());
+        let window = now.saturating_duration_since(self.window_start);
+        if window >= limits.stall {
+            let need = limits
+                .min_rate
+                .saturating_mul(limits.stall.as_secs())
+                .max(1);
+            if waiting && self.window_bytes < need {
+                return Err(End::Dropped(format!(
+                    "{} bytes in {} s, below the minimum rate",
+                    self.window_bytes,
+                    window.as_secs()
+                )));
+            }
+            self.window_start = now;
+            self.window_bytes = 0;
+        }
+        if !waiting && self.current.is_none() {
+            self.window_start = now;
+            self.window_bytes = 0;
+        }
+        let mut msgs = Vec::new();
+        {
+            let mut st = self.shared.lock();
+            let st: &mut State = &mut st;
+            // Announce what we completed since the last tick.
+            for i in st.completed.get(self.announced..).unwrap_or_default() {
+                msgs.push(Message::Have(*i));
+            }
+            self.announced = st.completed.len();
+            // A piece someone else completed first (end game): cancel ours.
+            if let Some(cur) = &self.current {
+                if st.picker.as_ref().is_some_and(|p| p.has(cur.index)) {
+                    for (b, l) in &cur.outstanding {
+                        msgs.push(Message::Cancel {
+                            index: cur.index,
+                            begin: *b,
+                            length: *l,
+                        });
+                    }
+                    st.unreserve(u64::from(cur.len));
+                    self.current = None;
+                }
+            }
+            let want = st.picker.as_ref().is_some_and(|p| p.wants_from(self.id));
+            if want != self.am_interested {
+                self.am_interested = want;
+                msgs.push(if want {
+                    Message::Interested
+                } else {
+                    Message::NotInterested
+                });
+            }
+            if want && !self.peer_choking && self.current.is_none() {
+                if let Some(i) = st.picker().and_then(|p| p.pick(self.id)) {
+                    let len = self.shared.meta.piece_span(i).map_or(0, |(_, l)| l);
+                    if len > 0 && st.reserve(u64::from(len), limits.max_buffered) {
+                        self.current = Some(Current {
+                            index: i,
+                            len,
+                            data: vec![0u8; usize::try_from(len).unwrap_or(0)],
+                            next: 0,
+                            outstanding: VecDeque::new(),
+                        });
+                        self.window_start = now;
+                        self.window_bytes = 0;
+                    } else if let Some(p) = st.picker() {
+                        p.release(self.id, i);
+                    }
+                }
+            }
+            // Upload slots.
+            if self.peer_interested && self.am_choking && st.unchoked < limits.upload_slots {
+                st.unchoked = st.unchoked.saturating_add(1);
+                self.am_choking = false;
+                msgs.push(Message::Unchoke);
+            } else if !self.peer_interested && !self.am_choking {
+                st.unchoked = st.unchoked.saturating_sub(1);
+                self.am_choking = true;
+                self.queue.clear();
+                msgs.push(Message::Choke);
+            }
+        }
+        for m in &msgs {
+            self.send(m);
+        }
+        // Keep the pipeline full.
+        if let Some(cur) = self.current.as_mut() {
+            while cur.outstanding.len() < limits.pipeline && cur.next < cur.len {
+                let length = wire::BLOCK.min(cur.len.saturating_sub(cur.next));
+                let m = Message::Request {
+                    index: cur.index,
+                    begin: cur.next,
+                    length,
+                };
+                m.encode(&mut self.out);
+                cur.outstanding.push_back((cur.next, length));
+                cur.next = cur.next.saturating_add(length);
+            }
+        }
+        // Serve a few queued requests per tick, so reading never starves.
+        for _ in 0..8 {
+            let Some((index, begin, length)) = self.queue.pop_front() else {
+                break;
+            };
+            match self.shared.read_block(index, begin, length) {
+                Some(data) => {
+                    let n = u64::try_from(data.len()).unwrap_or(0);
+                    self.send(&Message::Piece { index, begin, data });
+                    self.shared
+                        .uploaded
+                        .fetch_add(n, std::sync::atomic::Ordering::Relaxed);
+                }
+                None => {
+                    return Err(End::Dropped(format!(
+                    "request for a piece we do not have or outside it ({index}, {begin}, {length})"
+                )))
+                }
+            }
+            if self.out.len() > (1 << 20) {
+                break;
+            }
+        }
+        if self.peer_pex != 0
+            && self.shared.pex
+            && now.saturating_duration_since(self.last_pex) >= PEX_EVERY
+        {
+            self.last_pex = now;
+            let added: Vec<SocketAddr> = {
+                let st = self.shared.lock();
+                st.conns
+                    .iter()
+                    .filter(|(k, _)| **k != self.id)
+                    .map(|(_, a)| *a)
+                    .take(50)
+                    .collect()
+            };
+            let payload = wire::encode_pex(&Pex {
+                added,
+                dropped: Vec::new(),
+            });
+            self.send(&Message::Extended {
+                id: self.peer_pex,
+                payload,
+            });
+        }
+        if self.out.is_empty() && now.saturating_duration_since(self.last_sent) >= KEEPALIVE {
+            self.send(&Message::KeepAlive);
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,365 @@
+//! Which piece to download next, from whom: rarest first among the pieces a peer has (ties
+//! broken by a per-node order, so a herd does not all start on the same piece), one source per
+//! piece until every missing piece has one, then end game (a second source for the pieces
+//! still in flight, so one slow peer does not hold up the end). Web seeds take the pieces no
+//! connected peer has, and any piece nobody is fetching once peers had their chance.
+//!
+//! Pure bookkeeping: sources are numbered by the session, pieces by index; nothing here does
+//! I/O or looks at a clock.
+
+use std::collections::HashMap;
+
+/// A peer connection or a web seed, as the session numbers them.
+pub type Source = u64;
+
+/// At most this many sources fetch the same piece (end game).
+pub const MAX_DUP: u8 = 2;
+
+#[derive(Debug)]
+pub struct Picker {
+    have: Vec<bool>,
+    missing: u32,
+    /// How many connected peers have each piece.
+    avail: Vec<u32>,
+    /// How many sources are fetching each piece.
+    active: Vec<u8>,
+    /// Which pieces each peer has (web seeds have everything and are not listed).
+    peers: HashMap<Source, Vec<bool>>,
+    /// The pieces each source is fetching.
+    busy: HashMap<Source, Vec<u32>>,
+    seed: u64,
+}
+
+impl Picker {
+    /// `n` pieces, none held yet; `seed` orders ties (the node's own, so herds spread).
+    pub fn new(n: u32, seed: u64) -> Picker {
+        let len = usize::try_from(n).unwrap_or(0);
+        Picker {
+            have: vec![false; len],
+            missing: n,
+            avail: vec![0; len],
+            active: vec![0; len],
+            peers: HashMap::new(),
+            busy: HashMap::new(),
+            seed,
+        }
+    }
+
+    fn idx(&self, i: u32) -> Option<usize> {
+        usize::try_from(i).ok().filter(|&i| i < self.have.len())
+    }
+
+    pub fn have(&self) -> &[bool] {
+        &self.have
+    }
+
+    pub fn has(&self, i: u32) -> bool {
+        self.idx(i)
+            .and_then(|i| self.have.get(i))
+            .copied()
+            .unwrap_or(false)
+    }
+
+    pub fn missing(&self) -> u32 {
+        self.missing
+    }
+
+    pub fn is_complete(&self) -> bool {
+        self.missing == 0
+    }
+
+    /// A peer's bitfield (or all `true` for HaveAll); replaces what was known of it.
+    pub fn peer_bitfield(&mut self, p: Source, has: Vec<bool>) {
+        if has.len() != self.have.len() {
+            return;
+        }
+        self.forget_peer_pieces(p);
+        for (a, h) in self.avail.iter_mut().zip(&has) {
+            if *h {
+                *a = a.saturating_add(1);
+            }
+        }
+        self.peers.insert(p, has);
+    }
+
+    /// A peer's `have`; `false` when the index is out of range (the session drops the peer).
+    pub fn peer_have(&mut self, p: Source, i: u32) -> bool {
+        let Some(i) = self.idx(i) else { return false };
+        let n = self.have.len();
+        let has = self.peers.entry(p).or_insert_with(|| vec![false; n]);
+        if let Some(h) = has.get_mut(i) {
+            if !*h {
+                *h = true;
+                if let Some(a) = self.avail.get_mut(i) {
+                    *a = a.saturating_add(1);
+                }
+            }
+        }
+        true
+    }
+
+    fn forget_peer_pieces(&mut self, p: Source) {
+        if let Some(old) = self.peers.remove(&p) {
+            for (a, h) in self.avail.iter_mut().zip(&old) {
+                if *h {
+                    *a = a.saturating_sub(1);
+                }
+            }
+        }
+    }
+
+    /// A source gone: its pieces are no longer available from it nor in flight.
+    pub fn remove(&mut self, p: Source) {
+        self.forget_peer_pieces(p);
+        for i in self.busy.remove(&p).unwrap_or_default() {
+            self.dec_active(i);
+        }
+    }
+
+    fn dec_active(&mut self, i: u32) {
+        if let Some(a) = self.idx(i).and_then(|i| self.active.get_mut(i)) {
+            *a = a.saturating_sub(1);
+        }
+    }
+
+    /// Whether the peer has any piece we lack (we are interested in it).
+    pub fn wants_from(&self, p: Source) -> bool {
+        self.peers
+            .get(&p)
+            .is_some_and(|has| has.iter().zip(&self.have).any(|(h, mine)| *h && !mine))
+    }
+
+    /// How many pieces the source is fetching.
+    pub fn in_flight(&self, p: Source) -> usize {
+        self.busy.get(&p).map_or(0, Vec::len)
+    }
+
+    fn tie(&self, i: u32) -> u64 {
+        // A cheap per-node permutation of the indices (splitmix64 step).
+        let mut z = u64::from(i) ^ self.seed;
+        z = z.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z ^ (z >> 27)
+    }
+
+    /// The next piece for peer `p`, marked as in flight from it.
+    pub fn pick(&mut self, p: Source) -> Option<u32> {
+        let has = self.peers.get(&p)?;
+        let mine = self.busy.get(&p);
+        let mut best: Option<(u32, u64, u32)> = None; // (avail, tie, index)
+        let mut endgame: Option<(u8, u64, u32)> = None;
+        let mut all_active = true;
+        for (i, ((h, &mine_have), (&avail, &active))) in has
+            .iter()
+            .zip(&self.have)
+            .zip(self.avail.iter().zip(&self.active))
+            .enumerate()
+        {
+            if mine_have {
+                continue;
+            }
+            all_active &= active > 0;
+            let Ok(i) = u32::try_from(i) else { break };
+            if !h || mine.is_some_and(|m| m.contains(&i)) {
+                continue;
+            }
+            let key_tie = self.tie(i);
+            if active == 0 {
+                if best.is_none_or(|(a, t, _)| (avail, key_tie) < (a, t)) {
+                    best = Some((avail, key_tie, i));
+                }
+            } else if active < MAX_DUP && endgame.is_none_or(|(a, t, _)| (active, key_tie) < (a, t))
+            {
+                endgame = Some((active, key_tie, i));
+            }
+        }
+        let i = match (best, endgame) {
+            (Some((_, _, i)), _) => i,
+            (None, Some((_, _, i))) if all_active => i,
+            _ => return None,
+        };
+        self.start(p, i);
+        Some(i)
+    }
+
+    /// The next pieces for a web seed: a run of up to `max` consecutive pieces that no peer
+    /// has and nobody fetches (with `any`, also pieces peers have: they had their chance),
+    /// starting in this node's own order (the tie order), so a herd starting together pulls
+    /// different pieces from the mirrors and then trades them, instead of every node asking the
+    /// mirrors for piece 0; one ranged request then carries the whole run. `(first, count)`.
+    pub fn pick_web(&mut self, w: Source, any: bool, max: u32) -> Option<(u32, u32)> {
+        let free = |p: &Picker, i: usize| {
+            let h = p.have.get(i).copied().unwrap_or(true);
+            let avail = p.avail.get(i).copied().unwrap_or(0);
+            let active = p.active.get(i).copied().unwrap_or(1);
+            !h && active == 0 && (avail == 0 || any)
+        };
+        let mut best: Option<(u64, usize)> = None;
+        for i in 0..self.have.len() {
+            if !free(self, i) {
+                continue;
+            }
+            let Ok(x) = u32::try_from(i) else { break };
+            let t = self.tie(x);
+            if best.is_none_or(|(bt, _)| t < bt) {
+                best = Some((t, i));
+            }
+        }
+        let (_, first) = best?;
+        let mut end = first;
+        while end < self.have.len()
+            && free(self, end)
+            && end.saturating_sub(first) < usize::try_from(max.max(1)).unwrap_or(1)
+        {
+            let x = u32::try_from(end).ok()?;
+            self.start(w, x);
+            end = end.saturating_add(1);
+        }
+        let first = u32::try_from(first).ok()?;
+        let count = u32::try_from(end).ok()?.saturating_sub(first);
+        Some((first, count))
+    }
+
+    fn start(&mut self, p: Source, i: u32) {
+        if let Some(a) = self.idx(i).and_then(|i| self.active.get_mut(i)) {
+            *a = a.saturating_add(1);
+        }
+        self.busy.entry(p).or_default().push(i);
+    }
+
+    /// Source `p` stopped fetching piece `i` (failed, choked, bad data): another may take it.
+    pub fn release(&mut self, p: Source, i: u32) {
+        if let Some(list) = self.busy.get_mut(&p) {
+            if let Some(pos) = list.iter().position(|&x| x == i) {
+                list.swap_remove(pos);
+                self.dec_active(i);
+            }
+        }
+    }
+
+    /// Piece `i` verified and written (by `p`): the other sources still fetching it are
+    /// returned, so the session can cancel them.
+    pub fn complete(&mut self, p: Source, i: u32) -> Vec<Source> {
+        self.release(p, i);
+        let Some(ix) = self.idx(i) else {
+            return Vec::new();
+        };
+        if let Some(h) = self.have.get_mut(ix) {
+            if !*h {
+                *h = true;
+                self.missing = self.missing.saturating_sub(1);
+            }
+        }
+        let others: Vec<Source> = self
+            .busy
+            .iter()
+            .filter(|(_, l)| l.contains(&i))
+            .map(|(s, _)| *s)
+            .collect();
+        for s in &others {
+            self.release(*s, i);
+        }
+        others
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    #[test]
+    fn rarest_first() {
+        let mut p = Picker::new(4, 1);
+        p.peer_bitfield(1, vec![true, true, true, false]);
+        p.peer_bitfield(2, vec![true, true, false, false]);
+        p.peer_bitfield(3, vec![false, true, false, false]);
+        // Piece 2 is held by one peer only.
+        assert_eq!(p.pick(1), Some(2));
+        // Then piece 0 (two peers) before piece 1 (three).
+        assert_eq!(p.pick(1), Some(0));
+        assert_eq!(p.pick(2), Some(1));
+        assert!(p.wants_from(3));
+        // Everything peer 3 has is in flight: end game gives it a second copy of piece 1.
+        assert_eq!(p.pick(3), None, "piece 3 is not active: no end game yet");
+        assert_eq!(p.pick_web(9, false, 8), Some((3, 1)));
+        assert_eq!(p.pick(3), Some(1));
+        assert_eq!(p.complete(2, 1), vec![3]);
+        assert_eq!(p.pick(3), None);
+        assert_eq!(p.missing(), 3);
+    }
+
+    #[test]
+    fn web_seeds_take_what_no_peer_has_then_anything() {
+        let mut p = Picker::new(3, 0);
+        p.peer_bitfield(1, vec![true, false, false]);
+        let (a, n) = p.pick_web(10, false, 1).unwrap();
+        assert_eq!(n, 1);
+        let (b, _) = p.pick_web(10, false, 1).unwrap();
+        assert_eq!([a.min(b), a.max(b)], [1, 2]);
+        assert_eq!(p.pick_web(10, false, 8), None);
+        assert_eq!(p.pick_web(10, true, 8), Some((0, 1)));
+        p.remove(10);
+        // A run: consecutive free pieces from the first one picked.
+        let mut q = Picker::new(10, 3);
+        q.peer_bitfield(
+            1,
+            vec![
+                false, false, false, false, false, true, false, false, false, false,
+            ],
+        );
+        let (f, n) = q.pick_web(11, false, 4).unwrap();
+        assert!(
+            (1..=4).contains(&n) && (f..f + n).all(|i| i != 5),
+            "{f} {n}"
+        );
+        p.remove(10);
+        assert_eq!(p.pick(1), Some(0));
+    }
+
+    #[test]
+    fn removed_peers_release_pieces() {
+        let mut p = Picker::new(2, 0);
+        p.peer_bitfield(1, vec![true, true]);
+        assert!(p.peer_have(2, 0));
+        assert!(!p.peer_have(2, 5));
+        let a = p.pick(1).unwrap();
+        p.remove(1);
+        assert_eq!(p.in_flight(1), 0);
+        assert_eq!(p.pick_web(7, false, 8), Some((1, 1)));
+        // Piece 1 was the rarest; peer 2 still has piece 0, which nobody fetches.
+        assert_eq!(a, 1);
+        assert_eq!(p.pick(2), Some(0));
+    }
+
+    proptest! {
+        /// Whatever the order of events, a piece is never fetched by more than MAX_DUP sources,
+        /// never picked once held, and every piece is eventually completed.
+        #[test]
+        fn invariants(n in 1u32..40, ops in proptest::collection::vec((0u8..6, 0u64..5, 0u32..45), 0..200)) {
+            let mut p = Picker::new(n, 7);
+            for (op, s, i) in ops {
+                match op {
+                    0 => { p.peer_have(s, i); }
+                    1 => if let Some(x) = p.pick(s) { prop_assert!(!p.has(x)); },
+                    2 => { p.release(s, i); }
+                    3 => { p.complete(s, i); }
+                    4 => { p.remove(s); }
+                    _ => if let Some((x, n)) = p.pick_web(100 + s, i % 2 == 0, i % 5 + 1) {
+                        prop_assert!((1..=i % 5 + 1).contains(&n));
+                        prop_assert!((x..x + n).all(|y| !p.has(y)));
+                    },
+                }
+                prop_assert!(p.active.iter().all(|&a| a <= MAX_DUP));
+                let sum: usize = p.busy.values().map(Vec::len).sum();
+                prop_assert_eq!(sum, p.active.iter().map(|&a| usize::from(a)).sum::<usize>());
+            }
+            while let Some((x, n)) = p.pick_web(1000, true, 3) {
+                for y in x..x + n {
+                    p.complete(1000, y);
+                }
+            }
+            prop_assert!(p.is_complete() || p.active.iter().any(|&a| a > 0));
+        }
+    }
+}

@@ -1,0 +1,623 @@
+//! A swarm download from start to end: the `.torrent` fetched (over http(s), bounded), the
+//! image's expectations resolved as `fetch` resolves them (`--sha256`, sha256sums, signature),
+//! a listening socket for peers, the trackers announced to, peers connected (each in its own
+//! thread, `peer`), web seeds and mirrors started (`webseed`), and the loop that waits for
+//! the last piece under the deadline. Every piece is checked against its SHA-1 before it is
+//! written into `DEST.part` at its offset; the complete file is then verified whole and renamed
+//! to `DEST`, as `fetch` does. With `seed`, the verified file keeps being served for that long.
+
+use super::metainfo::{self, Metainfo, MetainfoError};
+use super::peer;
+use super::picker::Picker;
+use super::shared::{Limits, Shared, State};
+use super::tracker::{self, Announce, Event};
+use super::webseed;
+use crate::fetch::verify::VerifyError;
+use crate::fetch::{self, progress::Progress, FetchError, FetchOptions};
+use crate::support::exit::Exit;
+use crate::support::log::{mib, redact_url, Escaped};
+use crate::support::values::Sha256Hex;
+use reqwest::blocking::Client;
+use reqwest::Url;
+use std::fs::OpenOptions;
+use std::io::Read;
+use std::net::{SocketAddr, TcpListener};
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+const LOOP: Duration = Duration::from_millis(100);
+/// Before an address that failed or left is tried again.
+const RETRY_PEER: Duration = Duration::from_secs(30);
+/// Before a tracker that did not answer is asked again.
+const TRACKER_RETRY: Duration = Duration::from_secs(15);
+/// Peers asked of the tracker per announce.
+const NUMWANT: u32 = 50;
+
+/// What shapes a swarm download beyond the fetch options.
+#[derive(Debug, Clone, Default)]
+pub struct SwarmOptions {
+    /// The port peers reach us on; 0: any free port.
+    pub port: u16,
+    /// How long to keep serving the complete file (zero: stop at once).
+    pub seed: Duration,
+    pub limits: Limits,
+    /// The site's mirrors of the image, used as web seeds after the torrent's own.
+    pub mirrors: Vec<Url>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SwarmReport {
+    pub bytes: u64,
+    pub elapsed: Duration,
+    pub from_peers: u64,
+    /// Each web seed (redacted) and the bytes it delivered.
+    pub from_web: Vec<(String, u64)>,
+    pub uploaded: u64,
+    pub dropped: u32,
+    pub sha256: Sha256Hex,
+    pub port: u16,
+}
+
+impl SwarmReport {
+    pub fn summary(&self) -> String {
+        let secs = self.elapsed.as_secs_f64();
+        let mut from = vec![format!("{} from peers", mib(self.from_peers))];
+        for (u, n) in &self.from_web {
+            from.push(format!("{} from {u}", mib(*n)));
+        }
+        format!(
+            "fetched {} in {secs:.1} s ({:.1} MiB/s) from the swarm: {}; uploaded {}, {} peer{} dropped, sha256 {}",
+            mib(self.bytes),
+            self.bytes as f64 / (1u64 << 20) as f64 / secs.max(1e-3),
+            from.join(", "),
+            mib(self.uploaded),
+            self.dropped,
+            if self.dropped == 1 { "" } else { "s" },
+            self.sha256
+        )
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum SwarmError {
+    #[error("cannot use the torrent {url}")]
+    Torrent {
+        url: String,
+        #[source]
+        source: MetainfoError,
+    },
+    #[error("the torrent {url} came over plain http: rustlive uses it only when --sha256, --sha256sums or a signing key covers the image")]
+    Unpinned { url: String },
+    #[error(transparent)]
+    Fetch(#[from] FetchError),
+    #[error(transparent)]
+    Verify(#[from] VerifyError),
+    #[error("cannot write {path}")]
+    Write {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("cannot listen for peers on port {port}")]
+    Listen {
+        port: u16,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("nothing to fetch {name} from: the torrent names no HTTP tracker and no web seed, and no mirror is given")]
+    NoSource { name: String },
+    #[error("{0}")]
+    Usage(&'static str),
+    #[error("the deadline passed with {have} of {total} pieces")]
+    Deadline { have: u32, total: u32 },
+}
+
+impl SwarmError {
+    pub fn exit_code(&self) -> Exit {
+        match self {
+            SwarmError::Verify(_) | SwarmError::Unpinned { .. } => Exit::Verify,
+            SwarmError::Fetch(e) => e.exit_code(),
+            SwarmError::Listen { .. } | SwarmError::NoSource { .. } | SwarmError::Usage(_) => {
+                Exit::Usage
+            }
+            _ => Exit::Transfer,
+        }
+    }
+}
+
+/// The http(s) URL a torrent source names: `torrent://HOST[:PORT]/PATH` (as dracut's livenet
+/// spells it) and `torrent+http://` are fetched over http, `torrent+https://` over https.
+pub fn torrent_http_url(u: &Url) -> Option<Url> {
+    let scheme = match u.scheme() {
+        "torrent" | "torrent+http" => "http",
+        "torrent+https" => "https",
+        _ => return None,
+    };
+    let rest = u.as_str().split_once("://")?.1;
+    Url::parse(&format!("{scheme}://{rest}")).ok()
+}
+
+/// Downloads the image a `.torrent` at `torrent_url` (http or https) describes into `dest`.
+pub fn fetch_torrent(
+    torrent_url: &Url,
+    dest: &Path,
+    opts: &SwarmOptions,
+    fopts: &FetchOptions,
+) -> Result<SwarmReport, SwarmError> {
+    let shown = redact_url(torrent_url);
+    let pinned = fopts.sha256.is_some() || fopts.sha256sums.is_some() || !fopts.keys.is_empty();
+    if torrent_url.scheme() == "http" && !pinned {
+        return Err(SwarmError::Unpinned { url: shown });
+    }
+    // The hashes in the options are the image's, not the torrent's.
+    let topts = FetchOptions {
+        sha256: None,
+        content: None,
+        ..fopts.clone()
+    };
+    let bytes = fetch::fetch_bytes(torrent_url, &topts, metainfo::MAX_TORRENT)?;
+    let meta = Metainfo::parse(&bytes).map_err(|source| SwarmError::Torrent {
+        url: shown.clone(),
+        source,
+    })?;
+    log::info!(
+        "torrent {shown}: {} ({}), {} pieces of {}, info-hash {}, {} tracker{}, {} web seed{}",
+        Escaped(&meta.name),
+        mib(meta.length),
+        meta.piece_count(),
+        mib(u64::from(meta.piece_length)),
+        meta.info_hash,
+        meta.trackers.len(),
+        if meta.trackers.len() == 1 { "" } else { "s" },
+        meta.web_seeds.len(),
+        if meta.web_seeds.len() == 1 { "" } else { "s" },
+    );
+    // The image's name beside the torrent: what sha256sums lines name and where IMAGE.minisig
+    // is looked for.
+    let image = torrent_url
+        .join(&meta.name)
+        .unwrap_or_else(|_| torrent_url.clone());
+    download(&meta, &image, dest, opts, fopts)
+}
+
+struct Tracker {
+    url: String,
+    next: Instant,
+    started: bool,
+    warned: bool,
+}
+
+/// Downloads `meta`'s file into `dest` (`image`: the name its checksums and signature go by).
+pub fn download(
+    meta: &Metainfo,
+    image: &Url,
+    dest: &Path,
+    opts: &SwarmOptions,
+    fopts: &FetchOptions,
+) -> Result<SwarmReport, SwarmError> {
+    let mut web: Vec<Url> = Vec::new();
+    let seeds = meta
+        .web_seeds
+        .iter()
+        .filter_map(|s| Url::parse(&metainfo::web_seed_file_url(s, &meta.name)).ok());
+    for u in seeds.chain(opts.mirrors.iter().cloned()) {
+        if !web.contains(&u) {
+            web.push(u);
+        }
+    }
+    if meta.trackers.is_empty() && web.is_empty() {
+        return Err(SwarmError::NoSource {
+            name: meta.name.clone(),
+        });
+    }
+    let mut names = vec![image.clone()];
+    names.extend(web.iter().cloned());
+    let expected = fetch::expectations(&names, fopts)?;
+    let client = fopts.client(fopts.insecure_tls, expected.pins())?;
+    let part = fetch::part_path(dest);
+    let werr = |source| SwarmError::Write {
+        path: part.clone(),
+        source,
+    };
+    let _ = std::fs::remove_file(&part);
+    let file = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create_new(true)
+        .open(&part)
+        .map_err(werr)?;
+    file.set_len(meta.length).map_err(werr)?;
+    let listener =
+        TcpListener::bind(("0.0.0.0", opts.port)).map_err(|source| SwarmError::Listen {
+            port: opts.port,
+            source,
+        })?;
+    let port = listener.local_addr().map(|a| a.port()).unwrap_or(opts.port);
+    let mut rng = crate::sys::random::Rng::from_entropy();
+    let mut peer_id = *b"-RL0010-000000000000";
+    for b in peer_id.iter_mut().skip(8) {
+        let alnum = b"0123456789abcdefghijklmnopqrstuvwxyz";
+        let i = usize::try_from(rng.up_to(35)).unwrap_or(0);
+        *b = alnum.get(i).copied().unwrap_or(b'0');
+    }
+    let state = State {
+        picker: Some(Picker::new(meta.piece_count(), rng.next_u64())),
+        from_web: vec![0; web.len()],
+        ..State::default()
+    };
+    let shared = Arc::new(Shared {
+        meta: meta.clone(),
+        file,
+        part: part.clone(),
+        peer_id,
+        port,
+        limits: opts.limits.clone(),
+        pex: !meta.private,
+        deadline: fopts.deadline,
+        stop: Default::default(),
+        announced: Default::default(),
+        uploaded: Default::default(),
+        state: Mutex::new(state),
+    });
+    log::info!("listening for peers on port {port}");
+    let result = run(
+        &shared, listener, &web, &client, &expected, image, dest, opts,
+    );
+    shared.stop.store(true, Ordering::Relaxed);
+    if result.is_err() {
+        let _ = std::fs::remove_file(&part);
+    }
+    result
+}
+
+#[allow(clippy::too_many_arguments)]
+fn run(
+    shared: &Arc<Shared>,
+    listener: TcpListener,
+    web: &[Url],
+    client: &Client,
+    expected: &fetch::verify::Expected,
+    image: &Url,
+    dest: &Path,
+    opts: &SwarmOptions,
+) -> Result<SwarmReport, SwarmError> {
+    let start = Instant::now();
+    listener
+        .set_nonblocking(true)
+        .map_err(|source| SwarmError::Listen {
+            port: shared.port,
+            source,
+        })?;
+    {
+        let shared = Arc::clone(shared);
+        std::thread::spawn(move || accept_loop(&shared, &listener));
+    }
+    for (slot, u) in web.iter().enumerate() {
+        for _ in 0..webseed::WORKERS {
+            let id = shared.lock().new_source();
+            let (s, u, c) = (Arc::clone(shared), u.clone(), client.clone());
+            std::thread::spawn(move || webseed::run(s, id, slot, u, c, start));
+        }
+    }
+    let mut trackers: Vec<Tracker> = shared
+        .meta
+        .trackers
+        .iter()
+        .map(|u| Tracker {
+            url: u.clone(),
+            next: start,
+            started: false,
+            warned: false,
+        })
+        .collect();
+    let mut progress = Progress::new(start, Duration::from_secs(5));
+    let total = shared.meta.piece_count();
+    loop {
+        let now = Instant::now();
+        let (missing, have_bytes) = {
+            let mut st = shared.lock();
+            if let Some(e) = st.fatal.take() {
+                return Err(SwarmError::Write {
+                    path: shared.part.clone(),
+                    source: e,
+                });
+            }
+            let missing = st.picker.as_ref().map_or(0, Picker::missing);
+            let bytes = st
+                .from_web
+                .iter()
+                .fold(st.from_peers, |a, b| a.saturating_add(*b));
+            (missing, bytes)
+        };
+        if missing == 0 {
+            break;
+        }
+        if shared.deadline.passed_at(now) {
+            return Err(SwarmError::Deadline {
+                have: total.saturating_sub(missing),
+                total,
+            });
+        }
+        let left = shared.meta.length.saturating_sub(have_bytes);
+        announce_due(shared, client, &mut trackers, now, have_bytes, left, None);
+        shared.announced.store(true, Ordering::Relaxed);
+        connect_more(shared, now);
+        if let Some(line) = progress.tick(now, have_bytes, Some(shared.meta.length)) {
+            let peers = shared.lock().conns.len();
+            log::info!("{line}, {peers} peer{}", if peers == 1 { "" } else { "s" });
+        }
+        std::thread::sleep(LOOP);
+    }
+    // Every piece verified: the whole file as `fetch` checks it.
+    let what = format!("{} (from the swarm)", redact_url(image));
+    let mut digests = expected.digests();
+    let mut buf = vec![0u8; 1 << 20];
+    let mut at = 0u64;
+    while at < shared.meta.length {
+        let n = shared
+            .file
+            .read_at(&mut buf, at)
+            .map_err(|source| SwarmError::Write {
+                path: shared.part.clone(),
+                source,
+            })?;
+        if n == 0 {
+            break;
+        }
+        digests.update(buf.get(..n).unwrap_or_default());
+        at = at.saturating_add(u64::try_from(n).unwrap_or(0));
+    }
+    let sha256 = digests.finish(&what)?;
+    let werr = |source| SwarmError::Write {
+        path: dest.into(),
+        source,
+    };
+    shared.file.sync_all().map_err(werr)?;
+    std::fs::rename(&shared.part, dest).map_err(werr)?;
+    let report = {
+        let st = shared.lock();
+        SwarmReport {
+            bytes: shared.meta.length,
+            elapsed: start.elapsed(),
+            from_peers: st.from_peers,
+            from_web: web
+                .iter()
+                .map(redact_url)
+                .zip(st.from_web.iter().copied())
+                .collect(),
+            uploaded: shared.uploaded.load(Ordering::Relaxed),
+            dropped: st.dropped,
+            sha256,
+            port: shared.port,
+        }
+    };
+    log::info!("{}", report.summary());
+    let now = Instant::now();
+    for t in &mut trackers {
+        t.next = now;
+    }
+    announce_due(
+        shared,
+        client,
+        &mut trackers,
+        now,
+        shared.meta.length,
+        0,
+        Some(Event::Completed),
+    );
+    if !opts.seed.is_zero() {
+        log::info!(
+            "seeding {} for {} s on port {}",
+            dest.display(),
+            opts.seed.as_secs(),
+            shared.port
+        );
+        let end = now.checked_add(opts.seed);
+        while end.is_some_and(|e| Instant::now() < e) {
+            let now = Instant::now();
+            announce_due(
+                shared,
+                client,
+                &mut trackers,
+                now,
+                shared.meta.length,
+                0,
+                None,
+            );
+            connect_more(shared, now);
+            std::thread::sleep(LOOP);
+        }
+        log::info!(
+            "seeding done: uploaded {}",
+            mib(shared.uploaded.load(Ordering::Relaxed))
+        );
+    }
+    shared.stop.store(true, Ordering::Relaxed);
+    let now = Instant::now();
+    for t in &mut trackers {
+        t.next = now;
+    }
+    announce_due(
+        shared,
+        client,
+        &mut trackers,
+        now,
+        shared.meta.length,
+        0,
+        Some(Event::Stopped),
+    );
+    Ok(report)
+}
+
+/// Accepts peers until the download stops, within the connection limit.
+fn accept_loop(shared: &Arc<Shared>, listener: &TcpListener) {
+    while !shared.stopping() {
+        match listener.accept() {
+            Ok((stream, addr)) => {
+                let id = {
+                    let mut st = shared.lock();
+                    if st.conns.len() >= shared.limits.max_peers || st.banned.contains(&addr) {
+                        continue;
+                    }
+                    let id = st.new_source();
+                    st.conns.insert(id, addr);
+                    id
+                };
+                if stream.set_nonblocking(false).is_err() {
+                    shared.lock().conns.remove(&id);
+                    continue;
+                }
+                let s = Arc::clone(shared);
+                std::thread::spawn(move || peer::accepted(s, id, stream, addr));
+            }
+            Err(_) => std::thread::sleep(Duration::from_millis(50)),
+        }
+    }
+}
+
+/// Opens connections to known peers up to the limit.
+fn connect_more(shared: &Arc<Shared>, now: Instant) {
+    let picks: Vec<(u64, SocketAddr)> = {
+        let mut st = shared.lock();
+        let room = shared.limits.max_peers.saturating_sub(st.conns.len());
+        let connected: Vec<SocketAddr> = st.conns.values().copied().collect();
+        let due: Vec<SocketAddr> = st
+            .known
+            .iter()
+            .filter(|(a, last)| {
+                !connected.contains(a)
+                    && last.is_none_or(|t| now.saturating_duration_since(t) >= RETRY_PEER)
+            })
+            .map(|(a, _)| *a)
+            .take(room)
+            .collect();
+        let mut out = Vec::new();
+        for a in due {
+            st.known.insert(a, Some(now));
+            let id = st.new_source();
+            st.conns.insert(id, a);
+            out.push((id, a));
+        }
+        out
+    };
+    for (id, a) in picks {
+        let s = Arc::clone(shared);
+        std::thread::spawn(move || peer::connect(s, id, a));
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+fn announce_due(
+    shared: &Shared,
+    client: &Client,
+    trackers: &mut [Tracker],
+    now: Instant,
+    downloaded: u64,
+    left: u64,
+    event: Option<Event>,
+) {
+    for t in trackers.iter_mut().filter(|t| t.next <= now) {
+        let ev = match event {
+            Some(e) => Some(e),
+            None if !t.started => Some(Event::Started),
+            None => None,
+        };
+        let a = Announce {
+            info_hash: shared.meta.info_hash,
+            peer_id: shared.peer_id,
+            port: shared.port,
+            uploaded: shared.uploaded.load(Ordering::Relaxed),
+            downloaded,
+            left,
+            event: ev,
+            numwant: if ev == Some(Event::Stopped) {
+                0
+            } else {
+                NUMWANT
+            },
+        };
+        let shown = Url::parse(&t.url)
+            .map(|u| redact_url(&u))
+            .unwrap_or_default();
+        match announce(client, &t.url, &a) {
+            Ok(r) => {
+                t.started = true;
+                t.warned = false;
+                t.next = now.checked_add(r.interval).unwrap_or(now);
+                log::debug!(
+                    "tracker {shown}: {} peers, next in {} s",
+                    r.peers.len(),
+                    r.interval.as_secs()
+                );
+                shared.lock().learn(&r.peers, None);
+            }
+            Err(why) => {
+                t.next = now.checked_add(TRACKER_RETRY).unwrap_or(now);
+                if !t.warned && ev != Some(Event::Stopped) {
+                    log::warn!("tracker {shown}: {why}");
+                    t.warned = true;
+                }
+            }
+        }
+    }
+}
+
+fn announce(client: &Client, base: &str, a: &Announce) -> Result<tracker::Response, String> {
+    let url = Url::parse(&tracker::announce_url(base, a)).map_err(|e| e.to_string())?;
+    let resp = client
+        .get(url)
+        .timeout(Duration::from_secs(10))
+        .send()
+        // Without the URL: its query may hold a private tracker's passkey.
+        .map_err(|e| crate::support::exit::report(&e.without_url()))?;
+    if !resp.status().is_success() {
+        return Err(format!("HTTP {}", resp.status().as_u16()));
+    }
+    let mut body = Vec::new();
+    resp.take(u64::try_from(tracker::MAX_RESPONSE).unwrap_or(u64::MAX))
+        .read_to_end(&mut body)
+        .map_err(|e| e.to_string())?;
+    tracker::parse_response(&body).map_err(|e| crate::support::exit::report(&e))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn torrent_urls() {
+        let u = |s: &str| Url::parse(s).unwrap();
+        assert_eq!(
+            torrent_http_url(&u("torrent://boot:8080/images/a.torrent")),
+            Some(u("http://boot:8080/images/a.torrent"))
+        );
+        assert_eq!(
+            torrent_http_url(&u("torrent+https://boot/a.torrent")),
+            Some(u("https://boot/a.torrent"))
+        );
+        assert_eq!(torrent_http_url(&u("http://boot/a.torrent")), None);
+    }
+
+    #[test]
+    fn summary_names_every_source() {
+        let r = SwarmReport {
+            bytes: 4 << 20,
+            elapsed: Duration::from_secs(2),
+            from_peers: 3 << 20,
+            from_web: vec![("http://w/img".into(), 1 << 20)],
+            uploaded: 0,
+            dropped: 1,
+            sha256: crate::fetch::verify::sha256(b"abc"),
+            port: 6881,
+        };
+        let s = r.summary();
+        assert!(
+            s.contains("3.0 MiB from peers, 1.0 MiB from http://w/img"),
+            "{s}"
+        );
+        assert!(s.contains("1 peer dropped"), "{s}");
+    }
+}

@@ -1,0 +1,321 @@
+//! What the threads of one swarm download share: the torrent, the `.part` file (pieces are
+//! written at their offset once verified and read back to serve peers), the picker, the peers
+//! known and banned, the counters of the summary. One mutex; nothing holds it across I/O.
+
+use super::metainfo::Metainfo;
+use super::picker::{Picker, Source};
+use crate::support::deadline::Deadline;
+use std::collections::{HashMap, HashSet};
+use std::fs::File;
+use std::net::SocketAddr;
+use std::os::unix::fs::FileExt;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+/// Peer addresses remembered (from the tracker and peer exchange).
+pub const MAX_KNOWN: usize = 1000;
+
+/// The knobs of a swarm download.
+#[derive(Debug, Clone)]
+pub struct Limits {
+    /// Connections, both directions together.
+    pub max_peers: usize,
+    /// Peers unchoked (served) at once.
+    pub upload_slots: usize,
+    /// Bytes of pieces held in memory while they are being received.
+    pub max_buffered: u64,
+    /// A peer with requests outstanding that delivers nothing for this long is dropped; also
+    /// the window of `min_rate`.
+    pub stall: Duration,
+    /// Bytes per second a peer with requests outstanding must deliver over each `stall`.
+    pub min_rate: u64,
+    /// A peer that sends nothing at all (not even a keep-alive) for this long is dropped.
+    pub idle: Duration,
+    /// How long pieces peers have wait for them before web seeds may take them too.
+    pub peer_wait: Duration,
+    /// Requests pipelined to one peer.
+    pub pipeline: usize,
+    /// Requests a peer may queue with us before it counts as a flood.
+    pub max_queued: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_peers: 40,
+            upload_slots: 8,
+            max_buffered: 64 << 20,
+            stall: Duration::from_secs(30),
+            min_rate: 4 << 10,
+            idle: Duration::from_secs(150),
+            peer_wait: Duration::from_secs(5),
+            pipeline: 16,
+            max_queued: 256,
+        }
+    }
+}
+
+#[derive(Debug, Default)]
+pub struct State {
+    pub picker: Option<Picker>,
+    pub next_source: Source,
+    /// Live connections: the address we know them by (for incoming ones, the listening port
+    /// their extension handshake gave, once it did).
+    pub conns: HashMap<Source, SocketAddr>,
+    /// Addresses to try, with when they were last tried.
+    pub known: HashMap<SocketAddr, Option<Instant>>,
+    pub banned: HashSet<SocketAddr>,
+    pub banned_ids: HashSet<[u8; 20]>,
+    /// The peer id of each live connection (one connection per peer).
+    pub peer_ids: HashMap<Source, [u8; 20]>,
+    /// Completed pieces in order, so each connection can announce them (`have`).
+    pub completed: Vec<u32>,
+    pub buffered: u64,
+    pub unchoked: usize,
+    pub from_peers: u64,
+    /// Bytes from each web seed, by its position.
+    pub from_web: Vec<u64>,
+    pub last_peer_piece: Option<Instant>,
+    pub dropped: u32,
+    /// A failure that ends the download (the file cannot be written).
+    pub fatal: Option<std::io::Error>,
+}
+
+impl State {
+    pub fn picker(&mut self) -> Option<&mut Picker> {
+        self.picker.as_mut()
+    }
+
+    pub fn new_source(&mut self) -> Source {
+        self.next_source = self.next_source.saturating_add(1);
+        self.next_source
+    }
+
+    /// Remembers peers to try (not ourselves, not banned, bounded).
+    pub fn learn(&mut self, peers: &[SocketAddr], me: Option<SocketAddr>) {
+        for p in peers {
+            if self.known.len() >= MAX_KNOWN {
+                break;
+            }
+            if Some(*p) != me && !self.banned.contains(p) {
+                self.known.entry(*p).or_insert(None);
+            }
+        }
+    }
+
+    /// Whether a piece may be buffered now (`len` bytes) within the memory budget; reserves it.
+    pub fn reserve(&mut self, len: u64, max: u64) -> bool {
+        let next = self.buffered.saturating_add(len);
+        // One piece always fits, whatever the budget.
+        if next > max && self.buffered > 0 {
+            return false;
+        }
+        self.buffered = next;
+        true
+    }
+
+    pub fn unreserve(&mut self, len: u64) {
+        self.buffered = self.buffered.saturating_sub(len);
+    }
+}
+
+pub struct Shared {
+    pub meta: Metainfo,
+    pub file: File,
+    pub part: PathBuf,
+    pub peer_id: [u8; 20],
+    /// The port we listen on (announced to trackers and peers).
+    pub port: u16,
+    pub limits: Limits,
+    /// Peer exchange allowed (not a private torrent).
+    pub pex: bool,
+    /// The download's deadline; seeding after completion has its own end.
+    pub deadline: Deadline,
+    pub stop: AtomicBool,
+    /// The first round of tracker announces is over (answered or failed): web seeds need not
+    /// wait for peers nobody will name.
+    pub announced: AtomicBool,
+    pub uploaded: AtomicU64,
+    pub state: Mutex<State>,
+}
+
+impl Shared {
+    pub fn lock(&self) -> MutexGuard<'_, State> {
+        // A thread that panicked while holding the lock cannot exist outside tests (no panics);
+        // the state is still consistent enough to finish or fail cleanly.
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    pub fn stopping(&self) -> bool {
+        self.stop.load(Ordering::Relaxed)
+    }
+
+    /// A piece received whole from `source`: checked against its SHA-1, then written at its
+    /// offset and marked held. `Ok(false)`: it does not verify (the caller drops the source).
+    pub fn deliver(&self, source: Source, index: u32, data: &[u8], web: Option<usize>) -> bool {
+        let ok = self.meta.verify_piece(index, data);
+        let offset = self.meta.piece_span(index).map(|(o, _)| o);
+        let written = match (ok, offset) {
+            (true, Some(o)) => self.file.write_all_at(data, o).map(|()| true),
+            _ => Ok(false),
+        };
+        let mut st = self.lock();
+        let fresh = match written {
+            Ok(true) => {
+                let fresh = st.picker().is_some_and(|p| !p.has(index));
+                if let Some(p) = st.picker() {
+                    p.complete(source, index);
+                }
+                fresh
+            }
+            Ok(false) => {
+                if let Some(p) = st.picker() {
+                    p.release(source, index);
+                }
+                return false;
+            }
+            Err(e) => {
+                st.fatal.get_or_insert(e);
+                return false;
+            }
+        };
+        if fresh {
+            st.completed.push(index);
+            let n = u64::try_from(data.len()).unwrap_or(0);
+            match web {
+                Some(w) => {
+                    if let Some(c) = st.from_web.get_mut(w) {
+                        *c = c.saturating_add(n);
+                    }
+                }
+                None => {
+                    st.from_peers = st.from_peers.saturating_add(n);
+                    st.last_peer_piece = Some(Instant::now());
+                }
+            }
+        }
+        true
+    }
+
+    /// Bytes of a held piece, for a peer's request; `None` unless the piece is held and the
+    /// range lies inside it.
+    pub fn read_block(&self, index: u32, begin: u32, length: u32) -> Option<Vec<u8>> {
+        let held = self.lock().picker.as_ref().is_some_and(|p| p.has(index));
+        let (start, len) = self.meta.piece_span(index)?;
+        let end = begin.checked_add(length)?;
+        if !held || end > len || length == 0 {
+            return None;
+        }
+        let mut buf = vec![0u8; usize::try_from(length).ok()?];
+        let at = start.checked_add(u64::from(begin))?;
+        self.file.read_exact_at(&mut buf, at).ok()?;
+        Some(buf)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::swarm::metainfo::tests::torrent_of;
+
+    fn shared(data: &[u8], piece: u32) -> (tempfile::TempDir, Shared) {
+        let meta = Metainfo::parse(&torrent_of(data, piece, "http://t/a", &[])).unwrap();
+        let d = tempfile::tempdir().unwrap();
+        let part = d.path().join("img.part");
+        let file = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create_new(true)
+            .open(&part)
+            .unwrap();
+        file.set_len(meta.length).unwrap();
+        let state = State {
+            picker: Some(Picker::new(meta.piece_count(), 1)),
+            from_web: vec![0],
+            ..State::default()
+        };
+        let s = Shared {
+            meta,
+            file,
+            part,
+            peer_id: [0; 20],
+            port: 0,
+            limits: Limits::default(),
+            pex: true,
+            deadline: Deadline::NONE,
+            stop: AtomicBool::new(false),
+            announced: AtomicBool::new(false),
+            uploaded: AtomicU64::new(0),
+            state: Mutex::new(state),
+        };
+        (d, s)
+    }
+
+    #[test]
+    fn only_verified_pieces_are_written_and_served() {
+        let data: Vec<u8> = (0..10_000u32).map(|i| (i % 253) as u8).collect();
+        let (_d, s) = shared(&data, 4096);
+        // Wrong bytes: refused, nothing written, the piece still missing.
+        let mut bad = data[..4096].to_vec();
+        bad[7] ^= 1;
+        assert!(!s.deliver(1, 0, &bad, None));
+        assert_eq!(std::fs::read(&s.part).unwrap(), vec![0; 10_000]);
+        assert_eq!(
+            s.read_block(0, 0, 16),
+            None,
+            "a piece we do not hold is not served"
+        );
+        // A short piece, or one at the wrong index, does not verify either.
+        assert!(!s.deliver(1, 2, &data[8192..9000], None));
+        assert!(!s.deliver(1, 1, &data[..4096], None));
+        // The right bytes: written at the piece's offset, counted, served.
+        assert!(s.deliver(1, 2, &data[8192..], None));
+        assert!(s.deliver(2, 0, &data[..4096], Some(0)));
+        let file = std::fs::read(&s.part).unwrap();
+        assert_eq!(&file[8192..], &data[8192..]);
+        assert_eq!(&file[..4096], &data[..4096]);
+        assert_eq!(s.read_block(2, 100, 50).as_deref(), Some(&data[8292..8342]));
+        assert_eq!(
+            s.read_block(2, 1800, 16),
+            None,
+            "past the end of the last piece"
+        );
+        assert_eq!(s.read_block(9, 0, 16), None);
+        let st = s.lock();
+        assert_eq!(st.from_peers, 10_000 - 8192);
+        assert_eq!(st.from_web, vec![4096]);
+        assert_eq!(st.completed, vec![2, 0]);
+        assert_eq!(st.picker.as_ref().unwrap().missing(), 1);
+    }
+
+    #[test]
+    fn memory_budget_admits_one_piece_always() {
+        let mut st = State::default();
+        assert!(
+            st.reserve(100, 10),
+            "the first piece fits whatever the budget"
+        );
+        assert!(!st.reserve(1, 10));
+        st.unreserve(100);
+        assert!(st.reserve(5, 10));
+        assert!(st.reserve(5, 10));
+        assert!(!st.reserve(1, 10));
+    }
+
+    #[test]
+    fn learned_peers_are_bounded_and_exclude_us_and_the_banned() {
+        let mut st = State::default();
+        let me: SocketAddr = "10.0.0.1:6881".parse().unwrap();
+        let bad: SocketAddr = "10.0.0.2:6881".parse().unwrap();
+        st.banned.insert(bad);
+        st.learn(&[me, bad, "10.0.0.3:1".parse().unwrap()], Some(me));
+        assert_eq!(st.known.len(), 1);
+        let many: Vec<SocketAddr> = (0..2000u16)
+            .map(|p| SocketAddr::new([10, 1, 0, 1].into(), p.saturating_add(1)))
+            .collect();
+        st.learn(&many, None);
+        assert_eq!(st.known.len(), MAX_KNOWN);
+    }
+}

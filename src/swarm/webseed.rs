@@ -1,0 +1,174 @@
+//! Web seeds (BEP 19) and the site's mirrors: pieces no peer has (or, once peers had their
+//! chance, any piece nobody is fetching) are fetched in runs of up to 4 MiB of consecutive
+//! pieces, one ranged GET per run and two in flight per mirror, through the fetch engine's HTTP
+//! client (its CA, client identity, proxy, connect and stall timeouts); the body is read up to
+//! the run's length and no further, and each piece is checked against its SHA-1 like a peer's
+//! and written as soon as it is in. A mirror
+//! that serves other bytes is dropped for the rest of the download; one that fails keeps being
+//! retried with a backoff, while the deadline allows.
+
+use super::picker::Source;
+use super::shared::Shared;
+use crate::support::log::redact_url;
+use reqwest::blocking::Client;
+use reqwest::header::{CONTENT_RANGE, RANGE};
+use reqwest::{StatusCode, Url};
+use std::io::Read;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+const IDLE: Duration = Duration::from_millis(100);
+const BACKOFF_MAX: Duration = Duration::from_secs(10);
+/// Bytes asked for in one request (consecutive pieces).
+const RUN: u64 = 4 << 20;
+/// Requests in flight to one web seed at once.
+pub const WORKERS: usize = 2;
+
+/// Runs web seed `slot` (its URL `url`) until the file is complete, the download stops, or
+/// the seed served bytes that do not verify.
+pub fn run(shared: Arc<Shared>, id: Source, slot: usize, url: Url, client: Client, start: Instant) {
+    let shown = redact_url(&url);
+    let mut backoff = Duration::from_millis(500);
+    loop {
+        if shared.stopping() || shared.deadline.passed() {
+            return;
+        }
+        let now = Instant::now();
+        let run = {
+            let mut st = shared.lock();
+            if st.picker.as_ref().is_none_or(|p| p.is_complete()) {
+                return;
+            }
+            let wait = shared.limits.peer_wait;
+            // Peers had their chance when none delivered a piece for `peer_wait` (counted from
+            // the start while none has).
+            let since = st.last_peer_piece.unwrap_or(start);
+            let any = now.saturating_duration_since(since) >= wait;
+            // A moment for the first bitfields, when there are peers to hear from: until the
+            // trackers answered, then while connections are being made, at most 1 s.
+            let peers_coming = !shared.announced.load(Ordering::Relaxed) || !st.known.is_empty();
+            let early = !shared.meta.trackers.is_empty()
+                && peers_coming
+                && now.saturating_duration_since(start) < wait.min(Duration::from_secs(1));
+            let max = u32::try_from(RUN.div_ceil(u64::from(shared.meta.piece_length))).unwrap_or(1);
+            if early {
+                None
+            } else {
+                st.picker().and_then(|p| p.pick_web(id, any, max))
+            }
+        };
+        let Some((first, count)) = run else {
+            std::thread::sleep(IDLE);
+            continue;
+        };
+        let end = first.saturating_add(count);
+        match get_run(&shared, id, slot, &client, &url, first, end) {
+            Ok(()) => backoff = Duration::from_millis(500),
+            Err(Failed::Bytes(index)) => {
+                log::warn!(
+                    "web seed {shown} served piece {index} with other bytes than the torrent's: not used again"
+                );
+                if let Some(p) = shared.lock().picker() {
+                    p.remove(id);
+                }
+                return;
+            }
+            Err(Failed::Transfer(index, why)) => {
+                if let Some(p) = shared.lock().picker() {
+                    for i in index..end {
+                        p.release(id, i);
+                    }
+                }
+                log::info!(
+                    "web seed {shown}, piece {index}: {why}; retrying in {} ms",
+                    backoff.as_millis()
+                );
+                std::thread::sleep(shared.deadline.clamp(backoff));
+                backoff = backoff.saturating_mul(2).min(BACKOFF_MAX);
+            }
+        }
+    }
+}
+
+enum Failed {
+    /// Piece `.0` does not match its hash.
+    Bytes(u32),
+    /// The transfer failed at piece `.0`.
+    Transfer(u32, String),
+}
+
+/// Pieces `first..end` in one ranged GET, each checked and delivered as soon as its bytes are in.
+fn get_run(
+    shared: &Shared,
+    id: Source,
+    slot: usize,
+    client: &Client,
+    url: &Url,
+    first: u32,
+    end: u32,
+) -> Result<(), Failed> {
+    let fail = |i: u32| move |why: String| Failed::Transfer(i, why);
+    let last = end.saturating_sub(1);
+    let (start, _) = shared
+        .meta
+        .piece_span(first)
+        .ok_or_else(|| fail(first)("no such piece".into()))?;
+    let (lstart, llen) = shared
+        .meta
+        .piece_span(last)
+        .ok_or_else(|| fail(first)("no such piece".into()))?;
+    let stop = lstart.saturating_add(u64::from(llen));
+    let mut body = get_range(client, url, start, stop, shared.meta.length).map_err(fail(first))?;
+    for i in first..end {
+        let (_, len) = shared
+            .meta
+            .piece_span(i)
+            .ok_or_else(|| fail(i)("no such piece".into()))?;
+        let mut data = vec![0u8; usize::try_from(len).unwrap_or(0)];
+        body.read_exact(&mut data)
+            .map_err(|e| fail(i)(format!("reading the body: {e}")))?;
+        if !shared.deliver(id, i, &data, Some(slot)) {
+            return Err(Failed::Bytes(i));
+        }
+    }
+    Ok(())
+}
+
+/// Bytes `start .. stop` of the file: a 206 with the matching Content-Range (or a 200 when that
+/// is the whole file), its body limited to those bytes.
+fn get_range(
+    client: &Client,
+    url: &Url,
+    start: u64,
+    stop: u64,
+    total: u64,
+) -> Result<std::io::Take<reqwest::blocking::Response>, String> {
+    let last = stop
+        .checked_sub(1)
+        .filter(|&l| l >= start)
+        .ok_or("empty range")?;
+    let resp = client
+        .get(url.clone())
+        .header(RANGE, format!("bytes={start}-{last}"))
+        .send()
+        // The URL is shown redacted by the caller; reqwest's own would carry its query.
+        .map_err(|e| crate::support::exit::report(&e.without_url()))?;
+    let whole = start == 0 && stop == total;
+    match resp.status() {
+        StatusCode::PARTIAL_CONTENT => {
+            let want = format!("bytes {start}-{last}/");
+            let cr = resp
+                .headers()
+                .get(CONTENT_RANGE)
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or_default();
+            if !cr.starts_with(&want) {
+                return Err("the answer's Content-Range is not the range asked for".into());
+            }
+        }
+        StatusCode::OK if whole => {}
+        s => return Err(format!("HTTP {}", s.as_u16())),
+    }
+    Ok(resp.take(stop.saturating_sub(start)))
+}
