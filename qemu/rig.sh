@@ -41,6 +41,14 @@ rig_reap_stale() {
 		for p in $(ip netns pids "$ns" 2>/dev/null); do kill "$p" 2>/dev/null || true; done
 		ip netns del "$ns" 2>/dev/null || true
 	done
+	# The logs of suites that are gone (a running suite's stay for its assertions).
+	local d
+	for d in "$B"/nginx/rig-* "$B"/rig/*; do
+		[ -d "$d" ] || continue
+		pid=${d##*/}
+		pid=${pid#rig-}
+		kill -0 "$pid" 2>/dev/null || rm -rf "$d"
+	done
 }
 
 # rig_up [OPTIONS]: the namespace, the bridge, dnsmasq and nginx. Options:

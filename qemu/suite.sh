@@ -942,11 +942,12 @@ t_standalone_dhcp6() {
 	# for GUEST_MAC, its prefix length from the RA's on-link prefix.
 	rig_up --no-v4 --v6 stateful
 	rig_sa_boot standalone-dhcp6 "$IMG/sa.img" \
-		"ip=dhcp6 root=live:$RIG_URL6/root.squashfs rd.rustlive.sha256=$(sha_of root.squashfs)" \
+		"ip=dhcp6 root=live:$RIG_URL6/root.squashfs rd.rustlive.sha256=$(sha_of root.squashfs) rd.rustlive.secrets=$RIG_URL6/nodes/{mac}.json rd.rustlive.secrets.sha256=$(sha_of "nodes/$GUEST_MAC.json")" \
 		300 'TESTROOT: done' "$SA_NOBOOT"
 	local rc=$?
 	rig_down
-	[ "$rc" -eq 0 ] && v6_booted &&
+	[ "$rc" -eq 0 ] && v6_booted && secrets_ok &&
+		grep -q "^fd00:2::15 .*GET /nodes/$GUEST_MAC.json HTTP/1.1\" 200" "$(rig_access_log)" &&
 		check 'TESTROOT: inet6 eth0 fd00:2::15/64' "the DHCPv6 address" &&
 		check 'TESTROOT: lease6 .*"mode":"stateful"' "the DHCPv6 lease" &&
 		check 'TESTROOT: route6 default via fe80::' "the default route from the RA" &&
@@ -966,6 +967,19 @@ t_standalone_dual_stack() {
 		check "TESTROOT: inet6 eth0 $RIG_SLAAC/64" "the SLAAC address" &&
 		check 'TESTROOT: lease6 .*"mode":"stateless"' "the stateless DHCPv6 exchange (RA with O)" &&
 		check 'TESTROOT: lease \{' "the DHCPv4 lease file"
+}
+
+t_standalone_dual_stack_no_v6() {
+	# ip=dhcp ip=auto6 where no router advertises: IPv4 is up, IPv6 gets 15 s more, then the
+	# node boots on IPv4 with a warning.
+	rig_up --v6 off
+	rig_sa_boot standalone-dual-stack-no-v6 "$IMG/sa.img" \
+		"ip=dhcp ip=auto6 root=live:$RIG_URL4/root.squashfs rd.rustlive.sha256=$(sha_of root.squashfs)" \
+		300 'TESTROOT: done' "$SA_NOBOOT"
+	local rc=$?
+	rig_down
+	[ "$rc" -eq 0 ] && sa_booted &&
+		check 'rustlive.*IPv6 not configured, going on with IPv4 only: no router advertisement on eth0' "the IPv6 warning"
 }
 
 t_standalone_v6_static() {
@@ -1100,7 +1114,7 @@ standalone_virtio standalone_mirrors standalone_e1000 standalone_e1000e standalo
 standalone_no_driver standalone_no_dhcp standalone_pxe standalone_secrets_mtls standalone_tpm standalone_oci
 debian_root debian_root_pxe
 standalone_bond standalone_bond_no_carrier standalone_bootif standalone_ifname standalone_vlan_no_parent standalone_vlan standalone_vlan_untagged
-standalone_rig_v4 standalone_v6_slaac standalone_v6_dns standalone_dhcp6 standalone_dual_stack standalone_v6_static standalone_no_ra standalone_no_dhcp6 dracut_nm_dhcp6
+standalone_rig_v4 standalone_v6_slaac standalone_v6_dns standalone_dhcp6 standalone_dual_stack standalone_dual_stack_no_v6 standalone_v6_static standalone_no_ra standalone_no_dhcp6 dracut_nm_dhcp6
 standalone_xz_modules standalone_compressed_module
 docs_site_workflow docs_standalone_sealed"
 

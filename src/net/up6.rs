@@ -312,7 +312,7 @@ pub fn bring_up6(
         let _ = crate::sys::net::readable(&fds, wait);
         drop(fds);
         for r in runs.iter_mut() {
-            receive(r, plan, &mut buf, &mut rng);
+            receive(r, &mut buf, &mut rng);
         }
     }
 }
@@ -467,7 +467,7 @@ fn start_dhcp6(
 }
 
 /// Reads what is waiting on one link's sockets.
-fn receive(r: &mut Run<'_>, plan: &Plan6, buf: &mut [u8], rng: &mut crate::sys::random::Rng) {
+fn receive(r: &mut Run<'_>, buf: &mut [u8], rng: &mut crate::sys::random::Rng) {
     let name = r.link.name.clone();
     loop {
         let (n, from) = match r.icmp.recv(buf) {
@@ -482,8 +482,21 @@ fn receive(r: &mut Run<'_>, plan: &Plan6, buf: &mut [u8], rng: &mut crate::sys::
         match ra::parse(bytes, from) {
             Ok(None) => {}
             Err(why) => log::warn!("ignoring a router advertisement on {name}: {why}"),
-            Ok(Some(a)) if r.advert.is_some() || r.phase == Phase::LinkLocal => {
-                let _ = a;
+            Ok(Some(_)) if r.advert.is_some() || r.phase == Phase::LinkLocal => {}
+            // auto6 needs an address from it: a prefix for SLAAC, or M or O for DHCPv6.
+            Ok(Some(a))
+                if r.phase == Phase::Soliciting
+                    && !a.managed
+                    && !a.other
+                    && !a
+                        .prefixes
+                        .iter()
+                        .any(|p| ra::slaac_address(p, &r.link.mac).is_ok()) =>
+            {
+                log::warn!(
+                    "router advertisement on {name} from {} gives no address (no /64 prefix with the A flag, no M or O flag); waiting for another",
+                    a.router
+                );
             }
             Ok(Some(a)) => {
                 for note in &a.notes {
@@ -514,7 +527,6 @@ fn receive(r: &mut Run<'_>, plan: &Plan6, buf: &mut [u8], rng: &mut crate::sys::
                     }
                 }
                 r.advert = Some(a);
-                let _ = plan;
             }
         }
     }
