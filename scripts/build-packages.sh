@@ -28,7 +28,7 @@ mkdir -p "$out"
 man_pages="rustlive rustlive-boot rustlive-config rustlive-inject-secrets rustlive-assemble
 rustlive-switch-root rustlive-fetch rustlive-bundle rustlive-bundle-build rustlive-bundle-build-all
 rustlive-bundle-seal rustlive-publish rustlive-initramfs rustlive-tpm rustlive-tpm-ek rustlive-image
-rustlive-image-check"
+rustlive-image-check rustlive-torrent rustlive-torrent-create rustlive-torrent-show"
 
 # The documentation: README.md and docs/ as git tracks them (the RPM's tarball is made the same
 # way), relative to the repository.
