@@ -12,7 +12,8 @@ pub mod panic_hook;
 pub mod pid1;
 
 use crate::config::{Config, ConfigError};
-use crate::drivers::kmod::{Background, ASSEMBLY_MODULES};
+use crate::drivers::coldplug::Background;
+use crate::drivers::kmod::ASSEMBLY_MODULES;
 use crate::fetch;
 use crate::root::{assemble, switchroot};
 use crate::secrets::{self, Applied, NodeFacts};
@@ -157,9 +158,11 @@ fn run(
     let started = Instant::now();
     set_stage(Stage::Fetch);
     // As PID 1 nothing else loads modules. The NIC's driver goes first (in the network stage);
-    // the block and filesystem modules assembling may need load in a thread at the lowest
-    // priority meanwhile, in the time spent waiting for carrier, a lease and the image.
-    let assembly_modules = req.pid1.then(|| Background::start(ASSEMBLY_MODULES));
+    // the block and filesystem modules assembling may need load after it, in a thread at the
+    // lowest priority, in the time spent waiting for carrier, a lease and the image.
+    let assembly_modules = req
+        .pid1
+        .then(|| Background::after_drivers(ASSEMBLY_MODULES));
     if req.pid1 {
         // The standalone initramfs: drivers by modalias, then ip= or DHCP; nothing else
         // brings the NIC up or gets an address.

@@ -8,10 +8,12 @@
 /// node reads it, so the name lives on the node's side.
 pub const NET_HINTS_FILE: &str = "modules.alias.rustlive-net";
 
-use crate::drivers::kmod::Failure;
+use crate::drivers::kmod::{self, Failure};
 use crate::drivers::modalias::{self, AliasTable};
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
+use std::sync::{Condvar, Mutex};
+use std::time::{Duration, Instant};
 
 /// Bounded: a driver that keeps creating devices cannot keep PID 1 here forever.
 const MAX_PASSES: usize = 6;
@@ -152,11 +154,18 @@ pub struct Report {
 }
 
 /// Loads `extra` (rd.rustlive.drivers) and the drivers of every device present, from
-/// `/lib/modules/$(uname -r)`, honouring `blacklist` (rd.driver.blacklist).
+/// `/lib/modules/$(uname -r)`, honouring `blacklist` (rd.driver.blacklist); then lets a
+/// [`Background`] waiting for them go.
 pub fn load_drivers(extra: &[String], blacklist: &[String]) -> Report {
+    let report = load_devices_drivers(extra, blacklist);
+    mark_drivers_loaded();
+    report
+}
+
+fn load_devices_drivers(extra: &[String], blacklist: &[String]) -> Report {
     let mut report = Report::default();
     let sys = Path::new("/sys");
-    let dir = match crate::drivers::kmod::modules_dir() {
+    let dir = match kmod::modules_dir() {
         Ok(dir) => dir,
         Err(e) => {
             log::warn!("{}; not loading drivers", crate::support::exit::report(&e));
@@ -200,7 +209,7 @@ pub fn load_drivers(extra: &[String], blacklist: &[String]) -> Report {
             todo.join(", ")
         );
         let names: Vec<&str> = todo.iter().map(String::as_str).collect();
-        match crate::drivers::kmod::load(&dir, &names) {
+        match kmod::load(&dir, &names) {
             Ok(done) => report.failed.extend(done.failed),
             Err(e) => {
                 log::warn!("{}", crate::support::exit::report(&e));
@@ -212,6 +221,105 @@ pub fn load_drivers(extra: &[String], blacklist: &[String]) -> Report {
     }
     report.unclaimed = unclaimed_nics(sys, &hints, &table, &report.failed);
     report
+}
+
+/// Set when [`load_drivers`] has loaded the drivers of the devices present (the NIC's among
+/// them): the modules that go after them ([`Background`]) wait for it.
+static DRIVERS_LOADED: Mutex<bool> = Mutex::new(false);
+static DRIVERS_LOADED_CHANGED: Condvar = Condvar::new();
+
+fn mark_drivers_loaded() {
+    let mut done = DRIVERS_LOADED.lock().unwrap_or_else(|e| e.into_inner());
+    *done = true;
+    DRIVERS_LOADED_CHANGED.notify_all();
+}
+
+/// Waits until [`load_drivers`] is done, at most `limit`.
+fn wait_for_drivers(limit: Duration) {
+    let done = DRIVERS_LOADED.lock().unwrap_or_else(|e| e.into_inner());
+    let waited = DRIVERS_LOADED_CHANGED.wait_timeout_while(done, limit, |done| !*done);
+    if waited.is_ok_and(|(_, t)| t.timed_out()) {
+        log::debug!(
+            "the devices' drivers are not loaded after {} s; loading the other modules anyway",
+            limit.as_secs()
+        );
+    }
+}
+
+/// Modules loading in a thread of their own once the devices' drivers are loaded (the block
+/// and filesystem modules, after the NIC's driver and while the network comes up);
+/// [`Background::wait`] before they are needed.
+#[derive(Debug)]
+pub struct Background {
+    thread: Option<std::thread::JoinHandle<()>>,
+    names: &'static [&'static str],
+    started: Instant,
+}
+
+/// How long the thread waits for [`load_drivers`] before loading its modules anyway (a boot
+/// that never brings the network up).
+const AFTER_DRIVERS_LIMIT: Duration = Duration::from_secs(10);
+
+impl Background {
+    /// Starts a thread that loads `names` (as [`kmod::load`]) from the running kernel's
+    /// modules as soon as [`load_drivers`] has loaded the devices' drivers, at the lowest CPU
+    /// priority: on a one-CPU node it takes the time the boot spends waiting (for carrier, a
+    /// DHCP answer, the image's bytes), not the time the NIC's driver needs.
+    pub fn after_drivers(names: &'static [&'static str]) -> Background {
+        let spawned = std::thread::Builder::new()
+            .name("modules".into())
+            .spawn(move || {
+                if let Err(e) = crate::sys::process::lower_thread_priority() {
+                    log::debug!("cannot lower the module loader's priority: {e}");
+                }
+                wait_for_drivers(AFTER_DRIVERS_LIMIT);
+                load_now(names);
+            });
+        let thread = match spawned {
+            Ok(t) => Some(t),
+            Err(e) => {
+                log::warn!(
+                    "cannot start a thread for the filesystem modules ({e}); they load when needed"
+                );
+                None
+            }
+        };
+        Background {
+            thread,
+            names,
+            started: Instant::now(),
+        }
+    }
+
+    /// Waits until the modules are loaded (or failed: the stage that needs one reports what
+    /// it lacks). When the thread could not start, loads them here.
+    pub fn wait(self) {
+        match self.thread {
+            Some(t) => {
+                if t.join().is_err() {
+                    log::warn!("the module loader thread panicked");
+                }
+                log::debug!(
+                    "modules loaded beside the network in {:.1} s",
+                    self.started.elapsed().as_secs_f64()
+                );
+            }
+            None => load_now(self.names),
+        }
+    }
+}
+
+/// [`kmod::load`] of `names` from the running kernel's modules, errors logged.
+fn load_now(names: &[&str]) {
+    match kmod::modules_dir() {
+        Ok(dir) if dir.is_dir() => {
+            if let Err(e) = kmod::load(&dir, names) {
+                log::warn!("{}", crate::support::exit::report(&e));
+            }
+        }
+        Ok(dir) => log::debug!("no {}; not loading modules", dir.display()),
+        Err(e) => log::warn!("{}", crate::support::exit::report(&e)),
+    }
 }
 
 #[cfg(test)]

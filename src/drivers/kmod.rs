@@ -8,7 +8,6 @@ use crate::drivers::compressed::{self, Compression, DecompressError};
 use std::collections::{HashMap, HashSet};
 use std::io::Read;
 use std::path::{Path, PathBuf};
-use std::time::Instant;
 
 /// The modules assembling a root may need: loop devices, the image filesystems, overlayfs.
 pub const ASSEMBLY_MODULES: &[&str] = &["loop", "squashfs", "erofs", "ext4", "isofs", "overlay"];
@@ -298,73 +297,6 @@ pub fn load(modules_dir: &Path, names: &[&str]) -> Result<Loaded, KmodError> {
         loaded: loader.loaded,
         failed,
     })
-}
-
-/// Modules loading in a thread of their own while the boot goes on (the block and filesystem
-/// modules, beside the network's bring-up); [`Background::wait`] before they are needed.
-#[derive(Debug)]
-pub struct Background {
-    thread: Option<std::thread::JoinHandle<()>>,
-    names: &'static [&'static str],
-    started: Instant,
-}
-
-impl Background {
-    /// Starts loading `names` (as [`load`]) from the running kernel's modules. The thread runs
-    /// at the lowest CPU priority: on a one-CPU node it takes the time the boot spends waiting
-    /// (for carrier, a DHCP answer, the image's bytes), not the time the NIC's driver needs.
-    pub fn start(names: &'static [&'static str]) -> Background {
-        let spawned = std::thread::Builder::new()
-            .name("modules".into())
-            .spawn(move || {
-                if let Err(e) = crate::sys::process::lower_thread_priority() {
-                    log::debug!("cannot lower the module loader's priority: {e}");
-                }
-                match modules_dir() {
-                    Ok(dir) if dir.is_dir() => {
-                        if let Err(e) = load(&dir, names) {
-                            log::warn!("{}", crate::support::exit::report(&e));
-                        }
-                    }
-                    Ok(dir) => log::debug!("no {}; not loading modules", dir.display()),
-                    Err(e) => log::warn!("{}", crate::support::exit::report(&e)),
-                }
-            });
-        let thread = match spawned {
-            Ok(t) => Some(t),
-            Err(e) => {
-                log::warn!(
-                    "cannot start a thread for the filesystem modules ({e}); they load when needed"
-                );
-                None
-            }
-        };
-        Background {
-            thread,
-            names,
-            started: Instant::now(),
-        }
-    }
-
-    /// Waits until the modules are loaded (or failed: the stage that needs one reports what
-    /// it lacks). When the thread could not start, loads them here.
-    pub fn wait(self) {
-        match self.thread {
-            Some(t) => {
-                if t.join().is_err() {
-                    log::warn!("the module loader thread panicked");
-                }
-                log::debug!(
-                    "modules loaded beside the network in {:.1} s",
-                    self.started.elapsed().as_secs_f64()
-                );
-            }
-            None => match modules_dir().and_then(|dir| load(&dir, self.names)) {
-                Ok(_) => {}
-                Err(e) => log::warn!("{}", crate::support::exit::report(&e)),
-            },
-        }
-    }
 }
 
 /// At most this many bytes of a compressed module are read (its decompressed image is
