@@ -510,6 +510,8 @@ fn seal_signs_with_a_minisign_key_and_minisign_verifies_it() {
         .next()
         .unwrap()
         .to_string();
+    // The comment writes the id without leading zeros; rustlive always prints 16 digits.
+    let key_id = format!("{:016X}", u64::from_str_radix(&key_id, 16).unwrap());
     assert!(out.contains(&format!("signed by key {key_id}")), "{out}");
     let sealed = std::fs::read(s.p("n.sealed")).unwrap();
     let env: envelope::Envelope = serde_json::from_slice(&sealed).unwrap();
