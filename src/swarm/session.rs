@@ -395,19 +395,7 @@ fn run(
         }
     };
     log::info!("{}", report.summary());
-    let now = Instant::now();
-    for t in &mut trackers {
-        t.next = now;
-    }
-    announce_due(
-        shared,
-        client,
-        &mut trackers,
-        now,
-        shared.meta.length,
-        0,
-        Some(Event::Completed),
-    );
+    let now = announce_now(shared, client, &mut trackers, Event::Completed);
     if !opts.seed.is_zero() {
         log::info!(
             "seeding {} for {} s on port {}",
@@ -436,19 +424,7 @@ fn run(
         );
     }
     shared.stop.store(true, Ordering::Relaxed);
-    let now = Instant::now();
-    for t in &mut trackers {
-        t.next = now;
-    }
-    announce_due(
-        shared,
-        client,
-        &mut trackers,
-        now,
-        shared.meta.length,
-        0,
-        Some(Event::Stopped),
-    );
+    announce_now(shared, client, &mut trackers, Event::Stopped);
     Ok(report)
 }
 
@@ -510,6 +486,30 @@ fn connect_more(shared: &Arc<Shared>, now: Instant) {
 }
 
 #[allow(clippy::too_many_arguments)]
+/// Tells every tracker `event` at once, whatever its interval (completed, stopped: the events a
+/// tracker must hear when they happen, with the whole file held). Returns the time it used.
+fn announce_now(
+    shared: &Shared,
+    client: &Client,
+    trackers: &mut [Tracker],
+    event: Event,
+) -> Instant {
+    let now = Instant::now();
+    for t in trackers.iter_mut() {
+        t.next = now;
+    }
+    announce_due(
+        shared,
+        client,
+        trackers,
+        now,
+        shared.meta.length,
+        0,
+        Some(event),
+    );
+    now
+}
+
 fn announce_due(
     shared: &Shared,
     client: &Client,
