@@ -8,7 +8,7 @@ openssl minisign shellcheck util-linux qemu-system-x86 ipxe-qemu dracut dracut-l
 dracut-network network-manager busybox-static zstd kmod file xorriso time
 isc-dhcp-client iproute2 rsyslog mmdebstrap openssh-client rpm docker-registry skopeo
 swtpm swtpm-tools tpm2-tools libtss2-tcti-swtpm0 dnsmasq-base
-opentracker transmission-cli mktorrent aria2"
+opentracker transmission-cli mktorrent aria2 gnuplot-nox"
 
 missing=""
 for p in $PKGS; do
