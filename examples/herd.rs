@@ -7,7 +7,8 @@
 //! and writes it as CSV.
 //!
 //! `cargo run --example herd -- --bin RUSTLIVE [--nodes 16,64,256] [--image-mib 32]
-//! [--node-mbit 100] [--server-mbit 100] [--work DIR] [--csv FILE]`
+//! [--node-mbit 100] [--server-mbit 100] [--modes bittorrent,mirrors-only] [--work DIR]
+//! [--csv FILE]`
 //! (root; `--work` gets the nodes' files: N × image at once).
 
 #[path = "../tests/support/herd.rs"]
@@ -25,6 +26,7 @@ struct Args {
     server_mbit: u32,
     work: PathBuf,
     csv: Option<PathBuf>,
+    modes: Vec<herd::Mode>,
 }
 
 fn parse() -> Result<Args, String> {
@@ -36,6 +38,7 @@ fn parse() -> Result<Args, String> {
         server_mbit: 100,
         work: "/var/tmp".into(),
         csv: None,
+        modes: vec![herd::Mode::Torrent, herd::Mode::Mirrors],
     };
     let mut it = std::env::args().skip(1);
     while let Some(k) = it.next() {
@@ -54,6 +57,16 @@ fn parse() -> Result<Args, String> {
             "--server-mbit" => a.server_mbit = num(&v)? as u32,
             "--work" => a.work = v.into(),
             "--csv" => a.csv = Some(v.into()),
+            "--modes" => {
+                a.modes = v
+                    .split(',')
+                    .map(|m| match m {
+                        "bittorrent" => Ok(herd::Mode::Torrent),
+                        "mirrors-only" => Ok(herd::Mode::Mirrors),
+                        _ => Err(format!("--modes: bittorrent or mirrors-only, not {m}")),
+                    })
+                    .collect::<Result<_, _>>()?
+            }
             _ => return Err(format!("unknown option {k}")),
         }
     }
@@ -107,7 +120,13 @@ fn bench(a: &Args) -> Result<(), String> {
     let mut alone: Option<f64> = None;
     let runs = std::iter::once(1).chain(a.nodes.iter().copied());
     for n in runs {
-        for mode in [herd::Mode::Mirrors, herd::Mode::Torrent] {
+        // One node alone from the mirror first: the reference of every time ratio.
+        let modes = if n == 1 {
+            vec![herd::Mode::Mirrors, herd::Mode::Torrent]
+        } else {
+            a.modes.clone()
+        };
+        for mode in modes {
             let need = (n as u64 * img.len * 2 / server_bps.max(1)).max(60) + 120;
             let cfg = herd::RunConfig {
                 mode,

@@ -168,6 +168,33 @@ pub fn reap() {
     }
 }
 
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Host {
+    Hub,
+    Web,
+    Node(usize),
+}
+
+impl Host {
+    fn ip(self) -> String {
+        match self {
+            Host::Hub => HUB_IP.into(),
+            Host::Web => WEB_IP.into(),
+            Host::Node(i) => node_ip(i),
+        }
+    }
+}
+
+/// Locally administered MACs, one per address.
+fn mac(h: Host) -> String {
+    let (a, i) = match h {
+        Host::Hub => (2, 1),
+        Host::Web => (2, 2),
+        Host::Node(i) => (1, i),
+    };
+    format!("02:77:{a:02x}:00:{:02x}:{:02x}", (i >> 8) & 0xff, i & 0xff)
+}
+
 static RUNS: AtomicUsize = AtomicUsize::new(0);
 
 /// The network of one herd: hub (bridge, tracker), web (nginx), nodes. Removed on drop.
@@ -200,32 +227,59 @@ impl Net {
             run(Command::new("ip").args(["netns", "add", ns]))?;
         }
         let mut hub = format!(
-            "link set lo up\nlink add br0 type bridge\nlink set br0 up\n\
+            "link set lo up\nlink add br0 address {} type bridge\nlink set br0 up\n\
              addr add {HUB_IP}/16 dev br0\n\
-             link add hw type veth peer name eth0 netns {}\nlink set hw master br0 up\n",
+             link add hw type veth peer name eth0 address {} netns {}\nlink set hw master br0 up\n",
+            mac(Host::Hub),
+            mac(Host::Web),
             net.web
         );
         let mut hub_tc = tbf("hw", server_mbit);
         for (i, ns) in net.nodes.iter().enumerate() {
             let _ = write!(
                 hub,
-                "link add h{i} type veth peer name eth0 netns {ns}\nlink set h{i} master br0 up\n"
+                "link add h{i} type veth peer name eth0 address {} netns {ns}\n\
+                 link set h{i} master br0 up\n",
+                mac(Host::Node(i))
             );
             hub_tc.push_str(&tbf(&format!("h{i}"), node_mbit));
         }
+        // Every address's MAC, known in advance: a full FIFO on a capped link (tbf is one
+        // FIFO, and this kernel has no fq_codel or prio to keep small packets out of it) drops
+        // ARP replies, and a neighbour that fails ARP three times is "unreachable" for a while.
+        // A real NIC's multiqueue fair queueing does not starve ARP like that.
+        let hosts: Vec<Host> = [Host::Hub, Host::Web]
+            .into_iter()
+            .chain((0..nodes).map(Host::Node))
+            .collect();
+        let neighbours = |me: Host, dev: &str| -> String {
+            hosts
+                .iter()
+                .filter(|&&h| h != me)
+                .map(|&h| {
+                    format!(
+                        "neigh replace {} lladdr {} dev {dev} nud permanent\n",
+                        h.ip(),
+                        mac(h)
+                    )
+                })
+                .collect()
+        };
+        hub.push_str(&neighbours(Host::Hub, "br0"));
         batch("ip", Some(&net.hub), &hub)?;
         batch("tc", Some(&net.hub), &hub_tc)?;
-        let inside = |ns: &str, ip: &str, mbit: u32| -> Result<(), String> {
-            batch(
-                "ip",
-                Some(ns),
-                &format!("link set lo up\naddr add {ip}/16 dev eth0\nlink set eth0 up\n"),
-            )?;
+        let inside = |ns: &str, me: Host, mbit: u32| -> Result<(), String> {
+            let mut lines = format!(
+                "link set lo up\naddr add {}/16 dev eth0\nlink set eth0 up\n",
+                me.ip()
+            );
+            lines.push_str(&neighbours(me, "eth0"));
+            batch("ip", Some(ns), &lines)?;
             batch("tc", Some(ns), &tbf("eth0", mbit))
         };
-        inside(&net.web, WEB_IP, server_mbit)?;
+        inside(&net.web, Host::Web, server_mbit)?;
         for (i, ns) in net.nodes.iter().enumerate() {
-            inside(ns, &node_ip(i), node_mbit)?;
+            inside(ns, Host::Node(i), node_mbit)?;
         }
         Ok(net)
     }
