@@ -45,6 +45,14 @@ impl Picker {
         }
     }
 
+    /// `n` pieces, all held: a seeder's picker (it only answers `has`).
+    pub fn full(n: u32, seed: u64) -> Picker {
+        let mut p = Picker::new(n, seed);
+        p.have.fill(true);
+        p.missing = 0;
+        p
+    }
+
     fn idx(&self, i: u32) -> Option<usize> {
         usize::try_from(i).ok().filter(|&i| i < self.have.len())
     }
@@ -315,6 +323,16 @@ mod tests {
         );
         p.remove(10);
         assert_eq!(p.pick(1), Some(0));
+    }
+
+    #[test]
+    fn a_full_picker_holds_everything_and_wants_nothing() {
+        let mut p = Picker::full(5, 1);
+        assert!(p.is_complete() && p.has(4) && !p.has(5));
+        p.peer_bitfield(1, vec![true; 5]);
+        assert!(!p.wants_from(1));
+        assert_eq!(p.pick(1), None);
+        assert_eq!(p.pick_web(2, true, 8), None);
     }
 
     #[test]

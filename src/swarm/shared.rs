@@ -4,14 +4,16 @@
 
 use super::metainfo::Metainfo;
 use super::picker::{Picker, Source};
+use super::rate::Bucket;
 use crate::support::deadline::Deadline;
 use std::collections::{HashMap, HashSet};
 use std::fs::File;
 use std::net::SocketAddr;
+use std::num::NonZeroU64;
 use std::os::unix::fs::FileExt;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Mutex, MutexGuard};
+use std::sync::{Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 /// Peer addresses remembered (from the tracker and peer exchange).
@@ -39,6 +41,9 @@ pub struct Limits {
     pub pipeline: usize,
     /// Requests a peer may queue with us before it counts as a flood.
     pub max_queued: usize,
+    /// Bytes per second sent to all peers together (one token bucket per session); `None`:
+    /// unlimited.
+    pub upload_rate: Option<NonZeroU64>,
 }
 
 impl Default for Limits {
@@ -53,6 +58,7 @@ impl Default for Limits {
             peer_wait: Duration::from_secs(5),
             pipeline: 16,
             max_queued: 256,
+            upload_rate: None,
         }
     }
 }
@@ -79,6 +85,10 @@ pub struct State {
     pub from_web: Vec<u64>,
     pub last_peer_piece: Option<Instant>,
     pub dropped: u32,
+    /// Connections that were sent at least one block.
+    pub peers_served: u32,
+    /// The upload cap's bucket (`Limits::upload_rate`).
+    pub upload: Option<Bucket>,
     /// A failure that ends the download (the file cannot be written).
     pub fatal: Option<std::io::Error>,
 }
@@ -139,6 +149,9 @@ pub struct Shared {
     pub announced: AtomicBool,
     pub uploaded: AtomicU64,
     pub state: Mutex<State>,
+    /// Signalled with `state` when the download completes or fails, so the session's loop
+    /// wakes at once instead of at its next tick.
+    pub wake: Condvar,
 }
 
 impl Shared {
@@ -178,6 +191,7 @@ impl Shared {
             }
             Err(e) => {
                 st.fatal.get_or_insert(e);
+                self.wake.notify_all();
                 return false;
             }
         };
@@ -195,8 +209,19 @@ impl Shared {
                     st.last_peer_piece = Some(Instant::now());
                 }
             }
+            if st.picker.as_ref().is_some_and(Picker::is_complete) {
+                self.wake.notify_all();
+            }
         }
         true
+    }
+
+    /// Waits up to `max` for the download to complete or fail (at once if it has).
+    pub fn wait_done(&self, max: Duration) {
+        let st = self.lock();
+        let _ = self.wake.wait_timeout_while(st, max, |st| {
+            st.fatal.is_none() && st.picker.as_ref().is_some_and(|p| !p.is_complete())
+        });
     }
 
     /// Bytes of a held piece, for a peer's request; `None` unless the piece is held and the
@@ -249,6 +274,7 @@ mod tests {
             announced: AtomicBool::new(false),
             uploaded: AtomicU64::new(0),
             state: Mutex::new(state),
+            wake: Condvar::new(),
         };
         (d, s)
     }
