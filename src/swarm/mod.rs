@@ -11,6 +11,7 @@
 //! indexing or unchecked arithmetic outside tests.
 
 pub mod bencode;
+pub mod choke;
 pub mod metainfo;
 pub mod peer;
 pub mod picker;

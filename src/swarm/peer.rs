@@ -229,10 +229,7 @@ fn run(
     if let Some(cur) = c.current.take() {
         shared.lock().unreserve(u64::from(cur.len));
     }
-    if !c.am_choking {
-        let mut st = shared.lock();
-        st.unchoked = st.unchoked.saturating_sub(1);
-    }
+    shared.lock().chokes.remove(id, shared.limits.upload_slots);
     end
 }
 
@@ -547,13 +544,17 @@ impl Conn<'_> {
                     }
                 }
             }
-            // Upload slots.
-            if self.peer_interested && self.am_choking && st.unchoked < limits.upload_slots {
-                st.unchoked = st.unchoked.saturating_add(1);
+            // Upload slots (`choke`: first come, then rotation).
+            if self.peer_interested {
+                st.chokes.want(self.id, limits.upload_slots);
+            } else {
+                st.chokes.remove(self.id, limits.upload_slots);
+            }
+            let serve = st.chokes.is_unchoked(self.id);
+            if serve && self.am_choking {
                 self.am_choking = false;
                 msgs.push(Message::Unchoke);
-            } else if !self.peer_interested && !self.am_choking {
-                st.unchoked = st.unchoked.saturating_sub(1);
+            } else if !serve && !self.am_choking {
                 self.am_choking = true;
                 self.queue.clear();
                 msgs.push(Message::Choke);

@@ -6,6 +6,7 @@
 //! written into `DEST.part` at its offset; the complete file is then verified whole and renamed
 //! to `DEST`, as `fetch` does. With `seed`, the verified file keeps being served for that long.
 
+use super::choke::ROTATE_EVERY;
 use super::metainfo::{self, Metainfo, MetainfoError};
 use super::peer;
 use super::picker::Picker;
@@ -342,6 +343,7 @@ fn serve(
         }
         announce_due(shared, client, trackers, now, downloaded, 0, None);
         connect_more(shared, now);
+        rotate_slots(shared, now);
         std::thread::sleep(LOOP.min(rest));
     }
 }
@@ -469,6 +471,15 @@ fn run(
     let mut trackers = trackers_of(&shared.meta, start);
     let mut progress = Progress::new(start, Duration::from_secs(5));
     let total = shared.meta.piece_count();
+    // The whole file is hashed as `fetch` hashes it, in file order, while it arrives: each
+    // piece once the pieces before it are in (read back from the page cache), so completion
+    // needs no second pass when the pieces come in order (web seeds alone take them so).
+    let what = format!("{} (from the swarm)", redact_url(image));
+    let mut digests = expected.digests();
+    let mut hashed = Hashed {
+        next: 0,
+        buf: Vec::new(),
+    };
     loop {
         let now = Instant::now();
         let (missing, have_bytes) = {
@@ -486,6 +497,7 @@ fn run(
                 .fold(st.from_peers, |a, b| a.saturating_add(*b));
             (missing, bytes)
         };
+        hashed.advance(shared, &mut digests)?;
         if missing == 0 {
             break;
         }
@@ -499,31 +511,16 @@ fn run(
         announce_due(shared, client, &mut trackers, now, have_bytes, left, None);
         shared.announced.store(true, Ordering::Relaxed);
         connect_more(shared, now);
+        rotate_slots(shared, now);
         if let Some(line) = progress.tick(now, have_bytes, Some(shared.meta.length)) {
             let peers = shared.lock().conns.len();
             log::info!("{line}, {peers} peer{}", if peers == 1 { "" } else { "s" });
         }
-        shared.wait_done(LOOP);
+        let seen = shared.lock().completed.len();
+        shared.wait_progress(LOOP, seen);
     }
-    // Every piece verified: the whole file as `fetch` checks it.
-    let what = format!("{} (from the swarm)", redact_url(image));
-    let mut digests = expected.digests();
-    let mut buf = vec![0u8; 1 << 20];
-    let mut at = 0u64;
-    while at < shared.meta.length {
-        let n = shared
-            .file
-            .read_at(&mut buf, at)
-            .map_err(|source| SwarmError::Write {
-                path: shared.part.clone(),
-                source,
-            })?;
-        if n == 0 {
-            break;
-        }
-        digests.update(buf.get(..n).unwrap_or_default());
-        at = at.saturating_add(u64::try_from(n).unwrap_or(0));
-    }
+    // Every piece verified: the rest of the whole file as `fetch` checks it.
+    hashed.advance(shared, &mut digests)?;
     let sha256 = digests.finish(&what)?;
     let werr = |source| SwarmError::Write {
         path: dest.into(),
@@ -574,6 +571,50 @@ fn run(
     Ok(report)
 }
 
+/// The whole-file digest's progress: the pieces before `next` are hashed.
+struct Hashed {
+    next: u32,
+    buf: Vec<u8>,
+}
+
+impl Hashed {
+    /// Hashes every held piece from `next` on, up to the first one missing.
+    fn advance(
+        &mut self,
+        shared: &Shared,
+        digests: &mut fetch::verify::Digests<'_>,
+    ) -> Result<(), SwarmError> {
+        let rerr = |source| SwarmError::Write {
+            path: shared.part.clone(),
+            source,
+        };
+        loop {
+            let held = shared
+                .lock()
+                .picker
+                .as_ref()
+                .is_some_and(|p| p.has(self.next));
+            let Some((mut at, len)) = shared.meta.piece_span(self.next).filter(|_| held) else {
+                return Ok(());
+            };
+            if self.buf.is_empty() {
+                self.buf = vec![0u8; 1 << 20];
+            }
+            let end = at.saturating_add(u64::from(len));
+            while at < end {
+                let want = usize::try_from(end.saturating_sub(at))
+                    .unwrap_or(usize::MAX)
+                    .min(self.buf.len());
+                let chunk = self.buf.get_mut(..want).unwrap_or_default();
+                shared.file.read_exact_at(chunk, at).map_err(rerr)?;
+                digests.update(chunk);
+                at = at.saturating_add(u64::try_from(want).unwrap_or(0));
+            }
+            self.next = self.next.saturating_add(1);
+        }
+    }
+}
+
 /// Accepts peers until the download stops, within the connection limit.
 fn accept_loop(shared: &Arc<Shared>, listener: &TcpListener) {
     while !shared.stopping() {
@@ -598,6 +639,14 @@ fn accept_loop(shared: &Arc<Shared>, listener: &TcpListener) {
             Err(_) => std::thread::sleep(Duration::from_millis(50)),
         }
     }
+}
+
+/// The optimistic unchoke, when its time has come.
+fn rotate_slots(shared: &Shared, now: Instant) {
+    shared
+        .lock()
+        .chokes
+        .rotate(now, shared.limits.upload_slots, ROTATE_EVERY);
 }
 
 /// Opens connections to known peers up to the limit.

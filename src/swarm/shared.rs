@@ -2,6 +2,7 @@
 //! written at their offset once verified and read back to serve peers), the picker, the peers
 //! known and banned, the counters of the summary. One mutex; nothing holds it across I/O.
 
+use super::choke::Chokes;
 use super::metainfo::Metainfo;
 use super::picker::{Picker, Source};
 use super::rate::Bucket;
@@ -79,7 +80,8 @@ pub struct State {
     /// Completed pieces in order, so each connection can announce them (`have`).
     pub completed: Vec<u32>,
     pub buffered: u64,
-    pub unchoked: usize,
+    /// Who holds the upload slots.
+    pub chokes: Chokes,
     pub from_peers: u64,
     /// Bytes from each web seed, by its position.
     pub from_web: Vec<u64>,
@@ -209,18 +211,20 @@ impl Shared {
                     st.last_peer_piece = Some(Instant::now());
                 }
             }
-            if st.picker.as_ref().is_some_and(Picker::is_complete) {
-                self.wake.notify_all();
-            }
+            // The session hashes the file in order as pieces arrive.
+            self.wake.notify_all();
         }
         true
     }
 
-    /// Waits up to `max` for the download to complete or fail (at once if it has).
-    pub fn wait_done(&self, max: Duration) {
+    /// Waits up to `max` for a piece beyond the first `seen` completed, the end of the
+    /// download, or a failure (at once if one is there).
+    pub fn wait_progress(&self, max: Duration, seen: usize) {
         let st = self.lock();
         let _ = self.wake.wait_timeout_while(st, max, |st| {
-            st.fatal.is_none() && st.picker.as_ref().is_some_and(|p| !p.is_complete())
+            st.fatal.is_none()
+                && st.completed.len() <= seen
+                && st.picker.as_ref().is_some_and(|p| !p.is_complete())
         });
     }
 
