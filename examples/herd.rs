@@ -159,6 +159,9 @@ fn bench(a: &Args) -> Result<(), String> {
             if n == 1 && mode == herd::Mode::Mirrors {
                 alone = row.herd_s;
             }
+            if std::env::var_os("HERD_KEEP").is_some() {
+                let _ = std::fs::write(work.join("access.log.kept"), &o.origin_log);
+            }
             if row.completed < n {
                 eprint!("{}", o.failures());
             }
@@ -227,5 +230,8 @@ fn bench(a: &Args) -> Result<(), String> {
         );
     }
     drop(net);
+    if std::env::var_os("HERD_KEEP").is_some() {
+        eprintln!("kept {}", dir.keep().display());
+    }
     Ok(())
 }

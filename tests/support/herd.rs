@@ -493,6 +493,8 @@ pub struct Outcome {
     /// Bytes of the image nginx sent (access log).
     pub origin_bytes: u64,
     pub origin_requests: usize,
+    /// nginx's access log: `URI STATUS BYTES CLIENT "RANGE" SECONDS END` per request.
+    pub origin_log: String,
     /// From the first start to the last completion (killed nodes aside); `None` when a node
     /// that was not killed never completed.
     pub herd_time: Option<Duration>,
@@ -530,8 +532,8 @@ impl Outcome {
     }
 }
 
-/// The bytes and requests for `/img` in an access log written with `$request_uri $status
-/// $body_bytes_sent`.
+/// The bytes and requests for `/img` in an access log whose lines start with `$request_uri
+/// $status $body_bytes_sent`.
 pub fn origin_bytes(log: &str) -> (u64, usize) {
     log.lines()
         .filter_map(|l| {
@@ -550,7 +552,7 @@ fn start_nginx(net: &Net, dir: &Path, www: &Path) -> Result<Killed, String> {
         "daemon off;\nmaster_process off;\nworker_processes 1;\npid {d}/nginx.pid;\n\
          error_log {d}/error.log;\nworker_rlimit_nofile 8192;\n\
          events {{ worker_connections 4096; }}\n\
-         http {{\n log_format herd '$request_uri $status $body_bytes_sent';\n\
+         http {{\n log_format herd '$request_uri $status $body_bytes_sent $remote_addr \"$http_range\" $request_time $msec';\n\
          access_log {d}/access.log herd;\n client_body_temp_path {d}/t1;\n\
          proxy_temp_path {d}/t2;\n fastcgi_temp_path {d}/t3;\n uwsgi_temp_path {d}/t4;\n\
          scgi_temp_path {d}/t5;\n sendfile on;\n tcp_nopush on;\n keepalive_requests 100000;\n\
@@ -752,8 +754,8 @@ pub fn run_herd(net: &Net, img: &Image, cfg: &RunConfig, work: &Path) -> Result<
     }
     drop(_tracker);
     drop(_nginx);
-    let (origin_bytes, origin_requests) =
-        origin_bytes(&std::fs::read_to_string(work.join("access.log")).unwrap_or_default());
+    let origin_log = std::fs::read_to_string(work.join("access.log")).unwrap_or_default();
+    let (origin_bytes, origin_requests) = origin_bytes(&origin_log);
     let outcomes: Vec<NodeOutcome> = nodes.into_iter().map(|n| n.o).collect();
     let all = outcomes
         .iter()
@@ -764,6 +766,7 @@ pub fn run_herd(net: &Net, img: &Image, cfg: &RunConfig, work: &Path) -> Result<
         image_len: img.len,
         origin_bytes,
         origin_requests,
+        origin_log,
         herd_time: last_completion
             .filter(|_| all)
             .map(|t: Instant| t.saturating_duration_since(start)),
