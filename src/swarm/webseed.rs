@@ -131,6 +131,20 @@ fn get_run(
     let stop = lstart.saturating_add(u64::from(llen));
     let mut body = get_range(client, url, start, stop, shared.meta.length).map_err(fail(first))?;
     for i in first..end {
+        // A piece peers delivered meanwhile (or the file complete): the rest of the run is not
+        // read, and dropping the body closes the connection, so the origin stops sending bytes
+        // nobody needs (in a herd these were most of what it sent). Its pieces go back to the
+        // picker.
+        match shared.lock().picker() {
+            Some(p) if !p.has(i) => {}
+            Some(p) => {
+                for j in i..end {
+                    p.release(id, j);
+                }
+                return Ok(());
+            }
+            None => return Ok(()),
+        }
         let (_, len) = shared
             .meta
             .piece_span(i)
