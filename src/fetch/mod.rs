@@ -518,6 +518,9 @@ pub fn fetch_bytes(
     Ok(bytes)
 }
 
+/// Bytes reserved up front by `fetch_small`.
+const SMALL_RESERVE: usize = 1 << 20;
+
 pub(crate) fn fetch_small(
     urls: &[Url],
     opts: &FetchOptions,
@@ -527,7 +530,10 @@ pub(crate) fn fetch_small(
     let client = opts.client(insecure, false)?;
     let first = urls.first().ok_or(FetchError::NoUrl)?;
     let mut sink = MemSink {
-        buf: Zeroizing::new(Vec::with_capacity(max_len)),
+        // Reserved up front so a secret never leaves an unzeroed copy behind when the vector
+        // grows; but only up to 1 MiB (secrets are far smaller): Zeroizing zeroes the whole
+        // capacity on drop, so a 32 MiB bound (a .torrent's) would touch 32 MiB of memory.
+        buf: Zeroizing::new(Vec::with_capacity(max_len.min(SMALL_RESERVE))),
         max: max_len,
         url: redact_url(first),
     };
