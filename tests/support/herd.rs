@@ -696,8 +696,7 @@ pub fn run_herd(net: &Net, img: &Image, cfg: &RunConfig, work: &Path) -> Result<
             if n.o.completed.is_some() {
                 last_completion = last_completion.max(n.o.completed.map(|c| n.started + c));
             }
-            if cfg.kill_half == Some(n.o.index) && n.o.killed_at.is_none() && n.o.exit.is_none()
-            {
+            if cfg.kill_half == Some(n.o.index) && n.o.killed_at.is_none() && n.o.exit.is_none() {
                 let held = std::fs::metadata(&n.part).map_or(0, |m| m.blocks() * 512);
                 if held * 2 >= img.len && n.o.completed.is_none() {
                     if let Some(c) = n.child.take() {
