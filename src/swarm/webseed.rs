@@ -33,6 +33,9 @@ pub const WORKERS: usize = 2;
 pub fn run(shared: Arc<Shared>, id: Source, slot: usize, url: Url, client: Client, start: Instant) {
     let shown = redact_url(&url);
     let mut backoff = Duration::from_millis(500);
+    // One piece's buffer for the worker's life: a fresh one per piece costs page faults (the
+    // allocator maps and unmaps blocks this large) that a plain fetch does not pay.
+    let mut buf = Vec::new();
     loop {
         if shared.stopping() || shared.deadline.passed() {
             return;
@@ -73,7 +76,7 @@ pub fn run(shared: Arc<Shared>, id: Source, slot: usize, url: Url, client: Clien
             continue;
         };
         let end = first.saturating_add(count);
-        match get_run(&shared, id, slot, &client, &url, first, end) {
+        match get_run(&shared, id, slot, &client, &url, first, end, &mut buf) {
             Ok(()) => backoff = Duration::from_millis(500),
             Err(Failed::Bytes(index)) => {
                 log::warn!(
@@ -108,7 +111,9 @@ enum Failed {
     Transfer(u32, String),
 }
 
-/// Pieces `first..end` in one ranged GET, each checked and delivered as soon as its bytes are in.
+/// Pieces `first..end` in one ranged GET, each checked and delivered as soon as its bytes are in
+/// (`buf`: the worker's piece buffer).
+#[allow(clippy::too_many_arguments)]
 fn get_run(
     shared: &Shared,
     id: Source,
@@ -117,6 +122,7 @@ fn get_run(
     url: &Url,
     first: u32,
     end: u32,
+    buf: &mut Vec<u8>,
 ) -> Result<(), Failed> {
     let fail = |i: u32| move |why: String| Failed::Transfer(i, why);
     let last = end.saturating_sub(1);
@@ -149,10 +155,10 @@ fn get_run(
             .meta
             .piece_span(i)
             .ok_or_else(|| fail(i)("no such piece".into()))?;
-        let mut data = vec![0u8; usize::try_from(len).unwrap_or(0)];
-        body.read_exact(&mut data)
+        buf.resize(usize::try_from(len).unwrap_or(0), 0);
+        body.read_exact(buf)
             .map_err(|e| fail(i)(format!("reading the body: {e}")))?;
-        if !shared.deliver(id, i, &data, Some(slot)) {
+        if !shared.deliver(id, i, buf, Some(slot)) {
             return Err(Failed::Bytes(i));
         }
     }
