@@ -139,8 +139,7 @@ fn get_run(
     for i in first..end {
         // A piece peers delivered meanwhile (or the file complete): the rest of the run is not
         // read, and dropping the body closes the connection, so the origin stops sending bytes
-        // nobody needs (in a herd these were most of what it sent). Its pieces go back to the
-        // picker.
+        // nobody needs. Its pieces go back to the picker.
         match shared.lock().picker() {
             Some(p) if !p.has(i) => {}
             Some(p) => {
