@@ -4,7 +4,11 @@
 //! exchange, pieces from peers and from web seeds, each verified against its SHA-1 before it is
 //! written or shared, then the whole file verified as `fetch` verifies it).
 //!
-//! Layering inside `swarm`: `bencode`, `wire`, `tracker`, `metainfo` and `picker` are pure and
+//! `session::seed_file` serves a file already complete and verified (the seeder after
+//! switch-root), through the same serving loop as a download's seeding time.
+//!
+//! Layering inside `swarm`: `bencode`, `wire`, `tracker`, `metainfo`, `picker`, `choke` (upload
+//! slots) and `rate` (the upload cap's token bucket) are pure and
 //! use nothing but each other downwards (`metainfo` and `wire` use `bencode`, `tracker` uses
 //! `wire`); `shared` holds what the threads share; `peer` (one connection) and `webseed`
 //! (ranged GETs) are the effects on it, driven by `session`. Everything here handles bytes from the network: no unwrap, expect, panic,

@@ -3,8 +3,9 @@
 //! a listening socket for peers, the trackers announced to, peers connected (each in its own
 //! thread, `peer`), web seeds and mirrors started (`webseed`), and the loop that waits for
 //! the last piece under the deadline. Every piece is checked against its SHA-1 before it is
-//! written into `DEST.part` at its offset; the complete file is then verified whole and renamed
-//! to `DEST`, as `fetch` does. With `seed`, the verified file keeps being served for that long.
+//! written into `DEST.part` at its offset; the whole file is hashed in file order as it arrives
+//! and verified as `fetch` verifies it, then renamed to `DEST`. With `seed`, the verified file
+//! keeps being served for that long; `seed_file` serves a complete file with the same loop.
 
 use super::choke::ROTATE_EVERY;
 use super::metainfo::{self, Metainfo, MetainfoError};

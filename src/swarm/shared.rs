@@ -52,7 +52,7 @@ impl Default for Limits {
         Limits {
             max_peers: 40,
             upload_slots: 8,
-            max_buffered: 64 << 20,
+            max_buffered: 16 << 20,
             stall: Duration::from_secs(30),
             min_rate: 4 << 10,
             idle: Duration::from_secs(150),
