@@ -3,6 +3,9 @@
 //! Nothing here uses the rest of the crate (tests aside), and nothing outside uses rustix: a
 //! stage that needs a kernel type (an errno, mount flags, a file type) takes it from here.
 
+// Closing inherited descriptors needs the raw `close`; its `unsafe` is confined to that module.
+#[allow(unsafe_code)]
+pub mod fds;
 pub mod fs;
 pub mod hostname;
 // The loop ioctls have no safe wrapper in rustix; their `unsafe` is confined to that module.
