@@ -14,6 +14,7 @@ pub mod bencode;
 pub mod metainfo;
 pub mod peer;
 pub mod picker;
+pub mod seeder;
 pub mod session;
 pub mod shared;
 pub mod tracker;

@@ -105,15 +105,26 @@ pub fn parse_threads(status: &str) -> Option<u32> {
         .and_then(|v| v.trim().parse().ok())
 }
 
-/// Drops every privilege of root for good: no supplementary groups, then real, effective and
-/// saved gid and uid. The syscalls act on the calling thread only (the kernel's credentials
-/// are per thread), so this refuses unless the process has one thread.
-pub fn drop_privileges(uid: u32, gid: u32) -> std::io::Result<()> {
-    if thread_count()? != 1 {
-        return Err(std::io::Error::other(
-            "privileges can be dropped only while the process has one thread",
-        ));
+/// Proof, read from `/proc/self/status`, that the process had one thread when it was taken:
+/// what [`drop_privileges`] needs (the kernel's credentials are per thread, and rustix changes
+/// only the calling thread's). Take it right before, while `/proc` is still reachable, and start
+/// no thread in between.
+#[derive(Debug)]
+pub struct SingleThreaded(());
+
+/// [`SingleThreaded`], or an error saying how many threads there are.
+pub fn single_threaded() -> std::io::Result<SingleThreaded> {
+    match thread_count()? {
+        1 => Ok(SingleThreaded(())),
+        n => Err(std::io::Error::other(format!(
+            "{n} threads: privileges can be dropped only while the process has one"
+        ))),
     }
+}
+
+/// Drops every privilege of root for good: no supplementary groups, then real, effective and
+/// saved gid and uid, and checks the uid is gone.
+pub fn drop_privileges(_alone: &SingleThreaded, uid: u32, gid: u32) -> std::io::Result<()> {
     use rustix::process::{Gid, Uid};
     rustix::thread::set_thread_groups(&[])?;
     let g = Gid::from_raw(gid);
@@ -126,8 +137,6 @@ pub fn drop_privileges(uid: u32, gid: u32) -> std::io::Result<()> {
     }
     Ok(())
 }
-
-
 
 /// `PR_SET_NO_NEW_PRIVS`: no exec of this process (or its children) gains privileges.
 pub fn no_new_privs() -> Result<(), Errno> {
