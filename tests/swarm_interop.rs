@@ -366,6 +366,8 @@ fn aria2_downloads_from_a_rustlive_seed() {
             "60",
             "--seed",
             "60",
+            "--upload-rate",
+            "4M",
             "--debug",
         ])
         .stdout(Stdio::null())
@@ -383,13 +385,78 @@ fn aria2_downloads_from_a_rustlive_seed() {
     std::fs::remove_file(s.nginx.root.join("img")).unwrap();
     let leech = s.dir.path().join("leech");
     std::fs::create_dir(&leech).unwrap();
+    let began = std::time::Instant::now();
     let r = run_bounded(&mut aria2(&s.torrent, &leech, "0"), Duration::from_secs(90));
+    let elapsed = began.elapsed();
     let _ = seeder.0.kill();
     let _ = seeder.0.wait();
     let err = std::fs::read_to_string(s.dir.path().join("seeder.log")).unwrap();
     assert_eq!(r.code, Some(0), "{}\nrustlive:\n{err}", r.output);
     assert_eq!(std::fs::read(leech.join("img")).unwrap(), s.image);
     assert!(err.contains("from http://"), "{err}");
+    // The upload cap (4 MiB/s, a burst of 1 MiB): 6 MiB cannot have left faster.
+    assert_within_cap(6 << 20, 4 << 20, 1 << 20, elapsed);
+    drop(s.tracker);
+}
+
+/// The bucket lets at most `burst + rate × t` bytes out in `t`: `bytes` sent in `elapsed`
+/// must fit that, with a factor of 2 of slack for clocks and buffers (a bound on bytes by
+/// elapsed time, which only a broken cap can fail, however slow the machine).
+fn assert_within_cap(bytes: u64, rate: u64, burst: u64, elapsed: Duration) {
+    let cap = burst as f64 + rate as f64 * elapsed.as_secs_f64();
+    println!(
+        "{bytes} bytes in {:.2} s under a cap of {rate} B/s: {:.2} of the cap",
+        elapsed.as_secs_f64(),
+        bytes as f64 / cap
+    );
+    assert!(
+        (bytes as f64) <= 2.0 * cap,
+        "{bytes} bytes in {elapsed:?}: above the cap of {rate} B/s"
+    );
+}
+
+/// `swarm::session::seed_file` (what the seeder after switch-root runs): a complete file
+/// served to aria2 through the tracker, under an upload cap of 1 MiB/s, for its whole duration.
+#[test]
+fn seed_file_serves_a_complete_file_under_its_cap() {
+    let Some(s) = swarm(4 << 20, false) else {
+        return;
+    };
+    let seed_path = s.dir.path().join("seeded");
+    std::fs::write(&seed_path, &s.image).unwrap();
+    let meta =
+        rustlive::swarm::metainfo::Metainfo::parse(&std::fs::read(&s.torrent).unwrap()).unwrap();
+    let file = std::fs::File::open(&seed_path).unwrap();
+    let listener = TcpListener::bind("0.0.0.0:0").unwrap();
+    let opts = rustlive::swarm::session::SeedOptions {
+        duration: Duration::from_secs(15),
+        limits: rustlive::swarm::shared::Limits {
+            upload_rate: std::num::NonZeroU64::new(1 << 20),
+            ..Default::default()
+        },
+    };
+    let began = std::time::Instant::now();
+    let seeder = std::thread::spawn(move || {
+        let client = reqwest::blocking::Client::new();
+        rustlive::swarm::session::seed_file(&meta, file, listener, &opts, &client)
+    });
+    let leech = s.dir.path().join("leech");
+    std::fs::create_dir(&leech).unwrap();
+    let r = run_bounded(&mut aria2(&s.torrent, &leech, "0"), Duration::from_secs(60));
+    let elapsed = began.elapsed();
+    assert_eq!(r.code, Some(0), "{}", r.output);
+    assert_eq!(std::fs::read(leech.join("img")).unwrap(), s.image);
+    // 1 MiB/s with a burst of a quarter second's worth.
+    assert_within_cap(4 << 20, 1 << 20, 256 << 10, elapsed);
+    let report = seeder.join().unwrap().unwrap();
+    assert!(
+        report.elapsed >= Duration::from_secs(15),
+        "it serves its whole duration: {report:?}"
+    );
+    assert!(report.uploaded >= 4 << 20, "{report:?}");
+    assert_eq!(report.peers_served, 1, "{report:?}");
+    // It never wrote to the file.
+    assert_eq!(std::fs::read(&seed_path).unwrap(), s.image);
     drop(s.tracker);
 }
 

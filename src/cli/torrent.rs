@@ -66,6 +66,10 @@ pub struct SwarmArgs {
     /// With a torrent source: most peers served at once.
     #[arg(long, value_name = "N", default_value = "8")]
     pub upload_slots: usize,
+    /// With a torrent source: most bytes per second sent to all peers together, while
+    /// downloading and seeding (e.g. 10M, 512K; 0: no limit).
+    #[arg(long, value_name = "RATE", default_value = "0", value_parser = crate::support::values::parse_rate)]
+    pub upload_rate: u64,
 }
 
 pub(super) fn torrent(c: &TorrentCommand) -> Result<(), Error> {
@@ -137,6 +141,7 @@ pub(super) fn fetch(
         upload_slots: swarm.upload_slots,
         stall: opts.stall,
         min_rate: opts.min_rate,
+        upload_rate: std::num::NonZeroU64::new(swarm.upload_rate),
         ..crate::swarm::shared::Limits::default()
     };
     let sopts = crate::swarm::session::SwarmOptions {

@@ -82,6 +82,13 @@ pub fn parse_bytes(s: &str, unit: u64) -> Result<u64, String> {
         .ok_or_else(|| "size too large".to_string())
 }
 
+/// Parses a transfer rate in bytes per second: a size as [`parse_bytes`] takes it (`10M`,
+/// `512K`, `1G`), optionally followed by `/s`. What 0 means is the caller's (usually: no
+/// limit, `NonZeroU64::new`).
+pub fn parse_rate(s: &str) -> Result<u64, String> {
+    parse_bytes(s.strip_suffix("/s").unwrap_or(s), 1)
+}
+
 /// Parses a boolean the way dracut options are written.
 pub fn parse_bool(s: &str) -> Result<bool, String> {
     match s.to_ascii_lowercase().as_str() {
@@ -298,6 +305,18 @@ pub fn template_parts(template: &str) -> Result<Vec<TemplatePart<'_>>, Unclosed>
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn rates() {
+        let r = parse_rate;
+        assert_eq!(r("10M"), Ok(10 << 20));
+        assert_eq!(r("512K/s"), Ok(512 << 10));
+        assert_eq!(r("1000"), Ok(1000));
+        assert_eq!(r("0"), Ok(0));
+        for bad in ["", "/s", "10Q", "-1", "1.5M"] {
+            assert!(r(bad).is_err(), "{bad}");
+        }
+    }
 
     #[test]
     fn sizes() {

@@ -11,9 +11,11 @@
 //! indexing or unchecked arithmetic outside tests.
 
 pub mod bencode;
+pub mod choke;
 pub mod metainfo;
 pub mod peer;
 pub mod picker;
+pub mod rate;
 pub mod seeder;
 pub mod session;
 pub mod shared;

@@ -119,6 +119,8 @@ struct Conn<'a> {
     second_messages: u32,
     unrequested: u64,
     max_frame: u32,
+    /// At least one block was sent to this peer.
+    served: bool,
 }
 
 fn run(
@@ -208,6 +210,7 @@ fn run(
         second_messages: 0,
         unrequested: 0,
         max_frame,
+        served: false,
     };
     if h.extensions() {
         let payload = wire::ext_handshake(shared.port, shared.pex);
@@ -226,10 +229,7 @@ fn run(
     if let Some(cur) = c.current.take() {
         shared.lock().unreserve(u64::from(cur.len));
     }
-    if !c.am_choking {
-        let mut st = shared.lock();
-        st.unchoked = st.unchoked.saturating_sub(1);
-    }
+    shared.lock().chokes.remove(id, shared.limits.upload_slots);
     end
 }
 
@@ -544,13 +544,17 @@ impl Conn<'_> {
                     }
                 }
             }
-            // Upload slots.
-            if self.peer_interested && self.am_choking && st.unchoked < limits.upload_slots {
-                st.unchoked = st.unchoked.saturating_add(1);
+            // Upload slots (`choke`: first come, then rotation).
+            if self.peer_interested {
+                st.chokes.want(self.id, limits.upload_slots);
+            } else {
+                st.chokes.remove(self.id, limits.upload_slots);
+            }
+            let serve = st.chokes.is_unchoked(self.id);
+            if serve && self.am_choking {
                 self.am_choking = false;
                 msgs.push(Message::Unchoke);
-            } else if !self.peer_interested && !self.am_choking {
-                st.unchoked = st.unchoked.saturating_sub(1);
+            } else if !serve && !self.am_choking {
                 self.am_choking = true;
                 self.queue.clear();
                 msgs.push(Message::Choke);
@@ -574,10 +578,28 @@ impl Conn<'_> {
             }
         }
         // Serve a few queued requests per tick, so reading never starves.
+        // Under the upload cap, a request waits in the queue (the peer's own pipeline keeps
+        // asking) until the session's bucket holds its bytes.
         for _ in 0..8 {
-            let Some((index, begin, length)) = self.queue.pop_front() else {
+            let Some(&(index, begin, length)) = self.queue.front() else {
                 break;
             };
+            let allowed = {
+                let mut st = self.shared.lock();
+                let ok = st
+                    .upload
+                    .as_mut()
+                    .is_none_or(|b| b.take(now, u64::from(length)));
+                if ok && !self.served {
+                    self.served = true;
+                    st.peers_served = st.peers_served.saturating_add(1);
+                }
+                ok
+            };
+            if !allowed {
+                break;
+            }
+            self.queue.pop_front();
             match self.shared.read_block(index, begin, length) {
                 Some(data) => {
                     let n = u64::try_from(data.len()).unwrap_or(0);

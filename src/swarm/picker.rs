@@ -45,6 +45,14 @@ impl Picker {
         }
     }
 
+    /// `n` pieces, all held: a seeder's picker (it only answers `has`).
+    pub fn full(n: u32, seed: u64) -> Picker {
+        let mut p = Picker::new(n, seed);
+        p.have.fill(true);
+        p.missing = 0;
+        p
+    }
+
     fn idx(&self, i: u32) -> Option<usize> {
         usize::try_from(i).ok().filter(|&i| i < self.have.len())
     }
@@ -186,8 +194,16 @@ impl Picker {
     /// has and nobody fetches (with `any`, also pieces peers have: they had their chance),
     /// starting in this node's own order (the tie order), so a herd starting together pulls
     /// different pieces from the mirrors and then trades them, instead of every node asking the
-    /// mirrors for piece 0; one ranged request then carries the whole run. `(first, count)`.
-    pub fn pick_web(&mut self, w: Source, any: bool, max: u32) -> Option<(u32, u32)> {
+    /// mirrors for piece 0; one ranged request then carries the whole run. With `in_order`
+    /// (a node alone: no peer to trade with), the first free piece in file order instead, so
+    /// the file arrives front to back and is hashed whole as it comes. `(first, count)`.
+    pub fn pick_web(
+        &mut self,
+        w: Source,
+        any: bool,
+        max: u32,
+        in_order: bool,
+    ) -> Option<(u32, u32)> {
         let free = |p: &Picker, i: usize| {
             let h = p.have.get(i).copied().unwrap_or(true);
             let avail = p.avail.get(i).copied().unwrap_or(0);
@@ -200,6 +216,10 @@ impl Picker {
                 continue;
             }
             let Ok(x) = u32::try_from(i) else { break };
+            if in_order {
+                best = Some((0, i));
+                break;
+            }
             let t = self.tie(x);
             if best.is_none_or(|(bt, _)| t < bt) {
                 best = Some((t, i));
@@ -282,7 +302,7 @@ mod tests {
         assert!(p.wants_from(3));
         // Everything peer 3 has is in flight: end game gives it a second copy of piece 1.
         assert_eq!(p.pick(3), None, "piece 3 is not active: no end game yet");
-        assert_eq!(p.pick_web(9, false, 8), Some((3, 1)));
+        assert_eq!(p.pick_web(9, false, 8, false), Some((3, 1)));
         assert_eq!(p.pick(3), Some(1));
         assert_eq!(p.complete(2, 1), vec![3]);
         assert_eq!(p.pick(3), None);
@@ -293,12 +313,12 @@ mod tests {
     fn web_seeds_take_what_no_peer_has_then_anything() {
         let mut p = Picker::new(3, 0);
         p.peer_bitfield(1, vec![true, false, false]);
-        let (a, n) = p.pick_web(10, false, 1).unwrap();
+        let (a, n) = p.pick_web(10, false, 1, false).unwrap();
         assert_eq!(n, 1);
-        let (b, _) = p.pick_web(10, false, 1).unwrap();
+        let (b, _) = p.pick_web(10, false, 1, false).unwrap();
         assert_eq!([a.min(b), a.max(b)], [1, 2]);
-        assert_eq!(p.pick_web(10, false, 8), None);
-        assert_eq!(p.pick_web(10, true, 8), Some((0, 1)));
+        assert_eq!(p.pick_web(10, false, 8, false), None);
+        assert_eq!(p.pick_web(10, true, 8, false), Some((0, 1)));
         p.remove(10);
         // A run: consecutive free pieces from the first one picked.
         let mut q = Picker::new(10, 3);
@@ -308,13 +328,34 @@ mod tests {
                 false, false, false, false, false, true, false, false, false, false,
             ],
         );
-        let (f, n) = q.pick_web(11, false, 4).unwrap();
+        let (f, n) = q.pick_web(11, false, 4, false).unwrap();
         assert!(
             (1..=4).contains(&n) && (f..f + n).all(|i| i != 5),
             "{f} {n}"
         );
         p.remove(10);
         assert_eq!(p.pick(1), Some(0));
+    }
+
+    #[test]
+    fn a_node_alone_takes_web_pieces_in_file_order() {
+        let mut p = Picker::new(10, 12345);
+        assert_eq!(p.pick_web(1, false, 4, true), Some((0, 4)));
+        assert_eq!(p.pick_web(2, false, 4, true), Some((4, 4)));
+        p.release(1, 2);
+        assert_eq!(p.pick_web(1, false, 4, true), Some((2, 1)));
+        assert_eq!(p.pick_web(1, false, 4, true), Some((8, 2)));
+        assert_eq!(p.pick_web(1, false, 4, true), None);
+    }
+
+    #[test]
+    fn a_full_picker_holds_everything_and_wants_nothing() {
+        let mut p = Picker::full(5, 1);
+        assert!(p.is_complete() && p.has(4) && !p.has(5));
+        p.peer_bitfield(1, vec![true; 5]);
+        assert!(!p.wants_from(1));
+        assert_eq!(p.pick(1), None);
+        assert_eq!(p.pick_web(2, true, 8, false), None);
     }
 
     #[test]
@@ -326,7 +367,7 @@ mod tests {
         let a = p.pick(1).unwrap();
         p.remove(1);
         assert_eq!(p.in_flight(1), 0);
-        assert_eq!(p.pick_web(7, false, 8), Some((1, 1)));
+        assert_eq!(p.pick_web(7, false, 8, false), Some((1, 1)));
         // Piece 1 was the rarest; peer 2 still has piece 0, which nobody fetches.
         assert_eq!(a, 1);
         assert_eq!(p.pick(2), Some(0));
@@ -345,7 +386,7 @@ mod tests {
                     2 => { p.release(s, i); }
                     3 => { p.complete(s, i); }
                     4 => { p.remove(s); }
-                    _ => if let Some((x, n)) = p.pick_web(100 + s, i % 2 == 0, i % 5 + 1) {
+                    _ => if let Some((x, n)) = p.pick_web(100 + s, i % 2 == 0, i % 5 + 1, i % 3 == 0) {
                         prop_assert!((1..=i % 5 + 1).contains(&n));
                         prop_assert!((x..x + n).all(|y| !p.has(y)));
                     },
@@ -354,7 +395,7 @@ mod tests {
                 let sum: usize = p.busy.values().map(Vec::len).sum();
                 prop_assert_eq!(sum, p.active.iter().map(|&a| usize::from(a)).sum::<usize>());
             }
-            while let Some((x, n)) = p.pick_web(1000, true, 3) {
+            while let Some((x, n)) = p.pick_web(1000, true, 3, false) {
                 for y in x..x + n {
                     p.complete(1000, y);
                 }

@@ -6,12 +6,15 @@
 //! written into `DEST.part` at its offset; the complete file is then verified whole and renamed
 //! to `DEST`, as `fetch` does. With `seed`, the verified file keeps being served for that long.
 
+use super::choke::ROTATE_EVERY;
 use super::metainfo::{self, Metainfo, MetainfoError};
 use super::peer;
 use super::picker::Picker;
+use super::rate::Bucket;
 use super::shared::{Limits, Shared, State};
 use super::tracker::{self, Announce, Event};
 use super::webseed;
+use super::wire::MAX_REQUEST;
 use crate::fetch::verify::VerifyError;
 use crate::fetch::{self, progress::Progress, FetchError, FetchOptions};
 use crate::support::exit::Exit;
@@ -111,6 +114,8 @@ pub enum SwarmError {
     NoSource { name: String },
     #[error("{0}")]
     Usage(&'static str),
+    #[error("the file to seed holds {have} bytes, the torrent describes {want}")]
+    SeedLength { have: u64, want: u64 },
     #[error("the deadline passed with {have} of {total} pieces")]
     Deadline { have: u32, total: u32 },
 }
@@ -120,9 +125,10 @@ impl SwarmError {
         match self {
             SwarmError::Verify(_) | SwarmError::Unpinned { .. } => Exit::Verify,
             SwarmError::Fetch(e) => e.exit_code(),
-            SwarmError::Listen { .. } | SwarmError::NoSource { .. } | SwarmError::Usage(_) => {
-                Exit::Usage
-            }
+            SwarmError::Listen { .. }
+            | SwarmError::NoSource { .. }
+            | SwarmError::Usage(_)
+            | SwarmError::SeedLength { .. } => Exit::Usage,
             _ => Exit::Transfer,
         }
     }
@@ -237,17 +243,12 @@ pub fn download(
         })?;
     let port = listener.local_addr().map(|a| a.port()).unwrap_or(opts.port);
     let mut rng = crate::sys::random::Rng::from_entropy();
-    let mut peer_id = *b"-RL0010-000000000000";
-    for b in peer_id.iter_mut().skip(8) {
-        let alnum = b"0123456789abcdefghijklmnopqrstuvwxyz";
-        let i = usize::try_from(rng.up_to(35)).unwrap_or(0);
-        *b = alnum.get(i).copied().unwrap_or(b'0');
-    }
-    let state = State {
-        picker: Some(Picker::new(meta.piece_count(), rng.next_u64())),
-        from_web: vec![0; web.len()],
-        ..State::default()
-    };
+    let peer_id = new_peer_id(&mut rng);
+    let state = new_state(
+        Picker::new(meta.piece_count(), rng.next_u64()),
+        web.len(),
+        &opts.limits,
+    );
     let shared = Arc::new(Shared {
         meta: meta.clone(),
         file,
@@ -261,6 +262,7 @@ pub fn download(
         announced: Default::default(),
         uploaded: Default::default(),
         state: Mutex::new(state),
+        wake: Default::default(),
     });
     log::info!("listening for peers on port {port}");
     let result = run(
@@ -271,6 +273,179 @@ pub fn download(
         let _ = std::fs::remove_file(&part);
     }
     result
+}
+
+/// A peer id in Azureus style (`-RL0010-` and twelve random alphanumerics).
+fn new_peer_id(rng: &mut crate::sys::random::Rng) -> [u8; 20] {
+    let mut peer_id = *b"-RL0010-000000000000";
+    for b in peer_id.iter_mut().skip(8) {
+        let alnum = b"0123456789abcdefghijklmnopqrstuvwxyz";
+        let i = usize::try_from(rng.up_to(35)).unwrap_or(0);
+        *b = alnum.get(i).copied().unwrap_or(b'0');
+    }
+    peer_id
+}
+
+/// A session's starting state: its picker, a counter per web seed, the upload cap's bucket.
+fn new_state(picker: Picker, webs: usize, limits: &Limits) -> State {
+    State {
+        picker: Some(picker),
+        from_web: vec![0; webs],
+        upload: limits
+            .upload_rate
+            .map(|r| Bucket::new(r, u64::from(MAX_REQUEST), Instant::now())),
+        ..State::default()
+    }
+}
+
+fn trackers_of(meta: &Metainfo, start: Instant) -> Vec<Tracker> {
+    meta.trackers
+        .iter()
+        .map(|u| Tracker {
+            url: u.clone(),
+            next: start,
+            started: false,
+            warned: false,
+        })
+        .collect()
+}
+
+/// The listener made non-blocking and its accepting thread started.
+fn start_accepting(shared: &Arc<Shared>, listener: TcpListener) -> Result<(), SwarmError> {
+    listener
+        .set_nonblocking(true)
+        .map_err(|source| SwarmError::Listen {
+            port: shared.port,
+            source,
+        })?;
+    let shared = Arc::clone(shared);
+    std::thread::spawn(move || accept_loop(&shared, &listener));
+    Ok(())
+}
+
+/// The serving loop of a complete file, shared by a download's seeding time and `seed_file`:
+/// peers accepted (by the accepting thread), trackers announced to when due (`left` 0), known
+/// peers connected, until `end`.
+fn serve(
+    shared: &Arc<Shared>,
+    client: &Client,
+    trackers: &mut [Tracker],
+    downloaded: u64,
+    end: Option<Instant>,
+) {
+    loop {
+        let now = Instant::now();
+        let Some(rest) = end.and_then(|e| e.checked_duration_since(now)) else {
+            break;
+        };
+        if rest.is_zero() {
+            break;
+        }
+        announce_due(shared, client, trackers, now, downloaded, 0, None);
+        connect_more(shared, now);
+        rotate_slots(shared, now);
+        std::thread::sleep(LOOP.min(rest));
+    }
+}
+
+/// What a seed-only session (a file already complete and verified) needs beyond Limits.
+#[derive(Debug, Clone, Default)]
+pub struct SeedOptions {
+    /// How long to serve; the function returns when it has passed (or when nobody can be served
+    /// any more is NOT a reason: it serves for the whole duration).
+    pub duration: Duration,
+    pub limits: Limits,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct SeedReport {
+    pub uploaded: u64,
+    pub elapsed: Duration,
+    pub peers_served: u32,
+}
+
+/// Serves the complete, verified `file` (length meta.length) to peers: accepts on `listener`,
+/// announces to meta's trackers (started with left=0, then `stopped` at the end), connects to
+/// peers the tracker/PEX gives, answers requests from `file` with pread, never writes to it.
+/// `client` is used only for the trackers (the caller builds it: before any chroot, with the
+/// TLS roots it needs).
+pub fn seed_file(
+    meta: &Metainfo,
+    file: std::fs::File,
+    listener: TcpListener,
+    opts: &SeedOptions,
+    client: &Client,
+) -> Result<SeedReport, SwarmError> {
+    let start = Instant::now();
+    let path = PathBuf::from(&meta.name);
+    let have = file
+        .metadata()
+        .map_err(|source| SwarmError::Write {
+            path: path.clone(),
+            source,
+        })?
+        .len();
+    if have != meta.length {
+        return Err(SwarmError::SeedLength {
+            have,
+            want: meta.length,
+        });
+    }
+    let port = listener
+        .local_addr()
+        .map_err(|source| SwarmError::Listen { port: 0, source })?
+        .port();
+    let mut rng = crate::sys::random::Rng::from_entropy();
+    let peer_id = new_peer_id(&mut rng);
+    let state = new_state(
+        Picker::full(meta.piece_count(), rng.next_u64()),
+        0,
+        &opts.limits,
+    );
+    let shared = Arc::new(Shared {
+        meta: meta.clone(),
+        file,
+        part: path,
+        peer_id,
+        port,
+        limits: opts.limits.clone(),
+        pex: !meta.private,
+        deadline: crate::support::deadline::Deadline::NONE,
+        stop: Default::default(),
+        announced: Default::default(),
+        uploaded: Default::default(),
+        state: Mutex::new(state),
+        wake: Default::default(),
+    });
+    start_accepting(&shared, listener)?;
+    log::info!(
+        "seeding {} ({}) for {} s on port {port}",
+        Escaped(&meta.name),
+        mib(meta.length),
+        opts.duration.as_secs()
+    );
+    let mut trackers = trackers_of(meta, start);
+    serve(
+        &shared,
+        client,
+        &mut trackers,
+        0,
+        start.checked_add(opts.duration),
+    );
+    shared.stop.store(true, Ordering::Relaxed);
+    announce_now(&shared, client, &mut trackers, Event::Stopped);
+    let report = SeedReport {
+        uploaded: shared.uploaded.load(Ordering::Relaxed),
+        elapsed: start.elapsed(),
+        peers_served: shared.lock().peers_served,
+    };
+    log::info!(
+        "seeding done: uploaded {} to {} peer{}",
+        mib(report.uploaded),
+        report.peers_served,
+        if report.peers_served == 1 { "" } else { "s" }
+    );
+    Ok(report)
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -285,16 +460,7 @@ fn run(
     opts: &SwarmOptions,
 ) -> Result<SwarmReport, SwarmError> {
     let start = Instant::now();
-    listener
-        .set_nonblocking(true)
-        .map_err(|source| SwarmError::Listen {
-            port: shared.port,
-            source,
-        })?;
-    {
-        let shared = Arc::clone(shared);
-        std::thread::spawn(move || accept_loop(&shared, &listener));
-    }
+    start_accepting(shared, listener)?;
     for (slot, u) in web.iter().enumerate() {
         for _ in 0..webseed::WORKERS {
             let id = shared.lock().new_source();
@@ -302,19 +468,18 @@ fn run(
             std::thread::spawn(move || webseed::run(s, id, slot, u, c, start));
         }
     }
-    let mut trackers: Vec<Tracker> = shared
-        .meta
-        .trackers
-        .iter()
-        .map(|u| Tracker {
-            url: u.clone(),
-            next: start,
-            started: false,
-            warned: false,
-        })
-        .collect();
+    let mut trackers = trackers_of(&shared.meta, start);
     let mut progress = Progress::new(start, Duration::from_secs(5));
     let total = shared.meta.piece_count();
+    // The whole file is hashed as `fetch` hashes it, in file order, while it arrives: each
+    // piece once the pieces before it are in (read back from the page cache), so completion
+    // needs no second pass when the pieces come in order (web seeds alone take them so).
+    let what = format!("{} (from the swarm)", redact_url(image));
+    let mut digests = expected.digests();
+    let mut hashed = Hashed {
+        next: 0,
+        buf: Vec::new(),
+    };
     loop {
         let now = Instant::now();
         let (missing, have_bytes) = {
@@ -332,6 +497,7 @@ fn run(
                 .fold(st.from_peers, |a, b| a.saturating_add(*b));
             (missing, bytes)
         };
+        hashed.advance(shared, &mut digests)?;
         if missing == 0 {
             break;
         }
@@ -345,31 +511,16 @@ fn run(
         announce_due(shared, client, &mut trackers, now, have_bytes, left, None);
         shared.announced.store(true, Ordering::Relaxed);
         connect_more(shared, now);
+        rotate_slots(shared, now);
         if let Some(line) = progress.tick(now, have_bytes, Some(shared.meta.length)) {
             let peers = shared.lock().conns.len();
             log::info!("{line}, {peers} peer{}", if peers == 1 { "" } else { "s" });
         }
-        std::thread::sleep(LOOP);
+        let seen = shared.lock().completed.len();
+        shared.wait_progress(LOOP, seen);
     }
-    // Every piece verified: the whole file as `fetch` checks it.
-    let what = format!("{} (from the swarm)", redact_url(image));
-    let mut digests = expected.digests();
-    let mut buf = vec![0u8; 1 << 20];
-    let mut at = 0u64;
-    while at < shared.meta.length {
-        let n = shared
-            .file
-            .read_at(&mut buf, at)
-            .map_err(|source| SwarmError::Write {
-                path: shared.part.clone(),
-                source,
-            })?;
-        if n == 0 {
-            break;
-        }
-        digests.update(buf.get(..n).unwrap_or_default());
-        at = at.saturating_add(u64::try_from(n).unwrap_or(0));
-    }
+    // Every piece verified: the rest of the whole file as `fetch` checks it.
+    hashed.advance(shared, &mut digests)?;
     let sha256 = digests.finish(&what)?;
     let werr = |source| SwarmError::Write {
         path: dest.into(),
@@ -403,21 +554,13 @@ fn run(
             opts.seed.as_secs(),
             shared.port
         );
-        let end = now.checked_add(opts.seed);
-        while end.is_some_and(|e| Instant::now() < e) {
-            let now = Instant::now();
-            announce_due(
-                shared,
-                client,
-                &mut trackers,
-                now,
-                shared.meta.length,
-                0,
-                None,
-            );
-            connect_more(shared, now);
-            std::thread::sleep(LOOP);
-        }
+        serve(
+            shared,
+            client,
+            &mut trackers,
+            shared.meta.length,
+            now.checked_add(opts.seed),
+        );
         log::info!(
             "seeding done: uploaded {}",
             mib(shared.uploaded.load(Ordering::Relaxed))
@@ -426,6 +569,50 @@ fn run(
     shared.stop.store(true, Ordering::Relaxed);
     announce_now(shared, client, &mut trackers, Event::Stopped);
     Ok(report)
+}
+
+/// The whole-file digest's progress: the pieces before `next` are hashed.
+struct Hashed {
+    next: u32,
+    buf: Vec<u8>,
+}
+
+impl Hashed {
+    /// Hashes every held piece from `next` on, up to the first one missing.
+    fn advance(
+        &mut self,
+        shared: &Shared,
+        digests: &mut fetch::verify::Digests<'_>,
+    ) -> Result<(), SwarmError> {
+        let rerr = |source| SwarmError::Write {
+            path: shared.part.clone(),
+            source,
+        };
+        loop {
+            let held = shared
+                .lock()
+                .picker
+                .as_ref()
+                .is_some_and(|p| p.has(self.next));
+            let Some((mut at, len)) = shared.meta.piece_span(self.next).filter(|_| held) else {
+                return Ok(());
+            };
+            if self.buf.is_empty() {
+                self.buf = vec![0u8; 1 << 20];
+            }
+            let end = at.saturating_add(u64::from(len));
+            while at < end {
+                let want = usize::try_from(end.saturating_sub(at))
+                    .unwrap_or(usize::MAX)
+                    .min(self.buf.len());
+                let chunk = self.buf.get_mut(..want).unwrap_or_default();
+                shared.file.read_exact_at(chunk, at).map_err(rerr)?;
+                digests.update(chunk);
+                at = at.saturating_add(u64::try_from(want).unwrap_or(0));
+            }
+            self.next = self.next.saturating_add(1);
+        }
+    }
 }
 
 /// Accepts peers until the download stops, within the connection limit.
@@ -452,6 +639,14 @@ fn accept_loop(shared: &Arc<Shared>, listener: &TcpListener) {
             Err(_) => std::thread::sleep(Duration::from_millis(50)),
         }
     }
+}
+
+/// The optimistic unchoke, when its time has come.
+fn rotate_slots(shared: &Shared, now: Instant) {
+    shared
+        .lock()
+        .chokes
+        .rotate(now, shared.limits.upload_slots, ROTATE_EVERY);
 }
 
 /// Opens connections to known peers up to the limit.

@@ -2,16 +2,19 @@
 //! written at their offset once verified and read back to serve peers), the picker, the peers
 //! known and banned, the counters of the summary. One mutex; nothing holds it across I/O.
 
+use super::choke::Chokes;
 use super::metainfo::Metainfo;
 use super::picker::{Picker, Source};
+use super::rate::Bucket;
 use crate::support::deadline::Deadline;
 use std::collections::{HashMap, HashSet};
 use std::fs::File;
 use std::net::SocketAddr;
+use std::num::NonZeroU64;
 use std::os::unix::fs::FileExt;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Mutex, MutexGuard};
+use std::sync::{Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 /// Peer addresses remembered (from the tracker and peer exchange).
@@ -39,6 +42,9 @@ pub struct Limits {
     pub pipeline: usize,
     /// Requests a peer may queue with us before it counts as a flood.
     pub max_queued: usize,
+    /// Bytes per second sent to all peers together (one token bucket per session); `None`:
+    /// unlimited.
+    pub upload_rate: Option<NonZeroU64>,
 }
 
 impl Default for Limits {
@@ -53,6 +59,7 @@ impl Default for Limits {
             peer_wait: Duration::from_secs(5),
             pipeline: 16,
             max_queued: 256,
+            upload_rate: None,
         }
     }
 }
@@ -73,12 +80,17 @@ pub struct State {
     /// Completed pieces in order, so each connection can announce them (`have`).
     pub completed: Vec<u32>,
     pub buffered: u64,
-    pub unchoked: usize,
+    /// Who holds the upload slots.
+    pub chokes: Chokes,
     pub from_peers: u64,
     /// Bytes from each web seed, by its position.
     pub from_web: Vec<u64>,
     pub last_peer_piece: Option<Instant>,
     pub dropped: u32,
+    /// Connections that were sent at least one block.
+    pub peers_served: u32,
+    /// The upload cap's bucket (`Limits::upload_rate`).
+    pub upload: Option<Bucket>,
     /// A failure that ends the download (the file cannot be written).
     pub fatal: Option<std::io::Error>,
 }
@@ -139,6 +151,9 @@ pub struct Shared {
     pub announced: AtomicBool,
     pub uploaded: AtomicU64,
     pub state: Mutex<State>,
+    /// Signalled with `state` when the download completes or fails, so the session's loop
+    /// wakes at once instead of at its next tick.
+    pub wake: Condvar,
 }
 
 impl Shared {
@@ -178,6 +193,7 @@ impl Shared {
             }
             Err(e) => {
                 st.fatal.get_or_insert(e);
+                self.wake.notify_all();
                 return false;
             }
         };
@@ -195,8 +211,21 @@ impl Shared {
                     st.last_peer_piece = Some(Instant::now());
                 }
             }
+            // The session hashes the file in order as pieces arrive.
+            self.wake.notify_all();
         }
         true
+    }
+
+    /// Waits up to `max` for a piece beyond the first `seen` completed, the end of the
+    /// download, or a failure (at once if one is there).
+    pub fn wait_progress(&self, max: Duration, seen: usize) {
+        let st = self.lock();
+        let _ = self.wake.wait_timeout_while(st, max, |st| {
+            st.fatal.is_none()
+                && st.completed.len() <= seen
+                && st.picker.as_ref().is_some_and(|p| !p.is_complete())
+        });
     }
 
     /// Bytes of a held piece, for a peer's request; `None` unless the piece is held and the
@@ -249,6 +278,7 @@ mod tests {
             announced: AtomicBool::new(false),
             uploaded: AtomicU64::new(0),
             state: Mutex::new(state),
+            wake: Condvar::new(),
         };
         (d, s)
     }

@@ -22,6 +22,9 @@ const IDLE: Duration = Duration::from_millis(100);
 const BACKOFF_MAX: Duration = Duration::from_secs(10);
 /// Bytes asked for in one request (consecutive pieces).
 const RUN: u64 = 4 << 20;
+/// Bytes asked for in one request by a node alone (pieces in file order): fewer requests, the
+/// same memory (the body is read piece by piece).
+const RUN_ALONE: u64 = 32 << 20;
 /// Requests in flight to one web seed at once.
 pub const WORKERS: usize = 2;
 
@@ -51,11 +54,18 @@ pub fn run(shared: Arc<Shared>, id: Source, slot: usize, url: Url, client: Clien
             let early = !shared.meta.trackers.is_empty()
                 && peers_coming
                 && now.saturating_duration_since(start) < wait.min(Duration::from_secs(1));
-            let max = u32::try_from(RUN.div_ceil(u64::from(shared.meta.piece_length))).unwrap_or(1);
+            // Alone (no peer connected or known, and none to come from a tracker): a plain
+            // mirrored fetch, in file order and in long runs.
+            let alone = st.conns.is_empty()
+                && st.known.is_empty()
+                && (shared.meta.trackers.is_empty() || shared.announced.load(Ordering::Relaxed));
+            let bytes = if alone { RUN_ALONE } else { RUN };
+            let max =
+                u32::try_from(bytes.div_ceil(u64::from(shared.meta.piece_length))).unwrap_or(1);
             if early {
                 None
             } else {
-                st.picker().and_then(|p| p.pick_web(id, any, max))
+                st.picker().and_then(|p| p.pick_web(id, any, max, alone))
             }
         };
         let Some((first, count)) = run else {
