@@ -34,7 +34,7 @@ build_swarm_image() {
 		if [ -n "$pid" ] && [ -d "/proc/$pid" ]; then
 			echo "SWARM: seeder argv $(tr '\0' ' ' <"/proc/$pid/cmdline")"
 			echo "SWARM: seeder uid $(awk '/^Uid:/ { print $2, $3, $4 }' "/proc/$pid/status") groups [$(awk '/^Groups:/ { $1 = ""; print }' "/proc/$pid/status")]"
-			echo "SWARM: seeder nonewprivs $(awk '/^NoNewPrivs:/ { print $2 }' "/proc/$pid/status") root $(readlink "/proc/$pid/root") cgroup $(cut -d: -f3 "/proc/$pid/cgroup" | head -1)"
+			echo "SWARM: seeder nonewprivs $(awk '/^NoNewPrivs:/ { print $2 }' "/proc/$pid/status") root $(readlink "/proc/$pid/root") cgroup $(tr '\n' ' ' <"/proc/$pid/cgroup")"
 			echo "SWARM: seeder files $(for f in /proc/"$pid"/fd/*; do readlink "$f"; done | sed 's/:\[[0-9]*\]//' | sort | uniq -c | tr -s ' \n' ' ')"
 			echo "SWARM: ps $(ps -o pid,user,args 2>/dev/null | grep '[@]rustlive-seed' | tr -s ' ')"
 		fi
@@ -115,8 +115,8 @@ swarm_checks() {
 		check 'rustlive.*sharing the image after switch-root for 150 s on port 6881 .* as @rustlive-seed \(pid [0-9]+\)' "node 1 starting its seeder" &&
 		check 'SWARM: seeder argv @rustlive-seed seed-image ' "the seeder's argv[0] in the booted system" &&
 		check 'SWARM: seeder uid 65534 65534 65534 groups \[ *\]' "the seeder as nobody with no groups" &&
-		check 'SWARM: seeder nonewprivs 1 root / ' "the seeder with no_new_privs, in its own root" &&
-		check 'SWARM: ps [0-9]+ [a-z0-9]+ @rustlive-seed' "ps showing @rustlive-seed" &&
+		check 'SWARM: seeder nonewprivs 1 root /run/rustlive/seed-root ' "the seeder with no_new_privs, in its empty root" &&
+		check 'SWARM: ps +[0-9]+ [a-z0-9]+ (\{rustlive\} )?@rustlive-seed' "ps showing @rustlive-seed" &&
 		check 'SWARM: seeder gone after' "the seeder gone after rd.rustlive.seed" || return 1
 	say "  node 1 seeder: $(grep -a 'SWARM: seeder files' "$LOG" | tr -d '\r')"
 	say "  node 1 seeder: $(grep -a 'SWARM: seeder gone' "$LOG" | tr -d '\r')"

@@ -178,6 +178,9 @@ pub(super) fn seed_image(a: &SeedImageArgs) -> Result<(), Error> {
     // A session of its own: nothing aimed at the boot's process group or terminal reaches it
     // (already a leader, when started by hand, is fine).
     let _ = crate::sys::process::new_session();
+    // Started as /proc/self/exe: named after the program, not `exe` (argv[0] is
+    // `@rustlive-seed`, systemd's mark for a process from the initramfs).
+    let _ = crate::sys::process::set_name(c"rustlive");
     let args = crate::swarm::seeder::Args {
         image: a.image.clone(),
         port: a.port,

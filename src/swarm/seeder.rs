@@ -167,7 +167,7 @@ fn tls_roots(ca: Option<&Path>) -> Vec<reqwest::Certificate> {
 /// reason it could not start).
 pub fn run(a: &Args, input: impl Read, mut ready: impl Write) -> Result<SeedReport, SeederError> {
     let prepared = prepare(a, input);
-    let (meta, file, listener, client) = match prepared {
+    let (meta, file, listener, client, null) = match prepared {
         Ok(p) => p,
         Err(e) => {
             let _ = writeln!(ready, "{}", crate::support::exit::report(&e).replace('\n', " "));
@@ -185,6 +185,11 @@ pub fn run(a: &Args, input: impl Read, mut ready: impl Write) -> Result<SeedRepo
     let _ = writeln!(ready, "ready");
     let _ = ready.flush();
     drop(ready);
+    // The start-up pipes are done with: nothing is read or written through them again.
+    if let Err(e) = crate::sys::process::stdin_stdout_to(&null) {
+        log::debug!("cannot detach the start-up pipes: {e}");
+    }
+    drop(null);
     let opts = SeedOptions {
         duration: a.duration,
         limits: Limits {
@@ -207,6 +212,7 @@ type Prepared = (
     std::fs::File,
     TcpListener,
     reqwest::blocking::Client,
+    std::fs::File,
 );
 
 /// Everything taken, then confined (the module's order).
@@ -245,13 +251,15 @@ fn prepare(a: &Args, input: impl Read) -> Result<Prepared, SeederError> {
         Vec::new()
     };
     let confine = |step: &'static str| move |source| SeederError::Confine { step, source };
+    // What the start-up pipes are replaced with once the boot heard `ready`.
+    let null = std::fs::File::open("/dev/null").map_err(confine("/dev/null"))?;
     match crate::sys::process::move_to_own_cgroup(CGROUP) {
         Ok(_) => {}
         Err(e) => log::warn!("cannot leave the boot's cgroup: {e}"),
     }
     empty_root(&a.root).map_err(confine("empty root"))?;
     let alone = crate::sys::process::single_threaded().map_err(confine("threads"))?;
-    let keep = [file.as_raw_fd(), listener.as_raw_fd()];
+    let keep = [file.as_raw_fd(), listener.as_raw_fd(), null.as_raw_fd()];
     crate::sys::fds::close_all_except(&keep).map_err(confine("close descriptors"))?;
     crate::sys::process::change_root(&a.root)
         .map_err(std::io::Error::from)
@@ -286,7 +294,7 @@ fn prepare(a: &Args, input: impl Read) -> Result<Prepared, SeederError> {
             log::debug!("tracker {}", redact_url(&u));
         }
     }
-    Ok((meta, file, listener, client))
+    Ok((meta, file, listener, client, null))
 }
 
 #[cfg(test)]

@@ -138,6 +138,19 @@ pub fn drop_privileges(_alone: &SingleThreaded, uid: u32, gid: u32) -> std::io::
     Ok(())
 }
 
+/// Sets this process's name (`comm`, what `ps -o comm` and `top` show; at most 15 bytes):
+/// a process started through `/proc/self/exe` would otherwise be called `exe`.
+pub fn set_name(name: &std::ffi::CStr) -> Result<(), Errno> {
+    rustix::thread::set_name(name)
+}
+
+/// Puts `fd` on standard input and standard output (the start-up pipes of a daemon, once it
+/// has said it is ready).
+pub fn stdin_stdout_to(fd: impl std::os::fd::AsFd) -> Result<(), Errno> {
+    rustix::stdio::dup2_stdin(&fd)?;
+    rustix::stdio::dup2_stdout(&fd)
+}
+
 /// `PR_SET_NO_NEW_PRIVS`: no exec of this process (or its children) gains privileges.
 pub fn no_new_privs() -> Result<(), Errno> {
     rustix::thread::set_no_new_privs(true)
