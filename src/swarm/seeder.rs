@@ -251,6 +251,15 @@ fn prepare(a: &Args, input: impl Read) -> Result<Prepared, SeederError> {
         Vec::new()
     };
     let confine = |step: &'static str| move |source| SeederError::Confine { step, source };
+    // SIGTERM ends the seeder (`kill $(cat /run/rustlive/seed.pid)`), but not systemd's
+    // broadcast as it leaves the initramfs: that one is for processes the initramfs leaves
+    // behind by mistake, and this one stays on purpose (it is not root's, so `@` alone does
+    // not spare it).
+    let broadcast = crate::sys::signals::switch_root_broadcast_ahead(
+        Path::new("/etc/initrd-release").exists(),
+        &std::fs::read_to_string("/proc/1/comm").unwrap_or_default(),
+    );
+    crate::sys::signals::exit_on_term(broadcast).map_err(confine("SIGTERM handler"))?;
     // What the start-up pipes are replaced with once the boot heard `ready`.
     let null = std::fs::File::open("/dev/null").map_err(confine("/dev/null"))?;
     match crate::sys::process::move_to_own_cgroup(CGROUP) {
