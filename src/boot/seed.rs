@@ -132,7 +132,9 @@ fn spawn(o: &SeedOptions, torrent: &[u8], image: &Path, paths: &Paths) -> Result
             let _ = child.kill();
             let _ = child.wait();
             return Err(match other {
-                Ok("") => format!("{ARGV0} exited before it was ready (its reason is in the kernel log)"),
+                Ok("") => {
+                    format!("{ARGV0} exited before it was ready (its reason is in the kernel log)")
+                }
                 Ok(line) => format!("{ARGV0}: {}", Escaped(line)),
                 Err(e) => e.clone(),
             });
@@ -191,12 +193,20 @@ mod tests {
             rate: NonZeroU64::new(32 << 20),
             ca: Some("/etc/rustlive/ca.pem".into()),
         };
-        let a = arguments(&o, Path::new("/run/rustlive/image/i.sqfs"), Path::new("/run/rustlive/seed-root"));
+        let a = arguments(
+            &o,
+            Path::new("/run/rustlive/image/i.sqfs"),
+            Path::new("/run/rustlive/seed-root"),
+        );
         assert_eq!(
             a.join(" "),
             "seed-image --image /run/rustlive/image/i.sqfs --port 6881 --duration 900 --rate 33554432 --root /run/rustlive/seed-root --ca /etc/rustlive/ca.pem"
         );
-        let o = SeedOptions { rate: None, ca: None, ..o };
+        let o = SeedOptions {
+            rate: None,
+            ca: None,
+            ..o
+        };
         let a = arguments(&o, Path::new("/i"), Path::new("/e"));
         assert!(a.join(" ").ends_with("--rate 0 --root /e"), "{a:?}");
     }
@@ -232,7 +242,12 @@ mod tests {
             rate: None,
             ca: None,
         };
-        start(&o, b"", Path::new("/nonexistent"), &Paths::under(dir.path()));
+        start(
+            &o,
+            b"",
+            Path::new("/nonexistent"),
+            &Paths::under(dir.path()),
+        );
         assert!(!dir.path().join("run/rustlive").join(PID_FILE).exists());
     }
 }

@@ -141,7 +141,10 @@ mod tests {
         o.sha256 = Some(crate::fetch::verify::sha256(b"x"));
         o.sha256sums = Some(Url::parse("https://u:p@h/SHA256SUMS?t=1").unwrap());
         let s = verified_by(&o);
-        assert!(s.starts_with("verified by the pinned sha256, sha256sums https://h/SHA256SUMS"), "{s}");
+        assert!(
+            s.starts_with("verified by the pinned sha256, sha256sums https://h/SHA256SUMS"),
+            "{s}"
+        );
         assert!(!s.contains("u:p") && !s.contains("t=1"), "{s}");
     }
 
@@ -151,6 +154,9 @@ mod tests {
             .unwrap();
         let m = vec![Url::parse("http://m/i").unwrap()];
         let o = options(&cfg, m.clone());
-        assert_eq!((o.port, o.mirrors, o.seed), (7000, m, std::time::Duration::ZERO));
+        assert_eq!(
+            (o.port, o.mirrors, o.seed),
+            (7000, m, std::time::Duration::ZERO)
+        );
     }
 }

@@ -543,8 +543,7 @@ impl Builder {
                 self.root_torrent = None;
                 if is_torrent_scheme(candidate) {
                     self.root_url = None;
-                    self.root_torrent =
-                        Some(parse_torrent_url(candidate).map_err(|r| err(p, r))?);
+                    self.root_torrent = Some(parse_torrent_url(candidate).map_err(|r| err(p, r))?);
                 } else if candidate.contains("://") {
                     self.root_url = Some(parse_image_url(candidate).map_err(|r| err(p, r))?);
                 } else {
@@ -572,7 +571,10 @@ impl Builder {
                 }
                 let u = parse_torrent_url(v).map_err(|r| err(p, r))?;
                 if self.torrent.as_ref().is_some_and(|t| *t != u) {
-                    return Err(err(p, "a second, different torrent: a node boots one image"));
+                    return Err(err(
+                        p,
+                        "a second, different torrent: a node boots one image",
+                    ));
                 }
                 self.torrent = Some(u);
                 return Ok(());
@@ -892,7 +894,8 @@ impl Builder {
                 })
             }
             (Some(t), _) => {
-                c.sources.insert("image.torrent", "rd.rustlive.torrent".into());
+                c.sources
+                    .insert("image.torrent", "rd.rustlive.torrent".into());
                 Some(t)
             }
             (None, Some(r)) => {
@@ -2047,7 +2050,10 @@ mod tests {
         // The same torrent twice is one torrent; a later root= cancels an earlier one.
         let c = parse("root=live:torrent://b/a.torrent rd.rustlive.torrent=http://b/a.torrent");
         assert_eq!(t(&c).as_deref(), Some("http://b/a.torrent"));
-        assert_eq!(parse("root=live:torrent://b/a.torrent root=/dev/sda").image, None);
+        assert_eq!(
+            parse("root=live:torrent://b/a.torrent root=/dev/sda").image,
+            None
+        );
         assert_eq!(parse("root=live:http://a/1").torrent(), None);
     }
 
@@ -2068,23 +2074,61 @@ mod tests {
         assert!(c.swarm.seed.is_zero() && c.swarm.seed_rate.is_none() && c.swarm.port == 0);
         // `rustlive config` shows them.
         let json = serde_json::to_string(&d).unwrap();
-        assert!(json.contains("\"torrent\":\"http://b/a.torrent\""), "{json}");
-        assert!(json.contains("\"swarm\":{\"port\":6881,\"seed\":900,\"seed_rate\":33554432}"), "{json}");
+        assert!(
+            json.contains("\"torrent\":\"http://b/a.torrent\""),
+            "{json}"
+        );
+        assert!(
+            json.contains("\"swarm\":{\"port\":6881,\"seed\":900,\"seed_rate\":33554432}"),
+            "{json}"
+        );
     }
 
     #[test]
     fn torrent_mistakes_are_refused_in_one_sentence() {
         let cases: &[(&str, &str, &str)] = &[
-            ("rd.rustlive.torrent=http://a/1.torrent,http://b/2.torrent", "rd.rustlive.torrent", "one torrent only"),
-            ("rd.rustlive.torrent=http://a/1.torrent rd.rustlive.torrent=http://b/2.torrent", "rd.rustlive.torrent", "a second, different torrent"),
-            ("root=live:torrent://a/1.torrent rd.rustlive.torrent=http://b/2.torrent", "rd.rustlive.torrent", "root= names another torrent"),
-            ("rd.rustlive.torrent=http://a/1.torrent rd.rustlive.url=oci://reg/r:t", "rd.rustlive.url", "cannot come through a torrent"),
-            ("rd.rustlive.torrent=http://a/1.torrent rd.rustlive.url=file:///i", "rd.rustlive.url", "web seeds: http or https"),
-            ("rd.rustlive.torrent=ftp://a/1.torrent", "rd.rustlive.torrent", "unsupported scheme"),
+            (
+                "rd.rustlive.torrent=http://a/1.torrent,http://b/2.torrent",
+                "rd.rustlive.torrent",
+                "one torrent only",
+            ),
+            (
+                "rd.rustlive.torrent=http://a/1.torrent rd.rustlive.torrent=http://b/2.torrent",
+                "rd.rustlive.torrent",
+                "a second, different torrent",
+            ),
+            (
+                "root=live:torrent://a/1.torrent rd.rustlive.torrent=http://b/2.torrent",
+                "rd.rustlive.torrent",
+                "root= names another torrent",
+            ),
+            (
+                "rd.rustlive.torrent=http://a/1.torrent rd.rustlive.url=oci://reg/r:t",
+                "rd.rustlive.url",
+                "cannot come through a torrent",
+            ),
+            (
+                "rd.rustlive.torrent=http://a/1.torrent rd.rustlive.url=file:///i",
+                "rd.rustlive.url",
+                "web seeds: http or https",
+            ),
+            (
+                "rd.rustlive.torrent=ftp://a/1.torrent",
+                "rd.rustlive.torrent",
+                "unsupported scheme",
+            ),
             ("root=live:torrent://", "root", "not a URL"),
-            ("rd.rustlive.bt.port=65536", "rd.rustlive.bt.port", "port number"),
+            (
+                "rd.rustlive.bt.port=65536",
+                "rd.rustlive.bt.port",
+                "port number",
+            ),
             ("rd.rustlive.seed=1y", "rd.rustlive.seed", "duration"),
-            ("rd.rustlive.seed.rate=fast", "rd.rustlive.seed.rate", "expected a number"),
+            (
+                "rd.rustlive.seed.rate=fast",
+                "rd.rustlive.seed.rate",
+                "expected a number",
+            ),
         ];
         for (line, option, reason) in cases {
             let e = Config::from_cmdline(line).unwrap_err();

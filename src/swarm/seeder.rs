@@ -139,9 +139,7 @@ fn bind(port: u16) -> Result<TcpListener, SeederError> {
     loop {
         match TcpListener::bind(("0.0.0.0", port)) {
             Ok(l) => return Ok(l),
-            Err(e)
-                if e.kind() == std::io::ErrorKind::AddrInUse && start.elapsed() < BIND_WAIT =>
-            {
+            Err(e) if e.kind() == std::io::ErrorKind::AddrInUse && start.elapsed() < BIND_WAIT => {
                 std::thread::sleep(Duration::from_millis(100));
             }
             Err(source) => return Err(SeederError::Listen { port, source }),
@@ -170,7 +168,11 @@ pub fn run(a: &Args, input: impl Read, mut ready: impl Write) -> Result<SeedRepo
     let (meta, file, listener, client, null) = match prepared {
         Ok(p) => p,
         Err(e) => {
-            let _ = writeln!(ready, "{}", crate::support::exit::report(&e).replace('\n', " "));
+            let _ = writeln!(
+                ready,
+                "{}",
+                crate::support::exit::report(&e).replace('\n', " ")
+            );
             return Err(e);
         }
     };
@@ -180,7 +182,8 @@ pub fn run(a: &Args, input: impl Read, mut ready: impl Write) -> Result<SeedRepo
         Escaped(&meta.name),
         mib(meta.length),
         a.duration.as_secs(),
-        a.rate.map_or("unlimited".into(), |r| format!("{}/s", mib(r.get())))
+        a.rate
+            .map_or("unlimited".into(), |r| format!("{}/s", mib(r.get())))
     );
     let _ = writeln!(ready, "ready");
     let _ = ready.flush();
@@ -219,7 +222,11 @@ type Prepared = (
 fn prepare(a: &Args, input: impl Read) -> Result<Prepared, SeederError> {
     let mut bytes = Vec::new();
     input
-        .take(u64::try_from(metainfo::MAX_TORRENT).unwrap_or(u64::MAX).saturating_add(1))
+        .take(
+            u64::try_from(metainfo::MAX_TORRENT)
+                .unwrap_or(u64::MAX)
+                .saturating_add(1),
+        )
         .read_to_end(&mut bytes)
         .map_err(SeederError::ReadTorrent)?;
     let meta = Metainfo::parse(&bytes).map_err(SeederError::Torrent)?;
@@ -276,7 +283,8 @@ fn prepare(a: &Args, input: impl Read) -> Result<Prepared, SeederError> {
     crate::sys::process::change_dir(Path::new("/"))
         .map_err(std::io::Error::from)
         .map_err(confine("chdir"))?;
-    crate::sys::process::drop_privileges(&alone, NOBODY, NOBODY).map_err(confine("drop privileges"))?;
+    crate::sys::process::drop_privileges(&alone, NOBODY, NOBODY)
+        .map_err(confine("drop privileges"))?;
     crate::sys::process::no_new_privs()
         .map_err(std::io::Error::from)
         .map_err(confine("no_new_privs"))?;
@@ -363,7 +371,10 @@ mod tests {
         let e = run(&a, &b"garbage"[..], &mut said).unwrap_err();
         assert!(matches!(e, SeederError::Torrent(_)), "{e}");
         let said = String::from_utf8(said).unwrap();
-        assert!(said.starts_with("the torrent handed to the seeder is unusable"), "{said}");
+        assert!(
+            said.starts_with("the torrent handed to the seeder is unusable"),
+            "{said}"
+        );
         assert!(!d.path().join("root").exists());
     }
 
@@ -382,6 +393,16 @@ mod tests {
             ca: None,
         };
         let e = run(&a, &t[..], std::io::sink()).unwrap_err();
-        assert!(matches!(e, SeederError::Length { got: 100, want: 40_000, .. }), "{e}");
+        assert!(
+            matches!(
+                e,
+                SeederError::Length {
+                    got: 100,
+                    want: 40_000,
+                    ..
+                }
+            ),
+            "{e}"
+        );
     }
 }

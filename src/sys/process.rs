@@ -192,7 +192,10 @@ mod tests {
 
     #[test]
     fn reads_the_thread_count() {
-        assert_eq!(parse_threads("Name:\tx\nThreads:\t7\nSigQ:\t0/1\n"), Some(7));
+        assert_eq!(
+            parse_threads("Name:\tx\nThreads:\t7\nSigQ:\t0/1\n"),
+            Some(7)
+        );
         assert_eq!(parse_threads("Name:\tx\n"), None);
         assert_eq!(parse_threads("Threads:\tmany\n"), None);
         assert!(thread_count().unwrap() >= 1);
