@@ -39,6 +39,16 @@ build_swarm_image() {
 			echo "SWARM: ps $(ps -o pid,user,args 2>/dev/null | grep '[@]rustlive-seed' | tr -s ' ')"
 		fi
 		case " $(cat /proc/cmdline) " in
+		*" swarm.stop "*)
+			# Stopped early, as booted-node.md says.
+			kill "$(cat /run/rustlive/seed.pid)"
+			n=0
+			while [ -d "/proc/$pid" ] && [ "$n" -lt 50 ]; do
+				sleep 0.2
+				n=$((n + 1))
+			done
+			[ -d "/proc/$pid" ] && echo "SWARM: seeder still running after kill" || echo "SWARM: seeder stopped by kill"
+			;;
 		*" swarm.hold "*)
 			n=0
 			while [ -n "$pid" ] && [ -d "/proc/$pid" ] && [ "$n" -lt 900 ]; do
@@ -93,7 +103,7 @@ swarm_two_nodes() {
 	if [ "$rc" -eq 0 ]; then
 		say "  node 1 switched root; booting node 2"
 		LOG="$LOGS/$name-2.log"
-		rig_qemu_start "$LOG" -kernel "$KERNEL" -initrd "$initrd" -append "console=ttyS0 $cmd" \
+		rig_qemu_start "$LOG" -kernel "$KERNEL" -initrd "$initrd" -append "console=ttyS0 $cmd swarm.stop" \
 			-netdev "$(rig_tap tap1 n1)" -device "virtio-net-pci,netdev=n1,mac=$SWARM_MAC2"
 		wait_serial "$LOG" "$timeout" 'TESTROOT: done' "$NOBOOT|$SA_NOBOOT" || rc=1
 	fi
@@ -122,7 +132,8 @@ swarm_checks() {
 	say "  node 1 seeder: $(grep -a 'SWARM: seeder gone' "$LOG" | tr -d '\r')"
 	LOG="$LOGS/$name-2.log"
 	check 'TESTROOT: root fs overlay' "node 2's overlay root" &&
-		check 'rustlive.*root ready on .*from the swarm' "node 2's root-ready line" || return 1
+		check 'rustlive.*root ready on .*from the swarm' "node 2's root-ready line" &&
+		check 'SWARM: seeder stopped by kill' "node 2's seeder stopped early with kill \$(cat /run/rustlive/seed.pid)" || return 1
 	say "  node 2: $(grep -ao 'fetched .*from the swarm: [^;]*' "$LOG" | head -1)"
 	# nginx's bytes of the image for anyone but node 1 (10.0.2.15): node 2's, at most 20 %.
 	n2_bytes=$(awk -v n1="$RIG_V4_NODE" '$1 != n1 && $7 ~ /^\/swarm\.squashfs$/ { s += $10 } END { print s + 0 }' "$(rig_access_log)")
