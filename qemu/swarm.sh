@@ -133,6 +133,7 @@ swarm_checks() {
 	LOG="$LOGS/$name-2.log"
 	check 'TESTROOT: root fs overlay' "node 2's overlay root" &&
 		check 'rustlive.*root ready on .*from the swarm' "node 2's root-ready line" &&
+		check 'SWARM: seeder argv @rustlive-seed ' "node 2's seeder running in its booted system" &&
 		check 'SWARM: seeder stopped by kill' "node 2's seeder stopped early with kill \$(cat /run/rustlive/seed.pid)" || return 1
 	say "  node 2: $(grep -ao 'fetched .*from the swarm: [^;]*' "$LOG" | head -1)"
 	# nginx's bytes of the image for anyone but node 1 (10.0.2.15): node 2's, at most 20 %.
