@@ -6,8 +6,11 @@
 //!
 //! It must outlive the initramfs: `argv[0]` starts with `@` (systemd's convention for
 //! processes from the initramfs, see its ROOT_STORAGE_DAEMONS document), it runs in a session
-//! of its own, and it leaves the cgroup of the unit that started it (under dracut, a stop of
-//! rustlive.service kills the unit's cgroup). Its standard input carries the `.torrent`'s
+//! of its own, it leaves the cgroup of the unit that started it (under dracut, a stop of
+//! rustlive.service kills the unit's cgroup), and it ignores systemd's `SIGTERM` broadcast at
+//! switch-root, which spares only root's `@` processes (`sys::signals`). As PID 1 (the
+//! standalone initramfs) rustlive switches root itself: `/run`, where the image and the
+//! seeder's empty root are, moves into the new root, and nothing is killed. Its standard input carries the `.torrent`'s
 //! bytes; its standard output says `ready` once it holds the image, the listening socket and
 //! the tracker client, has closed everything else and dropped its privileges (then the boot
 //! writes its pid to `/run/rustlive/seed.pid`); its standard error is `/dev/kmsg`. Seeding is
