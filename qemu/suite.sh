@@ -9,6 +9,8 @@ set -eu
 . "$(dirname "$0")/rig.sh"
 # shellcheck source=qemu/links.sh
 . "$(dirname "$0")/links.sh"
+# shellcheck source=qemu/swarm.sh
+. "$(dirname "$0")/swarm.sh"
 
 prerequisites
 
@@ -20,14 +22,20 @@ prepare() {
 	write_secrets_bundle "$WWW/nodes/$GUEST_MAC.json"
 	prepare_standalone
 	# Standalone scenarios need no dracut image: skip building them when only those run.
-	local t
+	# The swarm scenarios on the dracut module need only nm.img.
+	local t only_sa=1 only_nm=1
 	for t in "$@"; do
-		case $t in standalone*) ;; *) t= && break ;; esac
+		case $t in
+		standalone*) only_nm='' ;;
+		dracut[-_]swarm*) only_sa='' ;;
+		*) only_sa='' && only_nm='' ;;
+		esac
 	done
-	[ -n "${t:-}" ] && return 0
+	[ -n "$only_sa" ] && return 0
 	install_module
 	build_initramfs nm --add "rustlive network-manager" "${COMMON_DRACUT[@]}" \
 		--include "$B/tls/ca.pem" /etc/rustlive/test-ca.pem
+	[ -n "$only_nm" ] && return 0
 	build_initramfs networkd --add "rustlive systemd-networkd" "${COMMON_DRACUT[@]}"
 	build_initramfs nm-keys --add "rustlive network-manager" "${COMMON_DRACUT[@]}" \
 		--include "$B/keys/test.pub" /etc/rustlive/keys/test.pub
@@ -1116,6 +1124,7 @@ debian_root debian_root_pxe
 standalone_bond standalone_bond_no_carrier standalone_bootif standalone_ifname standalone_vlan_no_parent standalone_vlan standalone_vlan_untagged
 standalone_rig_v4 standalone_v6_slaac standalone_v6_dns standalone_dhcp6 standalone_dual_stack standalone_dual_stack_no_v6 standalone_v6_static standalone_no_ra standalone_no_dhcp6 dracut_nm_dhcp6
 standalone_xz_modules standalone_compressed_module
+standalone_swarm_two_nodes dracut_swarm_two_nodes
 docs_site_workflow docs_standalone_sealed"
 
 # shellcheck disable=SC2086 # the default list is split on whitespace

@@ -10,6 +10,8 @@ pub mod onfail;
 pub mod options;
 pub mod panic_hook;
 pub mod pid1;
+pub mod seed;
+pub mod torrent;
 
 use crate::config::{Config, ConfigError};
 use crate::drivers::coldplug::Background;
@@ -60,6 +62,8 @@ pub enum Error {
     Oci(#[from] crate::oci::OciError),
     #[error(transparent)]
     Net(#[from] crate::net::NetError),
+    #[error(transparent)]
+    Swarm(#[from] crate::swarm::session::SwarmError),
 }
 
 impl Error {
@@ -74,6 +78,7 @@ impl Error {
             // No network means no image: the contract's "transfer failed".
             Error::Network(_) | Error::Net(_) => Exit::Transfer,
             Error::Oci(e) => e.exit_code(),
+            Error::Swarm(e) => e.exit_code(),
         }
     }
 }
@@ -191,10 +196,14 @@ fn run(
         "root ready on {} in {:.1} s: {}",
         req.sysroot.display(),
         started.elapsed().as_secs_f64(),
-        staged.report.summary()
+        staged.summary
     );
     if deadline.passed() {
         log::warn!("the root is ready, but after rd.rustlive.timeout passed");
+    }
+    // The swarm's image keeps being shared from its RAM copy after switch-root.
+    if let Some(torrent) = &staged.torrent {
+        seed::start(&options::seed(cfg), torrent, &staged.path, &req.paths);
     }
     hand_over(cfg, req)
 }
@@ -203,12 +212,7 @@ fn run(
 /// (DHCP in dracut, or rustlive's own network stage as PID 1); nothing to wait for when both
 /// are `file://`.
 fn wait_for_network(cfg: &Config, deadline: Deadline) -> Result<(), Error> {
-    let mut hosts: Vec<String> = cfg
-        .image_urls()
-        .iter()
-        .filter(|u| u.scheme() != "file")
-        .filter_map(|u| u.host_str().map(String::from))
-        .collect();
+    let mut hosts: Vec<String> = cfg.image_hosts();
     hosts.extend(cfg.secrets.source.as_ref().and_then(|t| t.host()));
     if hosts.is_empty() {
         return Ok(());
@@ -232,18 +236,35 @@ pub fn node_identity(
     fetch::mirrors::NodeId::choose(f.mac(), f.uuid(), f.hostname())
 }
 
-/// The verified image in its own tmpfs, within the boot's deadline.
-fn fetch_image(
-    cfg: &Config,
-    req: &Request,
-    opts: &fetch::FetchOptions,
-) -> Result<fetch::StagedImage, Error> {
+/// The verified image in its own tmpfs, and what the boot says about it.
+struct Staged {
+    path: PathBuf,
+    tmpfs: Option<crate::root::ram::Tmpfs>,
+    /// Bytes, time, sources, and what verified the image.
+    summary: String,
+    /// The `.torrent`'s bytes when the image came from a swarm (the seeder serves it on).
+    torrent: Option<Vec<u8>>,
+}
+
+/// The verified image in its own tmpfs, within the boot's deadline: from the swarm when a
+/// torrent is given (its mirrors are web seeds), else from the mirrors or the registry.
+fn fetch_image(cfg: &Config, req: &Request, opts: &fetch::FetchOptions) -> Result<Staged, Error> {
     // Each node starts at its own mirror (rendezvous order) unless rd.rustlive.mirrors=listed.
     let (urls, policy) = (cfg.image_urls(), cfg.transfer.mirrors);
     let node = fetch::mirrors::needs_identity(urls, policy)
         .then(|| node_identity(urls.first().and_then(|u| u.host_str()), &req.paths))
         .flatten();
     let urls = fetch::mirrors::order_for_node(urls, policy, node.as_ref());
+    if let Some(t) = cfg.torrent() {
+        let sopts = torrent::options(cfg, urls);
+        let s = torrent::stage(t, &sopts, opts, cfg.transfer.minmem, &req.paths)?;
+        return Ok(Staged {
+            path: s.path,
+            tmpfs: Some(s.tmpfs),
+            summary: s.summary,
+            torrent: Some(s.torrent),
+        });
+    }
     // ...and spreads the image's pieces over all of them (`fetch::pieces`).
     let opts = fetch::FetchOptions {
         spread: node.map(|n| n.id),
@@ -252,12 +273,13 @@ fn fetch_image(
     // An oci:// source: the manifest now, then the root layer's blob on each registry.
     let creds = req.paths.join(crate::oci::auth::CREDENTIALS_FILE);
     let (urls, opts) = crate::oci::pull::prepare(&urls, &opts, &creds)?;
-    Ok(fetch::stage_image(
-        &urls,
-        &opts,
-        cfg.transfer.minmem,
-        &req.paths,
-    )?)
+    let s = fetch::stage_image(&urls, &opts, cfg.transfer.minmem, &req.paths)?;
+    Ok(Staged {
+        path: s.path,
+        tmpfs: s.tmpfs,
+        summary: s.report.summary(),
+        torrent: None,
+    })
 }
 
 /// The node's secrets into the new root; a failure stops the boot unless
@@ -324,11 +346,7 @@ fn node_mac(cfg: &Config) -> Option<String> {
     let secrets_host = cfg.secrets.source.as_ref().and_then(|t| t.host());
     secrets_host
         .into_iter()
-        .chain(
-            cfg.image_urls()
-                .iter()
-                .filter_map(|u| u.host_str().map(String::from)),
-        )
+        .chain(cfg.image_hosts())
         .find_map(|h| crate::net::route_to(&h))
         .and_then(|r| r.mac_string())
 }

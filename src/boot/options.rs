@@ -76,6 +76,17 @@ pub fn assemble(cfg: &Config) -> AssembleOptions {
     }
 }
 
+/// The seeder after switch-root: port, duration, upload cap, and the CA bundle for https
+/// trackers.
+pub fn seed(cfg: &Config) -> crate::boot::seed::SeedOptions {
+    crate::boot::seed::SeedOptions {
+        port: cfg.swarm.port,
+        duration: cfg.swarm.seed,
+        rate: cfg.swarm.seed_rate,
+        ca: cfg.transfer.ca.clone(),
+    }
+}
+
 /// The network stage of the standalone initramfs.
 pub fn net(cfg: &Config) -> NetOptions {
     let n = &cfg.network;

@@ -17,6 +17,16 @@ Image source
       mirrors (repeatable), rotated on failure; wins over root=
   rd.rustlive.mirrors=spread|listed
       pieces from all mirrors (default), or one mirror at a time
+  root=live:torrent://HOST/PATH.torrent, torrent+https://...
+      the image through BitTorrent (the .torrent over http or https)
+  rd.rustlive.torrent=URL
+      the same; rd.rustlive.url mirrors become its web seeds
+  rd.rustlive.bt.port=PORT
+      port for peers while booting and seeding (default 6881)
+  rd.rustlive.seed=DURATION
+      keep sharing the image after switch-root (default 15m; 0: off)
+  rd.rustlive.seed.rate=RATE
+      the seeder's upload cap, bytes/s, K/M/G (default 32M; 0: none)
 
 Verification
   rd.rustlive.sha256=HEX

@@ -37,6 +37,8 @@ pub enum Error {
     Torrent(#[from] crate::server::torrent::TorrentError),
     #[error("cannot fetch from the swarm")]
     Swarm(#[from] crate::swarm::session::SwarmError),
+    #[error("the seeder stopped")]
+    Seeder(#[from] crate::swarm::seeder::SeederError),
 }
 
 impl Error {
@@ -51,6 +53,7 @@ impl Error {
             Error::ImageCheck(e) => e.exit_code(),
             Error::Torrent(_) => Exit::Usage,
             Error::Swarm(e) => e.exit_code(),
+            Error::Seeder(e) => e.exit_code(),
         }
     }
 }

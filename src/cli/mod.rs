@@ -94,6 +94,9 @@ Credentials (docker config.json format): --registry-auth, else $REGISTRY_AUTH_FI
     /// BitTorrent client share it: `rustlive fetch torrent://…`); `torrent show` reads one.
     #[command(subcommand)]
     Torrent(TorrentCommand),
+    /// The seeder after switch-root (`@rustlive-seed`), started by `boot`; not for hand use.
+    #[command(name = "seed-image", hide = true)]
+    SeedImage(torrent::SeedImageArgs),
 }
 
 #[derive(Debug, Args)]
@@ -185,6 +188,7 @@ pub fn main() -> ExitCode {
         Command::Initramfs(a) => initramfs(&a),
         Command::Image(c) => image(&c),
         Command::Torrent(c) => torrent::torrent(&c),
+        Command::SeedImage(a) => torrent::seed_image(&a),
         Command::Tpm(TpmCommand::Ek(a)) => {
             crate::secrets::enroll::ek_command(a.json, &Paths::system()).map_err(Error::from)
         }

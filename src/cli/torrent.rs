@@ -153,3 +153,42 @@ pub(super) fn fetch(
     crate::swarm::session::fetch_torrent(&url, output, &sopts, opts)?;
     Ok(())
 }
+
+/// `rustlive seed-image` (hidden): the seeder `boot` starts after the image is verified
+/// (`boot::seed`); its standard input is the `.torrent`, its standard output the ready line.
+#[derive(Debug, clap::Args)]
+pub struct SeedImageArgs {
+    #[arg(long, value_name = "PATH")]
+    pub image: std::path::PathBuf,
+    #[arg(long, value_name = "PORT")]
+    pub port: u16,
+    /// Seconds.
+    #[arg(long, value_name = "SECS")]
+    pub duration: u64,
+    /// Bytes per second; 0: no cap.
+    #[arg(long, value_name = "BYTES")]
+    pub rate: u64,
+    #[arg(long, value_name = "DIR")]
+    pub root: std::path::PathBuf,
+    #[arg(long, value_name = "PATH")]
+    pub ca: Option<std::path::PathBuf>,
+}
+
+pub(super) fn seed_image(a: &SeedImageArgs) -> Result<(), Error> {
+    // A session of its own: nothing aimed at the boot's process group or terminal reaches it
+    // (already a leader, when started by hand, is fine).
+    let _ = crate::sys::process::new_session();
+    // Started as /proc/self/exe: named after the program, not `exe` (argv[0] is
+    // `@rustlive-seed`, systemd's mark for a process from the initramfs).
+    let _ = crate::sys::process::set_name(c"rustlive");
+    let args = crate::swarm::seeder::Args {
+        image: a.image.clone(),
+        port: a.port,
+        duration: std::time::Duration::from_secs(a.duration),
+        rate: std::num::NonZeroU64::new(a.rate),
+        root: a.root.clone(),
+        ca: a.ca.clone(),
+    };
+    crate::swarm::seeder::run(&args, std::io::stdin().lock(), std::io::stdout().lock())?;
+    Ok(())
+}

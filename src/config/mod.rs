@@ -18,6 +18,7 @@ use cmdline::Param;
 use reqwest::Url;
 use serde::{Serialize, Serializer};
 use std::collections::BTreeMap;
+use std::num::NonZeroU64;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -47,6 +48,8 @@ pub struct Config {
     pub failure: Failure,
     /// Network and drivers, used when rustlive is PID 1 (the standalone initramfs).
     pub network: Network,
+    /// BitTorrent settings, used when the image comes through a torrent.
+    pub swarm: Swarm,
     pub debug: bool,
     /// Whether the image or the secrets come over the network (the dracut hooks ask for the
     /// network on this, not on URL spellings).
@@ -61,9 +64,49 @@ pub struct Config {
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct ImageSource {
-    /// Mirrors in the order they are tried; never empty.
+    /// Mirrors in the order they are tried; never empty without a torrent. With one they are
+    /// the swarm's web seeds (http or https only), and may be empty.
     #[serde(serialize_with = "ser_urls")]
     pub urls: Vec<Url>,
+    /// Where the image's `.torrent` is fetched (http or https: `root=live:torrent://…` is
+    /// stored as its `http://…`), from `rd.rustlive.torrent` or `root=`.
+    #[serde(serialize_with = "ser_opt_url")]
+    pub torrent: Option<Url>,
+}
+
+/// The default port a booting node listens for peers on (`rd.rustlive.bt.port`), the
+/// BitTorrent tradition.
+pub const DEFAULT_BT_PORT: u16 = 6881;
+/// How long a booted node keeps seeding by default (`rd.rustlive.seed`): long enough for a herd
+/// that powers on in waves to find the first nodes still sharing, short enough that a node is
+/// quiet again soon after the herd is up.
+pub const DEFAULT_SEED: Duration = Duration::from_secs(15 * 60);
+/// The default upload cap of the seeder after switch-root (`rd.rustlive.seed.rate`), bytes/s:
+/// 32 MiB/s, about a quarter of a 1 Gb/s link and 1 % of 25 Gb/s, so the booted system's own
+/// work keeps the link.
+pub const DEFAULT_SEED_RATE: u64 = 32 << 20;
+
+/// The swarm's settings (`rd.rustlive.bt.port`, `rd.rustlive.seed`, `rd.rustlive.seed.rate`).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Swarm {
+    /// The port peers reach the booting node (and then its seeder) on; 0: any free port.
+    pub port: u16,
+    /// How long the seeder keeps serving the image after switch-root; zero: no seeder.
+    #[serde(serialize_with = "ser_secs")]
+    pub seed: Duration,
+    /// The seeder's upload cap in bytes/s, all peers together; `None`: no cap
+    /// (`rd.rustlive.seed.rate=0`).
+    pub seed_rate: Option<NonZeroU64>,
+}
+
+impl Default for Swarm {
+    fn default() -> Self {
+        Swarm {
+            port: DEFAULT_BT_PORT,
+            seed: DEFAULT_SEED,
+            seed_rate: NonZeroU64::new(DEFAULT_SEED_RATE),
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -316,6 +359,7 @@ impl Default for Config {
                 delay: Duration::from_secs(30),
             },
             network: Network::default(),
+            swarm: Swarm::default(),
             debug: false,
             needs_network: false,
             syslog: None,
@@ -328,6 +372,10 @@ impl Default for Config {
 /// Every `rd.rustlive.*` key rustlive understands (used for typo suggestions).
 pub const RUSTLIVE_KEYS: &[&str] = &[
     "rd.rustlive.url",
+    "rd.rustlive.torrent",
+    "rd.rustlive.bt.port",
+    "rd.rustlive.seed",
+    "rd.rustlive.seed.rate",
     "rd.rustlive.sha256",
     "rd.rustlive.sha256sums",
     "rd.rustlive.sig",
@@ -383,6 +431,21 @@ impl Config {
     pub fn image_urls(&self) -> &[Url] {
         self.image.as_ref().map_or(&[], |i| &i.urls)
     }
+
+    /// The `.torrent`'s URL when the image comes through a swarm.
+    pub fn torrent(&self) -> Option<&Url> {
+        self.image.as_ref().and_then(|i| i.torrent.as_ref())
+    }
+
+    /// Every URL the image's download reaches: the torrent's, then the mirrors.
+    pub fn image_hosts(&self) -> Vec<String> {
+        self.torrent()
+            .into_iter()
+            .chain(self.image_urls())
+            .filter(|u| u.scheme() != "file")
+            .filter_map(|u| u.host_str().map(String::from))
+            .collect()
+    }
 }
 
 /// The failure policy alone, for when the rest of the command line is invalid: the policy must
@@ -416,6 +479,9 @@ struct Builder {
     cfg: Config,
     mirrors: Vec<Url>,
     root_url: Option<Url>,
+    /// `root=live:torrent://…` (as its http(s) URL), and `rd.rustlive.torrent`.
+    root_torrent: Option<Url>,
+    torrent: Option<Url>,
     overlay_size: Option<(Size, String)>,
     overlay_size_alias: Option<(Size, String)>,
     minmem: Option<u64>,
@@ -474,7 +540,11 @@ impl Builder {
             "root" => {
                 let v = p.value.as_deref().unwrap_or("");
                 let candidate = v.strip_prefix("live:").unwrap_or(v);
-                if candidate.contains("://") {
+                self.root_torrent = None;
+                if is_torrent_scheme(candidate) {
+                    self.root_url = None;
+                    self.root_torrent = Some(parse_torrent_url(candidate).map_err(|r| err(p, r))?);
+                } else if candidate.contains("://") {
                     self.root_url = Some(parse_image_url(candidate).map_err(|r| err(p, r))?);
                 } else {
                     // root=/dev/sda1, root=live:CDLABEL=…: a disk root, not ours. Last wins,
@@ -493,6 +563,36 @@ impl Builder {
                     return Err(err(p, "no URL given"));
                 }
                 return Ok(());
+            }
+            "rd.rustlive.torrent" => {
+                let v = val()?;
+                if v.contains(',') {
+                    return Err(err(p, "one torrent only: a node boots one image"));
+                }
+                let u = parse_torrent_url(v).map_err(|r| err(p, r))?;
+                if self.torrent.as_ref().is_some_and(|t| *t != u) {
+                    return Err(err(
+                        p,
+                        "a second, different torrent: a node boots one image",
+                    ));
+                }
+                self.torrent = Some(u);
+                return Ok(());
+            }
+            "rd.rustlive.bt.port" => {
+                c.swarm.port = val()?
+                    .parse()
+                    .map_err(|_| err(p, "expected a port number from 0 to 65535"))?;
+                "swarm.port"
+            }
+            "rd.rustlive.seed" => {
+                c.swarm.seed = secs()?;
+                "swarm.seed"
+            }
+            "rd.rustlive.seed.rate" => {
+                c.swarm.seed_rate =
+                    NonZeroU64::new(values::parse_bytes(val()?, 1).map_err(|r| err(p, r))?);
+                "swarm.seed_rate"
             }
             "rd.rustlive.sha256" => {
                 c.verify.sha256 = Some(hash()?);
@@ -782,12 +882,45 @@ impl Builder {
 
     fn finish(mut self) -> Result<Config, ConfigError> {
         let c = &mut self.cfg;
+        let torrent = match (self.torrent, self.root_torrent) {
+            (Some(t), Some(r)) if t != r => {
+                return Err(ConfigError {
+                    option: "rd.rustlive.torrent".into(),
+                    value: redact_url_str(t.as_str()),
+                    reason: format!(
+                        "root= names another torrent ({}): a node boots one image",
+                        redact_url_str(r.as_str())
+                    ),
+                })
+            }
+            (Some(t), _) => {
+                c.sources
+                    .insert("image.torrent", "rd.rustlive.torrent".into());
+                Some(t)
+            }
+            (None, Some(r)) => {
+                c.sources.insert("image.torrent", "root".into());
+                Some(r)
+            }
+            (None, None) => None,
+        };
         if !self.mirrors.is_empty() {
-            c.image = Some(ImageSource { urls: self.mirrors });
+            c.image = Some(ImageSource {
+                urls: self.mirrors,
+                torrent,
+            });
             c.sources.insert("image.urls", "rd.rustlive.url".into());
         } else if let Some(u) = self.root_url {
-            c.image = Some(ImageSource { urls: vec![u] });
+            c.image = Some(ImageSource {
+                urls: vec![u],
+                torrent,
+            });
             c.sources.insert("image.urls", "root".into());
+        } else if torrent.is_some() {
+            c.image = Some(ImageSource {
+                urls: Vec::new(),
+                torrent,
+            });
         }
         if let Some((s, key)) = self.overlay_size.or(self.overlay_size_alias) {
             c.root.overlay_size = s;
@@ -804,15 +937,16 @@ impl Builder {
         }
         check_network(&c.network)?;
         c.needs_network = c.network.neednet == Some(true)
-            || c.image
-                .as_ref()
-                .is_some_and(|i| i.urls.iter().any(|u| u.scheme() != "file"))
+            || c.image.as_ref().is_some_and(|i| {
+                i.torrent.is_some() || i.urls.iter().any(|u| u.scheme() != "file")
+            })
             || c.secrets
                 .source
                 .as_ref()
                 .is_some_and(UrlTemplate::is_network);
         // Cross-option rules, checked once every value is known.
         if let Some(img) = &c.image {
+            check_torrent_mirrors(img)?;
             check_oci_sources(&img.urls, &c.verify)?;
         }
         // Plain http without a pin exposes the bundle: only a bundle sealed to the node's TPM
@@ -930,6 +1064,56 @@ pub fn parse_image_url(s: &str) -> Result<Url, String> {
             r
         }
     })
+}
+
+/// Whether an image source is written as a torrent (`torrent://`, `torrent+http(s)://`).
+fn is_torrent_scheme(s: &str) -> bool {
+    ["torrent://", "torrent+http://", "torrent+https://"]
+        .iter()
+        .any(|p| s.starts_with(p))
+}
+
+/// A `.torrent`'s location: `torrent://HOST[:PORT]/PATH` as dracut's livenet spells it and
+/// `torrent+http://` (both fetched over http), `torrent+https://`, or a plain http(s) URL
+/// (`rd.rustlive.torrent`); returned as the http(s) URL it is fetched from.
+pub fn parse_torrent_url(s: &str) -> Result<Url, String> {
+    let (scheme, rest) = s
+        .split_once("://")
+        .ok_or_else(|| "expected torrent://HOST/PATH or an http(s) URL".to_string())?;
+    let http = match scheme {
+        "torrent" | "torrent+http" | "http" => "http",
+        "torrent+https" | "https" => "https",
+        other => {
+            return Err(format!(
+                "unsupported scheme {:?} for a torrent (use torrent://, torrent+http://, torrent+https://, http or https)",
+                other
+            ))
+        }
+    };
+    values::parse_url(&format!("{http}://{rest}"), Schemes::Http)
+}
+
+/// With a torrent the mirrors are web seeds: http(s) only (no `file://`, no `oci://`).
+fn check_torrent_mirrors(img: &ImageSource) -> Result<(), ConfigError> {
+    if img.torrent.is_none() {
+        return Ok(());
+    }
+    match img
+        .urls
+        .iter()
+        .find(|u| !matches!(u.scheme(), "http" | "https"))
+    {
+        Some(u) => Err(ConfigError {
+            option: "rd.rustlive.url".into(),
+            value: redact_url_str(u.as_str()),
+            reason: if crate::config::oci_ref::is_oci(u) {
+                "an oci:// image cannot come through a torrent; give one or the other".into()
+            } else {
+                "beside a torrent, mirrors are its web seeds: http or https only".into()
+            },
+        }),
+        None => Ok(()),
+    }
 }
 
 /// OCI mirrors are all OCI and agree on the repository and target; a plain-http registry
@@ -1842,6 +2026,118 @@ mod tests {
             .contains("\"https://s/{mac}\""));
     }
 
+    #[test]
+    fn torrent_sources() {
+        let t = |c: &Config| c.torrent().map(Url::to_string);
+        // livenet's spelling, fetched over http; the https form; rd.rustlive.torrent.
+        let c = parse("root=live:torrent://boot:8080/images/a.torrent");
+        assert_eq!(t(&c).as_deref(), Some("http://boot:8080/images/a.torrent"));
+        assert!(urls(&c).is_empty() && c.needs_network);
+        assert_eq!(c.sources["image.torrent"], "root");
+        let c = parse("root=live:torrent+https://boot/a.torrent");
+        assert_eq!(t(&c).as_deref(), Some("https://boot/a.torrent"));
+        let c = parse(
+            "rd.rustlive.torrent=https://boot/a.torrent rd.rustlive.url=http://m1/a,https://m2/a",
+        );
+        assert_eq!(t(&c).as_deref(), Some("https://boot/a.torrent"));
+        // The mirrors beside it are its web seeds.
+        assert_eq!(urls(&c), ["http://m1/a", "https://m2/a"]);
+        assert_eq!(c.image_hosts(), ["boot", "m1", "m2"]);
+        // root= as a plain URL beside rd.rustlive.torrent: a web seed too.
+        let c = parse("root=live:http://r/a rd.rustlive.torrent=torrent://b/a.torrent");
+        assert_eq!(urls(&c), ["http://r/a"]);
+        assert_eq!(t(&c).as_deref(), Some("http://b/a.torrent"));
+        // The same torrent twice is one torrent; a later root= cancels an earlier one.
+        let c = parse("root=live:torrent://b/a.torrent rd.rustlive.torrent=http://b/a.torrent");
+        assert_eq!(t(&c).as_deref(), Some("http://b/a.torrent"));
+        assert_eq!(
+            parse("root=live:torrent://b/a.torrent root=/dev/sda").image,
+            None
+        );
+        assert_eq!(parse("root=live:http://a/1").torrent(), None);
+    }
+
+    #[test]
+    fn torrent_settings_and_defaults() {
+        let d = parse("root=live:torrent://b/a.torrent");
+        assert_eq!(d.swarm.port, 6881);
+        assert_eq!(d.swarm.seed, Duration::from_secs(900));
+        assert_eq!(d.swarm.seed_rate.map(NonZeroU64::get), Some(32 << 20));
+        let c = parse(
+            "root=live:torrent://b/a.torrent rd.rustlive.bt.port=7000 rd.rustlive.seed=40s \
+             rd.rustlive.seed.rate=10M",
+        );
+        assert_eq!(c.swarm.port, 7000);
+        assert_eq!(c.swarm.seed, Duration::from_secs(40));
+        assert_eq!(c.swarm.seed_rate.map(NonZeroU64::get), Some(10 << 20));
+        let c = parse("rd.rustlive.seed=0 rd.rustlive.seed.rate=0 rd.rustlive.bt.port=0");
+        assert!(c.swarm.seed.is_zero() && c.swarm.seed_rate.is_none() && c.swarm.port == 0);
+        // `rustlive config` shows them.
+        let json = serde_json::to_string(&d).unwrap();
+        assert!(
+            json.contains("\"torrent\":\"http://b/a.torrent\""),
+            "{json}"
+        );
+        assert!(
+            json.contains("\"swarm\":{\"port\":6881,\"seed\":900,\"seed_rate\":33554432}"),
+            "{json}"
+        );
+    }
+
+    #[test]
+    fn torrent_mistakes_are_refused_in_one_sentence() {
+        let cases: &[(&str, &str, &str)] = &[
+            (
+                "rd.rustlive.torrent=http://a/1.torrent,http://b/2.torrent",
+                "rd.rustlive.torrent",
+                "one torrent only",
+            ),
+            (
+                "rd.rustlive.torrent=http://a/1.torrent rd.rustlive.torrent=http://b/2.torrent",
+                "rd.rustlive.torrent",
+                "a second, different torrent",
+            ),
+            (
+                "root=live:torrent://a/1.torrent rd.rustlive.torrent=http://b/2.torrent",
+                "rd.rustlive.torrent",
+                "root= names another torrent",
+            ),
+            (
+                "rd.rustlive.torrent=http://a/1.torrent rd.rustlive.url=oci://reg/r:t",
+                "rd.rustlive.url",
+                "cannot come through a torrent",
+            ),
+            (
+                "rd.rustlive.torrent=http://a/1.torrent rd.rustlive.url=file:///i",
+                "rd.rustlive.url",
+                "web seeds: http or https",
+            ),
+            (
+                "rd.rustlive.torrent=ftp://a/1.torrent",
+                "rd.rustlive.torrent",
+                "unsupported scheme",
+            ),
+            ("root=live:torrent://", "root", "not a URL"),
+            (
+                "rd.rustlive.bt.port=65536",
+                "rd.rustlive.bt.port",
+                "port number",
+            ),
+            ("rd.rustlive.seed=1y", "rd.rustlive.seed", "duration"),
+            (
+                "rd.rustlive.seed.rate=fast",
+                "rd.rustlive.seed.rate",
+                "expected a number",
+            ),
+        ];
+        for (line, option, reason) in cases {
+            let e = Config::from_cmdline(line).unwrap_err();
+            assert_eq!(e.option, *option, "{line}: {e}");
+            assert!(e.reason.contains(reason), "{line}: {e}");
+            assert!(!e.to_string().contains('\n'), "{line}: {e}");
+        }
+    }
+
     proptest::proptest! {
         #![proptest_config(proptest::prelude::ProptestConfig::with_cases(2000))]
 
@@ -1866,6 +2162,14 @@ mod tests {
         ) {
             let _ = Config::from_cmdline(&format!("{key}={value}"));
             let _ = Config::from_cmdline(&format!("{key}=\"{value}\""));
+        }
+
+        #[test]
+        fn torrent_urls_are_http_or_https(s in "(torrent|torrent\\+https?|https?|ftp)://[ -~]{0,60}") {
+            if let Ok(u) = parse_torrent_url(&s) {
+                proptest::prop_assert!(matches!(u.scheme(), "http" | "https"));
+                proptest::prop_assert!(u.host_str().is_some_and(|h| !h.is_empty()));
+            }
         }
     }
 }

@@ -473,23 +473,12 @@ pub fn stage_image(
     minmem: u64,
     paths: &Paths,
 ) -> Result<StagedImage, FetchError> {
-    let meminfo = paths.join(ram::PROC_MEMINFO);
-    let dir = paths.run_dir().join("image");
+    let dir = image_dir(paths);
     let first = urls.first().ok_or(FetchError::NoUrl)?;
-    let name = file_name(first).unwrap_or_else(|| "root.img".into());
+    let name = file_name(first).unwrap_or_else(|| IMAGE_NAME.into());
     let mut tmpfs = None;
     let report = download_to_file(urls, &dir.join(&name), opts, &mut |len| {
-        let mem = MemInfo::read(&meminfo)?;
-        let size = ram::plan(len, mem, minmem)?;
-        log::info!(
-            "image {}; {} of RAM available, {} reserved; tmpfs of {} on {}",
-            len.map_or("of unknown size".into(), mib),
-            mib(mem.available),
-            mib(minmem),
-            mib(size),
-            dir.display()
-        );
-        tmpfs = Some(Tmpfs::mount(&dir, size)?);
+        tmpfs = Some(image_tmpfs(len, minmem, paths)?);
         Ok(())
     })?;
     Ok(StagedImage {
@@ -497,6 +486,32 @@ pub fn stage_image(
         report,
         tmpfs,
     })
+}
+
+/// The image's name in its tmpfs when its URL names none.
+pub const IMAGE_NAME: &str = "root.img";
+
+/// Where the image's tmpfs is mounted: `/run/rustlive/image`.
+pub fn image_dir(paths: &Paths) -> PathBuf {
+    paths.run_dir().join("image")
+}
+
+/// Mounts the image's tmpfs on [`image_dir`], sized for an image of `len` bytes (when known),
+/// refusing when RAM minus `minmem` cannot hold it (`/proc/meminfo` read below `paths`): the
+/// memory check every source of the image shares (mirrors, registries, the swarm).
+pub fn image_tmpfs(len: Option<u64>, minmem: u64, paths: &Paths) -> Result<Tmpfs, FetchError> {
+    let dir = image_dir(paths);
+    let mem = MemInfo::read(&paths.join(ram::PROC_MEMINFO))?;
+    let size = ram::plan(len, mem, minmem)?;
+    log::info!(
+        "image {}; {} of RAM available, {} reserved; tmpfs of {} on {}",
+        len.map_or("of unknown size".into(), mib),
+        mib(mem.available),
+        mib(minmem),
+        mib(size),
+        dir.display()
+    );
+    Ok(Tmpfs::mount(&dir, size)?)
 }
 
 /// Downloads `url` into memory, at most `max_len` bytes, with the retry policy and TLS

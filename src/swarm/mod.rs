@@ -20,6 +20,7 @@ pub mod metainfo;
 pub mod peer;
 pub mod picker;
 pub mod rate;
+pub mod seeder;
 pub mod session;
 pub mod shared;
 pub mod tracker;

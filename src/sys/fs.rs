@@ -193,6 +193,25 @@ pub fn make_fifo(path: &Path, mode: u32) -> Result<(), Errno> {
     )
 }
 
+/// Opens a regular file read-only, never through a symbolic link in its last component, and
+/// returns it with its length.
+pub fn open_regular_read(path: &Path) -> std::io::Result<(std::fs::File, u64)> {
+    let fd = rustix::fs::open(
+        path,
+        OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::CLOEXEC | OFlags::NOCTTY,
+        Mode::empty(),
+    )?;
+    let st = rustix::fs::fstat(&fd)?;
+    if FileType::from_raw_mode(st.st_mode) != FileType::RegularFile {
+        return Err(std::io::Error::other(format!(
+            "a {}, not a regular file",
+            describe(FileType::from_raw_mode(st.st_mode))
+        )));
+    }
+    let len = u64::try_from(st.st_size).unwrap_or(0);
+    Ok((std::fs::File::from(fd), len))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
