@@ -35,6 +35,7 @@ build_swarm_image() {
 			echo "SWARM: seeder argv $(tr '\0' ' ' <"/proc/$pid/cmdline")"
 			echo "SWARM: seeder uid $(awk '/^Uid:/ { print $2, $3, $4 }' "/proc/$pid/status") groups [$(awk '/^Groups:/ { $1 = ""; print }' "/proc/$pid/status")]"
 			echo "SWARM: seeder nonewprivs $(awk '/^NoNewPrivs:/ { print $2 }' "/proc/$pid/status") root $(readlink "/proc/$pid/root") cgroup $(tr '\n' ' ' <"/proc/$pid/cgroup")"
+			echo "SWARM: seeder memory $(awk '/^(VmPeak|VmSize|VmHWM|VmRSS|Threads):/ { printf "%s %s %s ", $1, $2, $3 }' "/proc/$pid/status")"
 			echo "SWARM: seeder files $(for f in /proc/"$pid"/fd/*; do readlink "$f"; done | sed 's/:\[[0-9]*\]//' | sort | uniq -c | tr -s ' \n' ' ')"
 			echo "SWARM: ps $(ps -o pid,user,args 2>/dev/null | grep '[@]rustlive-seed' | tr -s ' ')"
 		fi
@@ -54,6 +55,8 @@ build_swarm_image() {
 			while [ -n "$pid" ] && [ -d "/proc/$pid" ] && [ "$n" -lt 900 ]; do
 				sleep 1
 				n=$((n + 1))
+				# By then node 2 has downloaded from it.
+				[ "$n" -ne 90 ] || echo "SWARM: seeder memory after 90s $(awk '/^(VmPeak|VmHWM|Threads):/ { printf "%s %s %s ", $1, $2, $3 }' "/proc/$pid/status")"
 			done
 			if [ -n "$pid" ] && [ -d "/proc/$pid" ]; then
 				echo "SWARM: seeder still running after ${n}s"
@@ -129,6 +132,7 @@ swarm_checks() {
 		check 'SWARM: ps +[0-9]+ [a-z0-9]+ (\{rustlive\} )?@rustlive-seed' "ps showing @rustlive-seed" &&
 		check 'SWARM: seeder gone after' "the seeder gone after rd.rustlive.seed" || return 1
 	say "  node 1 seeder: $(grep -a 'SWARM: seeder files' "$LOG" | tr -d '\r')"
+	say "  node 1 seeder: $(grep -a 'SWARM: seeder memory' "$LOG" | tr -d '\r' | tr '\n' ' ')"
 	say "  node 1 seeder: $(grep -a 'SWARM: seeder gone' "$LOG" | tr -d '\r')"
 	LOG="$LOGS/$name-2.log"
 	check 'TESTROOT: root fs overlay' "node 2's overlay root" &&

@@ -43,3 +43,18 @@ fn borrowed(fd: RawFd) -> rustix::fd::BorrowedFd<'static> {
     // descriptor; the borrow never outlives the call that uses it.
     unsafe { rustix::fd::BorrowedFd::borrow_raw(fd) }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::fd::AsRawFd;
+
+    #[test]
+    fn lists_the_descriptors_this_process_holds() {
+        let f = std::fs::File::open("/proc/self/status").unwrap();
+        let fds = open_fds().unwrap();
+        assert!(fds.contains(&f.as_raw_fd()), "{fds:?}");
+        assert!(fds.iter().all(|fd| *fd > 2));
+        drop(f);
+    }
+}
