@@ -16,7 +16,7 @@ use super::shared::{Limits, Shared, State};
 use super::tracker::{self, Announce, Event};
 use super::webseed;
 use super::wire::MAX_REQUEST;
-use crate::fetch::verify::VerifyError;
+use crate::fetch::verify::{describe, Check, VerifyError};
 use crate::fetch::{self, progress::Progress, FetchError, FetchOptions};
 use crate::support::exit::Exit;
 use crate::support::log::{mib, redact_url, Escaped};
@@ -63,6 +63,8 @@ pub struct SwarmReport {
     pub dropped: u32,
     pub sha256: Sha256Hex,
     pub port: u16,
+    /// What the whole file was checked against (`fetch::verify::describe` names them).
+    pub verified: Vec<Check>,
 }
 
 impl SwarmReport {
@@ -73,14 +75,21 @@ impl SwarmReport {
             from.push(format!("{} from {u}", mib(*n)));
         }
         format!(
-            "fetched {} in {secs:.1} s ({:.1} MiB/s) from the swarm: {}; uploaded {}, {} peer{} dropped, sha256 {}",
+            "fetched {} in {secs:.1} s ({:.1} MiB/s) from the swarm: {}; uploaded {}, {} peer{} dropped, sha256 {}; {}{}",
             mib(self.bytes),
             self.bytes as f64 / (1u64 << 20) as f64 / secs.max(1e-3),
             from.join(", "),
             mib(self.uploaded),
             self.dropped,
             if self.dropped == 1 { "" } else { "s" },
-            self.sha256
+            self.sha256,
+            describe(&self.verified),
+            // Nothing pinned the image (a torrent over https): only the torrent vouched for it.
+            if self.verified.is_empty() {
+                " (each piece matched the torrent's SHA-1)"
+            } else {
+                ""
+            }
         )
     }
 }
@@ -93,7 +102,7 @@ pub enum SwarmError {
         #[source]
         source: MetainfoError,
     },
-    #[error("the torrent {url} came over plain http: rustlive uses it only when --sha256, --sha256sums or a signing key covers the image")]
+    #[error("the torrent {url} came over plain http: rustlive uses it only when a pinned hash (--sha256, rd.rustlive.sha256), a sha256sums list or a signing key covers the image")]
     Unpinned { url: String },
     #[error(transparent)]
     Fetch(#[from] FetchError),
@@ -147,16 +156,26 @@ pub fn torrent_http_url(u: &Url) -> Option<Url> {
     Url::parse(&format!("{scheme}://{rest}")).ok()
 }
 
-/// Downloads the image a `.torrent` at `torrent_url` (http or https) describes into `dest`.
-pub fn fetch_torrent(
-    torrent_url: &Url,
-    dest: &Path,
-    opts: &SwarmOptions,
-    fopts: &FetchOptions,
-) -> Result<SwarmReport, SwarmError> {
+/// A `.torrent` fetched and parsed: its bytes (what a seeder serves on), what it says, and the
+/// image's URL beside it (the name sha256sums lines give and where `IMAGE.minisig` is looked for).
+#[derive(Debug, Clone)]
+pub struct Torrent {
+    pub bytes: Vec<u8>,
+    pub meta: Metainfo,
+    pub image: Url,
+}
+
+/// Whether a hash or a signing key covers the image: what a `.torrent` over plain http needs
+/// (the rule of plain-http registries).
+fn pinned(fopts: &FetchOptions) -> bool {
+    fopts.sha256.is_some() || fopts.sha256sums.is_some() || !fopts.keys.is_empty()
+}
+
+/// Fetches (bounded) and parses the `.torrent` at `torrent_url` (http or https); a plain-http
+/// one is refused before anything is fetched unless `fopts` pins the image.
+pub fn fetch_metainfo(torrent_url: &Url, fopts: &FetchOptions) -> Result<Torrent, SwarmError> {
     let shown = redact_url(torrent_url);
-    let pinned = fopts.sha256.is_some() || fopts.sha256sums.is_some() || !fopts.keys.is_empty();
-    if torrent_url.scheme() == "http" && !pinned {
+    if torrent_url.scheme() == "http" && !pinned(fopts) {
         return Err(SwarmError::Unpinned { url: shown });
     }
     // The hashes in the options are the image's, not the torrent's.
@@ -182,12 +201,26 @@ pub fn fetch_torrent(
         meta.web_seeds.len(),
         if meta.web_seeds.len() == 1 { "" } else { "s" },
     );
-    // The image's name beside the torrent: what sha256sums lines name and where IMAGE.minisig
-    // is looked for.
+    // `Metainfo::parse` checked the name is a single file name.
     let image = torrent_url
         .join(&meta.name)
         .unwrap_or_else(|_| torrent_url.clone());
-    download(&meta, &image, dest, opts, fopts)
+    Ok(Torrent {
+        bytes: bytes.to_vec(),
+        meta,
+        image,
+    })
+}
+
+/// Downloads the image a `.torrent` at `torrent_url` (http or https) describes into `dest`.
+pub fn fetch_torrent(
+    torrent_url: &Url,
+    dest: &Path,
+    opts: &SwarmOptions,
+    fopts: &FetchOptions,
+) -> Result<SwarmReport, SwarmError> {
+    let t = fetch_metainfo(torrent_url, fopts)?;
+    download(&t.meta, &t.image, dest, opts, fopts)
 }
 
 struct Tracker {
@@ -544,6 +577,7 @@ fn run(
             dropped: st.dropped,
             sha256,
             port: shared.port,
+            verified: expected.checks.clone(),
         }
     };
     log::info!("{}", report.summary());
@@ -808,8 +842,19 @@ mod tests {
             dropped: 1,
             sha256: crate::fetch::verify::sha256(b"abc"),
             port: 6881,
+            verified: vec![Check::Pinned],
         };
         let s = r.summary();
+        assert!(s.ends_with("; verified by the pinned sha256"), "{s}");
+        let unpinned = SwarmReport {
+            verified: Vec::new(),
+            ..r.clone()
+        }
+        .summary();
+        assert!(
+            unpinned.ends_with("not verified: no hash or signature configured (each piece matched the torrent's SHA-1)"),
+            "{unpinned}"
+        );
         assert!(
             s.contains("3.0 MiB from peers, 1.0 MiB from http://w/img"),
             "{s}"
