@@ -80,9 +80,11 @@ fn sixteen_nodes_share_the_image_and_one_leaving_half_way_stalls_nobody() {
     // The origin sent the image about once, not once per node.
     assert!(
         o.origin_bytes * 2 <= img.len * 3,
-        "the origin served {} bytes, {:.2}x the image (at most 1.5x)",
+        "the origin served {} bytes, {:.2}x the image (at most 1.5x); its requests \
+         (URI STATUS BYTES CLIENT RANGE SECONDS END):\n{}",
         o.origin_bytes,
-        o.origin_ratio()
+        o.origin_ratio(),
+        o.origin_log
     );
     drop(net);
     assert!(
