@@ -8,12 +8,63 @@
 //! I/O or looks at a clock.
 
 use std::collections::HashMap;
+use std::time::{Duration, Instant};
 
 /// A peer connection or a web seed, as the session numbers them.
 pub type Source = u64;
 
 /// At most this many sources fetch the same piece (end game).
 pub const MAX_DUP: u8 = 2;
+
+/// How long a node has nothing to do (nothing left in its share, no piece from peers) before
+/// it widens its share.
+pub const WIDEN_AFTER: Duration = Duration::from_millis(300);
+
+/// A node's share of the pieces nobody has yet: the ones it may take from the web seeds. In a
+/// herd that starts together no node knows what the others are fetching from the mirrors, so
+/// each takes only the pieces its own order (the tie order, independent per node) ranks in the
+/// first `widened / swarm` of all: every piece is in about `widened` nodes' shares, and the
+/// first wave asks the mirrors for each piece about once instead of every node asking for its
+/// own runs. A piece in nobody's share (e⁻¹ of them) comes when the nodes run out of work:
+/// each widens its share by one more `1 / swarm` after [`WIDEN_AFTER`] idle, so each round asks
+/// for the pieces still missing about once more. Expected mirror bytes: about 1 + e⁻¹ + e⁻² +
+/// … ≈ 1.6 × the image whatever the herd's size, less as pieces spread between the rounds
+/// (a piece a peer has is no longer taken from the mirrors).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Share {
+    pub widened: u32,
+    /// When it last widened.
+    pub since: Option<Instant>,
+}
+
+impl Default for Share {
+    fn default() -> Self {
+        Share {
+            widened: 1,
+            since: None,
+        }
+    }
+}
+
+impl Share {
+    /// The largest tie value in the share of a swarm of `swarm` nodes; `None`: every piece.
+    pub fn threshold(&self, swarm: u32) -> Option<u64> {
+        let part = u64::MAX.checked_div(u64::from(swarm)).unwrap_or(u64::MAX);
+        (self.widened < swarm).then(|| part.saturating_mul(u64::from(self.widened)))
+    }
+
+    /// Widens the share when the node has been idle since `idle_since` (its last piece from
+    /// a peer, or its start) and since it last widened, for [`WIDEN_AFTER`]; whether it did.
+    pub fn widen(&mut self, now: Instant, idle_since: Instant) -> bool {
+        let from = self.since.map_or(idle_since, |s| s.max(idle_since));
+        if now.saturating_duration_since(from) < WIDEN_AFTER {
+            return false;
+        }
+        self.widened = self.widened.saturating_add(1);
+        self.since = Some(now);
+        true
+    }
+}
 
 #[derive(Debug)]
 pub struct Picker {
@@ -191,7 +242,8 @@ impl Picker {
     }
 
     /// The next pieces for a web seed: a run of up to `max` consecutive pieces that no peer
-    /// has and nobody fetches (with `any`, also pieces peers have: they had their chance),
+    /// has and nobody fetches (with `any`, also pieces peers have: they had their chance), and
+    /// that are in this node's share (`share`: the largest tie value of it, see [`Share`]),
     /// starting in this node's own order (the tie order), so a herd starting together pulls
     /// different pieces from the mirrors and then trades them, instead of every node asking the
     /// mirrors for piece 0; one ranged request then carries the whole run. With `in_order`
@@ -203,12 +255,14 @@ impl Picker {
         any: bool,
         max: u32,
         in_order: bool,
+        share: Option<u64>,
     ) -> Option<(u32, u32)> {
         let free = |p: &Picker, i: usize| {
             let h = p.have.get(i).copied().unwrap_or(true);
             let avail = p.avail.get(i).copied().unwrap_or(0);
             let active = p.active.get(i).copied().unwrap_or(1);
-            !h && active == 0 && (avail == 0 || any)
+            let mine = share.is_none_or(|t| u32::try_from(i).is_ok_and(|x| p.tie(x) <= t));
+            !h && active == 0 && (avail == 0 || any) && mine
         };
         let mut best: Option<(u64, usize)> = None;
         for i in 0..self.have.len() {
@@ -289,6 +343,58 @@ mod tests {
     use proptest::prelude::*;
 
     #[test]
+    fn a_herd_shares_the_pieces_nobody_has() {
+        // 64 nodes, 128 pieces nobody has: each takes only its share from the web seeds; every
+        // piece is in about one share, so the mirrors serve about the image, not 64 of it.
+        let (nodes, pieces) = (64u32, 128u32);
+        let mut asked = vec![0u32; 128];
+        for n in 0..nodes {
+            let mut p = Picker::new(pieces, 0x5eed_u64.wrapping_mul(u64::from(n) + 1));
+            let share = Share::default().threshold(nodes);
+            while let Some((x, c)) = p.pick_web(1, false, 1, false, share) {
+                for i in x..x + c {
+                    asked[i as usize] += 1;
+                    p.complete(1, i);
+                }
+            }
+        }
+        let total: u32 = asked.iter().sum();
+        // Poisson(1) shares: about 128 requests, about 63 % of the pieces covered.
+        assert!((64..=192).contains(&total), "{total}");
+        let covered = asked.iter().filter(|&&a| a > 0).count();
+        assert!((48..=112).contains(&covered), "{covered}");
+        // Widened to the whole swarm: every piece.
+        let all = Share {
+            widened: nodes,
+            since: None,
+        };
+        assert_eq!(all.threshold(nodes), None);
+        assert_eq!(Share::default().threshold(1), None);
+        assert_eq!(Share::default().threshold(0), None);
+    }
+
+    #[test]
+    fn the_share_widens_only_after_being_idle() {
+        let t0 = Instant::now();
+        let mut s = Share::default();
+        assert!(!s.widen(t0 + WIDEN_AFTER / 2, t0));
+        assert!(s.widen(t0 + WIDEN_AFTER, t0));
+        assert_eq!(s.widened, 2);
+        // Not again until idle for as long since it widened, nor soon after a peer's piece.
+        assert!(!s.widen(t0 + WIDEN_AFTER + Duration::from_millis(10), t0));
+        let t1 = t0 + WIDEN_AFTER * 2;
+        assert!(!s.widen(t1, t1 - WIDEN_AFTER / 3));
+        assert!(s.widen(t1 + WIDEN_AFTER, t1));
+        assert_eq!(s.widened, 3);
+        let mut big = Share {
+            widened: u32::MAX,
+            since: None,
+        };
+        assert!(big.widen(t1 + WIDEN_AFTER * 5, t0));
+        assert_eq!(big.widened, u32::MAX);
+    }
+
+    #[test]
     fn rarest_first() {
         let mut p = Picker::new(4, 1);
         p.peer_bitfield(1, vec![true, true, true, false]);
@@ -302,7 +408,7 @@ mod tests {
         assert!(p.wants_from(3));
         // Everything peer 3 has is in flight: end game gives it a second copy of piece 1.
         assert_eq!(p.pick(3), None, "piece 3 is not active: no end game yet");
-        assert_eq!(p.pick_web(9, false, 8, false), Some((3, 1)));
+        assert_eq!(p.pick_web(9, false, 8, false, None), Some((3, 1)));
         assert_eq!(p.pick(3), Some(1));
         assert_eq!(p.complete(2, 1), vec![3]);
         assert_eq!(p.pick(3), None);
@@ -313,12 +419,12 @@ mod tests {
     fn web_seeds_take_what_no_peer_has_then_anything() {
         let mut p = Picker::new(3, 0);
         p.peer_bitfield(1, vec![true, false, false]);
-        let (a, n) = p.pick_web(10, false, 1, false).unwrap();
+        let (a, n) = p.pick_web(10, false, 1, false, None).unwrap();
         assert_eq!(n, 1);
-        let (b, _) = p.pick_web(10, false, 1, false).unwrap();
+        let (b, _) = p.pick_web(10, false, 1, false, None).unwrap();
         assert_eq!([a.min(b), a.max(b)], [1, 2]);
-        assert_eq!(p.pick_web(10, false, 8, false), None);
-        assert_eq!(p.pick_web(10, true, 8, false), Some((0, 1)));
+        assert_eq!(p.pick_web(10, false, 8, false, None), None);
+        assert_eq!(p.pick_web(10, true, 8, false, None), Some((0, 1)));
         p.remove(10);
         // A run: consecutive free pieces from the first one picked.
         let mut q = Picker::new(10, 3);
@@ -328,7 +434,7 @@ mod tests {
                 false, false, false, false, false, true, false, false, false, false,
             ],
         );
-        let (f, n) = q.pick_web(11, false, 4, false).unwrap();
+        let (f, n) = q.pick_web(11, false, 4, false, None).unwrap();
         assert!(
             (1..=4).contains(&n) && (f..f + n).all(|i| i != 5),
             "{f} {n}"
@@ -340,12 +446,12 @@ mod tests {
     #[test]
     fn a_node_alone_takes_web_pieces_in_file_order() {
         let mut p = Picker::new(10, 12345);
-        assert_eq!(p.pick_web(1, false, 4, true), Some((0, 4)));
-        assert_eq!(p.pick_web(2, false, 4, true), Some((4, 4)));
+        assert_eq!(p.pick_web(1, false, 4, true, None), Some((0, 4)));
+        assert_eq!(p.pick_web(2, false, 4, true, None), Some((4, 4)));
         p.release(1, 2);
-        assert_eq!(p.pick_web(1, false, 4, true), Some((2, 1)));
-        assert_eq!(p.pick_web(1, false, 4, true), Some((8, 2)));
-        assert_eq!(p.pick_web(1, false, 4, true), None);
+        assert_eq!(p.pick_web(1, false, 4, true, None), Some((2, 1)));
+        assert_eq!(p.pick_web(1, false, 4, true, None), Some((8, 2)));
+        assert_eq!(p.pick_web(1, false, 4, true, None), None);
     }
 
     #[test]
@@ -355,7 +461,7 @@ mod tests {
         p.peer_bitfield(1, vec![true; 5]);
         assert!(!p.wants_from(1));
         assert_eq!(p.pick(1), None);
-        assert_eq!(p.pick_web(2, true, 8, false), None);
+        assert_eq!(p.pick_web(2, true, 8, false, None), None);
     }
 
     #[test]
@@ -367,7 +473,7 @@ mod tests {
         let a = p.pick(1).unwrap();
         p.remove(1);
         assert_eq!(p.in_flight(1), 0);
-        assert_eq!(p.pick_web(7, false, 8, false), Some((1, 1)));
+        assert_eq!(p.pick_web(7, false, 8, false, None), Some((1, 1)));
         // Piece 1 was the rarest; peer 2 still has piece 0, which nobody fetches.
         assert_eq!(a, 1);
         assert_eq!(p.pick(2), Some(0));
@@ -386,7 +492,7 @@ mod tests {
                     2 => { p.release(s, i); }
                     3 => { p.complete(s, i); }
                     4 => { p.remove(s); }
-                    _ => if let Some((x, n)) = p.pick_web(100 + s, i % 2 == 0, i % 5 + 1, i % 3 == 0) {
+                    _ => if let Some((x, n)) = p.pick_web(100 + s, i % 2 == 0, i % 5 + 1, i % 3 == 0, None) {
                         prop_assert!((1..=i % 5 + 1).contains(&n));
                         prop_assert!((x..x + n).all(|y| !p.has(y)));
                     },
@@ -395,7 +501,7 @@ mod tests {
                 let sum: usize = p.busy.values().map(Vec::len).sum();
                 prop_assert_eq!(sum, p.active.iter().map(|&a| usize::from(a)).sum::<usize>());
             }
-            while let Some((x, n)) = p.pick_web(1000, true, 3, false) {
+            while let Some((x, n)) = p.pick_web(1000, true, 3, false, None) {
                 for y in x..x + n {
                     p.complete(1000, y);
                 }

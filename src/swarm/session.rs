@@ -782,7 +782,9 @@ fn announce_due(
                     r.peers.len(),
                     r.interval.as_secs()
                 );
-                shared.lock().learn(&r.peers, None);
+                let mut st = shared.lock();
+                st.learn(&r.peers, None);
+                st.tracker_swarm = st.tracker_swarm.max(r.swarm.unwrap_or(0));
             }
             Err(why) => {
                 t.next = now.checked_add(TRACKER_RETRY).unwrap_or(now);

@@ -4,7 +4,7 @@
 
 use super::choke::Chokes;
 use super::metainfo::Metainfo;
-use super::picker::{Picker, Source};
+use super::picker::{Picker, Share, Source};
 use super::rate::Bucket;
 use crate::support::deadline::Deadline;
 use std::collections::{HashMap, HashSet};
@@ -86,6 +86,10 @@ pub struct State {
     /// Bytes from each web seed, by its position.
     pub from_web: Vec<u64>,
     pub last_peer_piece: Option<Instant>,
+    /// The largest swarm a tracker counted (seeds and leechers, this node included).
+    pub tracker_swarm: u32,
+    /// This node's share of the pieces nobody has yet: what it may take from web seeds.
+    pub share: Share,
     pub dropped: u32,
     /// Connections that were sent at least one block.
     pub peers_served: u32,
@@ -96,6 +100,18 @@ pub struct State {
 }
 
 impl State {
+    /// The swarm's size as this node can tell: the tracker's count, or the peers it knows of
+    /// and is connected to and itself, whichever is larger.
+    pub fn swarm_size(&self) -> u32 {
+        let seen = self
+            .known
+            .len()
+            .saturating_add(self.conns.len())
+            .saturating_add(1);
+        self.tracker_swarm
+            .max(u32::try_from(seen).unwrap_or(u32::MAX))
+    }
+
     pub fn picker(&mut self) -> Option<&mut Picker> {
         self.picker.as_mut()
     }

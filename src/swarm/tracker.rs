@@ -47,6 +47,8 @@ pub struct Announce {
 pub struct Response {
     pub interval: Duration,
     pub peers: Vec<SocketAddr>,
+    /// The swarm's size as the tracker counts it (`complete` + `incomplete`), when it says.
+    pub swarm: Option<u32>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -113,7 +115,20 @@ pub fn parse_response(body: &[u8]) -> Result<Response, TrackerError> {
         peers.extend(parse_compact(b, true, MAX_PEERS).ok_or(TrackerError::Invalid("peers6"))?);
     }
     peers.truncate(MAX_PEERS);
-    Ok(Response { interval, peers })
+    let count = |k: &str| {
+        v.get(k)
+            .and_then(Value::as_int)
+            .and_then(|i| u32::try_from(i).ok())
+    };
+    let swarm = match (count("complete"), count("incomplete")) {
+        (None, None) => None,
+        (c, i) => Some(c.unwrap_or(0).saturating_add(i.unwrap_or(0))),
+    };
+    Ok(Response {
+        interval,
+        peers,
+        swarm,
+    })
 }
 
 /// `{ip: "1.2.3.4", port: 6881}` (non-compact answers); names other than literal
@@ -161,6 +176,7 @@ mod tests {
         )
         .unwrap();
         assert_eq!(r.interval, Duration::from_secs(900));
+        assert_eq!(r.swarm, None);
         assert_eq!(
             r.peers,
             vec![
@@ -176,6 +192,12 @@ mod tests {
         assert_eq!(r.peers, vec!["10.0.0.1:7".parse().unwrap()]);
         let r = parse_response(b"d5:peers0:6:peers618:\xfe\x80\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x01\x00\x07e").unwrap();
         assert_eq!(r.peers, vec!["[fe80::1]:7".parse().unwrap()]);
+        // opentracker's counts: the swarm's size, seeds and leechers together.
+        let r =
+            parse_response(b"d8:completei3e10:incompletei250e8:intervali60e5:peers0:e").unwrap();
+        assert_eq!(r.swarm, Some(253));
+        let r = parse_response(b"d10:incompletei-4e5:peers0:e").unwrap();
+        assert_eq!(r.swarm, None);
     }
 
     #[test]

@@ -57,26 +57,51 @@ pub fn run(shared: Arc<Shared>, id: Source, slot: usize, url: Url, client: Clien
             let early = !shared.meta.trackers.is_empty()
                 && peers_coming
                 && now.saturating_duration_since(start) < wait.min(Duration::from_secs(1));
-            // Alone (no peer connected or known, and none to come from a tracker): a plain
-            // mirrored fetch, in file order and in long runs.
+            // Alone (no peer connected or known, none to come from a tracker, and no other
+            // node counted by one): a plain mirrored fetch, in file order and in long runs.
             let alone = st.conns.is_empty()
                 && st.known.is_empty()
+                && st.tracker_swarm <= 1
                 && (shared.meta.trackers.is_empty() || shared.announced.load(Ordering::Relaxed));
             let bytes = if alone { RUN_ALONE } else { RUN };
             let max =
                 u32::try_from(bytes.div_ceil(u64::from(shared.meta.piece_length))).unwrap_or(1);
-            if early {
+            let swarm = st.swarm_size();
+            let share = if alone {
                 None
             } else {
-                st.picker().and_then(|p| p.pick_web(id, any, max, alone))
+                st.share.threshold(swarm)
+            };
+            let picked = if early {
+                None
+            } else {
+                st.picker()
+                    .and_then(|p| p.pick_web(id, any, max, alone, share))
+            };
+            // Nothing in its share and nothing from peers for a while: the herd left pieces in
+            // nobody's share; take a wider one.
+            if picked.is_none() && !early && share.is_some() && st.share.widen(now, since) {
+                log::debug!(
+                    "web seeds: share of a swarm of {swarm} widened to {}/{swarm}",
+                    st.share.widened
+                );
             }
+            picked.map(|(first, count)| (first, count, alone))
         };
-        let Some((first, count)) = run else {
+        let Some((first, count, alone)) = run else {
             std::thread::sleep(IDLE);
             continue;
         };
         let end = first.saturating_add(count);
-        match get_run(&shared, id, slot, &client, &url, first, end, &mut buf) {
+        match get_run(
+            &shared,
+            id,
+            slot,
+            &client,
+            &url,
+            (first, end, alone),
+            &mut buf,
+        ) {
             Ok(()) => backoff = Duration::from_millis(500),
             Err(Failed::Bytes(index)) => {
                 log::warn!(
@@ -120,8 +145,7 @@ fn get_run(
     slot: usize,
     client: &Client,
     url: &Url,
-    first: u32,
-    end: u32,
+    (first, end, alone): (u32, u32, bool),
     buf: &mut Vec<u8>,
 ) -> Result<(), Failed> {
     let fail = |i: u32| move |why: String| Failed::Transfer(i, why);
@@ -140,8 +164,12 @@ fn get_run(
         // A piece peers delivered meanwhile (or the file complete): the rest of the run is not
         // read, and dropping the body closes the connection, so the origin stops sending bytes
         // nobody needs. Its pieces go back to the picker.
-        match shared.lock().picker() {
-            Some(p) if !p.has(i) => {}
+        // Likewise when a node that was alone has peers now: the rest of the run is the
+        // herd's to share out.
+        let mut st = shared.lock();
+        let joined = alone && !st.conns.is_empty();
+        match st.picker() {
+            Some(p) if !p.has(i) && !joined => {}
             Some(p) => {
                 for j in i..end {
                     p.release(id, j);
@@ -150,6 +178,7 @@ fn get_run(
             }
             None => return Ok(()),
         }
+        drop(st);
         let (_, len) = shared
             .meta
             .piece_span(i)
