@@ -2,7 +2,8 @@
 //! broken by a per-node order, so a herd does not all start on the same piece), one source per
 //! piece until every missing piece has one, then end game (a second source for the pieces
 //! still in flight, so one slow peer does not hold up the end). Web seeds take the pieces no
-//! connected peer has, and any piece nobody is fetching once peers had their chance.
+//! connected peer has that are in this node's share ([`Share`]), and any piece of the share
+//! nobody is fetching once peers had their chance.
 //!
 //! Pure bookkeeping: sources are numbered by the session, pieces by index; nothing here does
 //! I/O or looks at a clock.

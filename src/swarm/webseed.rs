@@ -1,11 +1,12 @@
-//! Web seeds (BEP 19) and the site's mirrors: pieces no peer has (or, once peers had their
-//! chance, any piece nobody is fetching) are fetched in runs of up to 4 MiB of consecutive
-//! pieces, one ranged GET per run and two in flight per mirror, through the fetch engine's HTTP
-//! client (its CA, client identity, proxy, connect and stall timeouts); the body is read up to
-//! the run's length and no further, and each piece is checked against its SHA-1 like a peer's
-//! and written as soon as it is in. A mirror
-//! that serves other bytes is dropped for the rest of the download; one that fails keeps being
-//! retried with a backoff, while the deadline allows.
+//! Web seeds (BEP 19) and the site's mirrors: pieces no peer has, within this node's share of
+//! them (`picker::Share`: in a herd each piece is asked of the mirrors about once), or, once
+//! peers had their chance, any piece of the share nobody is fetching, are fetched in runs of up
+//! to 4 MiB of consecutive pieces, one ranged GET per run and two in flight per mirror, through
+//! the fetch engine's HTTP client (its CA, client identity, proxy, connect and stall timeouts);
+//! the body is read up to the run's length and no further, and each piece is checked against
+//! its SHA-1 like a peer's and written as soon as it is in. A mirror that serves other bytes is
+//! dropped for the rest of the download; one that fails keeps being retried with a backoff,
+//! while the deadline allows.
 
 use super::picker::Source;
 use super::shared::Shared;
