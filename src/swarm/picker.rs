@@ -182,6 +182,15 @@ impl Picker {
         }
     }
 
+    /// Whether some connected peer has a piece we lack: then the node is slow, not idle, and
+    /// must not widen its share of the mirrors' pieces ([`Share`]).
+    pub fn peers_have_missing(&self) -> bool {
+        self.have
+            .iter()
+            .zip(&self.avail)
+            .any(|(mine, &avail)| !mine && avail > 0)
+    }
+
     /// Whether the peer has any piece we lack (we are interested in it).
     pub fn wants_from(&self, p: Source) -> bool {
         self.peers
@@ -360,6 +369,12 @@ mod tests {
             }
         }
         let total: u32 = asked.iter().sum();
+        let mut p = Picker::new(2, 1);
+        assert!(!p.peers_have_missing());
+        p.peer_bitfield(5, vec![false, true]);
+        assert!(p.peers_have_missing());
+        p.complete(1, 1);
+        assert!(!p.peers_have_missing());
         // Poisson(1) shares: about 128 requests, about 63 % of the pieces covered.
         assert!((64..=192).contains(&total), "{total}");
         let covered = asked.iter().filter(|&&a| a > 0).count();
