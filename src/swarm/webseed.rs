@@ -83,8 +83,13 @@ pub fn run(shared: Arc<Shared>, id: Source, slot: usize, url: Url, client: Clien
             // peers for a while: the herd left pieces in nobody's share; take a wider one. (A
             // node whose peers have pieces for it is slow, not idle: on a loaded machine
             // pieces can take longer than the idle time.)
-            let idle = st.picker.as_ref().is_some_and(|p| !p.peers_have_missing());
-            if picked.is_none() && !early && share.is_some() && idle && st.share.widen(now, since) {
+            // The scan over every piece last: only when nothing was picked.
+            if picked.is_none()
+                && !early
+                && share.is_some()
+                && st.picker.as_ref().is_some_and(|p| !p.peers_have_missing())
+                && st.share.widen(now, since)
+            {
                 log::debug!(
                     "web seeds: share of a swarm of {swarm} widened to {}/{swarm}",
                     st.share.widened
