@@ -318,6 +318,18 @@ fn prepare(a: &Args, input: impl Read) -> Result<Prepared, SeederError> {
 mod tests {
     use super::*;
 
+    /// A seeder's arguments with its image and empty root in `dir`.
+    fn args_in(dir: &Path) -> Args {
+        Args {
+            image: dir.join("img"),
+            port: 0,
+            duration: Duration::from_secs(1),
+            rate: None,
+            root: dir.join("root"),
+            ca: None,
+        }
+    }
+
     #[test]
     fn resolves_only_named_http_trackers_once() {
         let t: Vec<String> = [
@@ -359,14 +371,7 @@ mod tests {
     #[test]
     fn refuses_a_torrent_that_is_not_one_before_anything_else() {
         let d = tempfile::tempdir().unwrap();
-        let a = Args {
-            image: d.path().join("img"),
-            port: 0,
-            duration: Duration::from_secs(1),
-            rate: None,
-            root: d.path().join("root"),
-            ca: None,
-        };
+        let a = args_in(d.path());
         let mut said = Vec::new();
         let e = run(&a, &b"garbage"[..], &mut said).unwrap_err();
         assert!(matches!(e, SeederError::Torrent(_)), "{e}");
@@ -384,14 +389,7 @@ mod tests {
         let data = vec![7u8; 40_000];
         let t = metainfo::tests::torrent_of(&data, 16384, "http://t/announce", &[]);
         std::fs::write(d.path().join("img"), &data[..100]).unwrap();
-        let a = Args {
-            image: d.path().join("img"),
-            port: 0,
-            duration: Duration::from_secs(1),
-            rate: None,
-            root: d.path().join("root"),
-            ca: None,
-        };
+        let a = args_in(d.path());
         let e = run(&a, &t[..], std::io::sink()).unwrap_err();
         assert!(
             matches!(
