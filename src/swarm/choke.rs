@@ -44,44 +44,38 @@ impl Chokes {
         }
     }
 
-    /// Peer `s` is no longer interested, or gone: its slot goes to the first in line. Whether
-    /// a peer waiting in line was unchoked (its connection has news to send).
-    pub fn remove(&mut self, s: Source, slots: usize) -> bool {
+    /// Peer `s` is no longer interested, or gone: its slot goes to the first in line.
+    pub fn remove(&mut self, s: Source, slots: usize) {
         self.unchoked.retain(|x| *x != s);
         self.waiting.retain(|x| *x != s);
-        self.fill(slots)
+        self.fill(slots);
     }
 
-    /// Whether anyone was unchoked.
-    fn fill(&mut self, slots: usize) -> bool {
-        let mut any = false;
+    fn fill(&mut self, slots: usize) {
         while self.unchoked.len() < slots {
             let Some(w) = self.waiting.pop_front() else {
                 break;
             };
             self.unchoked.push_back(w);
-            any = true;
         }
-        any
     }
 
     /// Once per `every`: when peers wait with every slot taken, the longest-served peer makes
-    /// room for the first in line. Whether who is served changed.
-    pub fn rotate(&mut self, now: Instant, slots: usize, every: Duration) -> bool {
+    /// room for the first in line.
+    pub fn rotate(&mut self, now: Instant, slots: usize, every: Duration) {
         let last = *self.last.get_or_insert(now);
         if now.saturating_duration_since(last) < every {
-            return false;
+            return;
         }
         self.last = Some(now);
-        let filled = self.fill(slots);
+        self.fill(slots);
         if self.waiting.is_empty() || slots == 0 {
-            return filled;
+            return;
         }
         if let Some(old) = self.unchoked.pop_front() {
             self.waiting.push_back(old);
         }
         self.fill(slots);
-        true
     }
 }
 

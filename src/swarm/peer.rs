@@ -9,18 +9,16 @@
 use super::picker::Source;
 use super::shared::{Shared, State};
 use super::wire::{self, Handshake, Message, Pex, HANDSHAKE_LEN, MAX_REQUEST, UT_PEX_ID};
-use crate::sys::wake::Waker;
 use std::collections::VecDeque;
 use std::io::{ErrorKind, Read, Write};
 use std::net::{SocketAddr, TcpStream};
-use std::os::fd::AsFd;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-/// The longest a connection sleeps with nothing from its peer and no wake-up: its timers
-/// (keepalive, peer exchange, the minimum rate) are in seconds.
-const TICK: Duration = Duration::from_secs(1);
-/// The wait while queued requests wait for the upload cap.
+const TICK: Duration = Duration::from_millis(100);
+/// The read wait while requests are queued (not zero: a zero timeout means none).
+const BUSY_TICK: Duration = Duration::from_micros(100);
+/// The read wait while queued requests wait for the upload cap.
 const CAPPED_TICK: Duration = Duration::from_millis(10);
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 const WRITE_TIMEOUT: Duration = Duration::from_secs(30);
@@ -74,9 +72,6 @@ fn finish(shared: &Shared, id: Source, addr: SocketAddr, end: &End) {
         p.remove(id);
     }
     st.conns.remove(&id);
-    st.wakers.remove(&id);
-    // Its pieces are free for the others to take, its slot for the next in line.
-    st.wake_conns();
     let peer_id = st.peer_ids.remove(&id);
     match end {
         End::Closed(why) => log::debug!("peer {addr}: {why}"),
@@ -110,7 +105,6 @@ struct Conn<'a> {
     id: Source,
     addr: SocketAddr,
     stream: TcpStream,
-    waker: Arc<Waker>,
     out: Vec<u8>,
     am_choking: bool,
     am_interested: bool,
@@ -174,9 +168,6 @@ fn run(
     if h.peer_id == shared.peer_id {
         return End::Closed("ourselves");
     }
-    let Ok(waker) = Waker::new().map(Arc::new) else {
-        return End::Closed("no wake-up descriptor");
-    };
     {
         let mut st = shared.lock();
         if st.banned_ids.contains(&h.peer_id) || st.banned.contains(&addr) {
@@ -187,12 +178,10 @@ fn run(
         }
         st.peer_ids.insert(id, h.peer_id);
         st.conns.insert(id, addr);
-        st.wakers.insert(id, Arc::clone(&waker));
     }
     if !outgoing && stream.write_all(&ours).is_err() {
         return End::Closed("handshake not sent");
     }
-    // Reads follow a poll that saw data; the timeout only bounds a read the poll misjudged.
     if stream.set_read_timeout(Some(TICK)).is_err() {
         return End::Closed("socket options refused");
     }
@@ -206,7 +195,6 @@ fn run(
         id,
         addr,
         stream,
-        waker,
         out: Vec::new(),
         am_choking: true,
         am_interested: false,
@@ -248,10 +236,7 @@ fn run(
     if let Some(cur) = c.current.take() {
         shared.lock().unreserve(u64::from(cur.len));
     }
-    let mut st = shared.lock();
-    if st.chokes.remove(id, shared.limits.upload_slots) {
-        st.wake_conns();
-    }
+    shared.lock().chokes.remove(id, shared.limits.upload_slots);
     end
 }
 
@@ -275,6 +260,7 @@ impl Conn<'_> {
     fn run(&mut self) -> End {
         let mut rbuf: Vec<u8> = Vec::new();
         let mut tmp = vec![0u8; 32 << 10];
+        let mut wait = TICK;
         loop {
             if self.shared.stopping() {
                 return End::Closed("stopping");
@@ -284,16 +270,17 @@ impl Conn<'_> {
             }
             // Requests waiting to be served: read only what is already there and serve on
             // (a full tick's wait per 8 blocks capped a seeder at 2.4 MiB/s per peer);
-            // under the upload cap, look again soon; otherwise sleep until the peer writes or
-            // the session wakes us.
-            let wait = match (self.queue.is_empty(), self.capped) {
+            // under the upload cap, look again soon; otherwise wait for the peer.
+            let want = match (self.queue.is_empty(), self.capped) {
                 (true, _) => TICK,
-                (false, false) => Duration::ZERO,
+                (false, false) => BUSY_TICK,
                 (false, true) => CAPPED_TICK,
             };
-            let ready = crate::sys::net::readable(&[self.stream.as_fd(), self.waker.fd()], wait);
-            if ready.get(1).copied().unwrap_or(false) {
-                self.waker.clear();
+            if want != wait {
+                if self.stream.set_read_timeout(Some(want)).is_err() {
+                    return End::Closed("socket options refused");
+                }
+                wait = want;
             }
             // Never more than one frame's worth buffered.
             let room = usize::try_from(self.max_frame)
@@ -301,13 +288,7 @@ impl Conn<'_> {
                 .saturating_add(4)
                 .saturating_sub(rbuf.len())
                 .min(tmp.len());
-            let read = ready
-                .first()
-                .copied()
-                .unwrap_or(false)
-                .then(|| tmp.get_mut(..room))
-                .flatten();
-            let got = match read.map(|b| self.stream.read(b)) {
+            let got = match tmp.get_mut(..room).map(|b| self.stream.read(b)) {
                 Some(Ok(0)) => return End::Closed("closed by the peer"),
                 Some(Ok(n)) => n,
                 Some(Err(e))
@@ -588,8 +569,8 @@ impl Conn<'_> {
             // Upload slots (`choke`: first come, then rotation).
             if self.peer_interested {
                 st.chokes.want(self.id, limits.upload_slots);
-            } else if st.chokes.remove(self.id, limits.upload_slots) {
-                st.wake_conns();
+            } else {
+                st.chokes.remove(self.id, limits.upload_slots);
             }
             let serve = st.chokes.is_unchoked(self.id);
             if serve && self.am_choking {

@@ -302,7 +302,7 @@ pub fn download(
     let result = run(
         &shared, listener, &web, &client, &expected, image, dest, opts,
     );
-    shared.stop();
+    shared.stop.store(true, Ordering::Relaxed);
     if result.is_err() {
         let _ = std::fs::remove_file(&part);
     }
@@ -466,7 +466,7 @@ pub fn seed_file(
         0,
         start.checked_add(opts.duration),
     );
-    shared.stop();
+    shared.stop.store(true, Ordering::Relaxed);
     announce_now(&shared, client, &mut trackers, Event::Stopped);
     let report = SeedReport {
         uploaded: shared.uploaded.load(Ordering::Relaxed),
@@ -601,7 +601,7 @@ fn run(
             mib(shared.uploaded.load(Ordering::Relaxed))
         );
     }
-    shared.stop();
+    shared.stop.store(true, Ordering::Relaxed);
     announce_now(shared, client, &mut trackers, Event::Stopped);
     Ok(report)
 }
@@ -678,13 +678,10 @@ fn accept_loop(shared: &Arc<Shared>, listener: &TcpListener) {
 
 /// The optimistic unchoke, when its time has come.
 fn rotate_slots(shared: &Shared, now: Instant) {
-    let mut st = shared.lock();
-    if st
+    shared
+        .lock()
         .chokes
-        .rotate(now, shared.limits.upload_slots, ROTATE_EVERY)
-    {
-        st.wake_conns();
-    }
+        .rotate(now, shared.limits.upload_slots, ROTATE_EVERY);
 }
 
 /// Opens connections to known peers up to the limit.

@@ -7,7 +7,6 @@ use super::metainfo::Metainfo;
 use super::picker::{Picker, Share, Source};
 use super::rate::Bucket;
 use crate::support::deadline::Deadline;
-use crate::sys::wake::Waker;
 use std::collections::{HashMap, HashSet};
 use std::fs::File;
 use std::net::SocketAddr;
@@ -15,7 +14,7 @@ use std::num::NonZeroU64;
 use std::os::unix::fs::FileExt;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::sync::{Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 /// Peer addresses remembered (from the tracker and peer exchange).
@@ -96,9 +95,6 @@ pub struct State {
     pub peers_served: u32,
     /// The upload cap's bucket (`Limits::upload_rate`).
     pub upload: Option<Bucket>,
-    /// Each live connection's wake-up: it sleeps until its peer writes or this says there is
-    /// news (a piece to announce, a slot given, a piece released, the end).
-    pub wakers: HashMap<Source, Arc<Waker>>,
     /// A failure that ends the download (the file cannot be written).
     pub fatal: Option<std::io::Error>,
 }
@@ -151,13 +147,6 @@ impl State {
     pub fn unreserve(&mut self, len: u64) {
         self.buffered = self.buffered.saturating_sub(len);
     }
-
-    /// Every connection looks at the state again.
-    pub fn wake_conns(&self) {
-        for w in self.wakers.values() {
-            w.wake();
-        }
-    }
 }
 
 pub struct Shared {
@@ -194,12 +183,6 @@ impl Shared {
         self.stop.load(Ordering::Relaxed)
     }
 
-    /// Every thread of the session winds down: connections at once.
-    pub fn stop(&self) {
-        self.stop.store(true, Ordering::Relaxed);
-        self.lock().wake_conns();
-    }
-
     /// A piece received whole from `source`: checked against its SHA-1, then written at its
     /// offset and marked held. `Ok(false)`: it does not verify (the caller drops the source).
     pub fn deliver(&self, source: Source, index: u32, data: &[u8], web: Option<usize>) -> bool {
@@ -232,7 +215,6 @@ impl Shared {
         };
         if fresh {
             st.completed.push(index);
-            st.wake_conns();
             let n = u64::try_from(data.len()).unwrap_or(0);
             match web {
                 Some(w) => {

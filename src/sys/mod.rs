@@ -20,7 +20,6 @@ pub mod random;
 // The seeder's SIGTERM handler needs sigaction; its `unsafe` is confined to that module.
 #[allow(unsafe_code)]
 pub mod signals;
-pub mod wake;
 pub mod walk;
 
 /// The errno every wrapper here returns (`std::io::Error` converts from it).

@@ -26,10 +26,8 @@ pub fn udp_on_device(iface: &str, port: u16) -> io::Result<UdpSocket> {
     Ok(UdpSocket::from(fd))
 }
 
-/// Waits until one of `fds` is readable, at most `timeout`: which ones are. Readable means a
-/// read will not block: data, end of stream, a hang-up or a pending error (which the read
-/// reports; a caller that skipped it would poll again at once, forever). A poll that fails or
-/// is interrupted by a signal counts as none ready.
+/// Waits until one of `fds` is readable, at most `timeout`: which ones are. A poll that fails
+/// or is interrupted by a signal counts as none ready.
 pub fn readable(fds: &[BorrowedFd<'_>], timeout: Duration) -> Vec<bool> {
     let mut polls: Vec<PollFd<'_>> = fds.iter().map(|f| PollFd::new(f, PollFlags::IN)).collect();
     let timeout = Timespec::try_from(timeout).unwrap_or(Timespec {
@@ -39,10 +37,7 @@ pub fn readable(fds: &[BorrowedFd<'_>], timeout: Duration) -> Vec<bool> {
     match rustix::event::poll(&mut polls, Some(&timeout)) {
         Ok(n) if n > 0 => polls
             .iter()
-            .map(|p| {
-                p.revents()
-                    .intersects(PollFlags::IN | PollFlags::ERR | PollFlags::HUP)
-            })
+            .map(|p| p.revents().contains(PollFlags::IN))
             .collect(),
         _ => vec![false; fds.len()],
     }
