@@ -6,7 +6,8 @@
 # the origin served, with the ratios against the image and against one node alone.
 # Writes OUT.csv and OUT.png (completion time against N, both modes) beside the table.
 # Env: RUSTLIVE (the release musl binary), NODES (16,64,256), IMAGE_MIB (32), NODE_MBIT (100),
-#      SERVER_MBIT (100), OUT (build/bench/herd-p2p), WORK (/var/tmp: N x IMAGE_MIB at once).
+#      SERVER_MBIT (100), OUT (build/bench/herd-p2p), WORK (default: a tmpfs of its own, as a
+#      node holds the image in RAM; a disk there measures its writeback: 8 GiB at N=256).
 set -eu
 cd "$(dirname "$0")/.."
 BIN=${RUSTLIVE:-target/x86_64-unknown-linux-musl/release/rustlive}
@@ -14,12 +15,19 @@ OUT=${OUT:-build/bench/herd-p2p}
 [ -x "$BIN" ] || { echo "no $BIN: run make build" >&2; exit 1; }
 [ "$(id -u)" -eq 0 ] || { echo "the herd needs root (network namespaces, tc)" >&2; exit 1; }
 mkdir -p "$(dirname "$OUT")"
+if [ -z "${WORK:-}" ]; then
+	# Again in a mount namespace of its own, so the tmpfs goes away with the run.
+	[ -n "${HERD_TMPFS:-}" ] || HERD_TMPFS=1 exec unshare -m --propagation private "$0" "$@"
+	WORK=$(mktemp -d)
+	largest=$(echo "${NODES:-16,64,256}" | tr ',' '\n' | sort -n | tail -1)
+	mount -t tmpfs -o "size=$(((largest + 4) * ${IMAGE_MIB:-32}))m" herd "$WORK"
+fi
 
 cargo build --quiet --example herd
 EXAMPLE=${CARGO_TARGET_DIR:-target}/debug/examples/herd
 "$EXAMPLE" --bin "$BIN" --nodes "${NODES:-16,64,256}" --image-mib "${IMAGE_MIB:-32}" \
 	--node-mbit "${NODE_MBIT:-100}" --server-mbit "${SERVER_MBIT:-100}" \
-	--work "${WORK:-/var/tmp}" --csv "$OUT.csv" | tee "$OUT.txt"
+	--work "$WORK" --csv "$OUT.csv" | tee "$OUT.txt"
 
 gnuplot <<PLOT
 set datafile separator ','

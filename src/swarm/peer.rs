@@ -149,11 +149,19 @@ fn run(
     let mut theirs = [0u8; HANDSHAKE_LEN];
     match stream.read_exact(&mut theirs) {
         Ok(()) => {}
-        // Closed before a word: a port scan, or our own connection to ourselves.
+        // Closed before a word: a port scan, or our own connection to ourselves; reset: a
+        // peer with all its connections taken closes ours unread (the kernel answers that
+        // with a reset). Neither is a fault of the peer's.
         Err(e) if e.kind() == ErrorKind::UnexpectedEof => {
             return End::Closed("closed before its handshake")
         }
-        Err(_) => return End::Dropped("no handshake within 10 s".into()),
+        Err(e) if e.kind() == ErrorKind::ConnectionReset => {
+            return End::Closed("reset before its handshake (the peer is full)")
+        }
+        Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {
+            return End::Dropped("no handshake within 10 s".into())
+        }
+        Err(_) => return End::Closed("the connection failed before its handshake"),
     }
     let h = match Handshake::parse(&theirs) {
         Ok(h) => h,
