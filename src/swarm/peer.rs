@@ -528,6 +528,18 @@ impl Conn<'_> {
         {
             let mut st = self.shared.lock();
             let st: &mut State = &mut st;
+            // Two seeds have nothing for each other, and the connection holds one of each's
+            // few places that a node still downloading needs (at 256 nodes, finished nodes
+            // connected to each other left the late ones no peer to take pieces from, and
+            // they took them from the mirrors).
+            if st
+                .picker
+                .as_ref()
+                .is_some_and(|p| p.is_complete() && p.peer_complete(self.id))
+            {
+                st.known.remove(&self.addr);
+                return Err(End::Closed("both have every piece"));
+            }
             // Announce what we completed since the last tick.
             for i in st.completed.get(self.announced..).unwrap_or_default() {
                 msgs.push(Message::Have(*i));

@@ -191,6 +191,13 @@ impl Picker {
             .any(|(mine, &avail)| !mine && avail > 0)
     }
 
+    /// Whether the peer has every piece (as far as its bitfield and haves say).
+    pub fn peer_complete(&self, p: Source) -> bool {
+        self.peers
+            .get(&p)
+            .is_some_and(|has| !has.is_empty() && has.iter().all(|h| *h))
+    }
+
     /// Whether the peer has any piece we lack (we are interested in it).
     pub fn wants_from(&self, p: Source) -> bool {
         self.peers
@@ -429,6 +436,18 @@ mod tests {
         assert_eq!(p.complete(2, 1), vec![3]);
         assert_eq!(p.pick(3), None);
         assert_eq!(p.missing(), 3);
+    }
+
+    #[test]
+    fn a_peer_is_complete_once_it_has_every_piece() {
+        let mut p = Picker::full(3, 0);
+        assert!(!p.peer_complete(1), "nothing known of it");
+        p.peer_bitfield(1, vec![true, false, true]);
+        assert!(!p.peer_complete(1));
+        p.peer_have(1, 1);
+        assert!(p.peer_complete(1) && p.is_complete());
+        p.peer_bitfield(2, vec![true; 3]);
+        assert!(p.peer_complete(2));
     }
 
     #[test]
