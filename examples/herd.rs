@@ -137,7 +137,12 @@ fn bench(a: &Args) -> Result<(), String> {
                 kill_half: None,
                 stop_when_done: true,
                 verify: false,
-                extra: vec![],
+                // More `rustlive fetch` arguments for every node (`HERD_EXTRA=--debug`).
+                extra: std::env::var("HERD_EXTRA")
+                    .unwrap_or_default()
+                    .split_whitespace()
+                    .map(String::from)
+                    .collect(),
             };
             let work = dir.path().join(format!("{}-{n}", mode.name()));
             let o = herd::run_herd(&net, &img, &cfg, &work)?;

@@ -53,11 +53,14 @@ pub fn run(shared: Arc<Shared>, id: Source, slot: usize, url: Url, client: Clien
             let since = st.last_peer_piece.unwrap_or(start);
             let any = now.saturating_duration_since(since) >= wait;
             // A moment for the first bitfields, when there are peers to hear from: until the
-            // trackers answered, then while connections are being made, at most 1 s.
-            let peers_coming = !shared.announced.load(Ordering::Relaxed) || !st.known.is_empty();
-            let early = !shared.meta.trackers.is_empty()
-                && peers_coming
-                && now.saturating_duration_since(start) < wait.min(Duration::from_secs(1));
+            // trackers answered (at most `peer_wait`: before that nothing says how large the
+            // swarm is, and a node that took itself for the only one would ask the mirrors for
+            // everything; at 256 nodes on two cores an answer took over a second, and late
+            // nodes did), then while connections are being made, at most 1 s.
+            let since_start = now.saturating_duration_since(start);
+            let unanswered = !shared.announced.load(Ordering::Relaxed) && since_start < wait;
+            let connecting = !st.known.is_empty() && since_start < wait.min(Duration::from_secs(1));
+            let early = !shared.meta.trackers.is_empty() && (unanswered || connecting);
             // Alone (no peer connected or known, none to come from a tracker, and no other
             // node counted by one): a plain mirrored fetch, in file order and in long runs.
             let alone = st.conns.is_empty()
