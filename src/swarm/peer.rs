@@ -529,9 +529,7 @@ impl Conn<'_> {
             let mut st = self.shared.lock();
             let st: &mut State = &mut st;
             // Two seeds have nothing for each other, and the connection holds one of each's
-            // few places that a node still downloading needs (at 256 nodes, finished nodes
-            // connected to each other left the late ones no peer to take pieces from, and
-            // they took them from the mirrors).
+            // few places (`Limits::max_peers`) that a node still downloading could use.
             if st
                 .picker
                 .as_ref()
