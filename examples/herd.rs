@@ -91,6 +91,8 @@ struct Row {
     median_s: Option<f64>,
     origin: u64,
     origin_ratio: f64,
+    /// The host's CPUs, busy share during the run.
+    cpu: Option<f64>,
 }
 
 fn bench(a: &Args) -> Result<(), String> {
@@ -111,11 +113,19 @@ fn bench(a: &Args) -> Result<(), String> {
     let server_bps = u64::from(a.server_mbit) * 1_000_000 / 8;
     let mut rows = Vec::new();
     let mut csv = String::from(
-        "mode,nodes,completed,herd_s,median_s,origin_bytes,origin_ratio,time_ratio,image_bytes,node_mbit,server_mbit\n",
+        "mode,nodes,completed,herd_s,median_s,origin_bytes,origin_ratio,time_ratio,image_bytes,node_mbit,server_mbit,host_cpu_busy\n",
     );
     println!(
-        "{:>5}  {:<12}  {:>9}  {:>8}  {:>8}  {:>10}  {:>12}  {:>10}",
-        "N", "mode", "completed", "herd s", "median s", "origin MiB", "origin/image", "herd/alone"
+        "{:>5}  {:<12}  {:>9}  {:>8}  {:>8}  {:>10}  {:>12}  {:>10}  {:>8}",
+        "N",
+        "mode",
+        "completed",
+        "herd s",
+        "median s",
+        "origin MiB",
+        "origin/image",
+        "herd/alone",
+        "host cpu"
     );
     let mut alone: Option<f64> = None;
     let runs = std::iter::once(1).chain(a.nodes.iter().copied());
@@ -160,6 +170,7 @@ fn bench(a: &Args) -> Result<(), String> {
                 median_s: times.get(times.len() / 2).copied(),
                 origin: o.origin_bytes,
                 origin_ratio: o.origin_ratio(),
+                cpu: o.cpu_busy,
             };
             if n == 1 && mode == herd::Mode::Mirrors {
                 alone = row.herd_s;
@@ -173,7 +184,7 @@ fn bench(a: &Args) -> Result<(), String> {
             let ratio = row.herd_s.zip(alone).map(|(h, a)| h / a);
             let f = |x: Option<f64>, p: usize| x.map_or("-".into(), |x| format!("{x:.p$}"));
             println!(
-                "{:>5}  {:<12}  {:>9}  {:>8}  {:>8}  {:>10.1}  {:>12.2}  {:>10}",
+                "{:>5}  {:<12}  {:>9}  {:>8}  {:>8}  {:>10.1}  {:>12.2}  {:>10}  {:>8}",
                 n,
                 mode.name(),
                 format!("{}/{n}", row.completed),
@@ -181,11 +192,12 @@ fn bench(a: &Args) -> Result<(), String> {
                 f(row.median_s, 1),
                 row.origin as f64 / f64::from(1 << 20),
                 row.origin_ratio,
-                f(ratio, 2)
+                f(ratio, 2),
+                f(row.cpu.map(|c| c * 100.0), 0) + " %"
             );
             let _ = std::io::stdout().flush();
             csv.push_str(&format!(
-                "{},{n},{},{},{},{},{:.3},{},{},{},{}\n",
+                "{},{n},{},{},{},{},{:.3},{},{},{},{},{}\n",
                 mode.name(),
                 row.completed,
                 f(row.herd_s, 2),
@@ -195,7 +207,8 @@ fn bench(a: &Args) -> Result<(), String> {
                 f(ratio, 3),
                 img.len,
                 a.node_mbit,
-                a.server_mbit
+                a.server_mbit,
+                f(row.cpu, 3)
             ));
             if let Some(p) = &a.csv {
                 std::fs::write(p, &csv).map_err(|e| format!("{}: {e}", p.display()))?;

@@ -101,12 +101,20 @@ pub struct State {
 
 impl State {
     /// The swarm's size as this node can tell: the tracker's count, or the peers it knows of
-    /// and is connected to and itself, whichever is larger.
+    /// or is connected to and itself, whichever is larger. A connected peer's address is
+    /// usually also in `known` (the one we dialled, or the listening port an incoming peer
+    /// gave): counted once, or a herd of 16 looks like 31 and each node's share of the web
+    /// seeds' pieces is half what it should be.
     pub fn swarm_size(&self) -> u32 {
+        let unlisted = self
+            .conns
+            .values()
+            .filter(|a| !self.known.contains_key(a))
+            .count();
         let seen = self
             .known
             .len()
-            .saturating_add(self.conns.len())
+            .saturating_add(unlisted)
             .saturating_add(1);
         self.tracker_swarm
             .max(u32::try_from(seen).unwrap_or(u32::MAX))
@@ -264,6 +272,26 @@ impl Shared {
 mod tests {
     use super::*;
     use crate::swarm::metainfo::tests::torrent_of;
+
+    #[test]
+    fn a_connected_peer_counts_once_in_the_swarm() {
+        let a: SocketAddr = "10.0.0.1:6881".parse().unwrap();
+        let b: SocketAddr = "10.0.0.2:6881".parse().unwrap();
+        // An incoming connection before its extension handshake: its ephemeral port.
+        let c: SocketAddr = "10.0.0.3:40000".parse().unwrap();
+        let mut st = State::default();
+        assert_eq!(st.swarm_size(), 1);
+        st.known.insert(a, None);
+        st.known.insert(b, None);
+        assert_eq!(st.swarm_size(), 3);
+        st.conns.insert(1, a);
+        st.conns.insert(2, b);
+        assert_eq!(st.swarm_size(), 3);
+        st.conns.insert(3, c);
+        assert_eq!(st.swarm_size(), 4);
+        st.tracker_swarm = 16;
+        assert_eq!(st.swarm_size(), 16);
+    }
 
     fn shared(data: &[u8], piece: u32) -> (tempfile::TempDir, Shared) {
         let meta = Metainfo::parse(&torrent_of(data, piece, "http://t/a", &[])).unwrap();

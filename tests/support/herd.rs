@@ -495,9 +495,12 @@ pub struct Outcome {
     pub origin_requests: usize,
     /// nginx's access log: `URI STATUS BYTES CLIENT "RANGE" SECONDS END` per request.
     pub origin_log: String,
-    /// From the first start to the last completion (killed nodes aside); `None` when a node
-    /// that was not killed never completed.
+    /// From the start (every node released at once) to the last completion (killed nodes
+    /// aside); `None` when a node that was not killed never completed.
     pub herd_time: Option<Duration>,
+    /// How busy the host's CPUs were from the start to the last completion (0 to 1, from
+    /// `/proc/stat`): near 1, the figures measure this machine, not the network.
+    pub cpu_busy: Option<f64>,
 }
 
 impl Outcome {
@@ -643,14 +646,27 @@ pub fn run_herd(net: &Net, img: &Image, cfg: &RunConfig, work: &Path) -> Result<
             net.nodes.len()
         ));
     }
+    // Every node waits on this fifo for its line before its fetch starts: the herd starts
+    // together, not over the seconds it takes to spawn hundreds of processes (a herd is
+    // powered on at once, and a late start would count in the herd's time). Held open for
+    // reading and writing, so a node that reaches its `read` late still finds its line.
+    let gate_path = work.join("gate");
+    let _ = std::fs::remove_file(&gate_path);
+    run(Command::new("mkfifo").arg(&gate_path))?;
+    let mut gate = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(&gate_path)
+        .map_err(|e| format!("{}: {e}", gate_path.display()))?;
     let mut nodes = Vec::with_capacity(cfg.nodes);
-    let start = Instant::now();
     for (i, ns) in net.nodes.iter().take(cfg.nodes).enumerate() {
         let dest = out.join(format!("n{i}.img"));
         let log = out.join(format!("n{i}.log"));
         let _ = std::fs::remove_file(&dest);
         let mut cmd = Command::new("ip");
-        cmd.args(["netns", "exec", ns])
+        // dash reads a fifo a byte at a time: each node takes one line.
+        cmd.args(["netns", "exec", ns, "sh", "-c", "read -r _ <\"$0\" && exec \"$@\""])
+            .arg(&gate_path)
             .arg(&cfg.bin)
             .args(["fetch", "--sha256", &img.sha256, "-o"])
             .arg(&dest)
@@ -686,6 +702,14 @@ pub fn run_herd(net: &Net, img: &Image, cfg: &RunConfig, work: &Path) -> Result<
             },
         });
     }
+    let cpu_start = cpu_times();
+    gate.write_all("\n".repeat(nodes.len()).as_bytes())
+        .map_err(|e| format!("{}: {e}", gate_path.display()))?;
+    let start = Instant::now();
+    for n in &mut nodes {
+        n.started = start;
+    }
+    let mut cpu_end = None;
     let bound = cfg.timeout.saturating_mul(2);
     // Until every node has its file or has exited.
     let mut last_completion = None;
@@ -694,7 +718,11 @@ pub fn run_herd(net: &Net, img: &Image, cfg: &RunConfig, work: &Path) -> Result<
         for n in &mut nodes {
             poll(n);
             if n.o.completed.is_some() {
-                last_completion = last_completion.max(n.o.completed.map(|c| n.started + c));
+                let at = n.o.completed.map(|c| n.started + c);
+                if at > last_completion {
+                    last_completion = at;
+                    cpu_end = cpu_times();
+                }
             }
             if cfg.kill_half == Some(n.o.index) && n.o.killed_at.is_none() && n.o.exit.is_none() {
                 let held = std::fs::metadata(&n.part).map_or(0, |m| m.blocks() * 512);
@@ -769,8 +797,27 @@ pub fn run_herd(net: &Net, img: &Image, cfg: &RunConfig, work: &Path) -> Result<
         herd_time: last_completion
             .filter(|_| all)
             .map(|t: Instant| t.saturating_duration_since(start)),
+        cpu_busy: cpu_start.zip(cpu_end).and_then(|((b0, t0), (b1, t1))| {
+            let total = t1.checked_sub(t0).filter(|t| *t > 0)?;
+            Some(b1.saturating_sub(b0) as f64 / total as f64)
+        }),
         nodes: outcomes,
     })
+}
+
+/// The host's CPU time so far, in ticks: (busy, total), from `/proc/stat`'s `cpu` line (idle
+/// and iowait are not busy).
+fn cpu_times() -> Option<(u64, u64)> {
+    let stat = std::fs::read_to_string("/proc/stat").ok()?;
+    let line = stat.lines().find(|l| l.starts_with("cpu "))?;
+    let v: Vec<u64> = line
+        .split_whitespace()
+        .skip(1)
+        .filter_map(|f| f.parse().ok())
+        .collect();
+    let total: u64 = v.iter().take(8).sum();
+    let idle = v.get(3)? + v.get(4)?;
+    Some((total.saturating_sub(idle), total))
 }
 
 /// Notes a node's completion (its file in place) and exit.
