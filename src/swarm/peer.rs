@@ -186,6 +186,12 @@ fn run(
         }
         st.peer_ids.insert(id, h.peer_id);
         st.conns.insert(id, addr);
+        if st.me.is_none() {
+            st.me = stream
+                .local_addr()
+                .ok()
+                .map(|l| SocketAddr::new(l.ip(), shared.port));
+        }
     }
     if !outgoing && stream.write_all(&ours).is_err() {
         return End::Closed("handshake not sent");

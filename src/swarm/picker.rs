@@ -57,14 +57,50 @@ impl Share {
     /// Widens the share when the node has been idle since `idle_since` (its last piece from
     /// a peer, or its start) and since it last widened, for [`WIDEN_AFTER`]; whether it did.
     pub fn widen(&mut self, now: Instant, idle_since: Instant) -> bool {
+        self.widen_after(now, idle_since, WIDEN_AFTER)
+    }
+
+    /// [`Share::widen`] after being idle for `after` instead.
+    pub fn widen_after(&mut self, now: Instant, idle_since: Instant, after: Duration) -> bool {
         let from = self.since.map_or(idle_since, |s| s.max(idle_since));
-        if now.saturating_duration_since(from) < WIDEN_AFTER {
+        if now.saturating_duration_since(from) < after {
             return false;
         }
         self.widened = self.widened.saturating_add(1);
         self.since = Some(now);
         true
     }
+}
+
+/// A node's key in [`rank`]: its listening address, as every peer knows it.
+pub fn node_key(a: std::net::SocketAddr) -> u64 {
+    let ip = match a.ip() {
+        std::net::IpAddr::V4(v) => v.to_ipv6_mapped().to_bits(),
+        std::net::IpAddr::V6(v) => v.to_bits(),
+    };
+    // Both halves and the port through the mix, so every bit counts.
+    let hi = mix((ip >> 64) as u64);
+    mix(hi ^ (ip as u64) ^ u64::from(a.port()).rotate_left(48))
+}
+
+/// Node `me`'s place for piece `i` among `members` (rendezvous hashing): how many of them
+/// rank the piece higher. Nodes that know the same members agree on who is first (place 0)
+/// for every piece, without a word between them.
+pub fn rank(i: u32, me: u64, members: &[u64]) -> usize {
+    let score = |k: u64| (mix(k ^ mix(u64::from(i))), k);
+    let mine = score(me);
+    members
+        .iter()
+        .filter(|&&m| m != me && score(m) > mine)
+        .count()
+}
+
+/// A splitmix64 step: a cheap, well-spread permutation of 64-bit values.
+fn mix(mut z: u64) -> u64 {
+    z = z.wrapping_add(0x9e37_79b9_7f4a_7c15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    z ^ (z >> 31)
 }
 
 #[derive(Debug)]
@@ -191,6 +227,16 @@ impl Picker {
             .any(|(mine, &avail)| !mine && avail > 0)
     }
 
+    /// Whether some piece we lack is with no connected peer and fetched by no source: when
+    /// this node is connected to the whole swarm, a piece nobody has yet (or one another node
+    /// is fetching from the mirrors).
+    pub fn orphans(&self) -> bool {
+        self.have
+            .iter()
+            .zip(self.avail.iter().zip(&self.active))
+            .any(|(mine, (&avail, &active))| !mine && avail == 0 && active == 0)
+    }
+
     /// Whether the peer has every piece (as far as its bitfield and haves say).
     pub fn peer_complete(&self, p: Source) -> bool {
         self.peers
@@ -274,12 +320,41 @@ impl Picker {
         in_order: bool,
         share: Option<u64>,
     ) -> Option<(u32, u32)> {
+        self.pick_web_where(w, any, max, in_order, |p, x| {
+            share.is_none_or(|t| p.tie(x) <= t)
+        })
+    }
+
+    /// [`Picker::pick_web`] for a node connected to the whole swarm: the pieces it ranks
+    /// among the first `within` of `members` ([`rank`]; `me` its own key, `members` every
+    /// other node's). Every node computes the same ranking, so each piece nobody has is
+    /// asked of the mirrors by exactly one node (no piece in nobody's share, as with
+    /// independent orders), and by the next one once the share widens.
+    pub fn pick_web_ranked(
+        &mut self,
+        w: Source,
+        any: bool,
+        max: u32,
+        (me, members, within): (u64, &[u64], u32),
+    ) -> Option<(u32, u32)> {
+        self.pick_web_where(w, any, max, false, |_, x| {
+            rank(x, me, members) < usize::try_from(within).unwrap_or(usize::MAX)
+        })
+    }
+
+    fn pick_web_where(
+        &mut self,
+        w: Source,
+        any: bool,
+        max: u32,
+        in_order: bool,
+        mine: impl Fn(&Picker, u32) -> bool,
+    ) -> Option<(u32, u32)> {
         let free = |p: &Picker, i: usize| {
             let h = p.have.get(i).copied().unwrap_or(true);
             let avail = p.avail.get(i).copied().unwrap_or(0);
             let active = p.active.get(i).copied().unwrap_or(1);
-            let mine = share.is_none_or(|t| u32::try_from(i).is_ok_and(|x| p.tie(x) <= t));
-            !h && active == 0 && (avail == 0 || any) && mine
+            !h && active == 0 && (avail == 0 || any) && u32::try_from(i).is_ok_and(|x| mine(p, x))
         };
         let mut best: Option<(u64, usize)> = None;
         for i in 0..self.have.len() {
@@ -401,6 +476,56 @@ mod tests {
     }
 
     #[test]
+    fn ranked_shares_give_each_piece_one_node_then_the_next() {
+        let nodes: Vec<u64> = (1..=16)
+            .map(|i| node_key(format!("10.77.1.{i}:6881").parse().unwrap()))
+            .collect();
+        let mut firsts = vec![0u32; nodes.len()];
+        for piece in 0..512 {
+            let ranks: Vec<usize> = nodes.iter().map(|&n| rank(piece, n, &nodes)).collect();
+            let mut sorted = ranks.clone();
+            sorted.sort_unstable();
+            assert_eq!(
+                sorted,
+                (0..nodes.len()).collect::<Vec<_>>(),
+                "piece {piece}"
+            );
+            if let Some(f) = ranks.iter().position(|r| *r == 0) {
+                firsts[f] += 1;
+            }
+        }
+        // Spread: each of 16 nodes is first for about 32 of 512 pieces.
+        assert!(firsts.iter().all(|&f| (12..=56).contains(&f)), "{firsts:?}");
+        // A picker takes only its first places, then the second ones once widened.
+        let (me, others) = (nodes[0], &nodes[1..]);
+        let mut p = Picker::new(64, 1);
+        let mut got = Vec::new();
+        while let Some((i, n)) = p.pick_web_ranked(1, false, 1, (me, others, 1)) {
+            got.extend(i..i + n);
+        }
+        assert!(!got.is_empty());
+        assert!(got.iter().all(|&i| rank(i, me, others) == 0));
+        let (i, _) = p.pick_web_ranked(1, false, 1, (me, others, 2)).unwrap();
+        assert_eq!(rank(i, me, others), 1);
+    }
+
+    #[test]
+    fn orphans_are_pieces_no_peer_has_and_nobody_fetches() {
+        let mut p = Picker::new(3, 1);
+        p.complete(1, 0);
+        assert!(p.orphans());
+        p.peer_bitfield(5, vec![false, true, false]);
+        assert!(p.orphans());
+        assert_eq!(p.pick_web(9, false, 1, true, None), Some((2, 1)));
+        assert!(
+            !p.orphans(),
+            "piece 1 is with a peer, piece 2 is being fetched"
+        );
+        p.release(9, 2);
+        assert!(p.orphans());
+    }
+
+    #[test]
     fn the_share_widens_only_after_being_idle() {
         let t0 = Instant::now();
         let mut s = Share::default();
@@ -419,6 +544,10 @@ mod tests {
         };
         assert!(big.widen(t1 + WIDEN_AFTER * 5, t0));
         assert_eq!(big.widened, u32::MAX);
+        let mut slow = Share::default();
+        let long = WIDEN_AFTER * 4;
+        assert!(!slow.widen_after(t0 + WIDEN_AFTER, t0, long));
+        assert!(slow.widen_after(t0 + long, t0, long));
     }
 
     #[test]

@@ -39,6 +39,12 @@ const RETRY_PEER: Duration = Duration::from_secs(30);
 const TRACKER_RETRY: Duration = Duration::from_secs(15);
 /// Peers asked of the tracker per announce.
 const NUMWANT: u32 = 50;
+/// While downloading, the first announces after `started` come this often, this many times: a
+/// herd that starts together is still arriving at the tracker when the first nodes ask, and a
+/// node that took a swarm of 256 for one of 5 would ask the mirrors for 50 times its share of
+/// the pieces nobody has (and know 5 peers instead of 50).
+const QUICK_ANNOUNCE: Duration = Duration::from_secs(1);
+const QUICK_ANNOUNCES: u8 = 2;
 
 /// What shapes a swarm download beyond the fetch options.
 #[derive(Debug, Clone, Default)]
@@ -228,6 +234,8 @@ struct Tracker {
     next: Instant,
     started: bool,
     warned: bool,
+    /// Answers so far (saturating): the first few come quickly ([`QUICK_ANNOUNCES`]).
+    answers: u8,
 }
 
 /// Downloads `meta`'s file into `dest` (`image`: the name its checksums and signature go by).
@@ -340,6 +348,7 @@ fn trackers_of(meta: &Metainfo, start: Instant) -> Vec<Tracker> {
             next: start,
             started: false,
             warned: false,
+            answers: 0,
         })
         .collect()
 }
@@ -776,7 +785,10 @@ fn announce_due(
             Ok(r) => {
                 t.started = true;
                 t.warned = false;
-                t.next = now.checked_add(r.interval).unwrap_or(now);
+                let quick = left > 0 && t.answers < QUICK_ANNOUNCES && event.is_none();
+                t.answers = t.answers.saturating_add(1);
+                let every = if quick { QUICK_ANNOUNCE } else { r.interval };
+                t.next = now.checked_add(every).unwrap_or(now);
                 log::debug!(
                     "tracker {shown}: {} peers, next in {} s",
                     r.peers.len(),

@@ -90,6 +90,13 @@ pub struct State {
     pub tracker_swarm: u32,
     /// This node's share of the pieces nobody has yet: what it may take from web seeds.
     pub share: Share,
+    /// Our listening address as peers see it (a connection's local address, our port).
+    pub me: Option<SocketAddr>,
+    /// Since when the web seeds found nothing in the share to fetch; `None` while they do.
+    pub web_idle_since: Option<Instant>,
+    /// How long the last run of pieces took from a web seed: about how long a piece another
+    /// node fetches from the mirrors stays invisible to the herd.
+    pub web_run_time: Duration,
     pub dropped: u32,
     /// Connections that were sent at least one block.
     pub peers_served: u32,
@@ -111,11 +118,7 @@ impl State {
             .values()
             .filter(|a| !self.known.contains_key(a))
             .count();
-        let seen = self
-            .known
-            .len()
-            .saturating_add(unlisted)
-            .saturating_add(1);
+        let seen = self.known.len().saturating_add(unlisted).saturating_add(1);
         self.tracker_swarm
             .max(u32::try_from(seen).unwrap_or(u32::MAX))
     }

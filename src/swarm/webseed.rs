@@ -8,7 +8,7 @@
 //! dropped for the rest of the download; one that fails keeps being retried with a backoff,
 //! while the deadline allows.
 
-use super::picker::Source;
+use super::picker::{self, Source, WIDEN_AFTER};
 use super::shared::Shared;
 use crate::support::log::redact_url;
 use reqwest::blocking::Client;
@@ -52,15 +52,6 @@ pub fn run(shared: Arc<Shared>, id: Source, slot: usize, url: Url, client: Clien
             // the start while none has).
             let since = st.last_peer_piece.unwrap_or(start);
             let any = now.saturating_duration_since(since) >= wait;
-            // A moment for the first bitfields, when there are peers to hear from: until the
-            // trackers answered (at most `peer_wait`: before that nothing says how large the
-            // swarm is, and a node that took itself for the only one would ask the mirrors for
-            // everything; at 256 nodes on two cores an answer took over a second, and late
-            // nodes did), then while connections are being made, at most 1 s.
-            let since_start = now.saturating_duration_since(start);
-            let unanswered = !shared.announced.load(Ordering::Relaxed) && since_start < wait;
-            let connecting = !st.known.is_empty() && since_start < wait.min(Duration::from_secs(1));
-            let early = !shared.meta.trackers.is_empty() && (unanswered || connecting);
             // Alone (no peer connected or known, none to come from a tracker, and no other
             // node counted by one): a plain mirrored fetch, in file order and in long runs.
             let alone = st.conns.is_empty()
@@ -76,22 +67,73 @@ pub fn run(shared: Arc<Shared>, id: Source, slot: usize, url: Url, client: Clien
             } else {
                 st.share.threshold(swarm)
             };
-            let picked = if early {
-                None
-            } else {
-                st.picker()
-                    .and_then(|p| p.pick_web(id, any, max, alone, share))
+            // Connected to every node it knows of (and to at least one): the nodes' shares
+            // by rank, the same ranking everywhere ([`picker::rank`]) instead of independent
+            // orders.
+            let members: Vec<u64> = st
+                .conns
+                .values()
+                .filter(|a| st.known.contains_key(a))
+                .map(|a| picker::node_key(*a))
+                .collect();
+            let whole = !alone
+                && !members.is_empty()
+                && members.len().saturating_add(1) >= usize::try_from(swarm).unwrap_or(0);
+            // A moment for the first bitfields, when there are peers to hear from: until the
+            // trackers answered (at most `peer_wait`: before that nothing says how large the
+            // swarm is, and a node that took itself for the only one would ask the mirrors for
+            // everything; at 256 nodes on two cores an answer took over a second, and late
+            // nodes did), then while connections are being made, at most 1 s or until it is
+            // connected to every node it knows of (a herd of 16 on one switch: some 50 ms, not
+            // a second out of a 3 s boot).
+            let since_start = now.saturating_duration_since(start);
+            let unanswered = !shared.announced.load(Ordering::Relaxed) && since_start < wait;
+            let connecting =
+                !st.known.is_empty() && !whole && since_start < wait.min(Duration::from_secs(1));
+            let early = !shared.meta.trackers.is_empty() && (unanswered || connecting);
+            let me = st.me.map(picker::node_key).filter(|_| whole);
+            let within = st.share.widened;
+            let picked = match (early, me) {
+                (true, _) => None,
+                (false, Some(me)) => st
+                    .picker()
+                    .and_then(|p| p.pick_web_ranked(id, any, max, (me, &members, within))),
+                (false, None) => st
+                    .picker()
+                    .and_then(|p| p.pick_web(id, any, max, alone, share)),
             };
-            // Nothing in its share, no connected peer with a piece it lacks, and nothing from
-            // peers for a while: the herd left pieces in nobody's share; take a wider one. (A
-            // node whose peers have pieces for it is slow, not idle: on a loaded machine
-            // pieces can take longer than the idle time.)
-            // The scan over every piece last: only when nothing was picked.
+            let whole = me.is_some();
+            if picked.is_some() {
+                st.web_idle_since = None;
+            }
+            let web_idle = *st.web_idle_since.get_or_insert(now);
+            // Nothing left in its share: the herd left pieces in nobody's share (about e⁻¹
+            // of them); take a wider one. A node connected to the whole swarm knows which
+            // pieces nobody has: it widens once its web seeds had nothing to do for a while,
+            // even while peers keep it busy (else the herd's last pieces wait for the whole
+            // herd to run dry: at 16 nodes, 4 of an 8 s herd). A node that sees part of the
+            // swarm cannot tell a piece nobody has from one its peers lack, and widens only
+            // when no connected peer has a piece it lacks and nothing came from peers for a
+            // while (a node whose peers have pieces for it is slow, not idle: on a loaded
+            // machine pieces can take longer than the idle time).
+            // The scans over every piece last: only when nothing was picked.
             if picked.is_none()
                 && !early
                 && share.is_some()
-                && st.picker.as_ref().is_some_and(|p| !p.peers_have_missing())
-                && st.share.widen(now, since)
+                && st.picker.as_ref().is_some_and(|p| {
+                    if whole {
+                        p.orphans()
+                    } else {
+                        !p.peers_have_missing()
+                    }
+                })
+                && if whole {
+                    // Not before another node's run from the mirrors could have arrived.
+                    let after = WIDEN_AFTER.max(st.web_run_time);
+                    st.share.widen_after(now, web_idle, after)
+                } else {
+                    st.share.widen(now, since)
+                }
             {
                 log::debug!(
                     "web seeds: share of a swarm of {swarm} widened to {}/{swarm}",
@@ -105,6 +147,7 @@ pub fn run(shared: Arc<Shared>, id: Source, slot: usize, url: Url, client: Clien
             continue;
         };
         let end = first.saturating_add(count);
+        let asked = Instant::now();
         match get_run(
             &shared,
             id,
@@ -114,7 +157,10 @@ pub fn run(shared: Arc<Shared>, id: Source, slot: usize, url: Url, client: Clien
             (first, end, alone),
             &mut buf,
         ) {
-            Ok(()) => backoff = Duration::from_millis(500),
+            Ok(()) => {
+                backoff = Duration::from_millis(500);
+                shared.lock().web_run_time = asked.elapsed();
+            }
             Err(Failed::Bytes(index)) => {
                 log::warn!(
                     "web seed {shown} served piece {index} with other bytes than the torrent's: not used again"

@@ -665,13 +665,20 @@ pub fn run_herd(net: &Net, img: &Image, cfg: &RunConfig, work: &Path) -> Result<
         let _ = std::fs::remove_file(&dest);
         let mut cmd = Command::new("ip");
         // dash reads a fifo a byte at a time: each node takes one line.
-        cmd.args(["netns", "exec", ns, "sh", "-c", "read -r _ <\"$0\" && exec \"$@\""])
-            .arg(&gate_path)
-            .arg(&cfg.bin)
-            .args(["fetch", "--sha256", &img.sha256, "-o"])
-            .arg(&dest)
-            .args(["--timeout", &cfg.timeout.as_secs().to_string()])
-            .args(&cfg.extra);
+        cmd.args([
+            "netns",
+            "exec",
+            ns,
+            "sh",
+            "-c",
+            "read -r _ <\"$0\" && exec \"$@\"",
+        ])
+        .arg(&gate_path)
+        .arg(&cfg.bin)
+        .args(["fetch", "--sha256", &img.sha256, "-o"])
+        .arg(&dest)
+        .args(["--timeout", &cfg.timeout.as_secs().to_string()])
+        .args(&cfg.extra);
         match cfg.mode {
             Mode::Torrent => cmd
                 .args(["--bt-port", &BT_PORT.to_string()])
