@@ -84,14 +84,18 @@ pub fn node_key(a: std::net::SocketAddr) -> u64 {
 }
 
 /// Node `me`'s place for piece `i` among `members` (rendezvous hashing): how many of them
-/// rank the piece higher. Nodes that know the same members agree on who is first (place 0)
-/// for every piece, without a word between them.
-pub fn rank(i: u32, me: u64, members: &[u64]) -> usize {
-    let score = |k: u64| (mix(k ^ mix(u64::from(i))), k);
+/// rank the piece higher, counted up to `limit` (a node asks whether it is among the first
+/// few: the count stops there, so most pieces cost a few hashes, not one per member). Nodes
+/// that know the same members agree on who is first (place 0) for every piece, without a
+/// word between them.
+pub fn rank(i: u32, me: u64, members: &[u64], limit: usize) -> usize {
+    let piece = mix(u64::from(i));
+    let score = |k: u64| (mix(k ^ piece), k);
     let mine = score(me);
     members
         .iter()
         .filter(|&&m| m != me && score(m) > mine)
+        .take(limit)
         .count()
 }
 
@@ -338,7 +342,8 @@ impl Picker {
         (me, members, within): (u64, &[u64], u32),
     ) -> Option<(u32, u32)> {
         self.pick_web_where(w, any, max, false, |_, x| {
-            rank(x, me, members) < usize::try_from(within).unwrap_or(usize::MAX)
+            let within = usize::try_from(within).unwrap_or(usize::MAX);
+            rank(x, me, members, within) < within
         })
     }
 
@@ -482,7 +487,13 @@ mod tests {
             .collect();
         let mut firsts = vec![0u32; nodes.len()];
         for piece in 0..512 {
-            let ranks: Vec<usize> = nodes.iter().map(|&n| rank(piece, n, &nodes)).collect();
+            let ranks: Vec<usize> = nodes
+                .iter()
+                .map(|&n| rank(piece, n, &nodes, usize::MAX))
+                .collect();
+            for (&n, &r) in nodes.iter().zip(&ranks) {
+                assert_eq!(rank(piece, n, &nodes, 3), r.min(3));
+            }
             let mut sorted = ranks.clone();
             sorted.sort_unstable();
             assert_eq!(
@@ -504,9 +515,9 @@ mod tests {
             got.extend(i..i + n);
         }
         assert!(!got.is_empty());
-        assert!(got.iter().all(|&i| rank(i, me, others) == 0));
+        assert!(got.iter().all(|&i| rank(i, me, others, 16) == 0));
         let (i, _) = p.pick_web_ranked(1, false, 1, (me, others, 2)).unwrap();
-        assert_eq!(rank(i, me, others), 1);
+        assert_eq!(rank(i, me, others, 16), 1);
     }
 
     #[test]

@@ -41,8 +41,9 @@ const TRACKER_RETRY: Duration = Duration::from_secs(15);
 const NUMWANT: u32 = 50;
 /// While downloading, the first announces after `started` come this often, this many times: a
 /// herd that starts together is still arriving at the tracker when the first nodes ask, and a
-/// node that took a swarm of 256 for one of 5 would ask the mirrors for 50 times its share of
-/// the pieces nobody has (and know 5 peers instead of 50).
+/// node that took a swarm of 64 for one of 5 would ask the mirrors for 12 times its share of
+/// the pieces nobody has (and know 5 peers instead of 50). (More, while the count grows, cost
+/// origin bytes at 256 nodes on two cores: 6.0 and 7.5 times the image against 2.7 to 4.1.)
 const QUICK_ANNOUNCE: Duration = Duration::from_secs(1);
 const QUICK_ANNOUNCES: u8 = 2;
 
@@ -797,6 +798,7 @@ fn announce_due(
                 let mut st = shared.lock();
                 st.learn(&r.peers, None);
                 st.tracker_swarm = st.tracker_swarm.max(r.swarm.unwrap_or(0));
+                st.tracker_seeds = r.seeds;
             }
             Err(why) => {
                 t.next = now.checked_add(TRACKER_RETRY).unwrap_or(now);

@@ -88,6 +88,8 @@ pub struct State {
     pub last_peer_piece: Option<Instant>,
     /// The largest swarm a tracker counted (seeds and leechers, this node included).
     pub tracker_swarm: u32,
+    /// The seeds the last tracker answer counted; `None` until one said.
+    pub tracker_seeds: Option<u32>,
     /// This node's share of the pieces nobody has yet: what it may take from web seeds.
     pub share: Share,
     /// Our listening address as peers see it (a connection's local address, our port).

@@ -49,6 +49,8 @@ pub struct Response {
     pub peers: Vec<SocketAddr>,
     /// The swarm's size as the tracker counts it (`complete` + `incomplete`), when it says.
     pub swarm: Option<u32>,
+    /// The seeds among them (`complete`), when it says.
+    pub seeds: Option<u32>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -128,6 +130,7 @@ pub fn parse_response(body: &[u8]) -> Result<Response, TrackerError> {
         interval,
         peers,
         swarm,
+        seeds: count("complete"),
     })
 }
 
@@ -196,8 +199,10 @@ mod tests {
         let r =
             parse_response(b"d8:completei3e10:incompletei250e8:intervali60e5:peers0:e").unwrap();
         assert_eq!(r.swarm, Some(253));
+        assert_eq!(r.seeds, Some(3));
         let r = parse_response(b"d10:incompletei-4e5:peers0:e").unwrap();
         assert_eq!(r.swarm, None);
+        assert_eq!(r.seeds, None);
     }
 
     #[test]

@@ -20,6 +20,11 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 const IDLE: Duration = Duration::from_millis(100);
+/// How long a node with peers to hear from, none of them a seed, waits before asking web
+/// seeds: a herd that starts together is still arriving at the tracker and at each node for
+/// the first moment, and a node that took the few it saw for the whole swarm would take too
+/// large a share.
+const CONNECTING_MIN: Duration = Duration::from_millis(300);
 const BACKOFF_MAX: Duration = Duration::from_secs(10);
 /// Bytes asked for in one request (consecutive pieces).
 const RUN: u64 = 4 << 20;
@@ -34,6 +39,8 @@ pub const WORKERS: usize = 2;
 pub fn run(shared: Arc<Shared>, id: Source, slot: usize, url: Url, client: Client, start: Instant) {
     let shown = redact_url(&url);
     let mut backoff = Duration::from_millis(500);
+    // How this worker last chose its share, for the debug log: (by rank, seeing every peer).
+    let mut mode = None;
     // One piece's buffer for the worker's life: a fresh one per piece costs page faults (the
     // allocator maps and unmaps blocks this large) that a plain fetch does not pay.
     let mut buf = Vec::new();
@@ -67,32 +74,54 @@ pub fn run(shared: Arc<Shared>, id: Source, slot: usize, url: Url, client: Clien
             } else {
                 st.share.threshold(swarm)
             };
-            // Connected to every node it knows of (and to at least one): the nodes' shares
-            // by rank, the same ranking everywhere ([`picker::rank`]) instead of independent
-            // orders.
-            let members: Vec<u64> = st
-                .conns
-                .values()
-                .filter(|a| st.known.contains_key(a))
-                .map(|a| picker::node_key(*a))
-                .collect();
-            let whole = !alone
-                && !members.is_empty()
-                && members.len().saturating_add(1) >= usize::try_from(swarm).unwrap_or(0);
+            // A node that knows the address of every node the trackers count (and its own)
+            // takes its share by rank, the same ranking on every node ([`picker::rank`]):
+            // each piece nobody has is some one node's, where independent orders leave e⁻¹
+            // of the pieces in nobody's share and give others to two. Not when the view may
+            // be cut short: by the connection limit, unless a tracker counted as many (at 64
+            // nodes, 40 connections and 40 addresses known looked like a swarm of 41), nor
+            // without a tracker (nothing says how large the swarm is).
+            let members: Vec<u64> = st.known.keys().map(|a| picker::node_key(*a)).collect();
+            let me = st.me.map(picker::node_key).filter(|_| {
+                !alone
+                    && st.tracker_swarm >= 2
+                    && members.len().saturating_add(1) >= usize::try_from(swarm).unwrap_or(0)
+                    && (st.tracker_swarm >= swarm || st.conns.len() < shared.limits.max_peers)
+            });
+            // Connected to every node it knows of: it sees every piece the swarm holds.
+            let whole = me.is_some()
+                && st
+                    .conns
+                    .values()
+                    .filter(|a| st.known.contains_key(a))
+                    .count()
+                    >= st.known.len();
             // A moment for the first bitfields, when there are peers to hear from: until the
             // trackers answered (at most `peer_wait`: before that nothing says how large the
             // swarm is, and a node that took itself for the only one would ask the mirrors for
             // everything; at 256 nodes on two cores an answer took over a second, and late
-            // nodes did), then while connections are being made, at most 1 s or until it is
-            // connected to every node it knows of (a herd of 16 on one switch: some 50 ms, not
-            // a second out of a 3 s boot).
+            // nodes did), then while connections are being made: 1 s, or [`CONNECTING_MIN`]
+            // when the trackers count no seed (a herd starting together: the peers have little
+            // to tell yet, and a second is a third of a 3 s fetch).
             let since_start = now.saturating_duration_since(start);
             let unanswered = !shared.announced.load(Ordering::Relaxed) && since_start < wait;
-            let connecting =
-                !st.known.is_empty() && !whole && since_start < wait.min(Duration::from_secs(1));
+            let hear_for = if st.tracker_seeds == Some(0) {
+                CONNECTING_MIN
+            } else {
+                wait.min(Duration::from_secs(1))
+            };
+            let connecting = !st.known.is_empty() && since_start < hear_for;
             let early = !shared.meta.trackers.is_empty() && (unanswered || connecting);
-            let me = st.me.map(picker::node_key).filter(|_| whole);
             let within = st.share.widened;
+            if !early && mode != Some((me.is_some(), whole)) {
+                mode = Some((me.is_some(), whole));
+                log::debug!(
+                    "web seed {slot}: share of a swarm of {swarm} by {}, connected to {} of {} known peers",
+                    if me.is_some() { "rank" } else { "own order" },
+                    st.conns.len(),
+                    st.known.len()
+                );
+            }
             let picked = match (early, me) {
                 (true, _) => None,
                 (false, Some(me)) => st
@@ -102,7 +131,6 @@ pub fn run(shared: Arc<Shared>, id: Source, slot: usize, url: Url, client: Clien
                     .picker()
                     .and_then(|p| p.pick_web(id, any, max, alone, share)),
             };
-            let whole = me.is_some();
             if picked.is_some() {
                 st.web_idle_since = None;
             }
