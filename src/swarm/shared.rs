@@ -274,7 +274,7 @@ impl Shared {
 }
 
 #[cfg(test)]
-mod tests {
+pub mod tests {
     use super::*;
     use crate::swarm::metainfo::tests::torrent_of;
 
@@ -298,7 +298,9 @@ mod tests {
         assert_eq!(st.swarm_size(), 16);
     }
 
-    fn shared(data: &[u8], piece: u32) -> (tempfile::TempDir, Shared) {
+    /// A session's shared state over `data` in pieces of `piece` bytes (one tracker, one
+    /// web seed), its `.part` in the returned directory.
+    pub fn shared(data: &[u8], piece: u32) -> (tempfile::TempDir, Shared) {
         let meta = Metainfo::parse(&torrent_of(data, piece, "http://t/a", &[])).unwrap();
         let d = tempfile::tempdir().unwrap();
         let part = d.path().join("img.part");

@@ -9,7 +9,7 @@
 //! while the deadline allows.
 
 use super::picker::{self, Source, WIDEN_AFTER};
-use super::shared::Shared;
+use super::shared::{Shared, State};
 use crate::support::log::redact_url;
 use reqwest::blocking::Client;
 use reqwest::header::{CONTENT_RANGE, RANGE};
@@ -34,6 +34,103 @@ const RUN_ALONE: u64 = 32 << 20;
 /// Requests in flight to one web seed at once.
 pub const WORKERS: usize = 2;
 
+/// What a web seed worker may fetch now, from the session's state: the decisions behind one
+/// pick, apart from the pick.
+struct Plan {
+    /// Still hearing from the trackers and peers: nothing yet.
+    early: bool,
+    /// No peer and none to come: a plain mirrored fetch.
+    alone: bool,
+    /// Peers had their chance: pieces they have may come from the mirrors too.
+    any: bool,
+    /// The last piece from a peer, or the start.
+    since: Instant,
+    /// Pieces per request.
+    max: u32,
+    swarm: u32,
+    /// The share by the node's own order (the largest tie value in it); `None`: everything.
+    share: Option<u64>,
+    /// The share by rank: this node's key, and the others' in `members`.
+    me: Option<u64>,
+    members: Vec<u64>,
+    /// Connected to every node it knows of: it sees every piece the swarm holds.
+    whole: bool,
+}
+
+impl Plan {
+    fn of(shared: &Shared, st: &State, now: Instant, start: Instant) -> Plan {
+        let wait = shared.limits.peer_wait;
+        // Peers had their chance when none delivered a piece for `peer_wait` (counted from
+        // the start while none has).
+        let since = st.last_peer_piece.unwrap_or(start);
+        let any = now.saturating_duration_since(since) >= wait;
+        // Alone (no peer connected or known, none to come from a tracker, and no other
+        // node counted by one): a plain mirrored fetch, in file order and in long runs.
+        let alone = st.conns.is_empty()
+            && st.known.is_empty()
+            && st.tracker_swarm <= 1
+            && (shared.meta.trackers.is_empty() || shared.announced.load(Ordering::Relaxed));
+        let bytes = if alone { RUN_ALONE } else { RUN };
+        let max = u32::try_from(bytes.div_ceil(u64::from(shared.meta.piece_length))).unwrap_or(1);
+        let swarm = st.swarm_size();
+        let share = if alone {
+            None
+        } else {
+            st.share.threshold(swarm)
+        };
+        // A node that knows the address of every node the trackers count (and its own)
+        // takes its share by rank, the same ranking on every node ([`picker::rank`]):
+        // each piece nobody has is some one node's, where independent orders leave e⁻¹
+        // of the pieces in nobody's share and give others to two. Not when the view may
+        // be cut short: by the connection limit, unless a tracker counted as many (at 64
+        // nodes, 40 connections and 40 addresses known looked like a swarm of 41), nor
+        // without a tracker (nothing says how large the swarm is).
+        let members: Vec<u64> = st.known.keys().map(|a| picker::node_key(*a)).collect();
+        let me = st.me.map(picker::node_key).filter(|_| {
+            !alone
+                && st.tracker_swarm >= 2
+                && members.len().saturating_add(1) >= usize::try_from(swarm).unwrap_or(0)
+                && (st.tracker_swarm >= swarm || st.conns.len() < shared.limits.max_peers)
+        });
+        // Connected to every node it knows of: it sees every piece the swarm holds.
+        let whole = me.is_some()
+            && st
+                .conns
+                .values()
+                .filter(|a| st.known.contains_key(a))
+                .count()
+                >= st.known.len();
+        // A moment for the first bitfields, when there are peers to hear from: until the
+        // trackers answered (at most `peer_wait`: before that nothing says how large the
+        // swarm is, and a node that took itself for the only one would ask the mirrors for
+        // everything; at 256 nodes on two cores an answer took over a second, and late
+        // nodes did), then while connections are being made: 1 s, or [`CONNECTING_MIN`]
+        // when the trackers count no seed (a herd starting together: the peers have little
+        // to tell yet, and a second is a third of a 3 s fetch).
+        let since_start = now.saturating_duration_since(start);
+        let unanswered = !shared.announced.load(Ordering::Relaxed) && since_start < wait;
+        let hear_for = if st.tracker_seeds == Some(0) {
+            CONNECTING_MIN
+        } else {
+            wait.min(Duration::from_secs(1))
+        };
+        let connecting = !st.known.is_empty() && since_start < hear_for;
+        let early = !shared.meta.trackers.is_empty() && (unanswered || connecting);
+        Plan {
+            early,
+            alone,
+            any,
+            since,
+            max,
+            swarm,
+            share,
+            me,
+            members,
+            whole,
+        }
+    }
+}
+
 /// Runs web seed `slot` (its URL `url`) until the file is complete, the download stops, or
 /// the seed served bytes that do not verify.
 pub fn run(shared: Arc<Shared>, id: Source, slot: usize, url: Url, client: Client, start: Instant) {
@@ -54,82 +151,28 @@ pub fn run(shared: Arc<Shared>, id: Source, slot: usize, url: Url, client: Clien
             if st.picker.as_ref().is_none_or(|p| p.is_complete()) {
                 return;
             }
-            let wait = shared.limits.peer_wait;
-            // Peers had their chance when none delivered a piece for `peer_wait` (counted from
-            // the start while none has).
-            let since = st.last_peer_piece.unwrap_or(start);
-            let any = now.saturating_duration_since(since) >= wait;
-            // Alone (no peer connected or known, none to come from a tracker, and no other
-            // node counted by one): a plain mirrored fetch, in file order and in long runs.
-            let alone = st.conns.is_empty()
-                && st.known.is_empty()
-                && st.tracker_swarm <= 1
-                && (shared.meta.trackers.is_empty() || shared.announced.load(Ordering::Relaxed));
-            let bytes = if alone { RUN_ALONE } else { RUN };
-            let max =
-                u32::try_from(bytes.div_ceil(u64::from(shared.meta.piece_length))).unwrap_or(1);
-            let swarm = st.swarm_size();
-            let share = if alone {
-                None
-            } else {
-                st.share.threshold(swarm)
-            };
-            // A node that knows the address of every node the trackers count (and its own)
-            // takes its share by rank, the same ranking on every node ([`picker::rank`]):
-            // each piece nobody has is some one node's, where independent orders leave e⁻¹
-            // of the pieces in nobody's share and give others to two. Not when the view may
-            // be cut short: by the connection limit, unless a tracker counted as many (at 64
-            // nodes, 40 connections and 40 addresses known looked like a swarm of 41), nor
-            // without a tracker (nothing says how large the swarm is).
-            let members: Vec<u64> = st.known.keys().map(|a| picker::node_key(*a)).collect();
-            let me = st.me.map(picker::node_key).filter(|_| {
-                !alone
-                    && st.tracker_swarm >= 2
-                    && members.len().saturating_add(1) >= usize::try_from(swarm).unwrap_or(0)
-                    && (st.tracker_swarm >= swarm || st.conns.len() < shared.limits.max_peers)
-            });
-            // Connected to every node it knows of: it sees every piece the swarm holds.
-            let whole = me.is_some()
-                && st
-                    .conns
-                    .values()
-                    .filter(|a| st.known.contains_key(a))
-                    .count()
-                    >= st.known.len();
-            // A moment for the first bitfields, when there are peers to hear from: until the
-            // trackers answered (at most `peer_wait`: before that nothing says how large the
-            // swarm is, and a node that took itself for the only one would ask the mirrors for
-            // everything; at 256 nodes on two cores an answer took over a second, and late
-            // nodes did), then while connections are being made: 1 s, or [`CONNECTING_MIN`]
-            // when the trackers count no seed (a herd starting together: the peers have little
-            // to tell yet, and a second is a third of a 3 s fetch).
-            let since_start = now.saturating_duration_since(start);
-            let unanswered = !shared.announced.load(Ordering::Relaxed) && since_start < wait;
-            let hear_for = if st.tracker_seeds == Some(0) {
-                CONNECTING_MIN
-            } else {
-                wait.min(Duration::from_secs(1))
-            };
-            let connecting = !st.known.is_empty() && since_start < hear_for;
-            let early = !shared.meta.trackers.is_empty() && (unanswered || connecting);
+            let plan = Plan::of(&shared, &st, now, start);
             let within = st.share.widened;
-            if !early && mode != Some((me.is_some(), whole)) {
-                mode = Some((me.is_some(), whole));
+            let ranked = plan.me.is_some();
+            if !plan.early && mode != Some((ranked, plan.whole)) {
+                mode = Some((ranked, plan.whole));
                 log::debug!(
-                    "web seed {slot}: share of a swarm of {swarm} by {}, connected to {} of {} known peers",
-                    if me.is_some() { "rank" } else { "own order" },
+                    "web seed {slot}: share of a swarm of {} by {}, connected to {} of {} known peers",
+                    plan.swarm,
+                    if ranked { "rank" } else { "own order" },
                     st.conns.len(),
                     st.known.len()
                 );
             }
-            let picked = match (early, me) {
+            let (any, max, alone) = (plan.any, plan.max, plan.alone);
+            let picked = match (plan.early, plan.me) {
                 (true, _) => None,
                 (false, Some(me)) => st
                     .picker()
-                    .and_then(|p| p.pick_web_ranked(id, any, max, (me, &members, within))),
+                    .and_then(|x| x.pick_web_ranked(id, any, max, (me, &plan.members, within))),
                 (false, None) => st
                     .picker()
-                    .and_then(|p| p.pick_web(id, any, max, alone, share)),
+                    .and_then(|x| x.pick_web(id, any, max, alone, plan.share)),
             };
             if picked.is_some() {
                 st.web_idle_since = None;
@@ -146,26 +189,28 @@ pub fn run(shared: Arc<Shared>, id: Source, slot: usize, url: Url, client: Clien
             // machine pieces can take longer than the idle time).
             // The scans over every piece last: only when nothing was picked.
             if picked.is_none()
-                && !early
-                && share.is_some()
-                && st.picker.as_ref().is_some_and(|p| {
-                    if whole {
-                        p.orphans()
+                && !plan.early
+                && plan.share.is_some()
+                && st.picker.as_ref().is_some_and(|x| {
+                    if plan.whole {
+                        x.orphans()
                     } else {
-                        !p.peers_have_missing()
+                        !x.peers_have_missing()
                     }
                 })
-                && if whole {
+                && if plan.whole {
                     // Not before another node's run from the mirrors could have arrived.
                     let after = WIDEN_AFTER.max(st.web_run_time);
                     st.share.widen_after(now, web_idle, after)
                 } else {
-                    st.share.widen(now, since)
+                    st.share.widen(now, plan.since)
                 }
             {
                 log::debug!(
-                    "web seeds: share of a swarm of {swarm} widened to {}/{swarm}",
-                    st.share.widened
+                    "web seeds: share of a swarm of {} widened to {}/{}",
+                    plan.swarm,
+                    st.share.widened,
+                    plan.swarm
                 );
             }
             picked.map(|(first, count)| (first, count, alone))
@@ -315,4 +360,81 @@ fn get_range(
         s => return Err(format!("HTTP {}", s.as_u16())),
     }
     Ok(resp.take(stop.saturating_sub(start)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::swarm::shared::tests::shared;
+    use std::net::SocketAddr;
+    use std::sync::atomic::Ordering;
+
+    fn addr(i: usize) -> SocketAddr {
+        SocketAddr::from(([10, 0, 0, u8::try_from(i).unwrap()], 6881))
+    }
+
+    /// A node (10.0.0.1) that knows `known` peers, is connected to the first `conns` of them,
+    /// and heard a tracker count `counted` nodes with `seeds` seeds.
+    fn state(known: usize, conns: usize, counted: u32, seeds: u32) -> State {
+        let mut st = State {
+            me: Some(addr(1)),
+            tracker_swarm: counted,
+            tracker_seeds: Some(seeds),
+            ..State::default()
+        };
+        for i in 0..known {
+            st.known.insert(addr(i + 2), None);
+            if i < conns {
+                st.conns.insert(u64::try_from(i).unwrap(), addr(i + 2));
+            }
+        }
+        st
+    }
+
+    #[test]
+    fn a_node_that_knows_the_whole_swarm_shares_by_rank() {
+        let (_d, s) = shared(&[7u8; 4096], 1024);
+        s.announced.store(true, Ordering::Relaxed);
+        let t0 = Instant::now();
+        let later = t0 + Duration::from_secs(2);
+        // 15 peers, all known and connected, a tracker counting 16: by rank, seeing all.
+        let p = Plan::of(&s, &state(15, 15, 16, 0), later, t0);
+        assert!(p.me.is_some() && p.whole && !p.early);
+        assert_eq!((p.swarm, p.members.len()), (16, 15));
+        // Connected to 10 of them: by rank, but it does not see every piece.
+        let p = Plan::of(&s, &state(15, 10, 16, 0), later, t0);
+        assert!(p.me.is_some() && !p.whole);
+        // A tracker counting 64 while it knows 15: its own order.
+        let p = Plan::of(&s, &state(15, 15, 64, 0), later, t0);
+        assert!(p.me.is_none() && !p.whole);
+        assert_eq!(p.swarm, 64);
+        // At its 40 connections, knowing only those 40, with a tracker that counted 12 (a herd
+        // still arriving): its own order, not a swarm of 41 by rank.
+        let p = Plan::of(&s, &state(40, 40, 12, 0), later, t0);
+        assert!(p.me.is_none());
+        // The same once a tracker counted 41: by rank.
+        let p = Plan::of(&s, &state(40, 40, 41, 0), later, t0);
+        assert!(p.me.is_some());
+        // No tracker count at all: nothing says how large the swarm is.
+        let p = Plan::of(&s, &state(3, 3, 0, 0), later, t0);
+        assert!(p.me.is_none());
+    }
+
+    #[test]
+    fn the_first_bitfields_are_awaited_1_s_or_300_ms_without_seeds() {
+        let (_d, s) = shared(&[7u8; 4096], 1024);
+        let t0 = Instant::now();
+        let at = |ms| t0 + Duration::from_millis(ms);
+        // Before the trackers answered: nothing, up to `peer_wait`.
+        assert!(Plan::of(&s, &state(3, 3, 4, 0), at(2000), t0).early);
+        s.announced.store(true, Ordering::Relaxed);
+        assert!(Plan::of(&s, &state(3, 3, 4, 0), at(200), t0).early);
+        assert!(!Plan::of(&s, &state(3, 3, 4, 0), at(300), t0).early);
+        // A seed counted: its bitfield is worth a second.
+        assert!(Plan::of(&s, &state(3, 3, 4, 1), at(900), t0).early);
+        assert!(!Plan::of(&s, &state(3, 3, 4, 1), at(1000), t0).early);
+        // Nobody to hear from: at once.
+        assert!(!Plan::of(&s, &state(0, 0, 1, 0), at(0), t0).early);
+        assert!(Plan::of(&s, &state(0, 0, 1, 0), at(0), t0).alone);
+    }
 }
