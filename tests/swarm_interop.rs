@@ -434,6 +434,7 @@ fn seed_file_serves_a_complete_file_under_its_cap() {
             upload_rate: std::num::NonZeroU64::new(1 << 20),
             ..Default::default()
         },
+        stop: None,
     };
     let began = std::time::Instant::now();
     let seeder = std::thread::spawn(move || {
@@ -457,6 +458,79 @@ fn seed_file_serves_a_complete_file_under_its_cap() {
     assert_eq!(report.peers_served, 1, "{report:?}");
     // It never wrote to the file.
     assert_eq!(std::fs::read(&seed_path).unwrap(), s.image);
+    drop(s.tracker);
+}
+
+/// Asks the tracker of `torrent` (as a leecher that wants no peers) how many seeds it counts.
+fn seeds_counted(torrent: &Path) -> Option<u64> {
+    let meta = rustlive::swarm::metainfo::Metainfo::parse(&std::fs::read(torrent).ok()?).ok()?;
+    let hash: String = rustlive_hash(torrent)
+        .as_bytes()
+        .chunks(2)
+        .map(|h| format!("%{}", std::str::from_utf8(h).unwrap()))
+        .collect();
+    let url = format!(
+        "{}?info_hash={hash}&peer_id=-TEST00-000000000000&port=1&uploaded=0&downloaded=0\
+         &left=1&compact=1&numwant=0",
+        meta.trackers.first()?
+    );
+    let body = reqwest::blocking::get(url).ok()?.bytes().ok()?;
+    let text = String::from_utf8_lossy(&body);
+    let at = text.find("8:completei")? + "8:completei".len();
+    text.get(at..)?.split('e').next()?.parse().ok()
+}
+
+static STOP_SEEDING: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+fn stop_seeding() -> bool {
+    STOP_SEEDING.load(std::sync::atomic::Ordering::SeqCst)
+}
+
+/// `seed_file` asked to stop (the seeder's first SIGTERM): it ends at once, long before its
+/// duration, and tells the tracker `stopped`, so the tracker no longer counts it as a seed.
+#[test]
+fn seed_file_stops_when_asked_and_tells_the_tracker() {
+    let Some(s) = swarm(1 << 20, false) else {
+        return;
+    };
+    let seed_path = s.dir.path().join("seeded");
+    std::fs::write(&seed_path, &s.image).unwrap();
+    let meta =
+        rustlive::swarm::metainfo::Metainfo::parse(&std::fs::read(&s.torrent).unwrap()).unwrap();
+    let file = std::fs::File::open(&seed_path).unwrap();
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let opts = rustlive::swarm::session::SeedOptions {
+        duration: Duration::from_secs(120),
+        limits: Default::default(),
+        stop: Some(stop_seeding),
+    };
+    let seeder = std::thread::spawn(move || {
+        let client = reqwest::blocking::Client::new();
+        rustlive::swarm::session::seed_file(&meta, file, listener, &opts, &client)
+    });
+    let t = std::time::Instant::now();
+    while seeds_counted(&s.torrent) != Some(1) {
+        assert!(
+            t.elapsed() < Duration::from_secs(20),
+            "the tracker never counted the seed: {:?}",
+            seeds_counted(&s.torrent)
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    STOP_SEEDING.store(true, std::sync::atomic::Ordering::SeqCst);
+    let asked = std::time::Instant::now();
+    let report = seeder.join().unwrap().unwrap();
+    assert!(
+        asked.elapsed() < Duration::from_secs(5),
+        "it stopped {:?} after being asked",
+        asked.elapsed()
+    );
+    assert!(report.elapsed < Duration::from_secs(60), "{report:?}");
+    assert_eq!(
+        seeds_counted(&s.torrent),
+        Some(0),
+        "the tracker still counts it"
+    );
     drop(s.tracker);
 }
 

@@ -199,6 +199,7 @@ pub fn run(a: &Args, input: impl Read, mut ready: impl Write) -> Result<SeedRepo
             upload_rate: a.rate,
             ..Limits::default()
         },
+        stop: Some(crate::sys::signals::term_requested),
     };
     let report = session::seed_file(&meta, file, listener, &opts, &client)?;
     log::info!(

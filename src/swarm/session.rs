@@ -376,8 +376,13 @@ fn serve(
     trackers: &mut [Tracker],
     downloaded: u64,
     end: Option<Instant>,
+    stop: Option<fn() -> bool>,
 ) {
     loop {
+        if stop.is_some_and(|asked| asked()) {
+            log::info!("seeding stopped early, as asked");
+            break;
+        }
         let now = Instant::now();
         let Some(rest) = end.and_then(|e| e.checked_duration_since(now)) else {
             break;
@@ -399,6 +404,8 @@ pub struct SeedOptions {
     /// any more is NOT a reason: it serves for the whole duration).
     pub duration: Duration,
     pub limits: Limits,
+    /// Asked every loop: `true` ends the serving early (the trackers still hear `stopped`).
+    pub stop: Option<fn() -> bool>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
@@ -475,6 +482,7 @@ pub fn seed_file(
         &mut trackers,
         0,
         start.checked_add(opts.duration),
+        opts.stop,
     );
     shared.stop.store(true, Ordering::Relaxed);
     announce_now(&shared, client, &mut trackers, Event::Stopped);
@@ -605,6 +613,7 @@ fn run(
             &mut trackers,
             shared.meta.length,
             now.checked_add(opts.seed),
+            None,
         );
         log::info!(
             "seeding done: uploaded {}",

@@ -1,5 +1,8 @@
-//! How the seeder (`@rustlive-seed`) takes `SIGTERM`: it ends the process at once (`_exit`:
-//! nothing to clean up, the image is only read), except, when asked, the first one sent by
+//! How the seeder (`@rustlive-seed`) takes `SIGTERM`: the first asks it to stop
+//! ([`term_requested`]: it tells its trackers `stopped`, so they stop handing its address
+//! out, and exits), with an alarm that ends the process [`GRACE`] later whatever it is doing
+//! (a tracker that does not answer cannot hold a stop up); a second ends it at once (`_exit`:
+//! nothing to clean up, the image is only read). Except, when asked, the first one sent by
 //! PID 1. systemd, switching from the initramfs to the real root, sends `SIGTERM` to every
 //! process but the kernel's threads and root's processes whose `argv[0]` starts with `@`
 //! (systemd's `broadcast_signal` before `switch_root`; releases before 255 have no other way
@@ -10,21 +13,37 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 /// Whether the next `SIGTERM` from PID 1 is still to be spared.
 static SPARE_FROM_INIT: AtomicBool = AtomicBool::new(false);
+/// A `SIGTERM` asked the process to stop.
+static TERM: AtomicBool = AtomicBool::new(false);
+/// Seconds from the first `SIGTERM` to the end of the process, stopped or not.
+pub const GRACE: u32 = 5;
 
 extern "C" fn on_term(_sig: libc::c_int, info: *mut libc::siginfo_t, _ctx: *mut libc::c_void) {
     // SAFETY: for an SA_SIGINFO handler the kernel passes a valid siginfo_t (checked for null
     // anyway); `si_pid` reads the sender of a kill(2), which SIGTERM is.
     let from_init = !info.is_null() && unsafe { (*info).si_pid() } == 1;
-    // An atomic swap is async-signal-safe.
+    // Atomic swaps are async-signal-safe.
     if from_init && SPARE_FROM_INIT.swap(false, Ordering::SeqCst) {
+        return;
+    }
+    if !TERM.swap(true, Ordering::SeqCst) {
+        // SAFETY: `alarm` is async-signal-safe; SIGALRM's default action ends the process.
+        unsafe { libc::alarm(GRACE) };
         return;
     }
     // SAFETY: `_exit` is async-signal-safe and ends every thread at once.
     unsafe { libc::_exit(0) }
 }
 
-/// Installs the `SIGTERM` handler; with `spare_first_from_init`, the first `SIGTERM` from
-/// PID 1 is ignored (the switch-root broadcast of systemd in the initramfs).
+/// Whether a `SIGTERM` asked the process to stop (see [`exit_on_term`]).
+pub fn term_requested() -> bool {
+    TERM.load(Ordering::SeqCst)
+}
+
+/// Installs the `SIGTERM` handler: the first `SIGTERM` sets [`term_requested`] and ends the
+/// process [`GRACE`] seconds later, a second ends it at once; with `spare_first_from_init`,
+/// the first `SIGTERM` from PID 1 is ignored (the switch-root broadcast of systemd in the
+/// initramfs).
 pub fn exit_on_term(spare_first_from_init: bool) -> std::io::Result<()> {
     SPARE_FROM_INIT.store(spare_first_from_init, Ordering::SeqCst);
     // SAFETY: a zeroed sigaction is a valid starting value (empty mask, no flags); the handler
