@@ -415,6 +415,28 @@ fn assert_within_cap(bytes: u64, rate: u64, burst: u64, elapsed: Duration) {
     );
 }
 
+type SeedResult =
+    Result<rustlive::swarm::session::SeedReport, rustlive::swarm::session::SwarmError>;
+
+/// `seed_file` on a thread, serving a copy of the swarm's image (`DIR/seeded`) on a port of
+/// its own, announced to the swarm's tracker.
+fn spawn_seed_file(
+    s: &Swarm,
+    opts: rustlive::swarm::session::SeedOptions,
+) -> (PathBuf, std::thread::JoinHandle<SeedResult>) {
+    let seed_path = s.dir.path().join("seeded");
+    std::fs::write(&seed_path, &s.image).unwrap();
+    let meta =
+        rustlive::swarm::metainfo::Metainfo::parse(&std::fs::read(&s.torrent).unwrap()).unwrap();
+    let file = std::fs::File::open(&seed_path).unwrap();
+    let listener = TcpListener::bind("0.0.0.0:0").unwrap();
+    let seeder = std::thread::spawn(move || {
+        let client = reqwest::blocking::Client::new();
+        rustlive::swarm::session::seed_file(&meta, file, listener, &opts, &client)
+    });
+    (seed_path, seeder)
+}
+
 /// `swarm::session::seed_file` (what the seeder after switch-root runs): a complete file
 /// served to aria2 through the tracker, under an upload cap of 1 MiB/s, for its whole duration.
 #[test]
@@ -422,12 +444,6 @@ fn seed_file_serves_a_complete_file_under_its_cap() {
     let Some(s) = swarm(4 << 20, false) else {
         return;
     };
-    let seed_path = s.dir.path().join("seeded");
-    std::fs::write(&seed_path, &s.image).unwrap();
-    let meta =
-        rustlive::swarm::metainfo::Metainfo::parse(&std::fs::read(&s.torrent).unwrap()).unwrap();
-    let file = std::fs::File::open(&seed_path).unwrap();
-    let listener = TcpListener::bind("0.0.0.0:0").unwrap();
     let opts = rustlive::swarm::session::SeedOptions {
         duration: Duration::from_secs(15),
         limits: rustlive::swarm::shared::Limits {
@@ -437,10 +453,7 @@ fn seed_file_serves_a_complete_file_under_its_cap() {
         stop: None,
     };
     let began = std::time::Instant::now();
-    let seeder = std::thread::spawn(move || {
-        let client = reqwest::blocking::Client::new();
-        rustlive::swarm::session::seed_file(&meta, file, listener, &opts, &client)
-    });
+    let (seed_path, seeder) = spawn_seed_file(&s, opts);
     let leech = s.dir.path().join("leech");
     std::fs::create_dir(&leech).unwrap();
     let r = run_bounded(&mut aria2(&s.torrent, &leech, "0"), Duration::from_secs(60));
@@ -493,21 +506,12 @@ fn seed_file_stops_when_asked_and_tells_the_tracker() {
     let Some(s) = swarm(1 << 20, false) else {
         return;
     };
-    let seed_path = s.dir.path().join("seeded");
-    std::fs::write(&seed_path, &s.image).unwrap();
-    let meta =
-        rustlive::swarm::metainfo::Metainfo::parse(&std::fs::read(&s.torrent).unwrap()).unwrap();
-    let file = std::fs::File::open(&seed_path).unwrap();
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let opts = rustlive::swarm::session::SeedOptions {
         duration: Duration::from_secs(120),
         limits: Default::default(),
         stop: Some(stop_seeding),
     };
-    let seeder = std::thread::spawn(move || {
-        let client = reqwest::blocking::Client::new();
-        rustlive::swarm::session::seed_file(&meta, file, listener, &opts, &client)
-    });
+    let (_, seeder) = spawn_seed_file(&s, opts);
     let t = std::time::Instant::now();
     while seeds_counted(&s.torrent) != Some(1) {
         assert!(
