@@ -85,13 +85,18 @@ impl Plan {
         // be cut short: by the connection limit, unless a tracker counted as many (at 64
         // nodes, 40 connections and 40 addresses known looked like a swarm of 41), nor
         // without a tracker (nothing says how large the swarm is).
-        let members: Vec<u64> = st.known.keys().map(|a| picker::node_key(*a)).collect();
-        let me = st.me.map(picker::node_key).filter(|_| {
-            !alone
-                && st.tracker_swarm >= 2
-                && members.len().saturating_add(1) >= usize::try_from(swarm).unwrap_or(0)
-                && (st.tracker_swarm >= swarm || st.conns.len() < shared.limits.max_peers)
-        });
+        // The members' keys are hashed only then: a large herd never ranks, and this runs on
+        // every worker's loop.
+        let ranks = !alone
+            && st.tracker_swarm >= 2
+            && st.known.len().saturating_add(1) >= usize::try_from(swarm).unwrap_or(0)
+            && (st.tracker_swarm >= swarm || st.conns.len() < shared.limits.max_peers);
+        let me = st.me.map(picker::node_key).filter(|_| ranks);
+        let members: Vec<u64> = if me.is_some() {
+            st.known.keys().map(|a| picker::node_key(*a)).collect()
+        } else {
+            Vec::new()
+        };
         // Connected to every node it knows of: it sees every piece the swarm holds.
         let whole = me.is_some()
             && st
