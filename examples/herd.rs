@@ -93,6 +93,8 @@ struct Row {
     origin_ratio: f64,
     /// The host's CPUs, busy share during the run.
     cpu: Option<f64>,
+    /// CPU seconds one node used, on average.
+    node_cpu: Option<f64>,
 }
 
 fn bench(a: &Args) -> Result<(), String> {
@@ -113,10 +115,10 @@ fn bench(a: &Args) -> Result<(), String> {
     let server_bps = u64::from(a.server_mbit) * 1_000_000 / 8;
     let mut rows = Vec::new();
     let mut csv = String::from(
-        "mode,nodes,completed,herd_s,median_s,origin_bytes,origin_ratio,time_ratio,image_bytes,node_mbit,server_mbit,host_cpu_busy\n",
+        "mode,nodes,completed,herd_s,median_s,origin_bytes,origin_ratio,time_ratio,image_bytes,node_mbit,server_mbit,host_cpu_busy,node_cpu_s\n",
     );
     println!(
-        "{:>5}  {:<12}  {:>9}  {:>8}  {:>8}  {:>10}  {:>12}  {:>10}  {:>8}",
+        "{:>5}  {:<12}  {:>9}  {:>8}  {:>8}  {:>10}  {:>12}  {:>10}  {:>8}  {:>10}",
         "N",
         "mode",
         "completed",
@@ -125,7 +127,8 @@ fn bench(a: &Args) -> Result<(), String> {
         "origin MiB",
         "origin/image",
         "herd/alone",
-        "host cpu"
+        "host cpu",
+        "node cpu s"
     );
     let mut alone: Option<f64> = None;
     let runs = std::iter::once(1).chain(a.nodes.iter().copied());
@@ -171,6 +174,7 @@ fn bench(a: &Args) -> Result<(), String> {
                 origin: o.origin_bytes,
                 origin_ratio: o.origin_ratio(),
                 cpu: o.cpu_busy,
+                node_cpu: o.node_cpu.map(|d| d.as_secs_f64()),
             };
             if n == 1 && mode == herd::Mode::Mirrors {
                 alone = row.herd_s;
@@ -184,7 +188,7 @@ fn bench(a: &Args) -> Result<(), String> {
             let ratio = row.herd_s.zip(alone).map(|(h, a)| h / a);
             let f = |x: Option<f64>, p: usize| x.map_or("-".into(), |x| format!("{x:.p$}"));
             println!(
-                "{:>5}  {:<12}  {:>9}  {:>8}  {:>8}  {:>10.1}  {:>12.2}  {:>10}  {:>8}",
+                "{:>5}  {:<12}  {:>9}  {:>8}  {:>8}  {:>10.1}  {:>12.2}  {:>10}  {:>8}  {:>10}",
                 n,
                 mode.name(),
                 format!("{}/{n}", row.completed),
@@ -193,11 +197,12 @@ fn bench(a: &Args) -> Result<(), String> {
                 row.origin as f64 / f64::from(1 << 20),
                 row.origin_ratio,
                 f(ratio, 2),
-                f(row.cpu.map(|c| c * 100.0), 0) + " %"
+                f(row.cpu.map(|c| c * 100.0), 0) + " %",
+                f(row.node_cpu, 2)
             );
             let _ = std::io::stdout().flush();
             csv.push_str(&format!(
-                "{},{n},{},{},{},{},{:.3},{},{},{},{},{}\n",
+                "{},{n},{},{},{},{},{:.3},{},{},{},{},{},{}\n",
                 mode.name(),
                 row.completed,
                 f(row.herd_s, 2),
@@ -208,7 +213,8 @@ fn bench(a: &Args) -> Result<(), String> {
                 img.len,
                 a.node_mbit,
                 a.server_mbit,
-                f(row.cpu, 3)
+                f(row.cpu, 3),
+                f(row.node_cpu, 3)
             ));
             if let Some(p) = &a.csv {
                 std::fs::write(p, &csv).map_err(|e| format!("{}: {e}", p.display()))?;

@@ -501,6 +501,10 @@ pub struct Outcome {
     /// How busy the host's CPUs were from the start to the last completion (0 to 1, from
     /// `/proc/stat`): near 1, the figures measure this machine, not the network.
     pub cpu_busy: Option<f64>,
+    /// The CPU time (user and system) the nodes used, on average, from their start to the
+    /// herd's end (`/proc/PID/stat` of the nodes still running then): what one node's work
+    /// costs, whatever else shares the host.
+    pub node_cpu: Option<Duration>,
 }
 
 impl Outcome {
@@ -750,6 +754,18 @@ pub fn run_herd(net: &Net, img: &Image, cfg: &RunConfig, work: &Path) -> Result<
         }
         std::thread::sleep(Duration::from_millis(20));
     }
+    let running: Vec<u32> = nodes
+        .iter()
+        .filter_map(|n| n.child.as_ref().map(|c| c.0.id()))
+        .collect();
+    let node_cpu = (!running.is_empty())
+        .then(|| {
+            running
+                .iter()
+                .filter_map(|p| process_cpu(*p))
+                .sum::<Duration>()
+        })
+        .map(|t| t / running.len() as u32);
     // Then until they exit (their `--seed` ends), or stop them.
     let exit_bound = Instant::now() + cfg.seed + Duration::from_secs(30);
     loop {
@@ -808,6 +824,7 @@ pub fn run_herd(net: &Net, img: &Image, cfg: &RunConfig, work: &Path) -> Result<
             let total = t1.checked_sub(t0).filter(|t| *t > 0)?;
             Some(b1.saturating_sub(b0) as f64 / total as f64)
         }),
+        node_cpu,
         nodes: outcomes,
     })
 }
@@ -825,6 +842,17 @@ fn cpu_times() -> Option<(u64, u64)> {
     let total: u64 = v.iter().take(8).sum();
     let idle = v.get(3)? + v.get(4)?;
     Some((total.saturating_sub(idle), total))
+}
+
+/// The CPU time a process has used so far (user and system, its threads included): fields 14
+/// and 15 of `/proc/PID/stat`, in the kernel's fixed user-visible clock of 100 ticks a second.
+fn process_cpu(pid: u32) -> Option<Duration> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name (field 2) may hold spaces: the fields after it follow its last ')'.
+    let rest = stat.get(stat.rfind(')')? + 1..)?;
+    let mut f = rest.split_whitespace().skip(11);
+    let ticks = f.next()?.parse::<u64>().ok()? + f.next()?.parse::<u64>().ok()?;
+    Some(Duration::from_millis(ticks * 10))
 }
 
 /// Notes a node's completion (its file in place) and exit.
