@@ -183,6 +183,8 @@ pub struct Shared {
     /// Signalled with `state` when the download completes or fails, so the session's loop
     /// wakes at once instead of at its next tick.
     pub wake: Condvar,
+    /// Buffers of pieces that are done, for the next pieces (`piece_buffer`, `recycle`).
+    pub spare: Mutex<Vec<Vec<u8>>>,
 }
 
 impl Shared {
@@ -257,19 +259,64 @@ impl Shared {
         });
     }
 
-    /// Bytes of a held piece, for a peer's request; `None` unless the piece is held and the
-    /// range lies inside it.
-    pub fn read_block(&self, index: u32, begin: u32, length: u32) -> Option<Vec<u8>> {
+    /// Appends to `out` the piece message answering a peer's request: its header, then the
+    /// block read from the file straight into `out` (no block-sized buffer per request).
+    /// `false`, `out` unchanged, unless the piece is held and the range lies inside it.
+    pub fn append_block(&self, index: u32, begin: u32, length: u32, out: &mut Vec<u8>) -> bool {
         let held = self.lock().picker.as_ref().is_some_and(|p| p.has(index));
-        let (start, len) = self.meta.piece_span(index)?;
-        let end = begin.checked_add(length)?;
+        let Some((start, len)) = self.meta.piece_span(index) else {
+            return false;
+        };
+        let (Some(end), Some(at), Ok(n)) = (
+            begin.checked_add(length),
+            start.checked_add(u64::from(begin)),
+            usize::try_from(length),
+        ) else {
+            return false;
+        };
         if !held || end > len || length == 0 {
-            return None;
+            return false;
         }
-        let mut buf = vec![0u8; usize::try_from(length).ok()?];
-        let at = start.checked_add(u64::from(begin))?;
-        self.file.read_exact_at(&mut buf, at).ok()?;
-        Some(buf)
+        let mark = out.len();
+        out.extend_from_slice(&super::wire::piece_header(index, begin, length));
+        let body = out.len();
+        out.resize(body.saturating_add(n), 0);
+        let read = out
+            .get_mut(body..)
+            .is_some_and(|b| self.file.read_exact_at(b, at).is_ok());
+        if !read {
+            out.truncate(mark);
+        }
+        read
+    }
+
+    /// A zeroed buffer of `len` bytes for a piece being received, reused from a piece that is
+    /// done when there is one. A fresh 256 KiB allocation is an mmap, a page fault per 4 KiB and
+    /// an munmap that stops every thread of the node for a TLB flush: in a herd on two cores,
+    /// more CPU than hashing the pieces (measured with perf, 256 nodes).
+    pub fn piece_buffer(&self, len: usize) -> Vec<u8> {
+        let mut buf = self
+            .spare
+            .lock()
+            .ok()
+            .and_then(|mut s| s.pop())
+            .unwrap_or_default();
+        buf.clear();
+        buf.resize(len, 0);
+        buf
+    }
+
+    /// Keeps a piece's buffer for the next piece, within the memory budget of pieces being
+    /// received (`Limits::max_buffered`, spares and pieces in flight apart).
+    pub fn recycle(&self, buf: Vec<u8>) {
+        let Ok(mut spare) = self.spare.lock() else {
+            return;
+        };
+        let held: usize = spare.iter().map(Vec::capacity).sum();
+        let max = usize::try_from(self.limits.max_buffered).unwrap_or(usize::MAX);
+        if held.saturating_add(buf.capacity()) <= max {
+            spare.push(buf);
+        }
     }
 }
 
@@ -277,6 +324,7 @@ impl Shared {
 pub mod tests {
     use super::*;
     use crate::swarm::metainfo::tests::torrent_of;
+    use crate::swarm::wire;
 
     #[test]
     fn a_connected_peer_counts_once_in_the_swarm() {
@@ -330,8 +378,44 @@ pub mod tests {
             uploaded: AtomicU64::new(0),
             state: Mutex::new(state),
             wake: Condvar::new(),
+            spare: Mutex::default(),
         };
         (d, s)
+    }
+
+    /// The block `append_block` serves, checked to follow its piece header and to leave the
+    /// buffer as it was when refused.
+    fn block(s: &Shared, index: u32, begin: u32, length: u32) -> Option<Vec<u8>> {
+        let mut out = b"before".to_vec();
+        if !s.append_block(index, begin, length, &mut out) {
+            assert_eq!(out, b"before");
+            return None;
+        }
+        assert_eq!(out[6..19], wire::piece_header(index, begin, length));
+        Some(out[19..].to_vec())
+    }
+
+    #[test]
+    fn piece_buffers_are_reused_within_the_budget() {
+        let (_d, mut s) = shared(&[1; 100], 64);
+        s.limits.max_buffered = 100;
+        let mut a = s.piece_buffer(64);
+        a[3] = 9;
+        let ptr = a.as_ptr();
+        s.recycle(a);
+        let b = s.piece_buffer(36);
+        assert_eq!((b.as_ptr(), b.len()), (ptr, 36));
+        assert!(
+            b.iter().all(|x| *x == 0),
+            "a reused buffer comes back zeroed"
+        );
+        s.recycle(b);
+        s.recycle(vec![0; 64]);
+        assert_eq!(
+            s.spare.lock().unwrap().len(),
+            1,
+            "spares stay within max_buffered"
+        );
     }
 
     #[test]
@@ -344,7 +428,7 @@ pub mod tests {
         assert!(!s.deliver(1, 0, &bad, None));
         assert_eq!(std::fs::read(&s.part).unwrap(), vec![0; 10_000]);
         assert_eq!(
-            s.read_block(0, 0, 16),
+            block(&s, 0, 0, 16),
             None,
             "a piece we do not hold is not served"
         );
@@ -357,13 +441,13 @@ pub mod tests {
         let file = std::fs::read(&s.part).unwrap();
         assert_eq!(&file[8192..], &data[8192..]);
         assert_eq!(&file[..4096], &data[..4096]);
-        assert_eq!(s.read_block(2, 100, 50).as_deref(), Some(&data[8292..8342]));
+        assert_eq!(block(&s, 2, 100, 50).as_deref(), Some(&data[8292..8342]));
         assert_eq!(
-            s.read_block(2, 1800, 16),
+            block(&s, 2, 1800, 16),
             None,
             "past the end of the last piece"
         );
-        assert_eq!(s.read_block(9, 0, 16), None);
+        assert_eq!(block(&s, 9, 0, 16), None);
         let st = s.lock();
         assert_eq!(st.from_peers, 10_000 - 8192);
         assert_eq!(st.from_web, vec![4096]);

@@ -135,6 +135,46 @@ pub fn frame_len(buf: &[u8], max: u32) -> Result<Option<u32>, WireError> {
     Ok(Some(n))
 }
 
+/// The first 13 bytes of a piece message carrying `length` bytes of piece `index` from `begin`
+/// (length prefix, id 7, index, begin): the block's bytes follow. Serving writes the block
+/// straight after it, read from the file into the connection's buffer, with no message built.
+pub fn piece_header(index: u32, begin: u32, length: u32) -> [u8; 13] {
+    let mut h = [7u8; 13];
+    let fields = length
+        .saturating_add(9)
+        .to_be_bytes()
+        .into_iter()
+        .chain([7])
+        .chain(index.to_be_bytes())
+        .chain(begin.to_be_bytes());
+    for (d, b) in h.iter_mut().zip(fields) {
+        *d = b;
+    }
+    h
+}
+
+/// A received block: a piece message's fields, borrowed from its payload.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Block<'a> {
+    pub index: u32,
+    pub begin: u32,
+    pub data: &'a [u8],
+}
+
+/// A piece message's block, borrowed from its payload (the bytes after the length prefix);
+/// `None` for any other message. Received blocks are copied once, into the piece they belong
+/// to.
+pub fn parse_piece(p: &[u8]) -> Result<Option<Block<'_>>, WireError> {
+    match p.split_first() {
+        Some((&7, body)) => Ok(Some(Block {
+            index: u32_at(body, 0, 7)?,
+            begin: u32_at(body, 4, 7)?,
+            data: body.get(8..).ok_or(WireError::Malformed(7))?,
+        })),
+        _ => Ok(None),
+    }
+}
+
 fn u32_at(b: &[u8], at: usize, id: u8) -> Result<u32, WireError> {
     let end = at.checked_add(4).ok_or(WireError::Malformed(id))?;
     let s = b.get(at..end).ok_or(WireError::Malformed(id))?;
@@ -182,10 +222,13 @@ impl Message {
                     length,
                 }
             }
-            7 => Message::Piece {
-                index: u32_at(body, 0, id)?,
-                begin: u32_at(body, 4, id)?,
-                data: body.get(8..).ok_or(WireError::Malformed(id))?.to_vec(),
+            7 => match parse_piece(p)? {
+                Some(b) => Message::Piece {
+                    index: b.index,
+                    begin: b.begin,
+                    data: b.data.to_vec(),
+                },
+                None => Message::Unknown(id),
             },
             8 => {
                 let (index, begin, length) = triple()?;
@@ -258,10 +301,10 @@ impl Message {
                 length,
             } => triple(&mut body, 6, *index, *begin, *length),
             Message::Piece { index, begin, data } => {
-                body.push(7);
-                body.extend_from_slice(&index.to_be_bytes());
-                body.extend_from_slice(&begin.to_be_bytes());
-                body.extend_from_slice(data);
+                let length = u32::try_from(data.len()).unwrap_or(u32::MAX);
+                out.extend_from_slice(&piece_header(*index, *begin, length));
+                out.extend_from_slice(data);
+                return;
             }
             Message::Cancel {
                 index,
@@ -572,6 +615,22 @@ mod tests {
                 if !matches!(m, Message::Unknown(_)) {
                     prop_assert_eq!(&out[4..], &p[..]);
                 }
+            }
+        }
+
+        #[test]
+        fn piece_parts_agree_with_the_message(body in proptest::collection::vec(any::<u8>(), 0..40)) {
+            let mut p = vec![7u8];
+            p.extend_from_slice(&body);
+            match (parse_piece(&p), Message::parse(&p)) {
+                (Ok(Some(got)), Ok(Message::Piece { index, begin, data })) => {
+                    prop_assert_eq!(&got, &Block { index, begin, data: &data });
+                    let mut out = piece_header(index, begin, data.len() as u32).to_vec();
+                    out.extend_from_slice(&data);
+                    prop_assert_eq!(&out[4..], &p[..]);
+                }
+                (Err(a), Err(b)) => prop_assert_eq!(a, b),
+                (a, b) => prop_assert!(false, "{:?} against {:?}", a, b),
             }
         }
 
