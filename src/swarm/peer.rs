@@ -33,6 +33,9 @@ const PEX_EVERY: Duration = Duration::from_secs(60);
 const PEX_FIRST: Duration = Duration::from_secs(3);
 /// Bytes of blocks nobody asked for (late end-game copies) tolerated before the peer is dropped.
 const MAX_UNREQUESTED: u64 = 4 << 20;
+/// How often a connection receiving blocks tells the session that peers are sending
+/// (`State::last_from_peers`), so a block costs no lock.
+const FLOW_NOTE: Duration = Duration::from_millis(100);
 /// Messages per second above which a peer counts as flooding.
 const MAX_MESSAGES_PER_SEC: u32 = 20_000;
 
@@ -131,6 +134,8 @@ struct Conn<'a> {
     max_frame: u32,
     /// At least one block was sent to this peer.
     served: bool,
+    /// When a block from this peer was last noted in `State::last_from_peers`.
+    flow_noted: Instant,
     /// The last queued request waited for the upload cap.
     capped: bool,
 }
@@ -237,6 +242,7 @@ fn run(
         unrequested: 0,
         max_frame,
         served: false,
+        flow_noted: now.checked_sub(FLOW_NOTE).unwrap_or(now),
         capped: false,
     };
     if h.extensions() {
@@ -502,7 +508,10 @@ impl Conn<'_> {
         };
         dst.copy_from_slice(data);
         self.window_bytes = self.window_bytes.saturating_add(n);
-        let _ = now;
+        if now.saturating_duration_since(self.flow_noted) >= FLOW_NOTE {
+            self.flow_noted = now;
+            self.shared.lock().last_from_peers = Some(now);
+        }
         if cur.next >= cur.len && cur.outstanding.is_empty() {
             let Some(done) = self.current.take() else {
                 return Ok(());

@@ -85,7 +85,9 @@ pub struct State {
     pub from_peers: u64,
     /// Bytes from each web seed, by its position.
     pub from_web: Vec<u64>,
-    pub last_peer_piece: Option<Instant>,
+    /// When a peer last sent us piece bytes (a block, noted at most every `FLOW_NOTE` per
+    /// connection, or a whole piece): whether peers are making progress for us, however slowly.
+    pub last_from_peers: Option<Instant>,
     /// The largest swarm a tracker counted (seeds and leechers, this node included).
     pub tracker_swarm: u32,
     /// The seeds the last tracker answer counted; `None` until one said.
@@ -239,7 +241,7 @@ impl Shared {
                 }
                 None => {
                     st.from_peers = st.from_peers.saturating_add(n);
-                    st.last_peer_piece = Some(Instant::now());
+                    st.last_from_peers = Some(Instant::now());
                 }
             }
             // The session hashes the file in order as pieces arrive.

@@ -60,9 +60,12 @@ struct Plan {
 impl Plan {
     fn of(shared: &Shared, st: &State, now: Instant, start: Instant) -> Plan {
         let wait = shared.limits.peer_wait;
-        // Peers had their chance when none delivered a piece for `peer_wait` (counted from
-        // the start while none has).
-        let since = st.last_peer_piece.unwrap_or(start);
+        // Peers had their chance when none sent a byte of a piece for `peer_wait` (counted
+        // from the start while none has). Bytes, not whole pieces: on a loaded host (256
+        // nodes on two cores) pieces from peers took over 5 s while blocks kept coming, and
+        // nodes that counted pieces asked the mirrors for 38 MiB of pieces peers were sending
+        // them.
+        let since = st.last_from_peers.unwrap_or(start);
         let any = now.saturating_duration_since(since) >= wait;
         // Alone (no peer connected or known, none to come from a tracker, and no other
         // node counted by one): a plain mirrored fetch, in file order and in long runs.
