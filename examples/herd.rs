@@ -95,6 +95,8 @@ struct Row {
     cpu: Option<f64>,
     /// CPU seconds one node used, on average.
     node_cpu: Option<f64>,
+    /// The largest peak RSS of a node, MiB.
+    node_rss: Option<f64>,
 }
 
 fn bench(a: &Args) -> Result<(), String> {
@@ -115,10 +117,10 @@ fn bench(a: &Args) -> Result<(), String> {
     let server_bps = u64::from(a.server_mbit) * 1_000_000 / 8;
     let mut rows = Vec::new();
     let mut csv = String::from(
-        "mode,nodes,completed,herd_s,median_s,origin_bytes,origin_ratio,time_ratio,image_bytes,node_mbit,server_mbit,host_cpu_busy,node_cpu_s\n",
+        "mode,nodes,completed,herd_s,median_s,origin_bytes,origin_ratio,time_ratio,image_bytes,node_mbit,server_mbit,host_cpu_busy,node_cpu_s,node_peak_rss_mib\n",
     );
     println!(
-        "{:>5}  {:<12}  {:>9}  {:>8}  {:>8}  {:>10}  {:>12}  {:>10}  {:>8}  {:>10}",
+        "{:>5}  {:<12}  {:>9}  {:>8}  {:>8}  {:>10}  {:>12}  {:>10}  {:>8}  {:>10}  {:>8}",
         "N",
         "mode",
         "completed",
@@ -128,7 +130,8 @@ fn bench(a: &Args) -> Result<(), String> {
         "origin/image",
         "herd/alone",
         "host cpu",
-        "node cpu s"
+        "node cpu s",
+        "node MiB"
     );
     let mut alone: Option<f64> = None;
     let runs = std::iter::once(1).chain(a.nodes.iter().copied());
@@ -175,6 +178,7 @@ fn bench(a: &Args) -> Result<(), String> {
                 origin_ratio: o.origin_ratio(),
                 cpu: o.cpu_busy,
                 node_cpu: o.node_cpu.map(|d| d.as_secs_f64()),
+                node_rss: o.node_peak_rss.map(|b| b as f64 / f64::from(1 << 20)),
             };
             if n == 1 && mode == herd::Mode::Mirrors {
                 alone = row.herd_s;
@@ -188,7 +192,7 @@ fn bench(a: &Args) -> Result<(), String> {
             let ratio = row.herd_s.zip(alone).map(|(h, a)| h / a);
             let f = |x: Option<f64>, p: usize| x.map_or("-".into(), |x| format!("{x:.p$}"));
             println!(
-                "{:>5}  {:<12}  {:>9}  {:>8}  {:>8}  {:>10.1}  {:>12.2}  {:>10}  {:>8}  {:>10}",
+                "{:>5}  {:<12}  {:>9}  {:>8}  {:>8}  {:>10.1}  {:>12.2}  {:>10}  {:>8}  {:>10}  {:>8}",
                 n,
                 mode.name(),
                 format!("{}/{n}", row.completed),
@@ -198,11 +202,12 @@ fn bench(a: &Args) -> Result<(), String> {
                 row.origin_ratio,
                 f(ratio, 2),
                 f(row.cpu.map(|c| c * 100.0), 0) + " %",
-                f(row.node_cpu, 2)
+                f(row.node_cpu, 2),
+                f(row.node_rss, 1)
             );
             let _ = std::io::stdout().flush();
             csv.push_str(&format!(
-                "{},{n},{},{},{},{},{:.3},{},{},{},{},{},{}\n",
+                "{},{n},{},{},{},{},{:.3},{},{},{},{},{},{},{}\n",
                 mode.name(),
                 row.completed,
                 f(row.herd_s, 2),
@@ -214,7 +219,8 @@ fn bench(a: &Args) -> Result<(), String> {
                 a.node_mbit,
                 a.server_mbit,
                 f(row.cpu, 3),
-                f(row.node_cpu, 3)
+                f(row.node_cpu, 3),
+                f(row.node_rss, 1)
             ));
             if let Some(p) = &a.csv {
                 std::fs::write(p, &csv).map_err(|e| format!("{}: {e}", p.display()))?;

@@ -51,11 +51,14 @@ fn sixteen_nodes_share_the_image_and_one_leaving_half_way_stalls_nobody() {
         );
     }
     println!(
-        "herd time {:?}; origin served {} bytes in {} requests: {:.2}x the image",
+        "herd time {:?}; origin served {} bytes in {} requests: {:.2}x the image; \
+         a node's CPU {:?} on average, its peak RSS at most {:?} bytes",
         o.herd_time,
         o.origin_bytes,
         o.origin_requests,
-        o.origin_ratio()
+        o.origin_ratio(),
+        o.node_cpu,
+        o.node_peak_rss
     );
     // The victim was killed half-way, not before and not after it had the file.
     let v = &o.nodes[victim];

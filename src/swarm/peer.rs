@@ -260,8 +260,7 @@ fn run(
     }
     let end = c.run();
     if let Some(cur) = c.current.take() {
-        shared.lock().unreserve(u64::from(cur.len));
-        shared.recycle(cur.data);
+        shared.release_piece(&mut shared.lock(), cur.len, cur.data);
     }
     shared.lock().chokes.remove(id, shared.limits.upload_slots);
     end
@@ -517,8 +516,8 @@ impl Conn<'_> {
                 return Ok(());
             };
             let ok = self.shared.deliver(self.id, done.index, &done.data, None);
-            self.shared.lock().unreserve(u64::from(done.len));
-            self.shared.recycle(done.data);
+            self.shared
+                .release_piece(&mut self.shared.lock(), done.len, done.data);
             if !ok {
                 return Err(End::Banned(format!(
                     "piece {} does not match its SHA-1",
@@ -536,9 +535,7 @@ impl Conn<'_> {
             if let Some(p) = st.picker() {
                 p.release(self.id, cur.index);
             }
-            st.unreserve(u64::from(cur.len));
-            drop(st);
-            self.shared.recycle(cur.data);
+            self.shared.release_piece(&mut st, cur.len, cur.data);
         }
     }
 
@@ -601,9 +598,8 @@ impl Conn<'_> {
                             length: *l,
                         });
                     }
-                    st.unreserve(u64::from(cur.len));
                     if let Some(done) = self.current.take() {
-                        self.shared.recycle(done.data);
+                        self.shared.release_piece(st, done.len, done.data);
                     }
                 }
             }

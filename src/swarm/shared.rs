@@ -20,6 +20,10 @@ use std::time::{Duration, Instant};
 /// Peer addresses remembered (from the tracker and peer exchange).
 pub const MAX_KNOWN: usize = 1000;
 
+/// Buffers of finished pieces kept for the next ones: a connection that finishes a piece
+/// starts the next at once, so a few cover the turnover without holding the whole budget.
+const SPARE_PIECES: usize = 4;
+
 /// The knobs of a swarm download.
 #[derive(Debug, Clone)]
 pub struct Limits {
@@ -308,15 +312,25 @@ impl Shared {
         buf
     }
 
-    /// Keeps a piece's buffer for the next piece, within the memory budget of pieces being
-    /// received (`Limits::max_buffered`, spares and pieces in flight apart).
-    pub fn recycle(&self, buf: Vec<u8>) {
+    /// A piece of `len` bytes no longer held in memory (delivered or abandoned): its bytes
+    /// leave the budget of pieces being received (`State::buffered`) and its buffer is kept
+    /// for the next piece (at most `SPARE_PIECES` of them), while spares and pieces in flight
+    /// together stay within `Limits::max_buffered`. Called with the state locked (the spares' lock comes second,
+    /// as in `piece_buffer`).
+    pub fn release_piece(&self, st: &mut State, len: u32, buf: Vec<u8>) {
+        st.unreserve(u64::from(len));
+        let in_flight = usize::try_from(st.buffered).unwrap_or(usize::MAX);
         let Ok(mut spare) = self.spare.lock() else {
             return;
         };
         let held: usize = spare.iter().map(Vec::capacity).sum();
         let max = usize::try_from(self.limits.max_buffered).unwrap_or(usize::MAX);
-        if held.saturating_add(buf.capacity()) <= max {
+        if spare.len() < SPARE_PIECES
+            && in_flight
+                .saturating_add(held)
+                .saturating_add(buf.capacity())
+                <= max
+        {
             spare.push(buf);
         }
     }
@@ -401,23 +415,35 @@ pub mod tests {
     fn piece_buffers_are_reused_within_the_budget() {
         let (_d, mut s) = shared(&[1; 100], 64);
         s.limits.max_buffered = 100;
+        let release = |s: &Shared, b: Vec<u8>| {
+            let mut st = s.lock();
+            st.buffered += b.len() as u64;
+            s.release_piece(&mut st, b.len() as u32, b);
+            assert_eq!(st.buffered, 0);
+        };
         let mut a = s.piece_buffer(64);
         a[3] = 9;
         let ptr = a.as_ptr();
-        s.recycle(a);
+        release(&s, a);
         let b = s.piece_buffer(36);
         assert_eq!((b.as_ptr(), b.len()), (ptr, 36));
         assert!(
             b.iter().all(|x| *x == 0),
             "a reused buffer comes back zeroed"
         );
-        s.recycle(b);
-        s.recycle(vec![0; 64]);
+        release(&s, b);
+        release(&s, vec![0; 64]);
         assert_eq!(
             s.spare.lock().unwrap().len(),
             1,
             "spares stay within max_buffered"
         );
+        // Pieces still in flight count too.
+        let c = s.piece_buffer(64);
+        let mut st = s.lock();
+        st.buffered = 64 + 64;
+        s.release_piece(&mut st, 64, c);
+        assert!(s.spare.lock().unwrap().is_empty());
     }
 
     #[test]

@@ -505,6 +505,9 @@ pub struct Outcome {
     /// herd's end (`/proc/PID/stat` of the nodes still running then): what one node's work
     /// costs, whatever else shares the host.
     pub node_cpu: Option<Duration>,
+    /// The largest peak resident memory of a node (`VmHWM`, the same nodes): the image is
+    /// in a file on a tmpfs, outside it, so this is what a node needs beside the image.
+    pub node_peak_rss: Option<u64>,
 }
 
 impl Outcome {
@@ -754,18 +757,15 @@ pub fn run_herd(net: &Net, img: &Image, cfg: &RunConfig, work: &Path) -> Result<
         }
         std::thread::sleep(Duration::from_millis(20));
     }
+    // Read before they are stopped; a node that exited by itself has no record left.
     let running: Vec<u32> = nodes
         .iter()
+        .filter(|n| n.o.exit.is_none())
         .filter_map(|n| n.child.as_ref().map(|c| c.0.id()))
         .collect();
-    let node_cpu = (!running.is_empty())
-        .then(|| {
-            running
-                .iter()
-                .filter_map(|p| process_cpu(*p))
-                .sum::<Duration>()
-        })
-        .map(|t| t / running.len() as u32);
+    let cpu: Vec<Duration> = running.iter().filter_map(|p| process_cpu(*p)).collect();
+    let node_cpu = (!cpu.is_empty()).then(|| cpu.iter().sum::<Duration>() / cpu.len() as u32);
+    let node_peak_rss = running.iter().filter_map(|p| peak_rss(*p)).max();
     // Then until they exit (their `--seed` ends), or stop them.
     let exit_bound = Instant::now() + cfg.seed + Duration::from_secs(30);
     loop {
@@ -825,6 +825,7 @@ pub fn run_herd(net: &Net, img: &Image, cfg: &RunConfig, work: &Path) -> Result<
             Some(b1.saturating_sub(b0) as f64 / total as f64)
         }),
         node_cpu,
+        node_peak_rss,
         nodes: outcomes,
     })
 }
@@ -853,6 +854,14 @@ fn process_cpu(pid: u32) -> Option<Duration> {
     let mut f = rest.split_whitespace().skip(11);
     let ticks = f.next()?.parse::<u64>().ok()? + f.next()?.parse::<u64>().ok()?;
     Some(Duration::from_millis(ticks * 10))
+}
+
+/// A process's peak resident memory so far, in bytes (`VmHWM` in `/proc/PID/status`).
+fn peak_rss(pid: u32) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib * 1024)
 }
 
 /// Notes a node's completion (its file in place) and exit.
