@@ -8,7 +8,7 @@
 //! Pure bookkeeping: sources are numbered by the session, pieces by index; nothing here does
 //! I/O or looks at a clock.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::time::{Duration, Instant};
 
 /// A peer connection or a web seed, as the session numbers them.
@@ -115,6 +115,10 @@ pub struct Picker {
     avail: Vec<u32>,
     /// How many sources are fetching each piece.
     active: Vec<u8>,
+    /// How many of those are web seeds.
+    web_active: Vec<u8>,
+    /// The sources that are web seeds (they asked for `pick_web`).
+    webs: HashSet<Source>,
     /// Which pieces each peer has (web seeds have everything and are not listed).
     peers: HashMap<Source, Vec<bool>>,
     /// The pieces each source is fetching.
@@ -131,6 +135,8 @@ impl Picker {
             missing: n,
             avail: vec![0; len],
             active: vec![0; len],
+            web_active: vec![0; len],
+            webs: HashSet::new(),
             peers: HashMap::new(),
             busy: HashMap::new(),
             seed,
@@ -212,13 +218,18 @@ impl Picker {
     pub fn remove(&mut self, p: Source) {
         self.forget_peer_pieces(p);
         for i in self.busy.remove(&p).unwrap_or_default() {
-            self.dec_active(i);
+            self.dec_active(p, i);
         }
     }
 
-    fn dec_active(&mut self, i: u32) {
+    fn dec_active(&mut self, p: Source, i: u32) {
         if let Some(a) = self.idx(i).and_then(|i| self.active.get_mut(i)) {
             *a = a.saturating_sub(1);
+        }
+        if self.webs.contains(&p) {
+            if let Some(a) = self.idx(i).and_then(|i| self.web_active.get_mut(i)) {
+                *a = a.saturating_sub(1);
+            }
         }
     }
 
@@ -268,31 +279,43 @@ impl Picker {
         z ^ (z >> 27)
     }
 
-    /// The next piece for peer `p`, marked as in flight from it.
+    /// The next piece for peer `p`, marked as in flight from it. A piece only web seeds are
+    /// fetching counts as fetched by nobody, after the pieces nobody fetches at all: a peer
+    /// that has it is usually faster than a mirror every node is asking, and the web seed
+    /// stops reading once the piece is held (on a loaded herd of 256, a piece took 6 s from
+    /// the mirror while peers already held it).
     pub fn pick(&mut self, p: Source) -> Option<u32> {
         let has = self.peers.get(&p)?;
         let mine = self.busy.get(&p);
-        let mut best: Option<(u32, u64, u32)> = None; // (avail, tie, index)
+        let mut best: Option<(bool, u32, u64, u32)> = None; // (web fetches it, avail, tie, index)
         let mut endgame: Option<(u8, u64, u32)> = None;
         let mut all_active = true;
-        for (i, ((h, &mine_have), (&avail, &active))) in has
+        for (i, ((h, &mine_have), (&avail, (&active, &web)))) in has
             .iter()
             .zip(&self.have)
-            .zip(self.avail.iter().zip(&self.active))
+            .zip(
+                self.avail
+                    .iter()
+                    .zip(self.active.iter().zip(&self.web_active)),
+            )
             .enumerate()
         {
             if mine_have {
                 continue;
             }
+            // End game once every missing piece is in flight from some source, web seeds
+            // included; a piece only web seeds fetch is free for peers.
             all_active &= active > 0;
+            let active = active.saturating_sub(web);
             let Ok(i) = u32::try_from(i) else { break };
             if !h || mine.is_some_and(|m| m.contains(&i)) {
                 continue;
             }
             let key_tie = self.tie(i);
             if active == 0 {
-                if best.is_none_or(|(a, t, _)| (avail, key_tie) < (a, t)) {
-                    best = Some((avail, key_tie, i));
+                let key = (web > 0, avail, key_tie);
+                if best.is_none_or(|(w, a, t, _)| key < (w, a, t)) {
+                    best = Some((web > 0, avail, key_tie, i));
                 }
             } else if active < MAX_DUP && endgame.is_none_or(|(a, t, _)| (active, key_tie) < (a, t))
             {
@@ -300,7 +323,7 @@ impl Picker {
             }
         }
         let i = match (best, endgame) {
-            (Some((_, _, i)), _) => i,
+            (Some((_, _, _, i)), _) => i,
             (None, Some((_, _, i))) if all_active => i,
             _ => return None,
         };
@@ -355,6 +378,7 @@ impl Picker {
         in_order: bool,
         mine: impl Fn(&Picker, u32) -> bool,
     ) -> Option<(u32, u32)> {
+        self.webs.insert(w);
         let free = |p: &Picker, i: usize| {
             let h = p.have.get(i).copied().unwrap_or(true);
             let avail = p.avail.get(i).copied().unwrap_or(0);
@@ -395,6 +419,11 @@ impl Picker {
         if let Some(a) = self.idx(i).and_then(|i| self.active.get_mut(i)) {
             *a = a.saturating_add(1);
         }
+        if self.webs.contains(&p) {
+            if let Some(a) = self.idx(i).and_then(|i| self.web_active.get_mut(i)) {
+                *a = a.saturating_add(1);
+            }
+        }
         self.busy.entry(p).or_default().push(i);
     }
 
@@ -403,7 +432,7 @@ impl Picker {
         if let Some(list) = self.busy.get_mut(&p) {
             if let Some(pos) = list.iter().position(|&x| x == i) {
                 list.swap_remove(pos);
-                self.dec_active(i);
+                self.dec_active(p, i);
             }
         }
     }
@@ -562,6 +591,21 @@ mod tests {
     }
 
     #[test]
+    fn a_piece_only_a_web_seed_fetches_goes_to_a_peer_that_has_it() {
+        let mut p = Picker::new(3, 1);
+        assert_eq!(p.pick_web(9, false, 1, true, None), Some((0, 1)));
+        p.peer_bitfield(1, vec![true, true, false]);
+        // The piece nobody fetches first, then the one the web seed is fetching.
+        assert_eq!(p.pick(1), Some(1));
+        assert_eq!(p.pick(1), Some(0));
+        assert_eq!((p.active[0], p.web_active[0]), (2, 1));
+        // The peer delivers first: the web seed is among those told.
+        assert_eq!(p.complete(1, 0), vec![9]);
+        assert_eq!((p.active[0], p.web_active[0]), (0, 0));
+        assert_eq!(p.in_flight(9), 0);
+    }
+
+    #[test]
     fn rarest_first() {
         let mut p = Picker::new(4, 1);
         p.peer_bitfield(1, vec![true, true, true, false]);
@@ -676,7 +720,10 @@ mod tests {
                         prop_assert!((x..x + n).all(|y| !p.has(y)));
                     },
                 }
-                prop_assert!(p.active.iter().all(|&a| a <= MAX_DUP));
+                // Peers at most MAX_DUP, and one web seed beside them at most.
+                for (&a, &w) in p.active.iter().zip(&p.web_active) {
+                    prop_assert!(w <= 1 && w <= a && a - w <= MAX_DUP);
+                }
                 let sum: usize = p.busy.values().map(Vec::len).sum();
                 prop_assert_eq!(sum, p.active.iter().map(|&a| usize::from(a)).sum::<usize>());
             }
