@@ -287,7 +287,8 @@ impl Picker {
     pub fn pick(&mut self, p: Source) -> Option<u32> {
         let has = self.peers.get(&p)?;
         let mine = self.busy.get(&p);
-        let mut best: Option<(bool, u32, u64, u32)> = None; // (web fetches it, avail, tie, index)
+        // ((web seeds fetch it, avail, tie), index)
+        let mut best: Option<((bool, u32, u64), u32)> = None;
         let mut endgame: Option<(u8, u64, u32)> = None;
         let mut all_active = true;
         for (i, ((h, &mine_have), (&avail, (&active, &web)))) in has
@@ -314,8 +315,8 @@ impl Picker {
             let key_tie = self.tie(i);
             if active == 0 {
                 let key = (web > 0, avail, key_tie);
-                if best.is_none_or(|(w, a, t, _)| key < (w, a, t)) {
-                    best = Some((web > 0, avail, key_tie, i));
+                if best.is_none_or(|(k, _)| key < k) {
+                    best = Some((key, i));
                 }
             } else if active < MAX_DUP && endgame.is_none_or(|(a, t, _)| (active, key_tie) < (a, t))
             {
@@ -323,7 +324,7 @@ impl Picker {
             }
         }
         let i = match (best, endgame) {
-            (Some((_, _, _, i)), _) => i,
+            (Some((_, i)), _) => i,
             (None, Some((_, _, i))) if all_active => i,
             _ => return None,
         };

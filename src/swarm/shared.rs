@@ -189,7 +189,7 @@ pub struct Shared {
     /// Signalled with `state` when the download completes or fails, so the session's loop
     /// wakes at once instead of at its next tick.
     pub wake: Condvar,
-    /// Buffers of pieces that are done, for the next pieces (`piece_buffer`, `recycle`).
+    /// Buffers of pieces that are done, for the next pieces (`piece_buffer`, `release_piece`).
     pub spare: Mutex<Vec<Vec<u8>>>,
 }
 
@@ -315,8 +315,8 @@ impl Shared {
     /// A piece of `len` bytes no longer held in memory (delivered or abandoned): its bytes
     /// leave the budget of pieces being received (`State::buffered`) and its buffer is kept
     /// for the next piece (at most `SPARE_PIECES` of them), while spares and pieces in flight
-    /// together stay within `Limits::max_buffered`. Called with the state locked (the spares' lock comes second,
-    /// as in `piece_buffer`).
+    /// together stay within `Limits::max_buffered`. Called with the state locked (the spares'
+    /// lock comes second, as in `piece_buffer`).
     pub fn release_piece(&self, st: &mut State, len: u32, buf: Vec<u8>) {
         st.unreserve(u64::from(len));
         let in_flight = usize::try_from(st.buffered).unwrap_or(usize::MAX);

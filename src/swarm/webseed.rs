@@ -302,24 +302,11 @@ fn get_run(
     let stop = lstart.saturating_add(u64::from(llen));
     let mut body = get_range(client, url, start, stop, shared.meta.length).map_err(fail(first))?;
     for i in first..end {
-        // A piece peers delivered meanwhile (or the file complete): the rest of the run is not
-        // read, and dropping the body closes the connection, so the origin stops sending bytes
-        // nobody needs. Its pieces go back to the picker.
-        // Likewise when a node that was alone has peers now: the rest of the run is the
-        // herd's to share out.
-        let mut st = shared.lock();
-        let joined = alone && !st.conns.is_empty();
-        match st.picker() {
-            Some(p) if !p.has(i) && !joined => {}
-            Some(p) => {
-                for j in i..end {
-                    p.release(id, j);
-                }
-                return Ok(());
-            }
-            None => return Ok(()),
+        // Also when a node that was alone has peers now: the rest of the run is the herd's
+        // to share out.
+        if given_up(shared, id, (i, end), alone) {
+            return Ok(());
         }
-        drop(st);
         let (_, len) = shared
             .meta
             .piece_span(i)
@@ -330,11 +317,7 @@ fn get_run(
         for chunk in buf.chunks_mut(CHUNK) {
             body.read_exact(chunk)
                 .map_err(|e| fail(i)(format!("reading the body: {e}")))?;
-            let mut st = shared.lock();
-            if let Some(p) = st.picker().filter(|p| p.has(i)) {
-                for j in i..end {
-                    p.release(id, j);
-                }
+            if given_up(shared, id, (i, end), false) {
                 return Ok(());
             }
         }
@@ -343,6 +326,25 @@ fn get_run(
         }
     }
     Ok(())
+}
+
+/// Whether the rest of a run, pieces `i..end`, is no longer wanted: piece `i` is held (peers
+/// delivered it meanwhile, or the file is complete), or, with `alone`, the node that was alone
+/// has peers now. Then the pieces go back to the picker, the body is not read on, and dropping
+/// it closes the connection, so the origin stops sending bytes nobody needs.
+fn given_up(shared: &Shared, id: Source, (i, end): (u32, u32), alone: bool) -> bool {
+    let mut st = shared.lock();
+    let joined = alone && !st.conns.is_empty();
+    match st.picker() {
+        Some(p) if !p.has(i) && !joined => false,
+        Some(p) => {
+            for j in i..end {
+                p.release(id, j);
+            }
+            true
+        }
+        None => true,
+    }
 }
 
 /// Bytes `start .. stop` of the file: a 206 with the matching Content-Range (or a 200 when that

@@ -139,7 +139,7 @@ pub fn frame_len(buf: &[u8], max: u32) -> Result<Option<u32>, WireError> {
 /// (length prefix, id 7, index, begin): the block's bytes follow. Serving writes the block
 /// straight after it, read from the file into the connection's buffer, with no message built.
 pub fn piece_header(index: u32, begin: u32, length: u32) -> [u8; 13] {
-    let mut h = [7u8; 13];
+    let mut h = [0u8; 13];
     let fields = length
         .saturating_add(9)
         .to_be_bytes()
