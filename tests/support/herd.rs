@@ -666,21 +666,27 @@ pub fn run_herd(net: &Net, img: &Image, cfg: &RunConfig, work: &Path) -> Result<
         .open(&gate_path)
         .map_err(|e| format!("{}: {e}", gate_path.display()))?;
     let mut nodes = Vec::with_capacity(cfg.nodes);
+    let mut ready = Vec::with_capacity(cfg.nodes);
     for (i, ns) in net.nodes.iter().take(cfg.nodes).enumerate() {
         let dest = out.join(format!("n{i}.img"));
         let log = out.join(format!("n{i}.log"));
+        let mark = out.join(format!("n{i}.ready"));
         let _ = std::fs::remove_file(&dest);
+        let _ = std::fs::remove_file(&mark);
         let mut cmd = Command::new("ip");
-        // dash reads a fifo a byte at a time: each node takes one line.
+        // dash reads a fifo a byte at a time: each node takes one line. The mark says the
+        // node is past `ip netns exec`, which on a host already busy with a herd took 12 s
+        // for the last 74 of 256 nodes: the gate opens only once every node is at it.
         cmd.args([
             "netns",
             "exec",
             ns,
             "sh",
             "-c",
-            "read -r _ <\"$0\" && exec \"$@\"",
+            ": >\"$1\" && read -r _ <\"$0\" && shift && exec \"$@\"",
         ])
         .arg(&gate_path)
+        .arg(&mark)
         .arg(&cfg.bin)
         .args(["fetch", "--sha256", &img.sha256, "-o"])
         .arg(&dest)
@@ -704,6 +710,7 @@ pub fn run_herd(net: &Net, img: &Image, cfg: &RunConfig, work: &Path) -> Result<
             p.push(".part");
             PathBuf::from(p)
         };
+        ready.push(mark);
         nodes.push(Node {
             child: Some(Killed(child)),
             out: dest,
@@ -715,6 +722,13 @@ pub fn run_herd(net: &Net, img: &Image, cfg: &RunConfig, work: &Path) -> Result<
                 ..NodeOutcome::default()
             },
         });
+    }
+    let at_gate = Instant::now() + Duration::from_secs(120);
+    while !ready.iter().all(|m| m.exists()) {
+        if Instant::now() > at_gate {
+            return Err("the nodes did not all reach the start gate within 120 s".into());
+        }
+        std::thread::sleep(Duration::from_millis(20));
     }
     let cpu_start = cpu_times();
     gate.write_all("\n".repeat(nodes.len()).as_bytes())
