@@ -107,6 +107,20 @@ fn mix(mut z: u64) -> u64 {
     z ^ (z >> 31)
 }
 
+/// The pieces a node's web seeds may take of those nobody has ([`Share`]).
+#[derive(Debug, Clone, Copy)]
+pub enum WebShare<'a> {
+    /// By the node's own order: tie values up to this one; `None`: every piece.
+    Order(Option<u64>),
+    /// By rank among every node ([`rank`]): the pieces `me` ranks among the first `within`
+    /// of `members` (every other node's key).
+    Rank {
+        me: u64,
+        members: &'a [u64],
+        within: u32,
+    },
+}
+
 #[derive(Debug)]
 pub struct Picker {
     have: Vec<bool>,
@@ -348,9 +362,7 @@ impl Picker {
         in_order: bool,
         share: Option<u64>,
     ) -> Option<(u32, u32)> {
-        self.pick_web_where(w, any, max, in_order, |p, x| {
-            share.is_none_or(|t| p.tie(x) <= t)
-        })
+        self.pick_web_in(w, any, max, in_order, WebShare::Order(share))
     }
 
     /// [`Picker::pick_web`] for a node connected to the whole swarm: the pieces it ranks
@@ -365,26 +377,54 @@ impl Picker {
         max: u32,
         (me, members, within): (u64, &[u64], u32),
     ) -> Option<(u32, u32)> {
-        self.pick_web_where(w, any, max, false, |_, x| {
-            let within = usize::try_from(within).unwrap_or(usize::MAX);
-            rank(x, me, members, within) < within
-        })
+        let share = WebShare::Rank {
+            me,
+            members,
+            within,
+        };
+        self.pick_web_in(w, any, max, false, share)
     }
 
-    fn pick_web_where(
+    /// Whether a web seed fetching piece `i` should go on, by the rule that picks pieces for
+    /// web seeds (apart from who else fetches it): it is missing, no connected peer has it
+    /// (unless `any`: peers had their chance), and it is in the share. A herd's first runs
+    /// are asked before the nodes know how large the herd is, and a loaded mirror takes
+    /// seconds a piece: a piece that left the share as the count grew, or that a peer got
+    /// meanwhile, is not read on.
+    pub fn web_keeps(&self, i: u32, any: bool, share: WebShare) -> bool {
+        let Some(ix) = self.idx(i) else { return false };
+        let h = self.have.get(ix).copied().unwrap_or(true);
+        let avail = self.avail.get(ix).copied().unwrap_or(0);
+        !h && (avail == 0 || any) && self.in_share(i, share)
+    }
+
+    fn in_share(&self, x: u32, share: WebShare) -> bool {
+        match share {
+            WebShare::Order(t) => t.is_none_or(|t| self.tie(x) <= t),
+            WebShare::Rank {
+                me,
+                members,
+                within,
+            } => {
+                let within = usize::try_from(within).unwrap_or(usize::MAX);
+                rank(x, me, members, within) < within
+            }
+        }
+    }
+
+    /// [`Picker::pick_web`] or [`Picker::pick_web_ranked`], by `share`.
+    pub fn pick_web_in(
         &mut self,
         w: Source,
         any: bool,
         max: u32,
         in_order: bool,
-        mine: impl Fn(&Picker, u32) -> bool,
+        share: WebShare,
     ) -> Option<(u32, u32)> {
         self.webs.insert(w);
         let free = |p: &Picker, i: usize| {
-            let h = p.have.get(i).copied().unwrap_or(true);
-            let avail = p.avail.get(i).copied().unwrap_or(0);
             let active = p.active.get(i).copied().unwrap_or(1);
-            !h && active == 0 && (avail == 0 || any) && u32::try_from(i).is_ok_and(|x| mine(p, x))
+            active == 0 && u32::try_from(i).is_ok_and(|x| p.web_keeps(x, any, share))
         };
         let mut best: Option<(u64, usize)> = None;
         for i in 0..self.have.len() {
@@ -625,6 +665,33 @@ mod tests {
         assert_eq!(p.complete(2, 1), vec![3]);
         assert_eq!(p.pick(3), None);
         assert_eq!(p.missing(), 3);
+    }
+
+    #[test]
+    fn a_web_seed_keeps_a_piece_only_while_it_would_pick_it() {
+        let mut p = Picker::new(64, 5);
+        let (i, _) = p.pick_web(9, false, 1, false, None).unwrap();
+        assert!(p.web_keeps(i, false, WebShare::Order(None)));
+        // A peer got it meanwhile: it comes from the peer, unless peers had their chance.
+        let mut has = vec![false; 64];
+        has[usize::try_from(i).unwrap()] = true;
+        p.peer_bitfield(1, has);
+        assert!(!p.web_keeps(i, false, WebShare::Order(None)));
+        assert!(p.web_keeps(i, true, WebShare::Order(None)));
+        // The swarm turned out larger: the pieces outside the smaller share are let go,
+        // the ones inside kept (as many as the share's part of 64).
+        let small = Share::default().threshold(16);
+        let kept = (0..64)
+            .filter(|&x| p.web_keeps(x, true, WebShare::Order(small)))
+            .count();
+        assert!((1..=12).contains(&kept), "{kept} of 64 in a 1/16 share");
+        // Held: never.
+        p.complete(9, i);
+        assert!(!p.web_keeps(i, true, WebShare::Order(None)));
+        assert!(
+            !p.web_keeps(64, true, WebShare::Order(None)),
+            "no such piece"
+        );
     }
 
     #[test]

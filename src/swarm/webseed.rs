@@ -8,7 +8,7 @@
 //! dropped for the rest of the download; one that fails keeps being retried with a backoff,
 //! while the deadline allows.
 
-use super::picker::{self, Source, WIDEN_AFTER};
+use super::picker::{self, Source, WebShare, WIDEN_AFTER};
 use super::shared::{Shared, State};
 use crate::support::log::redact_url;
 use reqwest::blocking::Client;
@@ -60,6 +60,18 @@ struct Plan {
 }
 
 impl Plan {
+    /// The pieces this node's web seeds may take, `within` its widened share.
+    fn web_share(&self, within: u32) -> WebShare<'_> {
+        match self.me {
+            Some(me) => WebShare::Rank {
+                me,
+                members: &self.members,
+                within,
+            },
+            None => WebShare::Order(self.share),
+        }
+    }
+
     fn of(shared: &Shared, st: &State, now: Instant, start: Instant) -> Plan {
         let wait = shared.limits.peer_wait;
         // Peers had their chance when none sent a byte of a piece for `peer_wait` (counted
@@ -175,14 +187,12 @@ pub fn run(shared: Arc<Shared>, id: Source, slot: usize, url: Url, client: Clien
                 );
             }
             let (any, max, alone) = (plan.any, plan.max, plan.alone);
-            let picked = match (plan.early, plan.me) {
-                (true, _) => None,
-                (false, Some(me)) => st
-                    .picker()
-                    .and_then(|x| x.pick_web_ranked(id, any, max, (me, &plan.members, within))),
-                (false, None) => st
-                    .picker()
-                    .and_then(|x| x.pick_web(id, any, max, alone, plan.share)),
+            let share = plan.web_share(within);
+            let picked = if plan.early {
+                None
+            } else {
+                st.picker()
+                    .and_then(|x| x.pick_web_in(id, any, max, alone, share))
             };
             if picked.is_some() {
                 st.web_idle_since = None;
@@ -208,12 +218,17 @@ pub fn run(shared: Arc<Shared>, id: Source, slot: usize, url: Url, client: Clien
                         !x.peers_have_missing()
                     }
                 })
-                && if plan.whole {
-                    // Not before another node's run from the mirrors could have arrived.
+                && {
+                    // Not before another node's run from the mirrors could have arrived: the
+                    // other nodes widen too, and each round asks the mirrors for the missing
+                    // pieces about once more. Rounds faster than a loaded mirror answers
+                    // piled up (at 256 nodes, 11 requests for one piece within a second).
                     let after = WIDEN_AFTER.max(st.web_run_time);
-                    st.share.widen_after(now, web_idle, after)
-                } else {
-                    st.share.widen(now, plan.since)
+                    if plan.whole {
+                        st.share.widen_after(now, web_idle, after)
+                    } else {
+                        st.share.widen_after(now, plan.since, after)
+                    }
                 }
             {
                 log::debug!(
@@ -233,16 +248,18 @@ pub fn run(shared: Arc<Shared>, id: Source, slot: usize, url: Url, client: Clien
         let asked = Instant::now();
         match get_run(
             &shared,
-            id,
-            slot,
+            (id, slot, start),
             &client,
             &url,
             (first, end, alone),
             &mut buf,
         ) {
-            Ok(()) => {
+            Ok(read) => {
                 backoff = Duration::from_millis(500);
-                shared.lock().web_run_time = asked.elapsed();
+                // A run given up says nothing about how long the mirrors take.
+                if read {
+                    shared.lock().web_run_time = asked.elapsed();
+                }
             }
             Err(Failed::Bytes(index)) => {
                 log::warn!(
@@ -278,17 +295,16 @@ enum Failed {
 }
 
 /// Pieces `first..end` in one ranged GET, each checked and delivered as soon as its bytes are in
-/// (`buf`: the worker's piece buffer).
-#[allow(clippy::too_many_arguments)]
+/// (`buf`: the worker's piece buffer; `id`, `slot`: the web seed's source and position;
+/// `started`: when the download started). Whether the whole run was read (not given up).
 fn get_run(
     shared: &Shared,
-    id: Source,
-    slot: usize,
+    (id, slot, started): (Source, usize, Instant),
     client: &Client,
     url: &Url,
     (first, end, alone): (u32, u32, bool),
     buf: &mut Vec<u8>,
-) -> Result<(), Failed> {
+) -> Result<bool, Failed> {
     let fail = |i: u32| move |why: String| Failed::Transfer(i, why);
     let last = end.saturating_sub(1);
     let (start, _) = shared
@@ -301,49 +317,93 @@ fn get_run(
         .ok_or_else(|| fail(first)("no such piece".into()))?;
     let stop = lstart.saturating_add(u64::from(llen));
     let mut body = get_range(client, url, start, stop, shared.meta.length).map_err(fail(first))?;
+    let run = Run {
+        id,
+        start: started,
+        end,
+    };
     for i in first..end {
         // Also when a node that was alone has peers now: the rest of the run is the herd's
         // to share out.
-        if given_up(shared, id, (i, end), alone) {
-            return Ok(());
+        if run.given_up(shared, i, At::Piece { alone }) {
+            return Ok(false);
         }
         let (_, len) = shared
             .meta
             .piece_span(i)
             .ok_or_else(|| fail(i)("no such piece".into()))?;
-        buf.resize(usize::try_from(len).unwrap_or(0), 0);
+        let len = usize::try_from(len).unwrap_or(0);
+        buf.resize(len, 0);
         // In chunks: a piece peers deliver while the mirror is still sending it (a loaded
         // mirror took 6 s a piece in a herd of 256) is not read on; the connection closes.
+        let mut read = 0usize;
         for chunk in buf.chunks_mut(CHUNK) {
             body.read_exact(chunk)
                 .map_err(|e| fail(i)(format!("reading the body: {e}")))?;
-            if given_up(shared, id, (i, end), false) {
-                return Ok(());
+            read = read.saturating_add(chunk.len());
+            if run.given_up(shared, i, At::Chunk { read, len }) {
+                return Ok(false);
             }
         }
         if !shared.deliver(id, i, buf, Some(slot)) {
             return Err(Failed::Bytes(i));
         }
     }
-    Ok(())
+    Ok(true)
 }
 
-/// Whether the rest of a run, pieces `i..end`, is no longer wanted: piece `i` is held (peers
-/// delivered it meanwhile, or the file is complete), or, with `alone`, the node that was alone
-/// has peers now. Then the pieces go back to the picker, the body is not read on, and dropping
-/// it closes the connection, so the origin stops sending bytes nobody needs.
-fn given_up(shared: &Shared, id: Source, (i, end): (u32, u32), alone: bool) -> bool {
-    let mut st = shared.lock();
-    let joined = alone && !st.conns.is_empty();
-    match st.picker() {
-        Some(p) if !p.has(i) && !joined => false,
-        Some(p) => {
-            for j in i..end {
-                p.release(id, j);
+/// A run of pieces a web seed is reading: its source, when the download started, and the
+/// end of the run.
+struct Run {
+    id: Source,
+    start: Instant,
+    end: u32,
+}
+
+/// Where a run is when it looks whether to go on.
+#[derive(Clone, Copy)]
+enum At {
+    /// Before piece `i`; `alone`: the run was asked by a node alone.
+    Piece { alone: bool },
+    /// Within piece `i`: `read` of its `len` bytes are in.
+    Chunk { read: usize, len: usize },
+}
+
+impl Run {
+    /// Whether the rest of the run, pieces `i..end`, is no longer wanted from the mirror:
+    /// - piece `i` is held (peers delivered it meanwhile, or the file is complete);
+    /// - the node would not pick it for the mirrors now ([`Picker::web_keeps`]: a peer has
+    ///   it, or the share shrank as the node learned how large the swarm is), unless half
+    ///   of it is in already (the rest costs less than the piece from someone else);
+    /// - with `alone`, the node that was alone has peers now.
+    ///
+    /// Then the pieces go back to the picker, the body is not read on, and dropping it closes
+    /// the connection, so the origin stops sending bytes nobody needs.
+    ///
+    /// [`Picker::web_keeps`]: picker::Picker::web_keeps
+    fn given_up(&self, shared: &Shared, i: u32, at: At) -> bool {
+        let mut st = shared.lock();
+        let joined = matches!(at, At::Piece { alone: true }) && !st.conns.is_empty();
+        let judged = match at {
+            At::Piece { .. } => true,
+            At::Chunk { read, len } => read.saturating_mul(2) < len,
+        };
+        let plan = judged.then(|| Plan::of(shared, &st, Instant::now(), self.start));
+        let within = st.share.widened;
+        let keep = match st.picker.as_ref() {
+            None => false,
+            Some(p) if p.has(i) || joined => false,
+            Some(p) => plan
+                .is_none_or(|plan| plan.alone || p.web_keeps(i, plan.any, plan.web_share(within))),
+        };
+        if !keep {
+            if let Some(p) = st.picker() {
+                for j in i..self.end {
+                    p.release(self.id, j);
+                }
             }
-            true
         }
-        None => true,
+        !keep
     }
 }
 
@@ -388,6 +448,7 @@ fn get_range(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::swarm::picker::Share;
     use crate::swarm::shared::tests::shared;
     use std::net::SocketAddr;
     use std::sync::atomic::Ordering;
@@ -441,6 +502,58 @@ mod tests {
         // No tracker count at all: nothing says how large the swarm is.
         let p = Plan::of(&s, &state(3, 3, 0, 0), later, t0);
         assert!(p.me.is_none());
+    }
+
+    #[test]
+    fn a_run_stops_at_a_piece_that_left_the_share_unless_half_of_it_is_in() {
+        let (_d, s) = shared(&[7u8; 64 * 1024], 1024);
+        s.announced.store(true, Ordering::Relaxed);
+        let t0 = Instant::now() - Duration::from_secs(1);
+        // A node that knew of one peer and heard a tracker count 3 took a third of the
+        // pieces (by its own order); it is fetching them all.
+        {
+            let mut st = s.lock();
+            *st = State {
+                picker: st.picker.take(),
+                ..state(1, 0, 3, 0)
+            };
+            let p = st.picker().unwrap();
+            while p.pick_web(9, false, 64, false, None).is_some() {}
+        }
+        let run = Run {
+            id: 9,
+            start: t0,
+            end: 64,
+        };
+        let third = Share::default().threshold(3);
+        let sixteenth = Share::default().threshold(16);
+        let ours = |share| {
+            let st = s.lock();
+            let p = st.picker.as_ref().unwrap();
+            (0..64)
+                .filter(|&i| p.web_keeps(i, true, WebShare::Order(share)))
+                .collect::<Vec<u32>>()
+        };
+        let (before, after) = (ours(third), ours(sixteenth));
+        let gone = *before.iter().find(|i| !after.contains(i)).unwrap();
+        let kept = *after.first().unwrap();
+        let chunk = |read| At::Chunk { read, len: 1024 };
+        assert!(!run.given_up(&s, gone, chunk(100)));
+        // The tracker now counts 16: a piece outside the new share is let go, unless half
+        // of it is in; one still in it is read on.
+        s.lock().tracker_swarm = 16;
+        assert!(!run.given_up(&s, gone, chunk(512)));
+        assert!(!run.given_up(&s, kept, chunk(100)));
+        assert!(run.given_up(&s, gone, chunk(100)));
+        // Given up: the rest of the run went back to the picker.
+        assert_eq!(
+            s.lock().picker.as_ref().unwrap().in_flight(9),
+            usize::try_from(gone).unwrap()
+        );
+        // Between pieces, a run a lone node asked stops once it has peers.
+        assert!(!run.given_up(&s, kept, At::Piece { alone: true }));
+        s.lock().conns.insert(1, addr(2));
+        assert!(run.given_up(&s, kept, At::Piece { alone: true }));
     }
 
     #[test]
