@@ -72,6 +72,37 @@ impl Share {
     }
 }
 
+/// How long the swarm a node sees must stop growing fast before its web seeds start.
+pub const SETTLE: Duration = Duration::from_millis(300);
+
+/// When the swarm a node sees last grew fast (by more than a quarter at once). A herd that
+/// starts together reaches the tracker over a second or more when the boot server's link is
+/// busy, so the first nodes hear a count of 41 where 256 are coming; each takes 1/41 of the
+/// pieces nobody has, and the herd's first wave asks the mirrors for the sum of those shares
+/// (2.7 times the image at 256 nodes). A node waits while its count still grows fast.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Growth {
+    /// The size when it last grew fast.
+    pub size: u32,
+    pub at: Option<Instant>,
+}
+
+impl Growth {
+    /// Notes the swarm's size as seen `now`.
+    pub fn note(&mut self, size: u32, now: Instant) {
+        if size > self.size.saturating_add(self.size / 4).max(1) {
+            self.size = size;
+            self.at = Some(now);
+        }
+    }
+
+    /// Whether it grew fast within [`SETTLE`] of `now`.
+    pub fn growing(&self, now: Instant) -> bool {
+        self.at
+            .is_some_and(|t| now.saturating_duration_since(t) < SETTLE)
+    }
+}
+
 /// A node's key in [`rank`]: its listening address, as every peer knows it.
 pub fn node_key(a: std::net::SocketAddr) -> u64 {
     let ip = match a.ip() {
@@ -665,6 +696,24 @@ mod tests {
         assert_eq!(p.complete(2, 1), vec![3]);
         assert_eq!(p.pick(3), None);
         assert_eq!(p.missing(), 3);
+    }
+
+    #[test]
+    fn a_swarm_grows_fast_by_more_than_a_quarter() {
+        let t0 = Instant::now();
+        let ms = |n| t0 + Duration::from_millis(n);
+        let mut g = Growth::default();
+        assert!(!g.growing(t0));
+        g.note(1, t0);
+        assert!(!g.growing(t0), "a node alone has not grown");
+        g.note(41, ms(0));
+        assert!(g.growing(ms(299)) && !g.growing(ms(300)));
+        // 41 to 51 is a quarter, not more: settled.
+        g.note(51, ms(200));
+        assert!(!g.growing(ms(300)));
+        g.note(52, ms(400));
+        assert!(g.growing(ms(600)) && !g.growing(ms(700)));
+        assert_eq!(g.size, 52);
     }
 
     #[test]

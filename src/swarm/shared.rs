@@ -4,7 +4,7 @@
 
 use super::choke::Chokes;
 use super::metainfo::Metainfo;
-use super::picker::{Picker, Share, Source};
+use super::picker::{Growth, Picker, Share, Source};
 use super::rate::Bucket;
 use crate::support::deadline::Deadline;
 use std::collections::{HashMap, HashSet};
@@ -98,6 +98,8 @@ pub struct State {
     pub tracker_seeds: Option<u32>,
     /// This node's share of the pieces nobody has yet: what it may take from web seeds.
     pub share: Share,
+    /// When the swarm this node sees last grew fast.
+    pub growth: Growth,
     /// Our listening address as peers see it (a connection's local address, our port).
     pub me: Option<SocketAddr>,
     /// Since when the web seeds found nothing in the share to fetch; `None` while they do.

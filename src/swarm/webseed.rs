@@ -137,7 +137,10 @@ impl Plan {
             wait.min(Duration::from_secs(1))
         };
         let connecting = !st.known.is_empty() && since_start < hear_for;
-        let early = !shared.meta.trackers.is_empty() && (unanswered || connecting);
+        // And while the swarm it sees still grows fast ([`picker::Growth`]), up to
+        // `peer_wait` from the start.
+        let growing = st.growth.growing(now) && since_start < wait;
+        let early = !shared.meta.trackers.is_empty() && (unanswered || connecting || growing);
         Plan {
             early,
             alone,
@@ -173,6 +176,8 @@ pub fn run(shared: Arc<Shared>, id: Source, slot: usize, url: Url, client: Clien
             if st.picker.as_ref().is_none_or(|p| p.is_complete()) {
                 return;
             }
+            let seen = st.swarm_size();
+            st.growth.note(seen, now);
             let plan = Plan::of(&shared, &st, now, start);
             let within = st.share.widened;
             let ranked = plan.me.is_some();
@@ -557,7 +562,7 @@ mod tests {
     }
 
     #[test]
-    fn the_first_bitfields_are_awaited_1_s_or_300_ms_without_seeds() {
+    fn the_first_bitfields_are_awaited_1_s_or_300_ms_without_seeds_and_while_the_swarm_grows() {
         let (_d, s) = shared(&[7u8; 4096], 1024);
         let t0 = Instant::now();
         let at = |ms| t0 + Duration::from_millis(ms);
@@ -569,6 +574,14 @@ mod tests {
         // A seed counted: its bitfield is worth a second.
         assert!(Plan::of(&s, &state(3, 3, 4, 1), at(900), t0).early);
         assert!(!Plan::of(&s, &state(3, 3, 4, 1), at(1000), t0).early);
+        // While the swarm it sees grows fast: 300 ms more, up to `peer_wait` from the start.
+        let mut growing = state(3, 3, 4, 0);
+        growing.growth.note(4, at(250));
+        assert!(Plan::of(&s, &growing, at(500), t0).early);
+        assert!(!Plan::of(&s, &growing, at(550), t0).early);
+        growing.growth.note(40, at(4900));
+        assert!(Plan::of(&s, &growing, at(4999), t0).early);
+        assert!(!Plan::of(&s, &growing, at(5000), t0).early);
         // Nobody to hear from: at once.
         assert!(!Plan::of(&s, &state(0, 0, 1, 0), at(0), t0).early);
         assert!(Plan::of(&s, &state(0, 0, 1, 0), at(0), t0).alone);
