@@ -297,6 +297,11 @@ impl Picker {
             .any(|(mine, (&avail, &active))| !mine && avail == 0 && active == 0)
     }
 
+    /// Whether a web seed is fetching some piece.
+    pub fn web_fetching(&self) -> bool {
+        self.web_active.iter().any(|&w| w > 0)
+    }
+
     /// Whether the peer has every piece (as far as its bitfield and haves say).
     pub fn peer_complete(&self, p: Source) -> bool {
         self.peers
@@ -719,7 +724,9 @@ mod tests {
     #[test]
     fn a_web_seed_keeps_a_piece_only_while_it_would_pick_it() {
         let mut p = Picker::new(64, 5);
+        assert!(!p.web_fetching());
         let (i, _) = p.pick_web(9, false, 1, false, None).unwrap();
+        assert!(p.web_fetching());
         assert!(p.web_keeps(i, false, WebShare::Order(None)));
         // A peer got it meanwhile: it comes from the peer, unless peers had their chance.
         let mut has = vec![false; 64];
@@ -736,6 +743,7 @@ mod tests {
         assert!((1..=12).contains(&kept), "{kept} of 64 in a 1/16 share");
         // Held: never.
         p.complete(9, i);
+        assert!(!p.web_fetching());
         assert!(!p.web_keeps(i, true, WebShare::Order(None)));
         assert!(
             !p.web_keeps(64, true, WebShare::Order(None)),

@@ -220,20 +220,22 @@ pub fn run(shared: Arc<Shared>, id: Source, slot: usize, url: Url, client: Clien
                     if plan.whole {
                         x.orphans()
                     } else {
-                        !x.peers_have_missing()
+                        // Nor while its own web seeds are still fetching: the other nodes
+                        // widen too, each round asks the mirrors for the missing pieces
+                        // about once more, and rounds faster than a loaded mirror answers
+                        // piled up (at 256 nodes, 11 requests for one piece within a
+                        // second). A node's own fetches time the rounds to the mirror's
+                        // pace now, where its last run's time (a first-wave piece took
+                        // 2.4 s at 64 nodes) held up the herd's last pieces for seconds.
+                        !x.peers_have_missing() && !x.web_fetching()
                     }
                 })
-                && {
-                    // Not before another node's run from the mirrors could have arrived: the
-                    // other nodes widen too, and each round asks the mirrors for the missing
-                    // pieces about once more. Rounds faster than a loaded mirror answers
-                    // piled up (at 256 nodes, 11 requests for one piece within a second).
+                && if plan.whole {
+                    // Not before another node's run from the mirrors could have arrived.
                     let after = WIDEN_AFTER.max(st.web_run_time);
-                    if plan.whole {
-                        st.share.widen_after(now, web_idle, after)
-                    } else {
-                        st.share.widen_after(now, plan.since, after)
-                    }
+                    st.share.widen_after(now, web_idle, after)
+                } else {
+                    st.share.widen(now, plan.since)
                 }
             {
                 log::debug!(
