@@ -98,8 +98,13 @@ impl Growth {
 
     /// Whether it grew fast within [`SETTLE`] of `now`.
     pub fn growing(&self, now: Instant) -> bool {
+        self.grew_within(now, SETTLE)
+    }
+
+    /// Whether it grew fast within `d` of `now`.
+    pub fn grew_within(&self, now: Instant, d: Duration) -> bool {
         self.at
-            .is_some_and(|t| now.saturating_duration_since(t) < SETTLE)
+            .is_some_and(|t| now.saturating_duration_since(t) < d)
     }
 }
 
