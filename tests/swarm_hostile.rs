@@ -1,7 +1,8 @@
 //! Hostile peers against `rustlive fetch torrent://…`: small fake peers in this test, listed by
 //! a fake tracker, each misbehaving one way — a piece with wrong bytes, a `have` for a piece
 //! that does not exist, a message longer than any allowed, a handshake for another torrent, a
-//! message flood, silence, a trickle. The download still ends byte-exact from the web seed,
+//! message flood, silence, a trickle, a peer that says it fetches every piece from the mirrors
+//! (`rl_fetching`) and never has one. The download still ends byte-exact from the web seed,
 //! every hostile peer is dropped (the wrong-bytes and other-torrent ones banned), and without a
 //! web seed the deadline still holds and nothing is left behind.
 
@@ -9,7 +10,7 @@ mod support;
 
 use rustlive::swarm::bencode::Encoder;
 use rustlive::swarm::metainfo::{InfoHash, Metainfo};
-use rustlive::swarm::wire::{self, Handshake, Message, HANDSHAKE_LEN};
+use rustlive::swarm::wire::{self, Fetching, Handshake, Message, HANDSHAKE_LEN, RL_FETCHING_ID};
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::process::Command;
@@ -29,6 +30,7 @@ enum Kind {
     Flood,
     Silent,
     Trickle,
+    ClaimsEverything,
 }
 
 fn read_msg(s: &mut TcpStream) -> Option<Message> {
@@ -84,6 +86,28 @@ fn serve(kind: Kind, s: &mut TcpStream, hash: InfoHash, pieces: u32) {
     )
     .is_err()
     {
+        return;
+    }
+    if let Kind::ClaimsEverything = kind {
+        // Every piece, again and again (only the first word on a piece counts), and words
+        // that name no piece of this torrent; for at most 30 s.
+        let all = Fetching {
+            first: 0,
+            count: pieces,
+            stopped: false,
+        };
+        for _ in 0..600 {
+            for payload in [all.encode(), b"d5:counti9999e5:firsti0ee".to_vec()] {
+                let m = Message::Extended {
+                    id: RL_FETCHING_ID,
+                    payload,
+                };
+                if !send(s, &m) {
+                    return;
+                }
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
         return;
     }
     send(
@@ -214,6 +238,7 @@ fn hostile_peers_are_dropped_and_the_web_seed_completes_the_file() {
         Kind::Flood,
         Kind::Silent,
         Kind::Trickle,
+        Kind::ClaimsEverything,
     ];
     let (server, image) = site(random_bytes(2 << 20, 5), &all, true);
     let d = tempfile::tempdir().unwrap();

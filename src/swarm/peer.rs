@@ -8,7 +8,10 @@
 
 use super::picker::Source;
 use super::shared::{Shared, State};
-use super::wire::{self, Handshake, Message, Pex, HANDSHAKE_LEN, MAX_REQUEST, UT_PEX_ID};
+use super::wire::{
+    self, Fetching, Handshake, Message, Pex, HANDSHAKE_LEN, MAX_FETCHING, MAX_REQUEST,
+    RL_FETCHING_ID, UT_PEX_ID,
+};
 use std::collections::VecDeque;
 use std::io::{ErrorKind, Read, Write};
 use std::net::{SocketAddr, TcpStream};
@@ -120,7 +123,11 @@ struct Conn<'a> {
     peer_choking: bool,
     peer_interested: bool,
     peer_pex: u8,
+    /// The id the peer wants `rl_fetching` sent with (0: it does not know it).
+    peer_fetching: u8,
     announced: usize,
+    /// How much of `State::fetching` the peer was told.
+    told: usize,
     current: Option<Current>,
     queue: VecDeque<(u32, u32, u32)>,
     last_recv: Instant,
@@ -226,7 +233,9 @@ fn run(
         peer_choking: true,
         peer_interested: false,
         peer_pex: 0,
+        peer_fetching: 0,
         announced: 0,
+        told: 0,
         current: None,
         queue: VecDeque::new(),
         last_recv: now,
@@ -463,6 +472,10 @@ impl Conn<'_> {
             Message::Extended { id: 0, payload } => {
                 if let Ok(h) = wire::parse_ext_handshake(&payload) {
                     self.peer_pex = h.ut_pex;
+                    if self.peer_fetching == 0 && h.rl_fetching != 0 {
+                        self.peer_fetching = h.rl_fetching;
+                        self.tell_fetching_now();
+                    }
                     if let Some(port) = h.port {
                         let listen = SocketAddr::new(self.addr.ip(), port);
                         let mut st = self.shared.lock();
@@ -477,10 +490,47 @@ impl Conn<'_> {
                         let me = SocketAddr::new(self.addr.ip(), self.shared.port);
                         self.shared.lock().learn(&p.added, Some(me));
                     }
+                } else if id == RL_FETCHING_ID {
+                    // Advisory: a malformed one is ignored, like an unknown message. A claim
+                    // holds for `peer_wait` at most, the time a piece may wait for peers.
+                    if let Ok(f) = Fetching::parse(&payload, pieces) {
+                        let until = now.checked_add(self.shared.limits.peer_wait).unwrap_or(now);
+                        if let Some(p) = self.shared.lock().picker() {
+                            if f.stopped {
+                                p.unclaim(f.first, f.count, now);
+                            } else {
+                                p.claim(f.first, f.count, until);
+                            }
+                        }
+                    }
                 }
             }
         }
         Ok(())
+    }
+
+    /// A peer that just said it knows `rl_fetching` hears which pieces our web seeds are
+    /// fetching now, then each change as it happens (in `tick`).
+    fn tell_fetching_now(&mut self) {
+        let runs = {
+            let st = self.shared.lock();
+            self.told = st.fetching.len();
+            st.picker
+                .as_ref()
+                .map(|p| p.web_runs(MAX_FETCHING))
+                .unwrap_or_default()
+        };
+        for (first, count) in runs {
+            let f = Fetching {
+                first,
+                count,
+                stopped: false,
+            };
+            self.send(&Message::Extended {
+                id: self.peer_fetching,
+                payload: f.encode(),
+            });
+        }
     }
 
     /// A block arrived: it must answer a request of ours.
@@ -588,6 +638,15 @@ impl Conn<'_> {
                 msgs.push(Message::Have(*i));
             }
             self.announced = st.completed.len();
+            if self.peer_fetching != 0 {
+                for f in st.fetching.get(self.told..).unwrap_or_default() {
+                    msgs.push(Message::Extended {
+                        id: self.peer_fetching,
+                        payload: f.encode(),
+                    });
+                }
+                self.told = st.fetching.len();
+            }
             // A piece someone else completed first (end game): cancel ours.
             if let Some(cur) = &self.current {
                 if st.picker.as_ref().is_some_and(|p| p.has(cur.index)) {

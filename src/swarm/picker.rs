@@ -173,6 +173,10 @@ pub struct Picker {
     peers: HashMap<Source, Vec<bool>>,
     /// The pieces each source is fetching.
     busy: HashMap<Source, Vec<u32>>,
+    /// Until when a connected peer's word that it fetches the piece from the mirrors
+    /// (`rl_fetching`) keeps our web seeds off it; `Some` once any peer said so: only the
+    /// first word counts, so no peer holds a piece back longer than one claim.
+    claimed: Vec<Option<Instant>>,
     seed: u64,
 }
 
@@ -189,6 +193,7 @@ impl Picker {
             webs: HashSet::new(),
             peers: HashMap::new(),
             busy: HashMap::new(),
+            claimed: vec![None; len],
             seed,
         }
     }
@@ -283,6 +288,38 @@ impl Picker {
         }
     }
 
+    /// A peer said it fetches pieces `first .. first + count` from the mirrors: our web seeds
+    /// leave them alone until `until` (unless peers had their chance). Only the first word
+    /// on a piece counts.
+    pub fn claim(&mut self, first: u32, count: u32, until: Instant) {
+        for i in first..first.saturating_add(count).min(self.n()) {
+            if let Some(c) = self.idx(i).and_then(|i| self.claimed.get_mut(i)) {
+                c.get_or_insert(until);
+            }
+        }
+    }
+
+    /// The peer no longer fetches pieces `first .. first + count`: their claims end `now`.
+    pub fn unclaim(&mut self, first: u32, count: u32, now: Instant) {
+        for i in first..first.saturating_add(count).min(self.n()) {
+            if let Some(Some(c)) = self.idx(i).and_then(|i| self.claimed.get_mut(i)) {
+                *c = (*c).min(now);
+            }
+        }
+    }
+
+    fn n(&self) -> u32 {
+        u32::try_from(self.have.len()).unwrap_or(u32::MAX)
+    }
+
+    fn claimed(&self, i: usize, now: Instant) -> bool {
+        self.claimed
+            .get(i)
+            .copied()
+            .flatten()
+            .is_some_and(|until| now < until)
+    }
+
     /// Whether some connected peer has a piece we lack: then the node is slow, not idle, and
     /// must not widen its share of the mirrors' pieces ([`Share`]).
     pub fn peers_have_missing(&self) -> bool {
@@ -300,6 +337,27 @@ impl Picker {
             .iter()
             .zip(self.avail.iter().zip(&self.active))
             .any(|(mine, (&avail, &active))| !mine && avail == 0 && active == 0)
+    }
+
+    /// The pieces web seeds are fetching, as runs of at most `max` consecutive pieces
+    /// `(first, count)`: what a newly connected peer is told ([`Picker::claim`]).
+    pub fn web_runs(&self, max: u32) -> Vec<(u32, u32)> {
+        let mut runs: Vec<(u32, u32)> = Vec::new();
+        for (i, &w) in self.web_active.iter().enumerate() {
+            let Ok(i) = u32::try_from(i) else { break };
+            if w == 0 {
+                continue;
+            }
+            match runs.last_mut() {
+                Some((first, count))
+                    if first.saturating_add(*count) == i && *count < max.max(1) =>
+                {
+                    *count = count.saturating_add(1);
+                }
+                _ => runs.push((i, 1)),
+            }
+        }
+        runs
     }
 
     /// Whether a web seed is fetching some piece.
@@ -403,7 +461,13 @@ impl Picker {
         in_order: bool,
         share: Option<u64>,
     ) -> Option<(u32, u32)> {
-        self.pick_web_in(w, any, max, in_order, WebShare::Order(share))
+        self.pick_web_in(
+            w,
+            (any, Instant::now()),
+            max,
+            in_order,
+            WebShare::Order(share),
+        )
     }
 
     /// [`Picker::pick_web`] for a node connected to the whole swarm: the pieces it ranks
@@ -423,7 +487,7 @@ impl Picker {
             members,
             within,
         };
-        self.pick_web_in(w, any, max, false, share)
+        self.pick_web_in(w, (any, Instant::now()), max, false, share)
     }
 
     /// Whether a web seed fetching piece `i` should go on, by the rule that picks pieces for
@@ -453,11 +517,13 @@ impl Picker {
         }
     }
 
-    /// [`Picker::pick_web`] or [`Picker::pick_web_ranked`], by `share`.
+    /// [`Picker::pick_web`] or [`Picker::pick_web_ranked`], by `share`, at `now`: pieces a
+    /// connected peer said it fetches from the mirrors ([`Picker::claim`]) are left to it
+    /// until peers had their chance (`any`).
     pub fn pick_web_in(
         &mut self,
         w: Source,
-        any: bool,
+        (any, now): (bool, Instant),
         max: u32,
         in_order: bool,
         share: WebShare,
@@ -465,7 +531,9 @@ impl Picker {
         self.webs.insert(w);
         let free = |p: &Picker, i: usize| {
             let active = p.active.get(i).copied().unwrap_or(1);
-            active == 0 && u32::try_from(i).is_ok_and(|x| p.web_keeps(x, any, share))
+            active == 0
+                && (any || !p.claimed(i, now))
+                && u32::try_from(i).is_ok_and(|x| p.web_keeps(x, any, share))
         };
         let mut best: Option<(u64, usize)> = None;
         for i in 0..self.have.len() {
@@ -766,6 +834,42 @@ mod tests {
         assert!(p.peer_complete(1) && p.is_complete());
         p.peer_bitfield(2, vec![true; 3]);
         assert!(p.peer_complete(2));
+    }
+
+    #[test]
+    fn a_piece_a_peer_fetches_from_the_mirrors_is_left_to_it_for_a_while() {
+        let t = Instant::now();
+        let later = t + Duration::from_secs(5);
+        let mut p = Picker::new(4, 0);
+        p.claim(0, 3, later);
+        let pick =
+            |p: &mut Picker, any, now| p.pick_web_in(9, (any, now), 8, true, WebShare::Order(None));
+        assert_eq!(pick(&mut p, false, t), Some((3, 1)));
+        assert_eq!(pick(&mut p, false, t), None);
+        // Peers had their chance: anything.
+        assert_eq!(pick(&mut p, true, t), Some((0, 3)));
+        p.remove(9);
+        // The claim ran out.
+        assert_eq!(pick(&mut p, false, later), Some((0, 4)));
+        p.remove(9);
+        // A peer that stopped fetching gives the piece back at once; a second word on a piece
+        // does not renew its claim.
+        p.unclaim(1, 1, t);
+        p.claim(0, 2, later + Duration::from_secs(60));
+        assert_eq!(pick(&mut p, false, t), Some((1, 1)));
+        assert_eq!(pick(&mut p, false, later), Some((0, 1)));
+        // What our own web seeds fetch, for a peer that just connected.
+        let mut q = Picker::new(10, 0);
+        assert_eq!(
+            q.pick_web_in(9, (false, t), 8, true, WebShare::Order(None)),
+            Some((0, 8))
+        );
+        q.release(9, 3);
+        assert_eq!(q.web_runs(3), [(0, 3), (4, 3), (7, 1)]);
+        // Claims past the last piece are ignored.
+        p.claim(3, u32::MAX, later);
+        assert_eq!(pick(&mut p, false, t), None);
+        assert_eq!(pick(&mut p, false, later), Some((2, 2)));
     }
 
     #[test]

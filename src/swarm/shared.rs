@@ -6,6 +6,7 @@ use super::choke::Chokes;
 use super::metainfo::Metainfo;
 use super::picker::{Growth, Picker, Share, Source};
 use super::rate::Bucket;
+use super::wire::Fetching;
 use crate::support::deadline::Deadline;
 use std::collections::{HashMap, HashSet};
 use std::fs::File;
@@ -83,6 +84,9 @@ pub struct State {
     pub peer_ids: HashMap<Source, [u8; 20]>,
     /// Completed pieces in order, so each connection can announce them (`have`).
     pub completed: Vec<u32>,
+    /// What the web seeds started and stopped fetching, in order, so each connection can tell
+    /// peers that understand `rl_fetching`.
+    pub fetching: Vec<Fetching>,
     pub buffered: u64,
     /// Who holds the upload slots.
     pub chokes: Chokes,
@@ -117,6 +121,21 @@ pub struct State {
 }
 
 impl State {
+    /// Notes for peers that our web seeds started (or, with `stopped`, gave up) fetching
+    /// pieces `first .. end` from the mirrors.
+    pub fn tell_fetching(&mut self, first: u32, end: u32, stopped: bool) {
+        let mut at = first;
+        while at < end {
+            let count = end.saturating_sub(at).min(super::wire::MAX_FETCHING);
+            self.fetching.push(Fetching {
+                first: at,
+                count,
+                stopped,
+            });
+            at = at.saturating_add(count);
+        }
+    }
+
     /// The swarm's size as this node can tell: the tracker's count, or the peers it knows of
     /// or is connected to and itself, whichever is larger. A connected peer's address is
     /// usually also in `known` (the one we dialled, or the listening port an incoming peer

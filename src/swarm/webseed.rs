@@ -218,10 +218,13 @@ pub fn run(shared: Arc<Shared>, id: Source, slot: usize, url: Url, client: Clien
                 None
             } else {
                 st.picker()
-                    .and_then(|x| x.pick_web_in(id, any, max, alone, share))
+                    .and_then(|x| x.pick_web_in(id, (any, now), max, alone, share))
             };
-            if picked.is_some() {
+            if let Some((first, count)) = picked {
                 st.web_idle_since = None;
+                if !alone {
+                    st.tell_fetching(first, first.saturating_add(count), false);
+                }
             }
             let web_idle = *st.web_idle_since.get_or_insert(now);
             // Nothing left in its share: the herd left pieces in nobody's share (about e⁻¹
@@ -293,17 +296,22 @@ pub fn run(shared: Arc<Shared>, id: Source, slot: usize, url: Url, client: Clien
                 log::warn!(
                     "web seed {shown} served piece {index} with other bytes than the torrent's: not used again"
                 );
-                if let Some(p) = shared.lock().picker() {
+                let mut st = shared.lock();
+                if let Some(p) = st.picker() {
                     p.remove(id);
                 }
+                st.tell_fetching(first, end, true);
                 return;
             }
             Err(Failed::Transfer(index, why)) => {
-                if let Some(p) = shared.lock().picker() {
+                let mut st = shared.lock();
+                if let Some(p) = st.picker() {
                     for i in index..end {
                         p.release(id, i);
                     }
                 }
+                st.tell_fetching(index, end, true);
+                drop(st);
                 log::info!(
                     "web seed {shown}, piece {index}: {why}; retrying in {} ms",
                     backoff.as_millis()
@@ -430,6 +438,7 @@ impl Run {
                     p.release(self.id, j);
                 }
             }
+            st.tell_fetching(i, self.end, true);
         }
         !keep
     }

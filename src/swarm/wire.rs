@@ -1,7 +1,8 @@
 //! The peer wire protocol (BEP 3), pure: the handshake, the length-prefixed messages with a hard
 //! size limit, the fast extension's messages (BEP 6, understood when a peer sends them), the
-//! extension protocol's handshake (BEP 10) and peer exchange (BEP 11, `ut_pex`). Parsing takes
-//! bytes and returns typed messages or an error; nothing here touches a socket.
+//! extension protocol's handshake (BEP 10), peer exchange (BEP 11, `ut_pex`) and rustlive's own
+//! `rl_fetching` (which pieces a node is fetching from the mirrors). Parsing takes bytes and
+//! returns typed messages or an error; nothing here touches a socket.
 
 use super::bencode::{self, Encoder, Value};
 use super::metainfo::InfoHash;
@@ -15,6 +16,11 @@ pub const BLOCK: u32 = 16 * 1024;
 pub const MAX_REQUEST: u32 = 128 * 1024;
 /// Our own extended-message id for `ut_pex` (BEP 10: each side picks its own ids).
 pub const UT_PEX_ID: u8 = 1;
+/// Our own extended-message id for `rl_fetching` ([`Fetching`]).
+pub const RL_FETCHING_ID: u8 = 2;
+/// Most pieces one `rl_fetching` message may name (a web seed run is at most 4 MiB: 256 pieces
+/// of the smallest size, 16 KiB).
+pub const MAX_FETCHING: u32 = 256;
 /// Most peers taken from one PEX message (BEP 11 suggests at most 50 added per message).
 pub const MAX_PEX_PEERS: usize = 200;
 
@@ -380,14 +386,20 @@ pub fn parse_bitfield(b: &[u8], pieces: u32) -> Option<Vec<bool>> {
 pub struct ExtHandshake {
     /// The id the peer wants its `ut_pex` messages sent with (0: none).
     pub ut_pex: u8,
+    /// The id the peer wants its `rl_fetching` messages sent with (0: none; other clients
+    /// do not know it and never get one).
+    pub rl_fetching: u8,
     /// The port the peer listens on.
     pub port: Option<u16>,
 }
 
-/// Our extension handshake: `ut_pex` under [`UT_PEX_ID`], our listening port.
+/// Our extension handshake: `rl_fetching` under [`RL_FETCHING_ID`], `ut_pex` under
+/// [`UT_PEX_ID`], our listening port.
 pub fn ext_handshake(port: u16, pex: bool) -> Vec<u8> {
     let mut e = Encoder::default();
+    // Keys in sorted order (bencode's rule for dictionaries).
     e.dict().str("m").dict();
+    e.str("rl_fetching").int(i64::from(RL_FETCHING_ID));
     if pex {
         e.str("ut_pex").int(i64::from(UT_PEX_ID));
     }
@@ -404,18 +416,24 @@ pub fn parse_ext_handshake(payload: &[u8]) -> Result<ExtHandshake, WireError> {
     if v.raw_dict().is_none() {
         return Err(WireError::BadExtension);
     }
-    let ut_pex = v
-        .get("m")
-        .and_then(|m| m.get("ut_pex"))
-        .and_then(Value::as_int)
-        .and_then(|i| u8::try_from(i).ok())
-        .unwrap_or(0);
+    let id = |name: &str| {
+        v.get("m")
+            .and_then(|m| m.get(name))
+            .and_then(Value::as_int)
+            .and_then(|i| u8::try_from(i).ok())
+            .unwrap_or(0)
+    };
+    let (ut_pex, rl_fetching) = (id("ut_pex"), id("rl_fetching"));
     let port = v
         .get("p")
         .and_then(Value::as_int)
         .and_then(|p| u16::try_from(p).ok())
         .filter(|&p| p != 0);
-    Ok(ExtHandshake { ut_pex, port })
+    Ok(ExtHandshake {
+        ut_pex,
+        rl_fetching,
+        port,
+    })
 }
 
 /// A peer exchange message (BEP 11): peers that joined and left since the last one.
@@ -492,6 +510,59 @@ pub fn encode_pex(p: &Pex) -> Vec<u8> {
     e.str("dropped6").bytes(&compact(&p.dropped, true));
     e.end();
     e.out
+}
+
+/// `rl_fetching`: pieces `first .. first + count` a node started fetching from the mirrors
+/// (`stopped`: it no longer does, without having them). Peers that hear it leave those pieces
+/// to it for a while instead of asking the mirrors for them too: a herd's first requests are
+/// made before anyone holds a piece, and a piece in flight from a loaded mirror is invisible to
+/// the herd for seconds. Advisory: a node that does not deliver costs the others that while.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Fetching {
+    pub first: u32,
+    pub count: u32,
+    pub stopped: bool,
+}
+
+impl Fetching {
+    /// `d5:counti<n>e5:firsti<n>e7:stoppedi<0|1>ee`.
+    pub fn encode(&self) -> Vec<u8> {
+        let mut e = Encoder::default();
+        e.dict();
+        e.str("count").int(i64::from(self.count));
+        e.str("first").int(i64::from(self.first));
+        e.str("stopped").int(i64::from(self.stopped));
+        e.end();
+        e.out
+    }
+
+    /// The message, when it names 1 to [`MAX_FETCHING`] pieces within `pieces`.
+    pub fn parse(payload: &[u8], pieces: u32) -> Result<Fetching, WireError> {
+        let v = bencode::decode(payload).map_err(|_| WireError::BadExtension)?;
+        let int = |k: &str| {
+            v.get(k)
+                .and_then(Value::as_int)
+                .and_then(|i| u32::try_from(i).ok())
+        };
+        let (first, count) = int("first")
+            .zip(int("count"))
+            .ok_or(WireError::BadExtension)?;
+        let stopped = match int("stopped") {
+            None | Some(0) => false,
+            Some(1) => true,
+            Some(_) => return Err(WireError::BadExtension),
+        };
+        let fits = (1..=MAX_FETCHING).contains(&count)
+            && first.checked_add(count).is_some_and(|end| end <= pieces);
+        if !fits {
+            return Err(WireError::BadExtension);
+        }
+        Ok(Fetching {
+            first,
+            count,
+            stopped,
+        })
+    }
 }
 
 #[cfg(test)]
@@ -590,6 +661,7 @@ mod tests {
             h,
             ExtHandshake {
                 ut_pex: UT_PEX_ID,
+                rl_fetching: RL_FETCHING_ID,
                 port: Some(6881)
             }
         );
@@ -603,6 +675,33 @@ mod tests {
         assert_eq!(parse_pex(&encode_pex(&p)), Ok(p));
         assert_eq!(parse_pex(b"d5:added5:abcdee"), Err(WireError::BadExtension));
         assert_eq!(parse_pex(b"le"), Err(WireError::BadExtension));
+    }
+
+    #[test]
+    fn fetching_names_pieces_of_the_torrent() {
+        let f = Fetching {
+            first: 3,
+            count: 2,
+            stopped: false,
+        };
+        assert_eq!(f.encode(), b"d5:counti2e5:firsti3e7:stoppedi0ee");
+        assert_eq!(Fetching::parse(&f.encode(), 5), Ok(f));
+        // Past the last piece, none, too many, a negative index, a bad flag, not a dict.
+        for bad in [
+            &b"d5:counti2e5:firsti4ee"[..],
+            b"d5:counti0e5:firsti0ee",
+            b"d5:counti257e5:firsti0ee",
+            b"d5:counti1e5:firsti-1ee",
+            b"d5:counti1e5:firsti0e7:stoppedi2ee",
+            b"li1ei2ee",
+        ] {
+            assert_eq!(Fetching::parse(bad, 5), Err(WireError::BadExtension));
+        }
+        // Without `stopped`: fetching.
+        assert_eq!(
+            Fetching::parse(b"d5:counti1e5:firsti0ee", 5).map(|f| f.stopped),
+            Ok(false)
+        );
     }
 
     proptest! {
@@ -647,6 +746,20 @@ mod tests {
         fn any_pex_parses_or_errs(p in proptest::collection::vec(any::<u8>(), 0..128)) {
             let _ = parse_pex(&p);
             let _ = parse_ext_handshake(&p);
+        }
+
+        #[test]
+        fn any_fetching_parses_or_errs(p in proptest::collection::vec(any::<u8>(), 0..64), pieces in 0u32..1000) {
+            if let Ok(f) = Fetching::parse(&p, pieces) {
+                prop_assert!(f.count >= 1 && f.count <= MAX_FETCHING);
+                prop_assert!(u64::from(f.first) + u64::from(f.count) <= u64::from(pieces));
+            }
+        }
+
+        #[test]
+        fn fetching_round_trips(first in 0u32..1000, count in 1u32..=MAX_FETCHING, stopped in any::<bool>()) {
+            let f = Fetching { first, count, stopped };
+            prop_assert_eq!(Fetching::parse(&f.encode(), first + count), Ok(f));
         }
 
         #[test]
