@@ -60,6 +60,15 @@ impl Share {
         self.widen_after(now, idle_since, WIDEN_AFTER)
     }
 
+    /// How long a node that sees part of the swarm waits before its next round:
+    /// [`WIDEN_AFTER`], twice as long each round after the first, at most `cap`.
+    pub fn backed_off(&self, cap: Duration) -> Duration {
+        let doubled = 1u32
+            .checked_shl(self.widened.saturating_sub(1))
+            .unwrap_or(u32::MAX);
+        WIDEN_AFTER.saturating_mul(doubled).min(cap)
+    }
+
     /// [`Share::widen`] after being idle for `after` instead.
     pub fn widen_after(&mut self, now: Instant, idle_since: Instant, after: Duration) -> bool {
         let from = self.since.map_or(idle_since, |s| s.max(idle_since));
@@ -774,6 +783,27 @@ mod tests {
         assert_eq!(p.complete(2, 1), vec![3]);
         assert_eq!(p.pick(3), None);
         assert_eq!(p.missing(), 3);
+    }
+
+    #[test]
+    fn each_round_waits_twice_as_long_up_to_the_cap() {
+        let cap = Duration::from_secs(5);
+        let waits: Vec<u128> = (1..=7)
+            .map(|widened| {
+                Share {
+                    widened,
+                    since: None,
+                }
+                .backed_off(cap)
+                .as_millis()
+            })
+            .collect();
+        assert_eq!(waits, [300, 600, 1200, 2400, 4800, 5000, 5000]);
+        let far = Share {
+            widened: u32::MAX,
+            since: None,
+        };
+        assert_eq!(far.backed_off(cap), cap);
     }
 
     #[test]
