@@ -145,6 +145,8 @@ struct Conn<'a> {
     flow_noted: Instant,
     /// The last queued request waited for the upload cap.
     capped: bool,
+    /// The peer sent something after its handshake (counted in `State::peers_heard`).
+    heard: bool,
 }
 
 fn run(
@@ -253,6 +255,7 @@ fn run(
         served: false,
         flow_noted: now.checked_sub(FLOW_NOTE).unwrap_or(now),
         capped: false,
+        heard: false,
     };
     if h.extensions() {
         let payload = wire::ext_handshake(shared.port, shared.pex);
@@ -379,6 +382,13 @@ impl Conn<'_> {
                 }
             }
             rbuf.drain(..at);
+            // After every whole frame of this read: a peer's bitfield comes with its first
+            // messages.
+            if at > 0 && !self.heard {
+                self.heard = true;
+                let mut st = self.shared.lock();
+                st.peers_heard = st.peers_heard.saturating_add(1);
+            }
             if let Err(e) = self.tick(now) {
                 return e;
             }

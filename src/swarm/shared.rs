@@ -96,6 +96,9 @@ pub struct State {
     /// When a peer last sent us piece bytes (a block, noted at most every `FLOW_NOTE` per
     /// connection, or a whole piece): whether peers are making progress for us, however slowly.
     pub last_from_peers: Option<Instant>,
+    /// Connections that sent something after their handshake (their pieces, if any, are
+    /// known).
+    pub peers_heard: u32,
     /// The largest swarm a tracker counted (seeds and leechers, this node included).
     pub tracker_swarm: u32,
     /// The seeds the last tracker answer counted; `None` until one said.

@@ -153,7 +153,12 @@ impl Plan {
         } else {
             wait.min(Duration::from_secs(1))
         };
-        let connecting = !st.known.is_empty() && since_start < hear_for;
+        // Until a peer told what it has, when there are peers to hear from: a node that
+        // comes late to a herd finds the first peers it dials full, and one that took the
+        // silence for a swarm without pieces asked the mirrors for its share of a herd that
+        // held the whole image (at 256 nodes, 50 nodes 10 s late).
+        let connecting = !st.known.is_empty()
+            && (since_start < hear_for || st.peers_heard == 0 && since_start < wait);
         // And while the swarm it sees still grows fast ([`picker::Growth`]), up to
         // `peer_wait` from the start.
         let growing = st.growth.growing(now) && since_start < wait;
@@ -509,6 +514,7 @@ mod tests {
             me: Some(addr(1)),
             tracker_swarm: counted,
             tracker_seeds: Some(seeds),
+            peers_heard: u32::try_from(conns).unwrap(),
             ..State::default()
         };
         for i in 0..known {
@@ -602,7 +608,7 @@ mod tests {
     }
 
     #[test]
-    fn the_first_bitfields_are_awaited_1_s_or_300_ms_without_seeds_and_while_the_swarm_grows() {
+    fn web_seeds_wait_for_the_first_bitfields_a_peer_and_a_growing_swarm() {
         let (_d, s) = shared(&[7u8; 4096], 1024);
         let t0 = Instant::now();
         let at = |ms| t0 + Duration::from_millis(ms);
@@ -630,6 +636,13 @@ mod tests {
         growing.growth.note(40, at(4900));
         assert!(Plan::of(&s, &growing, at(4999), t0).early);
         assert!(!Plan::of(&s, &growing, at(5000), t0).early);
+        // No peer told what it has yet (the ones dialled are full): up to `peer_wait`.
+        let unheard = State {
+            peers_heard: 0,
+            ..state(3, 3, 4, 0)
+        };
+        assert!(Plan::of(&s, &unheard, at(4999), t0).early);
+        assert!(!Plan::of(&s, &unheard, at(5000), t0).early);
         // Nobody to hear from: at once.
         assert!(!Plan::of(&s, &state(0, 0, 1, 0), at(0), t0).early);
         assert!(Plan::of(&s, &state(0, 0, 1, 0), at(0), t0).alone);
