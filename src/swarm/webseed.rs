@@ -96,7 +96,14 @@ impl Plan {
             && st.tracker_swarm <= 1
             && (shared.meta.trackers.is_empty() || shared.announced.load(Ordering::Relaxed));
         let bytes = if alone { RUN_ALONE } else { RUN };
-        let max = u32::try_from(bytes.div_ceil(u64::from(shared.meta.piece_length))).unwrap_or(1);
+        // Trackers that have not answered by `peer_wait` (a busy one took 5 s at 256 nodes)
+        // may name a whole herd any moment: one piece per request meanwhile, so what the
+        // answer makes unwanted is one piece, not a 4 MiB run already on its way.
+        let max = if shared.announced.load(Ordering::Relaxed) || shared.meta.trackers.is_empty() {
+            u32::try_from(bytes.div_ceil(u64::from(shared.meta.piece_length))).unwrap_or(1)
+        } else {
+            1
+        };
         let swarm = st.swarm_size();
         let since_start = now.saturating_duration_since(start);
         let young = !alone && st.growth.grew_within(now, YOUNG) && since_start < wait;
@@ -612,9 +619,13 @@ mod tests {
         let (_d, s) = shared(&[7u8; 4096], 1024);
         let t0 = Instant::now();
         let at = |ms| t0 + Duration::from_millis(ms);
-        // Before the trackers answered: nothing, up to `peer_wait`.
+        // Before the trackers answered: nothing, up to `peer_wait`; then one piece per
+        // request until they do.
         assert!(Plan::of(&s, &state(3, 3, 4, 0), at(2000), t0).early);
+        let unanswered = Plan::of(&s, &state(0, 0, 1, 0), at(5000), t0);
+        assert!(!unanswered.early && !unanswered.alone && unanswered.max == 1);
         s.announced.store(true, Ordering::Relaxed);
+        assert!(Plan::of(&s, &state(0, 0, 1, 0), at(5000), t0).max > 1);
         assert!(Plan::of(&s, &state(3, 3, 4, 0), at(200), t0).early);
         assert!(!Plan::of(&s, &state(3, 3, 4, 0), at(300), t0).early);
         // A seed counted: its bitfield is worth a second.
