@@ -95,6 +95,7 @@ fn serve(kind: Kind, s: &mut TcpStream, hash: InfoHash, pieces: u32) {
             first: 0,
             count: pieces,
             stopped: false,
+            relayed: false,
         };
         for _ in 0..600 {
             for payload in [all.encode(), b"d5:counti9999e5:firsti0ee".to_vec()] {

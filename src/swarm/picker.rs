@@ -299,22 +299,29 @@ impl Picker {
 
     /// A peer said it fetches pieces `first .. first + count` from the mirrors: our web seeds
     /// leave them alone until `until` (unless peers had their chance). Only the first word
-    /// on a piece counts.
-    pub fn claim(&mut self, first: u32, count: u32, until: Instant) {
+    /// on a piece counts. Whether this was the first word on some piece.
+    pub fn claim(&mut self, first: u32, count: u32, until: Instant) -> bool {
+        let mut new = false;
         for i in first..first.saturating_add(count).min(self.n()) {
             if let Some(c) = self.idx(i).and_then(|i| self.claimed.get_mut(i)) {
+                new |= c.is_none();
                 c.get_or_insert(until);
             }
         }
+        new
     }
 
     /// The peer no longer fetches pieces `first .. first + count`: their claims end `now`.
-    pub fn unclaim(&mut self, first: u32, count: u32, now: Instant) {
+    /// Whether some claim was still running.
+    pub fn unclaim(&mut self, first: u32, count: u32, now: Instant) -> bool {
+        let mut ended = false;
         for i in first..first.saturating_add(count).min(self.n()) {
             if let Some(Some(c)) = self.idx(i).and_then(|i| self.claimed.get_mut(i)) {
+                ended |= now < *c;
                 *c = (*c).min(now);
             }
         }
+        ended
     }
 
     fn n(&self) -> u32 {
@@ -871,7 +878,11 @@ mod tests {
         let t = Instant::now();
         let later = t + Duration::from_secs(5);
         let mut p = Picker::new(4, 0);
-        p.claim(0, 3, later);
+        assert!(p.claim(0, 3, later));
+        assert!(
+            !p.claim(1, 2, later),
+            "a second word on a piece is not news"
+        );
         let pick =
             |p: &mut Picker, any, now| p.pick_web_in(9, (any, now), 8, true, WebShare::Order(None));
         assert_eq!(pick(&mut p, false, t), Some((3, 1)));
@@ -884,8 +895,9 @@ mod tests {
         p.remove(9);
         // A peer that stopped fetching gives the piece back at once; a second word on a piece
         // does not renew its claim.
-        p.unclaim(1, 1, t);
-        p.claim(0, 2, later + Duration::from_secs(60));
+        assert!(p.unclaim(1, 1, t));
+        assert!(!p.unclaim(1, 1, t));
+        assert!(!p.claim(0, 2, later + Duration::from_secs(60)));
         assert_eq!(pick(&mut p, false, t), Some((1, 1)));
         assert_eq!(pick(&mut p, false, later), Some((0, 1)));
         // What our own web seeds fetch, for a peer that just connected.
@@ -897,7 +909,7 @@ mod tests {
         q.release(9, 3);
         assert_eq!(q.web_runs(3), [(0, 3), (4, 3), (7, 1)]);
         // Claims past the last piece are ignored.
-        p.claim(3, u32::MAX, later);
+        assert!(p.claim(3, u32::MAX, later));
         assert_eq!(pick(&mut p, false, t), None);
         assert_eq!(pick(&mut p, false, later), Some((2, 2)));
     }

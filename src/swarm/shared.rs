@@ -84,9 +84,10 @@ pub struct State {
     pub peer_ids: HashMap<Source, [u8; 20]>,
     /// Completed pieces in order, so each connection can announce them (`have`).
     pub completed: Vec<u32>,
-    /// What the web seeds started and stopped fetching, in order, so each connection can tell
-    /// peers that understand `rl_fetching`.
-    pub fetching: Vec<Fetching>,
+    /// What the web seeds started and stopped fetching, and what peers said of theirs (to
+    /// pass on once, to every connection but the one it came from), in order, so each
+    /// connection can tell peers that understand `rl_fetching`.
+    pub fetching: Vec<(Fetching, Option<Source>)>,
     pub buffered: u64,
     /// Who holds the upload slots.
     pub chokes: Chokes,
@@ -130,11 +131,13 @@ impl State {
         let mut at = first;
         while at < end {
             let count = end.saturating_sub(at).min(super::wire::MAX_FETCHING);
-            self.fetching.push(Fetching {
+            let f = Fetching {
                 first: at,
                 count,
                 stopped,
-            });
+                relayed: false,
+            };
+            self.fetching.push((f, None));
             at = at.saturating_add(count);
         }
     }

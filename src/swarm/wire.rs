@@ -517,20 +517,23 @@ pub fn encode_pex(p: &Pex) -> Vec<u8> {
 /// to it for a while instead of asking the mirrors for them too: a herd's first requests are
 /// made before anyone holds a piece, and a piece in flight from a loaded mirror is invisible to
 /// the herd for seconds. Advisory: a node that does not deliver costs the others that while.
+/// `relayed`: passed on by a node that heard it from the fetching one (not passed on again).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Fetching {
     pub first: u32,
     pub count: u32,
     pub stopped: bool,
+    pub relayed: bool,
 }
 
 impl Fetching {
-    /// `d5:counti<n>e5:firsti<n>e7:stoppedi<0|1>ee`.
+    /// `d5:counti<n>e5:firsti<n>e7:relayedi<0|1>e7:stoppedi<0|1>ee`.
     pub fn encode(&self) -> Vec<u8> {
         let mut e = Encoder::default();
         e.dict();
         e.str("count").int(i64::from(self.count));
         e.str("first").int(i64::from(self.first));
+        e.str("relayed").int(i64::from(self.relayed));
         e.str("stopped").int(i64::from(self.stopped));
         e.end();
         e.out
@@ -547,11 +550,12 @@ impl Fetching {
         let (first, count) = int("first")
             .zip(int("count"))
             .ok_or(WireError::BadExtension)?;
-        let stopped = match int("stopped") {
-            None | Some(0) => false,
-            Some(1) => true,
-            Some(_) => return Err(WireError::BadExtension),
+        let flag = |k: &str| match v.get(k).map(Value::as_int) {
+            None | Some(Some(0)) => Ok(false),
+            Some(Some(1)) => Ok(true),
+            Some(_) => Err(WireError::BadExtension),
         };
+        let (stopped, relayed) = (flag("stopped")?, flag("relayed")?);
         let fits = (1..=MAX_FETCHING).contains(&count)
             && first.checked_add(count).is_some_and(|end| end <= pieces);
         if !fits {
@@ -561,6 +565,7 @@ impl Fetching {
             first,
             count,
             stopped,
+            relayed,
         })
     }
 }
@@ -683,8 +688,12 @@ mod tests {
             first: 3,
             count: 2,
             stopped: false,
+            relayed: true,
         };
-        assert_eq!(f.encode(), b"d5:counti2e5:firsti3e7:stoppedi0ee");
+        assert_eq!(
+            f.encode(),
+            b"d5:counti2e5:firsti3e7:relayedi1e7:stoppedi0ee"
+        );
         assert_eq!(Fetching::parse(&f.encode(), 5), Ok(f));
         // Past the last piece, none, too many, a negative index, a bad flag, not a dict.
         for bad in [
@@ -693,14 +702,15 @@ mod tests {
             b"d5:counti257e5:firsti0ee",
             b"d5:counti1e5:firsti-1ee",
             b"d5:counti1e5:firsti0e7:stoppedi2ee",
+            b"d5:counti1e5:firsti0e7:relayedi-1ee",
             b"li1ei2ee",
         ] {
             assert_eq!(Fetching::parse(bad, 5), Err(WireError::BadExtension));
         }
-        // Without `stopped`: fetching.
+        // Without `stopped` and `relayed`: fetching, from the node itself.
         assert_eq!(
-            Fetching::parse(b"d5:counti1e5:firsti0ee", 5).map(|f| f.stopped),
-            Ok(false)
+            Fetching::parse(b"d5:counti1e5:firsti0ee", 5).map(|f| (f.stopped, f.relayed)),
+            Ok((false, false))
         );
     }
 
@@ -757,8 +767,8 @@ mod tests {
         }
 
         #[test]
-        fn fetching_round_trips(first in 0u32..1000, count in 1u32..=MAX_FETCHING, stopped in any::<bool>()) {
-            let f = Fetching { first, count, stopped };
+        fn fetching_round_trips(first in 0u32..1000, count in 1u32..=MAX_FETCHING, stopped in any::<bool>(), relayed in any::<bool>()) {
+            let f = Fetching { first, count, stopped, relayed };
             prop_assert_eq!(Fetching::parse(&f.encode(), first + count), Ok(f));
         }
 
