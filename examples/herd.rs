@@ -99,6 +99,15 @@ struct Row {
     node_rss: Option<f64>,
 }
 
+impl Row {
+    /// How long the nodes' own CPU time takes on `cores` cores, at the least: every node's work
+    /// shares this host's cores, where a cluster's nodes each have their own.
+    fn cpu_floor(&self, cores: usize) -> Option<f64> {
+        let cores = cores.max(1) as f64;
+        self.node_cpu.map(|c| c * self.nodes as f64 / cores)
+    }
+}
+
 fn bench(a: &Args) -> Result<(), String> {
     let max = a.nodes.iter().copied().max().unwrap_or(1);
     let t = std::time::Instant::now();
@@ -228,13 +237,13 @@ fn bench(a: &Args) -> Result<(), String> {
             rows.push(row);
         }
     }
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
     println!(
-        "image {} MiB, every node's link {} Mbit/s, the server's {} Mbit/s (tbf), {} cores; \
+        "image {} MiB, every node's link {} Mbit/s, the server's {} Mbit/s (tbf), {cores} cores; \
          herd/alone: against one node alone from the mirror ({})",
         a.image_mib,
         a.node_mbit,
         a.server_mbit,
-        std::thread::available_parallelism().map_or(0, |n| n.get()),
         alone.map_or("-".into(), |s| format!("{s:.1} s"))
     );
     let bt: Vec<&Row> = rows
@@ -246,8 +255,26 @@ fn bench(a: &Args) -> Result<(), String> {
         "goal: BitTorrent origin bytes <= 2x the image at every N: {}",
         if origin_ok { "met" } else { "NOT met" }
     );
+    let over_alone = |r: &Row| r.herd_s.zip(alone).map(|(h, a)| h / a);
+    let shown = |x: Option<f64>| x.map_or("incomplete".into(), |r| format!("{r:.2}x"));
+    // How much of each herd time the host's cores alone account for: near the herd time, the
+    // figure measures this machine, not the network or the protocol.
+    for r in &bt {
+        println!(
+            "N={}: the nodes' own CPU time ({:.2} s each) needs {} of the {cores} cores; the \
+             herd took {} one node alone, the host's CPUs {:.0} % busy",
+            r.nodes,
+            r.node_cpu.unwrap_or(0.0),
+            r.cpu_floor(cores).map_or("-".into(), |s| format!(
+                "{s:.1} s ({})",
+                shown(alone.map(|a| s / a))
+            )),
+            shown(over_alone(r)),
+            r.cpu.unwrap_or(0.0) * 100.0,
+        );
+    }
     if let Some(last) = bt.iter().max_by_key(|r| r.nodes) {
-        let ratio = last.herd_s.zip(alone).map(|(h, a)| h / a);
+        let ratio = over_alone(last);
         println!(
             "goal: BitTorrent herd time at N={} <= 4x one node alone: {} ({})",
             last.nodes,
@@ -256,7 +283,7 @@ fn bench(a: &Args) -> Result<(), String> {
             } else {
                 "NOT met"
             },
-            ratio.map_or("incomplete".into(), |r| format!("{r:.2}x"))
+            shown(ratio)
         );
     }
     drop(net);
