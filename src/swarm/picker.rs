@@ -22,15 +22,16 @@ pub const MAX_DUP: u8 = 2;
 pub const WIDEN_AFTER: Duration = Duration::from_millis(300);
 
 /// A node's share of the pieces nobody has yet: the ones it may take from the web seeds. In a
-/// herd that starts together no node knows what the others are fetching from the mirrors, so
-/// each takes only the pieces its own order (the tie order, independent per node) ranks in the
-/// first `widened / swarm` of all: every piece is in about `widened` nodes' shares, and the
-/// first wave asks the mirrors for each piece about once instead of every node asking for its
-/// own runs. A piece in nobody's share (e⁻¹ of them) comes when the nodes run out of work:
-/// each widens its share by one more `1 / swarm` after [`WIDEN_AFTER`] idle, so each round asks
-/// for the pieces still missing about once more. Expected mirror bytes: about 1 + e⁻¹ + e⁻² +
-/// … ≈ 1.6 × the image whatever the herd's size, less as pieces spread between the rounds
-/// (a piece a peer has is no longer taken from the mirrors).
+/// herd that starts together a node hears of what only some others fetch from the mirrors
+/// (`rl_fetching`, from its peers and theirs), so each takes only the pieces its own order
+/// (the tie order, independent per node) ranks in the first `widened / swarm` of all: every
+/// piece is in about `widened` nodes' shares, and the first wave asks the mirrors for each
+/// piece about once instead of every node asking for its own runs. A piece in nobody's share
+/// (e⁻¹ of them) comes when the nodes run out of work: each widens its share by one more
+/// `1 / swarm` after [`WIDEN_AFTER`] idle, twice as long each round ([`Share::backed_off`]),
+/// so each round asks for the pieces still missing about once more. Expected mirror bytes:
+/// about 1 + e⁻¹ + e⁻² + … ≈ 1.6 × the image whatever the herd's size, less as pieces spread
+/// between the rounds (a piece a peer has is no longer taken from the mirrors).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Share {
     pub widened: u32,
@@ -54,14 +55,9 @@ impl Share {
         (self.widened < swarm).then(|| part.saturating_mul(u64::from(self.widened)))
     }
 
-    /// Widens the share when the node has been idle since `idle_since` (its last piece from
-    /// a peer, or its start) and since it last widened, for [`WIDEN_AFTER`]; whether it did.
-    pub fn widen(&mut self, now: Instant, idle_since: Instant) -> bool {
-        self.widen_after(now, idle_since, WIDEN_AFTER)
-    }
-
-    /// How long a node that sees part of the swarm waits before its next round:
-    /// [`WIDEN_AFTER`], twice as long each round after the first, at most `cap`.
+    /// How long a node that sees part of the swarm waits, idle, before its next round:
+    /// [`WIDEN_AFTER`], twice as long each round after the first, at most `cap`. (A node that
+    /// sees the whole swarm knows which pieces nobody has, and keeps to [`WIDEN_AFTER`].)
     pub fn backed_off(&self, cap: Duration) -> Duration {
         let doubled = 1u32
             .checked_shl(self.widened.saturating_sub(1))
@@ -69,7 +65,8 @@ impl Share {
         WIDEN_AFTER.saturating_mul(doubled).min(cap)
     }
 
-    /// [`Share::widen`] after being idle for `after` instead.
+    /// Widens the share when the node has been idle since `idle_since` (its last piece from
+    /// a peer, or its start) and since it last widened, for `after`; whether it did.
     pub fn widen_after(&mut self, now: Instant, idle_since: Instant, after: Duration) -> bool {
         let from = self.since.map_or(idle_since, |s| s.max(idle_since));
         if now.saturating_duration_since(from) < after {
@@ -735,20 +732,24 @@ mod tests {
     fn the_share_widens_only_after_being_idle() {
         let t0 = Instant::now();
         let mut s = Share::default();
-        assert!(!s.widen(t0 + WIDEN_AFTER / 2, t0));
-        assert!(s.widen(t0 + WIDEN_AFTER, t0));
+        assert!(!s.widen_after(t0 + WIDEN_AFTER / 2, t0, WIDEN_AFTER));
+        assert!(s.widen_after(t0 + WIDEN_AFTER, t0, WIDEN_AFTER));
         assert_eq!(s.widened, 2);
         // Not again until idle for as long since it widened, nor soon after a peer's piece.
-        assert!(!s.widen(t0 + WIDEN_AFTER + Duration::from_millis(10), t0));
+        assert!(!s.widen_after(
+            t0 + WIDEN_AFTER + Duration::from_millis(10),
+            t0,
+            WIDEN_AFTER
+        ));
         let t1 = t0 + WIDEN_AFTER * 2;
-        assert!(!s.widen(t1, t1 - WIDEN_AFTER / 3));
-        assert!(s.widen(t1 + WIDEN_AFTER, t1));
+        assert!(!s.widen_after(t1, t1 - WIDEN_AFTER / 3, WIDEN_AFTER));
+        assert!(s.widen_after(t1 + WIDEN_AFTER, t1, WIDEN_AFTER));
         assert_eq!(s.widened, 3);
         let mut big = Share {
             widened: u32::MAX,
             since: None,
         };
-        assert!(big.widen(t1 + WIDEN_AFTER * 5, t0));
+        assert!(big.widen_after(t1 + WIDEN_AFTER * 5, t0, WIDEN_AFTER));
         assert_eq!(big.widened, u32::MAX);
         let mut slow = Share::default();
         let long = WIDEN_AFTER * 4;
