@@ -89,17 +89,17 @@ impl Plan {
         // them.
         let since = st.last_from_peers.unwrap_or(start);
         let any = now.saturating_duration_since(since) >= wait;
+        // Read once: the plan's parts agree on whether the trackers have answered.
+        let announced = shared.announced.load(Ordering::Relaxed);
+        let answered = announced || shared.meta.trackers.is_empty();
         // Alone (no peer connected or known, none to come from a tracker, and no other
         // node counted by one): a plain mirrored fetch, in file order and in long runs.
-        let alone = st.conns.is_empty()
-            && st.known.is_empty()
-            && st.tracker_swarm <= 1
-            && (shared.meta.trackers.is_empty() || shared.announced.load(Ordering::Relaxed));
+        let alone = st.conns.is_empty() && st.known.is_empty() && st.tracker_swarm <= 1 && answered;
         let bytes = if alone { RUN_ALONE } else { RUN };
         // Trackers that have not answered by `peer_wait` (a busy one took 5 s at 256 nodes)
         // may name a whole herd any moment: one piece per request meanwhile, so what the
         // answer makes unwanted is one piece, not a 4 MiB run already on its way.
-        let max = if shared.announced.load(Ordering::Relaxed) || shared.meta.trackers.is_empty() {
+        let max = if answered {
             u32::try_from(bytes.div_ceil(u64::from(shared.meta.piece_length))).unwrap_or(1)
         } else {
             1
@@ -154,7 +154,7 @@ impl Plan {
         // nodes did), then while connections are being made: 1 s, or [`CONNECTING_MIN`]
         // when the trackers count no seed (a herd starting together: the peers have little
         // to tell yet, and a second is a third of a 3 s fetch).
-        let unanswered = !shared.announced.load(Ordering::Relaxed) && since_start < wait;
+        let unanswered = !announced && since_start < wait;
         let hear_for = if st.tracker_seeds == Some(0) {
             CONNECTING_MIN
         } else {
