@@ -142,6 +142,17 @@ impl State {
         }
     }
 
+    /// Web seed `id` no longer fetches pieces `first .. end`: they go back to the picker, and
+    /// peers hear it.
+    pub fn web_gave_up(&mut self, id: Source, first: u32, end: u32) {
+        if let Some(p) = self.picker() {
+            for i in first..end {
+                p.release(id, i);
+            }
+        }
+        self.tell_fetching(first, end, true);
+    }
+
     /// The swarm's size as this node can tell: the tracker's count, or the peers it knows of
     /// or is connected to and itself, whichever is larger. A connected peer's address is
     /// usually also in `known` (the one we dialled, or the listening port an incoming peer

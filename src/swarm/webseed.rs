@@ -324,14 +324,7 @@ pub fn run(shared: Arc<Shared>, id: Source, slot: usize, url: Url, client: Clien
                 return;
             }
             Err(Failed::Transfer(index, why)) => {
-                let mut st = shared.lock();
-                if let Some(p) = st.picker() {
-                    for i in index..end {
-                        p.release(id, i);
-                    }
-                }
-                st.tell_fetching(index, end, true);
-                drop(st);
+                shared.lock().web_gave_up(id, index, end);
                 log::info!(
                     "web seed {shown}, piece {index}: {why}; retrying in {} ms",
                     backoff.as_millis()
@@ -453,12 +446,7 @@ impl Run {
                 .is_none_or(|plan| plan.alone || p.web_keeps(i, plan.any, plan.web_share(within))),
         };
         if !keep {
-            if let Some(p) = st.picker() {
-                for j in i..self.end {
-                    p.release(self.id, j);
-                }
-            }
-            st.tell_fetching(i, self.end, true);
+            st.web_gave_up(self.id, i, self.end);
         }
         !keep
     }
