@@ -83,6 +83,9 @@ fn main() {
     }
 }
 
+/// The herd-time goal: the largest herd within this many times one node alone.
+const HERD_GOAL: f64 = 4.0;
+
 struct Row {
     mode: herd::Mode,
     nodes: usize,
@@ -257,34 +260,49 @@ fn bench(a: &Args) -> Result<(), String> {
     );
     let over_alone = |r: &Row| r.herd_s.zip(alone).map(|(h, a)| h / a);
     let shown = |x: Option<f64>| x.map_or("incomplete".into(), |r| format!("{r:.2}x"));
-    // How much of each herd time the host's cores alone account for: near the herd time, the
-    // figure measures this machine, not the network or the protocol.
+    // Whether this host carries a herd of N: when the nodes' own CPU time, spread over the
+    // host's cores, takes longer than the goal allows, no protocol can meet the goal here and
+    // the herd time measures this machine, not the network or the protocol (on a cluster each
+    // node has its own cores). The issue's bench runs "as many as this machine carries".
+    let floor_ratio = |r: &Row| r.cpu_floor(cores).zip(alone).map(|(s, a)| s / a);
+    let carried = |r: &Row| floor_ratio(r).is_some_and(|f| f < HERD_GOAL);
     for r in &bt {
         println!(
-            "N={}: the nodes' own CPU time ({:.2} s each) needs {} of the {cores} cores; the \
+            "N={}: the nodes' own CPU time ({:.2} s each) needs {} of the {cores} cores: {}; the \
              herd took {} one node alone, the host's CPUs {:.0} % busy",
             r.nodes,
             r.node_cpu.unwrap_or(0.0),
             r.cpu_floor(cores).map_or("-".into(), |s| format!(
                 "{s:.1} s ({})",
-                shown(alone.map(|a| s / a))
+                shown(floor_ratio(r))
             )),
+            if carried(r) {
+                "carried"
+            } else {
+                "NOT carried (over the goal before any network)"
+            },
             shown(over_alone(r)),
             r.cpu.unwrap_or(0.0) * 100.0,
         );
     }
-    if let Some(last) = bt.iter().max_by_key(|r| r.nodes) {
-        let ratio = over_alone(last);
-        println!(
-            "goal: BitTorrent herd time at N={} <= 4x one node alone: {} ({})",
-            last.nodes,
-            if ratio.is_some_and(|r| r <= 4.0) {
-                "met"
-            } else {
-                "NOT met"
-            },
-            shown(ratio)
-        );
+    match bt.iter().filter(|r| carried(r)).max_by_key(|r| r.nodes) {
+        Some(last) => {
+            let ratio = over_alone(last);
+            println!(
+                "goal: BitTorrent herd time at N={}, the largest N this host carries, <= {HERD_GOAL}x \
+                 one node alone: {} ({})",
+                last.nodes,
+                if ratio.is_some_and(|r| r <= HERD_GOAL) {
+                    "met"
+                } else {
+                    "NOT met"
+                },
+                shown(ratio)
+            );
+        }
+        None => println!(
+            "goal: BitTorrent herd time <= {HERD_GOAL}x one node alone: NOT met (no N carried)"
+        ),
     }
     drop(net);
     if std::env::var_os("HERD_KEEP").is_some() {
