@@ -78,8 +78,8 @@ pub fn assemble(cfg: &Config) -> AssembleOptions {
 
 /// The seeder after switch-root: port, duration, upload cap, and the CA bundle for https
 /// trackers.
-pub fn seed(cfg: &Config) -> crate::boot::seed::SeedOptions {
-    crate::boot::seed::SeedOptions {
+pub fn seed(cfg: &Config) -> crate::boot::seed::Settings {
+    crate::boot::seed::Settings {
         port: cfg.swarm.port,
         duration: cfg.swarm.seed,
         rate: cfg.swarm.seed_rate,

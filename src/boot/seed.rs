@@ -18,10 +18,11 @@
 
 use crate::support::log::{mib, Escaped};
 use crate::support::paths::Paths;
+pub use crate::swarm::seeder::Settings;
 use std::io::{Read, Write};
 use std::num::NonZeroU64;
 use std::os::unix::process::CommandExt;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
@@ -36,19 +37,8 @@ pub const EMPTY_ROOT: &str = "seed-root";
 /// How long the boot waits for the seeder to say it is ready.
 const READY_WAIT: Duration = Duration::from_secs(15);
 
-/// What the seeder is told (`rd.rustlive.bt.port`, `rd.rustlive.seed`, `rd.rustlive.seed.rate`,
-/// and the CA bundle for https trackers).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct SeedOptions {
-    pub port: u16,
-    /// Zero: no seeder.
-    pub duration: Duration,
-    pub rate: Option<NonZeroU64>,
-    pub ca: Option<PathBuf>,
-}
-
 /// The seeder's arguments after `argv[0]`.
-pub fn arguments(o: &SeedOptions, image: &Path, root: &Path) -> Vec<String> {
+pub fn arguments(o: &Settings, image: &Path, root: &Path) -> Vec<String> {
     let mut a = vec![
         SUBCOMMAND.to_string(),
         "--image".into(),
@@ -71,7 +61,7 @@ pub fn arguments(o: &SeedOptions, image: &Path, root: &Path) -> Vec<String> {
 
 /// Starts the seeder for the verified `image` described by `torrent` (its `.torrent` bytes);
 /// logs what happened. Never fails the boot.
-pub fn start(o: &SeedOptions, torrent: &[u8], image: &Path, paths: &Paths) {
+pub fn start(o: &Settings, torrent: &[u8], image: &Path, paths: &Paths) {
     if o.duration.is_zero() {
         log::info!("not sharing the image after switch-root (rd.rustlive.seed=0)");
         return;
@@ -88,7 +78,7 @@ pub fn start(o: &SeedOptions, torrent: &[u8], image: &Path, paths: &Paths) {
     }
 }
 
-fn spawn(o: &SeedOptions, torrent: &[u8], image: &Path, paths: &Paths) -> Result<u32, String> {
+fn spawn(o: &Settings, torrent: &[u8], image: &Path, paths: &Paths) -> Result<u32, String> {
     let run = paths.run_dir();
     let root = run.join(EMPTY_ROOT);
     let exe = paths.join("proc/self/exe");
@@ -190,7 +180,7 @@ mod tests {
 
     #[test]
     fn tells_the_seeder_everything_on_its_command_line() {
-        let o = SeedOptions {
+        let o = Settings {
             port: 6881,
             duration: Duration::from_secs(900),
             rate: NonZeroU64::new(32 << 20),
@@ -205,7 +195,7 @@ mod tests {
             a.join(" "),
             "seed-image --image /run/rustlive/image/i.sqfs --port 6881 --duration 900 --rate 33554432 --root /run/rustlive/seed-root --ca /etc/rustlive/ca.pem"
         );
-        let o = SeedOptions {
+        let o = Settings {
             rate: None,
             ca: None,
             ..o
@@ -239,7 +229,7 @@ mod tests {
     #[test]
     fn zero_means_no_seeder() {
         let dir = tempfile::tempdir().unwrap();
-        let o = SeedOptions {
+        let o = Settings {
             port: 0,
             duration: Duration::ZERO,
             rate: None,

@@ -224,6 +224,45 @@ mod tests {
         out
     }
 
+    /// The seeder's command line, as the boot writes it, reads back as the same arguments:
+    /// the one contract between the boot and `@rustlive-seed`.
+    #[test]
+    fn the_seeder_reads_back_what_the_boot_wrote() {
+        use crate::swarm::seeder::{Args, Settings};
+        use clap::Parser;
+        let full = Settings {
+            port: 6881,
+            duration: std::time::Duration::from_secs(900),
+            rate: std::num::NonZeroU64::new(32 << 20),
+            ca: Some("/etc/rustlive/ca.pem".into()),
+        };
+        let bare = Settings {
+            port: 0,
+            rate: None,
+            ca: None,
+            ..full.clone()
+        };
+        let (image, root) = ("/run/rustlive/image/i.sqfs", "/run/rustlive/seed-root");
+        for settings in [full, bare] {
+            let argv = crate::boot::seed::arguments(
+                &settings,
+                std::path::Path::new(image),
+                std::path::Path::new(root),
+            );
+            let cli =
+                Cli::try_parse_from(std::iter::once("rustlive".to_string()).chain(argv)).unwrap();
+            let Command::SeedImage(a) = cli.command else {
+                panic!("not seed-image: {:?}", cli.command);
+            };
+            let want = Args {
+                image: image.into(),
+                root: root.into(),
+                settings,
+            };
+            assert_eq!(a.to_args(), want);
+        }
+    }
+
     /// Issue 21, item 13: a page a `--help` sends the reader to is in the repository (and so in
     /// /usr/share/doc/rustlive/ once installed).
     #[test]

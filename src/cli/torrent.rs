@@ -174,6 +174,22 @@ pub struct SeedImageArgs {
     pub ca: Option<std::path::PathBuf>,
 }
 
+impl SeedImageArgs {
+    /// The seeder's arguments, as `boot::seed::arguments` wrote them.
+    pub(super) fn to_args(&self) -> crate::swarm::seeder::Args {
+        crate::swarm::seeder::Args {
+            image: self.image.clone(),
+            root: self.root.clone(),
+            settings: crate::swarm::seeder::Settings {
+                port: self.port,
+                duration: std::time::Duration::from_secs(self.duration),
+                rate: std::num::NonZeroU64::new(self.rate),
+                ca: self.ca.clone(),
+            },
+        }
+    }
+}
+
 pub(super) fn seed_image(a: &SeedImageArgs) -> Result<(), Error> {
     // A session of its own: nothing aimed at the boot's process group or terminal reaches it
     // (already a leader, when started by hand, is fine).
@@ -181,14 +197,7 @@ pub(super) fn seed_image(a: &SeedImageArgs) -> Result<(), Error> {
     // Started as /proc/self/exe: named after the program, not `exe` (argv[0] is
     // `@rustlive-seed`, systemd's mark for a process from the initramfs).
     let _ = crate::sys::process::set_name(c"rustlive");
-    let args = crate::swarm::seeder::Args {
-        image: a.image.clone(),
-        port: a.port,
-        duration: std::time::Duration::from_secs(a.duration),
-        rate: std::num::NonZeroU64::new(a.rate),
-        root: a.root.clone(),
-        ca: a.ca.clone(),
-    };
+    let args = a.to_args();
     crate::swarm::seeder::run(&args, std::io::stdin().lock(), std::io::stdout().lock())?;
     Ok(())
 }

@@ -37,18 +37,27 @@ pub const CGROUP: &str = "rustlive-seed";
 /// ends.
 const BIND_WAIT: Duration = Duration::from_secs(5);
 
-/// What the boot tells the seeder (`boot::seed::arguments`).
+/// What an admin sets for the seeder (`rd.rustlive.bt.port`, `rd.rustlive.seed`,
+/// `rd.rustlive.seed.rate`) and the CA bundle for https trackers: the boot's options
+/// (`boot::options::seed`), handed to the seeder on its command line (`boot::seed::arguments`).
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Args {
-    pub image: PathBuf,
+pub struct Settings {
     pub port: u16,
+    /// Zero: no seeder.
     pub duration: Duration,
     /// Bytes per second, all peers together; `None`: no cap.
     pub rate: Option<NonZeroU64>,
-    /// The empty directory it makes its root (created when missing).
-    pub root: PathBuf,
     /// The CA bundle for https trackers (else the installed defaults).
     pub ca: Option<PathBuf>,
+}
+
+/// What the seeder runs with: the settings, and where the image and its empty root are.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Args {
+    pub image: PathBuf,
+    /// The empty directory it makes its root (created when missing).
+    pub root: PathBuf,
+    pub settings: Settings,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -176,13 +185,14 @@ pub fn run(a: &Args, input: impl Read, mut ready: impl Write) -> Result<SeedRepo
             return Err(e);
         }
     };
-    let port = listener.local_addr().map_or(a.port, |l| l.port());
+    let set = &a.settings;
+    let port = listener.local_addr().map_or(set.port, |l| l.port());
     log::info!(
         "seeding {} ({}) on port {port} for {} s, at most {}, as uid {NOBODY} in an empty root",
         Escaped(&meta.name),
         mib(meta.length),
-        a.duration.as_secs(),
-        a.rate
+        set.duration.as_secs(),
+        set.rate
             .map_or("unlimited".into(), |r| format!("{}/s", mib(r.get())))
     );
     let _ = writeln!(ready, "ready");
@@ -194,9 +204,9 @@ pub fn run(a: &Args, input: impl Read, mut ready: impl Write) -> Result<SeedRepo
     }
     drop(null);
     let opts = SeedOptions {
-        duration: a.duration,
+        duration: set.duration,
         limits: Limits {
-            upload_rate: a.rate,
+            upload_rate: set.rate,
             ..Limits::default()
         },
         stop: Some(crate::sys::signals::term_requested),
@@ -244,7 +254,7 @@ fn prepare(a: &Args, input: impl Read) -> Result<Prepared, SeederError> {
             want: meta.length,
         });
     }
-    let listener = bind(a.port)?;
+    let listener = bind(a.settings.port)?;
     let mut resolved: Vec<(String, Vec<SocketAddr>)> = Vec::new();
     for (host, port) in tracker_hosts(&meta.trackers) {
         match (host.as_str(), port).to_socket_addrs() {
@@ -254,7 +264,7 @@ fn prepare(a: &Args, input: impl Read) -> Result<Prepared, SeederError> {
     }
     let https = meta.trackers.iter().any(|t| t.starts_with("https://"));
     let roots = if https {
-        tls_roots(a.ca.as_deref())
+        tls_roots(a.settings.ca.as_deref())
     } else {
         Vec::new()
     };
@@ -323,11 +333,13 @@ mod tests {
     fn args_in(dir: &Path) -> Args {
         Args {
             image: dir.join("img"),
-            port: 0,
-            duration: Duration::from_secs(1),
-            rate: None,
             root: dir.join("root"),
-            ca: None,
+            settings: Settings {
+                port: 0,
+                duration: Duration::from_secs(1),
+                rate: None,
+                ca: None,
+            },
         }
     }
 
