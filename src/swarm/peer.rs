@@ -80,9 +80,14 @@ pub fn accepted(shared: Arc<Shared>, id: Source, stream: TcpStream, addr: Socket
 /// The connection's traces removed from the shared state; a banned peer's address and id kept.
 fn finish(shared: &Shared, id: Source, addr: SocketAddr, end: &End) {
     let mut st = shared.lock();
-    if let Some(p) = st.picker() {
-        p.remove(id);
-    }
+    let ended = st
+        .picker()
+        .map(|p| {
+            p.remove(id);
+            p.unclaim_from(id)
+        })
+        .unwrap_or_default();
+    st.pass_on_ended(&ended);
     st.conns.remove(&id);
     let peer_id = st.peer_ids.remove(&id);
     match end {
@@ -502,18 +507,18 @@ impl Conn<'_> {
                     }
                 } else if id == RL_FETCHING_ID {
                     // Advisory: a malformed one is ignored, like an unknown message. A claim
-                    // holds for `peer_wait` at most, the time a piece may wait for peers.
+                    // holds until it ends, or until peers had their chance (`peer_wait`
+                    // without a byte from them, the time a piece may wait for peers).
                     // A node's own word that changed something here is passed on once, to
                     // every other peer: a node sees 40 of a herd of 256, and two that fetch
                     // the same piece are rarely connected but usually share a peer.
                     if let Ok(f) = Fetching::parse(&payload, pieces) {
-                        let until = now.checked_add(self.shared.limits.peer_wait).unwrap_or(now);
                         let mut st = self.shared.lock();
                         let news = st.picker().is_some_and(|p| {
                             if f.stopped {
-                                p.unclaim(f.first, f.count, now)
+                                p.unclaim(f.first, f.count)
                             } else {
-                                p.claim(f.first, f.count, until)
+                                p.claim(f.first, f.count, self.id, f.relayed)
                             }
                         });
                         if news && !f.relayed {

@@ -179,11 +179,23 @@ pub struct Picker {
     peers: HashMap<Source, Vec<bool>>,
     /// The pieces each source is fetching.
     busy: HashMap<Source, Vec<u32>>,
-    /// Until when a connected peer's word that it fetches the piece from the mirrors
-    /// (`rl_fetching`) keeps our web seeds off it; `Some` once any peer said so: only the
-    /// first word counts, so no peer holds a piece back longer than one claim.
-    claimed: Vec<Option<Instant>>,
+    /// What peers said of each piece with `rl_fetching` ([`Picker::claim`]).
+    claimed: Vec<Claim>,
     seed: u64,
+}
+
+/// What peers said of a piece with `rl_fetching`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Claim {
+    Unsaid,
+    /// Some peer fetches it from the mirrors, or did: ours leave it alone. `from`: the
+    /// connection the word came through; `relayed`: passed on by it, not its own.
+    Held {
+        from: Source,
+        relayed: bool,
+    },
+    /// The claim ended: the piece is free, and no later word holds it back again.
+    Ended,
 }
 
 impl Picker {
@@ -199,7 +211,7 @@ impl Picker {
             webs: HashSet::new(),
             peers: HashMap::new(),
             busy: HashMap::new(),
-            claimed: vec![None; len],
+            claimed: vec![Claim::Unsaid; len],
             seed,
         }
     }
@@ -295,27 +307,56 @@ impl Picker {
     }
 
     /// A peer said it fetches pieces `first .. first + count` from the mirrors: our web seeds
-    /// leave them alone until `until` (unless peers had their chance). Only the first word
-    /// on a piece counts. Whether this was the first word on some piece.
-    pub fn claim(&mut self, first: u32, count: u32, until: Instant) -> bool {
+    /// leave them alone until it says it stopped ([`Picker::unclaim`]) or peers had their
+    /// chance (`any`: no byte from peers for `peer_wait`). A word is passed on once, so a
+    /// node hears what nodes two hops away fetch: a claim it heard is a piece the herd holds,
+    /// or soon will, though none of its 40 peers may have it yet; fetched again, it is the
+    /// herd's second copy (at 256 nodes on two cores, about an image of such copies in a
+    /// herd's second half, once claims ran out after `peer_wait`). Only the first word on a
+    /// piece counts, so a peer cannot hold one back again once its claim ended. Whether this
+    /// was the first word on some piece.
+    pub fn claim(&mut self, first: u32, count: u32, from: Source, relayed: bool) -> bool {
         let mut new = false;
         for i in first..first.saturating_add(count).min(self.n()) {
             if let Some(c) = self.idx(i).and_then(|i| self.claimed.get_mut(i)) {
-                new |= c.is_none();
-                c.get_or_insert(until);
+                if *c == Claim::Unsaid {
+                    *c = Claim::Held { from, relayed };
+                    new = true;
+                }
             }
         }
         new
     }
 
-    /// The peer no longer fetches pieces `first .. first + count`: their claims end `now`.
-    /// Whether some claim was still running.
-    pub fn unclaim(&mut self, first: u32, count: u32, now: Instant) -> bool {
+    /// The connection `from` closed: the claims its words made end (a node that left
+    /// fetches nothing; one that relayed a word cannot pass on its end). Of those, the
+    /// pieces the departed peer claimed itself, in order: its claims were news here and
+    /// passed on, and their end is passed on too.
+    pub fn unclaim_from(&mut self, from: Source) -> Vec<u32> {
+        let mut own = Vec::new();
+        for (i, c) in self.claimed.iter_mut().enumerate() {
+            if let Claim::Held { from: f, relayed } = *c {
+                if f == from {
+                    *c = Claim::Ended;
+                    if !relayed {
+                        own.extend(u32::try_from(i).ok());
+                    }
+                }
+            }
+        }
+        own
+    }
+
+    /// The peer no longer fetches pieces `first .. first + count` (it gave them up): they are
+    /// free for our web seeds. Whether some claim was still holding.
+    pub fn unclaim(&mut self, first: u32, count: u32) -> bool {
         let mut ended = false;
         for i in first..first.saturating_add(count).min(self.n()) {
-            if let Some(Some(c)) = self.idx(i).and_then(|i| self.claimed.get_mut(i)) {
-                ended |= now < *c;
-                *c = (*c).min(now);
+            if let Some(c) = self.idx(i).and_then(|i| self.claimed.get_mut(i)) {
+                if matches!(c, Claim::Held { .. }) {
+                    *c = Claim::Ended;
+                    ended = true;
+                }
             }
         }
         ended
@@ -325,12 +366,8 @@ impl Picker {
         u32::try_from(self.have.len()).unwrap_or(u32::MAX)
     }
 
-    fn claimed(&self, i: usize, now: Instant) -> bool {
-        self.claimed
-            .get(i)
-            .copied()
-            .flatten()
-            .is_some_and(|until| now < until)
+    fn claimed(&self, i: usize) -> bool {
+        matches!(self.claimed.get(i), Some(Claim::Held { .. }))
     }
 
     /// Whether some connected peer has a piece we lack: then the node is slow, not idle, and
@@ -474,13 +511,7 @@ impl Picker {
         in_order: bool,
         share: Option<u64>,
     ) -> Option<(u32, u32)> {
-        self.pick_web_in(
-            w,
-            (any, Instant::now()),
-            max,
-            in_order,
-            WebShare::Order(share),
-        )
+        self.pick_web_in(w, any, max, in_order, WebShare::Order(share))
     }
 
     /// [`Picker::pick_web`] for a node connected to the whole swarm: the pieces it ranks
@@ -500,7 +531,7 @@ impl Picker {
             members,
             within,
         };
-        self.pick_web_in(w, (any, Instant::now()), max, false, share)
+        self.pick_web_in(w, any, max, false, share)
     }
 
     /// Whether a web seed fetching piece `i` should go on, by the rule that picks pieces for
@@ -530,13 +561,13 @@ impl Picker {
         }
     }
 
-    /// [`Picker::pick_web`] or [`Picker::pick_web_ranked`], by `share`, at `now`: pieces a
-    /// connected peer said it fetches from the mirrors ([`Picker::claim`]) are left to it
-    /// until peers had their chance (`any`).
+    /// [`Picker::pick_web`] or [`Picker::pick_web_ranked`], by `share`: pieces a peer said
+    /// it fetches from the mirrors ([`Picker::claim`]) are left to it until peers had their
+    /// chance (`any`).
     pub fn pick_web_in(
         &mut self,
         w: Source,
-        (any, now): (bool, Instant),
+        any: bool,
         max: u32,
         in_order: bool,
         share: WebShare,
@@ -545,7 +576,7 @@ impl Picker {
         let free = |p: &Picker, i: usize| {
             let active = p.active.get(i).copied().unwrap_or(1);
             active == 0
-                && (any || !p.claimed(i, now))
+                && (any || !p.claimed(i))
                 && u32::try_from(i).is_ok_and(|x| p.web_keeps(x, any, share))
         };
         let mut best: Option<(u64, usize)> = None;
@@ -875,44 +906,68 @@ mod tests {
     }
 
     #[test]
-    fn a_piece_a_peer_fetches_from_the_mirrors_is_left_to_it_for_a_while() {
-        let t = Instant::now();
-        let later = t + Duration::from_secs(5);
+    fn a_piece_a_peer_fetches_from_the_mirrors_is_left_to_the_herd_until_peers_had_their_chance() {
         let mut p = Picker::new(4, 0);
-        assert!(p.claim(0, 3, later));
+        assert!(p.claim(0, 3, 1, false));
         assert!(
-            !p.claim(1, 2, later),
+            !p.claim(1, 2, 2, false),
             "a second word on a piece is not news"
         );
-        let pick =
-            |p: &mut Picker, any, now| p.pick_web_in(9, (any, now), 8, true, WebShare::Order(None));
-        assert_eq!(pick(&mut p, false, t), Some((3, 1)));
-        assert_eq!(pick(&mut p, false, t), None);
+        let pick = |p: &mut Picker, any| p.pick_web_in(9, any, 8, true, WebShare::Order(None));
+        assert_eq!(pick(&mut p, false), Some((3, 1)));
+        assert_eq!(pick(&mut p, false), None);
         // Peers had their chance: anything.
-        assert_eq!(pick(&mut p, true, t), Some((0, 3)));
+        assert_eq!(pick(&mut p, true), Some((0, 3)));
         p.remove(9);
-        // The claim ran out.
-        assert_eq!(pick(&mut p, false, later), Some((0, 4)));
-        p.remove(9);
-        // A peer that stopped fetching gives the piece back at once; a second word on a piece
-        // does not renew its claim.
-        assert!(p.unclaim(1, 1, t));
-        assert!(!p.unclaim(1, 1, t));
-        assert!(!p.claim(0, 2, later + Duration::from_secs(60)));
-        assert_eq!(pick(&mut p, false, t), Some((1, 1)));
-        assert_eq!(pick(&mut p, false, later), Some((0, 1)));
+        // However long ago it was said: the piece is the herd's, not ours to fetch again.
+        assert_eq!(pick(&mut p, false), Some((3, 1)));
+        assert_eq!(pick(&mut p, false), None);
+        // A peer that stopped fetching gives the piece back at once; a later word on it
+        // does not hold it back again.
+        assert!(p.unclaim(1, 1));
+        assert!(!p.unclaim(1, 1));
+        assert!(!p.claim(1, 1, 1, false));
+        assert_eq!(pick(&mut p, false), Some((1, 1)));
+        assert_eq!(pick(&mut p, false), None);
         // What our own web seeds fetch, for a peer that just connected.
         let mut q = Picker::new(10, 0);
         assert_eq!(
-            q.pick_web_in(9, (false, t), 8, true, WebShare::Order(None)),
+            q.pick_web_in(9, false, 8, true, WebShare::Order(None)),
             Some((0, 8))
         );
         q.release(9, 3);
         assert_eq!(q.web_runs(3), [(0, 3), (4, 3), (7, 1)]);
         // Claims past the last piece are ignored.
-        assert!(p.claim(3, u32::MAX, later));
-        assert_eq!(pick(&mut p, false, t), None);
-        assert_eq!(pick(&mut p, false, later), Some((2, 2)));
+        let mut r = Picker::new(4, 0);
+        assert!(r.claim(3, u32::MAX, 1, false));
+        assert_eq!(
+            r.pick_web_in(9, false, 8, true, WebShare::Order(None)),
+            Some((0, 3))
+        );
+        assert!(r.unclaim(2, u32::MAX));
+        assert_eq!(
+            r.pick_web_in(9, false, 8, true, WebShare::Order(None)),
+            Some((3, 1))
+        );
+    }
+
+    #[test]
+    fn a_peer_that_leaves_takes_its_claims_with_it() {
+        let mut p = Picker::new(6, 0);
+        // Peer 1's own words on 0..2, and a word it passed on, on 2; peer 2's on 3.
+        assert!(p.claim(0, 2, 1, false));
+        assert!(p.claim(2, 1, 1, true));
+        assert!(p.claim(3, 1, 2, false));
+        assert!(!p.claim(0, 1, 2, false));
+        let pick = |p: &mut Picker| p.pick_web_in(9, false, 8, true, WebShare::Order(None));
+        assert_eq!(pick(&mut p), Some((4, 2)));
+        // Its own claims are passed on as ended; the relayed one ends here only.
+        assert_eq!(p.unclaim_from(1), [0, 1]);
+        assert_eq!(p.unclaim_from(1), Vec::<u32>::new());
+        assert_eq!(pick(&mut p), Some((0, 3)));
+        // Peer 2's claim holds, and an ended claim is not renewed by its words.
+        assert_eq!(pick(&mut p), None);
+        assert!(!p.claim(0, 3, 2, false));
     }
 
     #[test]

@@ -142,6 +142,32 @@ impl State {
         }
     }
 
+    /// Claims that ended because the peer that made them left (`pieces`, in order): passed on
+    /// once, as relayed words, to the peers that heard of them from us.
+    pub fn pass_on_ended(&mut self, pieces: &[u32]) {
+        let mut rest = pieces;
+        while let Some((&first, tail)) = rest.split_first() {
+            // The run of consecutive pieces from `first`, at most one word long.
+            let mut count = 1u32;
+            let mut next = tail;
+            while let Some((&i, t)) = next.split_first() {
+                if count >= super::wire::MAX_FETCHING || Some(i) != first.checked_add(count) {
+                    break;
+                }
+                count = count.saturating_add(1);
+                next = t;
+            }
+            let f = Fetching {
+                first,
+                count,
+                stopped: true,
+                relayed: true,
+            };
+            self.fetching.push((f, None));
+            rest = next;
+        }
+    }
+
     /// Web seed `id` no longer fetches pieces `first .. end`: they go back to the picker, and
     /// peers hear it.
     pub fn web_gave_up(&mut self, id: Source, first: u32, end: u32) {
@@ -379,6 +405,33 @@ pub mod tests {
     use super::*;
     use crate::swarm::metainfo::tests::torrent_of;
     use crate::swarm::wire;
+
+    #[test]
+    fn claims_a_departed_peer_made_are_passed_on_as_ended_runs() {
+        let mut st = State::default();
+        st.pass_on_ended(&[0, 1, 2, 5, 7, 8]);
+        let words: Vec<(u32, u32, bool, bool)> = st
+            .fetching
+            .iter()
+            .map(|(f, from)| {
+                assert!(from.is_none());
+                (f.first, f.count, f.stopped, f.relayed)
+            })
+            .collect();
+        assert_eq!(
+            words,
+            [(0, 3, true, true), (5, 1, true, true), (7, 2, true, true)]
+        );
+        let long: Vec<u32> = (0..300).collect();
+        st.fetching.clear();
+        st.pass_on_ended(&long);
+        let runs: Vec<(u32, u32)> = st
+            .fetching
+            .iter()
+            .map(|(f, _)| (f.first, f.count))
+            .collect();
+        assert_eq!(runs, [(0, 256), (256, 44)]);
+    }
 
     #[test]
     fn a_connected_peer_counts_once_in_the_swarm() {

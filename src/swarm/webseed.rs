@@ -230,7 +230,7 @@ pub fn run(shared: Arc<Shared>, id: Source, slot: usize, url: Url, client: Clien
                 None
             } else {
                 st.picker()
-                    .and_then(|x| x.pick_web_in(id, (any, now), max, alone, share))
+                    .and_then(|x| x.pick_web_in(id, any, max, alone, share))
             };
             if let Some((first, count)) = picked {
                 st.web_idle_since = None;
