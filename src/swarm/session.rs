@@ -517,10 +517,10 @@ fn run(
     let start = Instant::now();
     start_accepting(shared, listener)?;
     for (slot, u) in web.iter().enumerate() {
-        for _ in 0..webseed::WORKERS {
+        for worker in 0..webseed::WORKERS {
             let id = shared.lock().new_source();
             let (s, u, c) = (Arc::clone(shared), u.clone(), client.clone());
-            std::thread::spawn(move || webseed::run(s, id, slot, u, c, start));
+            std::thread::spawn(move || webseed::run(s, id, (slot, worker), u, c, start));
         }
     }
     let mut trackers = trackers_of(&shared.meta, start);

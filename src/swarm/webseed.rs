@@ -1,10 +1,11 @@
 //! Web seeds (BEP 19) and the site's mirrors: pieces no peer has, within this node's share of
 //! them (`picker::Share`: in a herd each piece is asked of the mirrors about once), or, once
 //! peers had their chance, any piece of the share nobody is fetching, are fetched in runs of up
-//! to 4 MiB of consecutive pieces, one ranged GET per run and two in flight per mirror, through
-//! the fetch engine's HTTP client (its CA, client identity, proxy, connect and stall timeouts);
-//! the body is read up to the run's length and no further, and each piece is checked against
-//! its SHA-1 like a peer's and written as soon as it is in. A mirror that serves other bytes is
+//! to 4 MiB of consecutive pieces, one ranged GET per run and two in flight per mirror (one in
+//! a swarm of more than four), through the fetch engine's HTTP client (its CA, client
+//! identity, proxy, connect and stall timeouts); the body is read up to the run's length and
+//! no further, and each piece is checked against its SHA-1 like a peer's and written as soon
+//! as it is in. A mirror that serves other bytes is
 //! dropped for the rest of the download; one that fails keeps being retried with a backoff,
 //! while the deadline allows.
 
@@ -33,6 +34,9 @@ const RUN: u64 = 4 << 20;
 const RUN_ALONE: u64 = 32 << 20;
 /// Requests in flight to one web seed at once.
 pub const WORKERS: usize = 2;
+/// The largest swarm in which a node keeps [`WORKERS`] requests in flight to each mirror;
+/// in a larger one, one.
+const TWO_WORKERS_UP_TO: u32 = 4;
 /// How much of a piece a web seed reads before it looks whether peers delivered the piece.
 const CHUNK: usize = 64 << 10;
 /// For this long after the swarm a node sees last grew fast, its web seeds ask for one piece
@@ -68,6 +72,15 @@ struct Plan {
 }
 
 impl Plan {
+    /// How many of a web seed's [`WORKERS`] may have a request in flight.
+    fn workers(&self) -> usize {
+        if self.alone || self.swarm <= TWO_WORKERS_UP_TO {
+            WORKERS
+        } else {
+            1
+        }
+    }
+
     /// The pieces this node's web seeds may take, `within` its widened share.
     fn web_share(&self, within: u32) -> WebShare<'_> {
         match self.me {
@@ -188,7 +201,14 @@ impl Plan {
 
 /// Runs web seed `slot` (its URL `url`) until the file is complete, the download stops, or
 /// the seed served bytes that do not verify.
-pub fn run(shared: Arc<Shared>, id: Source, slot: usize, url: Url, client: Client, start: Instant) {
+pub fn run(
+    shared: Arc<Shared>,
+    id: Source,
+    (slot, worker): (usize, usize),
+    url: Url,
+    client: Client,
+    start: Instant,
+) {
     let shown = redact_url(&url);
     let mut backoff = Duration::from_millis(500);
     // How this worker last chose its share, for the debug log: (by rank, seeing every peer).
@@ -224,8 +244,13 @@ pub fn run(shared: Arc<Shared>, id: Source, slot: usize, url: Url, client: Clien
             let (any, max, alone) = (plan.any, plan.max, plan.alone);
             let share = plan.web_share(within);
             // While its share may still shrink, one request to the mirrors at a time.
-            let hold =
-                plan.early || (plan.young && st.picker.as_ref().is_some_and(|p| p.web_fetching()));
+            // And in a herd, one request per mirror: a node's share is a few pieces, and
+            // every request more waits behind the herd's others on the mirror's link, where
+            // peers may deliver the piece meanwhile (at 256 nodes, 512 requests in flight
+            // took 1 to 8 s each and half of them were given up, part sent).
+            let hold = plan.early
+                || (plan.young && st.picker.as_ref().is_some_and(|p| p.web_fetching()))
+                || worker >= plan.workers();
             let picked = if hold {
                 None
             } else {
@@ -548,6 +573,19 @@ mod tests {
         // No tracker count at all: nothing says how large the swarm is.
         let p = Plan::of(&s, &state(3, 3, 0, 0), later, t0);
         assert!(p.me.is_none());
+    }
+
+    #[test]
+    fn a_node_alone_or_in_a_small_swarm_keeps_two_requests_in_flight_a_herd_one() {
+        let (_d, s) = shared(&[7u8; 4096], 1024);
+        s.announced.store(true, Ordering::Relaxed);
+        let t0 = Instant::now();
+        let later = t0 + Duration::from_secs(2);
+        assert!(Plan::of(&s, &State::default(), later, t0).alone);
+        assert_eq!(Plan::of(&s, &State::default(), later, t0).workers(), 2);
+        assert_eq!(Plan::of(&s, &state(3, 3, 4, 0), later, t0).workers(), 2);
+        assert_eq!(Plan::of(&s, &state(4, 4, 5, 0), later, t0).workers(), 1);
+        assert_eq!(Plan::of(&s, &state(40, 40, 256, 0), later, t0).workers(), 1);
     }
 
     #[test]
