@@ -311,8 +311,8 @@ impl Picker {
     /// chance (`any`: no byte from peers for `peer_wait`). A word is passed on once, so a
     /// node hears what nodes two hops away fetch: a claim it heard is a piece the herd holds,
     /// or soon will, though none of its 40 peers may have it yet; fetched again, it is the
-    /// herd's second copy (at 256 nodes, the origin served 1.68-1.94x the image in five runs
-    /// against 1.83-1.92x when claims ran out after `peer_wait`). Only the first word on a
+    /// herd's second copy (`docs/developers/tests.md` has the runs: the gain at 256 nodes is
+    /// within the spread between runs). Only the first word on a
     /// piece counts, so a peer cannot hold one back again once its claim ended. Whether this
     /// was the first word on some piece.
     pub fn claim(&mut self, first: u32, count: u32, from: Source, relayed: bool) -> bool {
