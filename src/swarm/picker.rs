@@ -306,15 +306,15 @@ impl Picker {
         }
     }
 
-    /// A peer said it fetches pieces `first .. first + count` from the mirrors: our web seeds
-    /// leave them alone until it says it stopped ([`Picker::unclaim`]) or peers had their
-    /// chance (`any`: no byte from peers for `peer_wait`). A word is passed on once, so a
-    /// node hears what nodes two hops away fetch: a claim it heard is a piece the herd holds,
-    /// or soon will, though none of its 40 peers may have it yet; fetched again, it is the
-    /// herd's second copy (`docs/developers/tests.md` has the runs: the gain at 256 nodes is
-    /// within the spread between runs). Only the first word on a
-    /// piece counts, so a peer cannot hold one back again once its claim ended. Whether this
-    /// was the first word on some piece.
+    /// A peer said it fetches pieces `first .. first + count` from the mirrors (`from`: the
+    /// connection the word came through; `relayed`: passed on by it): our web seeds leave
+    /// them alone until the claim ends ([`Picker::unclaim`], [`Picker::unclaim_from`]) or
+    /// peers had their chance (`any`: no byte from peers for `peer_wait`). A word is passed
+    /// on once, so a node hears what nodes two hops away fetch: a claim it heard is a piece
+    /// the herd holds, or soon will, though none of its 40 peers may have it yet; fetched
+    /// again, it is the herd's second copy. Only the first word on a piece counts, so a peer
+    /// cannot hold one back again once its claim ended. Whether this was the first word on
+    /// some piece.
     pub fn claim(&mut self, first: u32, count: u32, from: Source, relayed: bool) -> bool {
         let mut new = false;
         for i in first..first.saturating_add(count).min(self.n()) {
