@@ -128,18 +128,7 @@ impl State {
     /// Notes for peers that our web seeds started (or, with `stopped`, gave up) fetching
     /// pieces `first .. end` from the mirrors.
     pub fn tell_fetching(&mut self, first: u32, end: u32, stopped: bool) {
-        let mut at = first;
-        while at < end {
-            let count = end.saturating_sub(at).min(super::wire::MAX_FETCHING);
-            let f = Fetching {
-                first: at,
-                count,
-                stopped,
-                relayed: false,
-            };
-            self.fetching.push((f, None));
-            at = at.saturating_add(count);
-        }
+        self.push_words(first, end, stopped, false);
     }
 
     /// Claims that ended because the peer that made them left (`pieces`, in order): passed on
@@ -147,24 +136,35 @@ impl State {
     pub fn pass_on_ended(&mut self, pieces: &[u32]) {
         let mut rest = pieces;
         while let Some((&first, tail)) = rest.split_first() {
-            // The run of consecutive pieces from `first`, at most one word long.
-            let mut count = 1u32;
+            // The run of consecutive pieces from `first`.
+            let mut end = first.saturating_add(1);
             let mut next = tail;
             while let Some((&i, t)) = next.split_first() {
-                if count >= super::wire::MAX_FETCHING || Some(i) != first.checked_add(count) {
+                if i != end {
                     break;
                 }
-                count = count.saturating_add(1);
+                end = end.saturating_add(1);
                 next = t;
             }
+            self.push_words(first, end, true, true);
+            rest = next;
+        }
+    }
+
+    /// `rl_fetching` words for pieces `first .. end`, as many as the message's limit needs,
+    /// for every connection to send.
+    fn push_words(&mut self, first: u32, end: u32, stopped: bool, relayed: bool) {
+        let mut at = first;
+        while at < end {
+            let count = end.saturating_sub(at).min(super::wire::MAX_FETCHING);
             let f = Fetching {
-                first,
+                first: at,
                 count,
-                stopped: true,
-                relayed: true,
+                stopped,
+                relayed,
             };
             self.fetching.push((f, None));
-            rest = next;
+            at = at.saturating_add(count);
         }
     }
 

@@ -5,9 +5,8 @@
 //! a swarm of more than four), through the fetch engine's HTTP client (its CA, client
 //! identity, proxy, connect and stall timeouts); the body is read up to the run's length and
 //! no further, and each piece is checked against its SHA-1 like a peer's and written as soon
-//! as it is in. A mirror that serves other bytes is
-//! dropped for the rest of the download; one that fails keeps being retried with a backoff,
-//! while the deadline allows.
+//! as it is in. A mirror that serves other bytes is dropped for the rest of the download; one
+//! that fails keeps being retried with a backoff, while the deadline allows.
 
 use super::picker::{self, Source, WebShare, WIDEN_AFTER};
 use super::shared::{Shared, State};
